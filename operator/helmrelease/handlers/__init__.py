@@ -1,0 +1,1 @@
+"""Thin kopf wiring: parse, call the reconcile core, map errors to kopf's."""

@@ -1,0 +1,1 @@
+"""HelmRelease reconciliation: pure decisions (next action, values, conditions) and the service that runs them."""
