@@ -1,0 +1,1 @@
+{{- define "app.fullname" -}}{{ .Release.Name | trunc 53 | trimSuffix "-" }}{{- end -}}

@@ -1,0 +1,113 @@
+"""Start, watch and stop the external processes the tests run (etcd, kube-apiserver, registry, operator)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BIN_DIR = REPO_ROOT / "bin"
+
+
+class StartupError(RuntimeError):
+    """A component did not become ready; the message carries its log tail."""
+
+
+def binary(name: str) -> str:
+    """Locate a tool built by `make tools` (bin/ first, then PATH) with a message that says how to get it."""
+    candidate = BIN_DIR / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        raise StartupError(f"{name} not found in {BIN_DIR} or PATH: run `make tools` first")
+    return found
+
+
+def free_port() -> int:
+    """A currently free loopback TCP port (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    """The last lines of a log, for failure messages."""
+    try:
+        content = path.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return f"(no log at {path})"
+    return "\n".join(content[-lines:])
+
+
+@dataclass
+class Process:
+    """A child process with its log file; stopping it is idempotent and never leaves an orphan."""
+
+    name: str
+    args: Sequence[str]
+    log_path: Path
+    env: dict[str, str] | None = None
+    cwd: Path | None = None
+    popen: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    def start(self) -> Process:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.popen = subprocess.Popen(
+            list(self.args),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=self.env,
+            cwd=self.cwd,
+            start_new_session=True,  # its own process group, so stop() reaches its children too
+        )
+        log.close()
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def signal(self, sig: signal.Signals) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, sig)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.popen is None:
+            return
+        self.signal(signal.SIGTERM)
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            self.popen.wait(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: the crash the recovery tests simulate."""
+        self.signal(signal.SIGKILL)
+        if self.popen is not None:
+            self.popen.wait(10)
+
+    def wait_until(self, ready: Callable[[], bool], timeout: float, what: str) -> None:
+        """Poll `ready` until true; fail with the log tail if the process dies or time runs out."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.running:
+                raise StartupError(f"{self.name} exited before {what}:\n{tail(self.log_path)}")
+            with contextlib.suppress(Exception):
+                if ready():
+                    return
+            time.sleep(0.1)
+        raise StartupError(f"{self.name} not {what} after {timeout:.0f}s:\n{tail(self.log_path)}")
