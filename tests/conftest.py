@@ -171,3 +171,13 @@ def oci_charts(helm: Helm, registry: registry_mod.Registry, chart_repo: charts_m
 def _no_leftover_tmp(workdir: Path) -> Iterator[None]:
     yield
     shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def node_simulator(api_client: k8s.ApiClient) -> Iterator[object]:
+    """Completes helm test Pods in test namespaces (no kubelet here); see tests/support/nodesim.py."""
+    from tests.support.nodesim import NodeSimulator
+
+    sim = NodeSimulator(api_client).start()
+    yield sim
+    sim.stop()

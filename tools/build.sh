@@ -18,53 +18,50 @@ log() { printf '[tools] %s\n' "$*" >&2; }
 # link NAME TARGET: point bin/NAME at a cached binary.
 link() { ln -sfn "$2" "$bindir/$1"; }
 
-# go_install NAME DIRNAME PACKAGE@VERSION: `go install` into $cache/DIRNAME/bin unless already there.
-go_install() {
-  local name=$1 dir="$cache/$2" pkg=$3 bin
-  bin="$dir/bin/$(basename "${pkg%@*}")"
-  if [ ! -x "$bin" ]; then
-    log "building $pkg (cold cache)"
+# bin_name PACKAGE[=NAME]: the binary's name: NAME when given, else the package's last path element.
+bin_name() { local spec=$1; if [ "${spec#*=}" != "$spec" ]; then echo "${spec#*=}"; else basename "$spec"; fi; }
+
+# build NAME VERSION MODULE LOCAL_VERSION PACKAGE...: build the packages (commands) of MODULE@VERSION with a
+# generated wrapper module (see wrapper-gomod.sh) into $cache/NAME-VERSION/bin, unless they are already there,
+# then link each into bin/. The link name is the package's last path element unless given as PACKAGE=LINK.
+build() {
+  local name=$1 version=$2 module=$3 local_version=$4; shift 4
+  local dir="$cache/$name-$version" spec missing=0
+  for spec in "$@"; do [ -x "$dir/bin/$(bin_name "$spec")" ] || missing=1; done
+  if [ "$missing" = 1 ]; then
+    log "building $module@$version: $* (cold cache)"
     local start=$SECONDS
-    GOBIN="$dir/bin.partial" go install -trimpath -ldflags='-s -w' "$pkg"
+    mkdir -p "$dir/wrapper"
+    "$here/wrapper-gomod.sh" "$module" "$version" "$local_version" > "$dir/wrapper/go.mod.new"
+    mv "$dir/wrapper/go.mod.new" "$dir/wrapper/go.mod"
+    rm -rf "$dir/bin.partial" && mkdir -p "$dir/bin.partial"
+    # -mod=mod lets go fill the wrapper's go.sum (verified against the checksum database) for exactly these packages.
+    for spec in "$@"; do
+      (cd "$dir/wrapper" && go build -mod=mod -trimpath -ldflags="-s -w ${LDFLAGS_EXTRA:-}" \
+        -o "../bin.partial/$(bin_name "$spec")" "${spec%%=*}")
+    done
     rm -rf "$dir/bin" && mv "$dir/bin.partial" "$dir/bin"
-    log "built $pkg in $((SECONDS - start))s"
+    log "built $name $version in $((SECONDS - start))s"
   fi
-  link "$name" "$bin"
+  for spec in "$@"; do link "$(bin_name "$spec")" "$dir/bin/$(bin_name "$spec")"; done
 }
 
-# Kubernetes: k8s.io/kubernetes pins its staging modules to ./staging/src/..., which does not resolve from the
-# module proxy. A generated wrapper module replaces every staging module with its published v0.X.Y.
-build_kubernetes() {
-  local dir="$cache/kubernetes-$KUBERNETES_VERSION" staging_version="v0${KUBERNETES_VERSION#v1}"
-  if [ -x "$dir/bin/kube-apiserver" ] && [ -x "$dir/bin/kubectl" ]; then
-    link kube-apiserver "$dir/bin/kube-apiserver"; link kubectl "$dir/bin/kubectl"; return
-  fi
-  log "building kube-apiserver and kubectl $KUBERNETES_VERSION (cold cache, several minutes)"
-  local start=$SECONDS mod="$dir/wrapper"
-  mkdir -p "$mod"
-  "$here/kube-wrapper-gomod.sh" "$KUBERNETES_VERSION" > "$mod/go.mod.new"
-  mv "$mod/go.mod.new" "$mod/go.mod"
-  (
-    cd "$mod"
-    go mod download k8s.io/kubernetes
-    # -mod=mod lets go fill go.sum for exactly the packages these two commands need.
-    mkdir -p ../bin.partial
-    go build -mod=mod -trimpath -ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$(echo "$KUBERNETES_VERSION" | cut -d. -f2)" \
-      -o ../bin.partial/ k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl
-  )
-  rm -rf "$dir/bin" && mv "$dir/bin.partial" "$dir/bin"
-  log "built kubernetes $KUBERNETES_VERSION (staging $staging_version) in $((SECONDS - start))s"
-  link kube-apiserver "$dir/bin/kube-apiserver"; link kubectl "$dir/bin/kubectl"
+kube_ldflags() {
+  local minor; minor=$(echo "$KUBERNETES_VERSION" | cut -d. -f2)
+  echo "-X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
 }
 
 want=${*:-kubernetes etcd helm helm3 registry}
 for tool in $want; do
   case $tool in
-    kubernetes) build_kubernetes ;;
-    etcd) go_install etcd "etcd-$ETCD_VERSION" "go.etcd.io/etcd/server/v3@$ETCD_VERSION" ;;
-    helm) go_install helm "helm-$HELM_VERSION" "helm.sh/helm/v4/cmd/helm@$HELM_VERSION" ;;
-    helm3) go_install helm3 "helm3-$HELM3_VERSION" "helm.sh/helm/v3/cmd/helm@$HELM3_VERSION" ;;
-    registry) go_install registry "registry-$REGISTRY_VERSION" "github.com/distribution/distribution/v3/cmd/registry@$REGISTRY_VERSION" ;;
+    kubernetes)
+      LDFLAGS_EXTRA=$(kube_ldflags) build kubernetes "$KUBERNETES_VERSION" k8s.io/kubernetes "v0${KUBERNETES_VERSION#v1}" \
+        k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl ;;
+    etcd) build etcd "$ETCD_VERSION" go.etcd.io/etcd/server/v3 "" go.etcd.io/etcd/server/v3=etcd ;;
+    helm) build helm "$HELM_VERSION" helm.sh/helm/v4 "" helm.sh/helm/v4/cmd/helm ;;
+    helm3) build helm3 "$HELM3_VERSION" helm.sh/helm/v3 "" helm.sh/helm/v3/cmd/helm=helm3 ;;
+    registry) build registry "$REGISTRY_VERSION" github.com/distribution/distribution/v3 "" \
+      github.com/distribution/distribution/v3/cmd/registry ;;
     *) log "unknown tool $tool"; exit 2 ;;
   esac
 done
