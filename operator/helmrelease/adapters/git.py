@@ -400,7 +400,7 @@ def _resolve_inside(root: Path, path: str) -> Path:
 
 
 def find_manifests(root: Path, holds: Callable[[str], bool], sub_path: str | None = None) -> list[str]:
-    """Relative paths of the YAML files under ``root`` (or its ``sub_path``) whose text ``holds`` accepts.
+    """Sorted relative paths of the YAML files under ``root`` (or ``sub_path``) whose text ``holds`` accepts.
 
     Symlinks and unreadable or non-UTF-8 files are skipped: we would not edit through them anyway.
     """
@@ -418,7 +418,7 @@ def find_manifests(root: Path, holds: Callable[[str], bool], sub_path: str | Non
                 continue
             if holds(text):
                 found.append(candidate.relative_to(root).as_posix())
-    return found
+    return sorted(found)
 
 
 def write_changes(root: Path, changes: Iterable[ChangedFile]) -> list[str]:

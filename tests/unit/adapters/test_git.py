@@ -1,0 +1,473 @@
+"""Pure parts of git write-back: commit messages, error cleaning and classification, settings, environment."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path, PurePosixPath
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from helmrelease.adapters.git import (
+    ASKPASS_SCRIPT,
+    PASSWORD_VARIABLE,
+    REDACTED,
+    USERNAME_VARIABLE,
+    AuthFailed,
+    Author,
+    GitError,
+    GitRemote,
+    HttpsCredentials,
+    ImageUpdate,
+    PushOutcome,
+    PushRejected,
+    RemoteUnreachable,
+    SshCredentials,
+    StateLayout,
+    backoff_delay,
+    checked_relative_path,
+    clean_detail,
+    commit_message,
+    failure_kind,
+    git_environment,
+    is_valid_branch,
+    push_outcome,
+    scrub_secrets,
+    ssh_command,
+)
+
+PROMETHEUS = ImageUpdate(
+    "monitoring", "prom", "prometheus", "prom/prometheus", "v2.3.1", "v2.3.2", "semver:~2.3"
+)
+GRAFANA = ImageUpdate("monitoring", "grafana", "grafana", "grafana/grafana", "7.0.0", "7.1.0", "glob:7.*")
+ALERTS = ImageUpdate("ops", "alerts", "main", "quay.io/prometheus/alertmanager", "v0.20", "v0.21")
+
+
+# --- commit messages --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("updates", "expected"),
+    [
+        pytest.param(
+            [PROMETHEUS],
+            "Update image prom/prometheus to v2.3.2 in monitoring/prom\n\n"
+            "monitoring/prom prometheus: prom/prometheus:v2.3.1 → v2.3.2 (semver:~2.3)",
+            id="one-image",
+        ),
+        pytest.param(
+            [PROMETHEUS, GRAFANA, ALERTS],
+            "Update 3 images\n\n"
+            "monitoring/prom prometheus: prom/prometheus:v2.3.1 → v2.3.2 (semver:~2.3)\n"
+            "monitoring/grafana grafana: grafana/grafana:7.0.0 → 7.1.0 (glob:7.*)\n"
+            "ops/alerts main: quay.io/prometheus/alertmanager:v0.20 → v0.21",
+            id="several-images-one-line-each-policy-only-when-known",
+        ),
+    ],
+)
+def test_commit_message(updates: list[ImageUpdate], expected: str) -> None:
+    assert commit_message(updates) == expected
+
+
+def test_commit_message_needs_an_update() -> None:
+    with pytest.raises(ValueError, match="at least one"):
+        commit_message([])
+
+
+# --- secrets and error messages ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "secrets", "expected"),
+    [
+        pytest.param(
+            "fatal: bad token s3cr3t-t0k3n", ["s3cr3t-t0k3n"], f"fatal: bad token {REDACTED}", id="known"
+        ),
+        pytest.param(
+            "unable to access 'https://bot:hunter2@git.example.com/r.git/'",
+            [],
+            f"unable to access 'https://{REDACTED}@git.example.com/r.git/'",
+            id="http-userinfo",
+        ),
+        pytest.param(
+            "to https://ghp_abcdef@github.com/o/r",
+            [],
+            f"to https://{REDACTED}@github.com/o/r",
+            id="http-token-as-user",
+        ),
+        pytest.param(
+            "ssh://git:pw@host/r.git and ssh://git@host/r.git",
+            [],
+            f"ssh://git:{REDACTED}@host/r.git and ssh://git@host/r.git",
+            id="ssh-password-only",
+        ),
+        pytest.param("abcabc", ["abc", "abcabc"], REDACTED, id="longest-secret-first"),
+        pytest.param(
+            "nothing to hide", ["", "x-not-there"], "nothing to hide", id="empty-and-absent-secrets"
+        ),
+    ],
+)
+def test_scrub_secrets(text: str, secrets: list[str], expected: str) -> None:
+    assert scrub_secrets(text, secrets) == expected
+
+
+@given(
+    before=st.text(),
+    after=st.text(),
+    secret=st.text(alphabet=st.characters(categories=["L", "N"]), min_size=4),
+)
+def test_scrubbed_text_never_contains_the_secret(before: str, after: str, secret: str) -> None:
+    assert secret not in scrub_secrets(f"{before}{secret}{after}", [secret])
+
+
+@given(
+    user=st.from_regex(r"[a-z0-9_]{1,12}", fullmatch=True),
+    password=st.from_regex(r"[A-Za-z0-9]{6,20}", fullmatch=True),
+)
+def test_urls_lose_their_passwords(user: str, password: str) -> None:
+    for scheme in ("https", "http", "ssh", "git+ssh"):
+        scrubbed = scrub_secrets(f"fatal: cannot reach {scheme}://{user}:{password}@host/repo.git/")
+        assert f":{password}@" not in scrubbed
+        assert f"{REDACTED}@host/repo.git/" in scrubbed
+
+
+@pytest.mark.parametrize(
+    ("output", "expected"),
+    [
+        pytest.param(
+            "Cloning into 'x'...\n"
+            "fatal: '/nonexistent/x.git' does not appear to be a git repository\n"
+            "fatal: Could not read from remote repository.\n\n"
+            "Please make sure you have the correct access rights\nand the repository exists.\n",
+            "'/nonexistent/x.git' does not appear to be a git repository; "
+            "Could not read from remote repository.",
+            id="error-lines-only",
+        ),
+        pytest.param(
+            "To file:///r.git\n!\tHEAD:refs/heads/main\t[remote rejected] (pre-receive hook declined)\nDone\n"
+            "remote: protected branch        \nerror: failed to push some refs to 'file:///r.git'\n"
+            "hint: Updates were rejected\n",
+            "! HEAD:refs/heads/main [remote rejected] (pre-receive hook declined); remote: protected branch; "
+            "failed to push some refs to 'file:///r.git'",
+            id="push-refusal-keeps-ref-and-remote-lines",
+        ),
+        pytest.param(
+            "something odd\nhint: try harder\n", "something odd", id="no-error-lines-keeps-the-rest"
+        ),
+        pytest.param("", "", id="empty"),
+    ],
+)
+def test_clean_detail(output: str, expected: str) -> None:
+    assert clean_detail(output) == expected
+
+
+def test_clean_detail_is_bounded() -> None:
+    detail = clean_detail("\n".join(f"fatal: {'x' * 300} {n}" for n in range(10)))
+    assert len(detail) <= 500
+    assert detail.endswith("…")
+
+
+@pytest.mark.parametrize(
+    ("stderr", "kind"),
+    [
+        pytest.param("fatal: Authentication failed for 'https://h/r.git/'", AuthFailed, id="https-auth"),
+        pytest.param(
+            "fatal: could not read Username for 'https://h': terminal prompts disabled",
+            AuthFailed,
+            id="no-creds",
+        ),
+        pytest.param(
+            "git@h: Permission denied (publickey).\nfatal: Could not read from remote repository.",
+            AuthFailed,
+            id="ssh-key-refused-before-generic-unreachable",
+        ),
+        pytest.param(
+            "fatal: unable to access 'https://h/r/': The requested URL returned error: 403",
+            AuthFailed,
+            id="403",
+        ),
+        pytest.param(
+            "fatal: unable to access 'https://h/': Could not resolve host: h", RemoteUnreachable, id="dns"
+        ),
+        pytest.param(
+            "fatal: unable to access 'https://127.0.0.1:1/x/': Failed to connect",
+            RemoteUnreachable,
+            id="refused",
+        ),
+        pytest.param(
+            "fatal: '/nope' does not appear to be a git repository", RemoteUnreachable, id="no-repo"
+        ),
+        pytest.param(
+            "ERROR: Repository not found.\nfatal: Could not read from remote repository.",
+            RemoteUnreachable,
+            id="ssh-no-repo",
+        ),
+        pytest.param("fatal: Remote branch nope not found in upstream origin", GitError, id="missing-branch"),
+        pytest.param("error: pathspec 'x' did not match", GitError, id="local"),
+    ],
+)
+def test_failure_kind(stderr: str, kind: type[GitError]) -> None:
+    assert failure_kind(stderr) is kind
+
+
+def test_git_error_message_is_clean() -> None:
+    error = AuthFailed(
+        "fetch", "fatal: Authentication failed for 'https://x:tok@h/r.git/'\nhint: x", secrets=["tok"]
+    )
+    assert str(error) == f"git fetch failed: Authentication failed for 'https://{REDACTED}@h/r.git/'"
+    assert isinstance(error, GitError)
+    assert str(GitError("reset", "")) == "git reset failed"
+
+
+def test_push_rejected_counts_attempts() -> None:
+    error = PushRejected("branch main moved on each of 3 attempts", attempts=3)
+    assert (error.attempts, error.operation, str(error)) == (
+        3,
+        "push",
+        "git push failed: branch main moved on each of 3 attempts",
+    )
+
+
+# --- push outcome and retries -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("returncode", "porcelain", "outcome"),
+    [
+        pytest.param(
+            0, "To r\n \tHEAD:refs/heads/main\tabc..def\nDone\n", PushOutcome.PUSHED, id="fast-forward"
+        ),
+        pytest.param(
+            1,
+            "To r\n!\tHEAD:refs/heads/main\t[rejected] (fetch first)\nDone\n",
+            PushOutcome.OUT_OF_DATE,
+            id="fetch-first",
+        ),
+        pytest.param(
+            1, "!\tHEAD:refs/heads/main\t[rejected] (non-fast-forward)\n", PushOutcome.OUT_OF_DATE, id="nff"
+        ),
+        pytest.param(
+            1, "!\tHEAD:refs/heads/main\t[rejected] (stale info)\n", PushOutcome.OUT_OF_DATE, id="stale"
+        ),
+        pytest.param(
+            1,
+            "!\tHEAD:refs/heads/main\t[remote rejected] (pre-receive hook declined)\n",
+            PushOutcome.DECLINED,
+            id="hook",
+        ),
+        pytest.param(
+            1,
+            "!\tHEAD:refs/heads/main\t[remote rejected] (protected branch hook declined)\n",
+            PushOutcome.DECLINED,
+            id="protected",
+        ),
+        pytest.param(128, "", PushOutcome.FAILED, id="no-ref-status-at-all"),
+    ],
+)
+def test_push_outcome(returncode: int, porcelain: str, outcome: PushOutcome) -> None:
+    assert push_outcome(returncode, porcelain) is outcome
+
+
+@pytest.mark.parametrize(
+    ("attempt", "expected"),
+    [pytest.param(1, 0.5, id="first"), pytest.param(2, 1.0, id="doubles"), pytest.param(6, 8.0, id="capped")],
+)
+def test_backoff_delay(attempt: int, expected: float) -> None:
+    assert backoff_delay(attempt, initial=0.5, maximum=8.0) == expected
+
+
+# --- settings ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "valid"),
+    [
+        pytest.param("main", True, id="main"),
+        pytest.param("release/v1.2", True, id="nested"),
+        pytest.param("", False, id="empty"),
+        pytest.param("-f", False, id="option-like"),
+        pytest.param("a..b", False, id="dot-dot"),
+        pytest.param("a b", False, id="space"),
+        pytest.param("a:b", False, id="colon-would-split-a-refspec"),
+        pytest.param("x.lock", False, id="lock-suffix"),
+        pytest.param(".hidden", False, id="leading-dot"),
+        pytest.param("a/", False, id="trailing-slash"),
+        pytest.param("a@{1}", False, id="reflog-syntax"),
+    ],
+)
+def test_is_valid_branch(name: str, valid: bool) -> None:
+    assert is_valid_branch(name) is valid
+
+
+@pytest.mark.parametrize(
+    ("url", "branch", "message"),
+    [
+        pytest.param("https://bot:pw@h/r.git", "main", "HttpsCredentials", id="https-password-in-url"),
+        pytest.param("https://token@h/r.git", "main", "HttpsCredentials", id="https-token-in-url"),
+        pytest.param("--upload-pack=evil", "main", "not a repository URL", id="option-url"),
+        pytest.param("", "main", "not a repository URL", id="empty-url"),
+        pytest.param("https://h/r.git", "-x", "not a branch", id="bad-branch"),
+    ],
+)
+def test_remote_rejects(url: str, branch: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        GitRemote(url, branch)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param("https://git.example.com/team/r.git", id="https"),
+        pytest.param("git@github.com:team/r.git", id="scp-like-ssh"),
+        pytest.param("ssh://git@host:2222/r.git", id="ssh-url"),
+        pytest.param("file:///srv/r.git", id="file"),
+    ],
+)
+def test_remote_accepts(url: str) -> None:
+    assert GitRemote(url).url == url
+
+
+def test_only_https_passwords_are_secrets() -> None:
+    assert GitRemote("https://h/r", credentials=HttpsCredentials("bot", "pw")).secrets == ("pw",)
+    assert GitRemote("git@h:r", credentials=SshCredentials(Path("/k"))).secrets == ()
+    assert "pw" not in repr(HttpsCredentials("bot", "pw"))
+
+
+@pytest.mark.parametrize(
+    ("text", "author"),
+    [
+        pytest.param(
+            "helmrelease-operator <helmrelease@localhost>",
+            Author("helmrelease-operator", "helmrelease@localhost"),
+            id="default",
+        ),
+        pytest.param(
+            "  Jane Q. Doe   <jane@example.com> ", Author("Jane Q. Doe", "jane@example.com"), id="spaces"
+        ),
+    ],
+)
+def test_author_parse(text: str, author: Author) -> None:
+    assert Author.parse(text) == author
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("no email", id="no-email"),
+        pytest.param("<a@b>", id="no-name"),
+        pytest.param("a <b> <c>", id="two-emails"),
+        pytest.param("a <>", id="empty-email"),
+    ],
+)
+def test_author_parse_rejects(text: str) -> None:
+    with pytest.raises(ValueError, match=r"git identity|Name <email>"):
+        Author.parse(text)
+
+
+_IDENTITY_PART = st.text(
+    alphabet=st.characters(blacklist_characters="<>\n\r\0", blacklist_categories=["Cs"]), min_size=1
+).filter(lambda s: s == s.strip() and s.strip() != "")
+
+
+@given(name=_IDENTITY_PART, email=_IDENTITY_PART)
+def test_author_round_trips(name: str, email: str) -> None:
+    author = Author(name, email)
+    assert Author.parse(str(author)) == author
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        pytest.param("releases/prom.yaml", PurePosixPath("releases/prom.yaml"), id="plain"),
+        pytest.param("./a//b.yaml", PurePosixPath("a/b.yaml"), id="normalised"),
+    ],
+)
+def test_checked_relative_path(path: str, expected: PurePosixPath) -> None:
+    assert checked_relative_path(path) == expected
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param("", id="empty"),
+        pytest.param(".", id="root"),
+        pytest.param("/etc/passwd", id="absolute"),
+        pytest.param("../outside.yaml", id="parent"),
+        pytest.param("a/../../b", id="parent-later"),
+        pytest.param(".git/config", id="git-dir"),
+        pytest.param("sub/.git/hooks/pre-commit", id="nested-git-dir"),
+        pytest.param("a\\b.yaml", id="backslash"),
+    ],
+)
+def test_checked_relative_path_rejects(path: str) -> None:
+    with pytest.raises(ValueError, match="inside the repository"):
+        checked_relative_path(path)
+
+
+# --- environment ------------------------------------------------------------------------------------------
+
+LAYOUT = StateLayout(Path("/state"))
+INHERITED = {
+    "PATH": "/usr/bin",
+    "HTTPS_PROXY": "http://proxy:3128",
+    "AWS_SECRET_ACCESS_KEY": "x",
+    "HOME": "/root",
+}
+
+
+def test_environment_is_isolated_and_never_prompts() -> None:
+    env = git_environment(INHERITED, LAYOUT, None)
+    assert env["PATH"] == "/usr/bin"
+    assert env["HTTPS_PROXY"] == "http://proxy:3128"
+    assert "AWS_SECRET_ACCESS_KEY" not in env
+    assert env["HOME"] == "/state"
+    assert env["GIT_TERMINAL_PROMPT"] == "0"
+    assert env["GIT_CONFIG_NOSYSTEM"] == "1"
+    assert env["GIT_CONFIG_GLOBAL"] == "/dev/null"
+    assert env["LC_ALL"] == "C"
+    assert "BatchMode=yes" in env["GIT_SSH_COMMAND"]
+    assert "GIT_ASKPASS" not in env
+
+
+def test_https_credentials_reach_git_only_through_askpass_variables() -> None:
+    env = git_environment(INHERITED, LAYOUT, HttpsCredentials("bot", "s3cr3t"))
+    assert env["GIT_ASKPASS"] == "/state/askpass.sh"
+    assert (env[USERNAME_VARIABLE], env[PASSWORD_VARIABLE]) == ("bot", "s3cr3t")
+    assert [name for name, value in env.items() if "s3cr3t" in value] == [PASSWORD_VARIABLE]
+    assert "s3cr3t" not in ASKPASS_SCRIPT
+
+
+def test_askpass_script_answers_from_the_environment() -> None:
+    assert ASKPASS_SCRIPT.startswith("#!/bin/sh\n")
+    assert f'"${USERNAME_VARIABLE}"' in ASKPASS_SCRIPT
+    assert f'"${PASSWORD_VARIABLE}"' in ASKPASS_SCRIPT
+
+
+@pytest.mark.parametrize(
+    ("credentials", "known_hosts"),
+    [
+        pytest.param(
+            SshCredentials(Path("/secret/id"), host_key_checking="accept-new"), "/state/known_hosts", id="own"
+        ),
+        pytest.param(
+            SshCredentials(Path("/secret/id"), Path("/mnt/known hosts")), "/mnt/known hosts", id="mounted"
+        ),
+    ],
+)
+def test_ssh_credentials_use_the_private_key_copy(credentials: SshCredentials, known_hosts: str) -> None:
+    env = git_environment(INHERITED, LAYOUT, credentials)
+    argv = shlex.split(env["GIT_SSH_COMMAND"])
+    assert argv[0] == "ssh"
+    assert argv[argv.index("-i") + 1] == "/state/ssh-key"
+    options = [argv[i + 1] for i, arg in enumerate(argv) if arg == "-o"]
+    assert "IdentitiesOnly=yes" in options
+    assert f"UserKnownHostsFile={known_hosts}" in options
+    assert f"StrictHostKeyChecking={credentials.host_key_checking}" in options
+    assert "GIT_ASKPASS" not in env
+
+
+def test_ssh_command_quotes_paths_for_the_shell_git_runs_it_with() -> None:
+    command = ssh_command(Path("/a b/key"), Path("/c'd/hosts"), "yes")
+    assert shlex.split(command)[:5] == ["ssh", "-F", "/dev/null", "-i", "/a b/key"]
+    assert "UserKnownHostsFile=/c'd/hosts" in shlex.split(command)
