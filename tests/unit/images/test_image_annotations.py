@@ -1,0 +1,170 @@
+"""Automation annotations: both prefixes, exact "true", precedence with warnings, tag orders."""
+
+from __future__ import annotations
+
+import pytest
+
+from helmrelease.images.annotations import AutomationSettings, read_automation_settings
+from helmrelease.images.policy import PolicyError, SemverPolicy, TagOrder
+
+
+@pytest.mark.parametrize(
+    ("annotations", "automated", "locked", "ignore"),
+    [
+        pytest.param({}, False, False, False, id="none"),
+        pytest.param({"fluxcd.io/automated": "true"}, True, False, False, id="fluxcd-automated"),
+        pytest.param({"flux.weave.works/automated": "true"}, True, False, False, id="weave-automated"),
+        pytest.param({"fluxcd.io/locked": "true"}, False, True, False, id="locked"),
+        pytest.param({"flux.weave.works/ignore": "true"}, False, False, True, id="ignore"),
+        pytest.param({"fluxcd.io/automated": "True"}, False, False, False, id="capital-true-is-off"),
+        pytest.param({"fluxcd.io/automated": "yes"}, False, False, False, id="yes-is-off"),
+        pytest.param({"fluxcd.io/automated": "false"}, False, False, False, id="false"),
+        pytest.param({"fluxcd.io/automated": True}, False, False, False, id="yaml-bool-is-off"),
+        pytest.param({"fluxcd.io/automated": " true"}, False, False, False, id="padded-is-off"),
+        pytest.param({"fluxcd.io/ignore": "sync_only"}, False, False, False, id="sync-only-is-not-true"),
+        pytest.param(
+            {"fluxcd.io/automated": "true", "flux.weave.works/automated": "false"},
+            True,
+            False,
+            False,
+            id="fluxcd-wins",
+        ),
+        pytest.param(
+            {"fluxcd.io/automated": "false", "flux.weave.works/automated": "true"},
+            False,
+            False,
+            False,
+            id="fluxcd-wins-off",
+        ),
+    ],
+)
+def test_flags(annotations: dict[str, object], automated: bool, locked: bool, ignore: bool) -> None:
+    settings = read_automation_settings(annotations)
+    assert (settings.automated, settings.locked, settings.ignore) == (automated, locked, ignore)
+
+
+@pytest.mark.parametrize(
+    ("annotations", "warning"),
+    [
+        pytest.param({"fluxcd.io/automated": "True"}, 'not the exact string "true"', id="capital"),
+        pytest.param({"fluxcd.io/locked": "yes"}, "locked is off", id="yes"),
+        pytest.param({"fluxcd.io/automated": True}, 'not the exact string "true"', id="yaml-bool"),
+        pytest.param(
+            {"fluxcd.io/automated": "true", "flux.weave.works/automated": "false"},
+            "conflicts with fluxcd.io/automated",
+            id="conflict",
+        ),
+        pytest.param(
+            {"fluxcd.io/tag.app": "semver:~1", "flux.weave.works/tag.app": "glob:*"},
+            "using fluxcd.io/tag.app",
+            id="policy-conflict",
+        ),
+        pytest.param(
+            {"filter.fluxcd.io/app": "glob:a*", "flux.weave.works/tag.app": "glob:b*"},
+            "using filter.fluxcd.io/app",
+            id="filter-over-weave",
+        ),
+        pytest.param({"fluxcd.io/tag-order.app": "newest"}, "is not a tag order", id="bad-order"),
+        pytest.param({"fluxcd.io/tag.app": 1.2}, "not a string", id="non-string-policy"),
+        pytest.param(
+            {"fluxcd.io/locked_msg": "a", "flux.weave.works/locked_msg": "b"},
+            "conflicts",
+            id="message-conflict",
+        ),
+    ],
+)
+def test_warnings(annotations: dict[str, object], warning: str) -> None:
+    assert any(warning in text for text in read_automation_settings(annotations).warnings)
+
+
+@pytest.mark.parametrize(
+    "annotations",
+    [
+        pytest.param(
+            {"fluxcd.io/automated": "true", "flux.weave.works/automated": "true"}, id="agreeing-prefixes"
+        ),
+        pytest.param({"fluxcd.io/automated": "false"}, id="plain-false"),
+        pytest.param({"fluxcd.io/tag.a": "glob:*", "filter.fluxcd.io/a": "glob:*"}, id="agreeing-policies"),
+        pytest.param({"fluxcd.io/tag-order.a": "numerical", "kustomize.io/x": "y"}, id="unrelated"),
+    ],
+)
+def test_no_warnings(annotations: dict[str, object]) -> None:
+    assert read_automation_settings(annotations).warnings == ()
+
+
+@pytest.mark.parametrize(
+    ("annotations", "container", "policy"),
+    [
+        pytest.param(
+            {"flux.weave.works/tag.chart-image": "semver:~4.0"},
+            "chart-image",
+            "semver:~4.0",
+            id="spec-top-level",
+        ),
+        pytest.param({"flux.weave.works/tag.nats": "regex:^0.6.*"}, "nats", "regex:^0.6.*", id="spec-regex"),
+        pytest.param({"fluxcd.io/tag.app": "glob:1.*"}, "app", "glob:1.*", id="fluxcd"),
+        pytest.param({"filter.fluxcd.io/app": "glob:2.*"}, "app", "glob:2.*", id="filter"),
+        pytest.param(
+            {"fluxcd.io/tag.app": "glob:1.*", "filter.fluxcd.io/app": "glob:2.*"},
+            "app",
+            "glob:1.*",
+            id="fluxcd-over-filter",
+        ),
+        pytest.param(
+            {"flux.weave.works/tag.app": "glob:3.*", "filter.fluxcd.io/app": "glob:2.*"},
+            "app",
+            "glob:2.*",
+            id="filter-over-weave",
+        ),
+        pytest.param({"fluxcd.io/tag.other": "glob:1.*"}, "app", "glob:*", id="default"),
+        pytest.param({"fluxcd.io/tag.": "glob:1.*"}, "", "glob:*", id="empty-container-ignored"),
+    ],
+)
+def test_policy_text(annotations: dict[str, object], container: str, policy: str) -> None:
+    assert read_automation_settings(annotations).policy_text_for(container) == policy
+
+
+def test_policy_for_parses_and_raises() -> None:
+    settings = read_automation_settings({"fluxcd.io/tag.a": "semver:~1", "fluxcd.io/tag.b": "regex:("})
+    assert isinstance(settings.policy_for("a"), SemverPolicy)
+    with pytest.raises(PolicyError):
+        settings.policy_for("b")
+
+
+@pytest.mark.parametrize(
+    ("annotations", "policy", "order"),
+    [
+        pytest.param({}, "semver:*", TagOrder.SEMVER, id="semver-default"),
+        pytest.param({}, "glob:*", TagOrder.CREATED, id="glob-default"),
+        pytest.param(
+            {"fluxcd.io/tag-order.app": "alphabetical"}, "glob:*", TagOrder.ALPHABETICAL, id="alphabetical"
+        ),
+        pytest.param({"fluxcd.io/tag-order.app": "numerical"}, "glob:*", TagOrder.NUMERICAL, id="numerical"),
+        pytest.param({"fluxcd.io/tag-order.app": "semver"}, "glob:v*", TagOrder.SEMVER, id="semver-for-glob"),
+        pytest.param(
+            {"fluxcd.io/tag-order.app": "created"}, "semver:*", TagOrder.CREATED, id="created-for-semver"
+        ),
+        pytest.param({"fluxcd.io/tag-order.app": "Semver"}, "glob:*", TagOrder.CREATED, id="case-matters"),
+        pytest.param(
+            {"fluxcd.io/tag-order.other": "numerical"}, "glob:*", TagOrder.CREATED, id="other-container"
+        ),
+    ],
+)
+def test_order(annotations: dict[str, object], policy: str, order: TagOrder) -> None:
+    settings = read_automation_settings({**annotations, "fluxcd.io/tag.app": policy})
+    assert settings.order_for("app", settings.policy_for("app")) is order
+
+
+def test_lock_details() -> None:
+    settings = read_automation_settings(
+        {
+            "fluxcd.io/locked": "true",
+            "fluxcd.io/locked_msg": "incident 42",
+            "flux.weave.works/locked_user": "ana",
+        }
+    )
+    assert (settings.locked, settings.locked_msg, settings.locked_user) == (True, "incident 42", "ana")
+
+
+def test_none_is_defaults() -> None:
+    assert read_automation_settings(None) == AutomationSettings()
