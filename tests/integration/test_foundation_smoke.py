@@ -66,7 +66,8 @@ def test_helm_installs_a_chart_into_the_control_plane(
     assert "example.invalid/app:2.0.0" in images
     status = helm.json("status", "smoke", "--namespace", namespace)
     assert status["info"]["status"] == "deployed"
-    assert status["chart"]["metadata"]["version"] == "0.2.0"
+    [listed] = helm.json("list", "--namespace", namespace)
+    assert listed["chart"] == "app-0.2.0"
 
 
 def test_chart_with_crds_installs_its_crd(helm: Helm, chart_repo: ChartRepository, namespace: str,

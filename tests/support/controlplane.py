@@ -102,6 +102,7 @@ def start(workdir: Path, timeout: float = 60.0) -> ControlPlane:
             f"--etcd-servers=http://127.0.0.1:{etcd_client}",
             "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1",
+            "--endpoint-reconciler-type=none",  # no kubernetes Service endpoints for a loopback-only server
             f"--secure-port={api_port}",
             f"--cert-dir={workdir / 'apiserver-certs'}",
             f"--tls-cert-file={certs.serving_cert}",

@@ -1,0 +1,150 @@
+"""`make demo`: the whole system on this machine, with nothing but what `make tools` built.
+
+Starts etcd + kube-apiserver, an OCI registry and a Helm chart repository on loopback, installs the CRD, pushes a few
+image tags, runs the operator and the image-policy sidecar, applies the example HelmReleases and shows them
+reconcile. It keeps running until Ctrl-C and prints how to point kubectl and helm at it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.support import charts, controlplane, registry
+from tests.support.helmtool import Helm
+from tests.support.kubectl import kubectl
+from tests.support.procs import BIN_DIR, REPO_ROOT, Process, tail
+
+DEMO_DIR = REPO_ROOT / ".demo"
+EXAMPLES = REPO_ROOT / "manifests" / "examples"
+
+
+def _say(message: str) -> None:
+    print(f"\033[1m==> {message}\033[0m", flush=True)
+
+
+def render_examples(chart_repo_url: str, oci_base: str, registry_host: str) -> str:
+    """The example manifests with the demo's chart repository, OCI base and registry substituted in."""
+    documents = []
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        text = path.read_text()
+        text = text.replace("http://charts.example.invalid/", chart_repo_url)
+        text = text.replace("oci://registry.example.invalid/charts", oci_base)
+        text = text.replace("registry.example.invalid", registry_host)
+        documents.append(text)
+    return "\n---\n".join(documents)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--exit-after", type=float, default=0, help="stop after N seconds (0: run until Ctrl-C)")
+    args = parser.parse_args(argv)
+
+    shutil.rmtree(DEMO_DIR, ignore_errors=True)
+    DEMO_DIR.mkdir()
+    stack: list[Process] = []
+    servers: list[charts.ChartRepository] = []
+    try:
+        _say("starting etcd + kube-apiserver")
+        plane = controlplane.start(DEMO_DIR / "controlplane")
+        stack += [plane.apiserver, plane.etcd]
+        print(f"    control plane ready in {plane.started_in:.1f}s at {plane.server}")
+        env = dict(os.environ, KUBECONFIG=str(plane.kubeconfig), PATH=f"{BIN_DIR}:{os.environ.get('PATH', '')}")
+        os.environ.update(env)
+
+        _say("starting the OCI registry and the chart repository")
+        reg = registry.start(DEMO_DIR / "registry")
+        stack.insert(0, reg.process)
+        helm = Helm.create("helm", DEMO_DIR / "helm", plane.kubeconfig)
+        repo = charts.serve_repository(helm, DEMO_DIR / "charts")
+        servers.append(repo)
+        oci_base = charts.push_oci_charts(helm, reg, repo.directory)
+        print(f"    registry {reg.host}, chart repository {repo.url}, OCI charts {oci_base}")
+
+        pusher = registry.ImagePusher(reg)
+        for age, tag in ((60, "1.0.0"), (40, "1.0.1"), (20, "1.1.0")):
+            pusher.push("demo/app", tag, created=registry.utc(age))
+        print("    pushed demo/app:1.0.0, 1.0.1, 1.1.0")
+
+        _say("installing the HelmRelease CRD")
+        kubectl(plane.kubeconfig, "apply", "--server-side", "-f", str(REPO_ROOT / "crds"))
+        kubectl(plane.kubeconfig, "wait", "--for=condition=Established", "crd/helmreleases.helm.fluxcd.io")
+
+        helmrelease = str(Path(sys.executable).with_name("helmrelease"))
+        operator_env = dict(env, HELM_CACHE_HOME=str(DEMO_DIR / "helm" / "cache"),
+                            HELM_CONFIG_HOME=str(DEMO_DIR / "helm" / "config"),
+                            HELM_DATA_HOME=str(DEMO_DIR / "helm" / "data"))
+        _say("running the operator and the image-policy sidecar")
+        operator = Process(
+            "operator",
+            [helmrelease, "run", "--all-namespaces", "--resync-interval", "60", "--helm", str(BIN_DIR / "helm"),
+             "--insecure-registry", reg.host],
+            DEMO_DIR / "operator.log",
+            env=operator_env,
+        ).start()
+        sidecar = Process(
+            "image-policy",
+            [helmrelease, "image-policy", "--interval", "15", "--insecure-registry", reg.host],
+            DEMO_DIR / "image-policy.log",
+            env=operator_env,
+        ).start()
+        stack[:0] = [sidecar, operator]
+
+        _say("applying manifests/examples")
+        kubectl(plane.kubeconfig, "create", "namespace", "demo")
+        kubectl(plane.kubeconfig, "create", "serviceaccount", "default", "-n", "demo")
+        manifests = render_examples(repo.url, oci_base, reg.host)
+        (DEMO_DIR / "examples.yaml").write_text(manifests)
+        print(kubectl(plane.kubeconfig, "apply", "-n", "demo", "-f", "-", input_text=manifests), end="")
+
+        _say("waiting for the releases to reconcile (kubectl get hr -n demo)")
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            table = kubectl(plane.kubeconfig, "get", "hr", "-n", "demo", check=False)
+            print(table, flush=True)
+            if table and all(" True " in line for line in table.splitlines()[1:] if line.strip()):
+                break
+            if not operator.running:
+                print(f"operator exited:\n{tail(operator.log_path)}")
+                return 1
+            time.sleep(5)
+        print(kubectl(plane.kubeconfig, "get", "deploy,svc,cm", "-n", "demo"))
+
+        _say("the image-policy sidecar: pushing demo/app:1.2.0; the automated release moves to it")
+        pusher.push("demo/app", "1.2.0", created=registry.utc(0))
+
+        print(
+            f"""
+The demo is running. In another shell:
+    export KUBECONFIG={plane.kubeconfig}
+    export PATH={BIN_DIR}:$PATH
+    kubectl get hr -A            # HelmReleases with Ready, phase and message
+    kubectl describe hr -n demo  # conditions and Events
+    helm list -A                 # the releases the operator made
+Logs: {DEMO_DIR}/operator.log, {DEMO_DIR}/image-policy.log
+Press Ctrl-C to stop everything.""",
+            flush=True,
+        )
+        stop_at = time.monotonic() + args.exit_after if args.exit_after else None
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        while stop_at is None or time.monotonic() < stop_at:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        _say("stopping")
+        for server in servers:
+            server.stop()
+        for process in stack:
+            process.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
