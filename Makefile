@@ -32,7 +32,8 @@ tools: ## Build/install the pinned helm, helm3, kubectl, kube-apiserver, etcd, r
 	@./tools/build.sh
 
 test: install tools ## The whole suite: unit and integration against a real control plane, helm and registry
-	$(PY) -m pytest $(PYTEST_ARGS)
+	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a broken suite, not a pass" >&2; fi; exit $$rc
 
 test-unit: install ## Unit tests only (no external binaries)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
