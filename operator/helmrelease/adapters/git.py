@@ -65,9 +65,12 @@ _MAX_DETAIL_LINES = 4
 _MAX_DETAIL_CHARS = 500
 _HTTP_USERINFO = re.compile(r"(?i)\b(https?://)[^/@\s]+@")
 _URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/:@\s]*):[^/@\s]*@")
-_NOISE_LINE = re.compile(r"^(hint:|To |Done$|Cloning into )")
-_ERROR_LINE = re.compile(r"^(fatal: |error: |remote: |!\s)")
-_ERROR_PREFIX = re.compile(r"^(fatal|error): ")
+# Progress, advice and warnings: what git says around an error rather than about it.
+_NOISE_LINE = re.compile(
+    r"^(hint:|warning:|To |Done$|Cloning into |Please make sure you have the correct access rights$"
+    r"|and the repository exists\.$)"
+)
+_SEVERITY_PREFIX = re.compile(r"^(fatal|error): ")
 _REF_FORBIDDEN = re.compile(r"[\x00-\x20~^:?*\[\\\x7f]|\.\.|@\{|//|/\.|\.lock(/|$)|^[/.]|/$|\.$")
 
 HostKeyChecking = Literal["yes", "accept-new", "no"]
@@ -115,13 +118,12 @@ def scrub_secrets(text: str, secrets: Iterable[str] = ()) -> str:
 def clean_detail(output: str, secrets: Iterable[str] = ()) -> str:
     """The informative lines of git's output, scrubbed and joined: short enough for a status condition or log.
 
-    When git printed error lines (``fatal:``, ``error:``, ``remote:``, a refused ref) only those are kept, the
-    first ones first: git names the cause before the generic advice.
+    Progress, hints, warnings and git's stock advice are dropped; of the rest the first lines are kept, since
+    git (and ssh or the remote before it) names the cause before the consequences.
     """
     lines = [" ".join(line.split()) for line in scrub_secrets(output, secrets).splitlines()]
-    meaningful = [line for line in lines if line and not _NOISE_LINE.match(line)]
-    errors = [_ERROR_PREFIX.sub("", line) for line in meaningful if _ERROR_LINE.match(line)]
-    detail = "; ".join((errors or meaningful)[:_MAX_DETAIL_LINES])
+    meaningful = [_SEVERITY_PREFIX.sub("", line) for line in lines if line and not _NOISE_LINE.match(line)]
+    detail = "; ".join(meaningful[:_MAX_DETAIL_LINES])
     if len(detail) > _MAX_DETAIL_CHARS:
         detail = detail[: _MAX_DETAIL_CHARS - 1] + "…"
     return detail

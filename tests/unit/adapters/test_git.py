@@ -142,7 +142,7 @@ def test_urls_lose_their_passwords(user: str, password: str) -> None:
             "Please make sure you have the correct access rights\nand the repository exists.\n",
             "'/nonexistent/x.git' does not appear to be a git repository; "
             "Could not read from remote repository.",
-            id="error-lines-only",
+            id="stock-advice-dropped",
         ),
         pytest.param(
             "To file:///r.git\n!\tHEAD:refs/heads/main\t[remote rejected] (pre-receive hook declined)\nDone\n"
@@ -153,8 +153,18 @@ def test_urls_lose_their_passwords(user: str, password: str) -> None:
             id="push-refusal-keeps-ref-and-remote-lines",
         ),
         pytest.param(
-            "something odd\nhint: try harder\n", "something odd", id="no-error-lines-keeps-the-rest"
+            "ssh: connect to host h port 22: Connection refused\r\n"
+            "fatal: Could not read from remote repository.\n",
+            "ssh: connect to host h port 22: Connection refused; Could not read from remote repository.",
+            id="helper-line-before-git-line",
         ),
+        pytest.param(
+            "warning: Could not find remote branch x to clone.\n"
+            "fatal: Remote branch x not found in upstream origin\n",
+            "Remote branch x not found in upstream origin",
+            id="warnings-dropped",
+        ),
+        pytest.param("something odd\nhint: try harder\n", "something odd", id="hints-dropped"),
         pytest.param("", "", id="empty"),
     ],
 )
