@@ -1,0 +1,303 @@
+"""Kubernetes API access for the reconciler and the image-policy sidecar.
+
+The official client is synchronous; every call runs in a worker thread so the event loop never blocks. API errors are
+converted once, here, into `KubeError` subclasses that the outer layers map to kopf's temporary/permanent errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import gzip
+import json
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, TypeVar
+
+from kubernetes import client as k8s
+from kubernetes.client.rest import ApiException
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import ResourceNotFoundError
+
+GROUP = "helm.fluxcd.io"
+VERSION = "v1"
+PLURAL = "helmreleases"
+COMPONENT = "helmrelease-operator"
+
+T = TypeVar("T")
+
+
+class KubeError(Exception):
+    """An API call failed; `temporary` says whether retrying later can help."""
+
+    temporary = True
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class NotFound(KubeError):
+    temporary = False
+
+
+class Forbidden(KubeError):
+    temporary = False
+
+
+class Conflict(KubeError):
+    """The object changed since it was read (resourceVersion or a JSON-patch `test` op failed)."""
+
+
+class Invalid(KubeError):
+    temporary = False
+
+
+def _convert(error: ApiException, what: str) -> KubeError:
+    status = int(error.status or 0)
+    reason = _api_message(error)
+    message = f"{what}: {reason}"
+    if status == 404:
+        return NotFound(message, status)
+    if status in (401, 403):
+        return Forbidden(message, status)
+    if status == 409:
+        return Conflict(message, status)
+    if status == 422:
+        # A failed JSON-patch `test` op is a 422 too: the object moved under us, so it is a conflict to retry.
+        if "test operation" in reason or "testing value" in reason:
+            return Conflict(message, status)
+        return Invalid(message, status)
+    return KubeError(message, status)
+
+
+def _api_message(error: ApiException) -> str:
+    try:
+        body = json.loads(error.body or "{}")
+    except (TypeError, ValueError):
+        return str(error.reason)
+    return str(body.get("message") or error.reason)
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """Enough of an object to address it and to point an Event at it."""
+
+    api_version: str
+    kind: str
+    namespace: str
+    name: str
+    uid: str = ""
+
+
+@dataclass(frozen=True)
+class StoredRelease:
+    """A Helm release as Helm stores it in the cluster (a `sh.helm.release.v1.<name>.v<N>` Secret), decoded."""
+
+    name: str
+    namespace: str
+    revision: int
+    status: str
+    chart_name: str
+    chart_version: str
+    manifest: str
+    labels: Mapping[str, str]
+
+
+def decode_release(secret_data: str) -> dict[str, Any]:
+    """Helm's storage format: base64(gzip(json)) inside the Secret's (already base64) `release` key."""
+    raw = base64.b64decode(base64.b64decode(secret_data))
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    decoded: dict[str, Any] = json.loads(raw)
+    return decoded
+
+
+class KubeClient:
+    """Async facade over the parts of the Kubernetes API this operator uses."""
+
+    def __init__(self, api_client: k8s.ApiClient) -> None:
+        self.api_client = api_client
+        self.core = k8s.CoreV1Api(api_client)
+        self.custom = k8s.CustomObjectsApi(api_client)
+        self._dynamic: DynamicClient | None = None
+
+    async def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        try:
+            return await asyncio.to_thread(partial(fn, *args, **kwargs))
+        except ApiException as error:
+            raise _convert(error, what) from None
+
+    # --- values sources and credentials -------------------------------------------------------------------------
+
+    async def config_map_data(self, namespace: str, name: str) -> dict[str, str]:
+        cm = await self._call(f"ConfigMap {namespace}/{name}", self.core.read_namespaced_config_map, name, namespace)
+        return dict(cm.data or {})
+
+    async def secret_data(self, namespace: str, name: str) -> dict[str, str]:
+        """Decoded Secret data. Callers must never log or report the values."""
+        secret = await self._call(f"Secret {namespace}/{name}", self.core.read_namespaced_secret, name, namespace)
+        return {key: base64.b64decode(value).decode("utf-8", "replace") for key, value in (secret.data or {}).items()}
+
+    async def namespace_exists(self, namespace: str) -> bool:
+        try:
+            await self._call(f"Namespace {namespace}", self.core.read_namespace, namespace)
+        except NotFound:
+            return False
+        return True
+
+    async def service_account_pull_secrets(self, namespace: str, name: str) -> list[str]:
+        account = await self._call(
+            f"ServiceAccount {namespace}/{name}", self.core.read_namespaced_service_account, name, namespace
+        )
+        return [ref.name for ref in account.image_pull_secrets or [] if ref.name]
+
+    # --- HelmRelease objects --------------------------------------------------------------------------------------
+
+    async def get_helmrelease(self, namespace: str, name: str) -> dict[str, Any]:
+        obj: dict[str, Any] = await self._call(
+            f"HelmRelease {namespace}/{name}",
+            self.custom.get_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+        )
+        return obj
+
+    async def list_helmreleases(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        if namespace:
+            result = await self._call(
+                f"HelmReleases in {namespace}",
+                self.custom.list_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+            )
+        else:
+            result = await self._call(
+                "HelmReleases", self.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL
+            )
+        items: list[dict[str, Any]] = result.get("items", [])
+        return items
+
+    async def patch_helmrelease_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        await self._call(
+            f"status of HelmRelease {namespace}/{name}",
+            self.custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"status": dict(status)},
+        )
+
+    async def json_patch_helmrelease(self, namespace: str, name: str, operations: list[dict[str, Any]]) -> None:
+        """Apply a JSON patch; a failed `test` op raises `Conflict` so the caller can re-read and re-decide."""
+        await self._call(
+            f"HelmRelease {namespace}/{name}",
+            self.custom.patch_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            operations,
+        )
+
+    # --- Events ---------------------------------------------------------------------------------------------------
+
+    async def post_event(self, ref: ObjectRef, event_type: str, reason: str, message: str) -> None:
+        """A core/v1 Event on the object, as `kubectl describe` shows them. Failing to post is not fatal."""
+        now = dt.datetime.now(dt.UTC)
+        event = k8s.CoreV1Event(
+            metadata=k8s.V1ObjectMeta(name=f"{ref.name}.{uuid.uuid4().hex[:12]}", namespace=ref.namespace),
+            involved_object=k8s.V1ObjectReference(
+                api_version=ref.api_version, kind=ref.kind, namespace=ref.namespace, name=ref.name, uid=ref.uid or None
+            ),
+            type=event_type,
+            reason=reason,
+            message=message[:1024],
+            source=k8s.V1EventSource(component=COMPONENT),
+            reporting_component=COMPONENT,
+            reporting_instance=COMPONENT,
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+        )
+        await self._call(f"Event for {ref.kind} {ref.namespace}/{ref.name}", self.core.create_namespaced_event,
+                         ref.namespace, event)
+
+    # --- Helm's own release storage -------------------------------------------------------------------------------
+
+    async def stored_release(self, namespace: str, release: str, revision: int) -> StoredRelease | None:
+        """Read one revision from Helm's Secret storage without spawning helm."""
+        secret_name = f"sh.helm.release.v1.{release}.v{revision}"
+        try:
+            secret = await self._call(
+                f"Secret {namespace}/{secret_name}", self.core.read_namespaced_secret, secret_name, namespace
+            )
+        except NotFound:
+            return None
+        decoded = await asyncio.to_thread(decode_release, (secret.data or {}).get("release", ""))
+        chart_meta = (decoded.get("chart") or {}).get("metadata") or {}
+        return StoredRelease(
+            name=release,
+            namespace=namespace,
+            revision=int(decoded.get("version", revision)),
+            status=str((decoded.get("info") or {}).get("status", "unknown")),
+            chart_name=str(chart_meta.get("name", "")),
+            chart_version=str(chart_meta.get("version", "")),
+            manifest=str(decoded.get("manifest", "")),
+            labels=dict(secret.metadata.labels or {}),
+        )
+
+    # --- arbitrary objects (drift detection, ownership annotations) -------------------------------------------
+
+    async def _dynamic_client(self) -> DynamicClient:
+        if self._dynamic is None:
+            self._dynamic = await asyncio.to_thread(DynamicClient, self.api_client)
+        return self._dynamic
+
+    async def get_object(self, api_version: str, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        """The live object, or None if it (or its kind) does not exist."""
+        dynamic = await self._dynamic_client()
+        try:
+            resource = await asyncio.to_thread(dynamic.resources.get, api_version=api_version, kind=kind)
+        except ResourceNotFoundError:
+            return None
+        ns = namespace if resource.namespaced else None
+        try:
+            obj = await self._call(f"{kind} {namespace}/{name}", resource.get, name=name, namespace=ns)
+        except NotFound:
+            return None
+        as_dict: dict[str, Any] = obj.to_dict()
+        return as_dict
+
+    async def annotate(self, objects: Iterable[ObjectRef], annotations: Mapping[str, str]) -> None:
+        """Merge-patch annotations onto objects (Flux v1's antecedent marker on every resource of a release)."""
+        dynamic = await self._dynamic_client()
+        body = {"metadata": {"annotations": dict(annotations)}}
+        for ref in objects:
+            try:
+                resource = await asyncio.to_thread(dynamic.resources.get, api_version=ref.api_version, kind=ref.kind)
+            except ResourceNotFoundError:
+                continue
+            ns = ref.namespace if resource.namespaced else None
+            try:
+                await self._call(
+                    f"{ref.kind} {ref.namespace}/{ref.name}",
+                    resource.patch,
+                    body=body,
+                    name=ref.name,
+                    namespace=ns,
+                    content_type="application/merge-patch+json",
+                )
+            except NotFound:
+                continue
