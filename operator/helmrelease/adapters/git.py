@@ -375,7 +375,8 @@ class ChangedFile:
 
 ManifestEdit = Callable[[Path], Sequence[ChangedFile]]
 """Reads the fresh working tree at the given root and returns the files it wants changed (unchanged ones
-may be included; they are ignored). It runs once per attempt, so it must work from the tree it is given."""
+may be included; they are ignored). It runs once per attempt, in a worker thread, so it must work from
+the tree it is given and nothing it computed before."""
 
 
 def checked_relative_path(path: str) -> PurePosixPath:
@@ -445,6 +446,8 @@ def write_changes(root: Path, changes: Iterable[ChangedFile]) -> list[str]:
 
 @dataclass(frozen=True)
 class GitOutput:
+    """What a finished git command said; whether a non-zero exit is a failure is the caller's call."""
+
     returncode: int
     stdout: str
     stderr: str
@@ -491,6 +494,8 @@ async def run_git(
 
 
 class PushOutcome(enum.Enum):
+    """What a push did for our ref, which decides between done, redo and give up."""
+
     PUSHED = "pushed"
     OUT_OF_DATE = "out of date"  # the branch moved: fetch, redo, retry
     DECLINED = "declined"  # a hook or branch protection said no: retrying will not help
