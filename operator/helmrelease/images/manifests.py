@@ -14,7 +14,7 @@ the namespace it will be applied to, ``default`` unless the caller says otherwis
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
@@ -38,7 +38,11 @@ _PLAIN_END = re.compile(r"[\r\n\x85\u2028\u2029,\]}]|[ \t]#")
 
 
 class ManifestError(ValueError):
-    """A manifest that does not parse, or an edit that could not be made without touching anything else."""
+    """A manifest that does not parse as YAML."""
+
+
+class UnsafeEditError(ManifestError):
+    """The image was found but its tag cannot be changed without touching anything else; edit by hand."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,11 @@ class EditStatus(StrEnum):
     NOT_AUTOMATABLE = "not-automatable"
     NO_CONTAINER = "no-container"
     NO_RELEASE = "no-release"
+
+
+def best_status(statuses: Iterable[EditStatus]) -> EditStatus:
+    """The best of several outcomes (one release in several documents or files); none is ``NO_RELEASE``."""
+    return min(statuses, key=list(EditStatus).index, default=EditStatus.NO_RELEASE)
 
 
 @dataclass(frozen=True)
@@ -180,7 +189,7 @@ def _quoted_end(text: str, start: int) -> int:
                 continue
             return index + 1
         index += 1
-    raise ManifestError("unterminated quoted scalar")
+    raise UnsafeEditError("unterminated quoted scalar")
 
 
 def _splice_for(text: str, offset: int, change: ValueChange, where: str) -> _Splice:
@@ -198,7 +207,7 @@ def _splice_for(text: str, offset: int, change: ValueChange, where: str) -> _Spl
         raw = decoded = text[offset:end]
         replacement = change.new if _reads_as_same_string(change.new) else f'"{change.new}"'
     if decoded != change.old:
-        raise ManifestError(
+        raise UnsafeEditError(
             f"{where} is not written as a simple one-line string (found {raw!r}); change it by hand"
         )
     return _Splice(offset, end, replacement)
@@ -209,11 +218,11 @@ def _position(document: Mapping[str, Any], path: ValuePath) -> tuple[int, int]:
     for key in path[:-1]:
         node = node[key]
     if not isinstance(node, CommentedMap):
-        raise ManifestError(f"{dotted(path)} is not inside a YAML mapping")
+        raise UnsafeEditError(f"{dotted(path)} is not inside a YAML mapping")
     try:
         line, column = node.lc.value(path[-1])
     except (KeyError, TypeError) as error:
-        raise ManifestError(f"no position recorded for {dotted(path)} (a merge key?)") from error
+        raise UnsafeEditError(f"no position recorded for {dotted(path)} (a merge key?)") from error
     return int(line), int(column)
 
 
@@ -238,7 +247,7 @@ def _apply(text: str, documents: list[Any], edits: list[tuple[int, ValueChange]]
     for index, change in edits:
         _set_value(expected[index], change.path, change.new)
     if [plain(document) for document in _load(new_text)] != expected:
-        raise ManifestError(
+        raise UnsafeEditError(
             "the edit would change more than the tag (anchors or aliases?); change it by hand"
         )
     return new_text
@@ -249,8 +258,8 @@ def set_image_tag(
 ) -> TagEdit:
     """Set ``container``'s tag in every document of ``text`` that declares ``release``.
 
-    Raises ``ImageReferenceError`` for a tag no registry accepts and ``ManifestError`` for YAML that does
-    not parse or an edit that cannot be made safely; everything else is a ``TagEdit`` status.
+    Raises ``ImageReferenceError`` for a tag no registry accepts, ``ManifestError`` for YAML that does not
+    parse and ``UnsafeEditError`` for an edit that cannot be proven safe; the rest is a ``TagEdit`` status.
     """
     check_tag(tag)
     documents = _load(text)
@@ -277,7 +286,7 @@ def set_image_tag(
             else:
                 edits.append((entry.document_index, change))
                 outcomes.append((EditStatus.UPDATED, f"{release} {container}: {change.old} -> {change.new}"))
-    status = min((status for status, _ in outcomes), key=list(EditStatus).index)
+    status = best_status(status for status, _ in outcomes)
     detail = "; ".join(sentence for outcome, sentence in outcomes if outcome is status)
     new_text = _apply(text, documents, edits) if edits else text
     return TagEdit(status, new_text, tuple(change for _, change in edits), detail)

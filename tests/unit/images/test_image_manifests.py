@@ -11,6 +11,7 @@ from helmrelease.images.manifests import (
     EditStatus,
     ManifestError,
     ReleaseId,
+    UnsafeEditError,
     read_releases,
     set_image_tag,
 )
@@ -355,13 +356,14 @@ def test_statuses(text: str, release: ReleaseId, container: str, status: EditSta
     ],
 )
 def test_unsafe_edits_are_refused(values: str, message: str) -> None:
-    with pytest.raises(ManifestError, match=message):
+    with pytest.raises(UnsafeEditError, match=message):
         set_image_tag(manifest(values), release=MONGODB, container="chart-image", tag="2.0.0")
 
 
 def test_invalid_yaml_is_a_manifest_error() -> None:
-    with pytest.raises(ManifestError, match="not valid YAML"):
+    with pytest.raises(ManifestError, match="not valid YAML") as raised:
         set_image_tag("a: [\n", release=MONGODB, container="chart-image", tag="2")
+    assert not isinstance(raised.value, UnsafeEditError)
 
 
 def test_invalid_tag_is_rejected_before_reading() -> None:
