@@ -105,13 +105,18 @@ _OPERATORS = {
 }
 _OPERATOR_TEXT = r"!=|>=|=>|<=|=<|~>|[=<>~^]"
 _PART = r"[0-9]+|[xX*]"
-_CONSTRAINT_VERSION_TEXT = rf"v?(?:{_PART})(?:\.(?:{_PART})){{0,2}}(?:-{_IDENTIFIERS})?(?:\+{_IDENTIFIERS})?"
-_CONSTRAINT_VERSION = re.compile(
-    rf"v?(?P<major>{_PART})(?:\.(?P<minor>{_PART}))?(?:\.(?P<patch>{_PART}))?"
-    rf"(?:-(?P<prerelease>{_IDENTIFIERS}))?(?:\+{_IDENTIFIERS})?"
-)
-_RANGE = re.compile(rf"(?P<low>{_CONSTRAINT_VERSION_TEXT})\s+-\s+(?P<high>{_CONSTRAINT_VERSION_TEXT})")
-_COMPARISON = re.compile(rf"(?P<operator>{_OPERATOR_TEXT})?\s*(?P<version>{_CONSTRAINT_VERSION_TEXT})")
+
+
+def _constraint_version(name: str) -> str:
+    """The version of a comparison, its parts captured as ``<name>_major`` and so on."""
+    return (
+        rf"(?P<{name}>v?(?P<{name}_major>{_PART})(?:\.(?P<{name}_minor>{_PART}))?(?:\.(?P<{name}_patch>{_PART}))?"
+        rf"(?:-(?P<{name}_prerelease>{_IDENTIFIERS}))?(?:\+{_IDENTIFIERS})?)"
+    )
+
+
+_RANGE = re.compile(rf"{_constraint_version('low')}\s+-\s+{_constraint_version('high')}")
+_COMPARISON = re.compile(rf"(?P<operator>{_OPERATOR_TEXT})?\s*{_constraint_version('version')}")
 _SEPARATOR = re.compile(r"\s*,\s*|\s+")
 _WILDCARDS = frozenset("xX*")
 
@@ -131,12 +136,14 @@ class _Comparison:
 
 
 def _equal_or_tilde(c: _Comparison, v: semver.Version) -> bool:
+    """``1.2.3`` is exact; ``1.2`` / ``1.x`` / ``*`` mean the tilde range of what is given."""
     if c.wildcard is not _Wildcard.NONE:
         return _tilde(c, v)
     return v.compare(c.version) == 0
 
 
 def _not_equal(c: _Comparison, v: semver.Version) -> bool:
+    """``!=1.2`` excludes the whole ``1.2.x``; ``!=1.2-alpha`` excludes only that pre-release name."""
     bound = c.version
     if c.wildcard is not _Wildcard.NONE:
         if bound.major != v.major:
@@ -153,6 +160,7 @@ def _not_equal(c: _Comparison, v: semver.Version) -> bool:
 
 
 def _greater(c: _Comparison, v: semver.Version) -> bool:
+    """``>1.1`` means past all of ``1.1.x`` and ``>1`` past all of ``1.x``."""
     bound = c.version
     if c.wildcard in (_Wildcard.NONE, _Wildcard.ALL):
         return v.compare(bound) > 0
@@ -170,6 +178,7 @@ def _greater_or_equal(c: _Comparison, v: semver.Version) -> bool:
 
 
 def _less_or_equal(c: _Comparison, v: semver.Version) -> bool:
+    """``<=1.1`` includes all of ``1.1.x`` and ``<=1`` all of ``1.x``."""
     bound = c.version
     if c.wildcard is _Wildcard.NONE:
         return v.compare(bound) <= 0
@@ -179,6 +188,7 @@ def _less_or_equal(c: _Comparison, v: semver.Version) -> bool:
 
 
 def _tilde(c: _Comparison, v: semver.Version) -> bool:
+    """``~1.2.3`` = ``>=1.2.3 <1.3.0``, ``~1`` = ``>=1 <2``; ``~0.0.0`` and ``~*`` admit anything."""
     bound = c.version
     if v.compare(bound) < 0:
         return False
@@ -190,6 +200,7 @@ def _tilde(c: _Comparison, v: semver.Version) -> bool:
 
 
 def _caret(c: _Comparison, v: semver.Version) -> bool:
+    """``^1.2.3`` = ``>=1.2.3 <2``; below 1.0 the first non-zero part is fixed (``^0.2.3`` = ``<0.3``)."""
     bound = c.version
     if c.wildcard is _Wildcard.ALL:
         return True
@@ -218,11 +229,9 @@ _COMPARATORS: dict[str, Callable[[_Comparison, semver.Version], bool]] = {
 }
 
 
-def _comparison(operator: str, version_text: str) -> _Comparison:
-    match = _CONSTRAINT_VERSION.fullmatch(version_text)
-    if match is None:  # pragma: no cover - the scanner only hands over text this pattern accepts
-        raise PolicyError(f"{version_text!r} is not a version")
-    major, minor, patch = match["major"], match["minor"], match["patch"]
+def _comparison(operator: str, match: re.Match[str], name: str) -> _Comparison:
+    """Build the comparison from the version captured under ``name``; open parts become wildcards."""
+    major, minor, patch = match[f"{name}_major"], match[f"{name}_minor"], match[f"{name}_patch"]
     if major in _WILDCARDS:
         wildcard, numbers = _Wildcard.ALL, (0, 0, 0)
     elif minor is None or minor in _WILDCARDS:
@@ -231,9 +240,9 @@ def _comparison(operator: str, version_text: str) -> _Comparison:
         wildcard, numbers = _Wildcard.PATCH, (int(major), int(minor), 0)
     else:
         wildcard, numbers = _Wildcard.NONE, (int(major), int(minor), int(patch))
-    prerelease = match["prerelease"]
+    prerelease = match[f"{name}_prerelease"]
     if prerelease is not None and not _valid_prerelease(prerelease):
-        raise PolicyError(f"{version_text!r}: numeric pre-release parts may not start with 0")
+        raise PolicyError(f"{match[name]!r}: numeric pre-release parts may not start with 0")
     return _Comparison(_OPERATORS[operator], semver.Version(*numbers, prerelease=prerelease), wildcard)
 
 
@@ -246,8 +255,8 @@ def _parse_alternative(text: str, whole: str) -> tuple[_Comparison, ...]:
     while True:
         hyphen_range = _RANGE.match(text, position)
         if hyphen_range is not None:
-            comparisons.append(_comparison(">=", hyphen_range["low"]))
-            comparisons.append(_comparison("<=", hyphen_range["high"]))
+            comparisons.append(_comparison(">=", hyphen_range, "low"))
+            comparisons.append(_comparison("<=", hyphen_range, "high"))
             position = hyphen_range.end()
         else:
             single = _COMPARISON.match(text, position)
@@ -255,7 +264,7 @@ def _parse_alternative(text: str, whole: str) -> tuple[_Comparison, ...]:
                 raise PolicyError(
                     f"semver constraint {whole!r}: cannot read a version comparison at {text[position:end]!r}"
                 )
-            comparisons.append(_comparison(single["operator"] or "", single["version"]))
+            comparisons.append(_comparison(single["operator"] or "", single, "version"))
             position = single.end()
         if position >= end:
             return tuple(comparisons)
