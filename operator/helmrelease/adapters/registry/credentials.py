@@ -80,6 +80,8 @@ def _split_port(host: str) -> tuple[str, str]:
 def _host_matches(pattern: str, host: str) -> bool:
     pattern_host, pattern_port = _split_port(pattern)
     target_host, target_port = _split_port(host)
+    if pattern_host.startswith("["):  # an IPv6 literal: its brackets are not a glob character class
+        return (pattern_host, pattern_port) == (target_host, target_port)
     pattern_labels, target_labels = pattern_host.split("."), target_host.split(".")
     return (
         pattern_port == target_port
