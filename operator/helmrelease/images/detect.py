@@ -195,9 +195,8 @@ class _Builder:
             ref = parse_image_ref(text)
         except ImageReferenceError as error:
             return self.problem(str(error), reference.path)
-        return DetectedImage(
-            self.container, ref, self.path, self._tag_location(ref, reference, tag), tuple(self.warnings)
-        )
+        location = self._tag_location(ref, reference, tag)  # may add the warning that explains a None
+        return DetectedImage(self.container, ref, self.path, location, tuple(self.warnings))
 
     def _tag_location(self, ref: ImageRef, reference: _Part, tag: _Part | None) -> TagLocation | None:
         if self.tag_unusable:

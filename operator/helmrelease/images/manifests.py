@@ -98,12 +98,12 @@ def _load(text: str) -> list[Any]:
         raise ManifestError(f"not valid YAML: {error}") from error
 
 
-def plain(node: object) -> object:
+def _plain(node: object) -> object:
     """Round-trip types as plain Python (``ScalarFloat`` → ``float``, ``CommentedMap`` → ``dict``)."""
     if isinstance(node, Mapping):
-        return {plain(key): plain(value) for key, value in node.items()}
+        return {_plain(key): _plain(value) for key, value in node.items()}
     if isinstance(node, list):
-        return [plain(item) for item in node]
+        return [_plain(item) for item in node]
     if isinstance(node, TaggedScalar):
         return str(node.value) if node.tag.value == _STRING_TAG else (node.tag.value, node.value)
     if isinstance(node, bool | date | type(None)):
@@ -134,7 +134,7 @@ def _values(document: Mapping[str, Any]) -> object:
 
 
 def _annotations(document: Mapping[str, Any]) -> Mapping[str, object]:
-    annotations = plain(document["metadata"].get("annotations"))
+    annotations = _plain(document["metadata"].get("annotations"))
     return annotations if isinstance(annotations, dict) else {}
 
 
@@ -144,7 +144,7 @@ def _read(documents: Sequence[Any], default_namespace: str) -> list[ReleaseImage
         release = _release_id(document, default_namespace)
         if release is not None:
             annotations = _annotations(document)
-            detection = detect_images(plain(_values(document)), annotations)
+            detection = detect_images(_plain(_values(document)), annotations)
             releases.append(ReleaseImages(release, index, annotations, detection))
     return releases
 
@@ -243,10 +243,10 @@ def _apply(text: str, documents: list[Any], edits: list[tuple[int, ValueChange]]
     new_text = text
     for splice in sorted(splices, key=lambda s: s.start, reverse=True):
         new_text = new_text[: splice.start] + splice.replacement + new_text[splice.end :]
-    expected = [plain(document) for document in documents]
+    expected = [_plain(document) for document in documents]
     for index, change in edits:
         _set_value(expected[index], change.path, change.new)
-    if [plain(document) for document in _load(new_text)] != expected:
+    if [_plain(document) for document in _load(new_text)] != expected:
         raise UnsafeEditError(
             "the edit would change more than the tag (anchors or aliases?); change it by hand"
         )
