@@ -1,0 +1,137 @@
+"""Run the real operator (`helmrelease run`) as a subprocess, and wait on what it writes.
+
+A subprocess, not an in-process runner: the tests SIGKILL it mid-upgrade, read its logs as a user would, and it
+runs the same entry point users run.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes.client.rest import ApiException
+
+from tests.support.procs import Process, binary, tail
+
+GROUP, VERSION, PLURAL = "helm.fluxcd.io", "v1", "helmreleases"
+READY_LINE = "helmrelease operator ready"
+
+
+class Operator:
+    """One operator process watching the given namespaces."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        kubeconfig: Path,
+        namespaces: list[str],
+        *,
+        helm: str = "helm",
+        resync_interval: float = 300,
+        extra_args: tuple[str, ...] = (),
+        extra_env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.workdir = workdir
+        self.log_path = workdir / f"operator-{int(time.time() * 1000)}.log"
+        args = [
+            sys.executable, "-m", "helmrelease", "run",
+            "--helm", binary(helm),
+            "--state-dir", str(workdir / "state"),
+            "--resync-interval", str(resync_interval),
+            "--log-level", "DEBUG" if os.environ.get("HELMRELEASE_TEST_DEBUG") else "INFO",
+            *[arg for ns in namespaces for arg in ("--namespace", ns)],
+            *extra_args,
+        ]
+        env = dict(os.environ, KUBECONFIG=str(kubeconfig), PYTHONUNBUFFERED="1", **(extra_env or {}))
+        self.process = Process("operator", args, self.log_path, env=env)
+
+    def start(self, timeout: float = 60) -> Operator:
+        self.process.start()
+        self.process.wait_until(lambda: READY_LINE in self.log(), timeout, "ready")
+        return self
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def tail(self, lines: int = 60) -> str:
+        return tail(self.log_path, lines)
+
+    def stop(self) -> None:
+        self.process.stop(timeout=30)
+
+    def kill(self) -> None:
+        self.process.kill()
+
+
+def helmrelease(
+    name: str,
+    chart: Mapping[str, Any],
+    values: Mapping[str, Any] | None = None,
+    **spec: Any,
+) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "HelmRelease",
+        "metadata": {"name": name},
+        "spec": {"chart": dict(chart), "values": dict(values or {}), **spec},
+    }
+
+
+def get_hr(custom: k8s.CustomObjectsApi, namespace: str, name: str) -> dict[str, Any]:
+    obj: dict[str, Any] = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    return obj
+
+
+def condition(hr: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
+    for entry in (hr.get("status") or {}).get("conditions") or []:
+        if entry.get("type") == kind:
+            return entry  # type: ignore[no-any-return]
+    return {}
+
+
+def wait_for_hr(
+    custom: k8s.CustomObjectsApi,
+    namespace: str,
+    name: str,
+    predicate: Callable[[dict[str, Any]], bool],
+    *,
+    timeout: float = 90,
+    operator: Operator | None = None,
+    what: str = "the expected status",
+) -> dict[str, Any]:
+    """Poll the HelmRelease until `predicate(hr)`; on timeout show its status and the operator log tail."""
+    deadline = time.monotonic() + timeout
+    hr: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        try:
+            hr = get_hr(custom, namespace, name)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+        else:
+            if predicate(hr):
+                return hr
+        time.sleep(0.3)
+    log = operator.tail() if operator else ""
+    raise AssertionError(f"HelmRelease {namespace}/{name} never reached {what}; status: {hr.get('status')}\n{log}")
+
+
+def ready(hr: Mapping[str, Any]) -> bool:
+    generation = (hr.get("metadata") or {}).get("generation")
+    status = hr.get("status") or {}
+    return condition(hr, "Ready").get("status") == "True" and status.get("observedGeneration") == generation
+
+
+def events_for(core: k8s.CoreV1Api, namespace: str, name: str) -> list[tuple[str, str, str]]:
+    """(type, reason, message) of the Events posted on a HelmRelease, oldest first."""
+    items = core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}").items
+    items.sort(key=lambda e: (e.first_timestamp or e.event_time or 0, e.metadata.name))
+    return [(e.type, e.reason, e.message) for e in items]
