@@ -1,0 +1,375 @@
+"""The next action for a HelmRelease: one pure function from what we want, what Helm has and what we remember.
+
+Like fluxcd/helm-controller's atomic release loop, the caller runs the chosen action, records its outcome in
+the status (``reconcile.conditions``), observes again and asks again, until the answer is ``nothing``,
+``wait-retry`` or ``refuse``. One call never returns two actions, and nothing here does I/O.
+
+State machine, checked in this order (the first matching row decides)::
+
+    a Helm operation of ours is running on the release ...... wait-retry  OperationInProgress (not settled)
+    object deleting, release absent or uninstalled ........... nothing     ReleaseAbsent
+    object deleting, release not ours ........................ nothing     NotOurs (never uninstall theirs)
+    object deleting, release ours ............................ uninstall   Deleting
+    release absent or uninstalled, our install/upgrade of
+        this config failed ............................... wait-retry  InstallFailed / UpgradeFailed
+    release absent or uninstalled ............................ install     ReleaseAbsent
+    release marked for another HelmRelease ................... refuse      OwnedByOther
+    release unmarked, adoption allowed / not allowed ......... adopt / refuse  UnmanagedRelease
+    release pending-* or uninstalling (and not ours running) . unlock      StaleLock
+    --- "this config" = same digest and same generation as our last attempt ---
+    our upgrade of this config failed, release failed,
+        rollback.enable .................................. rollback    UpgradeFailed
+    our install/upgrade of this config failed ................ wait-retry  InstallFailed / UpgradeFailed
+    our test of this config failed, not ignored, rollback.enable
+        and a previous revision to roll back to .......... rollback    TestFailed
+    our test of this config failed, not ignored .............. wait-retry  TestFailed
+    our rollback for this config failed ...................... wait-retry  RollbackFailed
+    we rolled back this config, rollback.retry and retries
+        left ............................................. upgrade     RetryAfterRollback
+    we rolled back this config ............................... wait-retry  RetriesExhausted / WaitingForChange
+    --- no failure holds us back: compare with the desired state ---
+    digest differs from the last applied one ................. upgrade     ConfigChanged, or SpecChanged
+                                                                           if only the generation moved
+    release failed/superseded/unknown (not by a recorded
+        failure of this config) .......................... upgrade     ReleaseFailed
+    release revision is not the one we made .................. upgrade     ReleaseChangedOutside
+    drift found in the cluster ............................... upgrade     DriftDetected
+    test.enable and this revision untested (or its test
+        failed before the object changed) ................ test        TestPending
+    test failed and test.ignoreFailures ...................... nothing     TestFailureIgnored
+    otherwise ................................................ nothing     InSync
+
+Consequences worth stating: an unchanged digest on a deployed release with no drift never upgrades; a failing
+configuration is not retried in a loop (drift and resyncs included) until the object changes (its generation
+moves) or a rollback retry is due; a release that is not ours is never changed.
+
+Retries: a rollback increments ``rollbackCount`` (reset by a successful install/upgrade or a new digest); the
+upgrade is retried while ``rollbackCount <= maxRetries``, i.e. at most ``maxRetries`` retries after the first
+failure, and ``maxRetries: 0`` means no limit, as in Flux v1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from helmrelease.api.constants import DEFAULT_MAX_RETRIES, Action, HelmStatus, Reason
+from helmrelease.api.ownership import Ownership
+from helmrelease.api.resource import HelmRelease
+from helmrelease.api.status import HelmReleaseStatus
+from helmrelease.reconcile.digest import short_digest
+
+_UNCHANGED = "not retrying the same chart and values until the HelmRelease changes"
+
+
+@dataclass(frozen=True)
+class Desired:
+    """What the HelmRelease asks for, reduced to what the decisions (and the status builder) need."""
+
+    release_name: str
+    namespace: str
+    generation: int
+    digest: str
+    #: Chart version or git commit, for status.revision and messages.
+    chart_revision: str
+    rollback: bool = False
+    retry: bool = False
+    max_retries: int = DEFAULT_MAX_RETRIES
+    test: bool = False
+    ignore_test_failures: bool = False
+    #: Whether a release with no antecedent annotation may be taken over (Flux v1 did).
+    adopt_unmarked: bool = True
+
+    @classmethod
+    def of(
+        cls, release: HelmRelease, *, digest: str, chart_revision: str, adopt_unmarked: bool = True
+    ) -> Desired:
+        spec = release.spec
+        return cls(
+            release_name=release.release_name,
+            namespace=release.target_namespace,
+            generation=release.metadata.generation,
+            digest=digest,
+            chart_revision=chart_revision,
+            rollback=spec.rollback.enable,
+            retry=spec.rollback.retry,
+            max_retries=spec.rollback.max_retries,
+            test=spec.test.enable,
+            ignore_test_failures=spec.test.ignore_failures,
+            adopt_unmarked=adopt_unmarked,
+        )
+
+    @property
+    def release(self) -> str:
+        return f"{self.namespace}/{self.release_name}"
+
+    def may_retry(self, rollback_count: int) -> bool:
+        return self.retry and (self.max_retries == 0 or rollback_count <= self.max_retries)
+
+
+@dataclass(frozen=True)
+class ObservedRelease:
+    """The latest revision of the Helm release as Helm reports it."""
+
+    revision: int
+    status: HelmStatus
+    ownership: Ownership
+    #: The antecedent annotation found, for telling a person who owns a release that is not ours.
+    owner: str | None = None
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What our status remembers from earlier passes."""
+
+    applied_digest: str | None = None
+    attempted_digest: str | None = None
+    attempted_generation: int | None = None
+    helm_revision: int | None = None
+    rollback_count: int = 0
+    last_action: Action | None = None
+    last_action_failed: bool = False
+
+    @classmethod
+    def from_status(cls, status: HelmReleaseStatus) -> Recorded:
+        return cls(
+            applied_digest=status.last_applied_digest,
+            attempted_digest=status.last_attempted_digest,
+            attempted_generation=status.last_attempted_generation,
+            helm_revision=status.helm_revision,
+            rollback_count=status.rollback_count,
+            last_action=status.last_action,
+            last_action_failed=status.failures > 0,
+        )
+
+    def attempted(self, desired: Desired) -> bool:
+        """Whether our last attempt was at exactly this configuration (same digest, same generation)."""
+        return (self.attempted_digest, self.attempted_generation) == (desired.digest, desired.generation)
+
+
+@dataclass(frozen=True)
+class Plan:
+    action: Action
+    reason: Reason
+    message: str
+
+    @property
+    def settled(self) -> bool:
+        """The loop stops here with a final outcome, so observedGeneration may be recorded."""
+        return not self.action.runs_helm and self.reason is not Reason.OPERATION_IN_PROGRESS
+
+
+def next_action(
+    desired: Desired,
+    release: ObservedRelease | None,
+    recorded: Recorded,
+    *,
+    drifted: bool = False,
+    deleting: bool = False,
+    operation_running: bool = False,
+) -> Plan:
+    """The single next step; see the module docstring for the table this implements."""
+    name = desired.release
+    if operation_running:
+        return Plan(
+            Action.WAIT_RETRY,
+            Reason.OPERATION_IN_PROGRESS,
+            f"A Helm operation on release {name} is still running; deciding again when it ends",
+        )
+    absent = release is None or release.status is HelmStatus.UNINSTALLED
+    if deleting:
+        return _on_delete(desired, release, absent)
+    if absent:
+        return _on_absent(desired, recorded)
+    assert release is not None  # for mypy: absent covers None
+    if release.ownership is Ownership.OTHER:
+        return Plan(
+            Action.REFUSE,
+            Reason.OWNED_BY_OTHER,
+            f"Helm release {name} belongs to {release.owner}; it is left alone. Set a different releaseName "
+            "or targetNamespace, or delete the other HelmRelease",
+        )
+    if release.ownership is Ownership.UNMARKED:
+        if desired.adopt_unmarked:
+            return Plan(
+                Action.ADOPT,
+                Reason.UNMANAGED_RELEASE,
+                f"Helm release {name} exists without an owner; adopting it for this HelmRelease",
+            )
+        return Plan(
+            Action.REFUSE,
+            Reason.UNMANAGED_RELEASE,
+            f"Helm release {name} was not made by a HelmRelease and adoption is disabled; delete it or set a "
+            "different releaseName",
+        )
+    if release.status.is_pending or release.status is HelmStatus.UNINSTALLING:
+        return Plan(
+            Action.UNLOCK,
+            Reason.STALE_LOCK,
+            f"Helm release {name} is stuck in {release.status} by an operation that is no longer running; "
+            "recovering it",
+        )
+    if recorded.attempted(desired):
+        blocked = _after_failure(desired, release, recorded)
+        if blocked is not None:
+            return blocked
+    return _compare(desired, release, recorded, drifted=drifted)
+
+
+def _on_delete(desired: Desired, release: ObservedRelease | None, absent: bool) -> Plan:
+    name = desired.release
+    if absent:
+        return Plan(
+            Action.NOTHING, Reason.RELEASE_ABSENT, f"Helm release {name} does not exist; nothing to uninstall"
+        )
+    assert release is not None  # for mypy: absent covers None
+    if release.ownership is not Ownership.OURS:
+        return Plan(
+            Action.NOTHING,
+            Reason.NOT_OURS,
+            f"Helm release {name} was not made by this HelmRelease; leaving it in place",
+        )
+    return Plan(
+        Action.UNINSTALL, Reason.DELETING, f"HelmRelease is being deleted; uninstalling release {name}"
+    )
+
+
+def _on_absent(desired: Desired, recorded: Recorded) -> Plan:
+    failed = _failed_deploy(desired, recorded)
+    if failed is not None:
+        return failed
+    return Plan(
+        Action.INSTALL,
+        Reason.RELEASE_ABSENT,
+        f"Helm release {desired.release} does not exist; installing chart {desired.chart_revision}",
+    )
+
+
+def _failed_deploy(desired: Desired, recorded: Recorded) -> Plan | None:
+    """Wait when our install or upgrade of exactly this configuration failed: Helm would fail the same way."""
+    if not (recorded.attempted(desired) and recorded.last_action_failed):
+        return None
+    name = desired.release
+    if recorded.last_action is Action.INSTALL:
+        return Plan(
+            Action.WAIT_RETRY, Reason.INSTALL_FAILED, f"Installing release {name} failed; {_UNCHANGED}"
+        )
+    if recorded.last_action is Action.UPGRADE:
+        return Plan(
+            Action.WAIT_RETRY, Reason.UPGRADE_FAILED, f"Upgrading release {name} failed; {_UNCHANGED}"
+        )
+    return None
+
+
+def _after_failure(desired: Desired, release: ObservedRelease, recorded: Recorded) -> Plan | None:
+    """What a failed or rolled-back attempt at this exact configuration leaves to do; None if nothing."""
+    name = desired.release
+    action, failed = recorded.last_action, recorded.last_action_failed
+    if failed and action is Action.UPGRADE and desired.rollback and release.status is HelmStatus.FAILED:
+        return Plan(
+            Action.ROLLBACK,
+            Reason.UPGRADE_FAILED,
+            f"Upgrading release {name} failed; rolling back to the previous revision",
+        )
+    deploy_failed = _failed_deploy(desired, recorded)
+    if deploy_failed is not None:
+        return deploy_failed
+    if failed and action is Action.TEST and not desired.ignore_test_failures:
+        if desired.rollback and release.revision > 1:
+            return Plan(
+                Action.ROLLBACK,
+                Reason.TEST_FAILED,
+                f"Tests of release {name} revision {release.revision} failed; rolling back to the previous "
+                "revision",
+            )
+        return Plan(
+            Action.WAIT_RETRY,
+            Reason.TEST_FAILED,
+            f"Tests of release {name} revision {release.revision} failed; {_UNCHANGED}",
+        )
+    if failed and action is Action.ROLLBACK:
+        return Plan(
+            Action.WAIT_RETRY,
+            Reason.ROLLBACK_FAILED,
+            f"Rolling back release {name} failed; it needs a person: inspect `helm history`, then change the "
+            "HelmRelease to try again",
+        )
+    if not failed and action is Action.ROLLBACK:
+        return _after_rollback(desired, recorded)
+    return None
+
+
+def _after_rollback(desired: Desired, recorded: Recorded) -> Plan:
+    name = desired.release
+    count = recorded.rollback_count
+    if desired.may_retry(count):
+        limit = "no limit" if desired.max_retries == 0 else f"at most {desired.max_retries}"
+        return Plan(
+            Action.UPGRADE,
+            Reason.RETRY_AFTER_ROLLBACK,
+            f"Release {name} was rolled back; retrying the upgrade (retry {count} of {limit})",
+        )
+    if desired.retry:
+        return Plan(
+            Action.WAIT_RETRY,
+            Reason.RETRIES_EXHAUSTED,
+            f"Release {name} was rolled back {count} times and rollback.maxRetries ({desired.max_retries}) "
+            "is used up; not retrying until the HelmRelease changes",
+        )
+    return Plan(
+        Action.WAIT_RETRY,
+        Reason.WAITING_FOR_CHANGE,
+        f"Release {name} was rolled back after a failure and rollback.retry is off; not retrying until the "
+        "HelmRelease changes",
+    )
+
+
+def _compare(desired: Desired, release: ObservedRelease, recorded: Recorded, *, drifted: bool) -> Plan:
+    """No failure holds us back: upgrade, test or rest, by comparing the release with the desired state."""
+    name = desired.release
+    if desired.digest != recorded.applied_digest:
+        if (
+            desired.digest == recorded.attempted_digest
+            and desired.generation != recorded.attempted_generation
+        ):
+            return Plan(
+                Action.UPGRADE,
+                Reason.SPEC_CHANGED,
+                f"The HelmRelease changed since the last attempt at these chart and values did not succeed; "
+                f"upgrading release {name} again",
+            )
+        return Plan(
+            Action.UPGRADE,
+            Reason.CONFIG_CHANGED,
+            f"Chart or values changed (applied {short_digest(recorded.applied_digest)}, desired "
+            f"{short_digest(desired.digest)}); upgrading release {name} to chart {desired.chart_revision}",
+        )
+    if release.status is not HelmStatus.DEPLOYED:
+        return Plan(
+            Action.UPGRADE,
+            Reason.RELEASE_FAILED,
+            f"Helm release {name} is {release.status}; upgrading it to restore the desired state",
+        )
+    if release.revision != recorded.helm_revision:
+        return Plan(
+            Action.UPGRADE,
+            Reason.RELEASE_CHANGED_OUTSIDE,
+            f"Helm release {name} is at revision {release.revision}, which this HelmRelease did not make "
+            f"(last made: {recorded.helm_revision}); upgrading to restore the desired state",
+        )
+    if drifted:
+        return Plan(
+            Action.UPGRADE,
+            Reason.DRIFT_DETECTED,
+            f"Resources of release {name} differ from the release manifest; upgrading to correct the drift",
+        )
+    tested = recorded.last_action is Action.TEST
+    if desired.test and (not tested or (recorded.last_action_failed and not desired.ignore_test_failures)):
+        return Plan(Action.TEST, Reason.TEST_PENDING, f"Testing release {name} revision {release.revision}")
+    if desired.test and tested and recorded.last_action_failed:
+        return Plan(
+            Action.NOTHING,
+            Reason.TEST_FAILURE_IGNORED,
+            f"Release {name} revision {release.revision} is deployed; its tests failed and "
+            "test.ignoreFailures is set",
+        )
+    return Plan(Action.NOTHING, Reason.IN_SYNC, f"Release {name} revision {release.revision} is up to date")
