@@ -1,0 +1,144 @@
+{{/* Names, labels and the decisions several templates share. */}}
+
+{{- define "helmrelease-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "helmrelease-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Cluster-scoped objects also carry the release namespace: one install per tenant namespace (each watching its own
+namespaces) must not collide on ClusterRole names.
+*/}}
+{{- define "helmrelease-operator.clusterScopedName" -}}
+{{- printf "%s-%s" (include "helmrelease-operator.fullname" .) .Release.Namespace | trunc 253 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "helmrelease-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "helmrelease-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "helmrelease-operator.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "helmrelease-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "helmrelease-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "helmrelease-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "helmrelease-operator.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/* "true" when ServiceAccount impersonation is granted: multi-tenancy needs it, or it was asked for. */}}
+{{- define "helmrelease-operator.impersonation" -}}
+{{- if or .Values.operator.requireServiceAccount .Values.rbac.impersonation.enabled .Values.rbac.impersonation.usersAndGroups }}true{{ end }}
+{{- end }}
+
+{{/* The operator's ServiceAccount as an RBAC subject. */}}
+{{- define "helmrelease-operator.subject" -}}
+- kind: ServiceAccount
+  name: {{ include "helmrelease-operator.serviceAccountName" . }}
+  namespace: {{ .Release.Namespace }}
+{{- end }}
+
+{{/* Watched namespaces without duplicates; empty means cluster-wide. */}}
+{{- define "helmrelease-operator.watchNamespaces" -}}
+{{- .Values.watchNamespaces | default list | uniq | toJson }}
+{{- end }}
+
+{{/*
+Rules the operator needs in every namespace it watches; in a ClusterRole when cluster-wide, in a Role per
+namespace otherwise. Pass a dict with "root" (the chart context) and "peerings" (kopfpeerings or
+clusterkopfpeerings, the peering kind this scope uses).
+*/}}
+{{- define "helmrelease-operator.watchedNamespaceRules" -}}
+{{- $root := .root -}}
+# HelmReleases: kopf watches them and patches finalizers and its annotations; the sidecar patches tags.
+- apiGroups: [helm.fluxcd.io]
+  resources: [helmreleases]
+  verbs: [get, list, watch, patch, update]
+- apiGroups: [helm.fluxcd.io]
+  resources: [helmreleases/status]
+  verbs: [get, patch, update]
+# Events on HelmReleases (kopf and the reconciler).
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create, patch]
+# valuesFrom sources.
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get, list, watch]
+# valuesFrom sources, chart credentials, and helm's release storage (sh.helm.release.v1.* Secrets).
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get, list, watch, create, update, patch, delete]
+# imagePullSecrets of the ServiceAccounts releases run as.
+- apiGroups: [""]
+  resources: [serviceaccounts]
+  verbs: [get]
+{{- if include "helmrelease-operator.impersonation" $root }}
+# Multi-tenancy: run helm as the HelmRelease's spec.serviceAccountName.
+- apiGroups: [""]
+  resources: [serviceaccounts]
+  verbs: [impersonate]
+{{- end }}
+{{- if $root.Values.operator.peering.name }}
+# kopf peering: keep-alives in the peering object, and seeing the other peers.
+- apiGroups: [kopf.dev]
+  resources: [{{ .peerings }}]
+  verbs: [get, list, watch, patch]
+{{- end }}
+{{- end }}
+
+{{/* Rules that only exist cluster-wide, needed in both modes. */}}
+{{- define "helmrelease-operator.clusterRules" -}}
+# kopf discovers the resources it serves from CRDs and notices them appearing.
+- apiGroups: [apiextensions.k8s.io]
+  resources: [customresourcedefinitions]
+  verbs: [list, watch]
+- apiGroups: [""]
+  resources: [namespaces]
+  verbs: [get, list, watch]
+{{- if .Values.rbac.impersonation.usersAndGroups }}
+# Impersonating identities other than ServiceAccounts (users and groups are cluster-scoped).
+- apiGroups: [""]
+  resources: [users, groups]
+  verbs: [impersonate]
+{{- end }}
+{{- end }}
+
+{{/* Refuse values that would render a Deployment that cannot work, with the reason. */}}
+{{- define "helmrelease-operator.validate" -}}
+{{- if gt (int .Values.replicaCount) 1 }}
+{{- fail "replicaCount must be 0 or 1: two operators must not act on one release at once, and kopf peers of equal priority all freeze" }}
+{{- end }}
+{{- if not (has .Values.logFormat (list "text" "json")) }}
+{{- fail (printf "logFormat must be text or json, not %q" .Values.logFormat) }}
+{{- end }}
+{{- if and .Values.imagePolicy.registry.caBundles.hosts (not .Values.imagePolicy.registry.caBundles.configMapName) }}
+{{- fail "imagePolicy.registry.caBundles.hosts needs imagePolicy.registry.caBundles.configMapName" }}
+{{- end }}
+{{- if and .Values.metrics.service.enabled (not .Values.imagePolicy.enabled) }}
+{{- fail "metrics.service.enabled serves the image-policy sidecar's metrics: it needs imagePolicy.enabled" }}
+{{- end }}
+{{- end }}
