@@ -301,3 +301,10 @@ class KubeClient:
                 )
             except NotFound:
                 continue
+
+    async def delete_pod(self, namespace: str, name: str) -> None:
+        """Delete a Pod (helm test hooks, when `test.cleanup` asks for it); a missing one is fine."""
+        try:
+            await self._call(f"Pod {namespace}/{name}", self.core.delete_namespaced_pod, name, namespace)
+        except NotFound:
+            return

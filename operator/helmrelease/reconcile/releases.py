@@ -1,0 +1,75 @@
+"""The cheap view of Helm releases: the labels of Helm's storage Secrets, as a kopf index keeps them.
+
+Helm labels each `sh.helm.release.v1.<name>.v<N>` Secret with `owner=helm`, `name`, `version` and `status`; we add
+our owner labels on install and upgrade (`helm --labels`). That is enough to decide the next action for an unchanged
+release without spawning helm or calling the API, so a resync of hundreds of releases costs nothing but the watch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+OWNER_NAMESPACE_LABEL: Final = "helm.fluxcd.io/owner-namespace"
+OWNER_NAME_LABEL: Final = "helm.fluxcd.io/owner-name"
+
+
+@dataclass(frozen=True)
+class IndexedRelease:
+    """One stored revision, from its Secret's labels."""
+
+    revision: int
+    status: str
+    owner_namespace: str | None = None
+    owner_name: str | None = None
+
+    @property
+    def owner(self) -> str | None:
+        if self.owner_namespace and self.owner_name:
+            return f"{self.owner_namespace}/{self.owner_name}"
+        return None
+
+
+def owner_labels(namespace: str, name: str) -> dict[str, str]:
+    """The labels that mark a release as made by HelmRelease `namespace/name`."""
+    return {OWNER_NAMESPACE_LABEL: namespace, OWNER_NAME_LABEL: name}
+
+
+def release_index_entry(namespace: str, labels: Mapping[str, str]) -> dict[tuple[str, str], IndexedRelease] | None:
+    """Index a storage Secret under (namespace, release name); None for Secrets that are not release storage."""
+    name, version = labels.get("name"), labels.get("version", "")
+    if not name or not version.isdigit():
+        return None
+    return {
+        (namespace, name): IndexedRelease(
+            revision=int(version),
+            status=labels.get("status", "unknown"),
+            owner_namespace=labels.get(OWNER_NAMESPACE_LABEL),
+            owner_name=labels.get(OWNER_NAME_LABEL),
+        )
+    }
+
+
+def latest(revisions: Iterable[IndexedRelease]) -> IndexedRelease | None:
+    """The newest stored revision: what `helm status` would report."""
+    return max(revisions, key=lambda revision: revision.revision, default=None)
+
+
+class ReleaseView(Protocol):
+    """Where the reconciler looks up the current state of a release."""
+
+    def latest(self, namespace: str, name: str) -> IndexedRelease | None: ...
+
+
+class ReleaseIndexView:
+    """A `ReleaseView` over kopf's index (a mapping from key to a collection of values)."""
+
+    def __init__(self, index: Mapping[Any, Iterable[IndexedRelease]]) -> None:
+        self._index = index
+
+    def latest(self, namespace: str, name: str) -> IndexedRelease | None:
+        key = (namespace, name)
+        if key not in self._index:
+            return None
+        return latest(self._index[key])

@@ -1,0 +1,32 @@
+"""Operator-wide settings, from the command line; one frozen object passed down through kopf's memo."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    """What `helmrelease run` was told. Everything the reconciler may vary by deployment lives here."""
+
+    #: Namespaces to watch; empty means the whole cluster.
+    namespaces: tuple[str, ...] = ()
+    #: Helm operations running at once across releases (never two on one release).
+    workers: int = 4
+    #: Seconds between resyncs of an unchanged HelmRelease (drift checks included); jittered by 10%.
+    resync_interval: float = 300.0
+    helm_executable: str = "helm"
+    #: Where helm's private homes, the chart cache and temporary values files live.
+    state_dir: Path = field(default_factory=lambda: Path("/tmp/helmrelease-operator"))  # noqa: S108
+    default_git_ref: str = "master"
+    #: Private key for git charts over SSH (an operator-level Secret mounted as a file).
+    git_ssh_key: Path | None = None
+    #: Registries (host[:port]) reached over plain HTTP for OCI charts.
+    insecure_registries: tuple[str, ...] = ()
+    #: Multi-tenancy: every HelmRelease must name a ServiceAccount to impersonate, and may not target another
+    #: namespace.
+    require_service_account: bool = False
+    #: Take over releases that exist without any owner mark (Flux v1 did). Off: refuse and report.
+    adopt_unmarked: bool = True
+    drift_detection: bool = True
