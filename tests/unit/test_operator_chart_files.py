@@ -1,0 +1,191 @@
+"""The operator's deployment files agree with each other and with the repository: CRD copy, image, chart metadata."""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from ruamel.yaml import YAML
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MANIFESTS = REPO_ROOT / "manifests"
+CHART = MANIFESTS / "chart" / "helmrelease-operator"
+CANONICAL_CRD = REPO_ROOT / "crds" / "helmrelease.yaml"
+CHART_CRD = CHART / "crds" / "helmrelease.yaml"
+DOCKERFILE = MANIFESTS / "Dockerfile"
+
+
+@dataclass(frozen=True)
+class Instruction:
+    keyword: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class Stage:
+    base: str
+    name: str | None
+    instructions: tuple[Instruction, ...]
+
+    def all(self, keyword: str) -> list[str]:
+        return [i.arguments for i in self.instructions if i.keyword == keyword]
+
+
+def dockerfile_instructions(text: str) -> list[Instruction]:
+    """Instructions with continuation lines joined and comments dropped (enough of the Dockerfile grammar here)."""
+    instructions: list[Instruction] = []
+    pending = ""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not pending and (not stripped or stripped.startswith("#")):
+            continue
+        if stripped.endswith("\\"):
+            pending += stripped[:-1] + " "
+            continue
+        keyword, _, arguments = (pending + stripped).partition(" ")
+        instructions.append(Instruction(keyword.upper(), " ".join(arguments.split())))
+        pending = ""
+    return instructions
+
+
+def dockerfile_stages(text: str) -> list[Stage]:
+    stages: list[Stage] = []
+    for instruction in dockerfile_instructions(text):
+        if instruction.keyword == "FROM":
+            words = instruction.arguments.split()
+            name = words[2] if len(words) == 3 and words[1].upper() == "AS" else None
+            stages.append(Stage(words[0], name, ()))
+        elif stages:
+            last = stages[-1]
+            stages[-1] = Stage(last.base, last.name, (*last.instructions, instruction))
+    return stages
+
+
+def copy_from(arguments: str) -> tuple[str, list[str]]:
+    """`COPY --from=STAGE SRC... DEST` as (STAGE, [SRC...]); STAGE is "" for the build context."""
+    words = shlex.split(arguments)
+    stage = next((w.removeprefix("--from=") for w in words if w.startswith("--from=")), "")
+    paths = [w for w in words if not w.startswith("--")]
+    return stage, paths[:-1]
+
+
+def env_file(path: Path) -> dict[str, str]:
+    entries = [
+        line.partition("=") for line in path.read_text().splitlines() if line and not line.startswith("#")
+    ]
+    return {key: value for key, _, value in entries}
+
+
+@pytest.fixture(scope="module")
+def stages() -> list[Stage]:
+    return dockerfile_stages(DOCKERFILE.read_text())
+
+
+@pytest.fixture(scope="module")
+def values() -> dict[str, object]:
+    loaded: dict[str, object] = YAML(typ="safe").load(CHART / "values.yaml")
+    return loaded
+
+
+def test_chart_crd_is_a_copy_of_the_canonical_crd() -> None:
+    assert CHART_CRD.read_bytes() == CANONICAL_CRD.read_bytes(), (
+        "the chart's CRD differs from crds/helmrelease.yaml: run manifests/sync-crds.sh"
+    )
+
+
+@pytest.mark.parametrize(
+    "existing_copy", [b"stale: true\n", None], ids=["replaces-a-stale-copy", "creates-the-copy"]
+)
+def test_sync_script_copies_the_canonical_crd(tmp_path: Path, existing_copy: bytes | None) -> None:
+    (tmp_path / "crds").mkdir()
+    (tmp_path / "crds" / "helmrelease.yaml").write_bytes(b"kind: CustomResourceDefinition\n# new field\n")
+    chart_crds = tmp_path / "manifests" / "chart" / "helmrelease-operator" / "crds"
+    chart_crds.mkdir(parents=True)
+    if existing_copy is not None:
+        (chart_crds / "helmrelease.yaml").write_bytes(existing_copy)
+    shutil.copy(MANIFESTS / "sync-crds.sh", tmp_path / "manifests" / "sync-crds.sh")
+    subprocess.run(["sh", str(tmp_path / "manifests" / "sync-crds.sh")], check=True, cwd="/")
+    assert (chart_crds / "helmrelease.yaml").read_bytes() == b"kind: CustomResourceDefinition\n# new field\n"
+
+
+def test_chart_app_version_is_the_package_version() -> None:
+    chart = YAML(typ="safe").load(CHART / "Chart.yaml")
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    assert (chart["apiVersion"], chart["name"], chart["appVersion"]) == ("v2", CHART.name, project["version"])
+
+
+def test_every_top_level_value_is_documented() -> None:
+    """Each top-level key sits in a paragraph of values.yaml that starts with a comment."""
+    undocumented = []
+    paragraph_start = ""
+    for line in (CHART / "values.yaml").read_text().splitlines():
+        if not line.strip():
+            paragraph_start = ""
+            continue
+        paragraph_start = paragraph_start or line
+        if line[0].isalpha() and not paragraph_start.startswith("#"):
+            undocumented.append(line.split(":")[0])
+    assert undocumented == []
+
+
+def test_dockerfile_stages_build_helm_then_the_package_then_the_runtime(stages: list[Stage]) -> None:
+    assert [(s.base.split(":")[0], s.name) for s in stages] == [
+        ("golang", "helm"),
+        ("python", "python"),
+        ("python", None),
+    ]
+    assert stages[1].base == stages[2].base == "python:3.11-slim", (
+        "the virtualenv is copied: same Python on both"
+    )
+
+
+def test_dockerfile_installs_helm_v4_at_the_pinned_version_from_a_build_arg(stages: list[Stage]) -> None:
+    helm = stages[0]
+    assert helm.all("ARG") == ["HELM_VERSION"], (
+        "no default: tools/versions.env is the one place for the version"
+    )
+    [install] = [run for run in helm.all("RUN") if "go install" in run]
+    assert '"helm.sh/helm/v4/cmd/helm@${HELM_VERSION}"' in install
+    assert env_file(REPO_ROOT / "tools" / "versions.env")["HELM_VERSION"].startswith("v4.")
+
+
+def test_dockerfile_runtime_runs_the_cli_as_the_charts_non_root_user(
+    stages: list[Stage], values: dict[str, object]
+) -> None:
+    runtime = stages[-1]
+    [user] = runtime.all("USER")
+    uid, gid = (int(part) for part in user.split(":"))
+    pod = values["podSecurityContext"]
+    assert isinstance(pod, dict)
+    assert (uid, gid) == (pod["runAsUser"], pod["runAsGroup"])
+    assert uid != 0
+    scripts = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert runtime.all("ENTRYPOINT") == [f'["{next(iter(scripts))}"]']
+
+
+@pytest.mark.parametrize(
+    ("stage_index", "expected"),
+    [
+        pytest.param(2, ("helm", ["/go/bin/helm"]), id="helm-binary-from-the-go-stage"),
+        pytest.param(2, ("python", ["/opt/helmrelease"]), id="virtualenv-from-the-python-stage"),
+        pytest.param(1, ("", ["pyproject.toml", "README.md"]), id="project-metadata-from-the-context"),
+        pytest.param(1, ("", ["operator"]), id="sources-from-the-context"),
+    ],
+)
+def test_dockerfile_copies(stages: list[Stage], stage_index: int, expected: tuple[str, list[str]]) -> None:
+    assert expected in [copy_from(arguments) for arguments in stages[stage_index].all("COPY")]
+
+
+def test_build_context_keeps_what_the_dockerfile_copies(stages: list[Stage]) -> None:
+    """The Dockerfile-specific ignore file excludes everything but what COPY reads from the context."""
+    ignore = (MANIFESTS / "Dockerfile.dockerignore").read_text().splitlines()
+    assert "*" in ignore
+    kept = {line.removeprefix("!").rstrip("/") for line in ignore if line.startswith("!")}
+    copies = [copy_from(arguments) for stage in stages for arguments in stage.all("COPY")]
+    from_context = {path for source_stage, paths in copies if not source_stage for path in paths}
+    assert from_context == kept
