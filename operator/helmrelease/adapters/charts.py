@@ -1,0 +1,611 @@
+"""Chart sources: fetch a chart from a Helm repository, an OCI registry or git into a local cache.
+
+A cache entry is keyed by everything that determines its content (source, exact version or git commit, chart
+path, and a fingerprint of the credentials used, so one tenant never reads a chart fetched with another tenant's
+credentials). An unchanged chart is therefore not downloaded again; for git only `git ls-remote` runs to learn the
+commit. Concurrent fetches of one source share a single download.
+
+Credentials never appear on a command line: helm reads them from a private repositories file or registry config
+(HELM_REPOSITORY_CONFIG, HELM_REGISTRY_CONFIG), git from an askpass helper that reads its environment, or from a
+private key file named in GIT_SSH_COMMAND. All of those live in a private temp directory removed afterwards.
+
+Errors are the `HelmError` family of `helmrelease.adapters.helm` (ChartNotFound, RepositoryUnreachable,
+Unauthorized, Timeout, ...), plus `InvalidChartSource` for sources refused before or after fetching: a chart path
+escaping the repository, a symlink pointing outside it, a git transport that is not allowed, no chart at the path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import shlex
+import shutil
+import tarfile
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import urlsplit
+
+import semver
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from helmrelease.adapters.helm import (
+    ChartNotFound,
+    ErrorTable,
+    HelmCommand,
+    HelmError,
+    RepositoryUnreachable,
+    Unauthorized,
+    error_from_stderr,
+    inherited_environment,
+    private_directory,
+    run_process,
+    write_private_file,
+)
+
+
+class InvalidChartSource(HelmError):
+    """The chart source is refused: a path escaping the repository, a disallowed transport, no chart there."""
+
+
+# ---- Sources
+
+
+@dataclass(frozen=True)
+class BasicAuth:
+    username: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class SSHKey:
+    """A private key for git over SSH; without `known_hosts` the first host key seen is accepted."""
+
+    private_key: bytes = field(repr=False)
+    known_hosts: bytes | None = None
+
+
+@dataclass(frozen=True)
+class RepositoryChart:
+    """A chart from a Helm HTTP(S) repository (`chart.repository`, `chart.name`, `chart.version`)."""
+
+    repository: str
+    name: str
+    version: str
+    auth: BasicAuth | None = None
+    ca_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class OCIChart:
+    """A chart in an OCI registry: `reference` is `oci://<host>/<path>/<name>`."""
+
+    reference: str
+    version: str
+    auth: BasicAuth | None = None
+    ca_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class GitChart:
+    """A chart directory in a git repository (`chart.git`, `chart.ref`, `chart.path`)."""
+
+    url: str
+    ref: str
+    path: str
+    auth: BasicAuth | None = None
+    ssh_key: SSHKey | None = None
+    skip_dependency_update: bool = False
+
+
+ChartSource = RepositoryChart | OCIChart | GitChart
+
+
+@dataclass(frozen=True)
+class FetchedChart:
+    """A chart ready for helm: an unpacked directory in the cache and what identifies its content.
+
+    `source_digest` is `sha256:<hex>` of the package for repository and OCI charts, the commit for git charts.
+    """
+
+    path: Path
+    name: str
+    version: str
+    source_digest: str
+    commit: str | None = None
+
+    @property
+    def revision(self) -> str:
+        """What status.revision reports: the git commit of a git chart, else the chart version."""
+        return self.commit or self.version
+
+
+@dataclass(frozen=True)
+class FetcherSettings:
+    cache_dir: Path
+    deadline: float = 300.0
+    git_executable: str = "git"
+    # Registries reached over plain HTTP (`--plain-http`), by host[:port].
+    plain_http_hosts: frozenset[str] = frozenset()
+    # Transports git may use (GIT_ALLOW_PROTOCOL). `file` lets a tenant read repositories on our disk.
+    git_protocols: tuple[str, ...] = ("https", "ssh")
+
+
+# ---- Pure parts
+
+_COMMIT = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+_GIT_REF = re.compile(r"^[A-Za-z0-9._/-]+$")
+
+# Same precedence rules as helm's table; samples of each line are in tests/unit/adapters/test_charts.py.
+GIT_ERRORS: ErrorTable = tuple(
+    (re.compile("|".join(patterns), re.IGNORECASE | re.MULTILINE), error)
+    for patterns, error in (
+        ((r"transport '[^']+' not allowed",), InvalidChartSource),
+        (
+            (
+                r"authentication failed",
+                r"could not read (username|password)",
+                r"permission denied \(publickey",
+                r"requested url returned error: 40[13]",
+            ),
+            Unauthorized,
+        ),
+        (
+            (
+                r"could not resolve host",
+                r"couldn't connect to server",
+                r"connection refused",
+                r"connection timed out",
+                r"no route to host",
+                r"ssl certificate problem",
+                r"host key verification failed",
+            ),
+            RepositoryUnreachable,
+        ),
+        (
+            (
+                r"couldn't find remote ref",
+                r"does not appear to be a git repository",
+                r"repository '[^']+' not found",
+                r"not our ref",
+                r"remote error: .*not found",
+            ),
+            ChartNotFound,
+        ),
+        ((r"could not read from remote repository", r"unable to access"), RepositoryUnreachable),
+    )
+)
+
+
+def chart_subpath(path: str) -> PurePosixPath:
+    """The chart's path inside a git repository, refused when it could point outside the repository."""
+    candidate = PurePosixPath(path or ".")
+    if "\0" in path or candidate.is_absolute() or ".." in candidate.parts:
+        raise InvalidChartSource("chart path", f"{path!r} must be relative and stay inside the repository")
+    return candidate
+
+
+def validate_git_ref(ref: str) -> str:
+    """A branch, tag or commit name: no refspec syntax (`:`, `+`, `^`), nothing git could read as an option."""
+    if not _GIT_REF.match(ref) or ref.startswith("-") or ".." in ref:
+        raise InvalidChartSource("git ref", f"{ref!r} is not a branch, tag or commit name")
+    return ref
+
+
+def is_commit(ref: str) -> bool:
+    return _COMMIT.match(ref) is not None
+
+
+def resolve_ref(ls_remote: str, ref: str) -> str | None:
+    """The commit `ref` names in `git ls-remote` output: a branch first, then a tag (peeled), then a full ref."""
+    refs: dict[str, str] = {}
+    for line in ls_remote.splitlines():
+        sha, _, name = line.partition("\t")
+        if sha and name:
+            refs[name.strip()] = sha.strip()
+    for candidate in (f"refs/heads/{ref}", f"refs/tags/{ref}^{{}}", f"refs/tags/{ref}", f"{ref}^{{}}", ref):
+        if candidate in refs:
+            return refs[candidate]
+    return None
+
+
+def is_exact_version(version: str) -> bool:
+    """An exact chart version can be looked up in the cache; a range must be resolved by helm each time."""
+    return semver.Version.is_valid(version.removeprefix("v"))
+
+
+def repositories_file(url: str, auth: BasicAuth | None, ca_file: Path | None) -> dict[str, Any]:
+    """A helm repositories.yaml (JSON is YAML) with one repository named `source`, credentials included."""
+    entry: dict[str, Any] = {"name": "source", "url": url.rstrip("/")}
+    if auth is not None:
+        entry.update(username=auth.username, password=auth.password)
+    if ca_file is not None:
+        entry["caFile"] = str(ca_file)
+    return {"apiVersion": "", "generated": "0001-01-01T00:00:00Z", "repositories": [entry]}
+
+
+def registry_config(host: str, auth: BasicAuth | None) -> dict[str, Any]:
+    """A docker-style registry config for helm (HELM_REGISTRY_CONFIG); empty without credentials."""
+    if auth is None:
+        return {"auths": {}}
+    token = base64.b64encode(f"{auth.username}:{auth.password}".encode()).decode()
+    return {"auths": {host: {"auth": token}}}
+
+
+def oci_host(reference: str) -> str:
+    """`host[:port]` of `oci://host[:port]/path`."""
+    return urlsplit(reference).netloc
+
+
+_ASKPASS = b"""#!/bin/sh
+# git asks for a username and a password over https; both come from this helper's environment.
+case "$1" in
+  Username*) printf '%s\\n' "$HELMRELEASE_GIT_USERNAME" ;;
+  *) printf '%s\\n' "$HELMRELEASE_GIT_PASSWORD" ;;
+esac
+"""
+
+
+def ssh_command(key_file: Path, known_hosts: Path, *, strict: bool) -> str:
+    """GIT_SSH_COMMAND (read by a shell, hence quoted) using only our key and our own known_hosts file."""
+    return shlex.join(
+        [
+            "ssh",
+            "-i",
+            str(key_file),
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            f"StrictHostKeyChecking={'yes' if strict else 'accept-new'}",
+            "-o",
+            f"UserKnownHostsFile={known_hosts}",
+            "-o",
+            "BatchMode=yes",
+        ]
+    )
+
+
+def git_environment(
+    inherited: Mapping[str, str],
+    *,
+    home: Path,
+    protocols: Sequence[str],
+    askpass: Path | None = None,
+    auth: BasicAuth | None = None,
+    ssh: str | None = None,
+) -> dict[str, str]:
+    """git's environment: no user or system config, no prompts, only allowed transports, our credentials."""
+    env = inherited_environment(inherited)
+    env.update(
+        HOME=str(home),
+        GIT_CONFIG_NOSYSTEM="1",
+        GIT_CONFIG_GLOBAL=os.devnull,
+        GIT_TERMINAL_PROMPT="0",
+        GIT_ALLOW_PROTOCOL=":".join(protocols),
+    )
+    if askpass is not None and auth is not None:
+        env.update(
+            GIT_ASKPASS=str(askpass),
+            HELMRELEASE_GIT_USERNAME=auth.username,
+            HELMRELEASE_GIT_PASSWORD=auth.password,
+        )
+    if ssh is not None:
+        env["GIT_SSH_COMMAND"] = ssh
+    return env
+
+
+def cache_key(*parts: object) -> str:
+    return hashlib.sha256(json.dumps([str(part) for part in parts]).encode()).hexdigest()[:40]
+
+
+def normalized_version(version: str) -> str:
+    """Helm accepts `v1.2.3` for the chart version 1.2.3: both name one cache entry."""
+    return version.removeprefix("v")
+
+
+# ---- Filesystem steps (blocking: run in a thread)
+
+_METADATA = "fetched.json"
+
+
+def read_chart_yaml(chart_directory: Path) -> tuple[str, str]:
+    chart_file = chart_directory / "Chart.yaml"
+    if not chart_file.is_file():
+        raise ChartNotFound("chart", f"no Chart.yaml in {chart_directory.name!r}")
+    try:
+        meta = YAML(typ="safe").load(chart_file.read_text())
+    except YAMLError as error:
+        raise InvalidChartSource("chart", f"Chart.yaml is not valid YAML: {error}") from None
+    if not isinstance(meta, dict) or not meta.get("name") or not meta.get("version"):
+        raise InvalidChartSource("chart", "Chart.yaml has no name or version")
+    return str(meta["name"]), str(meta["version"])
+
+
+def declares_dependencies(chart_directory: Path) -> bool:
+    """Chart.yaml `dependencies` (apiVersion v2) or a requirements.yaml (v1)."""
+    meta = YAML(typ="safe").load((chart_directory / "Chart.yaml").read_text())
+    return bool(meta.get("dependencies")) or (chart_directory / "requirements.yaml").is_file()
+
+
+def contained_chart_directory(root: Path, subpath: PurePosixPath) -> Path:
+    """`root/subpath` after resolving symlinks, refused when it or any symlink inside it leads out of `root`."""
+    real_root = root.resolve()
+    chart_directory = (root / subpath).resolve()
+    if not chart_directory.is_relative_to(real_root):
+        raise InvalidChartSource("chart path", f"{str(subpath)!r} resolves outside the repository")
+    if not chart_directory.is_dir():
+        raise ChartNotFound("chart path", f"{str(subpath)!r} is not a directory in the repository")
+    for directory, subdirectories, files in os.walk(chart_directory):
+        for name in (*subdirectories, *files):
+            entry = Path(directory) / name
+            if entry.is_symlink() and not entry.resolve().is_relative_to(real_root):
+                relative = entry.relative_to(chart_directory)
+                raise InvalidChartSource(
+                    "chart path", f"symlink {str(relative)!r} points outside the repository"
+                )
+    return chart_directory
+
+
+def _store(
+    staging: Path, entry: Path, chart_directory: Path, source_digest: str, commit: str | None
+) -> FetchedChart:
+    """Record the fetched chart in `staging` and move it into place atomically."""
+    name, version = read_chart_yaml(chart_directory)
+    relative = chart_directory.relative_to(staging)
+    metadata = {
+        "chart": str(relative),
+        "name": name,
+        "version": version,
+        "digest": source_digest,
+        "commit": commit,
+    }
+    (staging / _METADATA).write_text(json.dumps(metadata))
+    try:
+        staging.rename(entry)
+    except OSError:  # stored meanwhile (another process sharing the cache): same content, keep theirs
+        shutil.rmtree(staging, ignore_errors=True)
+    return FetchedChart(entry / relative, name, version, source_digest, commit)
+
+
+def _lookup(entry: Path) -> FetchedChart | None:
+    try:
+        metadata = json.loads((entry / _METADATA).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return FetchedChart(
+        entry / metadata["chart"],
+        metadata["name"],
+        metadata["version"],
+        metadata["digest"],
+        metadata["commit"],
+    )
+
+
+def _unpack(package: Path, staging: Path) -> tuple[Path, str]:
+    """Unpack a chart package into `staging`: its chart directory and the package's digest."""
+    digest = "sha256:" + hashlib.sha256(package.read_bytes()).hexdigest()
+    unpacked = staging / "chart"
+    with tarfile.open(package) as archive:
+        archive.extractall(unpacked, filter="data")  # refuses absolute paths, `..` and links leading out
+    charts = [path.parent for path in unpacked.glob("*/Chart.yaml")]
+    if len(charts) != 1:
+        raise InvalidChartSource("chart", f"the package holds {len(charts)} charts at its top level, not one")
+    return charts[0], digest
+
+
+def _new_staging(cache_dir: Path) -> Path:
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    staging = cache_dir / f".staging-{uuid.uuid4().hex}"
+    staging.mkdir(mode=0o700)
+    return staging
+
+
+# ---- The fetcher
+
+
+class ChartFetcher:
+    """Fetches charts into `settings.cache_dir`, once per content, sharing concurrent fetches of one source."""
+
+    def __init__(self, helm: HelmCommand, settings: FetcherSettings) -> None:
+        self._helm = helm
+        self._settings = settings
+        # Credential fingerprints are keyed per process: nothing on disk lets anyone test a guessed password.
+        self._salt = secrets.token_bytes(32)
+        self._inflight: dict[str, asyncio.Task[FetchedChart]] = {}
+
+    async def fetch(self, source: ChartSource) -> FetchedChart:
+        """The chart of `source` in the cache, downloading it only when its content is not there yet."""
+        key = self._request_key(source)
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.create_task(self._fetch(source), name=f"fetch-chart-{key[:12]}")
+            self._inflight[key] = task
+            task.add_done_callback(lambda done: self._forget(key, done))
+        # A cancelled caller leaves the shared download running for the others (and for the cache).
+        return await asyncio.shield(task)
+
+    def _forget(self, key: str, task: asyncio.Task[FetchedChart]) -> None:
+        self._inflight.pop(key, None)
+        if not task.cancelled():
+            task.exception()  # mark it retrieved: every caller may have been cancelled meanwhile
+
+    def _fingerprint(self, auth: BasicAuth | None, *more: bytes | str | None) -> str:
+        """A keyed hash of the credentials: one cache entry per credential, nothing guessable on disk."""
+        material: list[object] = [[auth.username, auth.password] if auth else None]
+        material += [part.hex() if isinstance(part, bytes) else part for part in more]
+        return hmac.new(self._salt, json.dumps(material).encode(), hashlib.sha256).hexdigest()
+
+    def _package_key(self, source: RepositoryChart | OCIChart, version: str) -> str:
+        """The cache entry of a packaged chart at an exact `version`."""
+        ca_file = str(source.ca_file) if source.ca_file else None
+        credentials = self._fingerprint(source.auth, ca_file)
+        location = (
+            ["repository", source.repository.rstrip("/"), source.name]
+            if isinstance(source, RepositoryChart)
+            else ["oci", source.reference]
+        )
+        return cache_key(*location, normalized_version(version), credentials)
+
+    def _git_key(self, source: GitChart, commit: str) -> str:
+        """The cache entry of a git chart at `commit` (or at a ref, to coalesce requests before resolving it)."""
+        ssh = (source.ssh_key.private_key, source.ssh_key.known_hosts) if source.ssh_key else (None, None)
+        credentials = self._fingerprint(source.auth, *ssh)
+        return cache_key("git", source.url, commit, source.path, source.skip_dependency_update, credentials)
+
+    def _request_key(self, source: ChartSource) -> str:
+        if isinstance(source, GitChart):
+            return self._git_key(source, source.ref)
+        return self._package_key(source, source.version)
+
+    async def _fetch(self, source: ChartSource) -> FetchedChart:
+        if isinstance(source, GitChart):
+            return await self._fetch_git(source)
+        if is_exact_version(source.version):
+            cached = _lookup(self._entry(self._package_key(source, source.version)))
+            if cached is not None:
+                return cached
+        return await self._fetch_package(source)
+
+    def _entry(self, key: str) -> Path:
+        return self._settings.cache_dir / key
+
+    # ---- packaged charts
+
+    async def _fetch_package(self, source: RepositoryChart | OCIChart) -> FetchedChart:
+        """`helm pull` with credentials in private config files, then unpack into the cache."""
+        deadline = self._settings.deadline
+        with private_directory(self._helm.settings.temp_root) as work:
+            environment = {
+                "HELM_REPOSITORY_CONFIG": str(work / "repositories.json"),
+                "HELM_REPOSITORY_CACHE": str(work / "index"),
+                "HELM_REGISTRY_CONFIG": str(work / "registry.json"),
+            }
+            package_dir = work / "package"
+            package_dir.mkdir()
+            if isinstance(source, RepositoryChart):
+                config = repositories_file(source.repository, source.auth, source.ca_file)
+                write_private_file(work / "repositories.json", json.dumps(config).encode())
+                await self._helm.update_repository("source", extra_environment=environment, deadline=deadline)
+                package = await self._helm.pull_chart(
+                    f"source/{source.name}",
+                    package_dir,
+                    version=source.version or None,
+                    extra_environment=environment,
+                    deadline=deadline,
+                )
+            else:
+                host = oci_host(source.reference)
+                write_private_file(
+                    work / "registry.json", json.dumps(registry_config(host, source.auth)).encode()
+                )
+                package = await self._helm.pull_chart(
+                    source.reference,
+                    package_dir,
+                    version=source.version or None,
+                    plain_http=host in self._settings.plain_http_hosts,
+                    ca_file=source.ca_file,
+                    extra_environment=environment,
+                    deadline=deadline,
+                )
+            staging = await asyncio.to_thread(_new_staging, self._settings.cache_dir)
+            try:
+                chart_directory, digest = await asyncio.to_thread(_unpack, package, staging)
+                _, version = await asyncio.to_thread(read_chart_yaml, chart_directory)
+                # Keyed by the version helm resolved, so a range and its exact version share one entry.
+                entry = self._entry(self._package_key(source, version))
+                return await asyncio.to_thread(_store, staging, entry, chart_directory, digest, None)
+            except BaseException:
+                await asyncio.to_thread(shutil.rmtree, staging, True)
+                raise
+
+    # ---- git
+
+    async def _fetch_git(self, source: GitChart) -> FetchedChart:
+        subpath = chart_subpath(source.path)
+        ref = validate_git_ref(source.ref)
+        if not source.url or source.url.startswith("-"):
+            raise InvalidChartSource("git url", f"{source.url!r} is not a repository URL")
+        with private_directory(self._helm.settings.temp_root) as work:
+            env = self._git_credentials(source, work)
+            commit = ref if is_commit(ref) else await self._remote_commit(source.url, ref, env)
+            cached = _lookup(self._entry(self._git_key(source, commit)))
+            if cached is not None:
+                return cached
+            staging = await asyncio.to_thread(_new_staging, self._settings.cache_dir)
+            try:
+                return await self._checkout(source, subpath, staging, env)
+            except BaseException:
+                await asyncio.to_thread(shutil.rmtree, staging, True)
+                raise
+
+    def _git_credentials(self, source: GitChart, work: Path) -> dict[str, str]:
+        """git's environment with credentials as private files in `work`, never in the URL or argv."""
+        askpass = None
+        if source.auth is not None:
+            askpass = write_private_file(work / "askpass.sh", _ASKPASS, mode=0o700)
+        ssh = None
+        if source.ssh_key is not None:
+            key = write_private_file(work / "id", source.ssh_key.private_key)
+            known_hosts = write_private_file(work / "known_hosts", source.ssh_key.known_hosts or b"")
+            ssh = ssh_command(key, known_hosts, strict=source.ssh_key.known_hosts is not None)
+        home = work / "home"
+        home.mkdir(mode=0o700)
+        return git_environment(
+            os.environ,
+            home=home,
+            protocols=self._settings.git_protocols,
+            askpass=askpass,
+            auth=source.auth,
+            ssh=ssh,
+        )
+
+    async def _git(self, arguments: Sequence[str], env: Mapping[str, str], operation: str) -> str:
+        result = await run_process(
+            [self._settings.git_executable, *arguments],
+            env=env,
+            deadline=self._settings.deadline,
+            grace=self._helm.settings.termination_grace,
+            operation=operation,
+        )
+        if result.returncode != 0:
+            stderr = result.stderr.decode(errors="replace")
+            raise error_from_stderr(operation, stderr, result.returncode, GIT_ERRORS)
+        return result.stdout.decode()
+
+    async def _remote_commit(self, url: str, ref: str, env: Mapping[str, str]) -> str:
+        listing = await self._git(["ls-remote", "--", url, ref, f"{ref}^{{}}"], env, "git ls-remote")
+        commit = resolve_ref(listing, ref)
+        if commit is None:
+            raise ChartNotFound("git ls-remote", f"no branch or tag {ref!r} in the repository")
+        return commit
+
+    async def _checkout(
+        self, source: GitChart, subpath: PurePosixPath, staging: Path, env: Mapping[str, str]
+    ) -> FetchedChart:
+        """A shallow checkout of `source.ref` in `staging`, checked, dependencies vendored, stored by commit."""
+        checkout = staging / "checkout"
+        git_dir = ["-C", str(checkout)]
+        await self._git(["init", "--quiet", str(checkout)], env, "git init")
+        fetch = [*git_dir, "fetch", "--quiet", "--depth", "1", "--", source.url, source.ref]
+        await self._git(fetch, env, "git fetch")
+        commit = (
+            await self._git([*git_dir, "rev-parse", "FETCH_HEAD^{commit}"], env, "git rev-parse")
+        ).strip()
+        await self._git([*git_dir, "checkout", "--quiet", "--detach", commit], env, "git checkout")
+        await asyncio.to_thread(shutil.rmtree, checkout / ".git")
+        chart_directory = await asyncio.to_thread(contained_chart_directory, checkout, subpath)
+        if not source.skip_dependency_update and await asyncio.to_thread(
+            declares_dependencies, chart_directory
+        ):
+            await self._helm.update_dependencies(chart_directory, deadline=self._settings.deadline)
+        entry = self._entry(self._git_key(source, commit))
+        return await asyncio.to_thread(_store, staging, entry, chart_directory, commit, commit)
