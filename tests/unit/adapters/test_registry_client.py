@@ -713,29 +713,34 @@ async def test_image_created(
         assert await client.image_created(f"{fake.host}/{REPO}", "t") == expected
 
 
-async def test_nested_indexes_are_followed_once(fake: FakeRegistry) -> None:
-    inner = fake.add_index(REPO, "inner", {Platform("linux", "amd64"): T_AMD64})
+def _index_of(fake: FakeRegistry, child: str, tag: str) -> str:
     entry = {
         "mediaType": OCI_INDEX,
-        "digest": inner,
+        "digest": child,
         "size": 1,
         "platform": {"os": "linux", "architecture": "amd64"},
     }
-    fake.add_manifest(REPO, {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry]}, "outer")
+    return fake.add_manifest(REPO, {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry]}, tag)
+
+
+@pytest.mark.parametrize(
+    ("tag", "outcome"),
+    [
+        pytest.param("outer", T_AMD64, id="index-of-index"),
+        pytest.param("too-deep", RegistryMalformedResponse, id="deeper"),
+    ],
+)
+async def test_nested_indexes_are_followed_once(
+    fake: FakeRegistry, tag: str, outcome: datetime | type[RegistryError]
+) -> None:
+    inner = fake.add_index(REPO, "inner", {Platform("linux", "amd64"): T_AMD64})
+    _index_of(fake, _index_of(fake, inner, "outer"), "too-deep")
     async with make_client(fake) as client:
-        assert await client.image_created(f"{fake.host}/{REPO}", "outer") == T_AMD64
-        outer = fake.manifests[(REPO, "outer")][0]
-        entry = {
-            "mediaType": OCI_INDEX,
-            "digest": _digest(outer),
-            "size": 1,
-            "platform": {"os": "linux", "architecture": "amd64"},
-        }
-        fake.add_manifest(
-            REPO, {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry]}, "too-deep"
-        )
-        with pytest.raises(RegistryMalformedResponse, match="nested deeper"):
-            await client.image_created(f"{fake.host}/{REPO}", "too-deep")
+        if isinstance(outcome, datetime):
+            assert await client.image_created(f"{fake.host}/{REPO}", tag) == outcome
+        else:
+            with pytest.raises(outcome, match="nested deeper than 2"):
+                await client.image_created(f"{fake.host}/{REPO}", tag)
 
 
 async def test_unknown_tag_is_not_found(fake: FakeRegistry) -> None:

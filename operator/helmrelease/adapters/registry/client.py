@@ -230,13 +230,18 @@ class RegistryClient:
                 digest = preloaded.headers.get("Docker-Content-Digest", "")
                 if not is_digest(digest):
                     digest = digest_of(preloaded.body)
-            hit = digest in self._manifests
-            self.metrics.observe_cache("manifest", hit)
-            return await self._manifests.run(
-                digest, lambda: self._created_by_manifest(name, digest, preloaded, 0)
-            )
+            return await self._created_by_digest(name, digest, preloaded, 0)
 
-    # Resolution: manifest -> (index -> platform manifest) -> config blob
+    # Resolution: manifest -> (index -> platform manifest) -> config blob, each step cached by digest.
+    # Content is verified against its digest, so an index can never lead back to itself through the cache.
+
+    async def _created_by_digest(
+        self, name: CanonicalName, digest: str, preloaded: _Response | None, depth: int
+    ) -> datetime | None:
+        self.metrics.observe_cache("manifest", digest in self._manifests)
+        return await self._manifests.run(
+            digest, lambda: self._created_by_manifest(name, digest, preloaded, depth)
+        )
 
     async def _created_by_manifest(
         self, name: CanonicalName, digest: str, preloaded: _Response | None, depth: int
@@ -256,12 +261,11 @@ class RegistryClient:
             if entry is None:
                 _log.info("%s@%s has no manifest for platform %s", name, digest, self.config.platform)
                 return None
-            return await self._created_by_manifest(name, entry.digest, None, depth + 1)
+            return await self._created_by_digest(name, entry.digest, None, depth + 1)
         if not is_image_config(manifest.config):
             return None  # an OCI artifact (a Helm chart, a signature): no build time to read
         config_digest = manifest.config.digest
-        hit = config_digest in self._configs
-        self.metrics.observe_cache("config", hit)
+        self.metrics.observe_cache("config", config_digest in self._configs)
         return await self._configs.run(config_digest, lambda: self._created_by_config(name, config_digest))
 
     async def _created_by_config(self, name: CanonicalName, digest: str) -> datetime | None:
