@@ -1,0 +1,439 @@
+"""Build the next HelmRelease status from the previous one and what just happened; ``now`` is a parameter.
+
+The handler calls one of these per step of the loop: ``status_before_action`` (phase ``Upgrading`` and
+friends), ``status_after_action`` (the outcome of a Helm action), ``status_after_decision`` (the loop settled
+on nothing, wait-retry or refuse: only then is ``observedGeneration`` written), and for the steps before a
+plan exists, ``status_after_chart_fetch`` and ``status_after_problem`` (an invalid spec or unreadable values).
+
+Conditions keep the Flux v1 meaning (``ChartFetched``, ``Deployed``, ``Released``, ``RolledBack``,
+``Tested``); ``Ready`` is derived from them and never set directly. A condition's ``lastUpdateTime`` moves
+when its status, reason or message changes and its ``lastTransitionTime`` only when its status flips, so a
+pass that changes nothing produces an identical status, and no write.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from helmrelease.api.constants import Action, ConditionStatus, ConditionType, HelmStatus, Phase, Reason
+from helmrelease.api.status import Condition, HelmReleaseStatus
+from helmrelease.reconcile.plan import Desired, ObservedRelease, Plan
+
+#: Condition messages are read in ``kubectl get``/``describe``; Helm's errors can run to many kilobytes.
+MESSAGE_LIMIT = 1024
+_ELLIPSIS = " … "
+_CONDITION_ORDER = tuple(ConditionType)
+
+Conditions = tuple[Condition, ...]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a Helm action ended, and the release as Helm reports it afterwards."""
+
+    succeeded: bool
+    #: Helm's error output when the action failed.
+    error: str = ""
+    #: The release's revision afterwards; None when there is no release.
+    helm_revision: int | None = None
+    release_status: HelmStatus | None = None
+
+
+def trim_message(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """Fit ``text`` in ``limit`` characters, keeping its start and its last line (Helm's actual error)."""
+    text = text.strip()
+    if len(text) <= limit:
+        return text
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    last = lines[-1]
+    tail_room = limit // 2
+    tail = last if len(last) <= tail_room else "…" + last[-(tail_room - 1) :]
+    head = text[: limit - len(tail) - len(_ELLIPSIS)].rstrip()
+    return f"{head}{_ELLIPSIS}{tail}"
+
+
+def status_before_action(
+    previous: HelmReleaseStatus, desired: Desired, action: Action, now: datetime
+) -> HelmReleaseStatus:
+    """Show that a long Helm action has started (Flux v1's in-progress phases); short ones change nothing."""
+    name, chart = desired.release, desired.chart_revision
+    progress: dict[Action, tuple[Phase, ConditionType, str]] = {
+        Action.INSTALL: (
+            Phase.INSTALLING,
+            ConditionType.RELEASED,
+            f"Installing chart {chart} as release {name}",
+        ),
+        Action.UPGRADE: (
+            Phase.UPGRADING,
+            ConditionType.RELEASED,
+            f"Upgrading release {name} to chart {chart}",
+        ),
+        Action.TEST: (Phase.TESTING, ConditionType.TESTED, f"Testing release {name}"),
+        Action.ROLLBACK: (Phase.ROLLING_BACK, ConditionType.ROLLED_BACK, f"Rolling back release {name}"),
+    }
+    if action not in progress:
+        return previous
+    phase, condition_type, message = progress[action]
+    stamp = _stamp(now)
+    conditions = _set(
+        previous.conditions, condition_type, ConditionStatus.UNKNOWN, Reason.PROGRESSING, message, stamp
+    )
+    update: dict[str, Any] = {"phase": phase, "release_name": desired.release_name}
+    if action in {Action.INSTALL, Action.UPGRADE}:
+        update["last_attempted_revision"] = desired.chart_revision
+    return _finish(previous, update, conditions, stamp)
+
+
+def status_after_action(
+    previous: HelmReleaseStatus, desired: Desired, action: Action, outcome: Outcome, now: datetime
+) -> HelmReleaseStatus:
+    """Record a Helm action's outcome: the plan's memory (digests, revision, last action) and conditions."""
+    if not action.runs_helm:
+        raise ValueError(f"{action} is a decision, not a Helm action; use status_after_decision")
+    stamp = _stamp(now)
+    update: dict[str, Any] = {
+        "release_name": desired.release_name,
+        "last_action": action,
+        "failures": 0 if outcome.succeeded else previous.failures + 1,
+        "helm_revision": outcome.helm_revision,
+        "release_status": _helm_status(outcome.release_status),
+    }
+    match action:
+        case Action.INSTALL | Action.UPGRADE:
+            conditions = _after_deploy(previous, desired, action, outcome, update, stamp)
+        case Action.TEST:
+            conditions = _after_test(previous, desired, outcome, update, stamp)
+        case Action.ROLLBACK:
+            conditions = _after_rollback(previous, desired, outcome, update, stamp)
+        case _:
+            conditions = _after_housekeeping(previous, desired, action, outcome, update, stamp)
+    return _finish(previous, update, conditions, stamp)
+
+
+def status_after_decision(
+    previous: HelmReleaseStatus, desired: Desired, plan: Plan, release: ObservedRelease | None, now: datetime
+) -> HelmReleaseStatus:
+    """Record where the loop settled; only a settled plan writes ``observedGeneration``."""
+    if plan.action.runs_helm:
+        raise ValueError(f"{plan.action} is a Helm action; use status_after_action")
+    if not plan.settled:
+        return previous
+    stamp = _stamp(now)
+    update: dict[str, Any] = {
+        "observed_generation": desired.generation,
+        "release_name": desired.release_name,
+        "release_status": _helm_status(release.status if release is not None else None),
+    }
+    conditions = previous.conditions
+    if plan.action is Action.NOTHING and plan.reason in {Reason.IN_SYNC, Reason.TEST_FAILURE_IGNORED}:
+        update["phase"] = Phase.SUCCEEDED
+        conditions = _ensure_released(conditions, Reason.IN_SYNC, plan.message, stamp)
+    elif plan.action is Action.REFUSE:
+        update["phase"] = Phase.FAILED
+        conditions = _set(
+            conditions, ConditionType.RELEASED, ConditionStatus.FALSE, plan.reason, plan.message, stamp
+        )
+    return _finish(previous, update, conditions, stamp)
+
+
+def status_after_chart_fetch(
+    previous: HelmReleaseStatus, *, chart: str, error: str | None, now: datetime
+) -> HelmReleaseStatus:
+    """Record fetching ``chart`` (a description such as ``app 0.2.0 from https://charts.example.com/``).
+
+    Not a final outcome: a failed fetch is retried, so ``observedGeneration`` stays.
+    """
+    stamp = _stamp(now)
+    update: dict[str, Any] = {}
+    if error is None:
+        status, reason, message = ConditionStatus.TRUE, Reason.CHART_FETCH_SUCCEEDED, f"Fetched chart {chart}"
+        if previous.phase is Phase.CHART_FETCH_FAILED:
+            update["phase"] = Phase.CHART_FETCHED
+    else:
+        status, reason = ConditionStatus.FALSE, Reason.CHART_FETCH_FAILED
+        message = trim_message(f"Fetching chart {chart} failed: {error}")
+        update["phase"] = Phase.CHART_FETCH_FAILED
+    conditions = _set(previous.conditions, ConditionType.CHART_FETCHED, status, reason, message, stamp)
+    return _finish(previous, update, conditions, stamp)
+
+
+def status_after_problem(
+    previous: HelmReleaseStatus, *, reason: Reason, message: str, generation: int | None, now: datetime
+) -> HelmReleaseStatus:
+    """Record a problem that stops the loop before Helm is called (``SpecError``, ``ValuesError``).
+
+    Pass ``generation`` when the problem is final for this generation (an invalid spec) so
+    ``observedGeneration`` records it; leave it None for problems that may clear by themselves (a Secret not
+    created yet).
+    """
+    stamp = _stamp(now)
+    update: dict[str, Any] = {"phase": Phase.FAILED}
+    if generation is not None:
+        update["observed_generation"] = generation
+    conditions = _set(
+        previous.conditions,
+        ConditionType.RELEASED,
+        ConditionStatus.FALSE,
+        reason,
+        trim_message(message),
+        stamp,
+    )
+    return _finish(previous, update, conditions, stamp)
+
+
+def _after_deploy(
+    previous: HelmReleaseStatus,
+    desired: Desired,
+    action: Action,
+    outcome: Outcome,
+    update: dict[str, Any],
+    stamp: datetime,
+) -> Conditions:
+    installing = action is Action.INSTALL
+    name, chart = desired.release, desired.chart_revision
+    update.update(
+        last_attempted_digest=desired.digest,
+        last_attempted_generation=desired.generation,
+        last_attempted_revision=chart,
+    )
+    conditions = previous.conditions
+    if outcome.succeeded:
+        reason = Reason.INSTALL_SUCCEEDED if installing else Reason.UPGRADE_SUCCEEDED
+        message = (
+            f"Installed chart {chart} as release {name} (revision {outcome.helm_revision})"
+            if installing
+            else f"Upgraded release {name} to chart {chart} (revision {outcome.helm_revision})"
+        )
+        update.update(
+            phase=Phase.DEPLOYED if desired.test else Phase.SUCCEEDED,
+            last_applied_digest=desired.digest,
+            revision=chart,
+            rollback_count=0,
+        )
+        conditions = _without(conditions, ConditionType.ROLLED_BACK)
+        if desired.test:
+            conditions = _set(
+                conditions,
+                ConditionType.TESTED,
+                ConditionStatus.UNKNOWN,
+                Reason.TEST_PENDING,
+                f"Revision {outcome.helm_revision} has not been tested yet",
+                stamp,
+            )
+        else:
+            conditions = _without(conditions, ConditionType.TESTED)
+        status = ConditionStatus.TRUE
+    else:
+        reason = Reason.INSTALL_FAILED if installing else Reason.UPGRADE_FAILED
+        verb = (
+            f"Installing chart {chart} as release {name}"
+            if installing
+            else f"Upgrading {name} to chart {chart}"
+        )
+        message = trim_message(f"{verb} failed: {outcome.error}")
+        update["phase"] = Phase.DEPLOY_FAILED
+        if desired.digest != previous.last_attempted_digest:
+            update["rollback_count"] = 0
+        status = ConditionStatus.FALSE
+    conditions = _set(conditions, ConditionType.DEPLOYED, status, reason, message, stamp)
+    return _set(conditions, ConditionType.RELEASED, status, reason, message, stamp)
+
+
+def _after_test(
+    previous: HelmReleaseStatus, desired: Desired, outcome: Outcome, update: dict[str, Any], stamp: datetime
+) -> Conditions:
+    # A test is part of the current attempt; recording it tells the plan whether it failed before a change.
+    update.update(last_attempted_digest=desired.digest, last_attempted_generation=desired.generation)
+    subject = f"Tests of release {desired.release} revision {outcome.helm_revision}"
+    conditions = previous.conditions
+    if outcome.succeeded:
+        update["phase"] = Phase.SUCCEEDED
+        message = f"{subject} passed"
+        conditions = _set(
+            conditions, ConditionType.TESTED, ConditionStatus.TRUE, Reason.TEST_SUCCEEDED, message, stamp
+        )
+        return _ensure_released(conditions, Reason.TEST_SUCCEEDED, message, stamp)
+    update["phase"] = Phase.TEST_FAILED
+    message = trim_message(f"{subject} failed: {outcome.error}")
+    if desired.ignore_test_failures:
+        return _set(
+            conditions,
+            ConditionType.TESTED,
+            ConditionStatus.FALSE,
+            Reason.TEST_FAILURE_IGNORED,
+            message,
+            stamp,
+        )
+    conditions = _set(
+        conditions, ConditionType.TESTED, ConditionStatus.FALSE, Reason.TEST_FAILED, message, stamp
+    )
+    return _set(conditions, ConditionType.RELEASED, ConditionStatus.FALSE, Reason.TEST_FAILED, message, stamp)
+
+
+def _after_rollback(
+    previous: HelmReleaseStatus, desired: Desired, outcome: Outcome, update: dict[str, Any], stamp: datetime
+) -> Conditions:
+    name = desired.release
+    if not outcome.succeeded:
+        update.update(phase=Phase.ROLLBACK_FAILED, last_applied_digest=None)
+        message = trim_message(f"Rolling back release {name} failed: {outcome.error}")
+        conditions = _set(
+            previous.conditions,
+            ConditionType.ROLLED_BACK,
+            ConditionStatus.FALSE,
+            Reason.ROLLBACK_FAILED,
+            message,
+            stamp,
+        )
+        return _set(
+            conditions, ConditionType.RELEASED, ConditionStatus.FALSE, Reason.ROLLBACK_FAILED, message, stamp
+        )
+    count = previous.rollback_count + 1
+    update.update(phase=Phase.ROLLED_BACK, rollback_count=count)
+    if previous.last_applied_digest == desired.digest:
+        # What was rolled back had been applied (its test failed): the revision now running is an older one.
+        update.update(last_applied_digest=None, revision=None)
+    cause = "test" if previous.last_action is Action.TEST else "upgrade"
+    conditions = _set(
+        previous.conditions,
+        ConditionType.ROLLED_BACK,
+        ConditionStatus.TRUE,
+        Reason.ROLLBACK_SUCCEEDED,
+        f"Rolled back release {name} to revision {outcome.helm_revision} (rollback {count})",
+        stamp,
+    )
+    return _set(
+        conditions,
+        ConditionType.RELEASED,
+        ConditionStatus.FALSE,
+        Reason.ROLLBACK_SUCCEEDED,
+        f"Chart {desired.chart_revision} is not released: the {cause} failed and release {name} was rolled "
+        f"back to revision {outcome.helm_revision} (rollback {count})",
+        stamp,
+    )
+
+
+def _after_housekeeping(
+    previous: HelmReleaseStatus,
+    desired: Desired,
+    action: Action,
+    outcome: Outcome,
+    update: dict[str, Any],
+    stamp: datetime,
+) -> Conditions:
+    """Unlock, adopt and uninstall: they prepare or end a release rather than deploy it."""
+    name = desired.release
+    succeeded: dict[Action, tuple[ConditionStatus, Reason, str]] = {
+        Action.UNLOCK: (
+            ConditionStatus.UNKNOWN,
+            Reason.UNLOCKED,
+            f"Recovered release {name} from an interrupted operation; reconciling it again",
+        ),
+        Action.ADOPT: (
+            ConditionStatus.UNKNOWN,
+            Reason.ADOPTED,
+            f"Adopted the existing release {name} (revision {outcome.helm_revision}); reconciling it",
+        ),
+        Action.UNINSTALL: (ConditionStatus.FALSE, Reason.UNINSTALLED, f"Uninstalled release {name}"),
+    }
+    failed: dict[Action, tuple[Reason, str]] = {
+        Action.UNLOCK: (Reason.UNLOCK_FAILED, f"Recovering release {name} from its pending state failed"),
+        Action.ADOPT: (Reason.ADOPT_FAILED, f"Adopting the existing release {name} failed"),
+        Action.UNINSTALL: (Reason.UNINSTALL_FAILED, f"Uninstalling release {name} failed"),
+    }
+    if outcome.succeeded:
+        status, reason, message = succeeded[action]
+        if action is Action.UNINSTALL:
+            update.update(last_applied_digest=None, revision=None)
+    else:
+        reason, verb = failed[action]
+        status, message = ConditionStatus.FALSE, trim_message(f"{verb}: {outcome.error}")
+        update["phase"] = Phase.FAILED
+    return _set(previous.conditions, ConditionType.RELEASED, status, reason, message, stamp)
+
+
+def _helm_status(status: HelmStatus | None) -> str | None:
+    return None if status is None else status.value
+
+
+def _stamp(now: datetime) -> datetime:
+    """Kubernetes timestamps are UTC with whole seconds; a naive time would be ambiguous, so it is refused."""
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    return now.astimezone(UTC).replace(microsecond=0)
+
+
+def _set(
+    conditions: Conditions,
+    condition_type: ConditionType,
+    status: ConditionStatus,
+    reason: str,
+    message: str,
+    stamp: datetime,
+) -> Conditions:
+    """Set one condition; ``reason`` is a plain string because Ready copies reasons from other conditions."""
+    current = next((c for c in conditions if c.type == condition_type), None)
+    transition = stamp
+    if current is not None:
+        if (current.status, current.reason, current.message) == (status, reason, message):
+            return conditions
+        if current.status == status and current.last_transition_time is not None:
+            transition = current.last_transition_time
+    replacement = Condition(
+        type=condition_type,
+        status=status,
+        reason=reason,
+        message=message,
+        last_update_time=stamp,
+        last_transition_time=transition,
+    )
+    return (*_without(conditions, condition_type), replacement)
+
+
+def _ensure_released(conditions: Conditions, reason: Reason, message: str, stamp: datetime) -> Conditions:
+    """Make Released True, keeping the message of the install or upgrade that released it, if any."""
+    current = next((c for c in conditions if c.type == ConditionType.RELEASED), None)
+    if current is not None and current.status is ConditionStatus.TRUE:
+        return conditions
+    return _set(conditions, ConditionType.RELEASED, ConditionStatus.TRUE, reason, message, stamp)
+
+
+def _without(conditions: Conditions, condition_type: ConditionType) -> Conditions:
+    return tuple(c for c in conditions if c.type != condition_type)
+
+
+def _ready(conditions: Conditions) -> tuple[ConditionStatus, str, str]:
+    """The summary: the first condition that holds the release back decides, else Released."""
+    by_type = {c.type: c for c in conditions}
+    fetched = by_type.get(ConditionType.CHART_FETCHED)
+    released = by_type.get(ConditionType.RELEASED)
+    tested = by_type.get(ConditionType.TESTED)
+    tests_ignored = tested is not None and tested.reason == Reason.TEST_FAILURE_IGNORED
+    blockers = (
+        fetched if fetched is not None and fetched.status is ConditionStatus.FALSE else None,
+        released if released is not None and released.status is not ConditionStatus.TRUE else None,
+        tested
+        if tested is not None and tested.status is not ConditionStatus.TRUE and not tests_ignored
+        else None,
+    )
+    blocker = next((c for c in blockers if c is not None), None)
+    if blocker is not None:
+        return blocker.status, blocker.reason, blocker.message
+    if released is None:
+        return ConditionStatus.UNKNOWN, Reason.PROGRESSING, "The release has not been reconciled yet"
+    message = released.message
+    if tests_ignored:
+        message += "; its tests failed and test.ignoreFailures is set"
+    return ConditionStatus.TRUE, released.reason, message
+
+
+def _finish(
+    previous: HelmReleaseStatus, update: dict[str, Any], conditions: Conditions, stamp: datetime
+) -> HelmReleaseStatus:
+    status, reason, message = _ready(conditions)
+    conditions = _set(conditions, ConditionType.READY, status, reason, message, stamp)
+    order = {condition_type: index for index, condition_type in enumerate(_CONDITION_ORDER)}
+    update["conditions"] = tuple(sorted(conditions, key=lambda c: order.get(c.type, len(order))))
+    return previous.model_copy(update=update)

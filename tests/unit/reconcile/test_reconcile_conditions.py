@@ -1,0 +1,524 @@
+"""The status builder: phases, conditions, Ready as their summary, timestamps that move only when they should."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from helmrelease.api.constants import Action, ConditionStatus, ConditionType, HelmStatus, Phase, Reason
+from helmrelease.api.ownership import Ownership
+from helmrelease.api.status import Condition, HelmReleaseStatus
+from helmrelease.reconcile.conditions import (
+    MESSAGE_LIMIT,
+    Outcome,
+    status_after_action,
+    status_after_chart_fetch,
+    status_after_decision,
+    status_after_problem,
+    status_before_action,
+    trim_message,
+)
+from helmrelease.reconcile.plan import Desired, ObservedRelease, Plan
+
+NOW = datetime(2026, 3, 1, 12, 0, 0, 250_000, tzinfo=UTC)
+LATER = NOW + timedelta(minutes=5)
+DIGEST = "sha256:" + "d" * 64
+OLD_DIGEST = "sha256:" + "0" * 64
+DESIRED = Desired(
+    release_name="apps-podinfo", namespace="apps", generation=7, digest=DIGEST, chart_revision="6.5.0"
+)
+HELM_ERROR = "Error: UPGRADE FAILED: cannot patch Deployment podinfo: spec.replicas: Invalid value: -1"
+EMPTY = HelmReleaseStatus()
+#: A release we upgraded to OLD_DIGEST at revision 3, in sync, ready.
+RELEASED = status_after_action(
+    EMPTY,
+    replace(DESIRED, digest=OLD_DIGEST, chart_revision="6.4.0", generation=6),
+    Action.UPGRADE,
+    Outcome(succeeded=True, helm_revision=3, release_status=HelmStatus.DEPLOYED),
+    NOW,
+)
+
+
+IN_SYNC_RELEASE = ObservedRelease(revision=3, status=HelmStatus.DEPLOYED, ownership=Ownership.OURS)
+
+
+def ok(revision: int = 4, status: HelmStatus = HelmStatus.DEPLOYED) -> Outcome:
+    return Outcome(succeeded=True, helm_revision=revision, release_status=status)
+
+
+def failure(revision: int | None = 4, error: str = HELM_ERROR) -> Outcome:
+    return Outcome(succeeded=False, error=error, helm_revision=revision, release_status=HelmStatus.FAILED)
+
+
+def conditions(status: HelmReleaseStatus) -> dict[str, tuple[ConditionStatus, str]]:
+    return {c.type: (c.status, c.reason) for c in status.conditions}
+
+
+def ready(status: HelmReleaseStatus) -> Condition:
+    condition = status.condition(ConditionType.READY)
+    assert condition is not None
+    return condition
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Outcomes of Helm actions.
+
+
+@pytest.mark.parametrize(
+    ("desired", "action", "outcome", "phase", "expected"),
+    [
+        pytest.param(
+            DESIRED,
+            Action.INSTALL,
+            ok(1),
+            Phase.SUCCEEDED,
+            {
+                ConditionType.DEPLOYED: (ConditionStatus.TRUE, Reason.INSTALL_SUCCEEDED),
+                ConditionType.RELEASED: (ConditionStatus.TRUE, Reason.INSTALL_SUCCEEDED),
+                ConditionType.READY: (ConditionStatus.TRUE, Reason.INSTALL_SUCCEEDED),
+            },
+            id="install-succeeded",
+        ),
+        pytest.param(
+            replace(DESIRED, test=True),
+            Action.UPGRADE,
+            ok(),
+            Phase.DEPLOYED,
+            {
+                ConditionType.DEPLOYED: (ConditionStatus.TRUE, Reason.UPGRADE_SUCCEEDED),
+                ConditionType.RELEASED: (ConditionStatus.TRUE, Reason.UPGRADE_SUCCEEDED),
+                ConditionType.TESTED: (ConditionStatus.UNKNOWN, Reason.TEST_PENDING),
+                ConditionType.READY: (ConditionStatus.UNKNOWN, Reason.TEST_PENDING),
+            },
+            id="upgrade-succeeded-test-pending",
+        ),
+        pytest.param(
+            DESIRED,
+            Action.UPGRADE,
+            failure(),
+            Phase.DEPLOY_FAILED,
+            {
+                ConditionType.DEPLOYED: (ConditionStatus.FALSE, Reason.UPGRADE_FAILED),
+                ConditionType.RELEASED: (ConditionStatus.FALSE, Reason.UPGRADE_FAILED),
+                ConditionType.READY: (ConditionStatus.FALSE, Reason.UPGRADE_FAILED),
+            },
+            id="upgrade-failed",
+        ),
+        pytest.param(
+            DESIRED,
+            Action.INSTALL,
+            failure(None),
+            Phase.DEPLOY_FAILED,
+            {
+                ConditionType.DEPLOYED: (ConditionStatus.FALSE, Reason.INSTALL_FAILED),
+                ConditionType.RELEASED: (ConditionStatus.FALSE, Reason.INSTALL_FAILED),
+                ConditionType.READY: (ConditionStatus.FALSE, Reason.INSTALL_FAILED),
+            },
+            id="install-failed",
+        ),
+        pytest.param(
+            replace(DESIRED, test=True),
+            Action.TEST,
+            ok(3),
+            Phase.SUCCEEDED,
+            {
+                ConditionType.DEPLOYED: (ConditionStatus.TRUE, Reason.UPGRADE_SUCCEEDED),
+                ConditionType.RELEASED: (ConditionStatus.TRUE, Reason.UPGRADE_SUCCEEDED),
+                ConditionType.TESTED: (ConditionStatus.TRUE, Reason.TEST_SUCCEEDED),
+                ConditionType.READY: (ConditionStatus.TRUE, Reason.UPGRADE_SUCCEEDED),
+            },
+            id="test-passed",
+        ),
+        pytest.param(
+            replace(DESIRED, test=True),
+            Action.TEST,
+            failure(3),
+            Phase.TEST_FAILED,
+            {
+                ConditionType.DEPLOYED: (ConditionStatus.TRUE, Reason.UPGRADE_SUCCEEDED),
+                ConditionType.RELEASED: (ConditionStatus.FALSE, Reason.TEST_FAILED),
+                ConditionType.TESTED: (ConditionStatus.FALSE, Reason.TEST_FAILED),
+                ConditionType.READY: (ConditionStatus.FALSE, Reason.TEST_FAILED),
+            },
+            id="test-failed",
+        ),
+        pytest.param(
+            replace(DESIRED, test=True, ignore_test_failures=True),
+            Action.TEST,
+            failure(3),
+            Phase.TEST_FAILED,
+            {
+                ConditionType.DEPLOYED: (ConditionStatus.TRUE, Reason.UPGRADE_SUCCEEDED),
+                ConditionType.RELEASED: (ConditionStatus.TRUE, Reason.UPGRADE_SUCCEEDED),
+                ConditionType.TESTED: (ConditionStatus.FALSE, Reason.TEST_FAILURE_IGNORED),
+                ConditionType.READY: (ConditionStatus.TRUE, Reason.UPGRADE_SUCCEEDED),
+            },
+            id="test-failed-ignored",
+        ),
+        pytest.param(
+            DESIRED,
+            Action.UNLOCK,
+            ok(3, HelmStatus.FAILED),
+            Phase.SUCCEEDED,
+            {
+                ConditionType.DEPLOYED: (ConditionStatus.TRUE, Reason.UPGRADE_SUCCEEDED),
+                ConditionType.RELEASED: (ConditionStatus.UNKNOWN, Reason.UNLOCKED),
+                ConditionType.READY: (ConditionStatus.UNKNOWN, Reason.UNLOCKED),
+            },
+            id="unlocked",
+        ),
+        pytest.param(
+            DESIRED,
+            Action.ADOPT,
+            failure(3),
+            Phase.FAILED,
+            {
+                ConditionType.DEPLOYED: (ConditionStatus.TRUE, Reason.UPGRADE_SUCCEEDED),
+                ConditionType.RELEASED: (ConditionStatus.FALSE, Reason.ADOPT_FAILED),
+                ConditionType.READY: (ConditionStatus.FALSE, Reason.ADOPT_FAILED),
+            },
+            id="adopt-failed",
+        ),
+        pytest.param(
+            DESIRED,
+            Action.UNINSTALL,
+            Outcome(succeeded=True),
+            Phase.SUCCEEDED,
+            {
+                ConditionType.DEPLOYED: (ConditionStatus.TRUE, Reason.UPGRADE_SUCCEEDED),
+                ConditionType.RELEASED: (ConditionStatus.FALSE, Reason.UNINSTALLED),
+                ConditionType.READY: (ConditionStatus.FALSE, Reason.UNINSTALLED),
+            },
+            id="uninstalled",
+        ),
+    ],
+)
+def test_outcome_sets_phase_and_conditions(
+    desired: Desired,
+    action: Action,
+    outcome: Outcome,
+    phase: Phase,
+    expected: dict[ConditionType, tuple[ConditionStatus, Reason]],
+) -> None:
+    status = status_after_action(RELEASED, desired, action, outcome, LATER)
+    assert status.phase is phase
+    assert conditions(status) == expected
+    assert status.last_action is action
+    assert status.helm_revision == outcome.helm_revision
+    assert status.release_status == (outcome.release_status.value if outcome.release_status else None)
+    assert status.failures == (0 if outcome.succeeded else 1)
+    assert status.release_name == "apps-podinfo"
+    assert status.observed_generation == RELEASED.observed_generation, "only a settled decision writes it"
+
+
+def test_successful_deploy_records_what_was_applied() -> None:
+    rolled_back = RELEASED.model_copy(update={"rollback_count": 2})
+    status = status_after_action(rolled_back, DESIRED, Action.UPGRADE, ok(), LATER)
+    assert (status.last_applied_digest, status.last_attempted_digest) == (DIGEST, DIGEST)
+    assert (status.revision, status.last_attempted_revision) == ("6.5.0", "6.5.0")
+    assert status.last_attempted_generation == 7
+    assert status.rollback_count == 0
+
+
+def test_failed_deploy_keeps_what_was_applied() -> None:
+    status = status_after_action(RELEASED, DESIRED, Action.UPGRADE, failure(), LATER)
+    assert (status.last_applied_digest, status.last_attempted_digest) == (OLD_DIGEST, DIGEST)
+    assert (status.revision, status.last_attempted_revision) == ("6.4.0", "6.5.0")
+    assert status.last_attempted_generation == 7
+
+
+@pytest.mark.parametrize(
+    ("attempted", "count"),
+    [
+        pytest.param(DIGEST, 2, id="same-digest-keeps-count"),
+        pytest.param(OLD_DIGEST, 0, id="new-digest-resets-count"),
+    ],
+)
+def test_failed_deploy_rollback_count(attempted: str, count: int) -> None:
+    previous = RELEASED.model_copy(update={"rollback_count": 2, "last_attempted_digest": attempted})
+    assert status_after_action(previous, DESIRED, Action.UPGRADE, failure(), LATER).rollback_count == count
+
+
+def test_consecutive_failures_are_counted_and_reset() -> None:
+    once = status_after_action(RELEASED, DESIRED, Action.UPGRADE, failure(), LATER)
+    twice = status_after_action(once, DESIRED, Action.ROLLBACK, failure(), LATER)
+    assert twice.failures == 2
+    assert status_after_action(twice, DESIRED, Action.ROLLBACK, ok(5), LATER).failures == 0
+
+
+def test_rollback_after_failed_upgrade_keeps_the_applied_digest() -> None:
+    """The previous revision, restored by the rollback, is exactly what we had applied."""
+    failed = status_after_action(RELEASED, DESIRED, Action.UPGRADE, failure(), LATER)
+    rolled_back = status_after_action(failed, DESIRED, Action.ROLLBACK, ok(5), LATER)
+    assert rolled_back.phase is Phase.ROLLED_BACK
+    assert rolled_back.rollback_count == 1
+    assert (rolled_back.last_applied_digest, rolled_back.revision) == (OLD_DIGEST, "6.4.0")
+    assert conditions(rolled_back)[ConditionType.ROLLED_BACK] == (
+        ConditionStatus.TRUE,
+        Reason.ROLLBACK_SUCCEEDED,
+    )
+    assert conditions(rolled_back)[ConditionType.RELEASED] == (
+        ConditionStatus.FALSE,
+        Reason.ROLLBACK_SUCCEEDED,
+    )
+    assert "upgrade failed" in ready(rolled_back).message
+    assert ready(rolled_back).status is ConditionStatus.FALSE
+
+
+def test_rollback_after_failed_test_forgets_the_applied_digest() -> None:
+    """What was rolled back had been applied; the revision running now is an older one we cannot name."""
+    desired = replace(DESIRED, test=True, rollback=True)
+    upgraded = status_after_action(RELEASED, desired, Action.UPGRADE, ok(), LATER)
+    tested = status_after_action(upgraded, desired, Action.TEST, failure(4), LATER)
+    rolled_back = status_after_action(tested, desired, Action.ROLLBACK, ok(5), LATER)
+    assert (rolled_back.last_applied_digest, rolled_back.revision) == (None, None)
+    assert "test failed" in ready(rolled_back).message
+
+
+def test_failed_rollback_reports_on_both_conditions() -> None:
+    failed = status_after_action(RELEASED, DESIRED, Action.UPGRADE, failure(), LATER)
+    status = status_after_action(
+        failed, DESIRED, Action.ROLLBACK, failure(4, "Error: timed out waiting"), LATER
+    )
+    assert status.phase is Phase.ROLLBACK_FAILED
+    assert status.last_applied_digest is None
+    assert conditions(status)[ConditionType.ROLLED_BACK] == (ConditionStatus.FALSE, Reason.ROLLBACK_FAILED)
+    assert ready(status).message.endswith("Error: timed out waiting")
+
+
+def test_failure_message_names_release_chart_and_helm_error() -> None:
+    status = status_after_action(RELEASED, DESIRED, Action.UPGRADE, failure(), LATER)
+    released = status.condition(ConditionType.RELEASED)
+    assert released is not None
+    assert released.message == f"Upgrading apps/apps-podinfo to chart 6.5.0 failed: {HELM_ERROR}"
+
+
+@pytest.mark.parametrize("action", [Action.NOTHING, Action.WAIT_RETRY, Action.REFUSE])
+def test_decisions_are_not_helm_outcomes(action: Action) -> None:
+    with pytest.raises(ValueError, match="decision"):
+        status_after_action(RELEASED, DESIRED, action, ok(), LATER)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Timestamps.
+
+
+def test_a_pass_that_changes_nothing_writes_nothing() -> None:
+    """An equal status lets the handler skip the write: resyncs of a settled release cost no API call."""
+    plan = Plan(Action.NOTHING, Reason.IN_SYNC, "Release apps/apps-podinfo revision 3 is up to date")
+    settled = status_after_decision(RELEASED, DESIRED, plan, IN_SYNC_RELEASE, LATER)
+    assert (
+        status_after_decision(settled, DESIRED, plan, IN_SYNC_RELEASE, LATER + timedelta(hours=1)) == settled
+    )
+
+
+def test_the_same_failure_again_leaves_conditions_alone() -> None:
+    failed = status_after_action(RELEASED, DESIRED, Action.UPGRADE, failure(), LATER)
+    again = status_after_action(failed, DESIRED, Action.UPGRADE, failure(), LATER + timedelta(minutes=5))
+    assert again.conditions == failed.conditions
+
+
+def test_transition_time_moves_only_when_status_flips() -> None:
+    first = status_after_action(RELEASED, DESIRED, Action.UPGRADE, failure(error="Error: one"), LATER)
+    later = LATER + timedelta(minutes=5)
+    second = status_after_action(first, DESIRED, Action.UPGRADE, failure(error="Error: two"), later)
+    before, after = first.condition(ConditionType.RELEASED), second.condition(ConditionType.RELEASED)
+    assert before is not None
+    assert after is not None
+    assert after.last_transition_time == before.last_transition_time == LATER.replace(microsecond=0)
+    assert after.last_update_time == later.replace(microsecond=0)
+    recovered = status_after_action(second, DESIRED, Action.UPGRADE, ok(), later + timedelta(minutes=1))
+    flipped = recovered.condition(ConditionType.RELEASED)
+    assert flipped is not None
+    assert flipped.last_transition_time == (later + timedelta(minutes=1)).replace(microsecond=0)
+
+
+def test_times_are_utc_whole_seconds() -> None:
+    tokyo = NOW.astimezone(datetime.now(UTC).astimezone().tzinfo)
+    status = status_after_action(EMPTY, DESIRED, Action.INSTALL, ok(1), tokyo)
+    for condition in status.conditions:
+        assert condition.last_transition_time == NOW.replace(microsecond=0)
+        assert condition.last_transition_time is not None
+        assert condition.last_transition_time.utcoffset() == timedelta(0)
+
+
+def test_naive_time_is_refused() -> None:
+    with pytest.raises(ValueError, match="timezone"):
+        status_after_action(EMPTY, DESIRED, Action.INSTALL, ok(1), datetime(2026, 1, 1))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# In-progress phases, decisions, and problems before Helm.
+
+
+FAILED_UPGRADE = status_after_action(RELEASED, DESIRED, Action.UPGRADE, failure(), NOW)
+
+
+@pytest.mark.parametrize(
+    ("previous", "action", "phase", "condition", "readiness"),
+    [
+        pytest.param(
+            RELEASED, Action.INSTALL, Phase.INSTALLING, ConditionType.RELEASED, "Unknown", id="install"
+        ),
+        pytest.param(
+            RELEASED, Action.UPGRADE, Phase.UPGRADING, ConditionType.RELEASED, "Unknown", id="upgrade"
+        ),
+        pytest.param(RELEASED, Action.TEST, Phase.TESTING, ConditionType.TESTED, "Unknown", id="test"),
+        pytest.param(
+            FAILED_UPGRADE,
+            Action.ROLLBACK,
+            Phase.ROLLING_BACK,
+            ConditionType.ROLLED_BACK,
+            "False",
+            id="rollback-keeps-the-failure-visible",
+        ),
+    ],
+)
+def test_long_actions_show_progress(
+    previous: HelmReleaseStatus, action: Action, phase: Phase, condition: ConditionType, readiness: str
+) -> None:
+    status = status_before_action(previous, DESIRED, action, LATER)
+    assert status.phase is phase
+    assert conditions(status)[condition] == (ConditionStatus.UNKNOWN, Reason.PROGRESSING)
+    assert ready(status).status == readiness
+    assert status.last_action == previous.last_action, "starting is not an outcome"
+
+
+@pytest.mark.parametrize("action", [Action.UNLOCK, Action.ADOPT, Action.UNINSTALL])
+def test_short_actions_show_nothing_before(action: Action) -> None:
+    assert status_before_action(RELEASED, DESIRED, action, LATER) is RELEASED
+
+
+@pytest.mark.parametrize(
+    ("previous", "plan", "phase", "released"),
+    [
+        pytest.param(
+            RELEASED,
+            Plan(Action.NOTHING, Reason.IN_SYNC, "Release apps/apps-podinfo revision 3 is up to date"),
+            Phase.SUCCEEDED,
+            (ConditionStatus.TRUE, Reason.UPGRADE_SUCCEEDED),
+            id="in-sync-keeps-the-release-message",
+        ),
+        pytest.param(
+            status_after_problem(
+                RELEASED, reason=Reason.VALUES_ERROR, message="missing", generation=None, now=NOW
+            ),
+            Plan(Action.NOTHING, Reason.IN_SYNC, "Release apps/apps-podinfo revision 3 is up to date"),
+            Phase.SUCCEEDED,
+            (ConditionStatus.TRUE, Reason.IN_SYNC),
+            id="in-sync-recovers-from-a-problem",
+        ),
+        pytest.param(
+            RELEASED,
+            Plan(
+                Action.REFUSE, Reason.OWNED_BY_OTHER, "Helm release apps/apps-podinfo belongs to other:hr/x"
+            ),
+            Phase.FAILED,
+            (ConditionStatus.FALSE, Reason.OWNED_BY_OTHER),
+            id="refuse",
+        ),
+        pytest.param(
+            FAILED_UPGRADE,
+            Plan(Action.WAIT_RETRY, Reason.UPGRADE_FAILED, "Upgrading release apps/apps-podinfo failed; ..."),
+            Phase.DEPLOY_FAILED,
+            (ConditionStatus.FALSE, Reason.UPGRADE_FAILED),
+            id="wait-keeps-the-failure",
+        ),
+    ],
+)
+def test_settled_decision(
+    previous: HelmReleaseStatus, plan: Plan, phase: Phase, released: tuple[ConditionStatus, Reason]
+) -> None:
+    status = status_after_decision(previous, DESIRED, plan, IN_SYNC_RELEASE, LATER)
+    assert status.observed_generation == DESIRED.generation
+    assert status.phase is phase
+    assert conditions(status)[ConditionType.RELEASED] == released
+    assert status.release_status == "deployed"
+
+
+def test_unsettled_decision_changes_nothing() -> None:
+    plan = Plan(Action.WAIT_RETRY, Reason.OPERATION_IN_PROGRESS, "running")
+    assert status_after_decision(RELEASED, DESIRED, plan, IN_SYNC_RELEASE, LATER) is RELEASED
+
+
+def test_helm_actions_are_not_decisions() -> None:
+    with pytest.raises(ValueError, match="status_after_action"):
+        status_after_decision(
+            RELEASED, DESIRED, Plan(Action.UPGRADE, Reason.CONFIG_CHANGED, "m"), None, LATER
+        )
+
+
+def test_chart_fetch_failure_makes_ready_false_until_fetched() -> None:
+    failed = status_after_chart_fetch(RELEASED, chart="podinfo 6.5.0", error="404 Not Found", now=LATER)
+    assert failed.phase is Phase.CHART_FETCH_FAILED
+    assert conditions(failed)[ConditionType.CHART_FETCHED] == (
+        ConditionStatus.FALSE,
+        Reason.CHART_FETCH_FAILED,
+    )
+    assert (ready(failed).status, ready(failed).reason) == (ConditionStatus.FALSE, Reason.CHART_FETCH_FAILED)
+    assert failed.observed_generation == RELEASED.observed_generation
+    fetched = status_after_chart_fetch(failed, chart="podinfo 6.5.0", error=None, now=LATER)
+    assert fetched.phase is Phase.CHART_FETCHED
+    assert (ready(fetched).status, ready(fetched).reason) == (ConditionStatus.TRUE, Reason.UPGRADE_SUCCEEDED)
+
+
+def test_chart_fetch_success_leaves_the_phase() -> None:
+    assert status_after_chart_fetch(RELEASED, chart="podinfo", error=None, now=LATER).phase is RELEASED.phase
+
+
+@pytest.mark.parametrize(
+    ("generation", "observed"),
+    [pytest.param(7, 7, id="final-for-this-generation"), pytest.param(None, None, id="may-clear-by-itself")],
+)
+def test_problem_before_helm(generation: int | None, observed: int | None) -> None:
+    status = status_after_problem(
+        EMPTY,
+        reason=Reason.INVALID_SPEC,
+        message="spec.chart: set exactly one",
+        generation=generation,
+        now=NOW,
+    )
+    assert status.phase is Phase.FAILED
+    assert status.observed_generation == observed
+    assert (ready(status).status, ready(status).reason) == (ConditionStatus.FALSE, Reason.INVALID_SPEC)
+
+
+def test_status_round_trips_through_a_patch() -> None:
+    status = status_after_action(RELEASED, replace(DESIRED, test=True), Action.TEST, failure(3), LATER)
+    patch: dict[str, Any] = status.as_patch()
+    assert patch["conditions"][0]["lastTransitionTime"] == "2026-03-01T12:00:00Z"
+    assert HelmReleaseStatus.model_validate(patch) == status
+
+
+def test_conditions_come_in_a_fixed_order() -> None:
+    status = status_after_chart_fetch(RELEASED, chart="podinfo", error=None, now=LATER)
+    assert [c.type for c in status.conditions] == ["ChartFetched", "Deployed", "Released", "Ready"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Message trimming.
+
+
+def test_short_messages_are_kept() -> None:
+    assert trim_message("  Error: boom \n") == "Error: boom"
+
+
+def test_long_helm_output_keeps_its_start_and_last_line() -> None:
+    text = "Error: UPGRADE FAILED: " + "noise " * 400 + "\nError: the real reason"
+    trimmed = trim_message(text)
+    assert len(trimmed) <= MESSAGE_LIMIT
+    assert trimmed.startswith("Error: UPGRADE FAILED: noise")
+    assert trimmed.endswith("Error: the real reason")
+
+
+@given(st.text(min_size=1, max_size=5000).filter(str.strip), st.integers(min_value=40, max_value=2000))
+def test_trimmed_messages_fit(text: str, limit: int) -> None:
+    trimmed = trim_message(text, limit)
+    assert len(trimmed) <= limit
+    if len(text.strip()) <= limit:
+        assert trimmed == text.strip()
