@@ -975,3 +975,12 @@ def test_a_bad_ca_bundle_is_refused_up_front() -> None:
 def test_config_refuses_nonsense(settings: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="must be positive"):
         RegistryConfig(**settings)
+
+
+async def test_a_closed_client_refuses_work(fake: FakeRegistry) -> None:
+    fake.tags[REPO] = ["1"]
+    client = make_client(fake)
+    assert await client.list_tags(f"{fake.host}/{REPO}") == ("1",)
+    await client.close()
+    with pytest.raises(RuntimeError, match="after close"):
+        await client.list_tags(f"{fake.host}/{REPO}")

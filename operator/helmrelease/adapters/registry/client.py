@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import ParamSpec, Self, TypeVar
+from typing import Literal, ParamSpec, Self, TypeVar
 from urllib.parse import quote
 
 import aiohttp
@@ -88,7 +88,7 @@ class _Call:
     """What one request is for: its limits, metrics labels and error messages follow from this."""
 
     name: CanonicalName
-    kind: str  # tags | manifest | blob | token
+    kind: Literal["tags", "manifest", "blob", "token"]
     what: str  # for messages: "tag list", "manifest 1.2.3", ...
 
     def error(self, error_type: type[RegistryError], detail: str, status: int | None = None) -> RegistryError:
@@ -117,8 +117,12 @@ def _authority(url: URL) -> str:
 
 
 def _default_session() -> aiohttp.ClientSession:
-    """Proxies from the environment (HTTPS_PROXY, NO_PROXY) as every other cluster component honours them."""
-    return aiohttp.ClientSession(trust_env=True, cookie_jar=aiohttp.DummyCookieJar())
+    """Proxies from the environment (HTTPS_PROXY, NO_PROXY) as every other cluster component honours them.
+    No connection cap of its own (the per-registry slots are the cap), so waiting for a pooled connection
+    never eats into a request's timeout."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0), trust_env=True, cookie_jar=aiohttp.DummyCookieJar()
+    )
 
 
 def _ssl_context(host: str, pem: str) -> ssl.SSLContext:
@@ -144,13 +148,14 @@ class RegistryClient:
         session_factory: SessionFactory = _default_session,
         jitter: Callable[[], float] | None = None,
     ) -> None:
-        self.config = config or RegistryConfig()
-        self._credentials: CredentialProvider = credentials or CredentialStore()
+        self.config = config if config is not None else RegistryConfig()
+        self._credentials: CredentialProvider = credentials if credentials is not None else CredentialStore()
         self.metrics = metrics if metrics is not None else RegistryMetrics.create(CollectorRegistry())
         self._session_factory = session_factory
         # Jitter only spreads retries out; it needs no particular quality, but tests want to fix it.
         self._jitter = jitter or random.SystemRandom().random
         self._session: aiohttp.ClientSession | None = None
+        self._closed = False
         self._ssl = {host: _ssl_context(host, pem) for host, pem in self.config.ca_bundles.items()}
         self._limiters: dict[str, HostLimiter] = {}
         self._challenges: dict[str, Challenge] = {}
@@ -176,7 +181,8 @@ class RegistryClient:
         await self.close()
 
     async def close(self) -> None:
-        """Cancel in-flight shared fetches and close the session."""
+        """Cancel in-flight shared fetches and close the session; the client cannot be used afterwards."""
+        self._closed = True
         for memo in (self._tokens, self._configs, self._manifests):
             memo.cancel_pending()
         if self._session is not None:
@@ -186,7 +192,10 @@ class RegistryClient:
     # Public operations
 
     async def list_tags(self, repository: CanonicalName | str) -> tuple[str, ...]:
-        """Every tag of ``repository`` in the registry's order, all pages followed, duplicates dropped."""
+        """Every tag of ``repository`` in the registry's order, all pages followed, duplicates dropped.
+
+        ``repository`` is a canonical name or ``[registry/]path`` text (``ImageReferenceError`` if malformed).
+        """
         name = as_canonical(repository)
         call = _Call(name, "tags", "tag list")
         with self.metrics.time_operation(name.host, "list_tags"):
@@ -437,6 +446,8 @@ class RegistryClient:
             self.metrics.observe_request(call.name.host, call.kind, code, time.monotonic() - started)
 
     async def _send(self, method: str, url: URL, headers: dict[str, str]) -> _Response:
+        if self._closed:
+            raise RuntimeError("RegistryClient used after close()")
         if self._session is None:
             self._session = self._session_factory()
         async with self._session.request(
