@@ -18,18 +18,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
 import os
 import re
 import secrets
-import shlex
 import shutil
 import tarfile
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
@@ -38,18 +38,30 @@ import semver
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from helmrelease.adapters.git import (
+    ASKPASS_SCRIPT,
+    PASSWORD_VARIABLE,
+    AuthFailed,
+    HttpsCredentials,
+    RemoteUnreachable,
+    SshCredentials,
+    StateLayout,
+    clean_detail,
+    failure_kind,
+    git_environment,
+    run_git,
+    write_private_file,
+)
 from helmrelease.adapters.helm import (
     ChartNotFound,
     ErrorTable,
     HelmCommand,
     HelmError,
     RepositoryUnreachable,
+    Timeout,
     Unauthorized,
-    error_from_stderr,
-    inherited_environment,
+    classify,
     private_directory,
-    run_process,
-    write_private_file,
 )
 
 
@@ -60,18 +72,8 @@ class InvalidChartSource(HelmError):
 # ---- Sources
 
 
-@dataclass(frozen=True)
-class BasicAuth:
-    username: str
-    password: str = field(repr=False)
-
-
-@dataclass(frozen=True)
-class SSHKey:
-    """A private key for git over SSH; without `known_hosts` the first host key seen is accepted."""
-
-    private_key: bytes = field(repr=False)
-    known_hosts: bytes | None = None
+# Helm repositories and registries take the same username/password pair as git over HTTPS.
+BasicAuth = HttpsCredentials
 
 
 @dataclass(frozen=True)
@@ -97,13 +99,12 @@ class OCIChart:
 
 @dataclass(frozen=True)
 class GitChart:
-    """A chart directory in a git repository (`chart.git`, `chart.ref`, `chart.path`)."""
+    """A chart directory in a git repository (`chart.git`, `chart.ref`, `chart.path`, `chart.secretRef`)."""
 
     url: str
     ref: str
     path: str
-    auth: BasicAuth | None = None
-    ssh_key: SSHKey | None = None
+    credentials: HttpsCredentials | SshCredentials | None = None
     skip_dependency_update: bool = False
 
 
@@ -145,45 +146,25 @@ class FetcherSettings:
 _COMMIT = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 _GIT_REF = re.compile(r"^[A-Za-z0-9._/-]+$")
 
-# Same precedence rules as helm's table; samples of each line are in tests/unit/adapters/test_charts.py.
-GIT_ERRORS: ErrorTable = tuple(
-    (re.compile("|".join(patterns), re.IGNORECASE | re.MULTILINE), error)
-    for patterns, error in (
-        ((r"transport '[^']+' not allowed",), InvalidChartSource),
-        (
-            (
-                r"authentication failed",
-                r"could not read (username|password)",
-                r"permission denied \(publickey",
-                r"requested url returned error: 40[13]",
-            ),
-            Unauthorized,
-        ),
-        (
-            (
-                r"could not resolve host",
-                r"couldn't connect to server",
-                r"connection refused",
-                r"connection timed out",
-                r"no route to host",
-                r"ssl certificate problem",
-                r"host key verification failed",
-            ),
-            RepositoryUnreachable,
-        ),
-        (
-            (
-                r"couldn't find remote ref",
-                r"does not appear to be a git repository",
-                r"repository '[^']+' not found",
-                r"not our ref",
-                r"remote error: .*not found",
-            ),
-            ChartNotFound,
-        ),
-        ((r"could not read from remote repository", r"unable to access"), RepositoryUnreachable),
-    )
+# What git says about a ref or transport we refuse; everything else is classified by adapters.git.
+GIT_REFUSALS: ErrorTable = (
+    (re.compile(r"transport '[^']+' not allowed", re.IGNORECASE), InvalidChartSource),
+    (re.compile(r"couldn't find remote ref|not our ref", re.IGNORECASE), ChartNotFound),
 )
+_GIT_FAILURES: Mapping[type[Exception], type[HelmError]] = {
+    AuthFailed: Unauthorized,
+    RemoteUnreachable: RepositoryUnreachable,
+}
+
+
+def git_failure(
+    operation: str, stderr: str, returncode: int | None, secrets: Sequence[str] = ()
+) -> HelmError:
+    """The `HelmError` for a failed git command, its detail cleaned of credentials by adapters.git."""
+    kind = classify(stderr, GIT_REFUSALS)
+    if kind is HelmError:
+        kind = _GIT_FAILURES.get(failure_kind(stderr), HelmError)
+    return kind(operation, clean_detail(stderr, secrets), returncode)
 
 
 def chart_subpath(path: str) -> PurePosixPath:
@@ -246,63 +227,6 @@ def oci_host(reference: str) -> str:
     return urlsplit(reference).netloc
 
 
-_ASKPASS = b"""#!/bin/sh
-# git asks for a username and a password over https; both come from this helper's environment.
-case "$1" in
-  Username*) printf '%s\\n' "$HELMRELEASE_GIT_USERNAME" ;;
-  *) printf '%s\\n' "$HELMRELEASE_GIT_PASSWORD" ;;
-esac
-"""
-
-
-def ssh_command(key_file: Path, known_hosts: Path, *, strict: bool) -> str:
-    """GIT_SSH_COMMAND (read by a shell, hence quoted) using only our key and our own known_hosts file."""
-    return shlex.join(
-        [
-            "ssh",
-            "-i",
-            str(key_file),
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            f"StrictHostKeyChecking={'yes' if strict else 'accept-new'}",
-            "-o",
-            f"UserKnownHostsFile={known_hosts}",
-            "-o",
-            "BatchMode=yes",
-        ]
-    )
-
-
-def git_environment(
-    inherited: Mapping[str, str],
-    *,
-    home: Path,
-    protocols: Sequence[str],
-    askpass: Path | None = None,
-    auth: BasicAuth | None = None,
-    ssh: str | None = None,
-) -> dict[str, str]:
-    """git's environment: no user or system config, no prompts, only allowed transports, our credentials."""
-    env = inherited_environment(inherited)
-    env.update(
-        HOME=str(home),
-        GIT_CONFIG_NOSYSTEM="1",
-        GIT_CONFIG_GLOBAL=os.devnull,
-        GIT_TERMINAL_PROMPT="0",
-        GIT_ALLOW_PROTOCOL=":".join(protocols),
-    )
-    if askpass is not None and auth is not None:
-        env.update(
-            GIT_ASKPASS=str(askpass),
-            HELMRELEASE_GIT_USERNAME=auth.username,
-            HELMRELEASE_GIT_PASSWORD=auth.password,
-        )
-    if ssh is not None:
-        env["GIT_SSH_COMMAND"] = ssh
-    return env
-
-
 def cache_key(*parts: object) -> str:
     return hashlib.sha256(json.dumps([str(part) for part in parts]).encode()).hexdigest()[:40]
 
@@ -318,6 +242,7 @@ _METADATA = "fetched.json"
 
 
 def read_chart_yaml(chart_directory: Path) -> tuple[str, str]:
+    """The chart's name and version; a directory without a usable Chart.yaml holds no chart."""
     chart_file = chart_directory / "Chart.yaml"
     if not chart_file.is_file():
         raise ChartNotFound("chart", f"no Chart.yaml in {chart_directory.name!r}")
@@ -355,25 +280,22 @@ def contained_chart_directory(root: Path, subpath: PurePosixPath) -> Path:
     return chart_directory
 
 
-def _store(
-    staging: Path, entry: Path, chart_directory: Path, source_digest: str, commit: str | None
-) -> FetchedChart:
-    """Record the fetched chart in `staging` and move it into place atomically."""
-    name, version = read_chart_yaml(chart_directory)
-    relative = chart_directory.relative_to(staging)
+def _store(staging: Path, entry: Path, chart: FetchedChart) -> FetchedChart:
+    """Record `chart` (still in `staging`) and move it into place as `entry` atomically."""
+    relative = chart.path.relative_to(staging)
     metadata = {
         "chart": str(relative),
-        "name": name,
-        "version": version,
-        "digest": source_digest,
-        "commit": commit,
+        "name": chart.name,
+        "version": chart.version,
+        "digest": chart.source_digest,
+        "commit": chart.commit,
     }
     (staging / _METADATA).write_text(json.dumps(metadata))
     try:
         staging.rename(entry)
     except OSError:  # stored meanwhile (another process sharing the cache): same content, keep theirs
         shutil.rmtree(staging, ignore_errors=True)
-    return FetchedChart(entry / relative, name, version, source_digest, commit)
+    return dataclasses.replace(chart, path=entry / relative)
 
 
 def _lookup(entry: Path) -> FetchedChart | None:
@@ -457,8 +379,13 @@ class ChartFetcher:
 
     def _git_key(self, source: GitChart, commit: str) -> str:
         """The cache entry of a git chart at `commit` (or at a ref, to coalesce requests before resolving it)."""
-        ssh = (source.ssh_key.private_key, source.ssh_key.known_hosts) if source.ssh_key else (None, None)
-        credentials = self._fingerprint(source.auth, *ssh)
+        match source.credentials:
+            case HttpsCredentials(username=username, password=password):
+                credentials = self._fingerprint(BasicAuth(username, password))
+            case SshCredentials(private_key=key, known_hosts=known_hosts):
+                credentials = self._fingerprint(None, str(key), str(known_hosts))
+            case None:
+                credentials = self._fingerprint(None)
         return cache_key("git", source.url, commit, source.path, source.skip_dependency_update, credentials)
 
     def _request_key(self, source: ChartSource) -> str:
@@ -493,7 +420,7 @@ class ChartFetcher:
             package_dir.mkdir()
             if isinstance(source, RepositoryChart):
                 config = repositories_file(source.repository, source.auth, source.ca_file)
-                write_private_file(work / "repositories.json", json.dumps(config).encode())
+                write_private_file(work / "repositories.json", json.dumps(config).encode(), 0o600)
                 await self._helm.update_repository("source", extra_environment=environment, deadline=deadline)
                 package = await self._helm.pull_chart(
                     f"source/{source.name}",
@@ -504,9 +431,8 @@ class ChartFetcher:
                 )
             else:
                 host = oci_host(source.reference)
-                write_private_file(
-                    work / "registry.json", json.dumps(registry_config(host, source.auth)).encode()
-                )
+                config = registry_config(host, source.auth)
+                write_private_file(work / "registry.json", json.dumps(config).encode(), 0o600)
                 package = await self._helm.pull_chart(
                     source.reference,
                     package_dir,
@@ -519,10 +445,11 @@ class ChartFetcher:
             staging = await asyncio.to_thread(_new_staging, self._settings.cache_dir)
             try:
                 chart_directory, digest = await asyncio.to_thread(_unpack, package, staging)
-                _, version = await asyncio.to_thread(read_chart_yaml, chart_directory)
+                name, version = await asyncio.to_thread(read_chart_yaml, chart_directory)
                 # Keyed by the version helm resolved, so a range and its exact version share one entry.
                 entry = self._entry(self._package_key(source, version))
-                return await asyncio.to_thread(_store, staging, entry, chart_directory, digest, None)
+                chart = FetchedChart(chart_directory, name, version, digest)
+                return await asyncio.to_thread(_store, staging, entry, chart)
             except BaseException:
                 await asyncio.to_thread(shutil.rmtree, staging, True)
                 raise
@@ -535,77 +462,78 @@ class ChartFetcher:
         if not source.url or source.url.startswith("-"):
             raise InvalidChartSource("git url", f"{source.url!r} is not a repository URL")
         with private_directory(self._helm.settings.temp_root) as work:
-            env = self._git_credentials(source, work)
-            commit = ref if is_commit(ref) else await self._remote_commit(source.url, ref, env)
+            git = _Git(self._git_environment(source, work), work, self._settings)
+            commit = ref if is_commit(ref) else await self._remote_commit(git, source.url, ref)
             cached = _lookup(self._entry(self._git_key(source, commit)))
             if cached is not None:
                 return cached
             staging = await asyncio.to_thread(_new_staging, self._settings.cache_dir)
             try:
-                return await self._checkout(source, subpath, staging, env)
+                return await self._checkout(git, source, subpath, staging)
             except BaseException:
                 await asyncio.to_thread(shutil.rmtree, staging, True)
                 raise
 
-    def _git_credentials(self, source: GitChart, work: Path) -> dict[str, str]:
-        """git's environment with credentials as private files in `work`, never in the URL or argv."""
-        askpass = None
-        if source.auth is not None:
-            askpass = write_private_file(work / "askpass.sh", _ASKPASS, mode=0o700)
-        ssh = None
-        if source.ssh_key is not None:
-            key = write_private_file(work / "id", source.ssh_key.private_key)
-            known_hosts = write_private_file(work / "known_hosts", source.ssh_key.known_hosts or b"")
-            ssh = ssh_command(key, known_hosts, strict=source.ssh_key.known_hosts is not None)
-        home = work / "home"
-        home.mkdir(mode=0o700)
-        return git_environment(
-            os.environ,
-            home=home,
-            protocols=self._settings.git_protocols,
-            askpass=askpass,
-            auth=source.auth,
-            ssh=ssh,
-        )
+    def _git_environment(self, source: GitChart, work: Path) -> dict[str, str]:
+        """adapters.git's environment and credential files in `work`, restricted to the allowed transports."""
+        layout = StateLayout(work)
+        match source.credentials:
+            case HttpsCredentials():
+                write_private_file(layout.askpass, ASKPASS_SCRIPT.encode(), 0o700)
+            case SshCredentials(private_key=key, known_hosts=known_hosts):
+                # ssh refuses keys others can read, and mounted Secrets usually are: use a private copy.
+                write_private_file(layout.ssh_key, key.read_bytes(), 0o600)
+                if known_hosts is None:
+                    write_private_file(layout.known_hosts, b"", 0o600)
+        env = git_environment(os.environ, layout, source.credentials)
+        env["GIT_ALLOW_PROTOCOL"] = ":".join(self._settings.git_protocols)
+        return env
 
-    async def _git(self, arguments: Sequence[str], env: Mapping[str, str], operation: str) -> str:
-        result = await run_process(
-            [self._settings.git_executable, *arguments],
-            env=env,
-            deadline=self._settings.deadline,
-            grace=self._helm.settings.termination_grace,
-            operation=operation,
-        )
-        if result.returncode != 0:
-            stderr = result.stderr.decode(errors="replace")
-            raise error_from_stderr(operation, stderr, result.returncode, GIT_ERRORS)
-        return result.stdout.decode()
-
-    async def _remote_commit(self, url: str, ref: str, env: Mapping[str, str]) -> str:
-        listing = await self._git(["ls-remote", "--", url, ref, f"{ref}^{{}}"], env, "git ls-remote")
+    async def _remote_commit(self, git: _Git, url: str, ref: str) -> str:
+        listing = await git.run("ls-remote", "--", url, ref, f"{ref}^{{}}")
         commit = resolve_ref(listing, ref)
         if commit is None:
             raise ChartNotFound("git ls-remote", f"no branch or tag {ref!r} in the repository")
         return commit
 
     async def _checkout(
-        self, source: GitChart, subpath: PurePosixPath, staging: Path, env: Mapping[str, str]
+        self, git: _Git, source: GitChart, subpath: PurePosixPath, staging: Path
     ) -> FetchedChart:
         """A shallow checkout of `source.ref` in `staging`, checked, dependencies vendored, stored by commit."""
         checkout = staging / "checkout"
-        git_dir = ["-C", str(checkout)]
-        await self._git(["init", "--quiet", str(checkout)], env, "git init")
-        fetch = [*git_dir, "fetch", "--quiet", "--depth", "1", "--", source.url, source.ref]
-        await self._git(fetch, env, "git fetch")
-        commit = (
-            await self._git([*git_dir, "rev-parse", "FETCH_HEAD^{commit}"], env, "git rev-parse")
-        ).strip()
-        await self._git([*git_dir, "checkout", "--quiet", "--detach", commit], env, "git checkout")
+        await git.run("init", "--quiet", str(checkout))
+        await git.run("fetch", "--quiet", "--depth", "1", "--", source.url, source.ref, cwd=checkout)
+        commit = (await git.run("rev-parse", "FETCH_HEAD^{commit}", cwd=checkout)).strip()
+        await git.run("checkout", "--quiet", "--detach", commit, cwd=checkout)
         await asyncio.to_thread(shutil.rmtree, checkout / ".git")
         chart_directory = await asyncio.to_thread(contained_chart_directory, checkout, subpath)
-        if not source.skip_dependency_update and await asyncio.to_thread(
-            declares_dependencies, chart_directory
-        ):
+        vendor = not source.skip_dependency_update
+        if vendor and await asyncio.to_thread(declares_dependencies, chart_directory):
             await self._helm.update_dependencies(chart_directory, deadline=self._settings.deadline)
+        name, version = await asyncio.to_thread(read_chart_yaml, chart_directory)
         entry = self._entry(self._git_key(source, commit))
-        return await asyncio.to_thread(_store, staging, entry, chart_directory, commit, commit)
+        chart = FetchedChart(chart_directory, name, version, commit, commit)
+        return await asyncio.to_thread(_store, staging, entry, chart)
+
+
+@dataclass(frozen=True)
+class _Git:
+    """git commands of one fetch: one environment, one deadline each, failures as `HelmError`s."""
+
+    env: Mapping[str, str]
+    cwd: Path
+    settings: FetcherSettings
+
+    async def run(self, *arguments: str, cwd: Path | None = None) -> str:
+        operation = f"git {arguments[0]}"
+        try:
+            async with asyncio.timeout(self.settings.deadline):
+                output = await run_git(
+                    arguments, cwd=cwd or self.cwd, env=self.env, executable=self.settings.git_executable
+                )
+        except TimeoutError:
+            raise Timeout(operation, f"no result within {self.settings.deadline:g}s") from None
+        if output.returncode != 0:
+            secrets = [self.env[PASSWORD_VARIABLE]] if PASSWORD_VARIABLE in self.env else []
+            raise git_failure(operation, output.stderr or output.stdout, output.returncode, secrets)
+        return output.stdout

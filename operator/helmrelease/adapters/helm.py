@@ -28,6 +28,8 @@ from typing import Any
 import pyhelm3
 import yaml
 
+from helmrelease.adapters.git import write_private_file
+
 # ---- Errors
 
 
@@ -310,20 +312,13 @@ def private_directory(parent: Path) -> Iterator[Path]:
         yield Path(directory)
 
 
-def write_private_file(path: Path, content: bytes, mode: int = 0o600) -> Path:
-    """Create `path` with `mode` from the first byte on (never readable by others, even briefly)."""
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(descriptor, "wb") as handle:
-        os.fchmod(handle.fileno(), mode)  # the umask may have removed bits we want (executable helpers)
-        handle.write(content)
-    return path
-
-
 @contextlib.contextmanager
 def private_values_file(parent: Path, values: Mapping[str, Any]) -> Iterator[Path]:
     """Values may hold secrets: helm reads them from a 0600 file in a private directory, removed after."""
     with private_directory(parent) as directory:
-        yield write_private_file(directory / "values.json", json.dumps(values).encode())
+        path = directory / "values.json"
+        write_private_file(path, json.dumps(values).encode(), 0o600)
+        yield path
 
 
 # ---- Settings, versions, options
