@@ -7,7 +7,6 @@ prune them anyway, and explicit nulls count as unset, which is also what the api
 
 from __future__ import annotations
 
-import posixpath
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
@@ -58,7 +57,7 @@ def _empty_is_unset(value: Any) -> Any:
 
 def _relative_path(value: str) -> str:
     """Paths inside a chart or git checkout must stay inside it: reject absolute paths and ``..``."""
-    if value.startswith("/") or ".." in posixpath.normpath(value).split("/"):
+    if value.startswith("/") or ".." in value.split("/"):
         raise PydanticCustomError("relative_path", "must be a relative path that stays inside its directory")
     return value
 
