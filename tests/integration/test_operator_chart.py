@@ -119,7 +119,7 @@ def test_defaults_render_one_pod_with_both_containers_cluster_wide_with_cluster_
     assert args(manifests, "operator") == [
         "run",
         "--workers=4",
-        "--resync-interval=180",
+        "--resync-interval=300",
         "--state-dir=/var/lib/helmrelease",
         "--log-format=json",
         "--liveness=http://0.0.0.0:8080/healthz",
@@ -227,7 +227,12 @@ def test_pod_runs_non_root_on_a_read_only_root_with_emptydirs_for_writable_paths
             {"operator": ["--insecure-registry=charts.lab:5000", "--insecure-registry=oci.lab"]},
             id="chart-insecure-registries",
         ),
-        pytest.param(sets("operator.peering.name=ops"), {"operator": ["--peering=ops"]}, id="peering"),
+        pytest.param(
+            sets("operator.peering.name=ops", "operator.peering.priority=100"),
+            {"operator": ["--peering=ops", "--priority=100"]},
+            id="peering-with-priority",
+        ),
+        pytest.param(sets("operator.peering.priority=100"), {}, id="priority-only-matters-with-peering"),
         pytest.param(
             sets("operator.extraArgs={--verbose}", "imagePolicy.extraArgs={--once}"),
             {"operator": ["--verbose"], "image-policy": ["--once"]},
