@@ -21,7 +21,7 @@ import re
 import signal
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -409,6 +409,8 @@ class DeployOptions:
     max_history: int = 10
     description: str | None = None
     force_conflicts: bool = False  # server-side apply conflicts; helm v4 only
+    #: Labels on the release's storage Secret (`helm --labels`): how the operator marks releases it owns.
+    labels: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -440,6 +442,21 @@ def _wait_arguments(major: HelmMajor) -> list[str]:
 
 def _force_argument(major: HelmMajor) -> str:
     return "--force-replace" if major is HelmMajor.V4 else "--force"
+
+
+_LABEL_NAME = r"[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?"
+_LABEL_KEY = re.compile(
+    rf"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?{_LABEL_NAME}$"
+)
+_LABEL_VALUE = re.compile(rf"^({_LABEL_NAME})?$")
+
+
+def label_argument(labels: Mapping[str, str]) -> str:
+    """`--labels k=v,k2=v2` from Kubernetes label syntax, in which no `,` or `=` can split a pair differently."""
+    for key, value in labels.items():
+        if not _LABEL_KEY.match(key) or not _LABEL_VALUE.match(value):
+            raise ValueError(f"{key}={value} is not a valid release label")
+    return ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
 
 
 def deploy_arguments(
@@ -479,6 +496,8 @@ def deploy_arguments(
         arguments += ["--description", options.description]
     if options.force_conflicts and major is HelmMajor.V4:
         arguments.append("--force-conflicts")
+    if options.labels:
+        arguments += ["--labels", label_argument(options.labels)]
     if action is DeployAction.UPGRADE:
         arguments += ["--history-max", str(options.max_history)]
         arguments.append("--reset-values" if options.reset_values else "--reuse-values")
