@@ -130,6 +130,9 @@ def status_after_decision(
     if plan.action is Action.NOTHING and plan.reason in {Reason.IN_SYNC, Reason.TEST_FAILURE_IGNORED}:
         update["phase"] = Phase.SUCCEEDED
         conditions = _ensure_released(conditions, Reason.IN_SYNC, plan.message, stamp)
+        if not desired.test:
+            # Tests were turned off: a pending or failed test no longer holds the release back.
+            conditions = _without(conditions, ConditionType.TESTED)
     elif plan.action is Action.REFUSE:
         update["phase"] = Phase.FAILED
         conditions = _set(

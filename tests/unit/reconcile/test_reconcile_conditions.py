@@ -441,6 +441,21 @@ def test_settled_decision(
     assert status.release_status == "deployed"
 
 
+@pytest.mark.parametrize(
+    "outcome",
+    [pytest.param(None, id="pending"), pytest.param(failure(3), id="failed")],
+)
+def test_turning_tests_off_clears_the_test_from_ready(outcome: Outcome | None) -> None:
+    status = status_after_action(EMPTY, replace(DESIRED, test=True), Action.UPGRADE, ok(3), NOW)
+    if outcome is not None:
+        status = status_after_action(status, replace(DESIRED, test=True), Action.TEST, outcome, NOW)
+    assert ready(status).status is not ConditionStatus.TRUE
+    plan = Plan(Action.NOTHING, Reason.IN_SYNC, "Release apps/apps-podinfo revision 3 is up to date")
+    settled = status_after_decision(status, replace(DESIRED, generation=8), plan, IN_SYNC_RELEASE, LATER)
+    assert settled.condition(ConditionType.TESTED) is None
+    assert ready(settled).status is ConditionStatus.TRUE
+
+
 def test_unsettled_decision_changes_nothing() -> None:
     plan = Plan(Action.WAIT_RETRY, Reason.OPERATION_IN_PROGRESS, "running")
     assert status_after_decision(RELEASED, DESIRED, plan, IN_SYNC_RELEASE, LATER) is RELEASED

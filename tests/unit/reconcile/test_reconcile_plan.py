@@ -11,6 +11,7 @@ import pytest
 
 from helmrelease.api.constants import Action, HelmStatus, Reason
 from helmrelease.api.ownership import Ownership
+from helmrelease.api.resource import parse_helmrelease
 from helmrelease.api.status import HelmReleaseStatus
 from helmrelease.reconcile.plan import Desired, ObservedRelease, Plan, Recorded, next_action
 
@@ -402,6 +403,35 @@ def test_rule(row: Row) -> None:
 )
 def test_only_final_decisions_settle(plan: Plan, settled: bool) -> None:
     assert plan.settled is settled
+
+
+def test_desired_reads_the_helmrelease() -> None:
+    release = parse_helmrelease(
+        {
+            "metadata": {"name": "podinfo", "namespace": "flux", "generation": 9},
+            "spec": {
+                "targetNamespace": "apps",
+                "chart": {"git": "https://git.example.com/charts.git", "path": "podinfo"},
+                "rollback": {"enable": True, "retry": True, "maxRetries": 0},
+                "test": {"enable": True, "ignoreFailures": True},
+            },
+        }
+    )
+    desired = Desired.of(release, digest=DIGEST, chart_revision="abc123", adopt_unmarked=False)
+    assert desired == Desired(
+        release_name="flux-apps-podinfo",
+        namespace="apps",
+        generation=9,
+        digest=DIGEST,
+        chart_revision="abc123",
+        rollback=True,
+        retry=True,
+        max_retries=0,
+        test=True,
+        ignore_test_failures=True,
+        adopt_unmarked=False,
+    )
+    assert desired.release == "apps/flux-apps-podinfo"
 
 
 def test_recorded_reads_the_status_memory() -> None:
