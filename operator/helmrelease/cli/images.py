@@ -1,11 +1,15 @@
-"""``helmrelease images ...``: offline image tooling for users and CI pipelines.
+"""``helmrelease images ...``: image tooling for users and CI pipelines.
 
 - ``scan FILE``: the images of every HelmRelease in a YAML file, as JSON (problems on stderr).
 - ``filter POLICY``: the tags on stdin that a policy admits, best first for ``semver:`` policies.
-- ``update PATH ...``: set one container's tag in the manifests under PATH, changing nothing else.
+- ``update PATH ...``: set one container's tag in the manifests under PATH, changing nothing else; with
+  ``--to-latest`` the tag is the newest the registry holds under the release's policy (never a downgrade).
+- ``list``: every HelmRelease in the cluster with its images, policies, automation and the newest eligible
+  tag in the registry (like ``fluxctl list-images``), as a table or ``-o json``.
 
-Exit codes: 0 done; 1 nothing matched (no eligible tag, no such HelmRelease or container); 2 bad input
-(a policy or tag that does not parse, an unreadable file, an image whose tag cannot be edited safely).
+Exit codes: 0 done; 1 nothing matched (no eligible tag, no such HelmRelease or container, a locked release);
+2 bad input (a policy or tag that does not parse, an unreadable file, an image whose tag cannot be edited
+safely, bad flags); 3 the registry or the cluster could not be asked.
 
 The file walk and the edit are plain functions (``manifest_files``, ``update_image_tag``) so a command
 that first asks a registry for the tag can reuse them.
@@ -14,14 +18,29 @@ that first asks a registry for the tag can reuse them.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from helmrelease.images.annotations import read_automation_settings
+from kubernetes.config.config_exception import ConfigException
+from prometheus_client import CollectorRegistry
+
+from helmrelease.adapters.kube import KubeClient, KubeError
+from helmrelease.adapters.registry import CredentialStore, RegistryConfig, RegistryMetrics
+from helmrelease.automation import ImageScan, ImageScanner, ImageTarget, RegistryPool, image_targets
+from helmrelease.automation.inspect import ReleaseReport, inspect_releases
+from helmrelease.cli.image_policy import (
+    add_kubeconfig_argument,
+    add_registry_arguments,
+    kube_api_client,
+    operator_credentials,
+    registry_config,
+)
+from helmrelease.images.annotations import AutomationSettings, read_automation_settings
 from helmrelease.images.detect import DetectedImage, dotted
 from helmrelease.images.manifests import (
     DEFAULT_NAMESPACE,
@@ -37,12 +56,13 @@ from helmrelease.images.manifests import (
 )
 from helmrelease.images.policy import PolicyError, TagOrder, parse_policy
 from helmrelease.images.reference import ImageReferenceError, check_tag
-from helmrelease.images.select import TagCandidate, rank_tags
+from helmrelease.images.select import NoChangeReason, TagCandidate, rank_tags
 
 MANIFEST_SUFFIXES = frozenset({".yaml", ".yml"})
 EXIT_OK = 0
 EXIT_NO_MATCH = 1
 EXIT_BAD_INPUT = 2
+EXIT_UNREACHABLE = 3
 
 
 def _fail(command: str, message: str) -> int:
@@ -200,19 +220,11 @@ def update_image_tag(
     return TagUpdateReport(tuple(edits), tuple(refused), tuple(unreadable))
 
 
-def run_update(args: argparse.Namespace) -> int:
-    """Offline edit of the manifests under PATH; prints each file it changed."""
-    path = Path(args.path)
-    if not path.exists():
-        return _fail("update", f"{path} does not exist")
-    release = ReleaseId(args.namespace, args.name)
+def _apply_update(path: Path, release: ReleaseId, container: str, tag: str, default_namespace: str) -> int:
+    """Edit the manifests under ``path``, print what happened to each file, and return the exit code."""
     try:
         report = update_image_tag(
-            path,
-            release=release,
-            container=args.container,
-            tag=args.tag,
-            default_namespace=args.default_namespace,
+            path, release=release, container=container, tag=tag, default_namespace=default_namespace
         )
     except ImageReferenceError as error:
         return _fail("update", str(error))
@@ -234,6 +246,217 @@ def run_update(args: argparse.Namespace) -> int:
     if report.status is EditStatus.NO_RELEASE:
         print(f"helmrelease images update: no HelmRelease {release} under {path}", file=sys.stderr)
     return EXIT_NO_MATCH
+
+
+def run_update(args: argparse.Namespace) -> int:
+    """Offline edit of the manifests under PATH; prints each file it changed."""
+    path = Path(args.path)
+    if not path.exists():
+        return _fail("update", f"{path} does not exist")
+    release = ReleaseId(args.namespace, args.name)
+    if args.to_latest:
+        return _update_to_latest(args, path, release)
+    return _apply_update(path, release, args.container, args.tag, args.default_namespace)
+
+
+# --- update --to-latest ---------------------------------------------------------------------------
+
+
+def _declarations(path: Path, release: ReleaseId, default_namespace: str) -> list[ReleaseImages]:
+    """Every document under ``path`` that declares ``release`` (files that do not parse are skipped)."""
+    found: list[ReleaseImages] = []
+    for file in manifest_files(path):
+        try:
+            entries = read_releases(_read_text(file), default_namespace)
+        except (OSError, UnicodeDecodeError, ManifestError):
+            continue
+        found.extend(entry for entry in entries if entry.release == release)
+    return found
+
+
+def _declared_target(
+    declarations: Sequence[ReleaseImages], container: str
+) -> list[tuple[AutomationSettings, ImageTarget]]:
+    found: list[tuple[AutomationSettings, ImageTarget]] = []
+    for entry in declarations:
+        settings = read_automation_settings(entry.annotations)
+        found.extend(
+            (settings, target)
+            for target in image_targets(settings, entry.detection)
+            if target.container == container
+        )
+    return found
+
+
+async def _scan_one(target: ImageTarget, config: RegistryConfig, credentials: CredentialStore) -> ImageScan:
+    pool = RegistryPool(config, RegistryMetrics.create(CollectorRegistry()))
+    try:
+        return await ImageScanner(pool.cycle()).scan(target, credentials)
+    finally:
+        await pool.close()
+
+
+def _update_to_latest(args: argparse.Namespace, path: Path, release: ReleaseId) -> int:
+    """Ask the registry for the best tag under the release's own policy, then edit like ``--tag``."""
+    declarations = _declarations(path, release, args.default_namespace)
+    if not declarations:
+        print(f"helmrelease images update: no HelmRelease {release} under {path}", file=sys.stderr)
+        return EXIT_NO_MATCH
+    found = _declared_target(declarations, args.container)
+    if not found:
+        print(f"helmrelease images update: {release} has no image {args.container!r}", file=sys.stderr)
+        return EXIT_NO_MATCH
+    if len({(str(target.image.ref), target.policy_text) for _, target in found}) > 1:
+        return _fail("update", f"{release} {args.container} is declared with different images or policies")
+    settings, target = found[0]
+    if target.policy is None:
+        return _fail("update", f"{release} {target.policy_error}")
+    if not target.image.automatable:
+        return _fail("update", f"{release} {args.container}: {'; '.join(target.image.warnings)}")
+    if settings.locked:
+        why = f": {settings.locked_msg}" if settings.locked_msg else ""
+        print(f"helmrelease images update: {release} is locked{why}; use --tag to set a tag", file=sys.stderr)
+        return EXIT_NO_MATCH
+    try:
+        scan = asyncio.run(_scan_one(target, registry_config(args), operator_credentials(args.docker_config)))
+    except (ValueError, OSError) as error:
+        return _fail("update", str(error))
+    if scan.error is not None:
+        print(f"helmrelease images update: {scan.error}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    move = scan.move
+    if move is None:
+        decided = scan.decision
+        detail = decided.detail if decided is not None else "no decision"
+        if decided is not None and decided.reason in (
+            NoChangeReason.ALREADY_NEWEST,
+            NoChangeReason.WOULD_DOWNGRADE,
+        ):
+            print(f"unchanged {release} {args.container}: {detail}")
+            return EXIT_OK
+        print(f"helmrelease images update: {release} {args.container}: {detail}", file=sys.stderr)
+        return EXIT_NO_MATCH
+    return _apply_update(path, release, args.container, move.new_tag, args.default_namespace)
+
+
+# --- list -----------------------------------------------------------------------------------------
+
+
+def _mode(settings: AutomationSettings) -> str:
+    if settings.ignore:
+        return "ignored"
+    if settings.locked:
+        return "locked"
+    return "automated" if settings.automated else "manual"
+
+
+def _status(scan: ImageScan | None, error: str | None) -> tuple[str | None, str]:
+    """(reason, sentence) for one image: an error, what the update would be, or why there is none."""
+    if error is not None:
+        return "Error", error
+    if scan is None or scan.error is not None:
+        return "Error", scan.error if scan is not None and scan.error else "not scanned"
+    if not scan.target.image.automatable:
+        return "NotAutomatable", "; ".join(scan.target.image.warnings)
+    decision = scan.decision
+    if decision is None:
+        return None, "-"
+    if decision.new_tag is not None:
+        return "UpdateAvailable", f"update to {decision.new_tag}"
+    if decision.reason is NoChangeReason.ALREADY_NEWEST:
+        return decision.reason.value, "up to date"
+    return decision.reason.value if decision.reason else None, decision.detail
+
+
+def list_records(reports: Sequence[ReleaseReport]) -> list[dict[str, Any]]:
+    """One record per image of every release, for ``-o json`` and the table."""
+    records = []
+    for report in reports:
+        view = report.view
+        scans: dict[str, ImageScan] = {scan.target.container: scan for scan in report.scans}
+        for target in view.targets:
+            scan = scans.get(target.container)
+            reason, detail = _status(scan, report.error)
+            newest = scan.newest if scan is not None else None
+            move = scan.move if scan is not None else None
+            records.append(
+                {
+                    "namespace": view.release.namespace,
+                    "name": view.release.name,
+                    "container": target.container,
+                    "image": str(target.image.ref),
+                    "tag_path": dotted(target.image.tag_location.path) if target.image.tag_location else None,
+                    "policy": target.policy_text,
+                    "automated": view.settings.automated,
+                    "locked": view.settings.locked,
+                    "ignored": view.settings.ignore,
+                    "mode": _mode(view.settings),
+                    "latest": newest.tag if newest is not None else None,
+                    "latest_created": newest.created.isoformat() if newest and newest.created else None,
+                    "update": move.new_tag if move is not None else None,
+                    "reason": reason,
+                    "detail": detail,
+                }
+            )
+    return records
+
+
+LIST_COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], object]], ...] = (
+    ("RELEASE", lambda r: f"{r['namespace']}/{r['name']}"),
+    ("CONTAINER", lambda r: r["container"]),
+    ("IMAGE", lambda r: r["image"]),
+    ("POLICY", lambda r: r["policy"]),
+    ("MODE", lambda r: r["mode"]),
+    ("LATEST", lambda r: r["latest"] or "-"),
+    ("STATUS", lambda r: r["detail"]),
+)
+
+
+def list_table(records: Sequence[dict[str, Any]]) -> str:
+    """Aligned columns, as ``kubectl get`` prints them."""
+    rows = [[header for header, _ in LIST_COLUMNS]]
+    rows.extend([str(cell(record)) for _, cell in LIST_COLUMNS] for record in records)
+    widths = [max(len(row[index]) for row in rows) for index in range(len(LIST_COLUMNS) - 1)]
+    return "\n".join(
+        "   ".join([*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[-1]]).rstrip()
+        for row in rows
+    )
+
+
+async def _inspect_cluster(
+    args: argparse.Namespace, config: RegistryConfig, credentials: CredentialStore
+) -> list[ReleaseReport]:
+    api = kube_api_client(args.kubeconfig)
+    pool = RegistryPool(config, RegistryMetrics.create(CollectorRegistry()))
+    try:
+        return await inspect_releases(
+            KubeClient(api),
+            pool.cycle(),
+            namespaces=tuple(dict.fromkeys(args.namespace)),
+            operator_credentials=credentials,
+        )
+    finally:
+        await pool.close()
+        api.close()  # type: ignore[no-untyped-call]
+
+
+def run_list(args: argparse.Namespace) -> int:
+    """The images of the cluster's HelmReleases and the newest tag each policy admits."""
+    try:
+        config, credentials = registry_config(args), operator_credentials(args.docker_config)
+    except (ValueError, OSError) as error:
+        return _fail("list", str(error))
+    try:
+        reports = asyncio.run(_inspect_cluster(args, config, credentials))
+    except (KubeError, ConfigException) as error:
+        print(f"helmrelease images list: {error}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    records = list_records(reports)
+    if args.output == "json":
+        print(json.dumps(records, indent=2))
+    else:
+        print(list_table(records))
+    return EXIT_OK
 
 
 # --- parser ---------------------------------------------------------------------------------------
@@ -260,7 +483,13 @@ def _add_update_parser(sub: Any) -> argparse.ArgumentParser:
     )
     tag_source = parser.add_mutually_exclusive_group(required=True)
     tag_source.add_argument("--tag", help="the tag to set")
+    tag_source.add_argument(
+        "--to-latest",
+        action="store_true",
+        help="the newest tag in the registry that the release's policy admits (never a downgrade)",
+    )
     _add_default_namespace(parser)
+    add_registry_arguments(parser)
     parser.set_defaults(handler=run_update)
     return parser
 
@@ -284,3 +513,18 @@ def register(subparsers: Any) -> None:
     filter_.set_defaults(handler=run_filter)
 
     _add_update_parser(sub)
+
+    listing = sub.add_parser(
+        "list", help="the images of the cluster's HelmReleases and the newest tag their policies admit"
+    )
+    listing.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[],
+        help="only this namespace (repeatable); default: all",
+    )
+    listing.add_argument("--output", "-o", choices=("table", "json"), default="table")
+    add_kubeconfig_argument(listing)
+    add_registry_arguments(listing)
+    listing.set_defaults(handler=run_list)

@@ -1,0 +1,201 @@
+"""Asking registries which tags an image could move to, at the least cost a scan cycle allows.
+
+Costs: a repository's tags are listed once per cycle and credentials (``ScanCycle``), however many releases
+use it; build times are looked up only for ``created`` ordering, only for tags the policy admits (and the
+current one), and the registry clients keep manifests and config blobs cached by digest across cycles, so
+an unchanged tag costs one HEAD the next time. A client per distinct credentials keeps one release's
+secret from ever being sent on behalf of another, and keeps a 401 for one from being remembered for all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from helmrelease.adapters.registry import (
+    BasicCredentials,
+    CredentialProvider,
+    RegistryClient,
+    RegistryConfig,
+    RegistryError,
+    RegistryMetrics,
+    RegistryNotFound,
+    ScanCycle,
+)
+from helmrelease.adapters.registry.client import SessionFactory
+from helmrelease.automation.releases import ImageTarget, TagMove, tag_move
+from helmrelease.images.policy import TagOrder
+from helmrelease.images.reference import CanonicalName
+from helmrelease.images.select import TagCandidate, UpdateDecision, rank_tags, select_update
+
+
+class TagSource(Protocol):
+    """What a scan asks of registries, on behalf of the given credentials."""
+
+    async def list_tags(
+        self, name: CanonicalName, credentials: BasicCredentials | None
+    ) -> tuple[str, ...]: ...
+
+    async def image_created(
+        self, name: CanonicalName, tag: str, credentials: BasicCredentials | None
+    ) -> datetime | None: ...
+
+
+@dataclass(frozen=True)
+class _FixedCredentials:
+    """A client's only credentials: the pool routes each image to the client holding its credentials."""
+
+    credentials: BasicCredentials | None
+
+    def credentials_for(self, name: CanonicalName) -> BasicCredentials | None:
+        return self.credentials
+
+
+class RegistryPool:
+    """Registry clients that live as long as the sidecar (their digest caches make later cycles cheap).
+
+    Per-registry limits apply per client, so a registry reached with two different credentials gets at
+    most twice the configured concurrency.
+    """
+
+    def __init__(
+        self,
+        config: RegistryConfig,
+        metrics: RegistryMetrics,
+        *,
+        session_factory: SessionFactory | None = None,
+    ) -> None:
+        self.config = config
+        self.metrics = metrics
+        self._session_factory = session_factory
+        self._clients: dict[BasicCredentials | None, RegistryClient] = {}
+
+    def client_for(self, credentials: BasicCredentials | None) -> RegistryClient:
+        client = self._clients.get(credentials)
+        if client is None:
+            provider = _FixedCredentials(credentials)
+            if self._session_factory is None:
+                client = RegistryClient(self.config, provider, self.metrics)
+            else:
+                client = RegistryClient(
+                    self.config, provider, self.metrics, session_factory=self._session_factory
+                )
+            self._clients[credentials] = client
+        return client
+
+    def cycle(self) -> PoolCycle:
+        """A ``TagSource`` for one scan cycle: tag lists are memoised until it is dropped."""
+        return PoolCycle(self)
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.close()
+        self._clients.clear()
+
+
+class PoolCycle:
+    """One cycle's ``ScanCycle`` per set of credentials, over the pool's long-lived clients."""
+
+    def __init__(self, pool: RegistryPool) -> None:
+        self._pool = pool
+        self._scans: dict[BasicCredentials | None, ScanCycle] = {}
+
+    def _scan(self, credentials: BasicCredentials | None) -> ScanCycle:
+        scan = self._scans.get(credentials)
+        if scan is None:
+            scan = self._scans[credentials] = ScanCycle(self._pool.client_for(credentials))
+        return scan
+
+    async def list_tags(self, name: CanonicalName, credentials: BasicCredentials | None) -> tuple[str, ...]:
+        return await self._scan(credentials).list_tags(name)
+
+    async def image_created(
+        self, name: CanonicalName, tag: str, credentials: BasicCredentials | None
+    ) -> datetime | None:
+        return await self._scan(credentials).image_created(name, tag)
+
+
+@dataclass(frozen=True)
+class ImageScan:
+    """What the registry offers one image: the newest tag its policy admits and whether to move to it.
+
+    ``decision`` is None when the image cannot be moved (no tag location) or was not scanned (a policy that
+    does not parse, a registry error: ``error`` says which).
+    """
+
+    target: ImageTarget
+    newest: TagCandidate | None = None
+    decision: UpdateDecision | None = None
+    error: str | None = None
+
+    @property
+    def move(self) -> TagMove | None:
+        if self.decision is None or self.decision.new_tag is None:
+            return None
+        return tag_move(self.target, self.decision.new_tag)
+
+
+async def _build_times(
+    source: TagSource, name: CanonicalName, tags: Sequence[str], credentials: BasicCredentials | None
+) -> dict[str, datetime | None]:
+    """Build times of ``tags``, concurrently. A tag deleted since the listing has none; any other registry
+    failure fails the whole image (its first error is raised), since a partial view could pick wrongly."""
+    results = await asyncio.gather(
+        *(source.image_created(name, tag, credentials) for tag in tags), return_exceptions=True
+    )
+    times: dict[str, datetime | None] = {}
+    for tag, result in zip(tags, results, strict=True):
+        if isinstance(result, RegistryNotFound):
+            times[tag] = None
+        elif isinstance(result, BaseException):
+            raise result
+        else:
+            times[tag] = result
+    return times
+
+
+def needs_build_times(order: TagOrder) -> bool:
+    """Only ``created`` ordering reads manifests and config blobs; the others rank the tag names alone."""
+    return order is TagOrder.CREATED
+
+
+class ImageScanner:
+    """Scans images against a ``TagSource``; knows which registry calls each tag order needs."""
+
+    def __init__(self, source: TagSource) -> None:
+        self.source = source
+
+    async def scan(self, target: ImageTarget, credentials: CredentialProvider) -> ImageScan:
+        """The registry's view of ``target``; registry failures come back as ``error``, not raised."""
+        policy, order = target.policy, target.order
+        if policy is None or order is None:
+            return ImageScan(target, error=target.policy_error)
+        name = target.image.ref.canonical
+        current = target.image.ref.tag
+        secret = credentials.credentials_for(name)
+        try:
+            tags = await self.source.list_tags(name, secret)
+            eligible = [tag for tag in tags if policy.matches(tag)]
+            times: dict[str, datetime | None] = {}
+            if needs_build_times(order):
+                lookups = list(eligible)
+                if current is not None and current in tags and current not in eligible:
+                    lookups.append(current)  # for "is the best one newer than what runs now?"
+                times = await _build_times(self.source, name, lookups, secret)
+        except RegistryError as error:
+            return ImageScan(target, error=str(error))
+        candidates = [TagCandidate(tag, times.get(tag)) for tag in eligible]
+        ranked = rank_tags(candidates, order)
+        decision = None
+        if target.image.automatable:
+            decision = select_update(
+                current_tag=current,
+                candidates=candidates,
+                policy=policy,
+                order=order,
+                current_created=times.get(current) if current is not None else None,
+            )
+        return ImageScan(target, ranked[0] if ranked else None, decision)

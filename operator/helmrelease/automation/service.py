@@ -1,0 +1,356 @@
+"""The image-policy loop: every interval, scan the images of automated HelmReleases and move their tags.
+
+One cycle lists the HelmReleases, and for each automated, unlocked one (concurrently, each failure its own):
+reads its credentials, asks the registries (``scan``), and when a newer tag qualifies, patches exactly the
+value paths of the moved tags with a JSON patch that first tests the values it read. If the user changed the
+release meanwhile the API server refuses the patch; we re-read the release and decide again from what they
+wrote, so their edit always survives. With git write-back, the manifests in git are changed first and the
+cluster only for what git now holds. Every update is an Event (``ImageUpdated``) and a log line; every
+problem a Warning Event, posted once while it lasts rather than every cycle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+from helmrelease.adapters.git import GitError
+from helmrelease.adapters.kube import Conflict, KubeError, NotFound, ObjectRef
+from helmrelease.adapters.registry import CredentialStore
+from helmrelease.api.constants import API_VERSION, KIND
+from helmrelease.automation.credentials import CycleCredentials, PullSecretError, SecretReader
+from helmrelease.automation.health import Heartbeat
+from helmrelease.automation.metrics import AutomationMetrics, Failure, Target
+from helmrelease.automation.releases import GIT_WRITEBACK_ANNOTATION, Hold, ReleaseView, TagMove, read_release
+from helmrelease.automation.scan import ImageScanner, TagSource
+from helmrelease.automation.writeback import GitWriteback, write_back
+from helmrelease.images.manifests import ReleaseId
+from helmrelease.images.patch import changes_patch
+
+_log = logging.getLogger(__name__)
+
+NORMAL = "Normal"
+WARNING = "Warning"
+
+
+class EventReason(StrEnum):
+    """Reasons of the Events the sidecar posts on HelmReleases."""
+
+    IMAGE_UPDATED = "ImageUpdated"
+    POLICY_INVALID = "ImagePolicyInvalid"
+    AUTOMATION_WARNING = "ImageAutomationWarning"
+    SCAN_FAILED = "ImageScanFailed"
+    UPDATE_FAILED = "ImageUpdateFailed"
+    GIT_COMMITTED = "ImageGitCommitted"
+    GIT_FAILED = "ImageGitWritebackFailed"
+
+
+class ReleaseApi(SecretReader, Protocol):
+    """The Kubernetes calls the loop makes (``adapters.kube.KubeClient`` has them)."""
+
+    async def list_helmreleases(self, namespace: str | None = None) -> list[dict[str, Any]]: ...
+
+    async def get_helmrelease(self, namespace: str, name: str) -> dict[str, Any]: ...
+
+    async def json_patch_helmrelease(
+        self, namespace: str, name: str, operations: list[dict[str, Any]]
+    ) -> None: ...
+
+    async def post_event(self, ref: ObjectRef, event_type: str, reason: str, message: str) -> None: ...
+
+
+class TagSourceFactory(Protocol):
+    """Makes the per-cycle registry view (``scan.RegistryPool`` does)."""
+
+    def cycle(self) -> TagSource: ...
+
+
+@dataclass(frozen=True)
+class ImagePolicySettings:
+    """How the loop runs. No namespaces: the whole cluster. ``conflict_attempts`` bounds the re-reads of a
+    release that keeps changing under us within one cycle."""
+
+    interval: float = 300.0
+    namespaces: tuple[str, ...] = ()
+    conflict_attempts: int = 3
+    git: GitWriteback | None = None
+
+    def __post_init__(self) -> None:
+        if self.interval <= 0:
+            raise ValueError("interval must be positive")
+        if self.conflict_attempts < 1:
+            raise ValueError("conflict_attempts must be at least 1")
+
+
+@dataclass(frozen=True)
+class ReleaseOutcome:
+    """What one cycle did to one release."""
+
+    release: ReleaseId
+    hold: Hold | None = None
+    moves: tuple[TagMove, ...] = ()
+    failures: tuple[Failure, ...] = ()
+    commit: str | None = None
+
+
+@dataclass(frozen=True)
+class CycleReport:
+    """What one cycle did; ``failed`` when anything could not be listed, decided or written."""
+
+    releases: tuple[ReleaseOutcome, ...]
+    list_failures: int
+    seconds: float
+
+    @property
+    def moves(self) -> tuple[TagMove, ...]:
+        return tuple(move for outcome in self.releases for move in outcome.moves)
+
+    @property
+    def failed(self) -> bool:
+        return self.list_failures > 0 or any(outcome.failures for outcome in self.releases)
+
+
+@dataclass
+class RepeatFilter:
+    """Says which messages are new for a key: posted once while they last, again once they went away and
+    came back. ``end_cycle`` forgets the messages of releases that no longer have them."""
+
+    _previous: dict[ReleaseId, set[str]] = field(default_factory=dict)
+    _current: dict[ReleaseId, set[str]] = field(default_factory=dict)
+
+    def is_new(self, key: ReleaseId, message: str) -> bool:
+        seen = message in self._previous.get(key, set()) or message in self._current.get(key, set())
+        self._current.setdefault(key, set()).add(message)
+        return not seen
+
+    def end_cycle(self) -> None:
+        self._previous, self._current = self._current, {}
+
+
+@dataclass(frozen=True)
+class _Cycle:
+    """What the releases of one cycle share: registry memos and credential reads."""
+
+    scanner: ImageScanner
+    credentials: CycleCredentials
+
+
+def _object_ref(view: ReleaseView) -> ObjectRef:
+    return ObjectRef(API_VERSION, KIND, view.release.namespace, view.release.name, view.uid)
+
+
+class ImagePolicyService:
+    """The loop, with every dependency given: kube API, registries, metrics and settings."""
+
+    def __init__(
+        self,
+        kube: ReleaseApi,
+        registries: TagSourceFactory,
+        *,
+        settings: ImagePolicySettings,
+        metrics: AutomationMetrics,
+        operator_credentials: CredentialStore | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.kube = kube
+        self.registries = registries
+        self.settings = settings
+        self.metrics = metrics
+        self.operator_credentials = operator_credentials or CredentialStore()
+        self._clock = clock
+        self._repeats = RepeatFilter()
+        self.heartbeat = Heartbeat(settings.interval, clock())
+
+    # --- the loop --------------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Cycle every ``interval`` seconds (counted from the end of a cycle) until ``stop`` is set."""
+        self.heartbeat.running = True
+        try:
+            while not stop.is_set():
+                await self.run_cycle()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.settings.interval)
+        finally:
+            self.heartbeat.running = False
+
+    async def run_cycle(self) -> CycleReport:
+        """One scan of every HelmRelease in scope; never raises for a single release's trouble."""
+        started = self._clock()
+        cycle = _Cycle(
+            ImageScanner(self.registries.cycle()), CycleCredentials(self.kube, self.operator_credentials)
+        )
+        objects, list_failures = await self._list_releases()
+        outcomes = await asyncio.gather(*(self._process_guarded(obj, cycle) for obj in objects))
+        self._repeats.end_cycle()
+        seconds = self._clock() - started
+        self.metrics.cycle_seconds.observe(seconds)
+        self.metrics.last_cycle_finished.set(time.time())
+        self.heartbeat.last_finished = self._clock()
+        report = CycleReport(tuple(outcomes), list_failures, seconds)
+        _log.info(
+            "scan cycle: %d HelmReleases, %d tag updates, %s in %.1fs",
+            len(outcomes),
+            len(report.moves),
+            "with failures" if report.failed else "no failures",
+            seconds,
+        )
+        return report
+
+    async def _list_releases(self) -> tuple[list[Mapping[str, Any]], int]:
+        scopes: Sequence[str | None] = self.settings.namespaces or (None,)
+        results = await asyncio.gather(
+            *(self.kube.list_helmreleases(namespace) for namespace in scopes), return_exceptions=True
+        )
+        objects: list[Mapping[str, Any]] = []
+        failures = 0
+        for scope, result in zip(scopes, results, strict=True):
+            if isinstance(result, KubeError):
+                failures += 1
+                self.metrics.failed(Failure.LIST)
+                _log.error("cannot list HelmReleases in %s: %s", scope or "all namespaces", result)
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                objects.extend(result)
+        return objects, failures
+
+    async def _process_guarded(self, obj: Mapping[str, Any], cycle: _Cycle) -> ReleaseOutcome:
+        """A bug or an unexpected answer for one release must not end the cycle for all the others."""
+        try:
+            return await self._process(obj, cycle)
+        except Exception:
+            view = read_release(obj)
+            _log.exception("%s: image automation failed unexpectedly", view.release)
+            return ReleaseOutcome(view.release, failures=(Failure.INTERNAL,))
+
+    # --- one release -----------------------------------------------------------------------------------
+
+    async def _process(self, obj: Mapping[str, Any], cycle: _Cycle) -> ReleaseOutcome:
+        failures: list[Failure] = []
+        for attempt in range(1, self.settings.conflict_attempts + 1):
+            view = read_release(obj)
+            if view.hold is not None:
+                return ReleaseOutcome(view.release, hold=view.hold)
+            if attempt == 1:
+                await self._report_configuration(view, failures)
+            moves = await self._decide(view, cycle, failures)
+            if not moves:
+                return ReleaseOutcome(view.release, failures=tuple(failures))
+            commit = None
+            if self.settings.git is not None and self.settings.git.wanted_for(view):
+                moves, commit = await self._write_git(self.settings.git, view, moves, failures)
+                if not moves:
+                    return ReleaseOutcome(view.release, failures=tuple(failures), commit=commit)
+            try:
+                await self.kube.json_patch_helmrelease(
+                    view.release.namespace,
+                    view.release.name,
+                    [dict(op) for op in changes_patch(m.change for m in moves)],
+                )
+            except Conflict:
+                _log.info("%s changed while we decided; reading it again (attempt %d)", view.release, attempt)
+                try:
+                    obj = await self.kube.get_helmrelease(view.release.namespace, view.release.name)
+                except NotFound:
+                    return ReleaseOutcome(view.release, failures=tuple(failures), commit=commit)
+                continue
+            except KubeError as error:
+                failures.append(Failure.PATCH)
+                await self._warn(view, EventReason.UPDATE_FAILED, f"cannot update the image tags: {error}")
+                return ReleaseOutcome(view.release, failures=tuple(failures), commit=commit)
+            for move in moves:
+                _log.info("%s %s: %s", view.release, move.target.container, move.summary)
+                await self._post(view, NORMAL, EventReason.IMAGE_UPDATED, move.summary)
+            self.metrics.updated(Target.CLUSTER, len(moves))
+            return ReleaseOutcome(view.release, moves=tuple(moves), failures=tuple(failures), commit=commit)
+        failures.append(Failure.CONFLICT)
+        await self._warn(
+            view,
+            EventReason.UPDATE_FAILED,
+            f"the HelmRelease changed on each of {self.settings.conflict_attempts} attempts to update its "
+            "image tags; trying again next cycle",
+        )
+        return ReleaseOutcome(view.release, failures=tuple(failures))
+
+    async def _report_configuration(self, view: ReleaseView, failures: list[Failure]) -> None:
+        for message in view.policy_errors:
+            failures.append(Failure.POLICY)
+            await self._warn(view, EventReason.POLICY_INVALID, message)
+        warnings = list(view.warnings)
+        if view.git_writeback and self.settings.git is None:
+            warnings.append(
+                f'{GIT_WRITEBACK_ANNOTATION}: "true" asks for git write-back, but the sidecar has no git '
+                "repository configured; updating the cluster only"
+            )
+        for message in warnings:
+            await self._warn(view, EventReason.AUTOMATION_WARNING, message)
+
+    async def _decide(self, view: ReleaseView, cycle: _Cycle, failures: list[Failure]) -> list[TagMove]:
+        targets = view.changeable
+        if not targets:
+            return []
+        try:
+            credentials = await cycle.credentials.for_release(view)
+        except PullSecretError as error:
+            failures.append(Failure.PULL_SECRET)
+            await self._warn(view, EventReason.SCAN_FAILED, str(error))
+            return []
+        scans = await asyncio.gather(*(cycle.scanner.scan(target, credentials) for target in targets))
+        moves = []
+        for scan in scans:
+            if scan.error is not None:
+                failures.append(Failure.REGISTRY)
+                await self._warn(view, EventReason.SCAN_FAILED, f"{scan.target.container}: {scan.error}")
+            elif scan.decision is not None:
+                _log.debug("%s %s: %s", view.release, scan.target.container, scan.decision.detail)
+            if scan.move is not None:
+                moves.append(scan.move)
+        return moves
+
+    async def _write_git(
+        self, git: GitWriteback, view: ReleaseView, moves: Sequence[TagMove], failures: list[Failure]
+    ) -> tuple[list[TagMove], str | None]:
+        """Commit ``moves`` first; only what git holds afterwards goes on to the cluster."""
+        try:
+            result = await write_back(git, view.release, moves)
+        except GitError as error:
+            failures.append(Failure.GIT)
+            await self._warn(view, EventReason.GIT_FAILED, f"{error}; the cluster is not updated either")
+            return [], None
+        for note in result.notes:
+            await self._warn(view, EventReason.GIT_FAILED, f"not written to git, so not updated: {note}")
+        if result.notes:
+            failures.append(Failure.GIT)
+        sha = None
+        if result.commit is not None:
+            sha = result.commit.sha
+            message = f"committed {sha[:12]} to {result.commit.branch}: " + "; ".join(
+                move.summary for move in result.committed
+            )
+            _log.info("%s: %s", view.release, message)
+            await self._post(view, NORMAL, EventReason.GIT_COMMITTED, message)
+            self.metrics.updated(Target.GIT, len(result.committed))
+        return list(result.in_git), sha
+
+    # --- events ----------------------------------------------------------------------------------------
+
+    async def _warn(self, view: ReleaseView, reason: EventReason, message: str) -> None:
+        """Log and post an Event when the problem is new for this release; while it lasts, log at debug."""
+        if not self._repeats.is_new(view.release, f"{reason}: {message}"):
+            _log.debug("%s: %s (still)", view.release, message)
+            return
+        _log.warning("%s: %s", view.release, message)
+        await self._post(view, WARNING, reason, message)
+
+    async def _post(self, view: ReleaseView, event_type: str, reason: EventReason, message: str) -> None:
+        try:
+            await self.kube.post_event(_object_ref(view), event_type, reason.value, message)
+        except KubeError as error:
+            _log.warning("%s: cannot post Event %s: %s", view.release, reason, error)

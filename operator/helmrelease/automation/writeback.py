@@ -1,0 +1,229 @@
+"""Git write-back: commit the tag moves made in the cluster to the manifests the cluster is synced from.
+
+Only the tag scalars change (``images.manifests`` splices them in place and proves it), and only where the
+file still holds the tag the cluster had: a file whose tag differs from both the old and the new one was
+changed by someone since, and is left to them. The commit names exactly the moves it carries, so a first
+pass over the fresh branch head finds which moves apply before the commit message is written; the
+repository adapter then redoes the edit on a newer head if a push loses a race.
+
+The service writes git before the cluster: a release that is synced from git gets a new tag in the cluster
+only once git holds it too, so a failed push leaves both as they were and the next cycle tries again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from helmrelease.adapters.git import (
+    DEFAULT_AUTHOR,
+    Author,
+    ChangedFile,
+    CommitResult,
+    ImageUpdate,
+    ManifestEdit,
+    commit_message,
+    find_manifests,
+)
+from helmrelease.automation.releases import ReleaseView, TagMove
+from helmrelease.images.manifests import (
+    DEFAULT_NAMESPACE,
+    EditStatus,
+    ManifestError,
+    ReleaseId,
+    UnsafeEditError,
+    read_releases,
+    set_image_tag,
+)
+
+_log = logging.getLogger(__name__)
+
+
+class GitCommitter(Protocol):
+    """The repository operations write-back needs (``adapters.git.GitRepository`` has them)."""
+
+    @property
+    def worktree(self) -> Path: ...
+
+    async def sync(self) -> str: ...
+
+    async def apply_change(
+        self, edit: ManifestEdit, message: str, author: Author = DEFAULT_AUTHOR
+    ) -> CommitResult | None: ...
+
+
+@dataclass(frozen=True)
+class GitWriteback:
+    """Where tag moves are committed, by whom, and for which releases.
+
+    ``path`` limits the search for manifests to a directory of the repository. ``all_releases`` writes back
+    for every automated release; otherwise only for those annotated ``image.helm.fluxcd.io/git-writeback:
+    "true"``. Manifests without ``metadata.namespace`` are taken to declare releases in
+    ``default_namespace``.
+    """
+
+    repository: GitCommitter
+    author: Author = DEFAULT_AUTHOR
+    path: str | None = None
+    all_releases: bool = False
+    default_namespace: str = DEFAULT_NAMESPACE
+
+    def wanted_for(self, view: ReleaseView) -> bool:
+        return self.all_releases or view.git_writeback
+
+
+@dataclass(frozen=True)
+class FileEdit:
+    """One file's new text, the containers moved in it, those already at their new tag, and why other
+    moves were left alone."""
+
+    text: str
+    moved: tuple[str, ...]
+    already: tuple[str, ...]
+    notes: tuple[str, ...]
+
+
+def edit_manifest_text(
+    text: str, release: ReleaseId, moves: Sequence[TagMove], default_namespace: str = DEFAULT_NAMESPACE
+) -> FileEdit:
+    """Apply ``moves`` to the documents of ``text`` that declare ``release``, where they hold the old tag.
+
+    Raises ``ManifestError`` for a file that is not YAML.
+    """
+    moved: list[str] = []
+    already: list[str] = []
+    notes: list[str] = []
+    for move in moves:
+        container = move.target.container
+        entries = [entry for entry in read_releases(text, default_namespace) if entry.release == release]
+        written = {image.ref.tag for entry in entries if (image := entry.detection.find(container))}
+        if not written:
+            continue
+        if written == {move.new_tag}:
+            already.append(container)
+            continue
+        if not written <= {move.old_tag, move.new_tag}:
+            found = ", ".join(sorted(str(tag) for tag in written))
+            notes.append(f"{container}: the manifest has tag {found}, not {move.old_tag}; left as is")
+            continue
+        try:
+            edit = set_image_tag(
+                text,
+                release=release,
+                container=container,
+                tag=move.new_tag,
+                default_namespace=default_namespace,
+            )
+        except UnsafeEditError as error:
+            notes.append(f"{container}: {error}")
+            continue
+        if edit.status is EditStatus.UPDATED:
+            text = edit.text
+            moved.append(container)
+    return FileEdit(text, tuple(moved), tuple(already), tuple(notes))
+
+
+def _read(path: Path) -> str:
+    """Line endings untouched (``newline=""``), so CRLF files stay CRLF."""
+    with path.open(encoding="utf-8", newline="") as stream:
+        return stream.read()
+
+
+@dataclass(frozen=True)
+class TreeEdit:
+    """The files to change in one tree, and what each move met there."""
+
+    files: tuple[ChangedFile, ...]
+    moved: frozenset[str]
+    already: frozenset[str]
+    notes: tuple[str, ...]
+
+
+def edit_tree(
+    root: Path,
+    release: ReleaseId,
+    moves: Sequence[TagMove],
+    *,
+    sub_path: str | None = None,
+    default_namespace: str = DEFAULT_NAMESPACE,
+) -> TreeEdit:
+    """Apply ``moves`` to every manifest under ``root`` (or ``sub_path``) that declares ``release``."""
+    files: list[ChangedFile] = []
+    moved: set[str] = set()
+    already: set[str] = set()
+    notes: list[str] = []
+
+    def mentions(text: str) -> bool:
+        return release.name in text and "HelmRelease" in text
+
+    for path in find_manifests(root, mentions, sub_path):
+        try:
+            edit = edit_manifest_text(_read(root / path), release, moves, default_namespace)
+        except ManifestError as error:
+            _log.debug("%s: not a manifest: %s", path, error)
+            continue
+        notes.extend(f"{path}: {note}" for note in edit.notes)
+        already.update(edit.already)
+        if edit.moved:
+            files.append(ChangedFile(path, edit.text))
+            moved.update(edit.moved)
+    return TreeEdit(tuple(files), frozenset(moved), frozenset(already), tuple(notes))
+
+
+@dataclass(frozen=True)
+class WritebackResult:
+    """The commit (None when it was not needed) and the moves git now holds, by it or before it.
+
+    A move in neither ``committed`` nor ``already`` was left out; ``notes`` say why.
+    """
+
+    commit: CommitResult | None
+    committed: tuple[TagMove, ...]
+    already: tuple[TagMove, ...]
+    notes: tuple[str, ...]
+
+    @property
+    def in_git(self) -> tuple[TagMove, ...]:
+        return self.committed + self.already
+
+
+async def write_back(
+    writeback: GitWriteback, release: ReleaseId, moves: Sequence[TagMove]
+) -> WritebackResult:
+    """Commit and push those of ``moves`` whose manifests hold the old tag; raises ``GitError``."""
+
+    def edit_with(selected: Sequence[TagMove], root: Path) -> TreeEdit:
+        return edit_tree(
+            root, release, selected, sub_path=writeback.path, default_namespace=writeback.default_namespace
+        )
+
+    await writeback.repository.sync()
+    first = await asyncio.to_thread(edit_with, moves, writeback.repository.worktree)
+    applicable = tuple(move for move in moves if move.target.container in first.moved)
+    already = tuple(move for move in moves if move.target.container in first.already - first.moved)
+    notes = first.notes
+    if not applicable and not already and not notes:
+        notes = (f"no manifest under the git path declares {release} with these images",)
+    if not applicable:
+        return WritebackResult(None, (), already, notes)
+    updates = [
+        ImageUpdate(
+            release.namespace,
+            release.name,
+            move.target.container,
+            move.target.image.ref.name,
+            move.old_tag,
+            move.new_tag,
+            move.target.policy_text,
+        )
+        for move in applicable
+    ]
+    commit = await writeback.repository.apply_change(
+        lambda root: edit_with(applicable, root).files, commit_message(updates), writeback.author
+    )
+    # None: by the time of the commit the files held something else; doubt, so the cluster waits a cycle.
+    return WritebackResult(commit, applicable if commit is not None else (), already, notes)

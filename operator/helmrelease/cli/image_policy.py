@@ -1,0 +1,352 @@
+"""``helmrelease image-policy``: the image automation sidecar, a process of its own next to the operator.
+
+Every ``--interval`` seconds it scans the images of automated HelmReleases and moves their tags per the
+``fluxcd.io/tag.*`` policies (see ``helmrelease.automation``). ``--once`` runs one cycle and exits: 0 when
+everything could be decided, 1 when something failed (a registry, a policy, a patch, git), 2 for bad flags.
+
+Registry credentials, most specific first: the Secret a release names in ``image.helm.fluxcd.io/pull-secret``,
+the ``imagePullSecrets`` of its ServiceAccount (``spec.serviceAccountName``, else ``default``), and the
+``--docker-config`` file. The registry flags are shared with ``helmrelease images list`` and ``update``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from prometheus_client import CollectorRegistry
+
+from helmrelease.adapters.git import (
+    DEFAULT_AUTHOR,
+    Author,
+    GitRemote,
+    GitRepository,
+    SshCredentials,
+    checked_relative_path,
+)
+from helmrelease.adapters.kube import KubeClient
+from helmrelease.adapters.registry import (
+    CredentialStore,
+    DockerConfigError,
+    Platform,
+    RegistryConfig,
+    RegistryMetrics,
+)
+from helmrelease.automation import (
+    AutomationMetrics,
+    Endpoints,
+    GitWriteback,
+    ImagePolicyService,
+    ImagePolicySettings,
+    RegistryPool,
+)
+from helmrelease.cli.logs import configure_logging
+
+EXIT_OK = 0
+EXIT_FAILURES = 1
+EXIT_BAD_CONFIG = 2
+DEFAULT_PLATFORM = "linux/amd64"
+
+_log = logging.getLogger(__name__)
+
+
+# --- flags shared with `helmrelease images` ----------------------------------------------------------
+
+
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a TCP port (0 turns the endpoint off)")
+    return value
+
+
+def host_path(text: str) -> tuple[str, Path]:
+    """``HOST=PATH`` (``registry.internal:5000=/etc/ca/internal.pem``)."""
+    host, equals, path = text.partition("=")
+    if not equals or not host.strip() or not path.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST=PATH")
+    return host.strip().lower(), Path(path.strip())
+
+
+def add_registry_arguments(parser: argparse.ArgumentParser) -> None:
+    """How registries are reached: transport, trust, platform and operator-level credentials."""
+    group = parser.add_argument_group("registries")
+    group.add_argument(
+        "--insecure-registry",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="registry host[:port] spoken to over plain http (repeatable)",
+    )
+    group.add_argument(
+        "--registry-ca",
+        action="append",
+        type=host_path,
+        default=[],
+        metavar="HOST=PATH",
+        help="PEM CA bundle trusted for that registry instead of the system's (repeatable)",
+    )
+    group.add_argument(
+        "--docker-config",
+        type=Path,
+        metavar="PATH",
+        help="a mounted .dockerconfigjson with credentials for every release (after their own)",
+    )
+    group.add_argument(
+        "--platform",
+        default=DEFAULT_PLATFORM,
+        help="the image of a multi-platform index whose build time counts (default %(default)s)",
+    )
+    group.add_argument(
+        "--registry-concurrency",
+        type=_positive_int,
+        default=RegistryConfig.concurrency,
+        help="requests in flight per registry (default %(default)s)",
+    )
+    group.add_argument(
+        "--registry-rps",
+        type=float,
+        default=RegistryConfig.requests_per_second,
+        help="requests per second per registry, on average (default %(default)s)",
+    )
+
+
+def add_kubeconfig_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--kubeconfig",
+        type=Path,
+        help="kubeconfig file (default: in-cluster service account, else KUBECONFIG or ~/.kube/config)",
+    )
+
+
+def registry_config(args: argparse.Namespace) -> RegistryConfig:
+    """The registry client's settings from the flags; raises ``ValueError`` or ``OSError`` on bad ones."""
+    ca_bundles = {host: path.read_text(encoding="utf-8") for host, path in args.registry_ca}
+    return RegistryConfig(
+        insecure_hosts=frozenset(args.insecure_registry),
+        ca_bundles=ca_bundles,
+        platform=Platform.parse(args.platform),
+        concurrency=args.registry_concurrency,
+        requests_per_second=args.registry_rps,
+        burst=max(RegistryConfig.burst, args.registry_concurrency),
+    )
+
+
+def operator_credentials(path: Path | None) -> CredentialStore:
+    """The ``--docker-config`` file's credentials; raises ``DockerConfigError`` or ``OSError``."""
+    if path is None:
+        return CredentialStore()
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        raise DockerConfigError(f"{path} is not JSON") from None
+    if not isinstance(config, dict):
+        raise DockerConfigError(f"{path} is not a JSON object")
+    return CredentialStore.from_docker_configs(config)
+
+
+def kube_api_client(kubeconfig: Path | None) -> k8s.ApiClient:
+    """An API client from the given kubeconfig, the pod's service account, or the default kubeconfig.
+
+    Unlike the operator's, it never changes the kubernetes package's global default configuration.
+    """
+    client: k8s.ApiClient
+    if kubeconfig is not None:
+        client = k8s_config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
+    elif "KUBERNETES_SERVICE_HOST" in os.environ:
+        configuration = k8s.Configuration()
+        k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        client = k8s.ApiClient(configuration)
+    else:
+        client = k8s_config.new_client_from_config()  # type: ignore[no-untyped-call]
+    return client
+
+
+# --- image-policy ------------------------------------------------------------------------------------
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "image-policy",
+        help="run the image automation sidecar",
+        description=__doc__.split("\n\n")[1] if __doc__ else None,
+    )
+    parser.add_argument(
+        "--interval",
+        type=_positive_seconds,
+        default=300.0,
+        metavar="SECONDS",
+        help="seconds between the end of one scan and the start of the next (default 300)",
+    )
+    parser.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[],
+        help="scan HelmReleases in this namespace (repeatable); default: all namespaces",
+    )
+    add_registry_arguments(parser)
+    add_kubeconfig_argument(parser)
+    git = parser.add_argument_group("git write-back (off unless --git-url is given)")
+    git.add_argument("--git-url", help="repository holding the HelmRelease manifests")
+    git.add_argument("--git-branch", default="master", help="branch to commit to (default %(default)s)")
+    git.add_argument("--git-path", help="directory of the repository to search for manifests (default: all)")
+    git.add_argument("--git-author", help=f'commit author, "Name <email>" (default "{DEFAULT_AUTHOR}")')
+    git.add_argument("--git-ssh-key", type=Path, help="private key for an SSH repository URL")
+    git.add_argument(
+        "--git-known-hosts",
+        type=Path,
+        help="known_hosts for the SSH remote (without it, the first host key seen is trusted)",
+    )
+    git.add_argument(
+        "--git-writeback-all",
+        action="store_true",
+        help="write back every automated HelmRelease, not only those annotated "
+        'image.helm.fluxcd.io/git-writeback: "true"',
+    )
+    git.add_argument(
+        "--git-default-namespace",
+        default="default",
+        help="namespace of manifests that have none (default %(default)s)",
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "helmrelease-image-policy",
+        help="where the git clone is kept",
+    )
+    parser.add_argument(
+        "--health-port", type=_port, default=8081, help="HTTP /healthz port (default 8081; 0: off)"
+    )
+    parser.add_argument(
+        "--metrics-port", type=_port, default=9090, help="Prometheus /metrics port (default 9090; 0: off)"
+    )
+    parser.add_argument("--log-format", choices=("text", "json"), default="text")
+    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--once", action="store_true", help="run one scan cycle and exit (for CI and tests)")
+    parser.set_defaults(handler=main)
+
+
+def git_writeback(args: argparse.Namespace) -> GitWriteback | None:
+    """The write-back configuration, or None without ``--git-url``; raises ``ValueError`` on bad flags."""
+    if not args.git_url:
+        given = [
+            flag
+            for flag in ("git_path", "git_author", "git_ssh_key", "git_known_hosts")
+            if getattr(args, flag)
+        ]
+        if given or args.git_writeback_all:
+            raise ValueError("the --git-* flags need --git-url")
+        return None
+    credentials = None
+    if args.git_ssh_key is not None:
+        credentials = SshCredentials(
+            args.git_ssh_key,
+            args.git_known_hosts,
+            "yes" if args.git_known_hosts is not None else "accept-new",
+        )
+    remote = GitRemote(args.git_url, args.git_branch, credentials)
+    path = checked_relative_path(args.git_path).as_posix() if args.git_path else None
+    return GitWriteback(
+        GitRepository(remote, args.state_dir / "git"),
+        Author.parse(args.git_author) if args.git_author else DEFAULT_AUTHOR,
+        path,
+        all_releases=args.git_writeback_all,
+        default_namespace=args.git_default_namespace,
+    )
+
+
+@dataclass(frozen=True)
+class _Config:
+    """Everything validated before anything starts."""
+
+    settings: ImagePolicySettings
+    registry: RegistryConfig
+    credentials: CredentialStore
+
+
+def _config(args: argparse.Namespace) -> _Config:
+    settings = ImagePolicySettings(
+        interval=args.interval,
+        namespaces=tuple(dict.fromkeys(args.namespace)),
+        git=git_writeback(args),
+    )
+    return _Config(settings, registry_config(args), operator_credentials(args.docker_config))
+
+
+def main(args: argparse.Namespace) -> int:
+    configure_logging(args.log_format, args.log_level)
+    try:
+        config = _config(args)
+    except (ValueError, OSError) as error:
+        _log.error("helmrelease image-policy: %s", error)
+        return EXIT_BAD_CONFIG
+    return asyncio.run(_run(args, config))
+
+
+async def _run(args: argparse.Namespace, config: _Config) -> int:
+    metrics = CollectorRegistry()
+    pool = RegistryPool(config.registry, RegistryMetrics.create(metrics))
+    api = kube_api_client(args.kubeconfig)
+    service = ImagePolicyService(
+        KubeClient(api),
+        pool,
+        settings=config.settings,
+        metrics=AutomationMetrics.create(metrics),
+        operator_credentials=config.credentials,
+    )
+    try:
+        if args.once:
+            report = await service.run_cycle()
+            for outcome in report.releases:
+                for move in outcome.moves:
+                    print(f"{outcome.release} {move.target.container}: {move.summary}", flush=True)
+            return EXIT_FAILURES if report.failed else EXIT_OK
+        return await _serve(args, service, metrics)
+    finally:
+        await pool.close()
+        api.close()  # type: ignore[no-untyped-call]
+
+
+async def _serve(args: argparse.Namespace, service: ImagePolicyService, metrics: CollectorRegistry) -> int:
+    endpoints = Endpoints(
+        healthy=service.heartbeat.healthy,
+        metrics=metrics,
+        health_port=args.health_port or None,
+        metrics_port=args.metrics_port or None,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await endpoints.start()
+    _log.info("image-policy: scanning every %gs; %s", service.settings.interval, service.settings)
+    try:
+        await service.run(stop)
+    finally:
+        await endpoints.stop()
+    return EXIT_OK
