@@ -25,10 +25,11 @@ from helmrelease.api.status import HelmReleaseStatus
 # Helm's own release-name rule (a DNS-1123 subdomain); Helm checks it only when it is about to install.
 _RELEASE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _UNION_TAGS = frozenset({REPOSITORY_CHART_TAG, GIT_CHART_TAG})
-_REASON_BY_ERROR_TYPE = {UNSUPPORTED_HELM_VERSION_ERROR: Reason.UNSUPPORTED_HELM_VERSION}
 
 
 class ObjectMeta(ApiModel):
+    """The parts of ``metadata`` the operator reads."""
+
     name: str = Field(min_length=1)
     namespace: str = "default"
     generation: int = 0
@@ -38,6 +39,8 @@ class ObjectMeta(ApiModel):
 
 
 class HelmRelease(ApiModel):
+    """A HelmRelease as read from the API: use ``parse_helmrelease`` to get problems as a ``SpecError``."""
+
     metadata: ObjectMeta
     spec: HelmReleaseSpec
     status: HelmReleaseStatus = HelmReleaseStatus()
@@ -122,5 +125,6 @@ def _problem(detail: ErrorDetails) -> SpecProblem:
             path += f"[{part}]"
         elif part not in _UNION_TAGS:
             path += f".{part}" if path else part
-    reason = _REASON_BY_ERROR_TYPE.get(detail["type"], Reason.INVALID_SPEC)
+    unsupported = detail["type"] == UNSUPPORTED_HELM_VERSION_ERROR
+    reason = Reason.UNSUPPORTED_HELM_VERSION if unsupported else Reason.INVALID_SPEC
     return SpecProblem(path or "(object)", detail["msg"], reason)
