@@ -16,18 +16,24 @@ SH = shutil.which("sh") or "/bin/sh"
 ENV = {"PATH": os.environ["PATH"]}
 
 
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+def live_members(pgid: int) -> list[int]:
+    """Running processes of a process group, from /proc (zombies are dead: they only wait for a reaper)."""
+    members = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rpartition(")")[2].split()
+        except OSError:  # exited while we looked
+            continue
+        state, group = fields[0], int(fields[2])
+        if group == pgid and state != "Z":
+            members.append(int(stat_file.parent.name))
+    return members
 
 
 async def group_gone(pgid: int) -> bool:
-    """Whether the process group is gone within a second: a killed grandchild is reaped by init, not by us."""
+    """Whether no process of the group is running within a second (SIGKILL takes effect asynchronously)."""
     for _ in range(50):
-        if not group_alive(pgid):
+        if not live_members(pgid):
             return True
         await asyncio.sleep(0.02)
     return False
