@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 from tests.support import charts as charts_mod
 from tests.support import cluster as cluster_mod
@@ -81,11 +81,15 @@ def crd_installed(api_client: k8s.ApiClient, kubeconfig: Path) -> None:
     from tests.support.kubectl import kubectl
 
     kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", str(CRD_PATH))
-    kubectl(kubeconfig, "wait", "--for=condition=Established", "--timeout=60s", "crd/helmreleases.helm.fluxcd.io")
+    kubectl(
+        kubeconfig, "wait", "--for=condition=Established", "--timeout=60s", "crd/helmreleases.helm.fluxcd.io"
+    )
 
 
 @pytest.fixture
-def namespace(core: k8s.CoreV1Api, custom: k8s.CustomObjectsApi, request: pytest.FixtureRequest) -> Iterator[str]:
+def namespace(
+    core: k8s.CoreV1Api, custom: k8s.CustomObjectsApi, request: pytest.FixtureRequest
+) -> Iterator[str]:
     """A fresh namespace per test (with the `default` ServiceAccount a controller-manager would have made).
 
     Teardown strips finalizers left on HelmReleases (a test may stop the operator before it finishes) and finalizes
@@ -93,21 +97,30 @@ def namespace(core: k8s.CoreV1Api, custom: k8s.CustomObjectsApi, request: pytest
     """
     base = request.node.name.lower().replace("_", "-")
     name = "".join(c for c in base if c.isalnum() or c == "-")[:40].strip("-") + "-" + uuid.uuid4().hex[:6]
-    core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name, labels={"helmrelease-test": "1"})))
-    core.create_namespaced_service_account(name, k8s.V1ServiceAccount(metadata=k8s.V1ObjectMeta(name="default")))
+    core.create_namespace(
+        k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name, labels={"helmrelease-test": "1"}))
+    )
+    core.create_namespaced_service_account(
+        name, k8s.V1ServiceAccount(metadata=k8s.V1ObjectMeta(name="default"))
+    )
     yield name
     with contextlib.suppress(ApiException):
         releases = custom.list_namespaced_custom_object("helm.fluxcd.io", "v1", name, "helmreleases")
         for item in releases.get("items", []):
             if item["metadata"].get("finalizers"):
                 custom.patch_namespaced_custom_object(
-                    "helm.fluxcd.io", "v1", name, "helmreleases", item["metadata"]["name"],
+                    "helm.fluxcd.io",
+                    "v1",
+                    name,
+                    "helmreleases",
+                    item["metadata"]["name"],
                     [{"op": "remove", "path": "/metadata/finalizers"}],
                 )
     with contextlib.suppress(ApiException):
         core.delete_namespace(name)
         core.replace_namespace_finalize(
-            name, k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name), spec=k8s.V1NamespaceSpec(finalizers=[]))
+            name,
+            k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name), spec=k8s.V1NamespaceSpec(finalizers=[])),
         )
 
 
@@ -115,7 +128,9 @@ def namespace(core: k8s.CoreV1Api, custom: k8s.CustomObjectsApi, request: pytest
 def helm_home(workdir: Path) -> Path:
     home = workdir / "helm"
     os.environ.update(
-        HELM_CACHE_HOME=str(home / "cache"), HELM_CONFIG_HOME=str(home / "config"), HELM_DATA_HOME=str(home / "data")
+        HELM_CACHE_HOME=str(home / "cache"),
+        HELM_CONFIG_HOME=str(home / "config"),
+        HELM_DATA_HOME=str(home / "data"),
     )
     return home
 

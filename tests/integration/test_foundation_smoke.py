@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+
 import pytest
 from kubernetes import client as k8s
-from kubernetes.client.rest import ApiException
-
+from kubernetes.client.exceptions import ApiException
 from tests.support.charts import ChartRepository
 from tests.support.helmtool import Helm
 from tests.support.registry import ImagePusher, Registry, utc
@@ -40,7 +40,9 @@ def test_rbac_is_enforced(api_client: k8s.ApiClient, core: k8s.CoreV1Api, namesp
         k8s.V1SubjectAccessReview(
             spec=k8s.V1SubjectAccessReviewSpec(
                 user=f"system:serviceaccount:{namespace}:default",
-                resource_attributes=k8s.V1ResourceAttributes(namespace=namespace, verb="list", resource="secrets"),
+                resource_attributes=k8s.V1ResourceAttributes(
+                    namespace=namespace, verb="list", resource="secrets"
+                ),
             )
         )
     )
@@ -70,10 +72,13 @@ def test_helm_installs_a_chart_into_the_control_plane(
     assert listed["chart"] == "app-0.2.0"
 
 
-def test_chart_with_crds_installs_its_crd(helm: Helm, chart_repo: ChartRepository, namespace: str,
-                                         custom: k8s.CustomObjectsApi) -> None:
+def test_chart_with_crds_installs_its_crd(
+    helm: Helm, chart_repo: ChartRepository, namespace: str, custom: k8s.CustomObjectsApi
+) -> None:
     helm.run("install", "widgets", "withcrd", "--repo", chart_repo.url, "--namespace", namespace)
-    widget = custom.get_namespaced_custom_object("test.helmrelease.dev", "v1", namespace, "widgets", "widgets")
+    widget = custom.get_namespaced_custom_object(
+        "test.helmrelease.dev", "v1", namespace, "widgets", "widgets"
+    )
     assert widget["spec"]["size"] == 3
 
 
@@ -104,7 +109,9 @@ def test_authenticated_registry_refuses_anonymous_and_accepts_credentials(auth_r
     assert authed.tags("private/app") == ["1.0.0"]
 
 
-def test_helm3_is_available_for_compatibility(helm3: Helm, chart_repo: ChartRepository, namespace: str) -> None:
+def test_helm3_is_available_for_compatibility(
+    helm3: Helm, chart_repo: ChartRepository, namespace: str
+) -> None:
     assert helm3.version().startswith("v3.")
     helm3.run("install", "smoke3", "app", "--repo", chart_repo.url, "--namespace", namespace)
     assert helm3.json("status", "smoke3", "--namespace", namespace)["info"]["status"] == "deployed"
@@ -114,4 +121,3 @@ def test_namespace_fixture_is_isolated(namespace: str, core: k8s.CoreV1Api) -> N
     assert core.read_namespace(namespace).metadata.labels["helmrelease-test"] == "1"
     with pytest.raises(ApiException):
         core.read_namespaced_config_map("nothing-here", namespace)
-

@@ -103,8 +103,16 @@ def push_oci_charts(helm: Helm, registry: Registry, packages: Path, namespace: s
     """Push every packaged chart in `packages` to `oci://<registry>/<namespace>`; returns that base URL."""
     base = f"oci://{registry.host}/{namespace}"
     if registry.auth:
-        helm.run("registry", "login", registry.host, "--username", registry.auth[0], "--password", registry.auth[1],
-                 "--plain-http")
+        helm.run(
+            "registry",
+            "login",
+            registry.host,
+            "--username",
+            registry.auth[0],
+            "--password",
+            registry.auth[1],
+            "--plain-http",
+        )
     for tgz in sorted(packages.glob("*.tgz")):
         helm.run("push", str(tgz), base, "--plain-http")
     return base

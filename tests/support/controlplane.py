@@ -34,7 +34,9 @@ class ControlPlane:
 
     def get(self, path: str) -> str:
         """A raw authenticated GET (readiness checks, debugging)."""
-        with urllib.request.urlopen(f"{self.server}{path}", context=self.ssl_context(), timeout=5) as response:  # noqa: S310
+        with urllib.request.urlopen(
+            f"{self.server}{path}", context=self.ssl_context(), timeout=5
+        ) as response:
             body: bytes = response.read()
             return body.decode()
 

@@ -11,7 +11,6 @@ import argparse
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -43,7 +42,9 @@ def render_examples(chart_repo_url: str, oci_base: str, registry_host: str) -> s
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--exit-after", type=float, default=0, help="stop after N seconds (0: run until Ctrl-C)")
+    parser.add_argument(
+        "--exit-after", type=float, default=0, help="stop after N seconds (0: run until Ctrl-C)"
+    )
     args = parser.parse_args(argv)
 
     shutil.rmtree(DEMO_DIR, ignore_errors=True)
@@ -55,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         plane = controlplane.start(DEMO_DIR / "controlplane")
         stack += [plane.apiserver, plane.etcd]
         print(f"    control plane ready in {plane.started_in:.1f}s at {plane.server}")
-        env = dict(os.environ, KUBECONFIG=str(plane.kubeconfig), PATH=f"{BIN_DIR}:{os.environ.get('PATH', '')}")
+        env = dict(
+            os.environ, KUBECONFIG=str(plane.kubeconfig), PATH=f"{BIN_DIR}:{os.environ.get('PATH', '')}"
+        )
         os.environ.update(env)
 
         _say("starting the OCI registry and the chart repository")
@@ -77,14 +80,26 @@ def main(argv: list[str] | None = None) -> int:
         kubectl(plane.kubeconfig, "wait", "--for=condition=Established", "crd/helmreleases.helm.fluxcd.io")
 
         helmrelease = str(Path(sys.executable).with_name("helmrelease"))
-        operator_env = dict(env, HELM_CACHE_HOME=str(DEMO_DIR / "helm" / "cache"),
-                            HELM_CONFIG_HOME=str(DEMO_DIR / "helm" / "config"),
-                            HELM_DATA_HOME=str(DEMO_DIR / "helm" / "data"))
+        operator_env = dict(
+            env,
+            HELM_CACHE_HOME=str(DEMO_DIR / "helm" / "cache"),
+            HELM_CONFIG_HOME=str(DEMO_DIR / "helm" / "config"),
+            HELM_DATA_HOME=str(DEMO_DIR / "helm" / "data"),
+        )
         _say("running the operator and the image-policy sidecar")
         operator = Process(
             "operator",
-            [helmrelease, "run", "--all-namespaces", "--resync-interval", "60", "--helm", str(BIN_DIR / "helm"),
-             "--insecure-registry", reg.host],
+            [
+                helmrelease,
+                "run",
+                "--all-namespaces",
+                "--resync-interval",
+                "60",
+                "--helm",
+                str(BIN_DIR / "helm"),
+                "--insecure-registry",
+                reg.host,
+            ],
             DEMO_DIR / "operator.log",
             env=operator_env,
         ).start()

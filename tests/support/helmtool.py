@@ -40,7 +40,12 @@ class Helm:
 
     def run(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [self.executable, *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=False
+            [self.executable, *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
         if check and result.returncode != 0:
             raise AssertionError(f"helm {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")

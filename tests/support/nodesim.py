@@ -18,7 +18,7 @@ import threading
 
 from kubernetes import client as k8s
 from kubernetes import watch
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 _EXIT = re.compile(r"exit\s+(\d+)")
 READY_AFTER = "test.helmrelease.dev/ready-after-seconds"
@@ -96,10 +96,20 @@ class NodeSimulator:
             "readyReplicas": replicas,
             "availableReplicas": replicas,
             "conditions": [
-                {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable",
-                 "lastUpdateTime": now, "lastTransitionTime": now},
-                {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable",
-                 "lastUpdateTime": now, "lastTransitionTime": now},
+                {
+                    "type": "Available",
+                    "status": "True",
+                    "reason": "MinimumReplicasAvailable",
+                    "lastUpdateTime": now,
+                    "lastTransitionTime": now,
+                },
+                {
+                    "type": "Progressing",
+                    "status": "True",
+                    "reason": "NewReplicaSetAvailable",
+                    "lastUpdateTime": now,
+                    "lastTransitionTime": now,
+                },
             ],
         }
         with contextlib.suppress(ApiException):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes import client as k8s
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 from tests.support.procs import Process, binary, tail
 
@@ -39,11 +39,18 @@ class Operator:
         self.workdir = workdir
         self.log_path = workdir / f"operator-{int(time.time() * 1000)}.log"
         args = [
-            sys.executable, "-m", "helmrelease", "run",
-            "--helm", binary(helm),
-            "--state-dir", str(workdir / "state"),
-            "--resync-interval", str(resync_interval),
-            "--log-level", "DEBUG" if os.environ.get("HELMRELEASE_TEST_DEBUG") else "INFO",
+            sys.executable,
+            "-m",
+            "helmrelease",
+            "run",
+            "--helm",
+            binary(helm),
+            "--state-dir",
+            str(workdir / "state"),
+            "--resync-interval",
+            str(resync_interval),
+            "--log-level",
+            "DEBUG" if os.environ.get("HELMRELEASE_TEST_DEBUG") else "INFO",
             *[arg for ns in namespaces for arg in ("--namespace", ns)],
             *extra_args,
         ]
@@ -121,7 +128,9 @@ def wait_for_hr(
                 return hr
         time.sleep(0.3)
     log = operator.tail() if operator else ""
-    raise AssertionError(f"HelmRelease {namespace}/{name} never reached {what}; status: {hr.get('status')}\n{log}")
+    raise AssertionError(
+        f"HelmRelease {namespace}/{name} never reached {what}; status: {hr.get('status')}\n{log}"
+    )
 
 
 def ready(hr: Mapping[str, Any]) -> bool:

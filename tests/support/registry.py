@@ -48,7 +48,9 @@ class Registry:
         """The `.dockerconfigjson` a kubernetes.io/dockerconfigjson Secret holds for this registry."""
         assert self.username and self.password
         token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
-        return json.dumps({"auths": {self.host: {"username": self.username, "password": self.password, "auth": token}}})
+        return json.dumps(
+            {"auths": {self.host: {"username": self.username, "password": self.password, "auth": token}}}
+        )
 
     def stop(self) -> None:
         self.process.stop()
@@ -84,7 +86,9 @@ http:
   secret: helmrelease-test-only
 {auth}"""
     )
-    process = Process("registry", [binary("registry"), "serve", str(config)], workdir / "registry.log").start()
+    process = Process(
+        "registry", [binary("registry"), "serve", str(config)], workdir / "registry.log"
+    ).start()
     registry = Registry(f"127.0.0.1:{port}", process, username, password)
     process.wait_until(
         lambda: requests.get(f"{registry.url}/v2/", timeout=2).status_code in (200, 401), 30, "serving /v2/"
@@ -171,7 +175,9 @@ class ImagePusher:
         entries = []
         for os_, arch in platforms:
             manifest = self._image_manifest(repository, created, os_, arch, tag)
-            digest = self._manifest(repository, "sha256:" + hashlib.sha256(manifest).hexdigest(), manifest, OCI_MANIFEST)
+            digest = self._manifest(
+                repository, "sha256:" + hashlib.sha256(manifest).hexdigest(), manifest, OCI_MANIFEST
+            )
             entries.append(
                 {
                     "mediaType": OCI_MANIFEST,
@@ -180,7 +186,9 @@ class ImagePusher:
                     "platform": {"os": os_, "architecture": arch},
                 }
             )
-        index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}, sort_keys=True).encode()
+        index = json.dumps(
+            {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}, sort_keys=True
+        ).encode()
         return self._manifest(repository, tag, index, OCI_INDEX)
 
     def tags(self, repository: str) -> list[str]:

@@ -18,7 +18,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from kubernetes import client as k8s
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
@@ -134,13 +134,20 @@ class KubeClient:
     # --- values sources and credentials -------------------------------------------------------------------------
 
     async def config_map_data(self, namespace: str, name: str) -> dict[str, str]:
-        cm = await self._call(f"ConfigMap {namespace}/{name}", self.core.read_namespaced_config_map, name, namespace)
+        cm = await self._call(
+            f"ConfigMap {namespace}/{name}", self.core.read_namespaced_config_map, name, namespace
+        )
         return dict(cm.data or {})
 
     async def secret_data(self, namespace: str, name: str) -> dict[str, str]:
         """Decoded Secret data. Callers must never log or report the values."""
-        secret = await self._call(f"Secret {namespace}/{name}", self.core.read_namespaced_secret, name, namespace)
-        return {key: base64.b64decode(value).decode("utf-8", "replace") for key, value in (secret.data or {}).items()}
+        secret = await self._call(
+            f"Secret {namespace}/{name}", self.core.read_namespaced_secret, name, namespace
+        )
+        return {
+            key: base64.b64decode(value).decode("utf-8", "replace")
+            for key, value in (secret.data or {}).items()
+        }
 
     async def namespace_exists(self, namespace: str) -> bool:
         try:
@@ -158,7 +165,7 @@ class KubeClient:
     # --- HelmRelease objects --------------------------------------------------------------------------------------
 
     async def get_helmrelease(self, namespace: str, name: str) -> dict[str, Any]:
-        obj: dict[str, Any] = await self._call(
+        obj: Any = await self._call(
             f"HelmRelease {namespace}/{name}",
             self.custom.get_namespaced_custom_object,
             GROUP,
@@ -167,9 +174,10 @@ class KubeClient:
             PLURAL,
             name,
         )
-        return obj
+        return dict(obj)
 
     async def list_helmreleases(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        result: Any
         if namespace:
             result = await self._call(
                 f"HelmReleases in {namespace}",
@@ -198,7 +206,9 @@ class KubeClient:
             {"status": dict(status)},
         )
 
-    async def json_patch_helmrelease(self, namespace: str, name: str, operations: list[dict[str, Any]]) -> None:
+    async def json_patch_helmrelease(
+        self, namespace: str, name: str, operations: list[dict[str, Any]]
+    ) -> None:
         """Apply a JSON patch; a failed `test` op raises `Conflict` so the caller can re-read and re-decide."""
         await self._call(
             f"HelmRelease {namespace}/{name}",
@@ -219,7 +229,11 @@ class KubeClient:
         event = k8s.CoreV1Event(
             metadata=k8s.V1ObjectMeta(name=f"{ref.name}.{uuid.uuid4().hex[:12]}", namespace=ref.namespace),
             involved_object=k8s.V1ObjectReference(
-                api_version=ref.api_version, kind=ref.kind, namespace=ref.namespace, name=ref.name, uid=ref.uid or None
+                api_version=ref.api_version,
+                kind=ref.kind,
+                namespace=ref.namespace,
+                name=ref.name,
+                uid=ref.uid or None,
             ),
             type=event_type,
             reason=reason,
@@ -231,8 +245,12 @@ class KubeClient:
             last_timestamp=now,
             count=1,
         )
-        await self._call(f"Event for {ref.kind} {ref.namespace}/{ref.name}", self.core.create_namespaced_event,
-                         ref.namespace, event)
+        await self._call(
+            f"Event for {ref.kind} {ref.namespace}/{ref.name}",
+            self.core.create_namespaced_event,
+            ref.namespace,
+            event,
+        )
 
     # --- Helm's own release storage -------------------------------------------------------------------------------
 
@@ -245,7 +263,8 @@ class KubeClient:
             )
         except NotFound:
             return None
-        decoded = await asyncio.to_thread(decode_release, (secret.data or {}).get("release", ""))
+        encoded = str((secret.data or {}).get("release", ""))
+        decoded = await asyncio.to_thread(decode_release, encoded)
         chart_meta = (decoded.get("chart") or {}).get("metadata") or {}
         return StoredRelease(
             name=release,
@@ -255,7 +274,7 @@ class KubeClient:
             chart_name=str(chart_meta.get("name", "")),
             chart_version=str(chart_meta.get("version", "")),
             manifest=str(decoded.get("manifest", "")),
-            labels=dict(secret.metadata.labels or {}),
+            labels=dict((secret.metadata.labels if secret.metadata else None) or {}),
         )
 
     # --- arbitrary objects (drift detection, ownership annotations) -------------------------------------------
@@ -265,7 +284,9 @@ class KubeClient:
             self._dynamic = await asyncio.to_thread(DynamicClient, self.api_client)
         return self._dynamic
 
-    async def get_object(self, api_version: str, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+    async def get_object(
+        self, api_version: str, kind: str, namespace: str | None, name: str
+    ) -> dict[str, Any] | None:
         """The live object, or None if it (or its kind) does not exist."""
         dynamic = await self._dynamic_client()
         try:
@@ -286,7 +307,9 @@ class KubeClient:
         body = {"metadata": {"annotations": dict(annotations)}}
         for ref in objects:
             try:
-                resource = await asyncio.to_thread(dynamic.resources.get, api_version=ref.api_version, kind=ref.kind)
+                resource = await asyncio.to_thread(
+                    dynamic.resources.get, api_version=ref.api_version, kind=ref.kind
+                )
             except ResourceNotFoundError:
                 continue
             ns = ref.namespace if resource.namespaced else None

@@ -148,3 +148,5 @@ class Reason(StrEnum):
     INVALID_RELEASE_NAME = "InvalidReleaseName"
     UNSUPPORTED_HELM_VERSION = "UnsupportedHelmVersion"
     VALUES_ERROR = "ValuesError"
+    # Problems with the cluster the HelmRelease points at.
+    TARGET_NAMESPACE_NOT_FOUND = "TargetNamespaceNotFound"

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from helmrelease import __version__
-from helmrelease.cli import images
+from helmrelease.cli import image_policy, images, run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"helmrelease {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (images,):
+    for module in (run, images, image_policy):
         module.register(subparsers)
     return parser
 

@@ -36,7 +36,9 @@ def owner_labels(namespace: str, name: str) -> dict[str, str]:
     return {OWNER_NAMESPACE_LABEL: namespace, OWNER_NAME_LABEL: name}
 
 
-def release_index_entry(namespace: str, labels: Mapping[str, str]) -> dict[tuple[str, str], IndexedRelease] | None:
+def release_index_entry(
+    namespace: str, labels: Mapping[str, str]
+) -> dict[tuple[str, str], IndexedRelease] | None:
     """Index a storage Secret under (namespace, release name); None for Secrets that are not release storage."""
     name, version = labels.get("name"), labels.get("version", "")
     if not name or not version.isdigit():

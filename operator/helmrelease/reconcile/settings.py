@@ -22,6 +22,8 @@ class OperatorSettings:
     default_git_ref: str = "master"
     #: Private key for git charts over SSH (an operator-level Secret mounted as a file).
     git_ssh_key: Path | None = None
+    #: Transports git charts may use; `file` would let a tenant read repositories on the operator's disk.
+    git_protocols: tuple[str, ...] = ("https", "ssh")
     #: Registries (host[:port]) reached over plain HTTP for OCI charts.
     insecure_registries: tuple[str, ...] = ()
     #: Multi-tenancy: every HelmRelease must name a ServiceAccount to impersonate, and may not target another

@@ -21,5 +21,10 @@ def _secret_value(release: dict[str, object], *, compress: bool = True) -> str:
 
 @pytest.mark.parametrize("compress", [True, False], ids=["gzip", "plain"])
 def test_decode_release(compress: bool) -> None:
-    release = {"name": "web", "version": 4, "info": {"status": "deployed"}, "manifest": "---\nkind: ConfigMap\n"}
+    release = {
+        "name": "web",
+        "version": 4,
+        "info": {"status": "deployed"},
+        "manifest": "---\nkind: ConfigMap\n",
+    }
     assert decode_release(_secret_value(release, compress=compress)) == release

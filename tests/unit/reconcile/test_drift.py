@@ -75,7 +75,12 @@ def _live(kind: str, **changes: Any) -> dict[str, Any]:
 
     body = copy.deepcopy(dict(_objects()[kind].body))
     body.setdefault("metadata", {}).update(
-        {"resourceVersion": "42", "uid": "u", "creationTimestamp": "2026-01-01T00:00:00Z", "managedFields": []}
+        {
+            "resourceVersion": "42",
+            "uid": "u",
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+            "managedFields": [],
+        }
     )
     body["metadata"].setdefault("annotations", {})["helm.fluxcd.io/antecedent"] = "apps:helmrelease/web"
     body["status"] = {"observed": True}
@@ -121,7 +126,9 @@ _DELETE = object()
             (".spec.template.spec.containers",),
             id="containers-removed",
         ),
-        pytest.param("Deployment", {"metadata__labels": {"app": "x"}}, (".metadata.labels.app",), id="label-edited"),
+        pytest.param(
+            "Deployment", {"metadata__labels": {"app": "x"}}, (".metadata.labels.app",), id="label-edited"
+        ),
         pytest.param("Service", {"spec__ports__0__port": "80"}, None, id="int-or-string-port"),
     ],
 )
@@ -137,7 +144,9 @@ def test_missing_object_is_drift() -> None:
     assert drift.describe() == "ConfigMap apps/web is missing"
 
 
-@pytest.mark.parametrize("annotation", ["helm.fluxcd.io/driftDetection", "helm.toolkit.fluxcd.io/driftDetection"])
+@pytest.mark.parametrize(
+    "annotation", ["helm.fluxcd.io/driftDetection", "helm.toolkit.fluxcd.io/driftDetection"]
+)
 def test_opt_out_annotation(annotation: str) -> None:
     live = _live("ConfigMap", data__message="edited")
     live["metadata"]["annotations"][annotation] = "disabled"

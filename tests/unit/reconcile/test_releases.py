@@ -22,15 +22,24 @@ from helmrelease.reconcile.releases import (
             id="plain-helm",
         ),
         pytest.param(
-            {"owner": "helm", "name": "web", "version": "1", "status": "failed", **owner_labels("team", "web")},
+            {
+                "owner": "helm",
+                "name": "web",
+                "version": "1",
+                "status": "failed",
+                **owner_labels("team", "web"),
+            },
             {("apps", "web"): IndexedRelease(1, "failed", "team", "web")},
             id="ours",
         ),
         pytest.param({"owner": "helm", "name": "web"}, None, id="no-version"),
         pytest.param({"owner": "helm", "version": "2"}, None, id="no-name"),
         pytest.param({"owner": "helm", "name": "web", "version": "v2"}, None, id="version-not-a-number"),
-        pytest.param({"owner": "helm", "name": "web", "version": "2"}, {("apps", "web"): IndexedRelease(2, "unknown")},
-                     id="no-status"),
+        pytest.param(
+            {"owner": "helm", "name": "web", "version": "2"},
+            {("apps", "web"): IndexedRelease(2, "unknown")},
+            id="no-status",
+        ),
     ],
 )
 def test_release_index_entry(labels: dict[str, str], expected: object) -> None:
@@ -38,7 +47,11 @@ def test_release_index_entry(labels: dict[str, str], expected: object) -> None:
 
 
 def test_latest_is_the_highest_revision() -> None:
-    revisions = [IndexedRelease(1, "superseded"), IndexedRelease(3, "pending-upgrade"), IndexedRelease(2, "superseded")]
+    revisions = [
+        IndexedRelease(1, "superseded"),
+        IndexedRelease(3, "pending-upgrade"),
+        IndexedRelease(2, "superseded"),
+    ]
     assert latest(revisions) == IndexedRelease(3, "pending-upgrade")
     assert latest([]) is None
 

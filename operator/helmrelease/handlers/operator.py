@@ -1,0 +1,163 @@
+"""kopf wiring of the reconciler: parse the trigger, call the reconcile core, map its errors to kopf's. Nothing else.
+
+Handlers are registered on a registry built by `build_registry`, not on kopf's global one, so tests and the CLI get
+a fresh set each time. Dependencies (helm, the Kubernetes client, the chart fetcher) come from `memo`.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+from kopf._core.intents.registries import SmartOperatorRegistry
+
+from helmrelease.reconcile.errors import ReconcileError
+from helmrelease.reconcile.releases import IndexedRelease, ReleaseIndexView, release_index_entry
+from helmrelease.reconcile.service import Reconciler, sources_of
+from helmrelease.reconcile.settings import OperatorSettings
+
+GROUP, VERSION, PLURAL = "helm.fluxcd.io", "v1", "helmreleases"
+FINALIZER = "helm.fluxcd.io/finalizer"
+ANNOTATIONS_PREFIX = "helmrelease.helm.fluxcd.io"
+
+
+def _map(error: ReconcileError) -> kopf.TemporaryError | kopf.PermanentError:
+    """The one place reconcile outcomes become kopf's retry semantics."""
+    if error.temporary:
+        return kopf.TemporaryError(str(error), delay=error.retry_after)
+    return kopf.PermanentError(str(error))
+
+
+def build_registry(operator_settings: OperatorSettings, dependencies: Any) -> kopf.OperatorRegistry:
+    """All handlers, bound to `settings`; `dependencies` is an async factory of the `Reconciler` (see cli.run)."""
+    # The "smart" registry carries kopf's fallback login handlers (kubeconfig or in-cluster service account).
+    registry: kopf.OperatorRegistry = SmartOperatorRegistry()
+    settings = operator_settings
+    jitter = settings.resync_interval * 0.1
+
+    @kopf.on.startup(id="configure", registry=registry)
+    async def configure(memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
+        settings_: kopf.OperatorSettings = kwargs["settings"]
+        settings_.persistence.finalizer = FINALIZER
+        settings_.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATIONS_PREFIX)
+        settings_.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix=ANNOTATIONS_PREFIX, key="last-handled-configuration"
+        )
+        # Watches that stall silently are kopf's best-known pitfall: bound both sides.
+        settings_.watching.server_timeout = 300
+        settings_.watching.client_timeout = 330
+        settings_.watching.connect_timeout = 30
+        settings_.batching.worker_limit = max(settings.workers * 4, 16)
+        # Our own Events say what happened; kopf would add one per handler run (every resync) at INFO.
+        settings_.posting.level = logging.WARNING
+        memo.reconciler = await dependencies(operator_settings)
+        logger.info("helmrelease operator ready: %s", memo.reconciler.describe())
+
+    @kopf.on.cleanup(id="close", registry=registry)
+    async def close(memo: kopf.Memo, **_: Any) -> None:
+        reconciler: Reconciler | None = getattr(memo, "reconciler", None)
+        if reconciler is not None:
+            await reconciler.close()
+
+    # Helm's own release storage, indexed from the watch stream: observing hundreds of releases costs no helm process
+    # and no API call per resync.
+    @kopf.index("", "v1", "secrets", labels={"owner": "helm"}, id="helm_releases", registry=registry)
+    async def helm_releases(
+        namespace: str | None, labels: Mapping[str, str], **_: Any
+    ) -> dict[tuple[str, str], IndexedRelease] | None:
+        return release_index_entry(namespace or "", labels)
+
+    # Which HelmReleases read which ConfigMaps and Secrets, so a change there reconciles exactly those.
+    @kopf.index(GROUP, VERSION, PLURAL, id="values_sources", registry=registry)
+    async def values_sources(
+        namespace: str | None, name: str, spec: Mapping[str, Any], **_: Any
+    ) -> dict[tuple[str, str, str], tuple[str, str]]:
+        return {source: (namespace or "", name) for source in sources_of(namespace or "", spec)}
+
+    async def _reconcile(
+        memo: kopf.Memo, body: kopf.Body, helm_releases: kopf.Index[Any, Any], *, check_drift: bool
+    ) -> None:
+        reconciler: Reconciler = memo.reconciler
+        try:
+            await reconciler.reconcile(body, ReleaseIndexView(helm_releases), check_drift=check_drift)
+        except ReconcileError as error:
+            raise _map(error) from None
+
+    @kopf.on.resume(GROUP, VERSION, PLURAL, id="reconcile", registry=registry)
+    @kopf.on.create(GROUP, VERSION, PLURAL, id="reconcile", registry=registry)
+    @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", id="reconcile", registry=registry)
+    async def reconcile(memo: kopf.Memo, body: kopf.Body, **kwargs: Any) -> None:
+        await _reconcile(memo, body, kwargs["helm_releases"], check_drift=False)
+
+    @kopf.timer(
+        GROUP,
+        VERSION,
+        PLURAL,
+        interval=settings.resync_interval,
+        initial_delay=settings.resync_interval + random.uniform(-jitter, jitter),  # noqa: S311 - jitter, not crypto
+        idle=settings.resync_interval / 2,
+        id="resync",
+        registry=registry,
+    )
+    async def resync(memo: kopf.Memo, body: kopf.Body, **kwargs: Any) -> None:
+        await _reconcile(memo, body, kwargs["helm_releases"], check_drift=settings.drift_detection)
+
+    @kopf.on.delete(GROUP, VERSION, PLURAL, id="uninstall", registry=registry)
+    async def uninstall(memo: kopf.Memo, body: kopf.Body, **kwargs: Any) -> None:
+        reconciler: Reconciler = memo.reconciler
+        try:
+            await reconciler.finalize(body, ReleaseIndexView(kwargs["helm_releases"]))
+        except ReconcileError as error:
+            raise _map(error) from None
+
+    async def _source_changed(
+        kind: str,
+        namespace: str | None,
+        name: str | None,
+        memo: kopf.Memo,
+        values_sources: kopf.Index[Any, Any],
+        helm_releases: kopf.Index[Any, Any],
+        logger: kopf.Logger,
+    ) -> None:
+        if not namespace or not name or (namespace, kind, name) not in values_sources:
+            return
+        reconciler: Reconciler = memo.reconciler
+        for hr_namespace, hr_name in set(values_sources[(namespace, kind, name)]):
+            logger.info(
+                "%s %s/%s changed: reconciling HelmRelease %s/%s",
+                kind,
+                namespace,
+                name,
+                hr_namespace,
+                hr_name,
+            )
+            try:
+                await reconciler.reconcile_by_name(hr_namespace, hr_name, ReleaseIndexView(helm_releases))
+            except ReconcileError as error:
+                logger.warning("HelmRelease %s/%s: %s", hr_namespace, hr_name, error)
+
+    @kopf.on.event("", "v1", "configmaps", id="config_map_changed", registry=registry)
+    async def config_map_changed(
+        type: str, namespace: str | None, name: str, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any
+    ) -> None:
+        if type in ("MODIFIED", "ADDED", "DELETED"):
+            await _source_changed(
+                "ConfigMap", namespace, name, memo, kwargs["values_sources"], kwargs["helm_releases"], logger
+            )
+
+    @kopf.on.event("", "v1", "secrets", id="secret_changed", registry=registry)
+    async def secret_changed(
+        type: str, namespace: str | None, name: str, labels: Mapping[str, str], memo: kopf.Memo,
+        logger: kopf.Logger, **kwargs: Any,
+    ) -> None:
+        if labels.get("owner") == "helm":
+            return  # Helm's own storage: the helm_releases index reads those
+        if type in ("MODIFIED", "ADDED", "DELETED"):
+            await _source_changed(
+                "Secret", namespace, name, memo, kwargs["values_sources"], kwargs["helm_releases"], logger
+            )
+
+    return registry

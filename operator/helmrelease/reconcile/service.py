@@ -1,0 +1,826 @@
+"""The reconcile pass: observe, ask `plan.next_action`, act through the adapters, record, repeat.
+
+Decisions live in `plan` and `conditions` (pure); this module only gathers their inputs (chart, values, the release
+as Helm stores it, drift) and carries out the one action they choose. One pass never runs the same action twice,
+never runs two Helm operations on one release at once, and runs at most `settings.workers` Helm operations overall.
+Every outcome reaches the user as a status condition and an Event before any error is raised to the handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, NoReturn
+
+import aiohttp
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from helmrelease.adapters import helm as helm_adapter
+from helmrelease.adapters import charts as chart_sources
+from helmrelease.adapters.charts import ChartFetcher, FetchedChart
+from helmrelease.adapters.git import HttpsCredentials, SshCredentials
+from helmrelease.adapters.kube import KubeClient, KubeError, NotFound, ObjectRef
+from helmrelease.api.constants import API_VERSION, KIND, Action, HelmStatus, Reason
+from helmrelease.api.errors import SpecError
+from helmrelease.api.ownership import ANTECEDENT_ANNOTATION, Ownership, ownership_of
+from helmrelease.api.resource import HelmRelease, parse_helmrelease
+from helmrelease.api.spec import (
+    ChartFileSelector,
+    ConfigMapKeySelector,
+    ExternalSourceSelector,
+    GitChartSource,
+    SecretKeySelector,
+)
+from helmrelease.api.status import HelmReleaseStatus
+from helmrelease.reconcile import conditions
+from helmrelease.reconcile.digest import ChartIdentity, release_digest
+from helmrelease.reconcile.drift import Drift, find_drift, parse_manifest
+from helmrelease.reconcile.errors import ReconcileError
+from helmrelease.reconcile.plan import Desired, ObservedRelease, Plan, Recorded, next_action
+from helmrelease.reconcile.releases import IndexedRelease, ReleaseView, owner_labels
+from helmrelease.reconcile.settings import OperatorSettings
+from helmrelease.reconcile.values import ValuesError, ValuesLayer, compose_values
+
+log = logging.getLogger(__name__)
+
+#: Actions in one pass, at most: e.g. unlock → upgrade → test → rollback → upgrade (retry) → test.
+MAX_STEPS: Final = 8
+#: Retry delays (seconds) for problems that can clear by themselves.
+RETRY_SOON: Final = 30.0
+RETRY_LATER: Final = 120.0
+
+_HELM_STATUSES = {status.value: status for status in HelmStatus}
+
+
+def sources_of(namespace: str, spec: Mapping[str, Any]) -> set[tuple[str, str, str]]:
+    """(namespace, kind, name) of every ConfigMap and Secret a HelmRelease spec reads values from.
+
+    Works on the raw spec, since the index must not fail on an object that does not parse.
+    """
+    found: set[tuple[str, str, str]] = set()
+    for secret in spec.get("valueFileSecrets") or []:
+        if isinstance(secret, Mapping) and secret.get("name"):
+            found.add((namespace, "Secret", str(secret["name"])))
+    for item in spec.get("valuesFrom") or []:
+        if not isinstance(item, Mapping):
+            continue
+        for key, kind in (("configMapKeyRef", "ConfigMap"), ("secretKeyRef", "Secret")):
+            ref = item.get(key)
+            if isinstance(ref, Mapping) and ref.get("name"):
+                found.add((str(ref.get("namespace") or namespace), kind, str(ref["name"])))
+    return found
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _observed(entry: IndexedRelease, ownership: Ownership, owner: str | None) -> ObservedRelease:
+    return ObservedRelease(
+        revision=entry.revision,
+        status=_HELM_STATUSES.get(entry.status, HelmStatus.UNKNOWN),
+        ownership=ownership,
+        owner=owner,
+    )
+
+
+@dataclass
+class _Report:
+    """Where a pass reports to: the object, the status being built and the status last written."""
+
+    ref: ObjectRef
+    status: HelmReleaseStatus
+    written: HelmReleaseStatus
+
+
+@dataclass
+class _Pass(_Report):
+    """The state one reconcile pass carries between steps."""
+
+    hr: HelmRelease
+    #: What the last action of this pass left, until the watch-fed index catches up with it.
+    after_action: ObservedRelease | None = None
+
+
+class Reconciler:
+    """Runs reconcile passes for HelmReleases. One instance per operator, shared by every handler via memo."""
+
+    def __init__(
+        self,
+        *,
+        kube: KubeClient,
+        helm: helm_adapter.HelmCommand,
+        charts: ChartFetcher,
+        http: aiohttp.ClientSession,
+        settings: OperatorSettings,
+        clock: Callable[[], dt.datetime] = _now,
+    ) -> None:
+        self.kube = kube
+        self.helm = helm
+        self.charts = charts
+        self.http = http
+        self.settings = settings
+        self.clock = clock
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._workers = asyncio.Semaphore(settings.workers)
+        self._yaml = YAML(typ="safe", pure=True)
+
+    def describe(self) -> str:
+        scope = ", ".join(self.settings.namespaces) or "all namespaces"
+        return f"helm v{int(self.helm.major)} at {self.helm.settings.executable}, watching {scope}"
+
+    async def close(self) -> None:
+        await self.http.close()
+
+    # --- entry points -------------------------------------------------------------------------------------------
+
+    async def reconcile(
+        self, body: Mapping[str, Any], releases: ReleaseView, *, check_drift: bool = False
+    ) -> None:
+        """Bring the release to the state the HelmRelease declares; raise ReconcileError when it is not there."""
+        current = await self._start(body)
+        if current.hr.deleting:
+            return
+        async with self._release_lock(current.hr):
+            await self._run_pass(current, releases, check_drift=check_drift, deleting=False)
+
+    async def reconcile_by_name(self, namespace: str, name: str, releases: ReleaseView) -> None:
+        """Reconcile after something it depends on changed (a values ConfigMap or Secret)."""
+        try:
+            body = await self.kube.get_helmrelease(namespace, name)
+        except NotFound:
+            return
+        except KubeError as error:
+            raise ReconcileError("ApiError", str(error), temporary=True, retry_after=RETRY_SOON) from error
+        await self.reconcile(body, releases)
+
+    async def finalize(self, body: Mapping[str, Any], releases: ReleaseView) -> None:
+        """The HelmRelease is being deleted: uninstall its release if, and only if, it is ours."""
+        try:
+            hr = parse_helmrelease(body)
+        except SpecError:
+            # Nothing valid was ever installed from an object that does not parse, so nothing of ours exists.
+            log.info("HelmRelease %s is invalid; nothing to uninstall", _name(body))
+            return
+        current = _Pass(_ref(body), hr.status, hr.status, hr)
+        async with self._release_lock(hr):
+            plan = next_action(
+                self._desired(hr, digest="", chart_revision=""),
+                await self._observe(current, releases),
+                Recorded.from_status(hr.status),
+                deleting=True,
+            )
+            if plan.action is not Action.UNINSTALL:
+                await self._event(current, "Normal", plan.reason, plan.message)
+                return
+            helm = self._helm_for(hr)
+            try:
+                async with self._workers:
+                    await helm.uninstall(hr.release_name, hr.target_namespace, timeout_seconds=hr.spec.timeout)
+            except helm_adapter.HelmError as error:
+                await self._event(current, "Warning", Reason.UNINSTALL_FAILED, str(error))
+                raise ReconcileError(Reason.UNINSTALL_FAILED, str(error), temporary=True) from error
+            await self._event(current, "Normal", Reason.UNINSTALLED, f"Uninstalled release {hr.release_name}")
+
+    # --- one pass -----------------------------------------------------------------------------------------------
+
+    async def _start(self, body: Mapping[str, Any]) -> _Pass:
+        """Parse the object; an invalid one is reported once and not retried until it changes."""
+        ref = _ref(body)
+        previous = _status_of(body)
+        try:
+            hr = parse_helmrelease(body)
+        except SpecError as error:
+            await self._problem(
+                _Report(ref, previous, previous),
+                error.reason,
+                f"Invalid HelmRelease: {error}",
+                generation=_generation(body),
+                temporary=False,
+            )
+        current = _Pass(ref, hr.status, hr.status, hr)
+        tenancy = self._tenancy_problem(hr)
+        if tenancy:
+            await self._problem(
+                current, Reason.INVALID_SPEC, tenancy, generation=hr.metadata.generation, temporary=False
+            )
+        return current
+
+    async def _run_pass(
+        self, current: _Pass, releases: ReleaseView, *, check_drift: bool, deleting: bool
+    ) -> None:
+        hr = current.hr
+        if not await self._target_namespace_exists(current):
+            return
+        chart = await self._fetch_chart(current)
+        values = await self._values(current, chart)
+        identity = (
+            ChartIdentity.of_git(hr.spec.chart, chart.revision)
+            if isinstance(hr.spec.chart, GitChartSource)
+            else ChartIdentity.of_repository(hr.spec.chart, chart.source_digest)
+        )
+        try:
+            digest = release_digest(hr, identity, values)
+        except ValuesError as error:
+            await self._problem(current, Reason.VALUES_ERROR, str(error), generation=None, temporary=False)
+        desired = self._desired(hr, digest=digest, chart_revision=chart.revision)
+
+        done: set[Action] = set()
+        for _ in range(MAX_STEPS):
+            observed = await self._observe(current, releases)
+            drifted = False
+            if (
+                check_drift
+                and not done
+                and observed is not None
+                and self._may_check_drift(current, desired, observed)
+            ):
+                drifted = await self._check_drift(current, observed)
+            plan = next_action(
+                desired, observed, Recorded.from_status(current.status), drifted=drifted, deleting=deleting
+            )
+            if not plan.action.runs_helm:
+                await self._settle(current, desired, plan, observed)
+                return
+            if plan.action in done:
+                # Never the same action twice in one pass: the next pass (a retry or the resync) decides again.
+                await self._write(current)
+                raise ReconcileError(plan.reason, plan.message, temporary=True, retry_after=RETRY_SOON)
+            done.add(plan.action)
+            await self._act(current, desired, plan, chart, values, observed)
+        await self._write(current)
+
+    async def _settle(
+        self, current: _Pass, desired: Desired, plan: Plan, observed: ObservedRelease | None
+    ) -> None:
+        before = current.status
+        current.status = conditions.status_after_decision(
+            current.status, desired, plan, observed, self.clock()
+        )
+        if plan.action is Action.REFUSE or (plan.action is Action.WAIT_RETRY and plan.settled):
+            if _conditions_changed(before, current.status):
+                await self._event(current, "Warning", plan.reason, plan.message)
+        await self._write(current)
+        if plan.action is Action.WAIT_RETRY and not plan.settled:
+            raise ReconcileError(plan.reason, plan.message, temporary=True, retry_after=RETRY_SOON)
+
+    # --- inputs -------------------------------------------------------------------------------------------------
+
+    def _desired(self, hr: HelmRelease, *, digest: str, chart_revision: str) -> Desired:
+        return Desired.of(
+            hr, digest=digest, chart_revision=chart_revision, adopt_unmarked=self.settings.adopt_unmarked
+        )
+
+    def _tenancy_problem(self, hr: HelmRelease) -> str | None:
+        if not self.settings.require_service_account:
+            return None
+        if not hr.spec.service_account_name:
+            return (
+                "spec.serviceAccountName is required by this operator (multi-tenancy): name a ServiceAccount of "
+                f"namespace {hr.metadata.namespace} for Helm to act as"
+            )
+        if hr.target_namespace != hr.metadata.namespace:
+            return (
+                f"spec.targetNamespace {hr.target_namespace!r} is not allowed: with multi-tenancy a HelmRelease "
+                f"installs into its own namespace ({hr.metadata.namespace})"
+            )
+        return None
+
+    async def _target_namespace_exists(self, current: _Pass) -> bool:
+        namespace = current.hr.target_namespace
+        try:
+            exists = await self.kube.namespace_exists(namespace)
+        except KubeError as error:
+            raise ReconcileError("ApiError", str(error), temporary=True, retry_after=RETRY_SOON) from error
+        if not exists:
+            await self._problem(
+                current,
+                Reason.TARGET_NAMESPACE_NOT_FOUND,
+                f"Target namespace {namespace!r} does not exist; create it or fix spec.targetNamespace",
+                generation=None,
+                temporary=True,
+            )
+        return exists
+
+    async def _fetch_chart(self, current: _Pass) -> FetchedChart:
+        hr = current.hr
+        try:
+            source = await self._chart_source(hr)
+            chart = await self.charts.fetch(source)
+        except (helm_adapter.HelmError, KubeError) as error:
+            message = str(error)
+            current.status = conditions.status_after_chart_fetch(
+                current.status, chart=_chart_label(hr), error=message, now=self.clock()
+            )
+            await self._event(current, "Warning", Reason.CHART_FETCH_FAILED, message)
+            await self._write(current)
+            raise ReconcileError(
+                Reason.CHART_FETCH_FAILED, message, temporary=True, retry_after=RETRY_LATER
+            ) from error
+        current.status = conditions.status_after_chart_fetch(
+            current.status, chart=_chart_label(hr), error=None, now=self.clock()
+        )
+        return chart
+
+    async def _chart_source(self, hr: HelmRelease) -> chart_sources.ChartSource:
+        """The fetcher's view of spec.chart, with credentials read from the referenced Secret."""
+        chart = hr.spec.chart
+        if isinstance(chart, GitChartSource):
+            credentials: HttpsCredentials | SshCredentials | None = None
+            if chart.secret_ref is not None:
+                data = await self.kube.secret_data(hr.metadata.namespace, chart.secret_ref.name)
+                credentials = HttpsCredentials(data.get("username", ""), data.get("password", ""))
+            elif self.settings.git_ssh_key is not None and not chart.url.startswith(("https://", "http://")):
+                credentials = SshCredentials(self.settings.git_ssh_key)
+            return chart_sources.GitChart(
+                url=chart.url,
+                ref=chart.ref_or(self.settings.default_git_ref),
+                path=chart.path,
+                credentials=credentials,
+                skip_dependency_update=chart.skip_dep_update,
+            )
+        auth: HttpsCredentials | None = None
+        ca_file: Path | None = None
+        if chart.chart_pull_secret is not None:
+            data = await self.kube.secret_data(hr.metadata.namespace, chart.chart_pull_secret.name)
+            if data.get("username") or data.get("password"):
+                auth = HttpsCredentials(data.get("username", ""), data.get("password", ""))
+            ca = data.get("ca.crt") or data.get("caFile")
+            if ca:
+                ca_file = await asyncio.to_thread(self._private_ca_file, ca)
+        if chart.is_oci:
+            return chart_sources.OCIChart(chart.oci_reference, chart.version, auth=auth, ca_file=ca_file)
+        return chart_sources.RepositoryChart(chart.repository, chart.name, chart.version, auth=auth, ca_file=ca_file)
+
+    def _private_ca_file(self, pem: str) -> Path:
+        """A CA bundle from a chartPullSecret, as the file helm wants, keyed by content (written once)."""
+        directory = self.settings.state_dir / "ca"
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = directory / f"{hashlib.sha256(pem.encode()).hexdigest()[:16]}.pem"
+        if not path.exists():
+            path.write_text(pem)
+            path.chmod(0o600)
+        return path
+
+    async def _values(self, current: _Pass, chart: FetchedChart) -> dict[str, Any]:
+        """valueFileSecrets, valuesFrom in order, then spec.values. Secret contents never reach logs or status."""
+        hr = current.hr
+        layers: list[ValuesLayer] = []
+        for source in hr.spec.values_sources:
+            try:
+                text = await self._read_source(hr, source, chart.path)
+            except _MissingSource as missing:
+                if source.optional:
+                    continue
+                await self._problem(
+                    current, Reason.VALUES_ERROR, str(missing), generation=None, temporary=True
+                )
+            if text is None:
+                continue
+            try:
+                layers.append(ValuesLayer(source.label, self._yaml.load(text)))
+            except YAMLError as error:
+                problem = getattr(error, "problem", None) or "not valid YAML"
+                await self._problem(
+                    current,
+                    Reason.VALUES_ERROR,
+                    f"{source.label}: {problem}",
+                    generation=None,
+                    temporary=True,
+                )
+        try:
+            return compose_values(layers, hr.spec.values)
+        except ValuesError as error:
+            await self._problem(current, Reason.VALUES_ERROR, str(error), generation=None, temporary=True)
+            raise
+
+    async def _read_source(self, hr: HelmRelease, source: Any, chart_path: Path) -> str | None:
+        match source:
+            case ConfigMapKeySelector() | SecretKeySelector():
+                namespace = source.namespace or hr.metadata.namespace
+                reader = (
+                    self.kube.config_map_data
+                    if isinstance(source, ConfigMapKeySelector)
+                    else self.kube.secret_data
+                )
+                try:
+                    data = await reader(namespace, source.name)
+                except NotFound:
+                    raise _MissingSource(f"{source.label} in namespace {namespace} does not exist") from None
+                except KubeError as error:
+                    raise _MissingSource(f"{source.label}: {error}") from None
+                if source.key not in data:
+                    raise _MissingSource(f"{source.label} in namespace {namespace} has no key {source.key!r}")
+                return data[source.key]
+            case ExternalSourceSelector():
+                try:
+                    async with self.http.get(source.url, timeout=aiohttp.ClientTimeout(total=30)) as response:
+                        if response.status != 200:
+                            raise _MissingSource(f"{source.label} answered HTTP {response.status}")
+                        return await response.text()
+                except (aiohttp.ClientError, TimeoutError) as error:
+                    raise _MissingSource(f"{source.label} could not be read: {error}") from None
+            case ChartFileSelector():
+                root = chart_path.resolve()
+                path = (root / source.path).resolve()
+                if not path.is_relative_to(root):
+                    raise _MissingSource(f"{source.label} is outside the chart")
+                if not path.is_file():
+                    raise _MissingSource(f"{source.label} does not exist in the chart")
+                return await asyncio.to_thread(path.read_text)
+        raise AssertionError(f"unknown values source {source!r}")
+
+    async def _observe(self, current: _Pass, releases: ReleaseView) -> ObservedRelease | None:
+        """The release as Helm stores it, from the watch-fed index; no helm process, no API call when ours."""
+        hr = current.hr
+        entry = releases.latest(hr.target_namespace, hr.release_name)
+        after = current.after_action
+        if after is not None and (entry is None or entry.revision < after.revision):
+            return after  # the index has not seen our last action yet
+        if entry is None:
+            return after if after is not None and after.status is not HelmStatus.UNINSTALLED else None
+        if entry.owner is not None:
+            ours = (entry.owner_namespace, entry.owner_name) == (hr.metadata.namespace, hr.metadata.name)
+            owner = f"{entry.owner_namespace}:helmrelease/{entry.owner_name}"
+            return _observed(entry, Ownership.OURS if ours else Ownership.OTHER, owner)
+        # No owner labels: installed by hand, by another tool, or by the Flux v1 Helm Operator, which marked the
+        # release's resources with the antecedent annotation. Look at them (rare: once, before adoption).
+        antecedent = await self._antecedent(hr, entry.revision)
+        ownership = ownership_of(antecedent, namespace=hr.metadata.namespace, name=hr.metadata.name)
+        return _observed(entry, ownership, antecedent)
+
+    async def _antecedent(self, hr: HelmRelease, revision: int) -> str | None:
+        stored = await self.kube.stored_release(hr.target_namespace, hr.release_name, revision)
+        if stored is None:
+            return None
+        for obj in parse_manifest(stored.manifest, hr.target_namespace)[:5]:
+            live = await self.kube.get_object(obj.api_version, obj.kind, obj.namespace, obj.name)
+            annotations = ((live or {}).get("metadata") or {}).get("annotations") or {}
+            if annotations.get(ANTECEDENT_ANNOTATION):
+                return str(annotations[ANTECEDENT_ANNOTATION])
+        return None
+
+    def _may_check_drift(self, current: _Pass, desired: Desired, observed: ObservedRelease) -> bool:
+        recorded = current.status
+        return (
+            observed.ownership is Ownership.OURS
+            and observed.status is HelmStatus.DEPLOYED
+            and recorded.last_applied_digest == desired.digest
+            and recorded.helm_revision == observed.revision
+        )
+
+    async def _check_drift(self, current: _Pass, observed: ObservedRelease) -> bool:
+        hr = current.hr
+        try:
+            stored = await self.kube.stored_release(hr.target_namespace, hr.release_name, observed.revision)
+            if stored is None:
+                return False
+            drifts: list[Drift] = []
+            for obj in parse_manifest(stored.manifest, hr.target_namespace):
+                live = await self.kube.get_object(obj.api_version, obj.kind, obj.namespace, obj.name)
+                drift = find_drift(obj, live)
+                if drift is not None:
+                    drifts.append(drift)
+        except KubeError as error:
+            log.warning("drift check of %s/%s failed: %s", hr.target_namespace, hr.release_name, error)
+            return False
+        current.status = current.status.model_copy(update={"last_drift_check": self.clock()})
+        if drifts:
+            summary = "; ".join(drift.describe() for drift in drifts[:5])
+            more = f" (and {len(drifts) - 5} more)" if len(drifts) > 5 else ""
+            await self._event(
+                current,
+                "Warning",
+                Reason.DRIFT_DETECTED,
+                f"Drift in release {hr.release_name}: {summary}{more}; correcting it",
+            )
+        return bool(drifts)
+
+    # --- actions ------------------------------------------------------------------------------------------------
+
+    async def _act(
+        self,
+        current: _Pass,
+        desired: Desired,
+        plan: Plan,
+        chart: FetchedChart,
+        values: Mapping[str, Any],
+        observed: ObservedRelease | None,
+    ) -> None:
+        hr = current.hr
+        action = plan.action
+        current.status = conditions.status_before_action(current.status, desired, action, self.clock())
+        await self._write(current)
+        log.info(
+            "%s/%s: %s (%s) %s", hr.metadata.namespace, hr.metadata.name, action, plan.reason, plan.message
+        )
+        helm = self._helm_for(hr)
+        async with self._workers:
+            outcome = await self._run_helm(helm, hr, action, chart, values, observed)
+        if outcome.helm_revision is not None and outcome.release_status is not None:
+            current.after_action = ObservedRelease(
+                outcome.helm_revision, outcome.release_status, Ownership.OURS
+            )
+        elif action in (Action.UNLOCK, Action.UNINSTALL) and outcome.succeeded:
+            current.after_action = ObservedRelease(0, HelmStatus.UNINSTALLED, Ownership.OURS)
+        recorded_action = Action.UPGRADE if action is Action.ADOPT else action
+        current.status = conditions.status_after_action(
+            current.status, desired, recorded_action, outcome, self.clock()
+        )
+        await self._write(current)
+        if outcome.succeeded:
+            if action in (Action.INSTALL, Action.UPGRADE, Action.ADOPT):
+                await self._mark_resources(hr)
+            await self._event(current, "Normal", _success_reason(action), _success_message(hr, action, chart))
+        else:
+            await self._event(
+                current,
+                "Warning",
+                _failure_reason(action),
+                f"{_failure_reason(action)}: {conditions.trim_message(outcome.error, 900)}",
+            )
+
+    async def _run_helm(
+        self,
+        helm: helm_adapter.HelmCommand,
+        hr: HelmRelease,
+        action: Action,
+        chart: FetchedChart,
+        values: Mapping[str, Any],
+        observed: ObservedRelease | None,
+    ) -> conditions.Outcome:
+        name, namespace, spec = hr.release_name, hr.target_namespace, hr.spec
+        try:
+            match action:
+                case Action.INSTALL | Action.UPGRADE | Action.ADOPT:
+                    options = helm_adapter.DeployOptions(
+                        timeout=spec.timeout,
+                        wait=spec.wait_enabled,
+                        force=spec.force_upgrade and action is not Action.INSTALL,
+                        skip_crds=spec.skip_crds,
+                        disable_openapi_validation=spec.disable_openapi_validation,
+                        reset_values=not spec.reuse_values,
+                        max_history=spec.max_history,
+                        description=f"{action.value} by HelmRelease {hr.metadata.namespace}/{hr.metadata.name}",
+                        force_conflicts=True,
+                        labels=owner_labels(hr.metadata.namespace, hr.metadata.name),
+                    )
+                    deploy = (
+                        helm_adapter.DeployAction.INSTALL
+                        if action is Action.INSTALL
+                        else helm_adapter.DeployAction.UPGRADE
+                    )
+                    release = await helm.upgrade_install(
+                        name, namespace, chart.path, values, options, action=deploy
+                    )
+                    return conditions.Outcome(
+                        True, helm_revision=release.revision, release_status=_helm_status(release.status)
+                    )
+                case Action.TEST:
+                    run = await helm.test(name, namespace, timeout_seconds=spec.test.timeout)
+                    if spec.test.cleanup:
+                        await self._cleanup_test_pods(namespace, run.hooks)
+                    state = await self._status_after(helm, hr)
+                    return conditions.Outcome(
+                        run.passed, error=run.detail, helm_revision=state[0], release_status=state[1]
+                    )
+                case Action.ROLLBACK:
+                    await helm.rollback(
+                        name,
+                        namespace,
+                        helm_adapter.RollbackOptions(
+                            timeout=spec.rollback.timeout,
+                            force=spec.rollback.force,
+                            recreate=spec.rollback.recreate,
+                            disable_hooks=spec.rollback.disable_hooks,
+                            wait=spec.rollback.wait,
+                            max_history=spec.max_history,
+                        ),
+                    )
+                    state = await self._status_after(helm, hr)
+                    return conditions.Outcome(True, helm_revision=state[0], release_status=state[1])
+                case Action.UNLOCK:
+                    return await self._unlock(helm, hr, observed)
+                case Action.UNINSTALL:
+                    await helm.uninstall(name, namespace, timeout_seconds=spec.timeout)
+                    return conditions.Outcome(True)
+        except helm_adapter.HelmError as error:
+            state = await self._status_after(helm, hr)
+            return conditions.Outcome(
+                False, error=str(error), helm_revision=state[0], release_status=state[1]
+            )
+        raise AssertionError(f"{action} is not a helm action")
+
+    async def _unlock(
+        self, helm: helm_adapter.HelmCommand, hr: HelmRelease, observed: ObservedRelease | None
+    ) -> conditions.Outcome:
+        """Recover a release left pending-* by a process that died (pyhelm3's recovery, in our loop).
+
+        pending-install has nothing to go back to: uninstall it (the next step installs afresh). pending-upgrade and
+        pending-rollback go back to the previous revision, which Helm keeps.
+        """
+        name, namespace = hr.release_name, hr.target_namespace
+        status = observed.status if observed else HelmStatus.UNKNOWN
+        if status in (HelmStatus.PENDING_INSTALL, HelmStatus.UNINSTALLING) or (
+            observed and observed.revision <= 1
+        ):
+            await helm.uninstall(name, namespace, timeout_seconds=hr.spec.timeout)
+            return conditions.Outcome(True, release_status=HelmStatus.UNINSTALLED)
+        await helm.rollback(
+            name,
+            namespace,
+            helm_adapter.RollbackOptions(timeout=hr.spec.timeout, max_history=hr.spec.max_history),
+        )
+        revision, release_status = await self._status_after(helm, hr)
+        return conditions.Outcome(True, helm_revision=revision, release_status=release_status)
+
+    async def _status_after(
+        self, helm: helm_adapter.HelmCommand, hr: HelmRelease
+    ) -> tuple[int | None, HelmStatus | None]:
+        """Where the release stands after an action, from helm itself (failures are rare; accuracy matters)."""
+        try:
+            release = await helm.status(hr.release_name, hr.target_namespace)
+        except helm_adapter.ReleaseNotFound:
+            return None, None
+        except helm_adapter.HelmError as error:
+            log.warning("helm status %s/%s failed: %s", hr.target_namespace, hr.release_name, error)
+            return None, None
+        return release.revision, _helm_status(release.status)
+
+    async def _cleanup_test_pods(self, namespace: str, hooks: Any) -> None:
+        for hook in hooks:
+            if hook.kind == "Pod":
+                with contextlib.suppress(KubeError):
+                    await self.kube.delete_pod(namespace, hook.name)
+
+    async def _mark_resources(self, hr: HelmRelease) -> None:
+        """Annotate the release's resources with the antecedent, as Flux v1 did (its users' tooling reads it)."""
+        try:
+            latest = await self.helm.status(hr.release_name, hr.target_namespace)
+            stored = await self.kube.stored_release(hr.target_namespace, hr.release_name, latest.revision)
+            if stored is None:
+                return
+            refs = [
+                ObjectRef(o.api_version, o.kind, o.namespace or hr.target_namespace, o.name)
+                for o in parse_manifest(stored.manifest, hr.target_namespace)
+            ]
+            await self.kube.annotate(refs, {ANTECEDENT_ANNOTATION: hr.antecedent})
+        except (KubeError, helm_adapter.HelmError) as error:
+            log.warning(
+                "could not annotate resources of %s/%s: %s", hr.target_namespace, hr.release_name, error
+            )
+
+    def _helm_for(self, hr: HelmRelease) -> helm_adapter.HelmCommand:
+        account = hr.spec.service_account_name
+        return self.helm.impersonating(hr.metadata.namespace, account) if account else self.helm
+
+    # --- reporting ----------------------------------------------------------------------------------------------
+
+    async def _problem(
+        self, current: _Report, reason: Reason, message: str, *, generation: int | None, temporary: bool
+    ) -> NoReturn:
+        """Report a problem that stops the pass before Helm runs, then raise it to the handler."""
+        current.status = conditions.status_after_problem(
+            current.status, reason=reason, message=message, generation=generation, now=self.clock()
+        )
+        await self._event(current, "Warning", reason, message)
+        await self._write(current)
+        raise ReconcileError(reason, message, temporary=temporary, retry_after=RETRY_LATER)
+
+    async def _write(self, current: _Report) -> None:
+        if current.status == current.written:
+            return
+        try:
+            await self.kube.patch_helmrelease_status(
+                current.ref.namespace, current.ref.name, current.status.as_patch()
+            )
+        except NotFound:
+            return  # deleted meanwhile
+        except KubeError as error:
+            raise ReconcileError(
+                "ApiError", f"writing status failed: {error}", temporary=True, retry_after=RETRY_SOON
+            ) from error
+        current.written = current.status
+
+    async def _event(self, current: _Report, event_type: str, reason: str, message: str) -> None:
+        log.log(
+            logging.WARNING if event_type == "Warning" else logging.INFO,
+            "%s/%s %s: %s",
+            current.ref.namespace,
+            current.ref.name,
+            reason,
+            message,
+        )
+        try:
+            await self.kube.post_event(current.ref, event_type, str(reason), message)
+        except KubeError as error:
+            log.warning(
+                "could not post Event %s for %s/%s: %s",
+                reason,
+                current.ref.namespace,
+                current.ref.name,
+                error,
+            )
+
+    @contextlib.asynccontextmanager
+    async def _release_lock(self, hr: HelmRelease) -> AsyncIterator[None]:
+        key = (hr.target_namespace, hr.release_name)
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            yield
+
+
+def _conditions_changed(before: HelmReleaseStatus, after: HelmReleaseStatus) -> bool:
+    """Whether a condition says something new: a repeated decision is not worth another Event."""
+
+    def said(status: HelmReleaseStatus) -> set[tuple[str, str, str, str]]:
+        return {(c.type, c.status, c.reason, c.message) for c in status.conditions}
+
+    return said(before) != said(after)
+
+
+class _MissingSource(Exception):
+    """A values source could not be read."""
+
+
+def _helm_status(text: str) -> HelmStatus:
+    return _HELM_STATUSES.get(text, HelmStatus.UNKNOWN)
+
+
+def _success_reason(action: Action) -> Reason:
+    return {
+        Action.INSTALL: Reason.INSTALL_SUCCEEDED,
+        Action.UPGRADE: Reason.UPGRADE_SUCCEEDED,
+        Action.ADOPT: Reason.ADOPTED,
+        Action.TEST: Reason.TEST_SUCCEEDED,
+        Action.ROLLBACK: Reason.ROLLBACK_SUCCEEDED,
+        Action.UNLOCK: Reason.UNLOCKED,
+        Action.UNINSTALL: Reason.UNINSTALLED,
+    }[action]
+
+
+def _failure_reason(action: Action) -> Reason:
+    return {
+        Action.INSTALL: Reason.INSTALL_FAILED,
+        Action.UPGRADE: Reason.UPGRADE_FAILED,
+        Action.ADOPT: Reason.ADOPT_FAILED,
+        Action.TEST: Reason.TEST_FAILED,
+        Action.ROLLBACK: Reason.ROLLBACK_FAILED,
+        Action.UNLOCK: Reason.UNLOCK_FAILED,
+        Action.UNINSTALL: Reason.UNINSTALL_FAILED,
+    }[action]
+
+
+def _success_message(hr: HelmRelease, action: Action, chart: FetchedChart) -> str:
+    name = f"{hr.target_namespace}/{hr.release_name}"
+    return {
+        Action.INSTALL: f"Installed release {name} from chart {chart.name} {chart.revision}",
+        Action.UPGRADE: f"Upgraded release {name} to chart {chart.name} {chart.revision}",
+        Action.ADOPT: f"Adopted release {name} and upgraded it to chart {chart.name} {chart.revision}",
+        Action.TEST: f"Tests of release {name} passed",
+        Action.ROLLBACK: f"Rolled back release {name} to its previous revision",
+        Action.UNLOCK: f"Recovered release {name} from a pending state left by an interrupted operation",
+        Action.UNINSTALL: f"Uninstalled release {name}",
+    }[action]
+
+
+def _chart_label(hr: HelmRelease) -> str:
+    chart = hr.spec.chart
+    if isinstance(chart, GitChartSource):
+        return f"{chart.path} from {chart.url}"
+    return f"{chart.name} {chart.version} from {chart.repository}"
+
+
+def _ref(body: Mapping[str, Any]) -> ObjectRef:
+    metadata = body.get("metadata") or {}
+    return ObjectRef(
+        API_VERSION,
+        KIND,
+        str(metadata.get("namespace", "")),
+        str(metadata.get("name", "")),
+        str(metadata.get("uid", "")),
+    )
+
+
+def _name(body: Mapping[str, Any]) -> str:
+    ref = _ref(body)
+    return f"{ref.namespace}/{ref.name}"
+
+
+def _generation(body: Mapping[str, Any]) -> int | None:
+    generation = (body.get("metadata") or {}).get("generation")
+    return int(generation) if isinstance(generation, int) else None
+
+
+def _status_of(body: Mapping[str, Any]) -> HelmReleaseStatus:
+    try:
+        return HelmReleaseStatus.model_validate(body.get("status") or {})
+    except ValueError:
+        return HelmReleaseStatus()

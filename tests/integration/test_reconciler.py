@@ -1,0 +1,533 @@
+"""The reconciler end to end: the real operator process, kube-apiserver, helm (v4 and v3) and chart repository."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+from tests.support.charts import ChartRepository
+from tests.support.helmtool import Helm
+from tests.support.operator import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    Operator,
+    condition,
+    events_for,
+    get_hr,
+    helmrelease,
+    ready,
+    wait_for_hr,
+)
+
+pytestmark = pytest.mark.usefixtures("crd_installed", "node_simulator")
+
+StartOperator = Callable[..., Operator]
+
+
+@pytest.fixture
+def start_operator(workdir: Path, kubeconfig: Path, namespace: str) -> Iterator[StartOperator]:
+    """Start operators watching the test's namespace; all are stopped at teardown."""
+    started: list[Operator] = []
+
+    def start(
+        *extra_args: str,
+        helm: str = "helm",
+        resync_interval: float = 300,
+        namespaces: list[str] | None = None,
+    ) -> Operator:
+        operator = Operator(
+            workdir / namespace,
+            kubeconfig,
+            namespaces or [namespace],
+            helm=helm,
+            resync_interval=resync_interval,
+            extra_args=extra_args,
+        ).start()
+        started.append(operator)
+        return operator
+
+    yield start
+    for operator in started:
+        operator.stop()
+
+
+@pytest.fixture
+def app_chart(chart_repo: ChartRepository) -> dict[str, str]:
+    return {"repository": chart_repo.url, "name": "app", "version": "0.1.0"}
+
+
+def create(custom: k8s.CustomObjectsApi, namespace: str, body: dict[str, Any]) -> None:
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+
+
+def patch(custom: k8s.CustomObjectsApi, namespace: str, name: str, spec: dict[str, Any]) -> None:
+    custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, {"spec": spec})
+
+
+def history(helm: Helm, namespace: str, release: str) -> list[dict[str, Any]]:
+    entries: list[dict[str, Any]] = helm.json("history", release, "--namespace", namespace)
+    return entries
+
+
+def config_map(core: k8s.CoreV1Api, namespace: str, name: str) -> dict[str, str]:
+    return dict(core.read_namespaced_config_map(name, namespace).data or {})
+
+
+def generation_ready(generation: int) -> Callable[[dict[str, Any]], bool]:
+    return lambda hr: ready(hr) and hr["status"].get("observedGeneration") == generation
+
+
+# --- the lifecycle ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("helm_binary", ["helm", "helm3"])
+def test_lifecycle_install_upgrade_uninstall(
+    helm_binary: str,
+    start_operator: StartOperator,
+    custom: k8s.CustomObjectsApi,
+    core: k8s.CoreV1Api,
+    api_client: k8s.ApiClient,
+    namespace: str,
+    app_chart: dict[str, str],
+    helm: Helm,
+) -> None:
+    operator = start_operator(helm=helm_binary)
+    create(custom, namespace, helmrelease("web", app_chart, {"message": "one", "image": {"tag": "1.0.0"}}))
+    hr = wait_for_hr(custom, namespace, "web", ready, operator=operator, what="Ready")
+    release = f"{namespace}-web"
+    status = hr["status"]
+    assert status["releaseName"] == release
+    assert status["releaseStatus"] == "deployed"
+    assert status["revision"] == "0.1.0"
+    assert status["phase"] == "Succeeded"
+    assert condition(hr, "Released")["status"] == "True"
+    assert config_map(core, namespace, release)["message"] == "one"
+    deployment = k8s.AppsV1Api(api_client).read_namespaced_deployment(release, namespace)
+    assert deployment.metadata.annotations["helm.fluxcd.io/antecedent"] == f"{namespace}:helmrelease/web"
+    assert deployment.spec.template.spec.containers[0].image == "example.invalid/app:1.0.0"
+
+    # values change → one upgrade
+    patch(custom, namespace, "web", {"values": {"message": "two", "image": {"tag": "1.0.0"}}})
+    wait_for_hr(
+        custom, namespace, "web", generation_ready(2), operator=operator, what="Ready at generation 2"
+    )
+    assert config_map(core, namespace, release)["message"] == "two"
+    # chart version change → one more
+    patch(custom, namespace, "web", {"chart": {**app_chart, "version": "0.2.0"}})
+    hr = wait_for_hr(
+        custom, namespace, "web", generation_ready(3), operator=operator, what="Ready at generation 3"
+    )
+    assert hr["status"]["revision"] == "0.2.0"
+    assert config_map(core, namespace, release)["chartVersion"] == "0.2.0"
+    assert [entry["revision"] for entry in history(helm, namespace, release)] == [1, 2, 3]
+    reasons = [reason for _, reason, _ in events_for(core, namespace, "web")]
+    assert reasons.count("InstallSucceeded") == 1
+    assert reasons.count("UpgradeSucceeded") == 2
+
+    custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "web")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            get_hr(custom, namespace, "web")
+        except ApiException as error:
+            assert error.status == 404
+            break
+        time.sleep(0.3)
+    else:
+        pytest.fail(f"HelmRelease not deleted (finalizer left?)\n{operator.tail()}")
+    assert helm.json("list", "--namespace", namespace) == []
+
+
+def test_unchanged_release_is_not_upgraded_on_resync(
+    start_operator: StartOperator,
+    custom: k8s.CustomObjectsApi,
+    namespace: str,
+    app_chart: dict[str, str],
+    helm: Helm,
+) -> None:
+    operator = start_operator(resync_interval=1)
+    create(custom, namespace, helmrelease("steady", app_chart, {"message": "same"}))
+    wait_for_hr(custom, namespace, "steady", ready, operator=operator)
+    time.sleep(6)  # several resyncs (1s, jittered)
+    assert operator.log().count("resync") >= 3, operator.tail()
+    assert [entry["revision"] for entry in history(helm, namespace, f"{namespace}-steady")] == [1]
+
+
+def test_values_from_config_map_change_triggers_upgrade(
+    start_operator: StartOperator,
+    custom: k8s.CustomObjectsApi,
+    core: k8s.CoreV1Api,
+    namespace: str,
+    app_chart: dict[str, str],
+) -> None:
+    core.create_namespaced_config_map(
+        namespace,
+        k8s.V1ConfigMap(metadata=k8s.V1ObjectMeta(name="web-values"), data={"values.yaml": "message: v1\n"}),
+    )
+    operator = start_operator()
+    create(
+        custom,
+        namespace,
+        helmrelease("cm", app_chart, valuesFrom=[{"configMapKeyRef": {"name": "web-values"}}]),
+    )
+    wait_for_hr(custom, namespace, "cm", ready, operator=operator)
+    release = f"{namespace}-cm"
+    assert config_map(core, namespace, release)["message"] == "v1"
+    core.patch_namespaced_config_map("web-values", namespace, {"data": {"values.yaml": "message: v2\n"}})
+    deadline = time.monotonic() + 60
+    while config_map(core, namespace, release)["message"] != "v2":
+        assert time.monotonic() < deadline, operator.tail()
+        time.sleep(0.3)
+
+
+def test_failed_upgrade_rolls_back(
+    start_operator: StartOperator,
+    custom: k8s.CustomObjectsApi,
+    core: k8s.CoreV1Api,
+    namespace: str,
+    app_chart: dict[str, str],
+    helm: Helm,
+) -> None:
+    operator = start_operator()
+    create(
+        custom,
+        namespace,
+        helmrelease("rb", app_chart, {"message": "good"}, rollback={"enable": True}, timeout=30),
+    )
+    wait_for_hr(custom, namespace, "rb", ready, operator=operator)
+    patch(custom, namespace, "rb", {"values": {"message": "bad", "failure": "apply"}})
+    hr = wait_for_hr(
+        custom,
+        namespace,
+        "rb",
+        lambda hr: hr.get("status", {}).get("phase") == "RolledBack",
+        operator=operator,
+        what="phase RolledBack",
+    )
+    assert hr["status"]["rollbackCount"] == 1
+    assert condition(hr, "RolledBack")["status"] == "True"
+    assert condition(hr, "Ready")["status"] == "False"
+    release = f"{namespace}-rb"
+    statuses = [entry["status"] for entry in history(helm, namespace, release)]
+    assert statuses[-1] == "deployed"
+    assert "failed" in statuses
+    assert config_map(core, namespace, release)["message"] == "good"
+    reasons = {reason for _, reason, _ in events_for(core, namespace, "rb")}
+    assert {"UpgradeFailed", "RollbackSucceeded"} <= reasons
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "ignore_failures", "expected_phase", "tested", "ready_status"),
+    [
+        pytest.param(0, False, "Succeeded", "True", "True", id="pass"),
+        pytest.param(1, False, "TestFailed", "False", "False", id="fail"),
+        pytest.param(1, True, "Succeeded", "False", "True", id="fail-ignored"),
+    ],
+)
+def test_helm_test(
+    exit_code: int,
+    ignore_failures: bool,
+    expected_phase: str,
+    tested: str,
+    ready_status: str,
+    start_operator: StartOperator,
+    custom: k8s.CustomObjectsApi,
+    namespace: str,
+    chart_repo: ChartRepository,
+) -> None:
+    operator = start_operator()
+    chart = {"repository": chart_repo.url, "name": "tested", "version": "0.1.0"}
+    create(
+        custom,
+        namespace,
+        helmrelease(
+            "t",
+            chart,
+            {"testExitCode": exit_code},
+            test={"enable": True, "ignoreFailures": ignore_failures, "timeout": 60},
+        ),
+    )
+    hr = wait_for_hr(
+        custom,
+        namespace,
+        "t",
+        lambda hr: (
+            condition(hr, "Tested").get("status") in ("True", "False")
+            and hr["status"].get("observedGeneration") == 1
+        ),
+        operator=operator,
+        what="Tested",
+    )
+    assert condition(hr, "Tested")["status"] == tested
+    assert hr["status"]["phase"] == expected_phase
+    assert condition(hr, "Ready")["status"] == ready_status
+
+
+def test_drift_is_corrected_on_resync(
+    start_operator: StartOperator,
+    custom: k8s.CustomObjectsApi,
+    core: k8s.CoreV1Api,
+    namespace: str,
+    app_chart: dict[str, str],
+) -> None:
+    operator = start_operator(resync_interval=2)
+    create(custom, namespace, helmrelease("drift", app_chart, {"message": "declared"}))
+    wait_for_hr(custom, namespace, "drift", ready, operator=operator)
+    release = f"{namespace}-drift"
+    core.patch_namespaced_config_map(release, namespace, {"data": {"message": "edited by hand"}})
+    core.delete_namespaced_service(release, namespace)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if config_map(core, namespace, release)["message"] == "declared":
+                core.read_namespaced_service(release, namespace)
+                break
+        except ApiException:
+            pass
+        assert time.monotonic() < deadline, operator.tail()
+        time.sleep(0.5)
+    assert "DriftDetected" in {reason for _, reason, _ in events_for(core, namespace, "drift")}
+
+
+def test_operator_killed_mid_upgrade_recovers(
+    start_operator: StartOperator,
+    custom: k8s.CustomObjectsApi,
+    namespace: str,
+    app_chart: dict[str, str],
+    helm: Helm,
+) -> None:
+    operator = start_operator()
+    create(custom, namespace, helmrelease("crash", app_chart, {"message": "v1"}, wait=True, timeout=120))
+    wait_for_hr(custom, namespace, "crash", ready, operator=operator)
+    release = f"{namespace}-crash"
+    # The upgrade waits 8s for the Deployment; kill the operator while helm holds the release in pending-upgrade.
+    patch(
+        custom,
+        namespace,
+        "crash",
+        {
+            "values": {
+                "message": "v2",
+                "deploymentAnnotations": {"test.helmrelease.dev/ready-after-seconds": "8"},
+            }
+        },
+    )
+    deadline = time.monotonic() + 30
+    while history(helm, namespace, release)[-1]["status"] != "pending-upgrade":
+        assert time.monotonic() < deadline, operator.tail()
+        time.sleep(0.1)
+    operator.kill()
+    time.sleep(9)  # the orphaned helm child dies with the process group; nothing finishes the upgrade
+    assert history(helm, namespace, release)[-1]["status"] == "pending-upgrade"
+    restarted = start_operator()
+    hr = wait_for_hr(
+        custom,
+        namespace,
+        "crash",
+        generation_ready(2),
+        timeout=120,
+        operator=restarted,
+        what="Ready at generation 2 after the restart",
+    )
+    assert hr["status"]["releaseStatus"] == "deployed"
+    assert history(helm, namespace, release)[-1]["status"] == "deployed"
+
+
+def test_deleting_a_helmrelease_whose_release_is_gone(
+    start_operator: StartOperator,
+    custom: k8s.CustomObjectsApi,
+    namespace: str,
+    app_chart: dict[str, str],
+    helm: Helm,
+) -> None:
+    operator = start_operator()
+    create(custom, namespace, helmrelease("gone", app_chart))
+    wait_for_hr(custom, namespace, "gone", ready, operator=operator)
+    helm.run("uninstall", f"{namespace}-gone", "--namespace", namespace)
+    custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "gone")
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            get_hr(custom, namespace, "gone")
+        except ApiException as error:
+            assert error.status == 404
+            return
+        assert time.monotonic() < deadline, operator.tail()
+        time.sleep(0.3)
+
+
+def test_oci_and_git_chart_sources(
+    start_operator: StartOperator,
+    custom: k8s.CustomObjectsApi,
+    namespace: str,
+    oci_charts: str,
+    registry: Any,
+) -> None:
+    operator = start_operator("--insecure-registry", registry.host)
+    create(
+        custom, namespace, helmrelease("oci", {"repository": oci_charts, "name": "app", "version": "0.2.0"})
+    )
+    hr = wait_for_hr(custom, namespace, "oci", ready, operator=operator)
+    assert hr["status"]["revision"] == "0.2.0"
+
+
+# --- bad input: a clear condition and Event, and the operator keeps serving the others ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec_changes", "reason", "message_part"),
+    [
+        pytest.param({"chart": {"name": "nope"}}, "ChartFetchFailed", "nope", id="chart-not-found"),
+        pytest.param({"chart": {"version": "9.9.9"}}, "ChartFetchFailed", "9.9.9", id="version-not-found"),
+        pytest.param(
+            {"chart": {"repository": "http://127.0.0.1:9/"}},
+            "ChartFetchFailed",
+            "127.0.0.1:9",
+            id="repository-unreachable",
+        ),
+        pytest.param({"values": {"failure": "render"}}, "InstallFailed", "failure=render", id="render-fails"),
+        pytest.param({"helmVersion": "v2"}, "UnsupportedHelmVersion", "v2", id="helm-v2"),
+        pytest.param({"releaseName": "x" * 60}, "InvalidReleaseName", "53", id="release-name-too-long"),
+        pytest.param(
+            {"targetNamespace": "does-not-exist"},
+            "TargetNamespaceNotFound",
+            "does-not-exist",
+            id="target-namespace-missing",
+        ),
+        pytest.param(
+            {"valuesFrom": [{"configMapKeyRef": {"name": "missing"}}]},
+            "ValuesError",
+            "missing",
+            id="values-from-missing",
+        ),
+    ],
+)
+def test_bad_input_is_reported_and_others_still_reconcile(
+    spec_changes: dict[str, Any],
+    reason: str,
+    message_part: str,
+    start_operator: StartOperator,
+    custom: k8s.CustomObjectsApi,
+    core: k8s.CoreV1Api,
+    namespace: str,
+    app_chart: dict[str, str],
+) -> None:
+    operator = start_operator()
+    chart = {**app_chart, **spec_changes.pop("chart", {})}
+    body = helmrelease("bad", chart, spec_changes.pop("values", {}), **spec_changes)
+    try:
+        create(custom, namespace, body)
+    except ApiException as error:  # the CRD's validation may refuse it outright: that is the clearest error
+        assert error.status == 422, error
+        assert message_part in error.body
+        return
+    create(custom, namespace, helmrelease("good", app_chart))
+    hr = wait_for_hr(
+        custom,
+        namespace,
+        "bad",
+        lambda hr: (
+            condition(hr, "Ready").get("status") == "False"
+            and reason
+            in (
+                condition(hr, "Ready").get("reason"),
+                condition(hr, "Released").get("reason"),
+                condition(hr, "ChartFetched").get("reason"),
+            )
+        ),
+        operator=operator,
+        what=f"Ready=False with reason {reason}",
+    )
+    messages = " ".join(str(c.get("message")) for c in hr["status"]["conditions"])
+    assert message_part in messages
+    assert any(
+        event_reason == reason and message_part in message
+        for _, event_reason, message in events_for(core, namespace, "bad")
+    )
+    wait_for_hr(custom, namespace, "good", ready, operator=operator)
+    assert operator.process.running
+
+
+def test_values_not_a_map(
+    start_operator: StartOperator,
+    custom: k8s.CustomObjectsApi,
+    core: k8s.CoreV1Api,
+    namespace: str,
+    app_chart: dict[str, str],
+) -> None:
+    core.create_namespaced_config_map(
+        namespace,
+        k8s.V1ConfigMap(metadata=k8s.V1ObjectMeta(name="list-values"), data={"values.yaml": "- a\n- b\n"}),
+    )
+    operator = start_operator()
+    create(
+        custom,
+        namespace,
+        helmrelease("notmap", app_chart, valuesFrom=[{"configMapKeyRef": {"name": "list-values"}}]),
+    )
+    hr = wait_for_hr(
+        custom,
+        namespace,
+        "notmap",
+        lambda hr: condition(hr, "Released").get("reason") == "ValuesError",
+        operator=operator,
+        what="ValuesError",
+    )
+    assert "map" in condition(hr, "Released")["message"]
+
+
+def test_release_owned_by_another_helmrelease_is_refused(
+    start_operator: StartOperator,
+    custom: k8s.CustomObjectsApi,
+    namespace: str,
+    app_chart: dict[str, str],
+    helm: Helm,
+) -> None:
+    operator = start_operator()
+    create(custom, namespace, helmrelease("first", app_chart, releaseName="shared"))
+    wait_for_hr(custom, namespace, "first", ready, operator=operator)
+    create(custom, namespace, helmrelease("second", app_chart, {"message": "mine"}, releaseName="shared"))
+    hr = wait_for_hr(
+        custom,
+        namespace,
+        "second",
+        lambda hr: condition(hr, "Released").get("reason") == "OwnedByOther",
+        operator=operator,
+        what="OwnedByOther",
+    )
+    assert "first" in condition(hr, "Released")["message"]
+    assert [entry["revision"] for entry in history(helm, namespace, "shared")] == [1]
+
+
+def test_immutable_field_change_fails_clearly(
+    start_operator: StartOperator,
+    custom: k8s.CustomObjectsApi,
+    core: k8s.CoreV1Api,
+    namespace: str,
+    app_chart: dict[str, str],
+) -> None:
+    operator = start_operator()
+    create(custom, namespace, helmrelease("immut", app_chart))
+    wait_for_hr(custom, namespace, "immut", ready, operator=operator)
+    # A Deployment's selector is immutable: changing it makes the apiserver reject the upgrade.
+    patch(custom, namespace, "immut", {"values": {"selectorLabels": {"tier": "moved"}}})
+    hr = wait_for_hr(
+        custom,
+        namespace,
+        "immut",
+        lambda hr: condition(hr, "Released").get("reason") == "UpgradeFailed",
+        operator=operator,
+        what="UpgradeFailed",
+    )
+    assert "immutable" in condition(hr, "Released")["message"]
+    assert hr["status"]["releaseStatus"] == "failed"
+    assert any(
+        reason == "UpgradeFailed" and "immutable" in message
+        for _, reason, message in events_for(core, namespace, "immut")
+    )
