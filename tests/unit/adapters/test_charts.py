@@ -1,0 +1,331 @@
+"""Pure parts of chart fetching: chart paths, git refs, ls-remote, git failures, config files, containment."""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path, PurePosixPath
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from helmrelease.adapters import charts, helm
+from helmrelease.adapters.git import HttpsCredentials
+
+# ---- chart paths
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        pytest.param("charts/app", "charts/app", id="nested"),
+        pytest.param("./charts/app/", "charts/app", id="dot-and-trailing-slash"),
+        pytest.param("", ".", id="empty-is-the-root"),
+        pytest.param(".", ".", id="root"),
+        pytest.param("charts/..app", "charts/..app", id="dots-inside-a-name"),
+    ],
+)
+def test_chart_paths_inside_the_repository(path: str, expected: str) -> None:
+    assert charts.chart_subpath(path) == PurePosixPath(expected)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param("../other", id="parent"),
+        pytest.param("charts/../../etc", id="parent-in-the-middle"),
+        pytest.param("/etc", id="absolute"),
+        pytest.param("charts/app/..", id="trailing-parent"),
+        pytest.param("charts\0/app", id="nul"),
+    ],
+)
+def test_chart_paths_that_escape_are_refused(path: str) -> None:
+    with pytest.raises(charts.InvalidChartSource, match="stay inside the repository"):
+        charts.chart_subpath(path)
+
+
+SEGMENT = st.text(alphabet="abc.-_", min_size=1, max_size=5)
+
+
+@given(st.lists(SEGMENT, max_size=4), st.lists(SEGMENT, max_size=4))
+def test_any_parent_segment_is_refused(before: list[str], after: list[str]) -> None:
+    with pytest.raises(charts.InvalidChartSource):
+        charts.chart_subpath("/".join([*before, "..", *after]))
+
+
+@given(st.lists(SEGMENT.filter(lambda s: s != ".."), max_size=6))
+def test_relative_paths_without_parents_are_kept(segments: list[str]) -> None:
+    subpath = charts.chart_subpath("/".join(segments))
+    assert not subpath.is_absolute()
+    assert ".." not in subpath.parts
+
+
+# ---- git refs
+
+
+@pytest.mark.parametrize("ref", ["master", "release/1.x", "v1.2.3", "refs/heads/main", "a" * 40])
+def test_git_refs_accepted(ref: str) -> None:
+    assert charts.validate_git_ref(ref) == ref
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        pytest.param("--upload-pack=touch /tmp/x", id="option"),
+        pytest.param("+refs/heads/*:refs/heads/*", id="refspec"),
+        pytest.param("master:other", id="colon"),
+        pytest.param("a..b", id="range"),
+        pytest.param("HEAD^", id="caret"),
+        pytest.param("", id="empty"),
+        pytest.param("with space", id="space"),
+    ],
+)
+def test_git_refs_refused(ref: str) -> None:
+    with pytest.raises(charts.InvalidChartSource, match="not a branch, tag or commit"):
+        charts.validate_git_ref(ref)
+
+
+@pytest.mark.parametrize(
+    ("ref", "expected"),
+    [
+        pytest.param("25fca03f973ae52e0fd7351660730d6a7d43d53c", True, id="sha1"),
+        pytest.param("a" * 64, True, id="sha256"),
+        pytest.param("25fca03", False, id="abbreviated"),
+        pytest.param("master", False, id="branch"),
+        pytest.param("A" * 40, False, id="uppercase"),
+    ],
+)
+def test_commits(ref: str, expected: bool) -> None:
+    assert charts.is_commit(ref) is expected
+
+
+LS_REMOTE = """25fca03f973ae52e0fd7351660730d6a7d43d53c\trefs/heads/master
+1111111111111111111111111111111111111111\trefs/heads/feature/master
+fba406bbb587c40e93f8e18c4f562370942b8a2c\trefs/tags/v1a
+8d56a1c8e96afc5859f59d37ac93ad371b42b874\trefs/tags/v1a^{}
+2222222222222222222222222222222222222222\trefs/tags/v1
+3333333333333333333333333333333333333333\trefs/tags/both
+4444444444444444444444444444444444444444\trefs/heads/both
+"""
+
+
+@pytest.mark.parametrize(
+    ("ref", "expected"),
+    [
+        pytest.param("master", "25fca03f973ae52e0fd7351660730d6a7d43d53c", id="branch-not-its-suffix-twin"),
+        pytest.param("v1a", "8d56a1c8e96afc5859f59d37ac93ad371b42b874", id="annotated-tag-peeled"),
+        pytest.param("v1", "2222222222222222222222222222222222222222", id="lightweight-tag"),
+        pytest.param("both", "4444444444444444444444444444444444444444", id="branch-before-tag"),
+        pytest.param("refs/heads/feature/master", "1111111111111111111111111111111111111111", id="full-ref"),
+        pytest.param("nosuch", None, id="missing"),
+        pytest.param("feature", None, id="prefix-is-not-a-match"),
+    ],
+)
+def test_resolve_ref(ref: str, expected: str | None) -> None:
+    assert charts.resolve_ref(LS_REMOTE, ref) == expected
+
+
+@given(
+    st.text(alphabet="abcxyz/", min_size=1, max_size=12), st.text(alphabet="abcxyz", min_size=1, max_size=6)
+)
+def test_resolve_ref_never_matches_by_suffix(ref: str, prefix: str) -> None:
+    listing = f"{'1' * 40}\trefs/heads/{prefix}/{ref}\n"
+    assert charts.resolve_ref(listing, ref) is None
+
+
+# ---- git failures (stderr captured from git 2.39 against a local bare repository and git http-backend)
+
+
+@pytest.mark.parametrize(
+    ("stderr", "expected"),
+    [
+        pytest.param("fatal: couldn't find remote ref nosuch", helm.ChartNotFound, id="no-such-ref"),
+        pytest.param(
+            "fatal: transport 'file' not allowed", charts.InvalidChartSource, id="transport-refused"
+        ),
+        pytest.param(
+            "fatal: Authentication failed for 'http://127.0.0.1:46109/origin.git/'",
+            helm.Unauthorized,
+            id="wrong-password",
+        ),
+        pytest.param(
+            "fatal: could not read Username for 'http://127.0.0.1:46109': terminal prompts disabled",
+            helm.Unauthorized,
+            id="credentials-needed",
+        ),
+        pytest.param(
+            "fatal: repository 'http://127.0.0.1:46109/missing.git/' not found",
+            helm.RepositoryUnreachable,
+            id="no-such-repository",
+        ),
+        pytest.param(
+            "fatal: unable to access 'https://nosuch.invalid/x.git/': Could not resolve host: nosuch.invalid",
+            helm.RepositoryUnreachable,
+            id="dns",
+        ),
+        pytest.param(
+            "ssh: connect to host 127.0.0.1 port 1: Connection refused\n"
+            "fatal: Could not read from remote repository.\n\n"
+            "Please make sure you have the correct access rights\nand the repository exists.",
+            helm.RepositoryUnreachable,
+            id="ssh-refused",
+        ),
+        pytest.param("fatal: something new", helm.HelmError, id="unrecognised"),
+    ],
+)
+def test_git_failures(stderr: str, expected: type[helm.HelmError]) -> None:
+    error = charts.git_failure("git fetch", stderr, 128)
+    assert type(error) is expected
+    assert error.returncode == 128
+
+
+def test_git_failure_detail_hides_the_password() -> None:
+    error = charts.git_failure(
+        "git fetch",
+        "fatal: Authentication failed for 'https://bot:s3cret@git.example/r.git/' (s3cret)",
+        128,
+        ["s3cret"],
+    )
+    assert "s3cret" not in str(error)
+
+
+# ---- config files
+
+
+def test_repositories_file_carries_credentials_and_ca() -> None:
+    config = charts.repositories_file(
+        "https://charts.example/stable/", HttpsCredentials("robot", "s3cret"), Path("/etc/ca.pem")
+    )
+    assert config["repositories"] == [
+        {
+            "name": "source",
+            "url": "https://charts.example/stable",
+            "username": "robot",
+            "password": "s3cret",
+            "caFile": "/etc/ca.pem",
+        }
+    ]
+    assert charts.repositories_file("https://c/", None, None)["repositories"] == [
+        {"name": "source", "url": "https://c"}
+    ]
+
+
+def test_registry_config() -> None:
+    token = base64.b64encode(b"robot:s3cret").decode()
+    assert charts.registry_config("r.example:5000", HttpsCredentials("robot", "s3cret")) == {
+        "auths": {"r.example:5000": {"auth": token}}
+    }
+    assert charts.registry_config("r.example", None) == {"auths": {}}
+    assert charts.oci_host("oci://r.example:5000/charts/app") == "r.example:5000"
+
+
+@pytest.mark.parametrize(
+    ("version", "exact"),
+    [
+        ("1.2.3", True),
+        ("v1.2.3", True),
+        ("1.2.3-rc.1+build", True),
+        ("^1.2", False),
+        (">=1.0.0", False),
+        ("", False),
+    ],
+)
+def test_exact_versions(version: str, exact: bool) -> None:
+    assert charts.is_exact_version(version) is exact
+
+
+# ---- chart directories on disk
+
+
+def make_chart(directory: Path, chart_yaml: str = "apiVersion: v2\nname: app\nversion: 0.1.0\n") -> Path:
+    directory.mkdir(parents=True)
+    (directory / "Chart.yaml").write_text(chart_yaml)
+    (directory / "templates").mkdir()
+    return directory
+
+
+def test_chart_directory_inside_the_checkout(tmp_path: Path) -> None:
+    checkout = tmp_path / "checkout"
+    chart = make_chart(checkout / "charts" / "app")
+    (chart / "templates" / "shared.yaml").symlink_to(checkout / "charts")  # inside: allowed
+    assert charts.contained_chart_directory(checkout, PurePosixPath("charts/app")) == chart.resolve()
+
+
+@pytest.mark.parametrize(
+    ("link", "target", "subpath"),
+    [
+        pytest.param("charts/app/templates/passwd.yaml", "/etc/passwd", "charts/app", id="file-symlink-out"),
+        pytest.param("charts/app/templates/host", "/etc", "charts/app", id="directory-symlink-out"),
+        pytest.param("charts/link", "{outside}", "charts/link", id="chart-path-through-a-symlink"),
+        pytest.param(
+            "charts/app/values.yaml", "../../../secret.yaml", "charts/app", id="relative-symlink-out"
+        ),
+    ],
+)
+def test_symlinks_leading_out_are_refused(tmp_path: Path, link: str, target: str, subpath: str) -> None:
+    checkout = tmp_path / "checkout"
+    make_chart(checkout / "charts" / "app")
+    outside = make_chart(tmp_path / "outside")
+    (tmp_path / "secret.yaml").write_text("password: x\n")
+    (checkout / link).symlink_to(target.format(outside=outside))
+    with pytest.raises(charts.InvalidChartSource, match="outside the repository"):
+        charts.contained_chart_directory(checkout, PurePosixPath(subpath))
+
+
+def test_a_missing_chart_directory_is_not_found(tmp_path: Path) -> None:
+    with pytest.raises(helm.ChartNotFound, match="not a directory"):
+        charts.contained_chart_directory(tmp_path, PurePosixPath("charts/none"))
+
+
+@pytest.mark.parametrize(
+    ("chart_yaml", "error", "message"),
+    [
+        pytest.param(None, helm.ChartNotFound, "no Chart.yaml", id="missing"),
+        pytest.param("name: [unclosed", charts.InvalidChartSource, "not valid YAML", id="invalid-yaml"),
+        pytest.param(
+            "apiVersion: v2\nname: app\n", charts.InvalidChartSource, "no name or version", id="no-version"
+        ),
+    ],
+)
+def test_unusable_chart_yaml(
+    tmp_path: Path, chart_yaml: str | None, error: type[Exception], message: str
+) -> None:
+    if chart_yaml is not None:
+        (tmp_path / "Chart.yaml").write_text(chart_yaml)
+    with pytest.raises(error, match=message):
+        charts.read_chart_yaml(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("chart_yaml", "requirements", "expected"),
+    [
+        pytest.param("apiVersion: v2\nname: a\nversion: 1.0.0\n", False, False, id="none"),
+        pytest.param(
+            "apiVersion: v2\nname: a\nversion: 1.0.0\ndependencies:\n- name: b\n  version: 1.0.0\n"
+            "  repository: https://charts.example\n",
+            False,
+            True,
+            id="v2-dependencies",
+        ),
+        pytest.param("apiVersion: v1\nname: a\nversion: 1.0.0\n", True, True, id="v1-requirements"),
+    ],
+)
+def test_declared_dependencies(tmp_path: Path, chart_yaml: str, requirements: bool, expected: bool) -> None:
+    (tmp_path / "Chart.yaml").write_text(chart_yaml)
+    if requirements:
+        (tmp_path / "requirements.yaml").write_text("dependencies: []\n")
+    assert charts.declares_dependencies(tmp_path) is expected
+
+
+def test_revision_is_the_commit_for_git_and_the_version_otherwise() -> None:
+    packaged = charts.FetchedChart(Path("/c"), "app", "0.2.0", "sha256:ab")
+    from_git = charts.FetchedChart(Path("/c"), "app", "0.1.0", "25fca03f" * 5, "25fca03f" * 5)
+    assert (packaged.revision, from_git.revision) == ("0.2.0", "25fca03f" * 5)
+
+
+def test_cache_keys_differ_per_part() -> None:
+    assert charts.cache_key("git", "u", "a") != charts.cache_key("git", "u", "b")
+    assert charts.cache_key("a", "bc") != charts.cache_key("ab", "c")
+    assert len(charts.cache_key("x")) == 40
+    assert os.sep not in charts.cache_key("x")
