@@ -183,3 +183,19 @@ class TagMove:
 def tag_move(target: ImageTarget, new_tag: str) -> TagMove:
     """The move of ``target`` to ``new_tag`` (raises ``NotAutomatableError`` for an image we cannot edit)."""
     return TagMove(target, target.image.ref.tag or "", new_tag, target.image.tag_change(new_tag))
+
+
+def values_hold(obj: Mapping[str, Any], changes: Sequence[ValueChange]) -> bool:
+    """Whether ``obj``'s values still have every ``old`` value the changes were decided from.
+
+    A refused JSON patch whose tested values still hold was not refused for a concurrent edit: the API
+    server rejects a failed ``test`` with the same bare 422 as an invalid patch, so this tells them apart.
+    """
+    values = _mapping(obj.get("spec")).get("values")
+    for change in changes:
+        node: object = values
+        for key in change.path:
+            node = node.get(key) if isinstance(node, Mapping) else None
+        if node != change.old:
+            return False
+    return True

@@ -3,8 +3,9 @@
 One cycle lists the HelmReleases, and for each automated, unlocked one (concurrently, each failure its own):
 reads its credentials, asks the registries (``scan``), and when a newer tag qualifies, patches exactly the
 value paths of the moved tags with a JSON patch that first tests the values it read. If the user changed the
-release meanwhile the API server refuses the patch; we re-read the release and decide again from what they
-wrote, so their edit always survives. With git write-back, the manifests in git are changed first and the
+release meanwhile the API server refuses the patch (a 409, or the same bare 422 it gives an invalid patch: a
+re-read tells the two apart); we re-read the release and decide again from what they wrote, so their edit
+always survives. With git write-back, the manifests in git are changed first and the
 cluster only for what git now holds. Every update is an Event (``ImageUpdated``) and a log line; every
 problem a Warning Event, posted once while it lasts rather than every cycle.
 """
@@ -21,13 +22,20 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from helmrelease.adapters.git import GitError
-from helmrelease.adapters.kube import Conflict, KubeError, NotFound, ObjectRef
+from helmrelease.adapters.kube import Conflict, Invalid, KubeError, NotFound, ObjectRef
 from helmrelease.adapters.registry import CredentialStore
 from helmrelease.api.constants import API_VERSION, KIND
 from helmrelease.automation.credentials import CycleCredentials, PullSecretError, SecretReader
 from helmrelease.automation.health import Heartbeat
 from helmrelease.automation.metrics import AutomationMetrics, Failure, Target
-from helmrelease.automation.releases import GIT_WRITEBACK_ANNOTATION, Hold, ReleaseView, TagMove, read_release
+from helmrelease.automation.releases import (
+    GIT_WRITEBACK_ANNOTATION,
+    Hold,
+    ReleaseView,
+    TagMove,
+    read_release,
+    values_hold,
+)
 from helmrelease.automation.scan import ImageScanner, TagSource
 from helmrelease.automation.writeback import GitWriteback, write_back
 from helmrelease.images.manifests import ReleaseId
@@ -224,11 +232,14 @@ class ImagePolicyService:
     async def _process_guarded(self, obj: Mapping[str, Any], cycle: _Cycle) -> ReleaseOutcome:
         """A bug or an unexpected answer for one release must not end the cycle for all the others."""
         try:
-            return await self._process(obj, cycle)
+            outcome = await self._process(obj, cycle)
         except Exception:
             view = read_release(obj)
             _log.exception("%s: image automation failed unexpectedly", view.release)
-            return ReleaseOutcome(view.release, failures=(Failure.INTERNAL,))
+            outcome = ReleaseOutcome(view.release, failures=(Failure.INTERNAL,))
+        for failure in outcome.failures:
+            self.metrics.failed(failure)
+        return outcome
 
     # --- one release -----------------------------------------------------------------------------------
 
@@ -248,18 +259,23 @@ class ImagePolicyService:
                 moves, commit = await self._write_git(self.settings.git, view, moves, failures)
                 if not moves:
                     return ReleaseOutcome(view.release, failures=tuple(failures), commit=commit)
+            changes = [move.change for move in moves]
             try:
                 await self.kube.json_patch_helmrelease(
-                    view.release.namespace,
-                    view.release.name,
-                    [dict(op) for op in changes_patch(m.change for m in moves)],
+                    view.release.namespace, view.release.name, [dict(op) for op in changes_patch(changes)]
                 )
-            except Conflict:
-                _log.info("%s changed while we decided; reading it again (attempt %d)", view.release, attempt)
+            except (Conflict, Invalid) as error:
                 try:
                     obj = await self.kube.get_helmrelease(view.release.namespace, view.release.name)
                 except NotFound:
                     return ReleaseOutcome(view.release, failures=tuple(failures), commit=commit)
+                if isinstance(error, Invalid) and values_hold(obj, changes):
+                    failures.append(Failure.PATCH)
+                    await self._warn(
+                        view, EventReason.UPDATE_FAILED, f"cannot update the image tags: {error}"
+                    )
+                    return ReleaseOutcome(view.release, failures=tuple(failures), commit=commit)
+                _log.info("%s changed while we decided; deciding again (attempt %d)", view.release, attempt)
                 continue
             except KubeError as error:
                 failures.append(Failure.PATCH)
