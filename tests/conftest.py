@@ -96,7 +96,9 @@ def namespace(
     the namespace itself, since there is no namespace controller to do it.
     """
     base = request.node.name.lower().replace("_", "-")
-    name = "".join(c for c in base if c.isalnum() or c == "-")[:40].strip("-") + "-" + uuid.uuid4().hex[:6]
+    # Short: default release names are <namespace>-<name> and Helm allows 53 characters.
+    name = "".join(c for c in base.removeprefix("test-") if c.isalnum() or c == "-")[:24].strip("-")
+    name = f"{name}-{uuid.uuid4().hex[:6]}"
     core.create_namespace(
         k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name, labels={"helmrelease-test": "1"}))
     )

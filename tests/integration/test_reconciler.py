@@ -156,7 +156,8 @@ def test_unchanged_release_is_not_upgraded_on_resync(
     wait_for_hr(custom, namespace, "steady", ready, operator=operator)
     time.sleep(6)  # several resyncs (1s, jittered)
     assert operator.log().count("resync") >= 3, operator.tail()
-    assert [entry["revision"] for entry in history(helm, namespace, f"{namespace}-steady")] == [1]
+    revisions = [entry["revision"] for entry in history(helm, namespace, f"{namespace}-steady")]
+    assert revisions == [1], operator.tail()
 
 
 def test_values_from_config_map_change_triggers_upgrade(

@@ -102,8 +102,12 @@ def build_registry(operator_settings: OperatorSettings, dependencies: Any) -> ko
         id="resync",
         registry=registry,
     )
-    async def resync(memo: kopf.Memo, body: kopf.Body, **kwargs: Any) -> None:
-        await _reconcile(memo, body, kwargs["helm_releases"], check_drift=settings.drift_detection)
+    async def resync(memo: kopf.Memo, body: kopf.Body, logger: kopf.Logger, **kwargs: Any) -> None:
+        try:
+            await _reconcile(memo, body, kwargs["helm_releases"], check_drift=settings.drift_detection)
+        except kopf.PermanentError as error:
+            # Already in the status and an Event; the next resync looks again, no need to shout every interval.
+            logger.debug("resync: %s", error)
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, id="uninstall", registry=registry)
     async def uninstall(memo: kopf.Memo, body: kopf.Body, **kwargs: Any) -> None:

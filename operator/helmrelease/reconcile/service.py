@@ -149,6 +149,17 @@ class Reconciler:
         if current.hr.deleting:
             return
         async with self._release_lock(current.hr):
+            # Another pass (a resync, a values change) may have finished while this one waited for the lock: the
+            # status in `body` is then stale, and deciding on it would repeat that pass's upgrade.
+            try:
+                fresh = await self.kube.get_helmrelease(current.ref.namespace, current.ref.name)
+            except NotFound:
+                return
+            except KubeError as error:
+                raise ReconcileError("ApiError", str(error), temporary=True, retry_after=RETRY_SOON) from error
+            current = await self._start(fresh)
+            if current.hr.deleting:
+                return
             await self._run_pass(current, releases, check_drift=check_drift, deleting=False)
 
     async def reconcile_by_name(self, namespace: str, name: str, releases: ReleaseView) -> None:
@@ -687,10 +698,12 @@ class Reconciler:
         self, current: _Report, reason: Reason, message: str, *, generation: int | None, temporary: bool
     ) -> NoReturn:
         """Report a problem that stops the pass before Helm runs, then raise it to the handler."""
+        before = current.status
         current.status = conditions.status_after_problem(
             current.status, reason=reason, message=message, generation=generation, now=self.clock()
         )
-        await self._event(current, "Warning", reason, message)
+        if _conditions_changed(before, current.status):
+            await self._event(current, "Warning", reason, message)
         await self._write(current)
         raise ReconcileError(reason, message, temporary=temporary, retry_after=RETRY_LATER)
 
