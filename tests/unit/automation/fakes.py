@@ -1,0 +1,206 @@
+"""In-memory stand-ins for the Kubernetes API, the registries and the git repository.
+
+``FakeKube`` applies JSON patches the way kube-apiserver does (a failed ``test`` is a bare 422 ``Invalid``)
+and keeps Events; ``FakeRegistry`` answers tag lists and build times and counts what it was asked.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from helmrelease.adapters.git import DEFAULT_AUTHOR, Author, ChangedFile, CommitResult, ManifestEdit
+from helmrelease.adapters.kube import Invalid, KubeError, NotFound, ObjectRef
+from helmrelease.adapters.registry import (
+    BasicCredentials,
+    RegistryError,
+    RegistryNotFound,
+    RegistryUnauthorized,
+)
+from helmrelease.images.reference import CanonicalName
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def at(minutes: int) -> datetime:
+    """A build time ``minutes`` after ``T0``: greater is newer."""
+    return T0 + timedelta(minutes=minutes)
+
+
+def release(
+    name: str,
+    values: dict[str, Any],
+    annotations: dict[str, str] | None = None,
+    *,
+    namespace: str = "apps",
+    **spec: Any,
+) -> dict[str, Any]:
+    """A HelmRelease object as the API returns it."""
+    return {
+        "apiVersion": "helm.fluxcd.io/v1",
+        "kind": "HelmRelease",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "uid": f"uid-{name}",
+            "annotations": dict(annotations or {}),
+        },
+        "spec": {"chart": {"name": "app", "version": "1.0.0"}, "values": values, **spec},
+    }
+
+
+def _pointer_keys(pointer: str) -> list[str]:
+    return [key.replace("~1", "/").replace("~0", "~") for key in pointer.split("/")[1:]]
+
+
+@dataclass
+class FakeKube:
+    """HelmReleases, Secrets and ServiceAccounts in memory; Events and calls recorded."""
+
+    objects: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    secrets: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+    accounts: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    list_errors: dict[str | None, KubeError] = field(default_factory=dict)
+    patch_error: KubeError | None = None
+    before_patch: Callable[[FakeKube], None] | None = None
+    events: list[tuple[str, str, str, str]] = field(default_factory=list)
+    patches: list[list[dict[str, Any]]] = field(default_factory=list)
+    calls: Counter[str] = field(default_factory=Counter)
+
+    def add(self, *objects: dict[str, Any]) -> FakeKube:
+        for obj in objects:
+            self.objects[obj["metadata"]["namespace"], obj["metadata"]["name"]] = copy.deepcopy(obj)
+        return self
+
+    def values(self, name: str, namespace: str = "apps") -> dict[str, Any]:
+        values: dict[str, Any] = self.objects[namespace, name]["spec"]["values"]
+        return values
+
+    def reasons(self, name: str | None = None) -> list[str]:
+        return [reason for obj, _, reason, _ in self.events if name in (None, obj)]
+
+    async def list_helmreleases(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        self.calls["list"] += 1
+        if namespace in self.list_errors:
+            raise self.list_errors[namespace]
+        return [
+            copy.deepcopy(obj) for (ns, _), obj in sorted(self.objects.items()) if namespace in (None, ns)
+        ]
+
+    async def get_helmrelease(self, namespace: str, name: str) -> dict[str, Any]:
+        self.calls["get"] += 1
+        if (namespace, name) not in self.objects:
+            raise NotFound(f"HelmRelease {namespace}/{name}: not found", 404)
+        return copy.deepcopy(self.objects[namespace, name])
+
+    async def json_patch_helmrelease(
+        self, namespace: str, name: str, operations: list[dict[str, Any]]
+    ) -> None:
+        self.calls["patch"] += 1
+        self.patches.append(operations)
+        if self.before_patch is not None:
+            hook, self.before_patch = self.before_patch, None
+            hook(self)
+        if self.patch_error is not None:
+            raise self.patch_error
+        patched = copy.deepcopy(self.objects[namespace, name])
+        for operation in operations:
+            *parents, last = _pointer_keys(operation["path"])
+            node = patched
+            for key in parents:
+                node = node.get(key, {}) if isinstance(node, dict) else {}
+            if operation["op"] == "test" and (
+                not isinstance(node, dict) or node.get(last) != operation["value"]
+            ):
+                raise Invalid(f"HelmRelease {namespace}/{name}: the server rejected our request", 422)
+            if operation["op"] == "replace":
+                node[last] = operation["value"]
+        self.objects[namespace, name] = patched
+
+    async def post_event(self, ref: ObjectRef, event_type: str, reason: str, message: str) -> None:
+        self.calls["event"] += 1
+        self.events.append((ref.name, event_type, reason, message))
+
+    async def secret_data(self, namespace: str, name: str) -> dict[str, str]:
+        self.calls[f"secret {namespace}/{name}"] += 1
+        if (namespace, name) not in self.secrets:
+            raise NotFound(f"Secret {namespace}/{name}: not found", 404)
+        return dict(self.secrets[namespace, name])
+
+    async def service_account_pull_secrets(self, namespace: str, name: str) -> list[str]:
+        self.calls[f"account {namespace}/{name}"] += 1
+        if (namespace, name) not in self.accounts:
+            raise NotFound(f"ServiceAccount {namespace}/{name}: not found", 404)
+        return list(self.accounts[namespace, name])
+
+
+@dataclass
+class FakeRegistry:
+    """Repositories by canonical name (``host/path``) with tags and build times; also its own ``cycle()``.
+
+    A repository in ``protected`` answers only to those credentials; one in ``failures`` always fails.
+    """
+
+    repositories: dict[str, dict[str, datetime | None]] = field(default_factory=dict)
+    protected: dict[str, BasicCredentials] = field(default_factory=dict)
+    failures: dict[str, RegistryError] = field(default_factory=dict)
+    requests: Counter[tuple[str, str]] = field(default_factory=Counter)
+    cycles: int = 0
+
+    def cycle(self) -> FakeRegistry:
+        self.cycles += 1
+        return self
+
+    def _check(self, name: CanonicalName, credentials: BasicCredentials | None) -> dict[str, datetime | None]:
+        key = str(name)
+        if key in self.failures:
+            raise self.failures[key]
+        if key in self.protected and self.protected[key] != credentials:
+            raise RegistryUnauthorized(name.host, name.path, "tag list: HTTP 401", status=401)
+        if key not in self.repositories:
+            raise RegistryNotFound(name.host, name.path, "tag list: HTTP 404", status=404)
+        return self.repositories[key]
+
+    async def list_tags(self, name: CanonicalName, credentials: BasicCredentials | None) -> tuple[str, ...]:
+        self.requests["tags", str(name)] += 1
+        return tuple(self._check(name, credentials))
+
+    async def image_created(
+        self, name: CanonicalName, tag: str, credentials: BasicCredentials | None
+    ) -> datetime | None:
+        self.requests["created", f"{name}:{tag}"] += 1
+        tags = self._check(name, credentials)
+        if tag not in tags:
+            raise RegistryNotFound(name.host, name.path, f"manifest {tag}: HTTP 404", status=404)
+        return tags[tag]
+
+
+@dataclass
+class FakeRepository:
+    """A worktree in a temporary directory; ``apply_change`` runs the edit once and records the commit."""
+
+    worktree: Path
+    messages: list[str] = field(default_factory=list)
+    authors: list[Author] = field(default_factory=list)
+    written: list[ChangedFile] = field(default_factory=list)
+    syncs: int = 0
+
+    async def sync(self) -> str:
+        self.syncs += 1
+        return "head"
+
+    async def apply_change(
+        self, edit: ManifestEdit, message: str, author: Author = DEFAULT_AUTHOR
+    ) -> CommitResult | None:
+        files: Sequence[ChangedFile] = edit(self.worktree)
+        if not files:
+            return None
+        self.messages.append(message)
+        self.authors.append(author)
+        self.written.extend(files)
+        return CommitResult("c0ffee" * 6 + "c0ff", "main", tuple(f.path for f in files), 1)

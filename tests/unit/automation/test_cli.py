@@ -1,0 +1,223 @@
+"""The sidecar's flags become configuration, and ``images list`` turns scans into records and a table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from tests.unit.automation.fakes import FakeKube, FakeRegistry, at, release
+
+from helmrelease.adapters.git import Author, SshCredentials
+from helmrelease.adapters.registry import BasicCredentials, DockerConfigError, Platform
+from helmrelease.automation.inspect import inspect_releases
+from helmrelease.cli import build_parser
+from helmrelease.cli.image_policy import git_writeback, host_path, operator_credentials, registry_config
+from helmrelease.cli.images import list_records, list_table
+from helmrelease.images.reference import CanonicalName
+
+APP = "reg.example.com/team/app"
+
+
+def parse(*flags: str) -> argparse.Namespace:
+    return build_parser().parse_args(["image-policy", *flags])
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            "Reg.Example.com:5000=/etc/ca.pem", ("reg.example.com:5000", Path("/etc/ca.pem")), id="port"
+        ),
+        pytest.param(" host = ca.pem ", ("host", Path("ca.pem")), id="spaces"),
+        pytest.param("host=/a=b.pem", ("host", Path("/a=b.pem")), id="equals-in-path"),
+    ],
+)
+def test_host_path(text: str, expected: tuple[str, Path]) -> None:
+    assert host_path(text) == expected
+
+
+@pytest.mark.parametrize("text", ["host", "=path", "host=", " = "])
+def test_host_path_rejects(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="is not HOST=PATH"):
+        host_path(text)
+
+
+@given(
+    host=st.from_regex(r"[a-z0-9.-]{1,20}(:[0-9]{1,5})?", fullmatch=True),
+    path=st.from_regex(r"/[a-zA-Z0-9_./=-]{0,30}", fullmatch=True),
+)
+def test_host_path_round_trips(host: str, path: str) -> None:
+    assert host_path(f"{host}={path}") == (host, Path(path))
+
+
+def test_defaults() -> None:
+    args = parse()
+    assert (args.interval, args.namespace, args.health_port, args.metrics_port, args.once) == (
+        300.0,
+        [],
+        8081,
+        9090,
+        False,
+    )
+    config = registry_config(args)
+    assert config.platform == Platform("linux", "amd64")
+    assert config.insecure_hosts == frozenset()
+    assert git_writeback(args) is None
+
+
+def test_registry_flags(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    args = parse(
+        "--insecure-registry",
+        "Localhost:5000",
+        "--registry-ca",
+        f"reg.example.com={ca}",
+        "--platform",
+        "linux/arm64/v8",
+        "--registry-concurrency",
+        "32",
+        "--registry-rps",
+        "500",
+    )
+    config = registry_config(args)
+    assert config.insecure_hosts == frozenset({"localhost:5000"})
+    assert dict(config.ca_bundles) == {"reg.example.com": "-----BEGIN CERTIFICATE-----\n"}
+    assert config.platform == Platform("linux", "arm64", "v8")
+    assert (config.concurrency, config.requests_per_second, config.burst) == (32, 500.0, 32)
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        pytest.param(["--interval", "0"], id="zero-interval"),
+        pytest.param(["--health-port", "70000"], id="bad-port"),
+        pytest.param(["--registry-concurrency", "0"], id="zero-concurrency"),
+        pytest.param(["--log-format", "xml"], id="bad-log-format"),
+    ],
+)
+def test_bad_flags_are_usage_errors(flags: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as raised:
+        parse(*flags)
+    assert raised.value.code == 2
+
+
+def test_operator_credentials(tmp_path: Path) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"auths": {"reg.example.com": {"username": "u", "password": "p"}}}))
+    store = operator_credentials(config)
+    assert store.credentials_for(CanonicalName("reg.example.com", "team/app")) == BasicCredentials("u", "p")
+    config.write_text("{")
+    with pytest.raises(DockerConfigError, match="is not JSON"):
+        operator_credentials(config)
+
+
+def test_git_flags(tmp_path: Path) -> None:
+    key, hosts = tmp_path / "id", tmp_path / "known_hosts"
+    args = parse(
+        "--git-url",
+        "ssh://git@git.example.com/fleet.git",
+        "--git-branch",
+        "main",
+        "--git-path",
+        "clusters/prod/",
+        "--git-author",
+        "Image Bot <bot@example.com>",
+        "--git-ssh-key",
+        str(key),
+        "--git-known-hosts",
+        str(hosts),
+        "--git-writeback-all",
+        "--state-dir",
+        str(tmp_path),
+    )
+    writeback = git_writeback(args)
+    assert writeback is not None
+    assert (writeback.path, writeback.author, writeback.all_releases) == (
+        "clusters/prod",
+        Author("Image Bot", "bot@example.com"),
+        True,
+    )
+    repository = writeback.repository
+    assert repository.worktree == tmp_path / "git" / "worktree"
+    remote = repository.remote  # type: ignore[attr-defined]
+    assert (remote.url, remote.branch) == ("ssh://git@git.example.com/fleet.git", "main")
+    assert remote.credentials == SshCredentials(key, hosts, "yes")
+
+
+def test_an_ssh_key_without_known_hosts_trusts_the_first_host_key(tmp_path: Path) -> None:
+    writeback = git_writeback(parse("--git-url", "ssh://git@h/r.git", "--git-ssh-key", str(tmp_path / "id")))
+    assert writeback is not None
+    assert writeback.repository.remote.credentials.host_key_checking == "accept-new"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        pytest.param(["--git-path", "x"], "need --git-url", id="path-without-url"),
+        pytest.param(["--git-writeback-all"], "need --git-url", id="all-without-url"),
+        pytest.param(
+            ["--git-url", "file:///r", "--git-path", "../x"], "not a file path inside", id="path-escapes"
+        ),
+        pytest.param(
+            ["--git-url", "file:///r", "--git-branch", "a..b"], "not a branch name", id="bad-branch"
+        ),
+        pytest.param(["--git-url", "https://u:p@h/r.git"], "HttpsCredentials", id="password-in-url"),
+    ],
+)
+def test_bad_git_flags(flags: list[str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        git_writeback(parse(*flags))
+
+
+# --- images list ----------------------------------------------------------------------------------------
+
+
+async def test_list_records_and_table() -> None:
+    kube = FakeKube().add(
+        release(
+            "web",
+            {"image": {"repository": APP, "tag": "1.0.0"}},
+            {"fluxcd.io/automated": "true", "fluxcd.io/tag.chart-image": "semver:~1.0"},
+        ),
+        release("api", {"image": f"{APP}:1.0.5"}, {"fluxcd.io/locked": "true"}, namespace="other"),
+        release("db", {"image": f"{APP}@sha256:{'a' * 64}", "x": {"image": "reg.example.com/missing:1"}}),
+        release("private", {"image": f"{APP}:1.0.0"}, {"image.helm.fluxcd.io/pull-secret": "nope"}),
+    )
+    registry = FakeRegistry({APP: {"1.0.0": at(1), "1.0.5": at(2), "1.1.0": at(3)}})
+
+    reports = await inspect_releases(kube, registry, namespaces=("apps", "other"))
+    records = list_records(reports)
+
+    summary = [
+        (r["namespace"], r["name"], r["container"], r["mode"], r["latest"], r["update"], r["reason"])
+        for r in records
+    ]
+    assert summary == [
+        ("apps", "db", "chart-image", "manual", "1.1.0", None, "NotAutomatable"),
+        ("apps", "db", "x", "manual", None, None, "Error"),
+        ("apps", "private", "chart-image", "manual", None, None, "Error"),
+        ("apps", "web", "chart-image", "automated", "1.0.5", "1.0.5", "UpdateAvailable"),
+        ("other", "api", "chart-image", "locked", "1.1.0", "1.1.0", "UpdateAvailable"),
+    ]
+    assert records[2]["detail"].startswith("Secret apps/nope named by image.helm.fluxcd.io/pull-secret")
+    table = list_table(records).splitlines()
+    assert table[0].split() == ["RELEASE", "CONTAINER", "IMAGE", "POLICY", "MODE", "LATEST", "STATUS"]
+    assert table[4].split() == [
+        "apps/web",
+        "chart-image",
+        f"{APP}:1.0.0",
+        "semver:~1.0",
+        "automated",
+        "1.0.5",
+        "update",
+        "to",
+        "1.0.5",
+    ]
+    column = table[0].index("CONTAINER")
+    assert all(row[column - 1] == " " and row[column] != " " for row in table)
+    assert kube.patches == []

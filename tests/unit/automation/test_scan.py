@@ -1,0 +1,168 @@
+"""ImageScanner: which registry calls each policy costs, what it decides, and how failures come back."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+from prometheus_client import CollectorRegistry
+from tests.unit.automation.fakes import FakeRegistry, at, release
+
+from helmrelease.adapters.registry import (
+    BasicCredentials,
+    CredentialStore,
+    RegistryConfig,
+    RegistryMetrics,
+    RegistryUnavailable,
+)
+from helmrelease.automation.releases import ImageTarget, read_release
+from helmrelease.automation.scan import ImageScan, ImageScanner, RegistryPool, needs_build_times
+from helmrelease.images.policy import TagOrder
+from helmrelease.images.reference import CanonicalName
+from helmrelease.images.select import NoChangeReason, TagCandidate
+
+REPO = "reg.example.com/team/app"
+TAGS: dict[str, datetime | None] = {
+    "1.0.0": at(10),
+    "1.0.5": at(20),
+    "1.1.0": at(30),
+    "1.0.2": at(40),
+    "2.0.0-rc.1": at(50),
+    "latest": at(60),
+    "nightly": None,
+}
+
+
+def target(tag: str = "1.0.0", policy: str | None = None, order: str | None = None) -> ImageTarget:
+    annotations = {}
+    if policy is not None:
+        annotations["fluxcd.io/tag.chart-image"] = policy
+    if order is not None:
+        annotations["fluxcd.io/tag-order.chart-image"] = order
+    return read_release(release("hr", {"image": f"{REPO}:{tag}"}, annotations)).targets[0]
+
+
+@pytest.fixture
+def registry() -> FakeRegistry:
+    return FakeRegistry({REPO: dict(TAGS)})
+
+
+async def scan(
+    registry: FakeRegistry, image: ImageTarget, credentials: CredentialStore | None = None
+) -> ImageScan:
+    return await ImageScanner(registry).scan(image, credentials or CredentialStore())
+
+
+@pytest.mark.parametrize(
+    ("policy", "order", "new_tag", "build_time_lookups"),
+    [
+        pytest.param("semver:~1.0", None, "1.0.5", 0, id="semver-lists-tags-only"),
+        pytest.param("semver:*", None, "1.1.0", 0, id="semver-no-prerelease"),
+        pytest.param("glob:1.0.*", None, "1.0.2", 3, id="glob-by-build-time"),
+        pytest.param("glob:1.1.*", None, "1.1.0", 2, id="glob-current-looked-up-too"),
+        pytest.param(None, None, "2.0.0-rc.1", 6, id="default-glob-star"),
+        pytest.param("glob:1.0.*", "alphabetical", "1.0.5", 0, id="alphabetical-lists-only"),
+    ],
+)
+async def test_policies_and_their_costs(
+    registry: FakeRegistry, policy: str | None, order: str | None, new_tag: str, build_time_lookups: int
+) -> None:
+    result = await scan(registry, target(policy=policy, order=order))
+    assert result.error is None
+    assert result.move is not None
+    assert result.move.new_tag == new_tag
+    assert result.newest is not None
+    assert result.newest.tag == new_tag
+    assert registry.requests["tags", REPO] == 1
+    assert sum(n for (kind, _), n in registry.requests.items() if kind == "created") == build_time_lookups
+
+
+async def test_a_tag_deleted_since_the_listing_has_no_build_time(registry: FakeRegistry) -> None:
+    class Vanishing(FakeRegistry):
+        async def image_created(
+            self, name: CanonicalName, tag: str, credentials: BasicCredentials | None
+        ) -> datetime | None:
+            if tag == "1.0.2":
+                del self.repositories[REPO]["1.0.2"]
+            return await super().image_created(name, tag, credentials)
+
+    vanishing = Vanishing({REPO: dict(TAGS)})
+    result = await scan(vanishing, target(policy="glob:1.0.*"))
+    assert result.error is None
+    assert result.move is not None
+    assert result.move.new_tag == "1.0.5"
+
+
+async def test_a_registry_failure_is_the_scans_error(registry: FakeRegistry) -> None:
+    registry.failures[REPO] = RegistryUnavailable("reg.example.com", "team/app", "tag list: timed out")
+    result = await scan(registry, target(policy="semver:~1.0"))
+    assert result.decision is None
+    assert result.move is None
+    assert result.error is not None
+    assert "reg.example.com" in result.error
+    assert "timed out" in result.error
+
+
+async def test_a_policy_that_does_not_parse_asks_no_registry(registry: FakeRegistry) -> None:
+    result = await scan(registry, target(policy="semver:>>1"))
+    assert result.error is not None
+    assert "does not parse" in result.error
+    assert registry.requests == {}
+
+
+async def test_an_image_we_cannot_edit_still_shows_the_newest_tag(registry: FakeRegistry) -> None:
+    pinned = read_release(release("hr", {"image": f"{REPO}@sha256:{'a' * 64}"})).targets[0]
+    result = await scan(registry, pinned)
+    assert result.decision is None
+    assert result.newest == TagCandidate("2.0.0-rc.1", at(50))
+
+
+@pytest.mark.parametrize(
+    ("current", "reason"),
+    [
+        pytest.param("1.0.5", NoChangeReason.ALREADY_NEWEST, id="newest"),
+        pytest.param("1.0.9", NoChangeReason.WOULD_DOWNGRADE, id="ahead-of-registry"),
+    ],
+)
+async def test_no_move(registry: FakeRegistry, current: str, reason: NoChangeReason) -> None:
+    result = await scan(registry, target(current, policy="semver:~1.0"))
+    assert result.move is None
+    assert result.decision is not None
+    assert result.decision.reason is reason
+
+
+async def test_credentials_are_chosen_per_image(registry: FakeRegistry) -> None:
+    robot = BasicCredentials("robot", "secret")
+    registry.protected[REPO] = robot
+    config = {"auths": {"reg.example.com": {"username": "robot", "password": "secret"}}}
+    result = await scan(registry, target(policy="semver:~1.0"), CredentialStore.from_docker_configs(config))
+    assert result.move is not None
+    denied = await scan(registry, target(policy="semver:~1.0"))
+    assert denied.error is not None
+    assert "HTTP 401" in denied.error
+
+
+@pytest.mark.parametrize(
+    ("order", "needed"),
+    [
+        (TagOrder.CREATED, True),
+        (TagOrder.SEMVER, False),
+        (TagOrder.ALPHABETICAL, False),
+        (TagOrder.NUMERICAL, False),
+    ],
+    ids=str,
+)
+def test_only_created_order_needs_build_times(order: TagOrder, needed: bool) -> None:
+    assert needs_build_times(order) is needed
+
+
+async def test_pool_keeps_one_client_per_credentials_across_cycles() -> None:
+    pool = RegistryPool(RegistryConfig(), RegistryMetrics.create(CollectorRegistry()))
+    robot = BasicCredentials("robot", "secret")
+    try:
+        assert pool.client_for(None) is pool.client_for(None)
+        assert pool.client_for(robot) is pool.client_for(BasicCredentials("robot", "secret"))
+        assert pool.client_for(robot) is not pool.client_for(None)
+        assert pool.cycle() is not pool.cycle()
+    finally:
+        await pool.close()

@@ -1,0 +1,373 @@
+"""The loop's decisions and reactions, with the cluster and the registries in memory."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+from tests.unit.automation.fakes import FakeKube, FakeRegistry, FakeRepository, at, release
+
+from helmrelease.adapters.git import RemoteUnreachable
+from helmrelease.adapters.kube import Conflict, Forbidden, KubeError
+from helmrelease.adapters.registry import RegistryUnavailable
+from helmrelease.automation.metrics import AutomationMetrics
+from helmrelease.automation.service import (
+    CycleReport,
+    ImagePolicyService,
+    ImagePolicySettings,
+    RepeatFilter,
+)
+from helmrelease.automation.writeback import GitWriteback
+from helmrelease.images.manifests import ReleaseId
+
+APP = "reg.example.com/team/app"
+AUTOMATED = {"fluxcd.io/automated": "true", "fluxcd.io/tag.chart-image": "semver:~1.0"}
+IMAGE = {"image": {"repository": APP, "tag": "1.0.0"}, "replicas": 1}
+
+
+@dataclass
+class Harness:
+    kube: FakeKube = field(default_factory=FakeKube)
+    registry: FakeRegistry = field(
+        default_factory=lambda: FakeRegistry(
+            {APP: {"1.0.0": at(1), "1.0.1": at(2), "1.0.5": at(3), "1.1.0": at(4)}}
+        )
+    )
+    metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.service = ImagePolicyService(
+            self.kube,
+            self.registry,
+            settings=ImagePolicySettings(**self.settings),
+            metrics=AutomationMetrics.create(self.metrics),
+        )
+
+    async def cycle(self) -> CycleReport:
+        return await self.service.run_cycle()
+
+    def sample(self, name: str, **labels: str) -> float | None:
+        return self.metrics.get_sample_value(f"helmrelease_{name}", labels)
+
+
+async def test_an_automated_release_moves_by_a_tested_patch_and_says_so() -> None:
+    harness = Harness()
+    harness.kube.add(release("web", IMAGE, AUTOMATED))
+
+    report = await harness.cycle()
+
+    assert harness.kube.patches == [
+        [
+            {"op": "test", "path": "/spec/values/image/tag", "value": "1.0.0"},
+            {"op": "replace", "path": "/spec/values/image/tag", "value": "1.0.5"},
+        ]
+    ]
+    assert harness.kube.values("web") == {"image": {"repository": APP, "tag": "1.0.5"}, "replicas": 1}
+    assert harness.kube.events == [("web", "Normal", "ImageUpdated", f"{APP} 1.0.0 → 1.0.5 (semver:~1.0)")]
+    assert [outcome.release for outcome in report.releases] == [ReleaseId("apps", "web")]
+    assert not report.failed
+    assert harness.sample("image_updates_total", target="cluster") == 1.0
+    assert harness.sample("image_scan_duration_seconds_count") == 1.0
+    assert harness.service.heartbeat.last_finished is not None
+
+
+@pytest.mark.parametrize(
+    "annotations",
+    [
+        pytest.param({"fluxcd.io/tag.chart-image": "semver:~1.0"}, id="not-automated"),
+        pytest.param({**AUTOMATED, "fluxcd.io/locked": "true"}, id="locked"),
+        pytest.param({**AUTOMATED, "fluxcd.io/ignore": "true"}, id="ignored"),
+        pytest.param(
+            {**AUTOMATED, "fluxcd.io/tag.chart-image": "semver:>>1", "fluxcd.io/locked": "true"},
+            id="locked-bad-policy",
+        ),
+    ],
+)
+async def test_held_releases_cost_nothing_and_say_nothing(annotations: dict[str, str]) -> None:
+    harness = Harness()
+    harness.kube.add(release("web", IMAGE, annotations))
+    report = await harness.cycle()
+    assert harness.kube.values("web") == IMAGE
+    assert (harness.kube.events, harness.kube.patches, dict(harness.registry.requests)) == ([], [], {})
+    assert report.releases[0].hold is not None
+
+
+@pytest.mark.parametrize(
+    ("user_tag", "final_tag", "patches"),
+    [
+        pytest.param("1.0.9", "1.0.9", 1, id="newer-pin-survives"),
+        pytest.param("1.0.1", "1.0.5", 2, id="older-edit-is-decided-again"),
+    ],
+)
+async def test_a_concurrent_edit_is_read_again_and_decided_again(
+    user_tag: str, final_tag: str, patches: int
+) -> None:
+    harness = Harness()
+    harness.kube.add(release("web", IMAGE, AUTOMATED))
+
+    def user_edit(kube: FakeKube) -> None:
+        kube.values("web")["image"]["tag"] = user_tag
+
+    harness.kube.before_patch = user_edit
+    report = await harness.cycle()
+
+    assert harness.kube.values("web")["image"]["tag"] == final_tag
+    assert harness.kube.calls["get"] == 1
+    assert len(harness.kube.patches) == patches
+    if patches == 2:
+        assert harness.kube.patches[1][0] == {
+            "op": "test",
+            "path": "/spec/values/image/tag",
+            "value": "1.0.1",
+        }
+    assert not report.failed
+
+
+async def test_a_release_that_keeps_changing_is_left_for_the_next_cycle() -> None:
+    harness = Harness(settings={"conflict_attempts": 3})
+    harness.kube.add(release("web", IMAGE, AUTOMATED))
+    harness.kube.patch_error = Conflict("HelmRelease apps/web: the object has been modified", 409)
+    report = await harness.cycle()
+    assert harness.kube.calls["patch"] == 3
+    assert harness.kube.reasons() == ["ImageUpdateFailed"]
+    assert "changed on each of 3 attempts" in harness.kube.events[0][3]
+    assert report.failed
+    assert harness.sample("image_update_failures_total", cause="conflict") == 1.0
+
+
+@pytest.mark.parametrize(
+    ("error", "rereads"),
+    [
+        pytest.param(
+            KubeError("HelmRelease apps/web: the server rejected our request", 422), 0, id="other-error"
+        ),
+        pytest.param(Forbidden("HelmRelease apps/web: forbidden", 403), 0, id="forbidden"),
+    ],
+)
+async def test_a_refused_patch_is_a_warning(error: KubeError, rereads: int) -> None:
+    harness = Harness()
+    harness.kube.add(release("web", IMAGE, AUTOMATED))
+    harness.kube.patch_error = error
+    report = await harness.cycle()
+    assert harness.kube.reasons() == ["ImageUpdateFailed"]
+    assert harness.kube.events[0][3] == f"cannot update the image tags: {error}"
+    assert harness.kube.calls["get"] == rereads
+    assert report.failed
+
+
+async def test_an_invalid_patch_whose_values_still_hold_is_not_a_conflict() -> None:
+    """kube-apiserver answers a failed ``test`` with a bare 422; a re-read tells it from an invalid patch."""
+
+    class RefusesEveryPatch(FakeKube):
+        async def json_patch_helmrelease(
+            self, namespace: str, name: str, operations: list[dict[str, Any]]
+        ) -> None:
+            from helmrelease.adapters.kube import Invalid
+
+            self.calls["patch"] += 1
+            raise Invalid(f"HelmRelease {namespace}/{name}: spec.values.image.tag: Invalid value", 422)
+
+    harness = Harness(kube=RefusesEveryPatch())
+    harness.kube.add(release("web", IMAGE, AUTOMATED))
+    report = await harness.cycle()
+    assert (harness.kube.calls["patch"], harness.kube.calls["get"]) == (1, 1)
+    assert harness.kube.reasons() == ["ImageUpdateFailed"]
+    assert harness.sample("image_update_failures_total", cause="patch") == 1.0
+    assert report.failed
+
+
+async def test_a_release_deleted_meanwhile_is_simply_done() -> None:
+    harness = Harness()
+    harness.kube.add(release("web", IMAGE, AUTOMATED))
+    harness.kube.before_patch = lambda kube: kube.objects.clear()
+    harness.kube.patch_error = Conflict("gone", 409)
+    report = await harness.cycle()
+    assert harness.kube.events == []
+    assert not report.failed
+
+
+async def test_problems_are_warned_once_while_they_last() -> None:
+    harness = Harness()
+    harness.kube.add(
+        release("web", {"image": {"repository": "reg.example.com/team/missing", "tag": "1.0.0"}}, AUTOMATED)
+    )
+    for _ in range(3):
+        await harness.cycle()
+    assert harness.kube.reasons() == ["ImageScanFailed"]
+    assert harness.kube.events[0][3].startswith(
+        "chart-image: registry reg.example.com, repository team/missing:"
+    )
+    assert harness.sample("image_update_failures_total", cause="registry") == 3.0
+
+
+async def test_a_bad_policy_warns_and_the_other_images_still_move() -> None:
+    harness = Harness()
+    values = {"web": {"image": f"{APP}:1.0.0"}, "api": {"image": f"{APP}:1.0.0"}}
+    annotations = {
+        "fluxcd.io/automated": "true",
+        "fluxcd.io/tag.web": "semver:>>1",
+        "fluxcd.io/tag.api": "semver:~1.0",
+    }
+    harness.kube.add(release("hr", values, annotations))
+    await harness.cycle()
+    assert harness.kube.values("hr") == {"web": {"image": f"{APP}:1.0.0"}, "api": {"image": f"{APP}:1.0.5"}}
+    assert harness.kube.reasons() == ["ImagePolicyInvalid", "ImageUpdated"]
+    assert harness.sample("image_update_failures_total", cause="policy") == 1.0
+
+
+async def test_an_unusable_pull_secret_stops_only_its_release() -> None:
+    harness = Harness()
+    harness.kube.add(
+        release("private", IMAGE, {**AUTOMATED, "image.helm.fluxcd.io/pull-secret": "missing"}),
+        release("public", IMAGE, AUTOMATED),
+    )
+    await harness.cycle()
+    assert harness.kube.values("private") == IMAGE
+    assert harness.kube.reasons("private") == ["ImageScanFailed"]
+    assert harness.kube.values("public")["image"]["tag"] == "1.0.5"
+
+
+async def test_a_failing_namespace_or_release_does_not_stop_the_others() -> None:
+    class Broken(FakeRegistry):
+        async def list_tags(self, name: Any, credentials: Any) -> tuple[str, ...]:
+            if name.path == "team/bug":
+                raise RuntimeError("a bug")
+            return await super().list_tags(name, credentials)
+
+    harness = Harness(
+        registry=Broken({APP: {"1.0.0": at(1), "1.0.5": at(2)}}), settings={"namespaces": ("apps", "gone")}
+    )
+    harness.kube.list_errors["gone"] = Forbidden("HelmReleases in gone: forbidden", 403)
+    harness.kube.add(
+        release("buggy", {"image": "reg.example.com/team/bug:1.0.0"}, AUTOMATED),
+        release("fine", IMAGE, AUTOMATED),
+    )
+    report = await harness.cycle()
+    assert harness.kube.values("fine")["image"]["tag"] == "1.0.5"
+    assert report.list_failures == 1
+    assert report.failed
+    assert harness.sample("image_update_failures_total", cause="internal") == 1.0
+    assert harness.sample("image_update_failures_total", cause="list") == 1.0
+
+
+async def test_a_release_with_nothing_newer_is_quiet() -> None:
+    harness = Harness()
+    harness.kube.add(release("web", {"image": f"{APP}:1.0.5"}, AUTOMATED))
+    report = await harness.cycle()
+    assert (harness.kube.events, harness.kube.patches, report.failed) == ([], [], False)
+
+
+# --- git write-back -------------------------------------------------------------------------------------
+
+
+MANIFEST = {
+    "apiVersion": "helm.fluxcd.io/v1",
+    "kind": "HelmRelease",
+    "metadata": {"name": "web", "namespace": "apps"},
+    "spec": {"values": {"image": {"repository": APP, "tag": "1.0.0"}}},
+}
+
+
+class FailingRepository(FakeRepository):
+    async def apply_change(self, *args: Any, **kwargs: Any) -> Any:
+        raise RemoteUnreachable("push", "Could not resolve host: git.example.com")
+
+
+@pytest.mark.parametrize("repository_kind", ["working", "failing"])
+async def test_git_goes_first_and_the_cluster_follows_only_what_git_holds(
+    repository_kind: str, tmp_path: Path
+) -> None:
+    (tmp_path / "web.yaml").write_text(json.dumps(MANIFEST))  # JSON is YAML
+    repository_type = FakeRepository if repository_kind == "working" else FailingRepository
+    repository = repository_type(tmp_path)
+    harness = Harness(settings={"git": GitWriteback(repository, all_releases=True)})
+    harness.kube.add(release("web", IMAGE, AUTOMATED))
+
+    report = await harness.cycle()
+
+    if repository_kind == "working":
+        assert harness.kube.values("web")["image"]["tag"] == "1.0.5"
+        assert harness.kube.reasons() == ["ImageGitCommitted", "ImageUpdated"]
+        assert harness.sample("image_updates_total", target="git") == 1.0
+        assert report.releases[0].commit is not None
+    else:
+        assert harness.kube.values("web") == IMAGE
+        assert harness.kube.reasons() == ["ImageGitWritebackFailed"]
+        assert "the cluster is not updated either" in harness.kube.events[0][3]
+        assert harness.kube.patches == []
+        assert report.failed
+
+
+async def test_asking_for_git_without_a_repository_updates_the_cluster_and_says_so() -> None:
+    harness = Harness()
+    harness.kube.add(release("web", IMAGE, {**AUTOMATED, "image.helm.fluxcd.io/git-writeback": "true"}))
+    await harness.cycle()
+    assert harness.kube.values("web")["image"]["tag"] == "1.0.5"
+    assert harness.kube.reasons() == ["ImageAutomationWarning", "ImageUpdated"]
+
+
+# --- the loop and its parts -----------------------------------------------------------------------------
+
+
+async def test_the_loop_cycles_until_stopped_and_keeps_its_heartbeat() -> None:
+    third_cycle = asyncio.Event()
+
+    class Counting(FakeRegistry):
+        def cycle(self) -> FakeRegistry:
+            if self.cycles == 2:
+                third_cycle.set()
+            return super().cycle()
+
+    harness = Harness(registry=Counting(), settings={"interval": 0.01})
+    stop = asyncio.Event()
+    task = asyncio.create_task(harness.service.run(stop))
+    await asyncio.wait_for(third_cycle.wait(), 5)
+    assert harness.service.heartbeat.running
+    assert harness.service.heartbeat.healthy()
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert not harness.service.heartbeat.running
+    assert not harness.service.heartbeat.healthy()
+
+
+def test_repeat_filter() -> None:
+    repeats = RepeatFilter()
+    web, api = ReleaseId("apps", "web"), ReleaseId("apps", "api")
+    assert [repeats.is_new(web, "a"), repeats.is_new(web, "a"), repeats.is_new(api, "a")] == [
+        True,
+        False,
+        True,
+    ]
+    repeats.end_cycle()
+    assert [repeats.is_new(web, "a"), repeats.is_new(web, "b")] == [False, True]
+    repeats.end_cycle()
+    repeats.end_cycle()  # a cycle without the problems
+    assert repeats.is_new(web, "a")
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        pytest.param({"interval": 0}, id="zero-interval"),
+        pytest.param({"conflict_attempts": 0}, id="no-attempts"),
+    ],
+)
+def test_settings_are_checked(settings: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="must be"):
+        ImagePolicySettings(**settings)
+
+
+async def test_unavailable_registry_message_reaches_the_event() -> None:
+    harness = Harness()
+    harness.registry.failures[APP] = RegistryUnavailable("reg.example.com", "team/app", "tag list: timed out")
+    harness.kube.add(release("web", IMAGE, AUTOMATED))
+    await harness.cycle()
+    [(_, kind, reason, message)] = harness.kube.events
+    assert (kind, reason) == ("Warning", "ImageScanFailed")
+    assert "check that reg.example.com is up and reachable" in message
