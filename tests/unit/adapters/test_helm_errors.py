@@ -27,6 +27,18 @@ SAMPLES = [
         helm.ChartNotFound,
     ),
     (
+        "version-not-in-repository-index",
+        "Error: chart \"app\" matching 9.9.9 not found in source index. (try 'helm repo update'): "
+        "no chart version found for app-9.9.9",
+        helm.ChartNotFound,
+    ),
+    (
+        "chart-not-in-repository-index",
+        "Error: chart \"nope\" matching 0.1.0 not found in source index. (try 'helm repo update'): "
+        "no chart name found",
+        helm.ChartNotFound,
+    ),
+    (
         "repo-404",
         '...Unable to get an update from the "source" chart repository (http://127.0.0.1:46597/nope):\n'
         "\tfailed to fetch http://127.0.0.1:46597/nope/index.yaml : 404 File not found\n"
