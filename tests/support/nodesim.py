@@ -112,7 +112,9 @@ class NodeSimulator:
                 },
             ],
         }
-        with contextlib.suppress(ApiException):
+        if self._stop.is_set():
+            return
+        with contextlib.suppress(Exception):  # the control plane may be gone at teardown
             apps.patch_namespaced_deployment_status(
                 deployment.metadata.name, deployment.metadata.namespace, {"status": status}
             )

@@ -40,6 +40,28 @@ def free_port() -> int:
         return port
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid`, from /proc (Linux)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name may contain spaces and parentheses: the fields we want follow the last ')'.
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found: list[int] = []
+    stack = [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
 def tail(path: Path, lines: int = 40) -> str:
     """The last lines of a log, for failure messages."""
     try:
@@ -95,10 +117,17 @@ class Process:
             self.popen.wait(timeout)
 
     def kill(self) -> None:
-        """SIGKILL the whole process group: the crash the recovery tests simulate."""
-        self.signal(signal.SIGKILL)
-        if self.popen is not None:
-            self.popen.wait(10)
+        """SIGKILL the process and every descendant at once, as when a container dies with everything in it.
+
+        Descendants in other sessions (helm runs in its own process group) are found through /proc first.
+        """
+        if self.popen is None:
+            return
+        victims = [self.popen.pid, *descendants(self.popen.pid)]
+        for pid in victims:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.popen.wait(10)
 
     def wait_until(self, ready: Callable[[], bool], timeout: float, what: str) -> None:
         """Poll `ready` until true; fail with the log tail if the process dies or time runs out."""
