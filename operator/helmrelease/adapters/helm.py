@@ -34,7 +34,11 @@ from helmrelease.adapters.git import write_private_file
 
 
 class HelmError(Exception):
-    """A failed helm or chart source command. `detail` is the useful tail of its stderr, never the values."""
+    """A failed helm or chart source command; `detail` is the trimmed tail of its stderr.
+
+    Values and credentials reach helm and git only through private files or the environment, never argv, so
+    nothing of ours is echoed back here (a chart's own `fail` message is the chart's to word).
+    """
 
     def __init__(self, operation: str, detail: str, returncode: int | None = None) -> None:
         super().__init__(f"{operation}: {detail}" if detail else operation)
@@ -372,20 +376,18 @@ class HelmSettings:
 
 @dataclass(frozen=True)
 class Impersonation:
-    """Act as a tenant's ServiceAccount, with the groups a token of that account would carry."""
+    """Act as a tenant's ServiceAccount.
+
+    Only the user is named: for a `system:serviceaccount:` user the apiserver adds the account's groups itself, so
+    the operator needs `impersonate` on serviceaccounts alone, not the cluster-admin-strong right to impersonate any
+    group.
+    """
 
     namespace: str
     service_account: str
 
     def arguments(self) -> list[str]:
-        return [
-            "--kube-as-user",
-            f"system:serviceaccount:{self.namespace}:{self.service_account}",
-            "--kube-as-group",
-            "system:serviceaccounts",
-            "--kube-as-group",
-            f"system:serviceaccounts:{self.namespace}",
-        ]
+        return ["--kube-as-user", f"system:serviceaccount:{self.namespace}:{self.service_account}"]
 
 
 class DeployAction(enum.Enum):
