@@ -173,8 +173,9 @@ async def test_impersonation_acts_with_the_service_accounts_rights(
     with pytest.raises(helm.Forbidden, match=f"system:serviceaccount:{namespace}:default"):
         await tenant.upgrade_install("web", namespace, chart.path, {}, helm.DeployOptions(), action=INSTALL)
 
-    # The same call succeeds once service accounts of the namespace may manage it (an explicit Role: the
-    # aggregated `admin` ClusterRole stays empty without a controller-manager).
+    # The same call succeeds once service accounts of the namespace may manage it: bound to the group, which
+    # the apiserver adds to an impersonated service account. (An explicit Role: the aggregated `admin`
+    # ClusterRole stays empty without a controller-manager.)
     rbac = k8s.RbacAuthorizationV1Api(api_client)
     everything = k8s.V1PolicyRule(api_groups=["*"], resources=["*"], verbs=["*"])
     rbac.create_namespaced_role(

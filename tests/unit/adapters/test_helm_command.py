@@ -125,8 +125,6 @@ async def test_environment_and_global_flags(fake: FakeHelm) -> None:
         "get", "metadata", "web", "--namespace", "team", "--output", "json",
         "--kube-context", "test",
         "--kube-as-user", "system:serviceaccount:team:deployer",
-        "--kube-as-group", "system:serviceaccounts",
-        "--kube-as-group", "system:serviceaccounts:team",
     ]  # fmt: skip
 
 
