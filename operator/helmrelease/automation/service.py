@@ -142,6 +142,14 @@ class RepeatFilter:
 
 
 @dataclass(frozen=True)
+class _Retry:
+    """The patch was refused for a concurrent edit: decide again from the release as it is now."""
+
+    view: ReleaseView
+    commit: str | None
+
+
+@dataclass(frozen=True)
 class _Cycle:
     """What the releases of one cycle share: registry memos and credential reads."""
 
@@ -244,58 +252,67 @@ class ImagePolicyService:
     # --- one release -----------------------------------------------------------------------------------
 
     async def _process(self, obj: Mapping[str, Any], cycle: _Cycle) -> ReleaseOutcome:
-        failures: list[Failure] = []
+        view = read_release(obj)
+        if view.hold is not None:
+            return ReleaseOutcome(view.release, hold=view.hold)
+        configuration = await self._report_configuration(view)
+        commit: str | None = None
         for attempt in range(1, self.settings.conflict_attempts + 1):
-            view = read_release(obj)
-            if view.hold is not None:
-                return ReleaseOutcome(view.release, hold=view.hold)
-            if attempt == 1:
-                await self._report_configuration(view, failures)
-            moves = await self._decide(view, cycle, failures)
-            if not moves:
-                return ReleaseOutcome(view.release, failures=tuple(failures))
-            commit = None
-            if self.settings.git is not None and self.settings.git.wanted_for(view):
-                moves, commit = await self._write_git(self.settings.git, view, moves, failures)
-                if not moves:
-                    return ReleaseOutcome(view.release, failures=tuple(failures), commit=commit)
-            changes = [move.change for move in moves]
-            try:
-                await self.kube.json_patch_helmrelease(
-                    view.release.namespace, view.release.name, [dict(op) for op in changes_patch(changes)]
-                )
-            except (Conflict, Invalid) as error:
-                try:
-                    obj = await self.kube.get_helmrelease(view.release.namespace, view.release.name)
-                except NotFound:
-                    return ReleaseOutcome(view.release, failures=tuple(failures), commit=commit)
-                if isinstance(error, Invalid) and values_hold(obj, changes):
-                    failures.append(Failure.PATCH)
-                    await self._warn(
-                        view, EventReason.UPDATE_FAILED, f"cannot update the image tags: {error}"
-                    )
-                    return ReleaseOutcome(view.release, failures=tuple(failures), commit=commit)
-                _log.info("%s changed while we decided; deciding again (attempt %d)", view.release, attempt)
-                continue
-            except KubeError as error:
-                failures.append(Failure.PATCH)
-                await self._warn(view, EventReason.UPDATE_FAILED, f"cannot update the image tags: {error}")
-                return ReleaseOutcome(view.release, failures=tuple(failures), commit=commit)
-            for move in moves:
-                _log.info("%s %s: %s", view.release, move.target.container, move.summary)
-                await self._post(view, NORMAL, EventReason.IMAGE_UPDATED, move.summary)
-            self.metrics.updated(Target.CLUSTER, len(moves))
-            return ReleaseOutcome(view.release, moves=tuple(moves), failures=tuple(failures), commit=commit)
-        failures.append(Failure.CONFLICT)
+            result = await self._attempt(view, cycle, configuration, commit)
+            if isinstance(result, ReleaseOutcome):
+                return result
+            _log.info("%s changed while we decided; deciding again (attempt %d)", view.release, attempt)
+            view, commit = result.view, result.commit
         await self._warn(
             view,
             EventReason.UPDATE_FAILED,
             f"the HelmRelease changed on each of {self.settings.conflict_attempts} attempts to update its "
             "image tags; trying again next cycle",
         )
-        return ReleaseOutcome(view.release, failures=tuple(failures))
+        return ReleaseOutcome(view.release, failures=(*configuration, Failure.CONFLICT), commit=commit)
 
-    async def _report_configuration(self, view: ReleaseView, failures: list[Failure]) -> None:
+    async def _attempt(
+        self, view: ReleaseView, cycle: _Cycle, configuration: Sequence[Failure], commit: str | None
+    ) -> ReleaseOutcome | _Retry:
+        """Decide, write git if wanted, patch; a refusal for a concurrent edit is a ``_Retry`` with the
+        release as it is now."""
+        failures = list(configuration)
+        if view.hold is not None:  # locked (or no longer automated) by the user during this cycle
+            return ReleaseOutcome(view.release, view.hold, failures=tuple(failures), commit=commit)
+        moves = await self._decide(view, cycle, failures)
+        if moves and self.settings.git is not None and self.settings.git.wanted_for(view):
+            moves, committed = await self._write_git(self.settings.git, view, moves, failures)
+            commit = committed or commit
+        changes = [move.change for move in moves]
+        try:
+            if changes:
+                await self.kube.json_patch_helmrelease(
+                    view.release.namespace, view.release.name, [dict(op) for op in changes_patch(changes)]
+                )
+        except (Conflict, Invalid) as error:
+            try:
+                obj = await self.kube.get_helmrelease(view.release.namespace, view.release.name)
+            except NotFound:
+                return ReleaseOutcome(view.release, failures=tuple(failures), commit=commit)
+            if not isinstance(error, Invalid) or not values_hold(obj, changes):
+                return _Retry(read_release(obj), commit)
+            failures.append(Failure.PATCH)
+            await self._warn(view, EventReason.UPDATE_FAILED, f"cannot update the image tags: {error}")
+            return ReleaseOutcome(view.release, failures=tuple(failures), commit=commit)
+        except KubeError as error:
+            failures.append(Failure.PATCH)
+            await self._warn(view, EventReason.UPDATE_FAILED, f"cannot update the image tags: {error}")
+            return ReleaseOutcome(view.release, failures=tuple(failures), commit=commit)
+        for move in moves:
+            _log.info("%s %s: %s", view.release, move.target.container, move.summary)
+            await self._post(view, NORMAL, EventReason.IMAGE_UPDATED, move.summary)
+        if moves:
+            self.metrics.updated(Target.CLUSTER, len(moves))
+        return ReleaseOutcome(view.release, moves=tuple(moves), failures=tuple(failures), commit=commit)
+
+    async def _report_configuration(self, view: ReleaseView) -> list[Failure]:
+        """Warn about what the user should fix; the policy errors count as failures."""
+        failures: list[Failure] = []
         for message in view.policy_errors:
             failures.append(Failure.POLICY)
             await self._warn(view, EventReason.POLICY_INVALID, message)
@@ -307,6 +324,7 @@ class ImagePolicyService:
             )
         for message in warnings:
             await self._warn(view, EventReason.AUTOMATION_WARNING, message)
+        return failures
 
     async def _decide(self, view: ReleaseView, cycle: _Cycle, failures: list[Failure]) -> list[TagMove]:
         targets = view.changeable

@@ -7,6 +7,10 @@ everything could be decided, 1 when something failed (a registry, a policy, a pa
 Registry credentials, most specific first: the Secret a release names in ``image.helm.fluxcd.io/pull-secret``,
 the ``imagePullSecrets`` of its ServiceAccount (``spec.serviceAccountName``, else ``default``), and the
 ``--docker-config`` file. The registry flags are shared with ``helmrelease images list`` and ``update``.
+
+Git write-back (``--git-url``) commits each tag move to the manifests in git before the cluster is patched,
+for releases annotated ``image.helm.fluxcd.io/git-writeback: "true"`` or, with ``--git-writeback-all``, for
+every automated release.
 """
 
 from __future__ import annotations
@@ -193,7 +197,8 @@ def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "image-policy",
         help="run the image automation sidecar",
-        description=__doc__.split("\n\n")[1] if __doc__ else None,
+        description="\n\n".join(__doc__.split("\n\n")[1:]) if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--interval",
