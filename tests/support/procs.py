@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -15,6 +16,17 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN_DIR = REPO_ROOT / "bin"
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask the kernel to SIGTERM it when the test process dies, however it dies.
+
+    Teardown stops components normally; this covers a test run killed by a timeout or Ctrl-C twice, which would
+    otherwise leave etcd, apiservers and registries running.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 class StartupError(RuntimeError):
@@ -93,6 +105,7 @@ class Process:
             env=self.env,
             cwd=self.cwd,
             start_new_session=True,  # its own process group, so stop() reaches its children too
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, no locks or threads involved
         )
         log.close()
         return self

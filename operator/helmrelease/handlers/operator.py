@@ -6,6 +6,7 @@ a fresh set each time. Dependencies (helm, the Kubernetes client, the chart fetc
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections.abc import Mapping
@@ -97,12 +98,15 @@ def build_registry(operator_settings: OperatorSettings, dependencies: Any) -> ko
         VERSION,
         PLURAL,
         interval=settings.resync_interval,
-        initial_delay=settings.resync_interval + random.uniform(-jitter, jitter),  # noqa: S311 - jitter, not crypto
+        initial_delay=settings.resync_interval,
         idle=settings.resync_interval / 2,
         id="resync",
         registry=registry,
     )
     async def resync(memo: kopf.Memo, body: kopf.Body, logger: kopf.Logger, **kwargs: Any) -> None:
+        # Spread each object's resyncs apart (timers are not sharp: the next one counts from the end of this one),
+        # so hundreds of releases seen at startup do not all resync in the same second.
+        await asyncio.sleep(random.uniform(0, jitter))  # noqa: S311 - jitter, not crypto
         try:
             await _reconcile(memo, body, kwargs["helm_releases"], check_drift=settings.drift_detection)
         except kopf.PermanentError as error:

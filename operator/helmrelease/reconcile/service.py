@@ -78,6 +78,15 @@ def sources_of(namespace: str, spec: Mapping[str, Any]) -> set[tuple[str, str, s
     return found
 
 
+def directory_digest(root: Path) -> str:
+    """sha256 over the relative paths and contents of every file below `root`, in a stable order."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return "sha256:" + digest.hexdigest()
+
+
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -232,11 +241,12 @@ class Reconciler:
             return
         chart = await self._fetch_chart(current)
         values = await self._values(current, chart)
-        identity = (
-            ChartIdentity.of_git(hr.spec.chart, chart.revision)
-            if isinstance(hr.spec.chart, GitChartSource)
-            else ChartIdentity.of_repository(hr.spec.chart, chart.source_digest)
-        )
+        if isinstance(hr.spec.chart, GitChartSource):
+            # The chart's own files, not the commit: a commit elsewhere in the repository changes nothing.
+            content = await asyncio.to_thread(directory_digest, chart.path)
+            identity = ChartIdentity.of_git(hr.spec.chart, chart.revision, content)
+        else:
+            identity = ChartIdentity.of_repository(hr.spec.chart, chart.source_digest)
         try:
             digest = release_digest(hr, identity, values)
         except ValuesError as error:

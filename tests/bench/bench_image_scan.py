@@ -1,0 +1,410 @@
+"""Image-policy scan cost: 200 HelmReleases over 50 registry repositories of 500 tags each.
+
+Starts its own control plane and registry, pushes the tags through the registry's HTTP API (a shared layer
+per repository, a config blob per tag for its own build time), creates the HelmReleases with four policies
+per repository (``semver:`` needs tag lists only; ``glob:``, ``regex:`` and the default need build times),
+then runs two scan cycles of the sidecar in a child process and reports, per cycle, the registry requests by
+kind, the cache lookups, the wall time and the updates made, and the child's peak RSS.
+
+The first cycle resolves every tag's manifest and config blob; the second finds the manifests' digests
+unchanged (one HEAD per tag) and needs no manifest or blob at all. "Per release" is what the same scan
+would cost without the per-cycle memo (each release listing and resolving its own tags), computed from the
+same counts. If pushing would exceed the setup budget, fewer repositories are pushed, and the table says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import hashlib
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from helmrelease.images.policy import DEFAULT_POLICY, TagOrder, parse_policy
+
+REPOSITORIES = 50
+TAGS_PER_REPOSITORY = 500
+RELEASES = 200
+SETUP_BUDGET_SECONDS = 300.0
+PUSH_THREADS = 16
+REGISTRY_CONCURRENCY = 16
+REGISTRY_RPS = 10_000.0
+POLICIES = ("semver:~1.3", "glob:1.*", r"regex:^1\.1[0-9]\.", None)  # None: the default, glob:*
+T0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+def tag_name(index: int) -> str:
+    """``1.<minor>.<patch>``: 20 patches per minor, so semver, glob and regex policies all find candidates."""
+    return f"1.{index // 20}.{index % 20}"
+
+
+def built_at(index: int) -> dt.datetime:
+    """Mostly newer with each tag, with rebuilds of older versions mixed in (build order is not semver order)."""
+    return T0 + dt.timedelta(minutes=index * 10 - (index % 7) * 25)
+
+
+class Pusher:
+    """Pushes OCI images concurrently over plain HTTP: a session per thread, one layer per repository, and no
+    existence checks, so a tag costs three requests (``tests.support.registry.ImagePusher`` spends seven on
+    its own layer and checks, which is right for tests and too slow for 25 000 tags)."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self._local = threading.local()
+
+    def _session(self) -> requests.Session:
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+        return session
+
+    def blob(self, repository: str, data: bytes) -> str:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        session = self._session()
+        started = session.post(f"{self.base_url}/v2/{repository}/blobs/uploads/", timeout=30)
+        started.raise_for_status()
+        location = started.headers["Location"]
+        if location.startswith("/"):
+            location = self.base_url + location
+        separator = "&" if "?" in location else "?"
+        session.put(
+            f"{location}{separator}digest={digest}",
+            data=data,
+            headers={"Content-Type": "application/octet-stream"},
+            timeout=30,
+        ).raise_for_status()
+        return digest
+
+    def image(self, repository: str, tag: str, created: dt.datetime, layer: tuple[str, int]) -> None:
+        config = json.dumps(
+            {
+                "created": created.isoformat().replace("+00:00", "Z"),
+                "architecture": "amd64",
+                "os": "linux",
+                "rootfs": {"type": "layers", "diff_ids": [layer[0]]},
+            }
+        ).encode()
+        config_digest = self.blob(repository, config)
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "config": {
+                    "mediaType": "application/vnd.oci.image.config.v1+json",
+                    "digest": config_digest,
+                    "size": len(config),
+                },
+                "layers": [
+                    {
+                        "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                        "digest": layer[0],
+                        "size": layer[1],
+                    }
+                ],
+            }
+        ).encode()
+        self._session().put(
+            f"{self.base_url}/v2/{repository}/manifests/{tag}",
+            data=manifest,
+            headers={"Content-Type": OCI_MANIFEST},
+            timeout=30,
+        ).raise_for_status()
+
+    def repository(self, repository: str, tags: int, pool: ThreadPoolExecutor) -> None:
+        layer = f"layer of {repository}".encode()
+        layer_ref = (self.blob(repository, layer), len(layer))
+        list(pool.map(lambda i: self.image(repository, tag_name(i), built_at(i), layer_ref), range(tags)))
+
+
+def push_all(base_url: str, repositories: int, tags: int, budget: float) -> tuple[int, float]:
+    """Push ``repositories`` repositories, or as many as the first one's speed says fit in ``budget``."""
+    pusher = Pusher(base_url)
+    started = time.monotonic()
+    with ThreadPoolExecutor(PUSH_THREADS) as pool:
+        pusher.repository(repository_name(0), tags, pool)
+        per_repository = time.monotonic() - started
+        feasible = max(1, min(repositories, int(budget / per_repository)))
+        print(
+            f"  first repository: {tags} tags in {per_repository:.1f}s; pushing {feasible} of {repositories}",
+            flush=True,
+        )
+        for index in range(1, feasible):
+            pusher.repository(repository_name(index), tags, pool)
+    return feasible, time.monotonic() - started
+
+
+def repository_name(index: int) -> str:
+    return f"bench/app-{index:02d}"
+
+
+def policy_of(index: int, repositories: int) -> str | None:
+    """Release ``index``'s policy: the releases of one repository get different ones."""
+    return POLICIES[(index // repositories) % len(POLICIES)]
+
+
+def helmreleases(host: str, repositories: int, releases: int) -> Iterator[dict[str, Any]]:
+    """Releases spread over the repositories, four policies per repository, the five value shapes in turn."""
+    for index in range(releases):
+        image = f"{host}/{repository_name(index % repositories)}"
+        policy = policy_of(index, repositories)
+        shapes: list[dict[str, Any]] = [
+            {"image": f"{image}:1.0.0"},
+            {"image": image, "tag": "1.0.0"},
+            {"registry": host, "image": image.removeprefix(f"{host}/"), "tag": "1.0.0"},
+            {"image": {"repository": image, "tag": "1.0.0"}},
+            {"app": {"image": {"repository": image, "tag": "1.0.0"}}},
+        ]
+        values = shapes[index % len(shapes)]
+        container = "app" if "app" in values else "chart-image"
+        annotations = {"fluxcd.io/automated": "true"}
+        if policy is not None:
+            annotations[f"fluxcd.io/tag.{container}"] = policy
+        yield {
+            "apiVersion": "helm.fluxcd.io/v1",
+            "kind": "HelmRelease",
+            "metadata": {"name": f"hr-{index:03d}", "annotations": annotations},
+            "spec": {
+                "chart": {"repository": "http://charts.example.invalid/", "name": "app", "version": "1.0.0"},
+                "values": values,
+            },
+        }
+
+
+# --- the measured child ---------------------------------------------------------------------------------
+
+
+def _samples(metrics: Any, name: str, labels: tuple[str, ...]) -> Counter[tuple[str, ...]]:
+    counts: Counter[tuple[str, ...]] = Counter()
+    for metric in metrics.collect():
+        for sample in metric.samples:
+            if sample.name == name:
+                counts[tuple(sample.labels[label] for label in labels)] += sample.value
+    return counts
+
+
+async def _measure(kubeconfig: str, host: str, namespace: str) -> dict[str, Any]:
+    from kubernetes import config as k8s_config
+    from prometheus_client import CollectorRegistry
+
+    from helmrelease.adapters.kube import KubeClient
+    from helmrelease.adapters.registry import RegistryConfig, RegistryMetrics
+    from helmrelease.automation import (
+        AutomationMetrics,
+        ImagePolicyService,
+        ImagePolicySettings,
+        RegistryPool,
+    )
+
+    baseline_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    api = k8s_config.new_client_from_config(config_file=kubeconfig)
+    metrics = CollectorRegistry()
+    config = RegistryConfig(
+        insecure_hosts=frozenset({host}),
+        concurrency=REGISTRY_CONCURRENCY,
+        requests_per_second=REGISTRY_RPS,
+        burst=int(REGISTRY_RPS),
+    )
+    pool = RegistryPool(config, RegistryMetrics.create(metrics))
+    service = ImagePolicyService(
+        KubeClient(api),
+        pool,
+        settings=ImagePolicySettings(namespaces=(namespace,)),
+        metrics=AutomationMetrics.create(metrics),
+    )
+    cycles = []
+    try:
+        for number in (1, 2):
+            requests_before = _samples(metrics, "helmrelease_registry_requests_total", ("kind", "code"))
+            cache_before = _samples(metrics, "helmrelease_registry_cache_lookups_total", ("cache", "result"))
+            started = time.monotonic()
+            report = await service.run_cycle()
+            wall = time.monotonic() - started
+            requests_made = (
+                _samples(metrics, "helmrelease_registry_requests_total", ("kind", "code")) - requests_before
+            )
+            cache = (
+                _samples(metrics, "helmrelease_registry_cache_lookups_total", ("cache", "result"))
+                - cache_before
+            )
+            cycles.append(
+                {
+                    "cycle": number,
+                    "wall_seconds": round(wall, 2),
+                    "requests": {"/".join(key): int(value) for key, value in sorted(requests_made.items())},
+                    "cache": {"/".join(key): int(value) for key, value in sorted(cache.items())},
+                    "releases": len(report.releases),
+                    "updates": len(report.moves),
+                    "failed": report.failed,
+                }
+            )
+    finally:
+        await pool.close()
+        api.close()
+    return {
+        "cycles": cycles,
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "baseline_rss_mib": round(baseline_rss / 1024, 1),
+    }
+
+
+def _child(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("kubeconfig")
+    parser.add_argument("host")
+    parser.add_argument("namespace")
+    args = parser.parse_args(argv)
+    print(json.dumps(asyncio.run(_measure(args.kubeconfig, args.host, args.namespace))))
+
+
+# --- the driver -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setup:
+    repositories: int
+    push_seconds: float
+    releases: int
+
+
+def build_time_lookups(policy_text: str | None, tags: int) -> int:
+    """How many build times one release with this policy needs: its eligible tags and its current one."""
+    policy = parse_policy(policy_text or DEFAULT_POLICY)
+    if policy.default_order is not TagOrder.CREATED:
+        return 0
+    eligible = sum(policy.matches(tag_name(index)) for index in range(tags))
+    return eligible + (0 if policy.matches(tag_name(0)) else 1)
+
+
+def without_memo(cycle: dict[str, Any], repositories: int, releases: int) -> int:
+    """Estimated requests of the same cycle if each release listed and resolved its own tags (digest caches
+    kept): the measured tag-list requests per repository and resolution requests per distinct tag, times
+    what every release would ask for itself."""
+    kinds = _by_kind(cycle)
+    distinct_tags = cycle["cache"].get("cycle_created/miss", 0)
+    per_tag = (kinds["manifest"] + kinds["blob"]) / distinct_tags if distinct_tags else 0.0
+    per_list = kinds["tags"] / repositories
+    return round(
+        sum(
+            per_list + build_time_lookups(policy_of(index, repositories), TAGS_PER_REPOSITORY) * per_tag
+            for index in range(releases)
+        )
+    )
+
+
+def _by_kind(cycle: dict[str, Any]) -> Counter[str]:
+    kinds: Counter[str] = Counter()
+    for key, count in cycle["requests"].items():
+        kinds[key.split("/")[0]] += count
+    return kinds
+
+
+def _print(setup: Setup, measured: dict[str, Any]) -> None:
+    print(
+        f"\n{setup.releases} HelmReleases over {setup.repositories} repositories x {TAGS_PER_REPOSITORY} tags"
+        f" ({setup.repositories * TAGS_PER_REPOSITORY} tags pushed in {setup.push_seconds:.0f}s)"
+    )
+    if setup.repositories < REPOSITORIES:
+        print(
+            f"NOTE: reduced from {REPOSITORIES} repositories to fit the {SETUP_BUDGET_SECONDS:.0f}s setup budget"
+        )
+    print(f"registry client: concurrency {REGISTRY_CONCURRENCY}, {REGISTRY_RPS:.0f} req/s per registry")
+    header = f"{'cycle':<6}{'wall s':>8}{'requests':>10}{'tags':>7}{'HEAD+GET manifest':>19}{'blobs':>7}{'per release':>13}{'updates':>9}"
+    print(header)
+    for cycle in measured["cycles"]:
+        kinds = _by_kind(cycle)
+        total = sum(kinds.values())
+        print(
+            f"{cycle['cycle']:<6}{cycle['wall_seconds']:>8.1f}{total:>10}{kinds['tags']:>7}{kinds['manifest']:>19}"
+            f"{kinds['blob']:>7}{without_memo(cycle, setup.repositories, setup.releases):>13}{cycle['updates']:>9}"
+        )
+    first, second = measured["cycles"]
+    ratio = sum(first["requests"].values()) / max(1, sum(second["requests"].values()))
+    print(f"second cycle: {ratio:.1f}x fewer requests than the first")
+    for cycle in measured["cycles"]:
+        print(
+            f"cycle {cycle['cycle']} requests {cycle['requests']}; cache {cycle['cache']}; failed: {cycle['failed']}"
+        )
+    print(
+        f"peak RSS of the sidecar process: {measured['peak_rss_mib']} MiB (after imports: {measured['baseline_rss_mib']} MiB)"
+    )
+
+
+def main() -> None:
+    from kubernetes import client as k8s
+    from kubernetes import config as k8s_config
+
+    from tests.support import controlplane, registry
+    from tests.support.kubectl import kubectl
+    from tests.support.procs import REPO_ROOT
+
+    with tempfile.TemporaryDirectory(prefix="bench-image-scan-") as scratch:
+        workdir = Path(scratch)
+        plane = controlplane.start(workdir / "controlplane")
+        reg = registry.start(workdir / "registry")
+        try:
+            kubectl(
+                plane.kubeconfig, "apply", "--server-side", "-f", str(REPO_ROOT / "crds" / "helmrelease.yaml")
+            )
+            kubectl(
+                plane.kubeconfig, "wait", "--for=condition=Established", "crd/helmreleases.helm.fluxcd.io"
+            )
+            print(
+                f"pushing up to {REPOSITORIES} x {TAGS_PER_REPOSITORY} tags ({PUSH_THREADS} threads)",
+                flush=True,
+            )
+            repositories, push_seconds = push_all(
+                reg.url, REPOSITORIES, TAGS_PER_REPOSITORY, SETUP_BUDGET_SECONDS
+            )
+            api = k8s_config.new_client_from_config(config_file=str(plane.kubeconfig))
+            core, custom = k8s.CoreV1Api(api), k8s.CustomObjectsApi(api)
+            namespace = "bench"
+            core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=namespace)))
+            core.create_namespaced_service_account(
+                namespace, k8s.V1ServiceAccount(metadata=k8s.V1ObjectMeta(name="default"))
+            )
+            for body in helmreleases(reg.host, repositories, RELEASES):
+                custom.create_namespaced_custom_object(
+                    "helm.fluxcd.io", "v1", namespace, "helmreleases", body
+                )
+            api.close()
+            print("running two scan cycles in a child process", flush=True)
+            child = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "tests.bench.bench_image_scan",
+                    str(plane.kubeconfig),
+                    reg.host,
+                    namespace,
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+                cwd=REPO_ROOT,
+            )
+            if child.returncode != 0:
+                raise RuntimeError(f"measurement failed:\n{child.stderr[-3000:]}")
+            measured = json.loads(child.stdout.strip().splitlines()[-1])
+            _print(Setup(repositories, push_seconds, RELEASES), measured)
+        finally:
+            reg.stop()
+            plane.stop()
+
+
+if __name__ == "__main__":
+    _child(sys.argv[1:])
