@@ -16,28 +16,16 @@ import time
 from pathlib import Path
 
 from tests.support import charts, controlplane, registry
+from tests.support.examples import TARGET_NAMESPACES, git_chart_repository, render_examples
 from tests.support.helmtool import Helm
 from tests.support.kubectl import kubectl
 from tests.support.procs import BIN_DIR, REPO_ROOT, Process, tail
 
 DEMO_DIR = REPO_ROOT / ".demo"
-EXAMPLES = REPO_ROOT / "manifests" / "examples"
 
 
 def _say(message: str) -> None:
     print(f"\033[1m==> {message}\033[0m", flush=True)
-
-
-def render_examples(chart_repo_url: str, oci_base: str, registry_host: str) -> str:
-    """The example manifests with the demo's chart repository, OCI base and registry substituted in."""
-    documents = []
-    for path in sorted(EXAMPLES.glob("*.yaml")):
-        text = path.read_text()
-        text = text.replace("http://charts.example.invalid/", chart_repo_url)
-        text = text.replace("oci://registry.example.invalid/charts", oci_base)
-        text = text.replace("registry.example.invalid", registry_host)
-        documents.append(text)
-    return "\n---\n".join(documents)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,9 +100,13 @@ def main(argv: list[str] | None = None) -> int:
         stack[:0] = [sidecar, operator]
 
         _say("applying manifests/examples")
-        kubectl(plane.kubeconfig, "create", "namespace", "demo")
-        kubectl(plane.kubeconfig, "create", "serviceaccount", "default", "-n", "demo")
-        manifests = render_examples(repo.url, oci_base, reg.host)
+        for namespace in ("demo", *TARGET_NAMESPACES):
+            kubectl(plane.kubeconfig, "create", "namespace", namespace)
+            kubectl(plane.kubeconfig, "create", "serviceaccount", "default", "-n", namespace)
+        git_url, _ = git_chart_repository(DEMO_DIR / "git")
+        manifests = render_examples(chart_repository=repo.url, oci_base=oci_base, git_url=git_url)
+        # The automated example follows demo/app in the local registry.
+        manifests = manifests.replace("example.invalid/app", f"{reg.host}/demo/app")
         (DEMO_DIR / "examples.yaml").write_text(manifests)
         print(kubectl(plane.kubeconfig, "apply", "-n", "demo", "-f", "-", input_text=manifests), end="")
 
@@ -131,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(5)
         print(kubectl(plane.kubeconfig, "get", "deploy,svc,cm", "-n", "demo"))
 
-        _say("the image-policy sidecar: pushing demo/app:1.2.0; the automated release moves to it")
-        pusher.push("demo/app", "1.2.0", created=registry.utc(0))
+        _say("image automation: pushing demo/app:1.0.2; the automated release (semver:~1.0) moves to it")
+        pusher.push("demo/app", "1.0.2", created=registry.utc(0))
 
         print(
             f"""
