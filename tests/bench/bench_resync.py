@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -81,7 +80,9 @@ def main() -> None:
         os.environ["KUBECONFIG"] = str(plane.kubeconfig)
         helm = Helm.create("helm", work / "helm", plane.kubeconfig)
         repo = charts.serve_repository(helm, work / "charts")
-        kubectl(plane.kubeconfig, "apply", "--server-side", "-f", str(REPO_ROOT / "crds" / "helmrelease.yaml"))
+        kubectl(
+            plane.kubeconfig, "apply", "--server-side", "-f", str(REPO_ROOT / "crds" / "helmrelease.yaml")
+        )
         kubectl(plane.kubeconfig, "wait", "--for=condition=Established", "crd/helmreleases.helm.fluxcd.io")
         kubectl(plane.kubeconfig, "create", "namespace", NAMESPACE)
         api = k8s_config.new_client_from_config(config_file=str(plane.kubeconfig))
@@ -94,7 +95,10 @@ def main() -> None:
         started = time.monotonic()
         for index in range(RELEASES):
             custom.create_namespaced_custom_object(
-                GROUP, VERSION, NAMESPACE, PLURAL,
+                GROUP,
+                VERSION,
+                NAMESPACE,
+                PLURAL,
                 helmrelease(f"r{index:03d}", chart, {"message": f"release {index}"}, wait=False),
             )
         _wait_all(custom, ready, timeout=60 + RELEASES * 10)
@@ -121,13 +125,15 @@ def main() -> None:
 
         _wait_all(custom, checked, timeout=120 + RELEASES)
         cpu_pass = _cpu_seconds(pid) - cpu_before
-        resync_calls = _calls(calls_log)[before + startup_calls:]
+        resync_calls = _calls(calls_log)[before + startup_calls :]
         rss = _process_tree_rss(pid)
         items = custom.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL)["items"]
         from datetime import datetime
 
-        stamps = sorted(datetime.fromisoformat(i["status"]["lastDriftCheck"].replace("Z", "+00:00")).timestamp()
-                        for i in items)
+        stamps = sorted(
+            datetime.fromisoformat(i["status"]["lastDriftCheck"].replace("Z", "+00:00")).timestamp()
+            for i in items
+        )
         spread = stamps[-1] - stamps[0]
 
         # Baselines, same releases, same machine, same run.
@@ -139,27 +145,51 @@ def main() -> None:
         dry_times = []
         for index in range(min(RELEASES, 20)):
             t0 = time.monotonic()
-            helm.run("upgrade", f"{NAMESPACE}-r{index:03d}", "app", "--repo", repo.url, "--version", "0.1.0",
-                     "--namespace", NAMESPACE, "--dry-run=server", "--set", f"message=release {index}")
+            helm.run(
+                "upgrade",
+                f"{NAMESPACE}-r{index:03d}",
+                "app",
+                "--repo",
+                repo.url,
+                "--version",
+                "0.1.0",
+                "--namespace",
+                NAMESPACE,
+                "--dry-run=server",
+                "--set",
+                f"message=release {index}",
+            )
             dry_times.append(time.monotonic() - t0)
         helm_status_total = sum(status_times)
         dry_run_total = statistics.mean(dry_times) * RELEASES
 
         print(f"releases: {RELEASES}")
-        print(f"install via operator: {install_seconds:.1f}s ({len(installs)} helm installs, "
-              f"{install_seconds / RELEASES:.2f}s per release, workers=4)")
+        print(
+            f"install via operator: {install_seconds:.1f}s ({len(installs)} helm installs, "
+            f"{install_seconds / RELEASES:.2f}s per release, workers=4)"
+        )
         print(f"operator start: {startup_calls} helm call(s) (version detection)")
-        print(f"one resync pass with drift checks over {RELEASES} releases: operator CPU {cpu_pass:.2f}s "
-              f"({cpu_pass / RELEASES * 1000:.1f} ms per release), spread over {spread:.1f}s by jitter, "
-              f"helm processes spawned: {len(resync_calls)}")
-        print(f"plain helm, `helm status` per release: {helm_status_total:.1f}s total, "
-              f"{statistics.mean(status_times) * 1000:.0f} ms each")
-        print(f"plain helm, dry-run upgrade per release (Flux v1 style), extrapolated: {dry_run_total:.1f}s "
-              f"({statistics.mean(dry_times) * 1000:.0f} ms each)")
-        print(f"helm processes per resync: operator {len(resync_calls)} vs naive {RELEASES} (status) "
-              f"or {RELEASES} (dry-run upgrade)")
-        print(f"ratio, operator resync CPU / plain `helm status` wall: {cpu_pass / helm_status_total:.3f}; "
-              f"/ dry-run upgrades: {cpu_pass / dry_run_total:.3f}")
+        print(
+            f"one resync pass with drift checks over {RELEASES} releases: operator CPU {cpu_pass:.2f}s "
+            f"({cpu_pass / RELEASES * 1000:.1f} ms per release), spread over {spread:.1f}s by jitter, "
+            f"helm processes spawned: {len(resync_calls)}"
+        )
+        print(
+            f"plain helm, `helm status` per release: {helm_status_total:.1f}s total, "
+            f"{statistics.mean(status_times) * 1000:.0f} ms each"
+        )
+        print(
+            f"plain helm, dry-run upgrade per release (Flux v1 style), extrapolated: {dry_run_total:.1f}s "
+            f"({statistics.mean(dry_times) * 1000:.0f} ms each)"
+        )
+        print(
+            f"helm processes per resync: operator {len(resync_calls)} vs naive {RELEASES} (status) "
+            f"or {RELEASES} (dry-run upgrade)"
+        )
+        print(
+            f"ratio, operator resync CPU / plain `helm status` wall: {cpu_pass / helm_status_total:.3f}; "
+            f"/ dry-run upgrades: {cpu_pass / dry_run_total:.3f}"
+        )
         print(f"operator RSS at steady state: {rss / 1024:.0f} MiB for {RELEASES} releases")
         if resync_calls:
             print("unexpected helm calls during resync:", resync_calls[:5])

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from kubernetes import client as k8s
-
 from tests.support import charts as charts_mod
 from tests.support.charts import ChartRepository
 from tests.support.examples import (
@@ -21,7 +20,16 @@ from tests.support.examples import (
 )
 from tests.support.helmtool import Helm
 from tests.support.kubectl import kubectl
-from tests.support.operator import GROUP, PLURAL, VERSION, Operator, condition, helmrelease, ready, wait_for_hr
+from tests.support.operator import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    Operator,
+    condition,
+    helmrelease,
+    ready,
+    wait_for_hr,
+)
 from tests.support.registry import Registry
 
 pytestmark = pytest.mark.usefixtures("crd_installed", "node_simulator")
@@ -34,7 +42,9 @@ def start_operator(workdir: Path, kubeconfig: Path, namespace: str) -> Iterator[
     started: list[Operator] = []
 
     def start(*extra_args: str, namespaces: list[str] | None = None) -> Operator:
-        operator = Operator(workdir / namespace, kubeconfig, namespaces or [namespace], extra_args=extra_args).start()
+        operator = Operator(
+            workdir / namespace, kubeconfig, namespaces or [namespace], extra_args=extra_args
+        ).start()
         started.append(operator)
         return operator
 
@@ -45,7 +55,9 @@ def start_operator(workdir: Path, kubeconfig: Path, namespace: str) -> Iterator[
 
 @pytest.fixture(scope="module")
 def auth_chart_repo(helm: Helm, workdir: Path) -> Iterator[ChartRepository]:
-    repo = charts_mod.serve_repository(helm, workdir / "chart-repo-auth", username="reader", password="s3cret")
+    repo = charts_mod.serve_repository(
+        helm, workdir / "chart-repo-auth", username="reader", password="s3cret"
+    )
     yield repo
     repo.stop()
 
@@ -62,13 +74,20 @@ def secret(core: k8s.CoreV1Api, namespace: str, name: str, data: dict[str, str])
 
 
 def test_git_chart_follows_commits_to_its_directory(
-    start_operator: StartOperator, custom: k8s.CustomObjectsApi, core: k8s.CoreV1Api, namespace: str,
-    tmp_path: Path, helm: Helm,
+    start_operator: StartOperator,
+    custom: k8s.CustomObjectsApi,
+    core: k8s.CoreV1Api,
+    namespace: str,
+    tmp_path: Path,
+    helm: Helm,
 ) -> None:
     url, work = git_chart_repository(tmp_path)
     operator = start_operator("--git-protocols", "file", "--resync-interval", "2")
-    create(custom, namespace, helmrelease("gitapp", {"git": url, "ref": "main", "path": "charts/app"},
-                                          {"message": "from git"}))
+    create(
+        custom,
+        namespace,
+        helmrelease("gitapp", {"git": url, "ref": "main", "path": "charts/app"}, {"message": "from git"}),
+    )
     hr = wait_for_hr(custom, namespace, "gitapp", ready, operator=operator)
     first = hr["status"]["revision"]
     assert len(first) == 40  # the commit
@@ -77,18 +96,28 @@ def test_git_chart_follows_commits_to_its_directory(
     (work / "README.md").write_text("changed\n")
     commit_and_push(work, "Docs only")
     time.sleep(6)
-    assert [e["revision"] for e in helm.json("history", release, "--namespace", namespace)] == [1], operator.tail()
+    assert [e["revision"] for e in helm.json("history", release, "--namespace", namespace)] == [1], (
+        operator.tail()
+    )
     # A commit to the chart upgrades the release on the next resync.
     configmap = work / "charts" / "app" / "templates" / "configmap.yaml"
-    configmap.write_text(configmap.read_text() + "  fromGit: \"yes\"\n")
+    configmap.write_text(configmap.read_text() + '  fromGit: "yes"\n')
     second = commit_and_push(work, "Change the chart")
-    hr = wait_for_hr(custom, namespace, "gitapp", lambda hr: hr["status"].get("revision") == second,
-                     operator=operator, what=f"revision {second}")
+    hr = wait_for_hr(
+        custom,
+        namespace,
+        "gitapp",
+        lambda hr: hr["status"].get("revision") == second,
+        operator=operator,
+        what=f"revision {second}",
+    )
     assert core.read_namespaced_config_map(release, namespace).data["fromGit"] == "yes"
 
 
 def test_git_chart_path_escaping_the_repository_is_refused(
-    custom: k8s.CustomObjectsApi, namespace: str, tmp_path: Path,
+    custom: k8s.CustomObjectsApi,
+    namespace: str,
+    tmp_path: Path,
 ) -> None:
     url, _ = git_chart_repository(tmp_path)
     from kubernetes.client.exceptions import ApiException
@@ -103,41 +132,66 @@ def test_git_chart_path_escaping_the_repository_is_refused(
     [pytest.param("s3cret", True, id="good-credentials"), pytest.param("wrong", False, id="bad-credentials")],
 )
 def test_chart_pull_secret(
-    password: str, expect_ready: bool, start_operator: StartOperator, custom: k8s.CustomObjectsApi,
-    core: k8s.CoreV1Api, namespace: str, auth_chart_repo: ChartRepository,
+    password: str,
+    expect_ready: bool,
+    start_operator: StartOperator,
+    custom: k8s.CustomObjectsApi,
+    core: k8s.CoreV1Api,
+    namespace: str,
+    auth_chart_repo: ChartRepository,
 ) -> None:
     secret(core, namespace, "repo-creds", {"username": "reader", "password": password})
     operator = start_operator()
-    chart = {"repository": auth_chart_repo.url, "name": "app", "version": "0.1.0",
-             "chartPullSecret": {"name": "repo-creds"}}
+    chart = {
+        "repository": auth_chart_repo.url,
+        "name": "app",
+        "version": "0.1.0",
+        "chartPullSecret": {"name": "repo-creds"},
+    }
     create(custom, namespace, helmrelease("private", chart))
     if expect_ready:
         wait_for_hr(custom, namespace, "private", ready, operator=operator)
         return
-    hr = wait_for_hr(custom, namespace, "private",
-                     lambda hr: condition(hr, "ChartFetched").get("status") == "False",
-                     operator=operator, what="ChartFetched=False")
+    hr = wait_for_hr(
+        custom,
+        namespace,
+        "private",
+        lambda hr: condition(hr, "ChartFetched").get("status") == "False",
+        operator=operator,
+        what="ChartFetched=False",
+    )
     message = condition(hr, "ChartFetched")["message"]
     assert "401" in message or "nauthorized" in message
     assert password not in message
 
 
 def test_examples_reconcile(
-    start_operator: StartOperator, custom: k8s.CustomObjectsApi, core: k8s.CoreV1Api, namespace: str,
-    chart_repo: ChartRepository, oci_charts: str, registry: Registry, tmp_path: Path, kubeconfig: Path,
+    start_operator: StartOperator,
+    custom: k8s.CustomObjectsApi,
+    core: k8s.CoreV1Api,
+    namespace: str,
+    chart_repo: ChartRepository,
+    oci_charts: str,
+    registry: Registry,
+    tmp_path: Path,
+    kubeconfig: Path,
 ) -> None:
     git_url, _ = git_chart_repository(tmp_path)
     for target in TARGET_NAMESPACES:
         if target not in {ns.metadata.name for ns in core.list_namespace().items}:
-            core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=target,
-                                                                           labels={"helmrelease-test": "1"})))
-            core.create_namespaced_service_account(target, k8s.V1ServiceAccount(
-                metadata=k8s.V1ObjectMeta(name="default")))
+            core.create_namespace(
+                k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=target, labels={"helmrelease-test": "1"}))
+            )
+            core.create_namespaced_service_account(
+                target, k8s.V1ServiceAccount(metadata=k8s.V1ObjectMeta(name="default"))
+            )
     manifests = render_examples(chart_repository=chart_repo.url, oci_base=oci_charts, git_url=git_url)
     operator = start_operator("--git-protocols", "https,ssh,file", "--insecure-registry", registry.host)
     kubectl(kubeconfig, "apply", "-n", namespace, "-f", "-", input_text=manifests)
-    names = [item["metadata"]["name"] for item in
-             custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]]
+    names = [
+        item["metadata"]["name"]
+        for item in custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]
+    ]
     assert len(names) >= 4
     for name in names:
         wait_for_hr(custom, namespace, name, ready, timeout=180, operator=operator, what="Ready")
@@ -146,49 +200,82 @@ def test_examples_reconcile(
 
 
 def test_multi_tenancy_impersonates_the_service_account(
-    start_operator: StartOperator, custom: k8s.CustomObjectsApi, core: k8s.CoreV1Api, api_client: k8s.ApiClient,
-    namespace: str, chart_repo: ChartRepository,
+    start_operator: StartOperator,
+    custom: k8s.CustomObjectsApi,
+    core: k8s.CoreV1Api,
+    api_client: k8s.ApiClient,
+    namespace: str,
+    chart_repo: ChartRepository,
 ) -> None:
     chart = {"repository": chart_repo.url, "name": "app", "version": "0.1.0"}
-    core.create_namespaced_service_account(namespace, k8s.V1ServiceAccount(metadata=k8s.V1ObjectMeta(name="deployer")))
-    core.create_namespaced_service_account(namespace, k8s.V1ServiceAccount(metadata=k8s.V1ObjectMeta(name="nobody")))
+    core.create_namespaced_service_account(
+        namespace, k8s.V1ServiceAccount(metadata=k8s.V1ObjectMeta(name="deployer"))
+    )
+    core.create_namespaced_service_account(
+        namespace, k8s.V1ServiceAccount(metadata=k8s.V1ObjectMeta(name="nobody"))
+    )
     rbac = k8s.RbacAuthorizationV1Api(api_client)
     # A Role of our own: the built-in `admin` is aggregated by the controller-manager, which this cluster lacks.
-    rbac.create_namespaced_role(namespace, k8s.V1Role(
-        metadata=k8s.V1ObjectMeta(name="deployer"),
-        rules=[k8s.V1PolicyRule(api_groups=["", "apps"], resources=["*"], verbs=["*"])],
-    ))
-    rbac.create_namespaced_role_binding(namespace, k8s.V1RoleBinding(
-        metadata=k8s.V1ObjectMeta(name="deployer"),
-        role_ref=k8s.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="Role", name="deployer"),
-        subjects=[k8s.RbacV1Subject(kind="ServiceAccount", name="deployer", namespace=namespace)],
-    ))
+    rbac.create_namespaced_role(
+        namespace,
+        k8s.V1Role(
+            metadata=k8s.V1ObjectMeta(name="deployer"),
+            rules=[k8s.V1PolicyRule(api_groups=["", "apps"], resources=["*"], verbs=["*"])],
+        ),
+    )
+    rbac.create_namespaced_role_binding(
+        namespace,
+        k8s.V1RoleBinding(
+            metadata=k8s.V1ObjectMeta(name="deployer"),
+            role_ref=k8s.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="Role", name="deployer"),
+            subjects=[k8s.RbacV1Subject(kind="ServiceAccount", name="deployer", namespace=namespace)],
+        ),
+    )
     operator = start_operator("--require-service-account")
     create(custom, namespace, helmrelease("anonymous", chart))
     create(custom, namespace, helmrelease("powerless", chart, serviceAccountName="nobody"))
     create(custom, namespace, helmrelease("tenant", chart, serviceAccountName="deployer"))
 
     wait_for_hr(custom, namespace, "tenant", ready, operator=operator)
-    hr = wait_for_hr(custom, namespace, "anonymous", lambda hr: condition(hr, "Ready").get("status") == "False",
-                     operator=operator, what="Ready=False")
+    hr = wait_for_hr(
+        custom,
+        namespace,
+        "anonymous",
+        lambda hr: condition(hr, "Ready").get("status") == "False",
+        operator=operator,
+        what="Ready=False",
+    )
     assert "serviceAccountName is required" in condition(hr, "Released")["message"]
-    hr = wait_for_hr(custom, namespace, "powerless",
-                     lambda hr: condition(hr, "Released").get("reason") == "InstallFailed",
-                     operator=operator, what="InstallFailed")
+    hr = wait_for_hr(
+        custom,
+        namespace,
+        "powerless",
+        lambda hr: condition(hr, "Released").get("reason") == "InstallFailed",
+        operator=operator,
+        what="InstallFailed",
+    )
     assert "forbidden" in condition(hr, "Released")["message"].lower()
 
 
 def test_secret_values_never_reach_status_or_events(
-    start_operator: StartOperator, custom: k8s.CustomObjectsApi, core: k8s.CoreV1Api, namespace: str,
+    start_operator: StartOperator,
+    custom: k8s.CustomObjectsApi,
+    core: k8s.CoreV1Api,
+    namespace: str,
     chart_repo: ChartRepository,
 ) -> None:
     secret(core, namespace, "db", {"values.yaml": "message: hunter2-password\nfailure: render\n"})
     operator = start_operator()
     chart = {"repository": chart_repo.url, "name": "app", "version": "0.1.0"}
     create(custom, namespace, helmrelease("secretive", chart, valuesFrom=[{"secretKeyRef": {"name": "db"}}]))
-    hr = wait_for_hr(custom, namespace, "secretive",
-                     lambda hr: condition(hr, "Released").get("reason") == "InstallFailed",
-                     operator=operator, what="InstallFailed")
+    hr = wait_for_hr(
+        custom,
+        namespace,
+        "secretive",
+        lambda hr: condition(hr, "Released").get("reason") == "InstallFailed",
+        operator=operator,
+        what="InstallFailed",
+    )
     events = core.list_namespaced_event(namespace).items
     assert "hunter2" not in str(hr["status"])
     assert all("hunter2" not in (event.message or "") for event in events)

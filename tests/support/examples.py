@@ -23,16 +23,23 @@ def render_examples(*, chart_repository: str, oci_base: str, git_url: str) -> st
     documents = []
     for path in sorted(EXAMPLES_DIR.glob("*.yaml")):
         text = path.read_text()
-        text = text.replace(CHART_REPOSITORY, chart_repository).replace(OCI_BASE, oci_base).replace(GIT_URL, git_url)
+        text = (
+            text.replace(CHART_REPOSITORY, chart_repository)
+            .replace(OCI_BASE, oci_base)
+            .replace(GIT_URL, git_url)
+        )
         documents.append(text)
     return "\n---\n".join(documents)
 
 
 def _git(*args: str, cwd: Path) -> str:
     env = {
-        "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@localhost",
-        "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@localhost",
-        "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(cwd),
+        "GIT_AUTHOR_NAME": "test",
+        "GIT_AUTHOR_EMAIL": "test@localhost",
+        "GIT_COMMITTER_NAME": "test",
+        "GIT_COMMITTER_EMAIL": "test@localhost",
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(cwd),
     }
     result = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=True)
     return result.stdout.strip()

@@ -105,7 +105,7 @@ class Process:
             env=self.env,
             cwd=self.cwd,
             start_new_session=True,  # its own process group, so stop() reaches its children too
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, no locks or threads involved
+            preexec_fn=_die_with_parent,
         )
         log.close()
         return self

@@ -46,7 +46,8 @@ class Registry:
 
     def dockerconfigjson(self) -> str:
         """The `.dockerconfigjson` a kubernetes.io/dockerconfigjson Secret holds for this registry."""
-        assert self.username and self.password
+        assert self.username
+        assert self.password
         token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
         return json.dumps(
             {"auths": {self.host: {"username": self.username, "password": self.password, "auth": token}}}

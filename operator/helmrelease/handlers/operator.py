@@ -76,7 +76,7 @@ def build_registry(operator_settings: OperatorSettings, dependencies: Any) -> ko
     async def values_sources(
         namespace: str | None, name: str, spec: Mapping[str, Any], **_: Any
     ) -> dict[tuple[str, str, str], tuple[str, str]]:
-        return {source: (namespace or "", name) for source in sources_of(namespace or "", spec)}
+        return dict.fromkeys(sources_of(namespace or "", spec), (namespace or "", name))
 
     async def _reconcile(
         memo: kopf.Memo, body: kopf.Body, helm_releases: kopf.Index[Any, Any], *, check_drift: bool
@@ -158,8 +158,13 @@ def build_registry(operator_settings: OperatorSettings, dependencies: Any) -> ko
 
     @kopf.on.event("", "v1", "secrets", id="secret_changed", registry=registry)
     async def secret_changed(
-        type: str, namespace: str | None, name: str, labels: Mapping[str, str], memo: kopf.Memo,
-        logger: kopf.Logger, **kwargs: Any,
+        type: str,
+        namespace: str | None,
+        name: str,
+        labels: Mapping[str, str],
+        memo: kopf.Memo,
+        logger: kopf.Logger,
+        **kwargs: Any,
     ) -> None:
         if labels.get("owner") == "helm":
             return  # Helm's own storage: the helm_releases index reads those

@@ -22,8 +22,8 @@ import aiohttp
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from helmrelease.adapters import helm as helm_adapter
 from helmrelease.adapters import charts as chart_sources
+from helmrelease.adapters import helm as helm_adapter
 from helmrelease.adapters.charts import ChartFetcher, FetchedChart
 from helmrelease.adapters.git import HttpsCredentials, SshCredentials
 from helmrelease.adapters.kube import KubeClient, KubeError, NotFound, ObjectRef
@@ -165,7 +165,9 @@ class Reconciler:
             except NotFound:
                 return
             except KubeError as error:
-                raise ReconcileError("ApiError", str(error), temporary=True, retry_after=RETRY_SOON) from error
+                raise ReconcileError(
+                    "ApiError", str(error), temporary=True, retry_after=RETRY_SOON
+                ) from error
             current = await self._start(fresh)
             if current.hr.deleting:
                 return
@@ -203,7 +205,9 @@ class Reconciler:
             helm = self._helm_for(hr)
             try:
                 async with self._workers:
-                    await helm.uninstall(hr.release_name, hr.target_namespace, timeout_seconds=hr.spec.timeout)
+                    await helm.uninstall(
+                        hr.release_name, hr.target_namespace, timeout_seconds=hr.spec.timeout
+                    )
             except helm_adapter.HelmError as error:
                 await self._event(current, "Warning", Reason.UNINSTALL_FAILED, str(error))
                 raise ReconcileError(Reason.UNINSTALL_FAILED, str(error), temporary=True) from error
@@ -285,9 +289,9 @@ class Reconciler:
         current.status = conditions.status_after_decision(
             current.status, desired, plan, observed, self.clock()
         )
-        if plan.action is Action.REFUSE or (plan.action is Action.WAIT_RETRY and plan.settled):
-            if _conditions_changed(before, current.status):
-                await self._event(current, "Warning", plan.reason, plan.message)
+        warn = plan.action is Action.REFUSE or (plan.action is Action.WAIT_RETRY and plan.settled)
+        if warn and _conditions_changed(before, current.status):
+            await self._event(current, "Warning", plan.reason, plan.message)
         await self._write(current)
         if plan.action is Action.WAIT_RETRY and not plan.settled:
             raise ReconcileError(plan.reason, plan.message, temporary=True, retry_after=RETRY_SOON)
@@ -378,7 +382,9 @@ class Reconciler:
                 ca_file = await asyncio.to_thread(self._private_ca_file, ca)
         if chart.is_oci:
             return chart_sources.OCIChart(chart.oci_reference, chart.version, auth=auth, ca_file=ca_file)
-        return chart_sources.RepositoryChart(chart.repository, chart.name, chart.version, auth=auth, ca_file=ca_file)
+        return chart_sources.RepositoryChart(
+            chart.repository, chart.name, chart.version, auth=auth, ca_file=ca_file
+        )
 
     def _private_ca_file(self, pem: str) -> Path:
         """A CA bundle from a chartPullSecret, as the file helm wants, keyed by content (written once)."""
@@ -449,13 +455,7 @@ class Reconciler:
                 except (aiohttp.ClientError, TimeoutError) as error:
                     raise _MissingSource(f"{source.label} could not be read: {error}") from None
             case ChartFileSelector():
-                root = chart_path.resolve()
-                path = (root / source.path).resolve()
-                if not path.is_relative_to(root):
-                    raise _MissingSource(f"{source.label} is outside the chart")
-                if not path.is_file():
-                    raise _MissingSource(f"{source.label} does not exist in the chart")
-                return await asyncio.to_thread(path.read_text)
+                return await asyncio.to_thread(_read_chart_file, chart_path, source)
         raise AssertionError(f"unknown values source {source!r}")
 
     async def _observe(self, current: _Pass, releases: ReleaseView) -> ObservedRelease | None:
@@ -771,6 +771,17 @@ def _conditions_changed(before: HelmReleaseStatus, after: HelmReleaseStatus) -> 
 
 class _MissingSource(Exception):
     """A values source could not be read."""
+
+
+def _read_chart_file(chart_path: Path, source: ChartFileSelector) -> str:
+    """A values file inside the fetched chart; symlinks or `..` that lead out of it are refused."""
+    root = chart_path.resolve()
+    path = (root / source.path).resolve()
+    if not path.is_relative_to(root):
+        raise _MissingSource(f"{source.label} is outside the chart")
+    if not path.is_file():
+        raise _MissingSource(f"{source.label} does not exist in the chart")
+    return path.read_text()
 
 
 def _helm_status(text: str) -> HelmStatus:
