@@ -532,3 +532,38 @@ def test_immutable_field_change_fails_clearly(
         reason == "UpgradeFailed" and "immutable" in message
         for _, reason, message in events_for(core, namespace, "immut")
     )
+
+
+def test_deleting_during_a_long_install_cancels_helm_and_uninstalls(
+    start_operator: StartOperator,
+    custom: k8s.CustomObjectsApi,
+    namespace: str,
+    app_chart: dict[str, str],
+    helm: Helm,
+) -> None:
+    operator = start_operator()
+    # No readiness annotation: the Deployment never becomes ready, so `--wait` would hold for the whole timeout.
+    create(
+        custom,
+        namespace,
+        helmrelease("slow", app_chart, {"deploymentAnnotations": None}, wait=True, timeout=600),
+    )
+    release = f"{namespace}-slow"
+    deadline = time.monotonic() + 30
+    while not helm.json("list", "--namespace", namespace, "--pending"):
+        assert time.monotonic() < deadline, operator.tail()
+        time.sleep(0.2)
+    started = time.monotonic()
+    custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "slow")
+    while True:
+        try:
+            get_hr(custom, namespace, "slow")
+        except ApiException as error:
+            assert error.status == 404
+            break
+        assert time.monotonic() - started < 60, operator.tail()
+        time.sleep(0.3)
+    assert helm.run("status", release, "--namespace", namespace, check=False).returncode != 0, (
+        "release left behind"
+    )
+    assert "was cancelled" in operator.log()

@@ -13,7 +13,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, NoReturn
@@ -55,6 +55,8 @@ MAX_STEPS: Final = 8
 #: Retry delays (seconds) for problems that can clear by themselves.
 RETRY_SOON: Final = 30.0
 RETRY_LATER: Final = 120.0
+#: Seconds between checks for deletion while a helm operation runs.
+DELETION_POLL: Final = 3.0
 
 _HELM_STATUSES = {status.value: status for status in HelmStatus}
 
@@ -544,7 +546,20 @@ class Reconciler:
         )
         helm = self._helm_for(hr)
         async with self._workers:
-            outcome = await self._run_helm(helm, hr, action, chart, values, observed)
+            outcome = await self._unless_deleted(
+                current, self._run_helm(helm, hr, action, chart, values, observed)
+            )
+        if outcome is None:
+            await self._event(
+                current,
+                "Warning",
+                _failure_reason(action),
+                f"The HelmRelease is being deleted: {action.value} of release {hr.release_name} "
+                "was cancelled",
+            )
+            raise ReconcileError(
+                _failure_reason(action), "cancelled by deletion", temporary=True, retry_after=1
+            )
         if outcome.helm_revision is not None and outcome.release_status is not None:
             current.after_action = ObservedRelease(
                 outcome.helm_revision, outcome.release_status, Ownership.OURS
@@ -638,6 +653,37 @@ class Reconciler:
                 False, error=str(error), helm_revision=state[0], release_status=state[1]
             )
         raise AssertionError(f"{action} is not a helm action")
+
+    async def _unless_deleted(
+        self, current: _Pass, operation: Coroutine[Any, Any, conditions.Outcome]
+    ) -> conditions.Outcome | None:
+        """Run a helm operation, cancelling it (helm's process group goes with it) if the HelmRelease is deleted
+        meanwhile, so a long `--wait` does not hold up the uninstall. None when cancelled."""
+        task = asyncio.ensure_future(operation)
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=DELETION_POLL)
+                if done:
+                    return task.result()
+                if await self._being_deleted(current.ref):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                    return None
+        finally:
+            if not task.done():  # we were cancelled ourselves (operator shutdown): take helm down with us
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _being_deleted(self, ref: ObjectRef) -> bool:
+        try:
+            body = await self.kube.get_helmrelease(ref.namespace, ref.name)
+        except NotFound:
+            return True
+        except KubeError:
+            return False
+        return bool((body.get("metadata") or {}).get("deletionTimestamp"))
 
     async def _unlock(
         self, helm: helm_adapter.HelmCommand, hr: HelmRelease, observed: ObservedRelease | None
