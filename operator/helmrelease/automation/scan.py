@@ -139,21 +139,34 @@ class ImageScan:
 
 
 async def _build_times(
-    source: TagSource, name: CanonicalName, tags: Sequence[str], credentials: BasicCredentials | None
+    source: TagSource,
+    name: CanonicalName,
+    tags: Sequence[str],
+    credentials: BasicCredentials | None,
+    width: int,
 ) -> dict[str, datetime | None]:
-    """Build times of ``tags``, concurrently. A tag deleted since the listing has none; any other registry
-    failure fails the whole image (its first error is raised), since a partial view could pick wrongly."""
-    results = await asyncio.gather(
-        *(source.image_created(name, tag, credentials) for tag in tags), return_exceptions=True
-    )
+    """Build times of ``tags``, at most ``width`` lookups at a time (a coroutine per tag for every release
+    at once would hold hundreds of MiB on a big cluster). A tag deleted since the listing has none; any other
+    registry failure fails the whole image (its first error is raised), since a partial view could pick
+    wrongly."""
     times: dict[str, datetime | None] = {}
-    for tag, result in zip(tags, results, strict=True):
-        if isinstance(result, RegistryNotFound):
-            times[tag] = None
-        elif isinstance(result, BaseException):
-            raise result
-        else:
-            times[tag] = result
+    failures: list[RegistryError] = []
+    pending = iter(tags)
+
+    async def look_up() -> None:
+        for tag in pending:
+            if failures:
+                return
+            try:
+                times[tag] = await source.image_created(name, tag, credentials)
+            except RegistryNotFound:
+                times[tag] = None
+            except RegistryError as error:
+                failures.append(error)
+
+    await asyncio.gather(*(look_up() for _ in range(min(width, len(tags)))))
+    if failures:
+        raise failures[0]
     return times
 
 
@@ -162,11 +175,21 @@ def needs_build_times(order: TagOrder) -> bool:
     return order is TagOrder.CREATED
 
 
-class ImageScanner:
-    """Scans images against a ``TagSource``; knows which registry calls each tag order needs."""
+DEFAULT_LOOKUP_WIDTH = 16
 
-    def __init__(self, source: TagSource) -> None:
+
+class ImageScanner:
+    """Scans images against a ``TagSource``; knows which registry calls each tag order needs.
+
+    ``lookup_width`` bounds the build-time lookups in flight per image; the registry client's own per-host
+    limits decide how many requests actually go out.
+    """
+
+    def __init__(self, source: TagSource, *, lookup_width: int = DEFAULT_LOOKUP_WIDTH) -> None:
+        if lookup_width < 1:
+            raise ValueError("lookup_width must be at least 1")
         self.source = source
+        self.lookup_width = lookup_width
 
     async def scan(self, target: ImageTarget, credentials: CredentialProvider) -> ImageScan:
         """The registry's view of ``target``; registry failures come back as ``error``, not raised."""
@@ -184,7 +207,7 @@ class ImageScanner:
                 lookups = list(eligible)
                 if current is not None and current in tags and current not in eligible:
                     lookups.append(current)  # for "is the best one newer than what runs now?"
-                times = await _build_times(self.source, name, lookups, secret)
+                times = await _build_times(self.source, name, lookups, secret, self.lookup_width)
         except RegistryError as error:
             return ImageScan(target, error=str(error))
         candidates = [TagCandidate(tag, times.get(tag)) for tag in eligible]

@@ -66,6 +66,7 @@ def test_defaults() -> None:
     config = registry_config(args)
     assert config.platform == Platform("linux", "amd64")
     assert config.insecure_hosts == frozenset()
+    assert config.manifest_cache_size == config.config_cache_size == 100_000
     assert git_writeback(args) is None
 
 
@@ -83,12 +84,15 @@ def test_registry_flags(tmp_path: Path) -> None:
         "32",
         "--registry-rps",
         "500",
+        "--registry-cache-size",
+        "5000",
     )
     config = registry_config(args)
     assert config.insecure_hosts == frozenset({"localhost:5000"})
     assert dict(config.ca_bundles) == {"reg.example.com": "-----BEGIN CERTIFICATE-----\n"}
     assert config.platform == Platform("linux", "arm64", "v8")
     assert (config.concurrency, config.requests_per_second, config.burst) == (32, 500.0, 32)
+    assert (config.config_cache_size, config.manifest_cache_size) == (5000, 5000)
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 
 import pytest
@@ -166,3 +167,51 @@ async def test_pool_keeps_one_client_per_credentials_across_cycles() -> None:
         assert pool.cycle() is not pool.cycle()
     finally:
         await pool.close()
+
+
+class Counting(FakeRegistry):
+    """Records the most build-time lookups in flight at once."""
+
+    in_flight: int = 0
+    most: int = 0
+
+    async def image_created(
+        self, name: CanonicalName, tag: str, credentials: BasicCredentials | None
+    ) -> datetime | None:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        try:
+            await asyncio.sleep(0)
+            return await super().image_created(name, tag, credentials)
+        finally:
+            self.in_flight -= 1
+
+
+async def test_build_time_lookups_are_bounded_per_image() -> None:
+    many = {f"1.0.{patch}": at(patch) for patch in range(100)}
+    registry = Counting({REPO: many})
+    result = await ImageScanner(registry, lookup_width=4).scan(target(policy="glob:1.0.*"), CredentialStore())
+    assert result.move is not None
+    assert result.move.new_tag == "1.0.99"
+    assert registry.most == 4
+
+
+async def test_the_first_lookup_failure_stops_the_others() -> None:
+    class FailsOnce(Counting):
+        async def image_created(
+            self, name: CanonicalName, tag: str, credentials: BasicCredentials | None
+        ) -> datetime | None:
+            if tag == "1.0.3":
+                raise RegistryUnavailable("reg.example.com", "team/app", "manifest 1.0.3: HTTP 503")
+            return await super().image_created(name, tag, credentials)
+
+    registry = FailsOnce({REPO: {f"1.0.{patch}": at(patch) for patch in range(100)}})
+    result = await ImageScanner(registry, lookup_width=2).scan(target(policy="glob:1.0.*"), CredentialStore())
+    assert result.error is not None
+    assert "manifest 1.0.3: HTTP 503" in result.error
+    assert sum(n for (kind, _), n in registry.requests.items() if kind == "created") < 10
+
+
+def test_lookup_width_must_be_positive(registry: FakeRegistry) -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        ImageScanner(registry, lookup_width=0)
