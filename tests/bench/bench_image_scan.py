@@ -33,8 +33,18 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from prometheus_client import CollectorRegistry
 
+from helmrelease.adapters.kube import KubeClient
+from helmrelease.adapters.registry import RegistryConfig, RegistryMetrics
+from helmrelease.automation import AutomationMetrics, ImagePolicyService, ImagePolicySettings, RegistryPool
+from helmrelease.cli.image_policy import DEFAULT_CACHE_ENTRIES
 from helmrelease.images.policy import DEFAULT_POLICY, TagOrder, parse_policy
+from tests.support import controlplane, registry
+from tests.support.kubectl import kubectl
+from tests.support.procs import REPO_ROOT
 
 REPOSITORIES = 50
 TAGS_PER_REPOSITORY = 500
@@ -188,6 +198,14 @@ def helmreleases(host: str, repositories: int, releases: int) -> Iterator[dict[s
 # --- the measured child ---------------------------------------------------------------------------------
 
 
+def current_rss_mib() -> float:
+    """Resident memory now (``ru_maxrss`` only knows the peak)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
 def _samples(metrics: Any, name: str, labels: tuple[str, ...]) -> Counter[tuple[str, ...]]:
     counts: Counter[tuple[str, ...]] = Counter()
     for metric in metrics.collect():
@@ -198,18 +216,6 @@ def _samples(metrics: Any, name: str, labels: tuple[str, ...]) -> Counter[tuple[
 
 
 async def _measure(kubeconfig: str, host: str, namespace: str) -> dict[str, Any]:
-    from kubernetes import config as k8s_config
-    from prometheus_client import CollectorRegistry
-
-    from helmrelease.adapters.kube import KubeClient
-    from helmrelease.adapters.registry import RegistryConfig, RegistryMetrics
-    from helmrelease.automation import (
-        AutomationMetrics,
-        ImagePolicyService,
-        ImagePolicySettings,
-        RegistryPool,
-    )
-
     baseline_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     api = k8s_config.new_client_from_config(config_file=kubeconfig)
     metrics = CollectorRegistry()
@@ -218,6 +224,8 @@ async def _measure(kubeconfig: str, host: str, namespace: str) -> dict[str, Any]
         concurrency=REGISTRY_CONCURRENCY,
         requests_per_second=REGISTRY_RPS,
         burst=int(REGISTRY_RPS),
+        config_cache_size=DEFAULT_CACHE_ENTRIES,
+        manifest_cache_size=DEFAULT_CACHE_ENTRIES,
     )
     pool = RegistryPool(config, RegistryMetrics.create(metrics))
     service = ImagePolicyService(
@@ -250,6 +258,7 @@ async def _measure(kubeconfig: str, host: str, namespace: str) -> dict[str, Any]
                     "releases": len(report.releases),
                     "updates": len(report.moves),
                     "failed": report.failed,
+                    "rss_mib": current_rss_mib(),
                 }
             )
     finally:
@@ -322,7 +331,10 @@ def _print(setup: Setup, measured: dict[str, Any]) -> None:
         print(
             f"NOTE: reduced from {REPOSITORIES} repositories to fit the {SETUP_BUDGET_SECONDS:.0f}s setup budget"
         )
-    print(f"registry client: concurrency {REGISTRY_CONCURRENCY}, {REGISTRY_RPS:.0f} req/s per registry")
+    print(
+        f"registry client: concurrency {REGISTRY_CONCURRENCY}, {REGISTRY_RPS:.0f} req/s per registry, "
+        "digest caches as `helmrelease image-policy` sizes them"
+    )
     header = f"{'cycle':<6}{'wall s':>8}{'requests':>10}{'tags':>7}{'HEAD+GET manifest':>19}{'blobs':>7}{'per release':>13}{'updates':>9}"
     print(header)
     for cycle in measured["cycles"]:
@@ -337,7 +349,8 @@ def _print(setup: Setup, measured: dict[str, Any]) -> None:
     print(f"second cycle: {ratio:.1f}x fewer requests than the first")
     for cycle in measured["cycles"]:
         print(
-            f"cycle {cycle['cycle']} requests {cycle['requests']}; cache {cycle['cache']}; failed: {cycle['failed']}"
+            f"cycle {cycle['cycle']} requests {cycle['requests']}; cache {cycle['cache']}; "
+            f"failed: {cycle['failed']}; RSS after it {cycle['rss_mib']} MiB"
         )
     print(
         f"peak RSS of the sidecar process: {measured['peak_rss_mib']} MiB (after imports: {measured['baseline_rss_mib']} MiB)"
@@ -345,13 +358,6 @@ def _print(setup: Setup, measured: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    from kubernetes import client as k8s
-    from kubernetes import config as k8s_config
-
-    from tests.support import controlplane, registry
-    from tests.support.kubectl import kubectl
-    from tests.support.procs import REPO_ROOT
-
     with tempfile.TemporaryDirectory(prefix="bench-image-scan-") as scratch:
         workdir = Path(scratch)
         plane = controlplane.start(workdir / "controlplane")
