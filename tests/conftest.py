@@ -117,6 +117,7 @@ def namespace(
                     "helmreleases",
                     item["metadata"]["name"],
                     [{"op": "remove", "path": "/metadata/finalizers"}],
+                    _content_type="application/json-patch+json",
                 )
     with contextlib.suppress(ApiException):
         core.delete_namespace(name)

@@ -209,7 +209,8 @@ class KubeClient:
     async def json_patch_helmrelease(
         self, namespace: str, name: str, operations: list[dict[str, Any]]
     ) -> None:
-        """Apply a JSON patch; a failed `test` op raises `Conflict` so the caller can re-read and re-decide."""
+        """Apply a JSON patch (RFC 6902). A failed `test` op comes back from the apiserver as a bare 422, like an
+        invalid patch: callers re-read the object to tell a concurrent edit from a bad patch."""
         await self._call(
             f"HelmRelease {namespace}/{name}",
             self.custom.patch_namespaced_custom_object,
@@ -219,6 +220,8 @@ class KubeClient:
             PLURAL,
             name,
             operations,
+            # The client defaults to merge-patch, which reads a list body as garbage.
+            _content_type="application/json-patch+json",
         )
 
     # --- Events ---------------------------------------------------------------------------------------------------
