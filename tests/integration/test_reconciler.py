@@ -567,3 +567,23 @@ def test_deleting_during_a_long_install_cancels_helm_and_uninstalls(
         "release left behind"
     )
     assert "was cancelled" in operator.log()
+
+
+def test_more_releases_than_workers_at_startup(
+    start_operator: StartOperator,
+    custom: k8s.CustomObjectsApi,
+    namespace: str,
+    app_chart: dict[str, str],
+) -> None:
+    """Objects that exist before the operator starts are indexed before any handler runs; with a kopf worker limit
+    below their number that waiting deadlocked (found by bench_resync). 24 objects, 4 helm workers."""
+    for index in range(24):
+        create(custom, namespace, helmrelease(f"m{index:02d}", app_chart, {"message": str(index)}))
+    operator = start_operator()
+    deadline = time.monotonic() + 180
+    while True:
+        items = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]
+        if sum(ready(item) for item in items) == 24:
+            break
+        assert time.monotonic() < deadline, operator.tail()
+        time.sleep(1)

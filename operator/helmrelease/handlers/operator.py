@@ -51,7 +51,8 @@ def build_registry(operator_settings: OperatorSettings, dependencies: Any) -> ko
         settings_.watching.server_timeout = 300
         settings_.watching.client_timeout = 330
         settings_.watching.connect_timeout = 30
-        settings_.batching.worker_limit = max(settings.workers * 4, 16)
+        # No kopf worker limit: with indexes, every object's worker waits until all objects are indexed, so a
+        # limit below the object count deadlocks at startup. Helm concurrency is bounded by --workers instead.
         # Our own Events say what happened; kopf would add one per handler run (every resync) at INFO.
         settings_.posting.level = logging.WARNING
         memo.reconciler = await dependencies(operator_settings)
