@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from kubernetes import client as k8s
-
 from tests.support.charts import ChartRepository
 from tests.support.operator import (
     GROUP,
