@@ -39,7 +39,6 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from helmrelease.adapters.git import (
-    ASKPASS_SCRIPT,
     PASSWORD_VARIABLE,
     AuthFailed,
     HttpsCredentials,
@@ -50,7 +49,7 @@ from helmrelease.adapters.git import (
     failure_kind,
     git_environment,
     run_git,
-    write_private_file,
+    write_credential_files,
 )
 from helmrelease.adapters.helm import (
     ChartNotFound,
@@ -61,8 +60,8 @@ from helmrelease.adapters.helm import (
     Timeout,
     Unauthorized,
     classify,
-    private_directory,
 )
+from helmrelease.adapters.process import private_directory, write_private_file
 
 
 class InvalidChartSource(HelmError):
@@ -477,14 +476,7 @@ class ChartFetcher:
     def _git_environment(self, source: GitChart, work: Path) -> dict[str, str]:
         """adapters.git's environment and credential files in `work`, restricted to the allowed transports."""
         layout = StateLayout(work)
-        match source.credentials:
-            case HttpsCredentials():
-                write_private_file(layout.askpass, ASKPASS_SCRIPT.encode(), 0o700)
-            case SshCredentials(private_key=key, known_hosts=known_hosts):
-                # ssh refuses keys others can read, and mounted Secrets usually are: use a private copy.
-                write_private_file(layout.ssh_key, key.read_bytes(), 0o600)
-                if known_hosts is None:
-                    write_private_file(layout.known_hosts, b"", 0o600)
+        write_credential_files(layout, source.credentials)
         env = git_environment(os.environ, layout, source.credentials)
         env["GIT_ALLOW_PROTOCOL"] = ":".join(self._settings.git_protocols)
         return env
@@ -527,10 +519,13 @@ class _Git:
     async def run(self, *arguments: str, cwd: Path | None = None) -> str:
         operation = f"git {arguments[0]}"
         try:
-            async with asyncio.timeout(self.settings.deadline):
-                output = await run_git(
-                    arguments, cwd=cwd or self.cwd, env=self.env, executable=self.settings.git_executable
-                )
+            output = await run_git(
+                arguments,
+                cwd=cwd or self.cwd,
+                env=self.env,
+                executable=self.settings.git_executable,
+                deadline=self.settings.deadline,
+            )
         except TimeoutError:
             raise Timeout(operation, f"no result within {self.settings.deadline:g}s") from None
         if output.returncode != 0:

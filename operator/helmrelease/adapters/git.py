@@ -13,19 +13,20 @@ to apply the tag change to their version.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
 import os
 import re
 import shlex
 import shutil
-import signal
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Literal
 from urllib.parse import urlsplit
+
+from helmrelease.adapters import process
+from helmrelease.adapters.process import inherited_environment, write_private_file
 
 logger = logging.getLogger(__name__)
 
@@ -41,24 +42,6 @@ case "$1" in
   *) printf '%s\\n' "${PASSWORD_VARIABLE}" ;;
 esac
 """
-
-# Variables a git process may need from our own environment (finding programs, proxies, CA bundles); nothing
-# else of the pod's environment reaches it.
-INHERITED_VARIABLES = (
-    "PATH",
-    "TMPDIR",
-    "SSL_CERT_FILE",
-    "SSL_CERT_DIR",
-    "GIT_SSL_CAINFO",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "NO_PROXY",
-    "ALL_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "no_proxy",
-    "all_proxy",
-)
 
 REDACTED = "***"
 _MAX_DETAIL_LINES = 4
@@ -292,7 +275,7 @@ def git_environment(
     inherited: Mapping[str, str], layout: StateLayout, credentials: Credentials | None
 ) -> dict[str, str]:
     """The complete environment of our git processes: isolated from user config, never prompting."""
-    env = {name: inherited[name] for name in INHERITED_VARIABLES if name in inherited}
+    env = inherited_environment(inherited)
     env.update(
         HOME=str(layout.root),
         LC_ALL="C",  # English messages, which failure_kind reads
@@ -315,13 +298,15 @@ def git_environment(
     return env
 
 
-def write_private_file(path: Path, content: bytes, mode: int) -> None:
-    """Write ``content`` so that no other user can ever read it, even for a moment."""
-    path.unlink(missing_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(content)
-    path.chmod(mode)
+def write_credential_files(layout: StateLayout, credentials: Credentials | None) -> None:
+    """Write the files `git_environment` points git at for `credentials` into the existing `layout.root`."""
+    if isinstance(credentials, HttpsCredentials):
+        write_private_file(layout.askpass, ASKPASS_SCRIPT.encode(), 0o700)
+    elif isinstance(credentials, SshCredentials):
+        # ssh refuses keys others can read, and mounted Secrets usually are: use a private copy.
+        write_private_file(layout.ssh_key, credentials.private_key.read_bytes(), 0o600)
+        if credentials.known_hosts is None and not layout.known_hosts.exists():
+            write_private_file(layout.known_hosts, b"", 0o600)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -453,13 +438,6 @@ class GitOutput:
     stderr: str
 
 
-def _kill_group(process: asyncio.subprocess.Process) -> None:
-    """Kill git and whatever it started (ssh, askpass, remote helpers): they share its process group, which
-    may outlive git itself while a helper still holds the output pipes."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-
-
 async def run_git(
     args: Sequence[str],
     *,
@@ -467,30 +445,23 @@ async def run_git(
     env: Mapping[str, str],
     input_text: str | None = None,
     executable: str = "git",
+    deadline: float | None = None,
 ) -> GitOutput:
-    """Run one git command to completion. Cancelled (a caller's ``asyncio.timeout`` included), it kills the
-    command's whole process group before letting the cancellation through, so no ssh or helper outlives it.
+    """Run one git command to completion. Stopped (by `deadline`, or a caller's cancellation or timeout), it
+    kills the command's whole process group at once before raising, so no ssh or helper outlives it.
 
-    Raises ``FileNotFoundError`` when git (or ``cwd``) is missing.
+    Raises `TimeoutError` after `deadline` seconds, `FileNotFoundError` when git (or ``cwd``) is missing.
     """
-    process = await asyncio.create_subprocess_exec(
-        executable,
-        *args,
+    result = await process.run(
+        [executable, *args],
+        env=env,
         cwd=cwd,
-        env=dict(env),
-        stdin=asyncio.subprocess.PIPE if input_text is not None else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,
+        stdin=input_text.encode() if input_text is not None else None,
+        deadline=deadline,
     )
-    try:
-        stdout, stderr = await process.communicate(input_text.encode() if input_text is not None else None)
-    except BaseException:
-        _kill_group(process)
-        await asyncio.shield(process.wait())
-        raise
-    returncode = await process.wait()
-    return GitOutput(returncode, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
+    return GitOutput(
+        result.returncode, result.stdout.decode(errors="replace"), result.stderr.decode(errors="replace")
+    )
 
 
 class PushOutcome(enum.Enum):
@@ -636,14 +607,7 @@ class GitRepository:
         root = self.layout.root
         root.mkdir(parents=True, exist_ok=True)
         root.chmod(0o700)
-        credentials = self.remote.credentials
-        if isinstance(credentials, HttpsCredentials):
-            write_private_file(self.layout.askpass, ASKPASS_SCRIPT.encode(), 0o700)
-        elif isinstance(credentials, SshCredentials):
-            # ssh refuses keys others can read, and mounted Secrets usually are: use a private copy.
-            write_private_file(self.layout.ssh_key, credentials.private_key.read_bytes(), 0o600)
-            if credentials.known_hosts is None and not self.layout.known_hosts.exists():
-                write_private_file(self.layout.known_hosts, b"", 0o600)
+        write_credential_files(self.layout, self.remote.credentials)
 
     async def _has_clone(self) -> bool:
         """Whether the kept clone serves this remote (a changed URL or a broken clone means a new clone)."""
@@ -719,14 +683,14 @@ class GitRepository:
         operation = args[0]
         env = {**self._env, **(extra_env or {})}
         try:
-            async with asyncio.timeout(self._timeout):
-                return await run_git(
-                    args,
-                    cwd=cwd or self.worktree,
-                    env=env,
-                    input_text=input_text,
-                    executable=self._executable,
-                )
+            return await run_git(
+                args,
+                cwd=cwd or self.worktree,
+                env=env,
+                input_text=input_text,
+                executable=self._executable,
+                deadline=self._timeout,
+            )
         except TimeoutError:
             kind = RemoteUnreachable if operation in ("clone", "fetch", "push") else GitError
             raise kind(operation, f"no result within {self._timeout:g}s") from None

@@ -11,15 +11,12 @@ Failures become one family of typed errors, classified once from stderr by a tab
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import enum
 import json
 import logging
 import os
 import re
-import signal
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +25,13 @@ from typing import Any
 import pyhelm3
 import yaml
 
-from helmrelease.adapters.git import write_private_file
+from helmrelease.adapters import process
+from helmrelease.adapters.process import (
+    ProcessResult,
+    inherited_environment,
+    private_directory,
+    write_private_file,
+)
 
 # ---- Errors
 
@@ -225,54 +228,6 @@ def error_from_stderr(
 
 # ---- Processes and private files
 
-_INHERITED_ENVIRONMENT = (
-    "PATH",
-    "HOME",
-    "LANG",
-    "KUBERNETES_SERVICE_HOST",  # in-cluster config when there is no kubeconfig
-    "KUBERNETES_SERVICE_PORT",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "NO_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "no_proxy",
-    "SSL_CERT_FILE",
-    "SSL_CERT_DIR",
-)
-
-
-def inherited_environment(source: Mapping[str, str]) -> dict[str, str]:
-    """The few variables a child needs from ours: never HELM_*, KUBECONFIG or credentials by chance."""
-    return {name: source[name] for name in _INHERITED_ENVIRONMENT if name in source}
-
-
-@dataclass(frozen=True)
-class ProcessResult:
-    returncode: int
-    stdout: bytes
-    stderr: bytes
-
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
-
-
-async def _stop_process_group(process: asyncio.subprocess.Process, grace: float) -> None:
-    """SIGTERM the group (helm cancels its context and records the failure), SIGKILL it after `grace`.
-
-    The group, not just the pid: whatever helm started (plugins, credential helpers) goes with it. SIGKILL is
-    sent even when we are cancelled again while waiting, so no process outlives the call.
-    """
-    _signal_group(process.pid, signal.SIGTERM)
-    try:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(process.wait(), grace)
-    finally:
-        _signal_group(process.pid, signal.SIGKILL)
-    await process.wait()
-
 
 async def run_process(
     argv: Sequence[str],
@@ -283,37 +238,14 @@ async def run_process(
     operation: str,
     cwd: Path | None = None,
 ) -> ProcessResult:
-    """Run a program without a shell in its own session; stop its whole group when cancelled or late.
+    """`process.run` with helm's error for a deadline: SIGTERM first, so helm can record the failed operation.
 
     Raises `Timeout` after `deadline` seconds; re-raises `CancelledError` once the process group is gone.
     """
-    process = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=dict(env),
-        cwd=cwd,
-        start_new_session=True,
-    )
     try:
-        async with asyncio.timeout(deadline):
-            stdout, stderr = await process.communicate()
+        return await process.run(argv, env=env, cwd=cwd, deadline=deadline, grace=grace)
     except TimeoutError:
-        await _stop_process_group(process, grace)
         raise Timeout(operation, f"did not finish within {deadline:.0f}s and was stopped") from None
-    except asyncio.CancelledError:
-        await _stop_process_group(process, grace)
-        raise
-    return ProcessResult(await process.wait(), stdout, stderr)
-
-
-@contextlib.contextmanager
-def private_directory(parent: Path) -> Iterator[Path]:
-    """A directory only we can list (0700), removed with its contents afterwards: for secret files."""
-    parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="helmrelease-", dir=parent) as directory:
-        yield Path(directory)
 
 
 @contextlib.contextmanager

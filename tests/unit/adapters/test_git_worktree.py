@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,13 @@ from helmrelease.adapters.git import (
     PASSWORD_VARIABLE,
     USERNAME_VARIABLE,
     ChangedFile,
+    Credentials,
+    HttpsCredentials,
+    SshCredentials,
+    StateLayout,
     find_manifests,
     write_changes,
+    write_credential_files,
     write_private_file,
 )
 
@@ -139,3 +145,47 @@ def test_askpass_script_answers_git_prompts(tmp_path: Path, prompt: str, answer:
     env = {"PATH": os.environ["PATH"], USERNAME_VARIABLE: "bot", PASSWORD_VARIABLE: "pa ss'wo\"rd$x"}
     result = subprocess.run([str(script), prompt], env=env, capture_output=True, text=True, check=True)
     assert result.stdout == f"{answer}\n"
+
+
+@pytest.mark.parametrize(
+    ("credentials", "files"),
+    [
+        pytest.param(lambda key: None, {}, id="anonymous"),
+        pytest.param(lambda key: HttpsCredentials("bot", "s3cr3t"), {"askpass.sh": 0o700}, id="https"),
+        pytest.param(
+            lambda key: SshCredentials(key, host_key_checking="accept-new"),
+            {"ssh-key": 0o600, "known_hosts": 0o600},
+            id="ssh-own-known-hosts",
+        ),
+        pytest.param(
+            lambda key: SshCredentials(key, known_hosts=Path("/mnt/known_hosts")),
+            {"ssh-key": 0o600},
+            id="ssh-mounted-known-hosts",
+        ),
+    ],
+)
+def test_credential_files_are_private(
+    tmp_path: Path, credentials: Callable[[Path], Credentials | None], files: dict[str, int]
+) -> None:
+    """What `git_environment` points git at exists and only we can read it; a password stays out of files."""
+    mounted_key = tmp_path / "mounted-key"
+    mounted_key.write_bytes(b"PRIVATE KEY")
+    mounted_key.chmod(0o644)
+    state = tmp_path / "state"
+    state.mkdir()
+    write_credential_files(StateLayout(state), credentials(mounted_key))
+    assert {path.name: stat.S_IMODE(path.stat().st_mode) for path in state.iterdir()} == files
+    assert not any(b"s3cr3t" in path.read_bytes() for path in state.iterdir())
+    if "ssh-key" in files:
+        assert (state / "ssh-key").read_bytes() == b"PRIVATE KEY"
+
+
+def test_credential_files_keep_the_host_keys_learned_before(tmp_path: Path) -> None:
+    """`accept-new` records a host's key on first contact: rewriting the state must not forget it."""
+    key = tmp_path / "key"
+    key.write_bytes(b"PRIVATE KEY")
+    layout = StateLayout(tmp_path / "state")
+    layout.root.mkdir()
+    layout.known_hosts.write_bytes(b"git.example.com ssh-ed25519 AAAA\n")
+    write_credential_files(layout, SshCredentials(key, host_key_checking="accept-new"))
+    assert layout.known_hosts.read_bytes() == b"git.example.com ssh-ed25519 AAAA\n"
