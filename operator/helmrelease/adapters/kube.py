@@ -15,9 +15,11 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 
 from kubernetes import client as k8s
+from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
@@ -28,6 +30,25 @@ PLURAL = "helmreleases"
 COMPONENT = "helmrelease-operator"
 
 T = TypeVar("T")
+
+
+def api_client(kubeconfig: Path | None = None) -> k8s.ApiClient:
+    """A client from `kubeconfig`, else the pod's service account, else KUBECONFIG or ~/.kube/config.
+
+    Its configuration is its own: the kubernetes package's global default stays untouched, so one process can
+    hold clients for several clusters (and tests can build one without affecting the next).
+    """
+    if kubeconfig is None:
+        configuration = k8s.Configuration()
+        try:
+            k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        except k8s_config.ConfigException:
+            pass  # not in a Pod (or without a service account token): use a kubeconfig
+        else:
+            return k8s.ApiClient(configuration)
+    config_file = str(kubeconfig) if kubeconfig is not None else None
+    client: k8s.ApiClient = k8s_config.new_client_from_config(config_file=config_file)  # type: ignore[no-untyped-call]
+    return client
 
 
 class KubeError(Exception):

@@ -19,15 +19,12 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import signal
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kubernetes import client as k8s
-from kubernetes import config as k8s_config
 from prometheus_client import CollectorRegistry
 
 from helmrelease.adapters.git import (
@@ -38,7 +35,7 @@ from helmrelease.adapters.git import (
     SshCredentials,
     checked_relative_path,
 )
-from helmrelease.adapters.kube import KubeClient
+from helmrelease.adapters.kube import KubeClient, api_client
 from helmrelease.adapters.registry import (
     CredentialStore,
     DockerConfigError,
@@ -65,6 +62,9 @@ DEFAULT_PLATFORM = "linux/amd64"
 DEFAULT_CACHE_ENTRIES = 100_000
 
 _log = logging.getLogger(__name__)
+
+#: The name `helmrelease images` imports the cluster client under.
+kube_api_client = api_client
 
 
 # --- flags shared with `helmrelease images` ----------------------------------------------------------
@@ -184,23 +184,6 @@ def operator_credentials(path: Path | None) -> CredentialStore:
     if not isinstance(config, dict):
         raise DockerConfigError(f"{path} is not a JSON object")
     return CredentialStore.from_docker_configs(config)
-
-
-def kube_api_client(kubeconfig: Path | None) -> k8s.ApiClient:
-    """An API client from the given kubeconfig, the pod's service account, or the default kubeconfig.
-
-    Unlike the operator's, it never changes the kubernetes package's global default configuration.
-    """
-    client: k8s.ApiClient
-    if kubeconfig is not None:
-        client = k8s_config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
-    elif "KUBERNETES_SERVICE_HOST" in os.environ:
-        configuration = k8s.Configuration()
-        k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        client = k8s.ApiClient(configuration)
-    else:
-        client = k8s_config.new_client_from_config()  # type: ignore[no-untyped-call]
-    return client
 
 
 # --- image-policy ------------------------------------------------------------------------------------
@@ -329,7 +312,7 @@ def main(args: argparse.Namespace) -> int:
 async def _run(args: argparse.Namespace, config: _Config) -> int:
     metrics = CollectorRegistry()
     pool = RegistryPool(config.registry, RegistryMetrics.create(metrics))
-    api = kube_api_client(args.kubeconfig)
+    api = api_client(args.kubeconfig)
     service = ImagePolicyService(
         KubeClient(api),
         pool,

@@ -7,25 +7,13 @@ from pathlib import Path
 
 import aiohttp
 import kopf
-from kubernetes import client as k8s
-from kubernetes import config as k8s_config
 
 from helmrelease.adapters.charts import ChartFetcher, FetcherSettings
 from helmrelease.adapters.helm import HelmCommand, HelmSettings
-from helmrelease.adapters.kube import KubeClient
+from helmrelease.adapters.kube import KubeClient, api_client
 from helmrelease.handlers.operator import build_registry
 from helmrelease.reconcile.service import Reconciler
 from helmrelease.reconcile.settings import OperatorSettings
-
-
-def kube_api_client() -> k8s.ApiClient:
-    """In-cluster credentials when running in a Pod, else the kubeconfig (KUBECONFIG or ~/.kube/config)."""
-    try:
-        k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
-    except k8s_config.ConfigException:
-        client: k8s.ApiClient = k8s_config.new_client_from_config()  # type: ignore[no-untyped-call]
-        return client
-    return k8s.ApiClient()
 
 
 async def build_reconciler(settings: OperatorSettings) -> Reconciler:
@@ -51,7 +39,7 @@ async def build_reconciler(settings: OperatorSettings) -> Reconciler:
         ),
     )
     return Reconciler(
-        kube=KubeClient(kube_api_client()),
+        kube=KubeClient(api_client()),
         helm=helm,
         charts=charts,
         http=aiohttp.ClientSession(),
