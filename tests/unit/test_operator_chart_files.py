@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import shutil
 import subprocess
@@ -72,6 +73,16 @@ def copy_from(arguments: str) -> tuple[str, list[str]]:
     stage = next((w.removeprefix("--from=") for w in words if w.startswith("--from=")), "")
     paths = [w for w in words if not w.startswith("--")]
     return stage, paths[:-1]
+
+
+def apt_installed(run: str) -> set[str]:
+    """Packages an `apt-get install` in this RUN names (each `&&`-separated command is looked at alone)."""
+    packages: set[str] = set()
+    for command in run.split("&&"):
+        words = shlex.split(command)
+        if words[:2] == ["apt-get", "install"]:
+            packages.update(word for word in words[2:] if not word.startswith("-"))
+    return packages
 
 
 def env_file(path: Path) -> dict[str, str]:
@@ -164,8 +175,15 @@ def test_dockerfile_runtime_runs_the_cli_as_the_charts_non_root_user(
     assert isinstance(pod, dict)
     assert (uid, gid) == (pod["runAsUser"], pod["runAsGroup"])
     assert uid != 0
+
+
+def test_dockerfile_runs_the_cli_under_tini_so_orphaned_helm_children_are_reaped(stages: list[Stage]) -> None:
+    """PID 1 must reap: helmrelease never waits for the children of a helm or git process it killed."""
+    runtime = stages[-1]
     scripts = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert runtime.all("ENTRYPOINT") == [f'["{next(iter(scripts))}"]']
+    [entrypoint] = runtime.all("ENTRYPOINT")
+    assert json.loads(entrypoint) == ["tini", "--", next(iter(scripts))]
+    assert "tini" in {package for run in runtime.all("RUN") for package in apt_installed(run)}
 
 
 @pytest.mark.parametrize(
