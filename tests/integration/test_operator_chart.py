@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import io
+import logging
+import os
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +19,9 @@ from kubernetes import client as k8s
 from ruamel.yaml import YAML
 from tests.support.helmtool import Helm
 from tests.support.procs import REPO_ROOT
+
+from helmrelease.cli import build_parser
+from helmrelease.cli.image_policy import git_writeback
 
 CHART = REPO_ROOT / "manifests" / "chart" / "helmrelease-operator"
 RELEASE = "hro"
@@ -24,6 +34,11 @@ def sets(*assignments: str) -> tuple[str, ...]:
     return tuple(arg for assignment in assignments for arg in ("--set", assignment))
 
 
+def set_json(*assignments: str) -> tuple[str, ...]:
+    """`helm --set-json` arguments: numbers arrive as float64, as they do from a values file (`--set` makes int64)."""
+    return tuple(arg for assignment in assignments for arg in ("--set-json", assignment))
+
+
 MULTI_TENANT_GIT = sets(
     "watchNamespaces={team-a,team-b}",
     "operator.requireServiceAccount=true",
@@ -33,6 +48,46 @@ MULTI_TENANT_GIT = sets(
     "imagePolicy.git.path=releases",
     "imagePolicy.git.author=Image Bot <bot@example.com>",
     "imagePolicy.git.sshKeySecret.name=image-policy-git",
+)
+NAMESPACED_MULTI_TENANT = sets(
+    "watchNamespaces={team-a,team-b}", "operator.requireServiceAccount=true", "rbac.clusterAdmin=false"
+)
+GIT_WRITE_BACK = MULTI_TENANT_GIT + sets(
+    "imagePolicy.git.writebackAll=true",
+    "imagePolicy.git.defaultNamespace=apps",
+    "imagePolicy.git.knownHosts.configMapName=git-known-hosts",
+)
+REGISTRY_ACCESS = sets(
+    "imagePolicy.registry.caBundles.configMapName=registry-cas",
+    "imagePolicy.registry.caBundles.hosts[0].host=registry.internal:5000",
+    "imagePolicy.registry.caBundles.hosts[0].key=internal.crt",
+    "imagePolicy.registry.caBundles.hosts[1].host=ghcr.example.com",
+    "imagePolicy.registry.caBundles.hosts[1].key=ghcr.crt",
+    "imagePolicy.registry.dockerConfigSecret=registry-credentials",
+    "imagePolicy.registry.insecure={registry.lab:5000}",
+    "imagePolicy.platform=linux/arm64/v8",
+    "imagePolicy.registry.requestsPerSecond=0.5",
+) + set_json(
+    "imagePolicy.registry.concurrency=16",
+    "imagePolicy.registry.cacheSize=1000000",
+    "imagePolicy.intervalSeconds=3600",
+)
+PEERING = sets("operator.peering.name=ops", "operator.peering.priority=100")
+EVERY_OPERATOR_SETTING = sets(
+    "operator.workers=8",
+    "operator.resyncIntervalSeconds=1000000",
+    "operator.adoptReleases=false",
+    "operator.driftDetection=false",
+    "operator.helmPath=/opt/helm3",
+    "operator.defaultGitRef=main",
+    "operator.gitSSHKeySecret.name=charts-git",
+    "operator.insecureRegistries={charts.lab:5000,oci.lab}",
+    "operator.extraEnv[0].name=HELMRELEASE_GIT_PROTOCOLS",
+    "operator.extraEnv[0].value=https",
+    "logFormat=text",
+    "logLevel=debug",
+    "stateDir.path=/data/helmrelease",
+    "imagePolicy.stateDir.path=/data/image-policy",
 )
 
 Manifest = dict[str, Any]
@@ -54,8 +109,9 @@ def pod_spec(manifests: list[Manifest]) -> Manifest:
 
 
 def container(manifests: list[Manifest], name: str) -> Manifest:
-    [found] = [c for c in pod_spec(manifests)["containers"] if c["name"] == name]
-    return found
+    found: list[Manifest] = [c for c in pod_spec(manifests)["containers"] if c["name"] == name]
+    [spec] = found
+    return spec
 
 
 def args(manifests: list[Manifest], name: str) -> list[str]:
@@ -93,7 +149,11 @@ IMPERSONATE_SERVICE_ACCOUNTS = grants("", "serviceaccounts", "impersonate")
 
 @pytest.mark.parametrize(
     "set_args",
-    [pytest.param((), id="defaults"), pytest.param(MULTI_TENANT_GIT, id="namespaced-multi-tenant-git")],
+    [
+        pytest.param((), id="defaults"),
+        pytest.param(GIT_WRITE_BACK, id="namespaced-multi-tenant-git"),
+        pytest.param(REGISTRY_ACCESS, id="registry-access"),
+    ],
 )
 def test_chart_lints(helm: Helm, set_args: tuple[str, ...]) -> None:
     helm.run("lint", "--strict", str(CHART), *set_args)
@@ -122,15 +182,21 @@ def test_defaults_render_one_pod_with_both_containers_cluster_wide_with_cluster_
         "--resync-interval=300",
         "--state-dir=/var/lib/helmrelease",
         "--log-format=json",
+        "--log-level=INFO",
         "--liveness=http://0.0.0.0:8080/healthz",
         "--standalone",
     ]
     assert args(manifests, "image-policy") == [
         "image-policy",
         "--interval=300",
+        "--state-dir=/var/lib/helmrelease-image-policy",
         "--log-format=json",
+        "--log-level=INFO",
         "--health-port=8081",
         "--metrics-port=9090",
+        "--registry-concurrency=4",
+        "--registry-rps=10",
+        "--registry-cache-size=100000",
     ]
     [cluster_role] = objects(manifests, "ClusterRole")
     assert rules(cluster_role) == WATCHED_NAMESPACE_RULES | CLUSTER_RULES
@@ -170,14 +236,16 @@ def test_pod_runs_non_root_on_a_read_only_root_with_emptydirs_for_writable_paths
             "readOnlyRootFilesystem": True,
             "capabilities": {"drop": ["ALL"]},
         }
-        writable = {
+        mounted = {
             m["mountPath"] for m in container(manifests, name)["volumeMounts"] if m["name"] in empty_dirs
         }
-        assert "/tmp" in writable
-    operator_writable = {
-        m["mountPath"] for m in container(manifests, "operator")["volumeMounts"] if m["name"] in empty_dirs
+        assert "/tmp" in mounted
+    writable = {
+        name: {m["mountPath"] for m in container(manifests, name)["volumeMounts"] if m["name"] in empty_dirs}
+        for name in ("operator", "image-policy")
     }
-    assert "/var/lib/helmrelease" in operator_writable
+    assert "/var/lib/helmrelease" in writable["operator"]
+    assert "/var/lib/helmrelease-image-policy" in writable["image-policy"], "the sidecar's --state-dir"
     env = {e["name"]: e.get("value") for e in container(manifests, "operator")["env"]}
     assert env["HOME"] == "/var/lib/helmrelease", "helm writes its caches under $HOME"
 
@@ -203,6 +271,28 @@ def test_pod_runs_non_root_on_a_read_only_root_with_emptydirs_for_writable_paths
             sets("logFormat=text"),
             {"operator": ["--log-format=text"], "image-policy": ["--log-format=text"]},
             id="log-format-to-both",
+        ),
+        pytest.param(
+            sets("logLevel=debug"),
+            {"operator": ["--log-level=DEBUG"], "image-policy": ["--log-level=DEBUG"]},
+            id="log-level-to-both",
+        ),
+        pytest.param(
+            sets("imagePolicy.stateDir.path=/data/image-policy"),
+            {"image-policy": ["--state-dir=/data/image-policy"]},
+            id="sidecar-state-dir",
+        ),
+        pytest.param(
+            sets("imagePolicy.registry.concurrency=16", "imagePolicy.registry.requestsPerSecond=0.5")
+            + set_json("imagePolicy.registry.cacheSize=1000000"),
+            {
+                "image-policy": [
+                    "--registry-concurrency=16",
+                    "--registry-rps=0.5",
+                    "--registry-cache-size=1000000",
+                ]
+            },
+            id="registry-limits-as-numbers",
         ),
         pytest.param(
             sets("operator.requireServiceAccount=true"),
@@ -234,8 +324,8 @@ def test_pod_runs_non_root_on_a_read_only_root_with_emptydirs_for_writable_paths
         ),
         pytest.param(sets("operator.peering.priority=100"), {}, id="priority-only-matters-with-peering"),
         pytest.param(
-            sets("operator.extraArgs={--verbose}", "imagePolicy.extraArgs={--once}"),
-            {"operator": ["--verbose"], "image-policy": ["--once"]},
+            sets("operator.extraArgs={--git-protocols=https}", "imagePolicy.extraArgs={--once}"),
+            {"operator": ["--git-protocols=https"], "image-policy": ["--once"]},
             id="extra-args",
         ),
         pytest.param(sets("imagePolicy.intervalSeconds=60"), {"image-policy": ["--interval=60"]}, id="scan"),
@@ -283,6 +373,25 @@ def test_pod_runs_non_root_on_a_read_only_root_with_emptydirs_for_writable_paths
             },
             id="git-write-back",
         ),
+        pytest.param(
+            GIT_WRITE_BACK,
+            {
+                "operator": ["--namespace=team-a", "--namespace=team-b", "--require-service-account"],
+                "image-policy": [
+                    "--namespace=team-a",
+                    "--namespace=team-b",
+                    "--git-url=ssh://git@git.example.com/cluster.git",
+                    "--git-branch=main",
+                    "--git-path=releases",
+                    "--git-author=Image Bot <bot@example.com>",
+                    "--git-ssh-key=/etc/helmrelease/git/identity",
+                    "--git-known-hosts=/etc/helmrelease/git-known-hosts/known_hosts",
+                    "--git-writeback-all",
+                    "--git-default-namespace=apps",
+                ],
+            },
+            id="git-write-back-every-setting",
+        ),
     ],
 )
 def test_values_become_flags(helm: Helm, set_args: tuple[str, ...], expected: dict[str, list[str]]) -> None:
@@ -317,10 +426,172 @@ def test_values_that_remove_defaults(
             assert not set(flags) & set(args(manifests, name))
 
 
+# --- The real `helmrelease` parser accepts what the chart renders. ---
+
+ENV_PREFIX = "HELMRELEASE_"
+CLI_MODULES = REPO_ROOT / "operator" / "helmrelease" / "cli"
+#: The subcommand each container runs, and the module of the CLI that defines it.
+CONTAINER_COMMANDS = {"operator": ("run", "run.py"), "image-policy": ("image-policy", "image_policy.py")}
+#: The HELMRELEASE_* variables each subcommand reads (as flag defaults): `run` one per flag, `image-policy` none.
+#: A container setting any other is misconfigured; test_cli_environment_list_matches_the_cli_source keeps this
+#: list in step with operator/helmrelease/cli/.
+CLI_ENVIRONMENT = {
+    "run": frozenset(
+        ENV_PREFIX + name
+        for name in (
+            "NAMESPACES",
+            "WORKERS",
+            "RESYNC_INTERVAL",
+            "HELM",
+            "STATE_DIR",
+            "DEFAULT_GIT_REF",
+            "GIT_SSH_KEY",
+            "GIT_PROTOCOLS",
+            "INSECURE_REGISTRIES",
+            "REQUIRE_SERVICE_ACCOUNT",
+            "NO_ADOPT",
+            "NO_DRIFT_DETECTION",
+            "LOG_FORMAT",
+            "LOG_LEVEL",
+            "LIVENESS",
+            "PEERING",
+            "PRIORITY",
+        )
+    ),
+    "image-policy": frozenset[str](),
+}
+# run.py's `_env("NAME", ...)` / `_env_list("NAME")` helpers, `ENV_PREFIX + "NAME"`, or the name spelled out.
+ENVIRONMENT_READ = re.compile(r'\b_env(?:_list)?\("(\w+)"|ENV_PREFIX \+ "(\w+)"|"(HELMRELEASE_\w+)"')
+
+
+def environment_read_by(module: Path) -> frozenset[str]:
+    return frozenset(
+        name if name.startswith(ENV_PREFIX) else ENV_PREFIX + name
+        for match in ENVIRONMENT_READ.finditer(module.read_text())
+        for name in match.groups()
+        if name
+    )
+
+
+def cli_argv(spec: Manifest) -> list[str]:
+    """The container's arguments to `helmrelease`: the image's entrypoint is `tini -- helmrelease`, so without a
+    `command` they are its `args`; with one, whatever follows the `helmrelease` executable in it."""
+    command = list(spec.get("command", []))
+    if not command:
+        return list(spec["args"])
+    starts = [i for i, word in enumerate(command) if word.rpartition("/")[2] == "helmrelease"]
+    assert starts, f"container {spec['name']} does not run helmrelease: {command}"
+    return [*command[starts[0] + 1 :], *spec.get("args", [])]
+
+
+def check_against_cli(spec: Manifest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail unless the real CLI starts this container as the chart means it to: the right subcommand, flags its
+    parser accepts, only HELMRELEASE_* variables it reads, a log level logging knows, and (sidecar) git flags
+    that pass the sidecar's start-up check."""
+    subcommand, module = CONTAINER_COMMANDS[spec["name"]]
+    argv = cli_argv(spec)
+    environment = {
+        e["name"]: e.get("value", "") for e in spec.get("env", []) if e["name"].startswith(ENV_PREFIX)
+    }
+    unread = sorted(set(environment) - CLI_ENVIRONMENT[subcommand])
+    if unread:
+        pytest.fail(
+            f"container {spec['name']} sets {unread}, not read by helmrelease {subcommand} ({module})"
+        )
+    # `run` reads its flag defaults from the environment when the parser is built: build it in the container's.
+    for name in [name for name in os.environ if name.startswith(ENV_PREFIX)]:
+        monkeypatch.delenv(name)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    errors = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(errors):
+            parsed: argparse.Namespace = build_parser().parse_args(argv)
+    except SystemExit:
+        pytest.fail(f"helmrelease refuses the {spec['name']} container's {argv}:\n{errors.getvalue()}")
+    assert parsed.command == subcommand, spec["name"]
+    assert parsed.log_level.upper() in logging.getLevelNamesMapping(), parsed.log_level
+    if subcommand == "image-policy":
+        git_writeback(parsed)
+
+
+@pytest.mark.parametrize(
+    "set_args",
+    [
+        pytest.param((), id="defaults"),
+        pytest.param(NAMESPACED_MULTI_TENANT, id="namespaced-multi-tenant"),
+        pytest.param(GIT_WRITE_BACK, id="namespaced-multi-tenant-git-write-back"),
+        pytest.param(REGISTRY_ACCESS, id="registry-ca-docker-config-limits"),
+        pytest.param(PEERING, id="peering"),
+        pytest.param(PEERING + NAMESPACED_MULTI_TENANT, id="namespaced-peering"),
+        pytest.param(EVERY_OPERATOR_SETTING, id="every-operator-setting"),
+    ],
+)
+def test_the_cli_accepts_every_container_the_chart_renders(
+    helm: Helm, monkeypatch: pytest.MonkeyPatch, set_args: tuple[str, ...]
+) -> None:
+    containers = pod_spec(render(helm, *set_args))["containers"]
+    assert [c["name"] for c in containers] == list(CONTAINER_COMMANDS)
+    for spec in containers:
+        check_against_cli(spec, monkeypatch)
+
+
+@pytest.mark.parametrize(
+    ("set_args", "container_name", "message"),
+    [
+        pytest.param(
+            sets("operator.extraArgs={--verbose}"),
+            "operator",
+            "unrecognized arguments: --verbose",
+            id="unknown-operator-flag",
+        ),
+        pytest.param(
+            sets("imagePolicy.extraArgs={--workers=2}"),
+            "image-policy",
+            "unrecognized arguments: --workers=2",
+            id="operator-flag-on-the-sidecar",
+        ),
+        pytest.param(
+            sets("operator.extraArgs={--workers=0}"),
+            "operator",
+            "must be a positive integer",
+            id="flag-value-the-parser-refuses",
+        ),
+        pytest.param(
+            sets("imagePolicy.extraEnv[0].name=HELMRELEASE_LOG_LEVEL", "imagePolicy.extraEnv[0].value=DEBUG"),
+            "image-policy",
+            "not read by helmrelease image-policy",
+            id="variable-the-sidecar-does-not-read",
+        ),
+        pytest.param(
+            sets("imagePolicy.extraArgs={--git-writeback-all}"),
+            "image-policy",
+            "the --git-* flags need --git-url",
+            id="git-flag-without-url",
+        ),
+    ],
+)
+def test_the_cli_check_catches_what_the_cli_would_refuse(
+    helm: Helm, monkeypatch: pytest.MonkeyPatch, set_args: tuple[str, ...], container_name: str, message: str
+) -> None:
+    """The check above can fail: extra arguments pass through the chart unchecked, so they show it."""
+    spec = container(render(helm, *set_args), container_name)
+    with pytest.raises((pytest.fail.Exception, ValueError), match=re.escape(message)):
+        check_against_cli(spec, monkeypatch)
+
+
+@pytest.mark.parametrize(
+    ("subcommand", "module"),
+    [pytest.param(*command, id=command[0]) for command in CONTAINER_COMMANDS.values()],
+)
+def test_cli_environment_list_matches_the_cli_source(subcommand: str, module: str) -> None:
+    assert environment_read_by(CLI_MODULES / module) == CLI_ENVIRONMENT[subcommand]
+
+
 def test_every_mounted_file_a_flag_names_comes_from_the_configured_object(helm: Helm) -> None:
     manifests = render(
         helm,
-        *MULTI_TENANT_GIT,
+        *GIT_WRITE_BACK,
         *sets(
             "operator.gitSSHKeySecret.name=charts-git",
             "imagePolicy.registry.dockerConfigSecret=registry-credentials",
@@ -349,6 +620,7 @@ def test_every_mounted_file_a_flag_names_comes_from_the_configured_object(helm: 
     assert found == {
         ("operator", "--git-ssh-key"): ("charts-git", "identity"),
         ("image-policy", "--git-ssh-key"): ("image-policy-git", "identity"),
+        ("image-policy", "--git-known-hosts"): ("git-known-hosts", "known_hosts"),
         ("image-policy", "--docker-config"): ("registry-credentials", ".dockerconfigjson"),
         ("image-policy", "--registry-ca"): ("registry-cas", "internal.crt"),
     }
@@ -374,6 +646,39 @@ def test_namespaced_multi_tenant_rbac_is_per_namespace_with_service_account_impe
     assert [b["roleRef"]["name"] for b in objects(manifests, "ClusterRoleBinding")] == [
         cluster_role["metadata"]["name"]
     ]
+
+
+#: What `helmrelease image-policy` does through adapters.kube: list and read HelmReleases (cluster-wide or per
+#: namespace), JSON-patch their tags, post Events, read pull Secrets and the ServiceAccounts naming them.
+SIDECAR_RULES = (
+    grants("helm.fluxcd.io", "helmreleases", "get", "list", "watch", "patch")
+    | grants("", "events", "create", "patch")
+    | grants("", "secrets", "get")
+    | grants("", "serviceaccounts", "get")
+)
+
+
+@pytest.mark.parametrize(
+    ("set_args", "kind", "namespaces"),
+    [
+        pytest.param((), "ClusterRole", [None], id="cluster-wide"),
+        pytest.param(sets("watchNamespaces={team-a}"), "Role", ["team-a"], id="namespaced"),
+        pytest.param(
+            NAMESPACED_MULTI_TENANT,
+            "Role",
+            ["team-a", "team-b"],
+            id="namespaced-multi-tenant-least-privilege",
+        ),
+    ],
+)
+def test_the_sidecar_is_granted_what_it_does_wherever_it_scans(
+    helm: Helm, set_args: tuple[str, ...], kind: str, namespaces: list[str | None]
+) -> None:
+    missing = {
+        role["metadata"].get("namespace"): SIDECAR_RULES - rules(role)
+        for role in objects(render(helm, *set_args), kind)
+    }
+    assert missing == {namespace: set() for namespace in namespaces}
 
 
 @pytest.mark.parametrize(
@@ -462,6 +767,17 @@ def test_metrics_service_targets_the_sidecar_metrics_port(helm: Helm) -> None:
     [
         pytest.param(sets("replicaCount=2"), "replicaCount must be 0 or 1", id="two-replicas"),
         pytest.param(sets("logFormat=xml"), "logFormat must be text or json", id="log-format"),
+        pytest.param(sets("logLevel=verbose"), "logLevel must be DEBUG, INFO", id="log-level"),
+        pytest.param(
+            sets("imagePolicy.git.writebackAll=true"),
+            "the imagePolicy.git settings need imagePolicy.git.url",
+            id="git-write-back-all-without-url",
+        ),
+        pytest.param(
+            sets("imagePolicy.git.knownHosts.configMapName=git-known-hosts"),
+            "the imagePolicy.git settings need imagePolicy.git.url",
+            id="git-known-hosts-without-url",
+        ),
         pytest.param(
             sets(
                 "imagePolicy.registry.caBundles.hosts[0].host=r",
@@ -628,6 +944,7 @@ def is_allowed(authorization: k8s.AuthorizationV1Api, namespace: str, access: Ac
             )
         )
     )
+    assert review.status is not None
     return bool(review.status.allowed)
 
 
@@ -659,7 +976,9 @@ def test_installed_rbac_allows_what_the_operator_needs_and_no_more(
     helm.run("install", RELEASE, str(CHART), "--namespace", namespace, "--skip-crds", *resolved)
 
     deployment = k8s.AppsV1Api(api_client).read_namespaced_deployment(FULLNAME, namespace)
-    assert [c.name for c in deployment.spec.template.spec.containers] == ["operator", "image-policy"]
+    pod = deployment.spec.template.spec
+    assert pod is not None
+    assert [c.name for c in pod.containers] == ["operator", "image-policy"]
     assert helm.json("status", RELEASE, "--namespace", namespace)["info"]["status"] == "deployed"
 
     authorization = k8s.AuthorizationV1Api(api_client)

@@ -135,6 +135,14 @@ clusterkopfpeerings, the peering kind this scope uses).
 {{- if not (has .Values.logFormat (list "text" "json")) }}
 {{- fail (printf "logFormat must be text or json, not %q" .Values.logFormat) }}
 {{- end }}
+{{- if not (has (upper .Values.logLevel) (list "DEBUG" "INFO" "WARNING" "ERROR" "CRITICAL")) }}
+{{- fail (printf "logLevel must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not %q" .Values.logLevel) }}
+{{- end }}
+{{- with .Values.imagePolicy.git }}
+{{- if and (not .url) (or .branch .path .author .writebackAll .defaultNamespace .sshKeySecret.name .knownHosts.configMapName) }}
+{{- fail "the imagePolicy.git settings need imagePolicy.git.url: without a repository the sidecar refuses them" }}
+{{- end }}
+{{- end }}
 {{- if and .Values.imagePolicy.registry.caBundles.hosts (not .Values.imagePolicy.registry.caBundles.configMapName) }}
 {{- fail "imagePolicy.registry.caBundles.hosts needs imagePolicy.registry.caBundles.configMapName" }}
 {{- end }}
