@@ -15,11 +15,14 @@ import sys
 import time
 from pathlib import Path
 
+from kubernetes import config as k8s_config
+
 from tests.support import charts, controlplane, registry
 from tests.support.examples import TARGET_NAMESPACES, git_chart_repository, render_examples
 from tests.support.helmtool import Helm
 from tests.support.kubectl import kubectl
-from tests.support.procs import BIN_DIR, REPO_ROOT, Process, tail
+from tests.support.nodesim import NodeSimulator
+from tests.support.procs import BIN_DIR, REPO_ROOT, Process, free_port, tail
 
 DEMO_DIR = REPO_ROOT / ".demo"
 
@@ -39,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     DEMO_DIR.mkdir()
     stack: list[Process] = []
     servers: list[charts.ChartRepository] = []
+    nodes: NodeSimulator | None = None
     try:
         _say("starting etcd + kube-apiserver")
         plane = controlplane.start(DEMO_DIR / "controlplane")
@@ -85,23 +89,46 @@ def main(argv: list[str] | None = None) -> int:
                 "60",
                 "--helm",
                 str(BIN_DIR / "helm"),
+                "--state-dir",
+                str(DEMO_DIR / "operator-state"),
                 "--insecure-registry",
                 reg.host,
+                "--git-protocols",
+                "https,ssh,file",
             ],
             DEMO_DIR / "operator.log",
             env=operator_env,
         ).start()
+        health_port, metrics_port = free_port(), free_port()
         sidecar = Process(
             "image-policy",
-            [helmrelease, "image-policy", "--interval", "15", "--insecure-registry", reg.host],
+            [
+                helmrelease,
+                "image-policy",
+                "--interval",
+                "10",
+                "--insecure-registry",
+                reg.host,
+                "--state-dir",
+                str(DEMO_DIR / "image-policy-state"),
+                "--health-port",
+                str(health_port),
+                "--metrics-port",
+                str(metrics_port),
+            ],
             DEMO_DIR / "image-policy.log",
             env=operator_env,
         ).start()
         stack[:0] = [sidecar, operator]
+        # No kubelets here: this stand-in reports the demo's Deployments ready and runs helm test Pods to
+        # completion, so `wait` and `test.enable` behave as on a real cluster (tests/support/nodesim.py).
+        api = k8s_config.new_client_from_config(config_file=str(plane.kubeconfig))
+        nodes = NodeSimulator(api).start()
 
         _say("applying manifests/examples")
         for namespace in ("demo", *TARGET_NAMESPACES):
             kubectl(plane.kubeconfig, "create", "namespace", namespace)
+            kubectl(plane.kubeconfig, "label", "namespace", namespace, "helmrelease-test=1")
             kubectl(plane.kubeconfig, "create", "serviceaccount", "default", "-n", namespace)
         git_url, _ = git_chart_repository(DEMO_DIR / "git")
         manifests = render_examples(chart_repository=repo.url, oci_base=oci_base, git_url=git_url)
@@ -123,8 +150,51 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(5)
         print(kubectl(plane.kubeconfig, "get", "deploy,svc,cm", "-n", "demo"))
 
-        _say("image automation: pushing demo/app:1.0.2; the automated release (semver:~1.0) moves to it")
+        def app_image() -> str:
+            out = kubectl(
+                plane.kubeconfig,
+                "get",
+                "deploy",
+                "demo-app",
+                "-n",
+                "demo",
+                "-o",
+                "jsonpath={.spec.template.spec.containers[0].image}",
+                check=False,
+            )
+            return out.strip()
+
+        def wait_image(tag: str) -> None:
+            deadline = time.monotonic() + 120
+            while not app_image().endswith(f":{tag}") and time.monotonic() < deadline:
+                if not sidecar.running:
+                    print(f"image-policy exited:\n{tail(sidecar.log_path)}")
+                    break
+                time.sleep(2)
+            print(f"    deployment demo-app runs {app_image()}")
+
+        _say(
+            "image automation: demo/app 1.0.1 is the newest under semver:~1.0; the sidecar moves the release to it"
+        )
+        wait_image("1.0.1")
+        _say("pushing demo/app:1.0.2 (and 1.1.0-rc.1, outside the policy)")
         pusher.push("demo/app", "1.0.2", created=registry.utc(0))
+        pusher.push("demo/app", "1.1.0-rc.1", created=registry.utc(0))
+        wait_image("1.0.2")
+        print(
+            kubectl(
+                plane.kubeconfig,
+                "get",
+                "events",
+                "-n",
+                "demo",
+                "--field-selector",
+                "involvedObject.name=app",
+                "--sort-by",
+                ".lastTimestamp",
+            )
+        )
+        print(kubectl(plane.kubeconfig, "get", "hr", "-n", "demo"))
 
         print(
             f"""
@@ -135,6 +205,7 @@ The demo is running. In another shell:
     kubectl describe hr -n demo  # conditions and Events
     helm list -A                 # the releases the operator made
 Logs: {DEMO_DIR}/operator.log, {DEMO_DIR}/image-policy.log
+Sidecar: http://127.0.0.1:{health_port}/healthz, metrics at http://127.0.0.1:{metrics_port}/metrics
 Press Ctrl-C to stop everything.""",
             flush=True,
         )
@@ -146,6 +217,8 @@ Press Ctrl-C to stop everything.""",
         pass
     finally:
         _say("stopping")
+        if nodes is not None:
+            nodes.stop()
         for server in servers:
             server.stop()
         for process in stack:
