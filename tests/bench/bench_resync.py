@@ -99,7 +99,10 @@ def main() -> None:
         started = time.monotonic()
         for index in range(RELEASES):
             custom.create_namespaced_custom_object(
-                GROUP, VERSION, NAMESPACE, PLURAL,
+                GROUP,
+                VERSION,
+                NAMESPACE,
+                PLURAL,
                 helmrelease(f"r{index:03d}", chart, {"message": f"release {index}"}, wait=False),
             )
         _wait_all(custom, ready, timeout=60 + RELEASES * 10, operator=operator)
