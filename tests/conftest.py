@@ -23,6 +23,7 @@ from tests.support import cluster as cluster_mod
 from tests.support import controlplane as controlplane_mod
 from tests.support import registry as registry_mod
 from tests.support.helmtool import Helm
+from tests.support.operator import Operator, StartOperator
 from tests.support.procs import REPO_ROOT
 
 CRD_PATH = REPO_ROOT / "crds" / "helmrelease.yaml"
@@ -199,3 +200,30 @@ def node_simulator(api_client: k8s.ApiClient) -> Iterator[object]:
     sim = NodeSimulator(api_client).start()
     yield sim
     sim.stop()
+
+
+@pytest.fixture
+def start_operator(workdir: Path, kubeconfig: Path, namespace: str) -> Iterator[StartOperator]:
+    """Start real operator processes watching the test's namespace; all are stopped at teardown."""
+    started: list[Operator] = []
+
+    def start(
+        *extra_args: str,
+        helm: str = "helm",
+        resync_interval: float = 300,
+        namespaces: list[str] | None = None,
+    ) -> Operator:
+        operator = Operator(
+            workdir / namespace,
+            kubeconfig,
+            namespaces or [namespace],
+            helm=helm,
+            resync_interval=resync_interval,
+            extra_args=extra_args,
+        ).start()
+        started.append(operator)
+        return operator
+
+    yield start
+    for operator in started:
+        operator.stop()

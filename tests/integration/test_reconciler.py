@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,10 +15,11 @@ from tests.support.operator import (
     GROUP,
     PLURAL,
     VERSION,
-    Operator,
+    StartOperator,
     condition,
+    create_hr,
+    delete_and_wait_gone,
     events_for,
-    get_hr,
     helmrelease,
     ready,
     wait_for_hr,
@@ -27,43 +27,13 @@ from tests.support.operator import (
 
 pytestmark = pytest.mark.usefixtures("crd_installed", "node_simulator")
 
-StartOperator = Callable[..., Operator]
-
-
-@pytest.fixture
-def start_operator(workdir: Path, kubeconfig: Path, namespace: str) -> Iterator[StartOperator]:
-    """Start operators watching the test's namespace; all are stopped at teardown."""
-    started: list[Operator] = []
-
-    def start(
-        *extra_args: str,
-        helm: str = "helm",
-        resync_interval: float = 300,
-        namespaces: list[str] | None = None,
-    ) -> Operator:
-        operator = Operator(
-            workdir / namespace,
-            kubeconfig,
-            namespaces or [namespace],
-            helm=helm,
-            resync_interval=resync_interval,
-            extra_args=extra_args,
-        ).start()
-        started.append(operator)
-        return operator
-
-    yield start
-    for operator in started:
-        operator.stop()
-
 
 @pytest.fixture
 def app_chart(chart_repo: ChartRepository) -> dict[str, str]:
     return {"repository": chart_repo.url, "name": "app", "version": "0.1.0"}
 
 
-def create(custom: k8s.CustomObjectsApi, namespace: str, body: dict[str, Any]) -> None:
-    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+create = create_hr
 
 
 def patch(custom: k8s.CustomObjectsApi, namespace: str, name: str, spec: dict[str, Any]) -> None:
@@ -130,17 +100,7 @@ def test_lifecycle_install_upgrade_uninstall(
     assert reasons.count("InstallSucceeded") == 1
     assert reasons.count("UpgradeSucceeded") == 2
 
-    custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "web")
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            get_hr(custom, namespace, "web")
-        except ApiException as error:
-            assert error.status == 404
-            break
-        time.sleep(0.3)
-    else:
-        pytest.fail(f"HelmRelease not deleted (finalizer left?)\n{operator.tail()}")
+    delete_and_wait_gone(custom, namespace, "web", operator=operator)
     assert helm.json("list", "--namespace", namespace) == []
 
 
@@ -351,16 +311,7 @@ def test_deleting_a_helmrelease_whose_release_is_gone(
     create(custom, namespace, helmrelease("gone", app_chart))
     wait_for_hr(custom, namespace, "gone", ready, operator=operator)
     helm.run("uninstall", f"{namespace}-gone", "--namespace", namespace)
-    custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "gone")
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            get_hr(custom, namespace, "gone")
-        except ApiException as error:
-            assert error.status == 404
-            return
-        assert time.monotonic() < deadline, operator.tail()
-        time.sleep(0.3)
+    delete_and_wait_gone(custom, namespace, "gone", timeout=30, operator=operator)
 
 
 def test_oci_and_git_chart_sources(
@@ -553,16 +504,7 @@ def test_deleting_during_a_long_install_cancels_helm_and_uninstalls(
     while not helm.json("list", "--namespace", namespace, "--pending"):
         assert time.monotonic() < deadline, operator.tail()
         time.sleep(0.2)
-    started = time.monotonic()
-    custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "slow")
-    while True:
-        try:
-            get_hr(custom, namespace, "slow")
-        except ApiException as error:
-            assert error.status == 404
-            break
-        assert time.monotonic() - started < 60, operator.tail()
-        time.sleep(0.3)
+    delete_and_wait_gone(custom, namespace, "slow", timeout=60, operator=operator)
     assert helm.run("status", release, "--namespace", namespace, check=False).returncode != 0, (
         "release left behind"
     )

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from kubernetes import client as k8s
@@ -24,8 +23,9 @@ from tests.support.operator import (
     GROUP,
     PLURAL,
     VERSION,
-    Operator,
+    StartOperator,
     condition,
+    create_hr,
     helmrelease,
     ready,
     wait_for_hr,
@@ -33,24 +33,6 @@ from tests.support.operator import (
 from tests.support.registry import Registry
 
 pytestmark = pytest.mark.usefixtures("crd_installed", "node_simulator")
-
-StartOperator = Callable[..., Operator]
-
-
-@pytest.fixture
-def start_operator(workdir: Path, kubeconfig: Path, namespace: str) -> Iterator[StartOperator]:
-    started: list[Operator] = []
-
-    def start(*extra_args: str, namespaces: list[str] | None = None) -> Operator:
-        operator = Operator(
-            workdir / namespace, kubeconfig, namespaces or [namespace], extra_args=extra_args
-        ).start()
-        started.append(operator)
-        return operator
-
-    yield start
-    for operator in started:
-        operator.stop()
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +44,7 @@ def auth_chart_repo(helm: Helm, workdir: Path) -> Iterator[ChartRepository]:
     repo.stop()
 
 
-def create(custom: k8s.CustomObjectsApi, namespace: str, body: dict[str, Any]) -> None:
-    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+create = create_hr
 
 
 def secret(core: k8s.CoreV1Api, namespace: str, name: str, data: dict[str, str]) -> None:

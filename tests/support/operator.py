@@ -19,6 +19,8 @@ from kubernetes.client.exceptions import ApiException
 from tests.support.procs import Process, binary, tail
 
 GROUP, VERSION, PLURAL = "helm.fluxcd.io", "v1", "helmreleases"
+#: What the `start_operator` fixture gives a test: start(*extra_args, helm=, resync_interval=, namespaces=).
+StartOperator = Callable[..., "Operator"]
 READY_LINE = "helmrelease operator ready"
 
 
@@ -144,3 +146,33 @@ def events_for(core: k8s.CoreV1Api, namespace: str, name: str) -> list[tuple[str
     items = core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}").items
     items.sort(key=lambda e: (e.first_timestamp or e.event_time or 0, e.metadata.name))
     return [(e.type, e.reason, e.message) for e in items]
+
+
+def delete_and_wait_gone(
+    custom: k8s.CustomObjectsApi,
+    namespace: str,
+    name: str,
+    *,
+    timeout: float = 60,
+    operator: Operator | None = None,
+) -> float:
+    """Delete a HelmRelease and wait until the API no longer has it (our finalizer released); returns seconds."""
+    started = time.monotonic()
+    custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    while True:
+        try:
+            get_hr(custom, namespace, name)
+        except ApiException as error:
+            if error.status == 404:
+                return time.monotonic() - started
+            raise
+        if time.monotonic() - started > timeout:
+            log = operator.tail() if operator else ""
+            raise AssertionError(
+                f"HelmRelease {namespace}/{name} still there after {timeout}s (finalizer?)\n{log}"
+            )
+        time.sleep(0.3)
+
+
+def create_hr(custom: k8s.CustomObjectsApi, namespace: str, body: Mapping[str, Any]) -> None:
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, dict(body))

@@ -51,6 +51,7 @@ from helmrelease.automation import (
     ImagePolicySettings,
     RegistryPool,
 )
+from helmrelease.cli.argtypes import log_level, positive_int, positive_seconds
 from helmrelease.cli.logs import configure_logging
 
 EXIT_OK = 0
@@ -68,20 +69,6 @@ kube_api_client = api_client
 
 
 # --- flags shared with `helmrelease images` ----------------------------------------------------------
-
-
-def _positive_seconds(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text}")
-    return value
 
 
 def _port(text: str) -> int:
@@ -130,13 +117,13 @@ def add_registry_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--registry-concurrency",
-        type=_positive_int,
+        type=positive_int,
         default=RegistryConfig.concurrency,
         help="requests in flight per registry (default %(default)s)",
     )
     group.add_argument(
         "--registry-cache-size",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_CACHE_ENTRIES,
         metavar="ENTRIES",
         help="manifests and config blobs remembered by digest across scans; keep it above the number of "
@@ -198,7 +185,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--interval",
-        type=_positive_seconds,
+        type=positive_seconds,
         default=300.0,
         metavar="SECONDS",
         help="seconds between the end of one scan and the start of the next (default 300)",
@@ -247,7 +234,7 @@ def register(subparsers: Any) -> None:
         "--metrics-port", type=_port, default=9090, help="Prometheus /metrics port (default 9090; 0: off)"
     )
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-level", type=log_level, default="INFO")
     parser.add_argument("--once", action="store_true", help="run one scan cycle and exit (for CI and tests)")
     parser.set_defaults(handler=main)
 

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from helmrelease.cli.argtypes import log_level, positive_int, positive_seconds
 from helmrelease.cli.logs import configure_logging
 
 ENV_PREFIX = "HELMRELEASE_"
@@ -21,20 +22,6 @@ def _env(name: str, default: str) -> str:
 
 def _env_list(name: str) -> list[str]:
     return [item.strip() for item in os.environ.get(ENV_PREFIX + name, "").split(",") if item.strip()]
-
-
-def _positive_seconds(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text}")
-    return value
 
 
 def register(subparsers: Any) -> None:
@@ -56,13 +43,13 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--workers",
-        type=_positive_int,
+        type=positive_int,
         default=int(_env("WORKERS", "4")),
         help="helm operations at once across releases (default 4)",
     )
     parser.add_argument(
         "--resync-interval",
-        type=_positive_seconds,
+        type=positive_seconds,
         default=float(_env("RESYNC_INTERVAL", "300")),
         help="seconds between resyncs and drift checks of unchanged releases (default 300, jittered)",
     )
@@ -116,7 +103,7 @@ def register(subparsers: Any) -> None:
         help="do not compare live objects with release manifests on resync",
     )
     parser.add_argument("--log-format", choices=("text", "json"), default=_env("LOG_FORMAT", "text"))
-    parser.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
+    parser.add_argument("--log-level", type=log_level, default=_env("LOG_LEVEL", "INFO"))
     parser.add_argument(
         "--liveness",
         default=_env("LIVENESS", "") or None,
