@@ -64,9 +64,6 @@ DEFAULT_CACHE_ENTRIES = 100_000
 
 _log = logging.getLogger(__name__)
 
-#: The name `helmrelease images` imports the cluster client under.
-kube_api_client = api_client
-
 
 # --- flags shared with `helmrelease images` ----------------------------------------------------------
 

@@ -29,14 +29,13 @@ from typing import Any, TextIO
 from kubernetes.config.config_exception import ConfigException
 from prometheus_client import CollectorRegistry
 
-from helmrelease.adapters.kube import KubeClient, KubeError
+from helmrelease.adapters.kube import KubeClient, KubeError, api_client
 from helmrelease.adapters.registry import CredentialStore, RegistryConfig, RegistryMetrics
 from helmrelease.automation import ImageScan, ImageScanner, ImageTarget, RegistryPool, image_targets
 from helmrelease.automation.inspect import ReleaseReport, inspect_releases
 from helmrelease.cli.image_policy import (
     add_kubeconfig_argument,
     add_registry_arguments,
-    kube_api_client,
     operator_credentials,
     registry_config,
 )
@@ -426,7 +425,7 @@ def list_table(records: Sequence[dict[str, Any]]) -> str:
 async def _inspect_cluster(
     args: argparse.Namespace, config: RegistryConfig, credentials: CredentialStore
 ) -> list[ReleaseReport]:
-    api = kube_api_client(args.kubeconfig)
+    api = api_client(args.kubeconfig)
     pool = RegistryPool(config, RegistryMetrics.create(CollectorRegistry()))
     try:
         return await inspect_releases(
