@@ -333,14 +333,30 @@ def _new_staging(cache_dir: Path) -> Path:
 # ---- The fetcher
 
 
+def credential_salt(cache_dir: Path) -> bytes:
+    """The key of credential fingerprints in cache keys, kept beside the cache (0600) so a restarted operator finds
+    its charts again. Fingerprints are HMACs, so the cache's directory names do not let anyone test a guessed
+    password without this file, which only the operator can read."""
+    path = cache_dir / ".credential-salt"
+    try:
+        salt = path.read_bytes()
+    except FileNotFoundError:
+        salt = b""
+    if len(salt) == 32:
+        return salt
+    cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    salt = secrets.token_bytes(32)
+    write_private_file(path, salt, 0o600)
+    return salt
+
+
 class ChartFetcher:
     """Fetches charts into `settings.cache_dir`, once per content, sharing concurrent fetches of one source."""
 
     def __init__(self, helm: HelmCommand, settings: FetcherSettings) -> None:
         self._helm = helm
         self._settings = settings
-        # Credential fingerprints are keyed per process: nothing on disk lets anyone test a guessed password.
-        self._salt = secrets.token_bytes(32)
+        self._salt = credential_salt(settings.cache_dir)
         self._inflight: dict[str, asyncio.Task[FetchedChart]] = {}
 
     async def fetch(self, source: ChartSource) -> FetchedChart:

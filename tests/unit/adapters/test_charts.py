@@ -329,3 +329,17 @@ def test_cache_keys_differ_per_part() -> None:
     assert charts.cache_key("a", "bc") != charts.cache_key("ab", "c")
     assert len(charts.cache_key("x")) == 40
     assert os.sep not in charts.cache_key("x")
+
+
+def test_credential_salt_survives_a_restart_and_stays_private(tmp_path: Path) -> None:
+    from helmrelease.adapters.charts import credential_salt
+
+    first = credential_salt(tmp_path / "charts")
+    assert len(first) == 32
+    assert credential_salt(tmp_path / "charts") == first  # a restarted operator finds its cache again
+    salt_file = tmp_path / "charts" / ".credential-salt"
+    assert salt_file.stat().st_mode & 0o777 == 0o600
+    salt_file.write_bytes(b"short")
+    replaced = credential_salt(tmp_path / "charts")
+    assert len(replaced) == 32
+    assert replaced != first
