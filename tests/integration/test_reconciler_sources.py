@@ -6,6 +6,7 @@ import base64
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client as k8s
@@ -41,6 +42,17 @@ def auth_chart_repo(helm: Helm, workdir: Path) -> Iterator[ChartRepository]:
         helm, workdir / "chart-repo-auth", username="reader", password="s3cret"
     )
     yield repo
+    repo.stop()
+
+
+@pytest.fixture(scope="module")
+def tls_chart_repo(helm: Helm, workdir: Path) -> Iterator[tuple[ChartRepository, str]]:
+    """A chart repository over HTTPS whose certificate only our own CA vouches for; yields it and the CA PEM."""
+    from tests.support import pki
+
+    certificates = pki.generate(workdir / "chart-repo-tls-pki")
+    repo = charts_mod.serve_repository(helm, workdir / "chart-repo-tls", tls=certificates)
+    yield repo, certificates.ca_cert.read_text()
     repo.stop()
 
 
@@ -262,3 +274,34 @@ def test_secret_values_never_reach_status_or_events(
     assert all("hunter2" not in (event.message or "") for event in events)
     assert "hunter2" not in operator.log()
     assert base64.b64encode(b"hunter2").decode() not in operator.log()
+
+
+@pytest.mark.parametrize("trusted", [True, False], ids=["ca-in-chart-pull-secret", "unknown-ca"])
+def test_chart_repository_with_a_private_ca(
+    trusted: bool,
+    start_operator: StartOperator,
+    custom: k8s.CustomObjectsApi,
+    core: k8s.CoreV1Api,
+    namespace: str,
+    tls_chart_repo: tuple[ChartRepository, str],
+) -> None:
+    repo, ca_pem = tls_chart_repo
+    chart: dict[str, Any] = {"repository": repo.url, "name": "app", "version": "0.1.0"}
+    if trusted:
+        secret(core, namespace, "repo-ca", {"ca.crt": ca_pem})
+        chart["chartPullSecret"] = {"name": "repo-ca"}
+    operator = start_operator()
+    create(custom, namespace, helmrelease("tls", chart))
+    if trusted:
+        hr = wait_for_hr(custom, namespace, "tls", ready, operator=operator)
+        assert hr["status"]["revision"] == "0.1.0"
+        return
+    hr = wait_for_hr(
+        custom,
+        namespace,
+        "tls",
+        lambda hr: condition(hr, "ChartFetched").get("status") == "False",
+        operator=operator,
+        what="ChartFetched=False",
+    )
+    assert "certificate" in condition(hr, "ChartFetched")["message"]

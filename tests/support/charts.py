@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import functools
 import shutil
+import ssl
 import threading
 from dataclasses import dataclass, field
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -13,6 +14,7 @@ from pathlib import Path
 from ruamel.yaml import YAML
 
 from tests.support.helmtool import Helm
+from tests.support.pki import Pki
 from tests.support.procs import REPO_ROOT
 from tests.support.registry import Registry
 
@@ -78,16 +80,28 @@ class ChartRepository:
 
 
 def serve_repository(
-    helm: Helm, directory: Path, *, username: str | None = None, password: str | None = None
+    helm: Helm,
+    directory: Path,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    tls: Pki | None = None,
 ) -> ChartRepository:
-    """Package every test chart at every version in VERSIONS and serve them."""
+    """Package every test chart at every version in VERSIONS and serve them (over HTTPS with `tls`'s serving
+    certificate, for 127.0.0.1, signed by its own CA)."""
     directory.mkdir(parents=True, exist_ok=True)
     auth = None
     if username and password:
         auth = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
     handler = type("Handler", (_Handler,), {"expected_auth": auth})
     server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(directory)))
-    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    scheme = "http"
+    if tls is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(str(tls.serving_cert), str(tls.serving_key))
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        scheme = "https"
+    url = f"{scheme}://127.0.0.1:{server.server_address[1]}/"
     thread = threading.Thread(target=server.serve_forever, name="chart-repo", daemon=True)
     thread.start()
     repo = ChartRepository(directory, url, server, thread, username, password)
