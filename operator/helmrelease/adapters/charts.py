@@ -27,6 +27,7 @@ import re
 import secrets
 import shutil
 import tarfile
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -136,6 +137,8 @@ class FetcherSettings:
     git_executable: str = "git"
     # Registries reached over plain HTTP (`--plain-http`), by host[:port].
     plain_http_hosts: frozenset[str] = frozenset()
+    # Cached charts kept (least recently used go first); each is an unpacked chart, typically well under 1 MiB.
+    max_entries: int = 256
     # Transports git may use (GIT_ALLOW_PROTOCOL). `file` lets a tenant read repositories on our disk.
     git_protocols: tuple[str, ...] = ("https", "ssh")
 
@@ -300,6 +303,7 @@ def _store(staging: Path, entry: Path, chart: FetchedChart) -> FetchedChart:
 def _lookup(entry: Path) -> FetchedChart | None:
     try:
         metadata = json.loads((entry / _METADATA).read_text())
+        os.utime(entry)  # last used now: what cache pruning goes by
     except (FileNotFoundError, json.JSONDecodeError):
         return None
     return FetchedChart(
@@ -321,6 +325,23 @@ def _unpack(package: Path, staging: Path) -> tuple[Path, str]:
     if len(charts) != 1:
         raise InvalidChartSource("chart", f"the package holds {len(charts)} charts at its top level, not one")
     return charts[0], digest
+
+
+def prune_cache(cache_dir: Path, keep: int, min_idle: float = 600.0) -> list[Path]:
+    """Remove the least recently used cache entries beyond `keep`; returns what was removed.
+
+    An entry used in the last `min_idle` seconds is never removed, however full the cache, so a chart that a helm
+    command is reading right now stays in place.
+    """
+    entries = [path for path in cache_dir.iterdir() if path.is_dir() and not path.name.startswith(".")]
+    entries.sort(key=lambda path: path.stat().st_mtime, reverse=True)
+    now = time.time()
+    removed = []
+    for entry in entries[keep:]:
+        if now - entry.stat().st_mtime >= min_idle:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
 
 
 def _new_staging(cache_dir: Path) -> Path:
@@ -420,6 +441,12 @@ class ChartFetcher:
     def _entry(self, key: str) -> Path:
         return self._settings.cache_dir / key
 
+    async def _store(self, staging: Path, entry: Path, chart: FetchedChart) -> FetchedChart:
+        """Move a fetched chart into the cache, then drop the least recently used entries beyond the limit."""
+        stored = await asyncio.to_thread(_store, staging, entry, chart)
+        await asyncio.to_thread(prune_cache, self._settings.cache_dir, self._settings.max_entries)
+        return stored
+
     # ---- packaged charts
 
     async def _fetch_package(self, source: RepositoryChart | OCIChart) -> FetchedChart:
@@ -464,7 +491,7 @@ class ChartFetcher:
                 # Keyed by the version helm resolved, so a range and its exact version share one entry.
                 entry = self._entry(self._package_key(source, version))
                 chart = FetchedChart(chart_directory, name, version, digest)
-                return await asyncio.to_thread(_store, staging, entry, chart)
+                return await self._store(staging, entry, chart)
             except BaseException:
                 await asyncio.to_thread(shutil.rmtree, staging, True)
                 raise
@@ -521,7 +548,7 @@ class ChartFetcher:
         name, version = await asyncio.to_thread(read_chart_yaml, chart_directory)
         entry = self._entry(self._git_key(source, commit))
         chart = FetchedChart(chart_directory, name, version, commit, commit)
-        return await asyncio.to_thread(_store, staging, entry, chart)
+        return await self._store(staging, entry, chart)
 
 
 @dataclass(frozen=True)

@@ -343,3 +343,24 @@ def test_credential_salt_survives_a_restart_and_stays_private(tmp_path: Path) ->
     replaced = credential_salt(tmp_path / "charts")
     assert len(replaced) == 32
     assert replaced != first
+
+
+def test_prune_cache_drops_least_recently_used_but_never_a_chart_in_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from helmrelease.adapters import charts
+
+    now = 1_000_000.0
+    ages = {"old": 7200, "older": 9000, "recent": 60, "fresh": 0, "middle": 3600}
+    for name, age in ages.items():
+        entry = tmp_path / name
+        entry.mkdir()
+        os.utime(entry, (now - age, now - age))
+    (tmp_path / ".staging-x").mkdir()
+    (tmp_path / ".credential-salt").write_bytes(b"x" * 32)
+    monkeypatch.setattr(charts.time, "time", lambda: now)
+
+    assert sorted(p.name for p in charts.prune_cache(tmp_path, keep=3, min_idle=600)) == ["old", "older"]
+    # keep=1 would drop "recent" as well, but it was used 60 s ago (a helm command may be reading it): it stays.
+    assert [p.name for p in charts.prune_cache(tmp_path, keep=1, min_idle=600)] == ["middle"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".credential-salt", ".staging-x", "fresh", "recent"]
