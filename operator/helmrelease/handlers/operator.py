@@ -16,8 +16,9 @@ import kopf
 from kopf._core.intents.registries import SmartOperatorRegistry
 
 from helmrelease.reconcile.errors import ReconcileError
+from helmrelease.reconcile.inputs import sources_of
 from helmrelease.reconcile.releases import IndexedRelease, ReleaseIndexView, release_index_entry
-from helmrelease.reconcile.service import Reconciler, sources_of
+from helmrelease.reconcile.service import Reconciler
 from helmrelease.reconcile.settings import OperatorSettings
 
 GROUP, VERSION, PLURAL = "helm.fluxcd.io", "v1", "helmreleases"

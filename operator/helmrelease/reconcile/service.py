@@ -11,38 +11,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final, NoReturn
 
 import aiohttp
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from helmrelease.adapters import charts as chart_sources
 from helmrelease.adapters import helm as helm_adapter
 from helmrelease.adapters.charts import ChartFetcher, FetchedChart
-from helmrelease.adapters.git import HttpsCredentials, SshCredentials
 from helmrelease.adapters.kube import KubeClient, KubeError, NotFound, ObjectRef
 from helmrelease.api.constants import API_VERSION, KIND, Action, HelmStatus, Reason
 from helmrelease.api.errors import SpecError
 from helmrelease.api.ownership import ANTECEDENT_ANNOTATION, Ownership, ownership_of
 from helmrelease.api.resource import HelmRelease, parse_helmrelease
 from helmrelease.api.spec import (
-    ChartFileSelector,
-    ConfigMapKeySelector,
-    ExternalSourceSelector,
     GitChartSource,
-    SecretKeySelector,
 )
 from helmrelease.api.status import HelmReleaseStatus
 from helmrelease.reconcile import conditions
 from helmrelease.reconcile.digest import ChartIdentity, release_digest
 from helmrelease.reconcile.drift import Drift, find_drift, parse_manifest
 from helmrelease.reconcile.errors import ReconcileError
+from helmrelease.reconcile.inputs import Inputs, MissingSource, directory_digest
 from helmrelease.reconcile.plan import Desired, ObservedRelease, Plan, Recorded, next_action
 from helmrelease.reconcile.releases import IndexedRelease, ReleaseView, owner_labels
 from helmrelease.reconcile.settings import OperatorSettings
@@ -59,34 +52,6 @@ RETRY_LATER: Final = 120.0
 DELETION_POLL: Final = 3.0
 
 _HELM_STATUSES = {status.value: status for status in HelmStatus}
-
-
-def sources_of(namespace: str, spec: Mapping[str, Any]) -> set[tuple[str, str, str]]:
-    """(namespace, kind, name) of every ConfigMap and Secret a HelmRelease spec reads values from.
-
-    Works on the raw spec, since the index must not fail on an object that does not parse.
-    """
-    found: set[tuple[str, str, str]] = set()
-    for secret in spec.get("valueFileSecrets") or []:
-        if isinstance(secret, Mapping) and secret.get("name"):
-            found.add((namespace, "Secret", str(secret["name"])))
-    for item in spec.get("valuesFrom") or []:
-        if not isinstance(item, Mapping):
-            continue
-        for key, kind in (("configMapKeyRef", "ConfigMap"), ("secretKeyRef", "Secret")):
-            ref = item.get(key)
-            if isinstance(ref, Mapping) and ref.get("name"):
-                found.add((str(ref.get("namespace") or namespace), kind, str(ref["name"])))
-    return found
-
-
-def directory_digest(root: Path) -> str:
-    """sha256 over the relative paths and contents of every file below `root`, in a stable order."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return "sha256:" + digest.hexdigest()
 
 
 def _now() -> dt.datetime:
@@ -138,6 +103,13 @@ class Reconciler:
         self.charts = charts
         self.http = http
         self.settings = settings
+        self.inputs = Inputs(
+            kube,
+            http,
+            state_dir=settings.state_dir,
+            default_git_ref=settings.default_git_ref,
+            git_ssh_key=settings.git_ssh_key,
+        )
         self.clock = clock
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._workers = asyncio.Semaphore(settings.workers)
@@ -339,7 +311,7 @@ class Reconciler:
     async def _fetch_chart(self, current: _Pass) -> FetchedChart:
         hr = current.hr
         try:
-            source = await self._chart_source(hr)
+            source = await self.inputs.chart_source(hr)
             chart = await self.charts.fetch(source)
         except (helm_adapter.HelmError, KubeError) as error:
             message = str(error)
@@ -356,63 +328,19 @@ class Reconciler:
         )
         return chart
 
-    async def _chart_source(self, hr: HelmRelease) -> chart_sources.ChartSource:
-        """The fetcher's view of spec.chart, with credentials read from the referenced Secret."""
-        chart = hr.spec.chart
-        if isinstance(chart, GitChartSource):
-            credentials: HttpsCredentials | SshCredentials | None = None
-            if chart.secret_ref is not None:
-                data = await self.kube.secret_data(hr.metadata.namespace, chart.secret_ref.name)
-                credentials = HttpsCredentials(data.get("username", ""), data.get("password", ""))
-            elif self.settings.git_ssh_key is not None and not chart.url.startswith(("https://", "http://")):
-                credentials = SshCredentials(self.settings.git_ssh_key)
-            return chart_sources.GitChart(
-                url=chart.url,
-                ref=chart.ref_or(self.settings.default_git_ref),
-                path=chart.path,
-                credentials=credentials,
-                skip_dependency_update=chart.skip_dep_update,
-            )
-        auth: HttpsCredentials | None = None
-        ca_file: Path | None = None
-        if chart.chart_pull_secret is not None:
-            data = await self.kube.secret_data(hr.metadata.namespace, chart.chart_pull_secret.name)
-            if data.get("username") or data.get("password"):
-                auth = HttpsCredentials(data.get("username", ""), data.get("password", ""))
-            ca = data.get("ca.crt") or data.get("caFile")
-            if ca:
-                ca_file = await asyncio.to_thread(self._private_ca_file, ca)
-        if chart.is_oci:
-            return chart_sources.OCIChart(chart.oci_reference, chart.version, auth=auth, ca_file=ca_file)
-        return chart_sources.RepositoryChart(
-            chart.repository, chart.name, chart.version, auth=auth, ca_file=ca_file
-        )
-
-    def _private_ca_file(self, pem: str) -> Path:
-        """A CA bundle from a chartPullSecret, as the file helm wants, keyed by content (written once)."""
-        directory = self.settings.state_dir / "ca"
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path = directory / f"{hashlib.sha256(pem.encode()).hexdigest()[:16]}.pem"
-        if not path.exists():
-            path.write_text(pem)
-            path.chmod(0o600)
-        return path
-
     async def _values(self, current: _Pass, chart: FetchedChart) -> dict[str, Any]:
         """valueFileSecrets, valuesFrom in order, then spec.values. Secret contents never reach logs or status."""
         hr = current.hr
         layers: list[ValuesLayer] = []
         for source in hr.spec.values_sources:
             try:
-                text = await self._read_source(hr, source, chart.path)
-            except _MissingSource as missing:
+                text = await self.inputs.read_values_source(hr, source, chart.path)
+            except MissingSource as missing:
                 if source.optional:
                     continue
                 await self._problem(
                     current, Reason.VALUES_ERROR, str(missing), generation=None, temporary=True
                 )
-            if text is None:
-                continue
             try:
                 layers.append(ValuesLayer(source.label, self._yaml.load(text)))
             except YAMLError as error:
@@ -429,36 +357,6 @@ class Reconciler:
         except ValuesError as error:
             await self._problem(current, Reason.VALUES_ERROR, str(error), generation=None, temporary=True)
             raise
-
-    async def _read_source(self, hr: HelmRelease, source: Any, chart_path: Path) -> str | None:
-        match source:
-            case ConfigMapKeySelector() | SecretKeySelector():
-                namespace = source.namespace or hr.metadata.namespace
-                reader = (
-                    self.kube.config_map_data
-                    if isinstance(source, ConfigMapKeySelector)
-                    else self.kube.secret_data
-                )
-                try:
-                    data = await reader(namespace, source.name)
-                except NotFound:
-                    raise _MissingSource(f"{source.label} in namespace {namespace} does not exist") from None
-                except KubeError as error:
-                    raise _MissingSource(f"{source.label}: {error}") from None
-                if source.key not in data:
-                    raise _MissingSource(f"{source.label} in namespace {namespace} has no key {source.key!r}")
-                return data[source.key]
-            case ExternalSourceSelector():
-                try:
-                    async with self.http.get(source.url, timeout=aiohttp.ClientTimeout(total=30)) as response:
-                        if response.status != 200:
-                            raise _MissingSource(f"{source.label} answered HTTP {response.status}")
-                        return await response.text()
-                except (aiohttp.ClientError, TimeoutError) as error:
-                    raise _MissingSource(f"{source.label} could not be read: {error}") from None
-            case ChartFileSelector():
-                return await asyncio.to_thread(_read_chart_file, chart_path, source)
-        raise AssertionError(f"unknown values source {source!r}")
 
     async def _observe(self, current: _Pass, releases: ReleaseView) -> ObservedRelease | None:
         """The release as Helm stores it, from the watch-fed index; no helm process, no API call when ours."""
@@ -813,21 +711,6 @@ def _conditions_changed(before: HelmReleaseStatus, after: HelmReleaseStatus) -> 
         return {(c.type, c.status, c.reason, c.message) for c in status.conditions}
 
     return said(before) != said(after)
-
-
-class _MissingSource(Exception):
-    """A values source could not be read."""
-
-
-def _read_chart_file(chart_path: Path, source: ChartFileSelector) -> str:
-    """A values file inside the fetched chart; symlinks or `..` that lead out of it are refused."""
-    root = chart_path.resolve()
-    path = (root / source.path).resolve()
-    if not path.is_relative_to(root):
-        raise _MissingSource(f"{source.label} is outside the chart")
-    if not path.is_file():
-        raise _MissingSource(f"{source.label} does not exist in the chart")
-    return path.read_text()
 
 
 def _helm_status(text: str) -> HelmStatus:

@@ -1,0 +1,162 @@
+"""What a reconcile pass reads before it decides: the chart source with its credentials, and the values sources.
+
+I/O through the kube adapter and an HTTP session; the service reports what fails here on the HelmRelease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from helmrelease.adapters import charts as chart_sources
+from helmrelease.adapters.git import HttpsCredentials, SshCredentials
+from helmrelease.adapters.kube import KubeClient, KubeError, NotFound
+from helmrelease.api.resource import HelmRelease
+from helmrelease.api.spec import (
+    ChartFileSelector,
+    ConfigMapKeySelector,
+    ExternalSourceSelector,
+    GitChartSource,
+    SecretKeySelector,
+    ValuesSource,
+)
+
+
+def sources_of(namespace: str, spec: Mapping[str, Any]) -> set[tuple[str, str, str]]:
+    """(namespace, kind, name) of every ConfigMap and Secret a HelmRelease spec reads values from.
+
+    Works on the raw spec, since the index must not fail on an object that does not parse.
+    """
+    found: set[tuple[str, str, str]] = set()
+    for secret in spec.get("valueFileSecrets") or []:
+        if isinstance(secret, Mapping) and secret.get("name"):
+            found.add((namespace, "Secret", str(secret["name"])))
+    for item in spec.get("valuesFrom") or []:
+        if not isinstance(item, Mapping):
+            continue
+        for key, kind in (("configMapKeyRef", "ConfigMap"), ("secretKeyRef", "Secret")):
+            ref = item.get(key)
+            if isinstance(ref, Mapping) and ref.get("name"):
+                found.add((str(ref.get("namespace") or namespace), kind, str(ref["name"])))
+    return found
+
+
+def directory_digest(root: Path) -> str:
+    """sha256 over the relative paths and contents of every file below `root`, in a stable order."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return "sha256:" + digest.hexdigest()
+
+
+class Inputs:
+    """Reads a HelmRelease's chart source and values sources for the reconcile pass."""
+
+    def __init__(
+        self,
+        kube: KubeClient,
+        http: aiohttp.ClientSession,
+        *,
+        state_dir: Path,
+        default_git_ref: str,
+        git_ssh_key: Path | None,
+    ) -> None:
+        self.kube = kube
+        self.http = http
+        self.state_dir = state_dir
+        self.default_git_ref = default_git_ref
+        self.git_ssh_key = git_ssh_key
+
+    async def chart_source(self, hr: HelmRelease) -> chart_sources.ChartSource:
+        """The fetcher's view of spec.chart, with credentials read from the referenced Secret."""
+        chart = hr.spec.chart
+        if isinstance(chart, GitChartSource):
+            credentials: HttpsCredentials | SshCredentials | None = None
+            if chart.secret_ref is not None:
+                data = await self.kube.secret_data(hr.metadata.namespace, chart.secret_ref.name)
+                credentials = HttpsCredentials(data.get("username", ""), data.get("password", ""))
+            elif self.git_ssh_key is not None and not chart.url.startswith(("https://", "http://")):
+                credentials = SshCredentials(self.git_ssh_key)
+            return chart_sources.GitChart(
+                url=chart.url,
+                ref=chart.ref_or(self.default_git_ref),
+                path=chart.path,
+                credentials=credentials,
+                skip_dependency_update=chart.skip_dep_update,
+            )
+        auth: HttpsCredentials | None = None
+        ca_file: Path | None = None
+        if chart.chart_pull_secret is not None:
+            data = await self.kube.secret_data(hr.metadata.namespace, chart.chart_pull_secret.name)
+            if data.get("username") or data.get("password"):
+                auth = HttpsCredentials(data.get("username", ""), data.get("password", ""))
+            ca = data.get("ca.crt") or data.get("caFile")
+            if ca:
+                ca_file = await asyncio.to_thread(self._private_ca_file, ca)
+        if chart.is_oci:
+            return chart_sources.OCIChart(chart.oci_reference, chart.version, auth=auth, ca_file=ca_file)
+        return chart_sources.RepositoryChart(
+            chart.repository, chart.name, chart.version, auth=auth, ca_file=ca_file
+        )
+
+    def _private_ca_file(self, pem: str) -> Path:
+        """A CA bundle from a chartPullSecret, as the file helm wants, keyed by content (written once)."""
+        directory = self.state_dir / "ca"
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = directory / f"{hashlib.sha256(pem.encode()).hexdigest()[:16]}.pem"
+        if not path.exists():
+            path.write_text(pem)
+            path.chmod(0o600)
+        return path
+
+    async def read_values_source(self, hr: HelmRelease, source: ValuesSource, chart_path: Path) -> str:
+        """The text of one values source; raises `MissingSource` when it cannot be read."""
+        match source:
+            case ConfigMapKeySelector() | SecretKeySelector():
+                namespace = source.namespace or hr.metadata.namespace
+                reader = (
+                    self.kube.config_map_data
+                    if isinstance(source, ConfigMapKeySelector)
+                    else self.kube.secret_data
+                )
+                try:
+                    data = await reader(namespace, source.name)
+                except NotFound:
+                    raise MissingSource(f"{source.label} in namespace {namespace} does not exist") from None
+                except KubeError as error:
+                    raise MissingSource(f"{source.label}: {error}") from None
+                if source.key not in data:
+                    raise MissingSource(f"{source.label} in namespace {namespace} has no key {source.key!r}")
+                return data[source.key]
+            case ExternalSourceSelector():
+                try:
+                    async with self.http.get(source.url, timeout=aiohttp.ClientTimeout(total=30)) as response:
+                        if response.status != 200:
+                            raise MissingSource(f"{source.label} answered HTTP {response.status}")
+                        return await response.text()
+                except (aiohttp.ClientError, TimeoutError) as error:
+                    raise MissingSource(f"{source.label} could not be read: {error}") from None
+            case ChartFileSelector():
+                return await asyncio.to_thread(read_chart_file, chart_path, source)
+        raise AssertionError(f"unknown values source {source!r}")
+
+
+class MissingSource(Exception):
+    """A values source could not be read (missing object or key, unreachable URL, file outside the chart)."""
+
+
+def read_chart_file(chart_path: Path, source: ChartFileSelector) -> str:
+    """A values file inside the fetched chart; symlinks or `..` that lead out of it are refused."""
+    root = chart_path.resolve()
+    path = (root / source.path).resolve()
+    if not path.is_relative_to(root):
+        raise MissingSource(f"{source.label} is outside the chart")
+    if not path.is_file():
+        raise MissingSource(f"{source.label} does not exist in the chart")
+    return path.read_text()
