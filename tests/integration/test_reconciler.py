@@ -17,11 +17,13 @@ from tests.support.operator import (
     VERSION,
     StartOperator,
     condition,
+    create_config_map,
     create_hr,
     delete_and_wait_gone,
     events_for,
     helmrelease,
     ready,
+    wait_for_condition,
     wait_for_hr,
 )
 
@@ -127,10 +129,7 @@ def test_values_from_config_map_change_triggers_upgrade(
     namespace: str,
     app_chart: dict[str, str],
 ) -> None:
-    core.create_namespaced_config_map(
-        namespace,
-        k8s.V1ConfigMap(metadata=k8s.V1ObjectMeta(name="web-values"), data={"values.yaml": "message: v1\n"}),
-    )
+    create_config_map(core, namespace, "web-values", {"values.yaml": "message: v1\n"})
     operator = start_operator()
     create(
         custom,
@@ -413,24 +412,14 @@ def test_values_not_a_map(
     namespace: str,
     app_chart: dict[str, str],
 ) -> None:
-    core.create_namespaced_config_map(
-        namespace,
-        k8s.V1ConfigMap(metadata=k8s.V1ObjectMeta(name="list-values"), data={"values.yaml": "- a\n- b\n"}),
-    )
+    create_config_map(core, namespace, "list-values", {"values.yaml": "- a\n- b\n"})
     operator = start_operator()
     create(
         custom,
         namespace,
         helmrelease("notmap", app_chart, valuesFrom=[{"configMapKeyRef": {"name": "list-values"}}]),
     )
-    hr = wait_for_hr(
-        custom,
-        namespace,
-        "notmap",
-        lambda hr: condition(hr, "Released").get("reason") == "ValuesError",
-        operator=operator,
-        what="ValuesError",
-    )
+    hr = wait_for_condition(custom, namespace, "notmap", "Released", reason="ValuesError", operator=operator)
     assert "map" in condition(hr, "Released")["message"]
 
 
@@ -445,14 +434,7 @@ def test_release_owned_by_another_helmrelease_is_refused(
     create(custom, namespace, helmrelease("first", app_chart, releaseName="shared"))
     wait_for_hr(custom, namespace, "first", ready, operator=operator)
     create(custom, namespace, helmrelease("second", app_chart, {"message": "mine"}, releaseName="shared"))
-    hr = wait_for_hr(
-        custom,
-        namespace,
-        "second",
-        lambda hr: condition(hr, "Released").get("reason") == "OwnedByOther",
-        operator=operator,
-        what="OwnedByOther",
-    )
+    hr = wait_for_condition(custom, namespace, "second", "Released", reason="OwnedByOther", operator=operator)
     assert "first" in condition(hr, "Released")["message"]
     assert [entry["revision"] for entry in history(helm, namespace, "shared")] == [1]
 
@@ -469,14 +451,7 @@ def test_immutable_field_change_fails_clearly(
     wait_for_hr(custom, namespace, "immut", ready, operator=operator)
     # A Deployment's selector is immutable: changing it makes the apiserver reject the upgrade.
     patch(custom, namespace, "immut", {"values": {"selectorLabels": {"tier": "moved"}}})
-    hr = wait_for_hr(
-        custom,
-        namespace,
-        "immut",
-        lambda hr: condition(hr, "Released").get("reason") == "UpgradeFailed",
-        operator=operator,
-        what="UpgradeFailed",
-    )
+    hr = wait_for_condition(custom, namespace, "immut", "Released", reason="UpgradeFailed", operator=operator)
     assert "immutable" in condition(hr, "Released")["message"]
     assert hr["status"]["releaseStatus"] == "failed"
     assert any(

@@ -27,8 +27,10 @@ from tests.support.operator import (
     StartOperator,
     condition,
     create_hr,
+    create_secret,
     helmrelease,
     ready,
+    wait_for_condition,
     wait_for_hr,
 )
 from tests.support.registry import Registry
@@ -57,13 +59,6 @@ def tls_chart_repo(helm: Helm, workdir: Path) -> Iterator[tuple[ChartRepository,
 
 
 create = create_hr
-
-
-def secret(core: k8s.CoreV1Api, namespace: str, name: str, data: dict[str, str]) -> None:
-    core.create_namespaced_secret(
-        namespace,
-        k8s.V1Secret(metadata=k8s.V1ObjectMeta(name=name), string_data=data),
-    )
 
 
 def test_git_chart_follows_commits_to_its_directory(
@@ -133,7 +128,7 @@ def test_chart_pull_secret(
     namespace: str,
     auth_chart_repo: ChartRepository,
 ) -> None:
-    secret(core, namespace, "repo-creds", {"username": "reader", "password": password})
+    create_secret(core, namespace, "repo-creds", {"username": "reader", "password": password})
     operator = start_operator()
     chart = {
         "repository": auth_chart_repo.url,
@@ -145,14 +140,7 @@ def test_chart_pull_secret(
     if expect_ready:
         wait_for_hr(custom, namespace, "private", ready, operator=operator)
         return
-    hr = wait_for_hr(
-        custom,
-        namespace,
-        "private",
-        lambda hr: condition(hr, "ChartFetched").get("status") == "False",
-        operator=operator,
-        what="ChartFetched=False",
-    )
+    hr = wait_for_condition(custom, namespace, "private", "ChartFetched", status="False", operator=operator)
     message = condition(hr, "ChartFetched")["message"]
     assert "401" in message or "nauthorized" in message
     assert password not in message
@@ -230,22 +218,10 @@ def test_multi_tenancy_impersonates_the_service_account(
     create(custom, namespace, helmrelease("tenant", chart, serviceAccountName="deployer"))
 
     wait_for_hr(custom, namespace, "tenant", ready, operator=operator)
-    hr = wait_for_hr(
-        custom,
-        namespace,
-        "anonymous",
-        lambda hr: condition(hr, "Ready").get("status") == "False",
-        operator=operator,
-        what="Ready=False",
-    )
+    hr = wait_for_condition(custom, namespace, "anonymous", "Ready", status="False", operator=operator)
     assert "serviceAccountName is required" in condition(hr, "Released")["message"]
-    hr = wait_for_hr(
-        custom,
-        namespace,
-        "powerless",
-        lambda hr: condition(hr, "Released").get("reason") == "InstallFailed",
-        operator=operator,
-        what="InstallFailed",
+    hr = wait_for_condition(
+        custom, namespace, "powerless", "Released", reason="InstallFailed", operator=operator
     )
     assert "forbidden" in condition(hr, "Released")["message"].lower()
 
@@ -257,17 +233,12 @@ def test_secret_values_never_reach_status_or_events(
     namespace: str,
     chart_repo: ChartRepository,
 ) -> None:
-    secret(core, namespace, "db", {"values.yaml": "message: hunter2-password\nfailure: render\n"})
+    create_secret(core, namespace, "db", {"values.yaml": "message: hunter2-password\nfailure: render\n"})
     operator = start_operator()
     chart = {"repository": chart_repo.url, "name": "app", "version": "0.1.0"}
     create(custom, namespace, helmrelease("secretive", chart, valuesFrom=[{"secretKeyRef": {"name": "db"}}]))
-    hr = wait_for_hr(
-        custom,
-        namespace,
-        "secretive",
-        lambda hr: condition(hr, "Released").get("reason") == "InstallFailed",
-        operator=operator,
-        what="InstallFailed",
+    hr = wait_for_condition(
+        custom, namespace, "secretive", "Released", reason="InstallFailed", operator=operator
     )
     events = core.list_namespaced_event(namespace).items
     assert "hunter2" not in str(hr["status"])
@@ -288,7 +259,7 @@ def test_chart_repository_with_a_private_ca(
     repo, ca_pem = tls_chart_repo
     chart: dict[str, Any] = {"repository": repo.url, "name": "app", "version": "0.1.0"}
     if trusted:
-        secret(core, namespace, "repo-ca", {"ca.crt": ca_pem})
+        create_secret(core, namespace, "repo-ca", {"ca.crt": ca_pem})
         chart["chartPullSecret"] = {"name": "repo-ca"}
     operator = start_operator()
     create(custom, namespace, helmrelease("tls", chart))
@@ -296,12 +267,5 @@ def test_chart_repository_with_a_private_ca(
         hr = wait_for_hr(custom, namespace, "tls", ready, operator=operator)
         assert hr["status"]["revision"] == "0.1.0"
         return
-    hr = wait_for_hr(
-        custom,
-        namespace,
-        "tls",
-        lambda hr: condition(hr, "ChartFetched").get("status") == "False",
-        operator=operator,
-        what="ChartFetched=False",
-    )
+    hr = wait_for_condition(custom, namespace, "tls", "ChartFetched", status="False", operator=operator)
     assert "certificate" in condition(hr, "ChartFetched")["message"]

@@ -135,6 +135,28 @@ def wait_for_hr(
     )
 
 
+def wait_for_condition(
+    custom: k8s.CustomObjectsApi,
+    namespace: str,
+    name: str,
+    kind: str,
+    *,
+    status: str | None = None,
+    reason: str | None = None,
+    operator: Operator | None = None,
+    timeout: float = 90,
+) -> dict[str, Any]:
+    """Wait until condition `kind` has the given status and/or reason; returns the HelmRelease."""
+    wanted = {key: value for key, value in (("status", status), ("reason", reason)) if value is not None}
+
+    def holds(hr: dict[str, Any]) -> bool:
+        found = condition(hr, kind)
+        return all(found.get(key) == value for key, value in wanted.items())
+
+    what = f"{kind} " + ", ".join(f"{key}={value}" for key, value in wanted.items())
+    return wait_for_hr(custom, namespace, name, holds, timeout=timeout, operator=operator, what=what)
+
+
 def ready(hr: Mapping[str, Any]) -> bool:
     generation = (hr.get("metadata") or {}).get("generation")
     status = hr.get("status") or {}
@@ -176,3 +198,15 @@ def delete_and_wait_gone(
 
 def create_hr(custom: k8s.CustomObjectsApi, namespace: str, body: Mapping[str, Any]) -> None:
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, dict(body))
+
+
+def create_config_map(core: k8s.CoreV1Api, namespace: str, name: str, data: Mapping[str, str]) -> None:
+    core.create_namespaced_config_map(
+        namespace, k8s.V1ConfigMap(metadata=k8s.V1ObjectMeta(name=name), data=dict(data))
+    )
+
+
+def create_secret(core: k8s.CoreV1Api, namespace: str, name: str, data: Mapping[str, str]) -> None:
+    core.create_namespaced_secret(
+        namespace, k8s.V1Secret(metadata=k8s.V1ObjectMeta(name=name), string_data=dict(data))
+    )
