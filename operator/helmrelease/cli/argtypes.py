@@ -15,6 +15,7 @@ from typing import Annotated, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import BeforeValidator
+from pydantic_settings import NoDecode
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 TRUE_WORDS = frozenset({"true", "1", "yes"})
@@ -155,5 +156,7 @@ LogLevel = Annotated[str, BeforeValidator(log_level)]
 Text = Annotated[str, BeforeValidator(text)]
 FilePath = Annotated[Path, BeforeValidator(path)]
 OptionalText = Annotated[str | None, BeforeValidator(optional(text))]
+#: A list: comma-separated in a variable (not JSON, pydantic-settings' default for sequences), repeated as a flag.
+Words = Annotated[tuple[str, ...], NoDecode, BeforeValidator(word_list)]
 OptionalHttpUrl = Annotated[str | None, BeforeValidator(optional(http_url))]
 OptionalPath = Annotated[Path | None, BeforeValidator(optional(path))]

@@ -21,9 +21,9 @@ from helmrelease.cli.argtypes import (
     PositiveInt,
     PositiveSeconds,
     Text,
+    Words,
     one_of,
     subset_of,
-    word_list,
 )
 from helmrelease.cli.logs import DEFAULT_LOG_FORMAT, DEFAULT_LOG_LEVEL, LOG_FORMATS, configure_logging
 from helmrelease.cli.settings import CliSettings, flag, switch
@@ -33,8 +33,6 @@ from helmrelease.reconcile.settings import OperatorSettings, default_state_dir
 GIT_PROTOCOLS: Final = ("https", "ssh", "http", "git", "file")
 
 _DEFAULTS = OperatorSettings()
-#: A list: comma-separated in a variable (not JSON, pydantic-settings' default for sequences), repeated as a flag.
-Words = Annotated[tuple[str, ...], NoDecode, BeforeValidator(word_list)]
 
 
 class RunSettings(CliSettings):

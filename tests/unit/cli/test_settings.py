@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import ast
 import io
+import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -268,3 +270,52 @@ def test_no_code_reads_a_helmrelease_variable_but_the_settings_models() -> None:
 def test_the_operator_settings_refuse_what_would_hang(settings: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         OperatorSettings(**settings)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("argv", "environment", "stdin", "code", "out", "err"),
+    [
+        pytest.param(
+            ["run"],
+            {"HELMRELEASE_WORKERS": "0"},
+            "",
+            2,
+            "",
+            "helmrelease: error: HELMRELEASE_WORKERS: must be a positive integer, not '0'\n",
+            id="run-with-zero-workers",
+        ),
+        pytest.param(
+            ["run", "--workers", "0"],
+            {},
+            "",
+            2,
+            "",
+            "helmrelease: error: --workers: must be a positive integer, not '0'\n",
+            id="run-with-zero-workers-flag",
+        ),
+        pytest.param(
+            ["images", "filter", "semver:*"],
+            {"HELMRELEASE_WORKERS": "abc"},
+            "1.0.0\n2.0.0\n",
+            0,
+            "2.0.0\n1.0.0\n",
+            "",
+            id="images-filter-with-a-bad-unrelated-variable",
+        ),
+    ],
+)
+def test_the_console_command_as_a_user_runs_it(
+    argv: list[str], environment: dict[str, str], stdin: str, code: int, out: str, err: str
+) -> None:
+    """The real process: exit status and exactly these lines, no traceback."""
+    base = {name: value for name, value in os.environ.items() if not name.startswith(ENV_PREFIX)}
+    result = subprocess.run(
+        [sys.executable, "-m", "helmrelease", *argv],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env={**base, **environment},
+        timeout=60,
+        check=False,
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (code, out, err)
