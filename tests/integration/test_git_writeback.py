@@ -414,7 +414,7 @@ async def test_https_credentials_reach_git_only_through_askpass(remote: Remote, 
     """No HTTPS server here: git's own credential lookup shows it asks our askpass, with our variables."""
     credentials = HttpsCredentials("bot", "s3cr3t-t0ken")
     state = tmp_path / "state"
-    repository = GitRepository(GitRemote(remote.url, credentials=credentials), state)
+    repository = GitRepository(GitRemote(remote.url, "main", credentials=credentials), state)
     await repository.sync()
 
     assert stat.S_IMODE(state.stat().st_mode) == 0o700

@@ -11,7 +11,6 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,8 +19,9 @@ from ruamel.yaml import YAML
 from tests.support.helmtool import Helm
 from tests.support.procs import REPO_ROOT
 
-from helmrelease.cli import build_parser
+from helmrelease.cli import build_parser, parse
 from helmrelease.cli.image_policy import git_writeback
+from helmrelease.cli.settings import ENV_PREFIX
 
 CHART = REPO_ROOT / "manifests" / "chart" / "helmrelease-operator"
 RELEASE = "hro"
@@ -428,49 +428,14 @@ def test_values_that_remove_defaults(
 
 # --- The real `helmrelease` parser accepts what the chart renders. ---
 
-ENV_PREFIX = "HELMRELEASE_"
-CLI_MODULES = REPO_ROOT / "operator" / "helmrelease" / "cli"
-#: The subcommand each container runs, and the module of the CLI that defines it.
-CONTAINER_COMMANDS = {"operator": ("run", "run.py"), "image-policy": ("image-policy", "image_policy.py")}
-#: The HELMRELEASE_* variables each subcommand reads (as flag defaults): `run` one per flag, `image-policy` none.
-#: A container setting any other is misconfigured; test_cli_environment_list_matches_the_cli_source keeps this
-#: list in step with operator/helmrelease/cli/.
-CLI_ENVIRONMENT = {
-    "run": frozenset(
-        ENV_PREFIX + name
-        for name in (
-            "NAMESPACES",
-            "WORKERS",
-            "RESYNC_INTERVAL",
-            "HELM",
-            "STATE_DIR",
-            "DEFAULT_GIT_REF",
-            "GIT_SSH_KEY",
-            "GIT_PROTOCOLS",
-            "INSECURE_REGISTRIES",
-            "REQUIRE_SERVICE_ACCOUNT",
-            "NO_ADOPT",
-            "NO_DRIFT_DETECTION",
-            "LOG_FORMAT",
-            "LOG_LEVEL",
-            "LIVENESS",
-            "PEERING",
-            "PRIORITY",
-        )
-    ),
-    "image-policy": frozenset[str](),
-}
-# run.py's `_env("NAME", ...)` / `_env_list("NAME")` helpers, `ENV_PREFIX + "NAME"`, or the name spelled out.
-ENVIRONMENT_READ = re.compile(r'\b_env(?:_list)?\("(\w+)"|ENV_PREFIX \+ "(\w+)"|"(HELMRELEASE_\w+)"')
+#: The subcommand each container runs.
+CONTAINER_COMMANDS = {"operator": "run", "image-policy": "image-policy"}
 
 
-def environment_read_by(module: Path) -> frozenset[str]:
-    return frozenset(
-        name if name.startswith(ENV_PREFIX) else ENV_PREFIX + name
-        for match in ENVIRONMENT_READ.finditer(module.read_text())
-        for name in match.groups()
-        if name
-    )
+def environment_read_by(subcommand: str) -> frozenset[str]:
+    """The HELMRELEASE_* variables a subcommand reads: those of its settings model (the sidecar has none)."""
+    model = getattr(build_parser().parse_args([subcommand]), "settings_model", None)
+    return frozenset(model.variables().values()) if model is not None else frozenset()
 
 
 def cli_argv(spec: Manifest) -> list[str]:
@@ -486,19 +451,17 @@ def cli_argv(spec: Manifest) -> list[str]:
 
 def check_against_cli(spec: Manifest, monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail unless the real CLI starts this container as the chart means it to: the right subcommand, flags its
-    parser accepts, only HELMRELEASE_* variables it reads, a log level logging knows, and (sidecar) git flags
-    that pass the sidecar's start-up check."""
-    subcommand, module = CONTAINER_COMMANDS[spec["name"]]
+    parser accepts, only HELMRELEASE_* variables it reads with values its settings accept and that no flag of the
+    chart overrides, a log level logging knows, and (sidecar) git flags that pass the sidecar's start-up check."""
+    subcommand = CONTAINER_COMMANDS[spec["name"]]
     argv = cli_argv(spec)
     environment = {
         e["name"]: e.get("value", "") for e in spec.get("env", []) if e["name"].startswith(ENV_PREFIX)
     }
-    unread = sorted(set(environment) - CLI_ENVIRONMENT[subcommand])
+    unread = sorted(set(environment) - environment_read_by(subcommand))
     if unread:
-        pytest.fail(
-            f"container {spec['name']} sets {unread}, not read by helmrelease {subcommand} ({module})"
-        )
-    # `run` reads its flag defaults from the environment when the parser is built: build it in the container's.
+        pytest.fail(f"container {spec['name']} sets {unread}, not read by helmrelease {subcommand}")
+    # The settings are read from the container's environment, not the test's.
     for name in [name for name in os.environ if name.startswith(ENV_PREFIX)]:
         monkeypatch.delenv(name)
     for name, value in environment.items():
@@ -506,10 +469,15 @@ def check_against_cli(spec: Manifest, monkeypatch: pytest.MonkeyPatch) -> None:
     errors = io.StringIO()
     try:
         with contextlib.redirect_stderr(errors):
-            parsed: argparse.Namespace = build_parser().parse_args(argv)
+            parsed: argparse.Namespace = parse(argv)
     except SystemExit:
         pytest.fail(f"helmrelease refuses the {spec['name']} container's {argv}:\n{errors.getvalue()}")
     assert parsed.command == subcommand, spec["name"]
+    if hasattr(parsed, "settings"):
+        model = parsed.settings_model
+        shadowed = sorted(set(environment) & {model.variable(name) for name in model.given(parsed)})
+        if shadowed:
+            pytest.fail(f"container {spec['name']} sets {shadowed}, which its flags override")
     assert parsed.log_level.upper() in logging.getLevelNamesMapping(), parsed.log_level
     if subcommand == "image-policy":
         git_writeback(parsed)
@@ -564,6 +532,18 @@ def test_the_cli_accepts_every_container_the_chart_renders(
             id="variable-the-sidecar-does-not-read",
         ),
         pytest.param(
+            sets("operator.extraEnv[0].name=HELMRELEASE_GIT_PROTOCOLS", "operator.extraEnv[0].value=ext"),
+            "operator",
+            "helmrelease: error: HELMRELEASE_GIT_PROTOCOLS: must be a comma-separated list of",
+            id="variable-value-the-settings-refuse",
+        ),
+        pytest.param(
+            sets("operator.extraEnv[0].name=HELMRELEASE_LOG_LEVEL", "operator.extraEnv[0].value=DEBUG"),
+            "operator",
+            "sets ['HELMRELEASE_LOG_LEVEL'], which its flags override",
+            id="variable-the-chart-flags-override",
+        ),
+        pytest.param(
             sets("imagePolicy.extraArgs={--git-writeback-all}"),
             "image-policy",
             "the --git-* flags need --git-url",
@@ -578,14 +558,6 @@ def test_the_cli_check_catches_what_the_cli_would_refuse(
     spec = container(render(helm, *set_args), container_name)
     with pytest.raises((pytest.fail.Exception, ValueError), match=re.escape(message)):
         check_against_cli(spec, monkeypatch)
-
-
-@pytest.mark.parametrize(
-    ("subcommand", "module"),
-    [pytest.param(*command, id=command[0]) for command in CONTAINER_COMMANDS.values()],
-)
-def test_cli_environment_list_matches_the_cli_source(subcommand: str, module: str) -> None:
-    assert environment_read_by(CLI_MODULES / module) == CLI_ENVIRONMENT[subcommand]
 
 
 def test_every_mounted_file_a_flag_names_comes_from_the_configured_object(helm: Helm) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 import subprocess
@@ -12,6 +13,9 @@ from pathlib import Path
 
 import pytest
 from ruamel.yaml import YAML
+
+from helmrelease.cli import parse
+from helmrelease.cli.settings import ENV_PREFIX
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO_ROOT / "manifests"
@@ -207,3 +211,57 @@ def test_build_context_keeps_what_the_dockerfile_copies(stages: list[Stage]) -> 
     copies = [copy_from(arguments) for stage in stages for arguments in stage.all("COPY")]
     from_context = {path for source_stage, paths in copies if not source_stage for path in paths}
     assert from_context == kept
+
+
+def _value(values: dict[str, object], dotted: str) -> object:
+    found: object = values
+    for key in dotted.split("."):
+        assert isinstance(found, dict), dotted
+        found = found[key]
+    return found
+
+
+@pytest.mark.parametrize(
+    ("value", "argv", "setting"),
+    [
+        pytest.param("operator.workers", ["run"], "workers", id="workers"),
+        pytest.param("operator.resyncIntervalSeconds", ["run"], "resync_interval", id="resync-interval"),
+        pytest.param("operator.requireServiceAccount", ["run"], "require_service_account", id="tenancy"),
+        pytest.param("logLevel", ["run"], "log_level", id="operator-log-level"),
+        pytest.param("logLevel", ["image-policy"], "log_level", id="sidecar-log-level"),
+        pytest.param("imagePolicy.intervalSeconds", ["image-policy"], "interval", id="interval"),
+        pytest.param("imagePolicy.healthPort", ["image-policy"], "health_port", id="health-port"),
+        pytest.param("imagePolicy.metricsPort", ["image-policy"], "metrics_port", id="metrics-port"),
+        pytest.param(
+            "imagePolicy.registry.concurrency", ["image-policy"], "registry_concurrency", id="concurrency"
+        ),
+        pytest.param("imagePolicy.registry.requestsPerSecond", ["image-policy"], "registry_rps", id="rps"),
+        pytest.param(
+            "imagePolicy.registry.cacheSize", ["image-policy"], "registry_cache_size", id="cache-size"
+        ),
+    ],
+)
+def test_chart_defaults_are_the_cli_defaults(
+    values: dict[str, object], monkeypatch: pytest.MonkeyPatch, value: str, argv: list[str], setting: str
+) -> None:
+    """The chart passes these as flags: a default changed in the CLI must change in values.yaml too."""
+    for name in [name for name in os.environ if name.startswith(ENV_PREFIX)]:
+        monkeypatch.delenv(name)
+    args = parse(argv)
+    default = getattr(getattr(args, "settings", args), setting)
+    assert _value(values, value) == default
+
+
+@pytest.mark.parametrize(
+    ("value", "setting"),
+    [
+        pytest.param("operator.adoptReleases", "no_adopt", id="adopt"),
+        pytest.param("operator.driftDetection", "no_drift_detection", id="drift-detection"),
+    ],
+)
+def test_chart_switches_default_to_the_cli_defaults(
+    values: dict[str, object], monkeypatch: pytest.MonkeyPatch, value: str, setting: str
+) -> None:
+    for name in [name for name in os.environ if name.startswith(ENV_PREFIX)]:
+        monkeypatch.delenv(name)
+    assert _value(values, value) is not getattr(parse(["run"]).settings, setting)

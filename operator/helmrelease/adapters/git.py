@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 from helmrelease.adapters import process
 from helmrelease.adapters.process import inherited_environment, write_private_file
+from helmrelease.api.constants import DEFAULT_GIT_REF
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +178,7 @@ class GitRemote:
     """The repository and branch the write-back commits to."""
 
     url: str
-    branch: str = "main"
+    branch: str = DEFAULT_GIT_REF
     credentials: Credentials | None = None
 
     def __post_init__(self) -> None:

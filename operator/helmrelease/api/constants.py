@@ -22,7 +22,8 @@ RELEASE_NAME_MAX_LENGTH: Final = 53
 DEFAULT_TIMEOUT_SECONDS: Final = 300
 DEFAULT_MAX_HISTORY: Final = 10
 DEFAULT_MAX_RETRIES: Final = 5
-#: A git chart without ``ref`` follows this branch unless the operator is configured otherwise.
+#: The branch a git chart without ``ref`` follows, and the one image write-back commits to, unless configured
+#: otherwise (``--default-git-ref``, ``--git-branch``); Flux v1's default for both.
 DEFAULT_GIT_REF: Final = "master"
 #: The key read from a ConfigMap or Secret values source when none is given.
 DEFAULT_VALUES_KEY: Final = "values.yaml"

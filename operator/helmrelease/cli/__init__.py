@@ -8,6 +8,10 @@ from collections.abc import Sequence
 
 from helmrelease import __version__
 from helmrelease.cli import image_policy, images, run
+from helmrelease.cli.settings import CliSettings, SettingsError
+
+#: Exit status of a usage error, as argparse uses it: a bad flag, a bad HELMRELEASE_* variable.
+EXIT_USAGE = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,10 +27,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run a subcommand; each returns its own exit code."""
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The parsed command line, with ``settings`` for a subcommand that has a settings model (``settings_model``).
+
+    Only the chosen subcommand's settings are read, so a bad variable another subcommand reads breaks nothing.
+    A bad value exits with status 2 and one line per value, naming the flag or the variable, as argparse does
+    for a bad flag.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
+    model: type[CliSettings] | None = getattr(args, "settings_model", None)
+    if model is not None:
+        try:
+            args.settings = model.from_args(args)
+        except SettingsError as error:
+            lines = "".join(f"{parser.prog}: error: {line}\n" for line in str(error).splitlines())
+            parser.exit(EXIT_USAGE, lines)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a subcommand; each returns its own exit code."""
+    args = parse(argv)
     handler = args.handler
     code: int = handler(args)
     return code

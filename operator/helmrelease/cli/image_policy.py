@@ -43,6 +43,7 @@ from helmrelease.adapters.registry import (
     RegistryConfig,
     RegistryMetrics,
 )
+from helmrelease.api.constants import DEFAULT_GIT_REF
 from helmrelease.automation import (
     AutomationMetrics,
     Endpoints,
@@ -51,8 +52,16 @@ from helmrelease.automation import (
     ImagePolicySettings,
     RegistryPool,
 )
-from helmrelease.cli.argtypes import log_level, positive_int, positive_seconds
-from helmrelease.cli.logs import configure_logging
+from helmrelease.cli.argtypes import (
+    InvalidValue,
+    log_level,
+    one_of,
+    positive_int,
+    positive_number,
+    positive_seconds,
+)
+from helmrelease.cli.logs import DEFAULT_LOG_FORMAT, DEFAULT_LOG_LEVEL, LOG_FORMATS, configure_logging
+from helmrelease.images.manifests import DEFAULT_NAMESPACE
 
 EXIT_OK = 0
 EXIT_FAILURES = 1
@@ -69,9 +78,9 @@ _log = logging.getLogger(__name__)
 
 
 def _port(text: str) -> int:
-    value = int(text)
+    value = int(text) if text.strip().isdigit() else -1
     if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{text} is not a TCP port (0 turns the endpoint off)")
+        raise InvalidValue(f"{text!r} is not a TCP port (0 turns the endpoint off)")
     return value
 
 
@@ -79,7 +88,7 @@ def host_path(text: str) -> tuple[str, Path]:
     """``HOST=PATH`` (``registry.internal:5000=/etc/ca/internal.pem``)."""
     host, equals, path = text.partition("=")
     if not equals or not host.strip() or not path.strip():
-        raise argparse.ArgumentTypeError(f"{text!r} is not HOST=PATH")
+        raise InvalidValue(f"{text!r} is not HOST=PATH")
     return host.strip().lower(), Path(path.strip())
 
 
@@ -128,7 +137,7 @@ def add_registry_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--registry-rps",
-        type=float,
+        type=positive_number,
         default=RegistryConfig.requests_per_second,
         help="requests per second per registry, on average (default %(default)s)",
     )
@@ -183,9 +192,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--interval",
         type=positive_seconds,
-        default=300.0,
+        default=ImagePolicySettings.interval,
         metavar="SECONDS",
-        help="seconds between the end of one scan and the start of the next (default 300)",
+        help="seconds between the end of one scan and the start of the next (default %(default)g)",
     )
     parser.add_argument(
         "--namespace",
@@ -198,7 +207,9 @@ def register(subparsers: Any) -> None:
     add_kubeconfig_argument(parser)
     git = parser.add_argument_group("git write-back (off unless --git-url is given)")
     git.add_argument("--git-url", help="repository holding the HelmRelease manifests")
-    git.add_argument("--git-branch", default="master", help="branch to commit to (default %(default)s)")
+    git.add_argument(
+        "--git-branch", default=DEFAULT_GIT_REF, help="branch to commit to (default %(default)s)"
+    )
     git.add_argument("--git-path", help="directory of the repository to search for manifests (default: all)")
     git.add_argument("--git-author", help=f'commit author, "Name <email>" (default "{DEFAULT_AUTHOR}")')
     git.add_argument("--git-ssh-key", type=Path, help="private key for an SSH repository URL")
@@ -215,23 +226,28 @@ def register(subparsers: Any) -> None:
     )
     git.add_argument(
         "--git-default-namespace",
-        default="default",
+        default=DEFAULT_NAMESPACE,
         help="namespace of manifests that have none (default %(default)s)",
     )
     parser.add_argument(
         "--state-dir",
         type=Path,
         default=Path(tempfile.gettempdir()) / "helmrelease-image-policy",
-        help="where the git clone is kept",
+        help="where the git clone is kept (default %(default)s)",
     )
     parser.add_argument(
-        "--health-port", type=_port, default=8081, help="HTTP /healthz port (default 8081; 0: off)"
+        "--health-port", type=_port, default=8081, help="HTTP /healthz port (default %(default)s; 0: off)"
     )
     parser.add_argument(
-        "--metrics-port", type=_port, default=9090, help="Prometheus /metrics port (default 9090; 0: off)"
+        "--metrics-port",
+        type=_port,
+        default=9090,
+        help="Prometheus /metrics port (default %(default)s; 0: off)",
     )
-    parser.add_argument("--log-format", choices=("text", "json"), default="text")
-    parser.add_argument("--log-level", type=log_level, default="INFO")
+    parser.add_argument(
+        "--log-format", type=one_of(*LOG_FORMATS), metavar="|".join(LOG_FORMATS), default=DEFAULT_LOG_FORMAT
+    )
+    parser.add_argument("--log-level", type=log_level, metavar="LEVEL", default=DEFAULT_LOG_LEVEL)
     parser.add_argument("--once", action="store_true", help="run one scan cycle and exit (for CI and tests)")
     parser.set_defaults(handler=main)
 

@@ -30,7 +30,13 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-def configure_logging(log_format: str, level: str = "INFO") -> None:
+#: What both processes log unless told otherwise (``--log-format``, ``--log-level``).
+LOG_FORMATS = ("text", "json")
+DEFAULT_LOG_FORMAT = "text"
+DEFAULT_LOG_LEVEL = "INFO"
+
+
+def configure_logging(log_format: str, level: str = DEFAULT_LOG_LEVEL) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
         handler.setFormatter(JsonFormatter())

@@ -1,157 +1,205 @@
-"""``helmrelease run``: the HelmRelease operator. Flags may also come from HELMRELEASE_* environment variables."""
+"""``helmrelease run``: the HelmRelease operator. Every flag also reads a HELMRELEASE_* variable (``RunSettings``)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
-import os
-import tempfile
-from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Final
 
-from helmrelease.cli.argtypes import log_level, positive_int, positive_seconds
-from helmrelease.cli.logs import configure_logging
+from pydantic import BeforeValidator, Field
+from pydantic_settings import NoDecode
 
-ENV_PREFIX = "HELMRELEASE_"
+from helmrelease.cli.argtypes import (
+    Boolean,
+    FilePath,
+    Integer,
+    LogLevel,
+    OptionalHttpUrl,
+    OptionalPath,
+    OptionalText,
+    PositiveInt,
+    PositiveSeconds,
+    Text,
+    Words,
+    one_of,
+    subset_of,
+)
+from helmrelease.cli.logs import DEFAULT_LOG_FORMAT, DEFAULT_LOG_LEVEL, LOG_FORMATS, configure_logging
+from helmrelease.cli.settings import CliSettings, flag, switch
+from helmrelease.reconcile.settings import OperatorSettings, default_state_dir
+
+#: Transports a git chart may be allowed (git's GIT_ALLOW_PROTOCOL names); never ``ext``, which runs commands.
+GIT_PROTOCOLS: Final = ("https", "ssh", "http", "git", "file")
+
+_DEFAULTS = OperatorSettings()
 
 
-def _env(name: str, default: str) -> str:
-    return os.environ.get(ENV_PREFIX + name, default)
+class RunSettings(CliSettings):
+    """What ``helmrelease run`` is told; the variable of each field is ``HELMRELEASE_<FIELD>``."""
 
+    namespaces: Annotated[
+        Words,
+        flag(
+            "--namespace",
+            "-n",
+            repeatable=True,
+            metavar="NS",
+            help="watch this namespace (repeatable; the variable is comma-separated); default: all namespaces",
+        ),
+    ] = _DEFAULTS.namespaces
+    workers: Annotated[
+        PositiveInt, flag("--workers", metavar="N", help="helm operations at once across releases")
+    ] = _DEFAULTS.workers
+    resync_interval: Annotated[
+        PositiveSeconds,
+        flag(
+            "--resync-interval",
+            metavar="SECONDS",
+            help="seconds between resyncs and drift checks of unchanged releases (jittered)",
+        ),
+    ] = _DEFAULTS.resync_interval
+    helm: Annotated[Text, flag("--helm", metavar="PATH", help="helm binary, v3 or v4")] = (
+        _DEFAULTS.helm_executable
+    )
+    state_dir: Annotated[
+        FilePath,
+        flag("--state-dir", metavar="DIR", help="helm homes, chart cache and private temporary files"),
+    ] = Field(default_factory=default_state_dir)
+    default_git_ref: Annotated[
+        Text, flag("--default-git-ref", metavar="REF", help="ref of git charts that name none")
+    ] = _DEFAULTS.default_git_ref
+    git_ssh_key: Annotated[
+        OptionalPath,
+        flag(
+            "--git-ssh-key",
+            metavar="PATH",
+            help="private key for git charts over SSH (mount it from a Secret)",
+        ),
+    ] = _DEFAULTS.git_ssh_key
+    git_protocols: Annotated[
+        tuple[str, ...],
+        NoDecode,
+        BeforeValidator(subset_of(*GIT_PROTOCOLS)),
+        flag(
+            "--git-protocols",
+            metavar="LIST",
+            help=f"transports git charts may use, comma-separated, of {', '.join(GIT_PROTOCOLS)} "
+            "(file only for local tests)",
+        ),
+    ] = _DEFAULTS.git_protocols
+    insecure_registries: Annotated[
+        Words,
+        flag(
+            "--insecure-registry",
+            repeatable=True,
+            metavar="HOST",
+            help="registry host[:port] of OCI charts reached over plain HTTP (repeatable; the variable is "
+            "comma-separated)",
+        ),
+    ] = _DEFAULTS.insecure_registries
+    require_service_account: Annotated[
+        Boolean,
+        switch(
+            "--require-service-account",
+            help="multi-tenancy: every HelmRelease must set serviceAccountName and stay in its namespace",
+        ),
+    ] = _DEFAULTS.require_service_account
+    no_adopt: Annotated[
+        Boolean, switch("--no-adopt", help="refuse to take over releases that exist without an owner mark")
+    ] = not _DEFAULTS.adopt_unmarked
+    no_drift_detection: Annotated[
+        Boolean,
+        switch("--no-drift-detection", help="do not compare live objects with release manifests on resync"),
+    ] = not _DEFAULTS.drift_detection
+    log_format: Annotated[
+        str,
+        BeforeValidator(one_of(*LOG_FORMATS)),
+        flag("--log-format", metavar="|".join(LOG_FORMATS), help="log lines for people or for log pipelines"),
+    ] = DEFAULT_LOG_FORMAT
+    log_level: Annotated[LogLevel, flag("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING, ...")] = (
+        DEFAULT_LOG_LEVEL
+    )
+    liveness: Annotated[
+        OptionalHttpUrl,
+        flag("--liveness", metavar="URL", help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz"),
+    ] = None
+    peering: Annotated[
+        OptionalText,
+        flag(
+            "--peering",
+            metavar="NAME",
+            help="kopf peering object name (replicas pause while a higher-priority one runs); default: standalone",
+        ),
+    ] = None
+    priority: Annotated[
+        Integer, flag("--priority", metavar="N", help="peering priority; give replicas distinct values")
+    ] = 0
 
-def _env_list(name: str) -> list[str]:
-    return [item.strip() for item in os.environ.get(ENV_PREFIX + name, "").split(",") if item.strip()]
+    @classmethod
+    def given(cls, args: argparse.Namespace) -> dict[str, Any]:
+        """The flags given; ``--all-namespaces`` and ``--standalone`` override the variables they switch off."""
+        given = super().given(args)
+        if getattr(args, "all_namespaces", False):
+            given["namespaces"] = ()
+        if getattr(args, "standalone", False):
+            given["peering"] = None
+        return given
+
+    def operator_settings(self) -> OperatorSettings:
+        """The part the reconciler sees."""
+        return OperatorSettings(
+            namespaces=self.namespaces,
+            workers=self.workers,
+            resync_interval=self.resync_interval,
+            helm_executable=self.helm,
+            state_dir=self.state_dir,
+            default_git_ref=self.default_git_ref,
+            git_ssh_key=self.git_ssh_key,
+            git_protocols=self.git_protocols,
+            insecure_registries=self.insecure_registries,
+            require_service_account=self.require_service_account,
+            adopt_unmarked=not self.no_adopt,
+            drift_detection=not self.no_drift_detection,
+        )
 
 
 def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "run",
         help="run the HelmRelease operator",
-        description="Reconcile helm.fluxcd.io/v1 HelmReleases with helm. Every flag also reads HELMRELEASE_<FLAG>.",
+        description="Reconcile helm.fluxcd.io/v1 HelmReleases with helm. Every setting can also come from the "
+        "HELMRELEASE_* variable shown with its flag; a flag wins over its variable, and an empty variable "
+        "counts as unset. Booleans take true/false, 1/0 or yes/no.",
     )
     scope = parser.add_mutually_exclusive_group()
-    scope.add_argument(
-        "--namespace",
-        "-n",
-        action="append",
-        default=_env_list("NAMESPACES"),
-        help="watch this namespace (repeatable); default: all namespaces",
-    )
-    scope.add_argument(
-        "--all-namespaces", "-A", action="store_true", help="watch the whole cluster (the default)"
-    )
-    parser.add_argument(
-        "--workers",
-        type=positive_int,
-        default=int(_env("WORKERS", "4")),
-        help="helm operations at once across releases (default 4)",
-    )
-    parser.add_argument(
-        "--resync-interval",
-        type=positive_seconds,
-        default=float(_env("RESYNC_INTERVAL", "300")),
-        help="seconds between resyncs and drift checks of unchanged releases (default 300, jittered)",
-    )
-    parser.add_argument(
-        "--helm", default=_env("HELM", "helm"), help="helm binary, v3 or v4 (default: helm on PATH)"
-    )
-    parser.add_argument(
-        "--state-dir",
-        type=Path,
-        default=Path(_env("STATE_DIR", str(Path(tempfile.gettempdir()) / "helmrelease-operator"))),
-        help="helm homes, chart cache and private temporary files",
-    )
-    parser.add_argument(
-        "--default-git-ref",
-        default=_env("DEFAULT_GIT_REF", "master"),
-        help="ref of git charts that name none (default master)",
-    )
-    parser.add_argument(
-        "--git-ssh-key",
-        type=Path,
-        default=os.environ.get(ENV_PREFIX + "GIT_SSH_KEY") or None,
-        help="private key for git charts over SSH (mount it from a Secret)",
-    )
-    parser.add_argument(
-        "--git-protocols",
-        default=_env("GIT_PROTOCOLS", "https,ssh"),
-        help="transports git charts may use, comma-separated (default https,ssh; file only for local tests)",
-    )
-    parser.add_argument(
-        "--insecure-registry",
-        action="append",
-        default=_env_list("INSECURE_REGISTRIES"),
-        help="registry host[:port] of OCI charts reached over plain HTTP (repeatable)",
-    )
-    parser.add_argument(
-        "--require-service-account",
-        action="store_true",
-        default=_env("REQUIRE_SERVICE_ACCOUNT", "") == "true",
-        help="multi-tenancy: every HelmRelease must set serviceAccountName and stay in its namespace",
-    )
-    parser.add_argument(
-        "--no-adopt",
-        action="store_true",
-        default=_env("NO_ADOPT", "") == "true",
-        help="refuse to take over releases that exist without an owner mark",
-    )
-    parser.add_argument(
-        "--no-drift-detection",
-        action="store_true",
-        default=_env("NO_DRIFT_DETECTION", "") == "true",
-        help="do not compare live objects with release manifests on resync",
-    )
-    parser.add_argument("--log-format", choices=("text", "json"), default=_env("LOG_FORMAT", "text"))
-    parser.add_argument("--log-level", type=log_level, default=_env("LOG_LEVEL", "INFO"))
-    parser.add_argument(
-        "--liveness",
-        default=_env("LIVENESS", "") or None,
-        help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz",
-    )
     peering = parser.add_mutually_exclusive_group()
+    RunSettings.add_arguments(parser, {"namespaces": scope, "peering": peering})
+    scope.add_argument(
+        "--all-namespaces",
+        "-A",
+        action="store_true",
+        help=f"watch the whole cluster (the default), even if {RunSettings.variable('namespaces')} is set",
+    )
     peering.add_argument(
-        "--peering",
-        default=_env("PEERING", "") or None,
-        help="kopf peering object name (replicas pause while a higher-priority one runs)",
+        "--standalone",
+        action="store_true",
+        help=f"no peering (the default), even if {RunSettings.variable('peering')} is set",
     )
-    peering.add_argument("--standalone", action="store_true", help="no peering (the default)")
-    parser.add_argument(
-        "--priority",
-        type=int,
-        default=int(_env("PRIORITY", "0")),
-        help="peering priority; give replicas distinct values",
-    )
-    parser.set_defaults(handler=main)
+    parser.set_defaults(handler=main, settings_model=RunSettings)
 
 
 def main(args: argparse.Namespace) -> int:
-    """Build the settings and run kopf until SIGTERM/SIGINT."""
+    """Run kopf with the settings until SIGTERM/SIGINT."""
     from helmrelease.handlers.wiring import run_operator
-    from helmrelease.reconcile.settings import OperatorSettings
 
-    configure_logging(args.log_format, args.log_level)
-    settings = OperatorSettings(
-        namespaces=tuple(dict.fromkeys(args.namespace)) if not args.all_namespaces else (),
-        workers=args.workers,
-        resync_interval=args.resync_interval,
-        helm_executable=args.helm,
-        state_dir=args.state_dir,
-        default_git_ref=args.default_git_ref,
-        git_ssh_key=args.git_ssh_key,
-        git_protocols=tuple(p.strip() for p in args.git_protocols.split(",") if p.strip()),
-        insecure_registries=tuple(args.insecure_registry),
-        require_service_account=args.require_service_account,
-        adopt_unmarked=not args.no_adopt,
-        drift_detection=not args.no_drift_detection,
-    )
-    logging.getLogger(__name__).info("starting helmrelease operator: %s", settings)
+    settings: RunSettings = args.settings
+    configure_logging(settings.log_format, settings.log_level)
+    operator = settings.operator_settings()
+    logging.getLogger(__name__).info("starting helmrelease operator: %s", operator)
     asyncio.run(
         run_operator(
-            settings,
-            liveness=args.liveness,
-            peering=None if args.standalone else args.peering,
-            priority=args.priority,
+            operator, liveness=settings.liveness, peering=settings.peering, priority=settings.priority
         )
     )
     return 0

@@ -1,9 +1,21 @@
-"""Operator-wide settings, from the command line; one frozen object passed down through kopf's memo."""
+"""Operator-wide settings, from the command line; one frozen object passed down through kopf's memo.
+
+The defaults written here are the operator's defaults: ``helmrelease run`` (``cli/run.py``) reads them from
+this class for its flags and variables rather than repeating them.
+"""
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from helmrelease.api.constants import DEFAULT_GIT_REF
+
+
+def default_state_dir() -> Path:
+    """``$TMPDIR/helmrelease-operator``: private to the operator, and gone with its Pod."""
+    return Path(tempfile.gettempdir()) / "helmrelease-operator"
 
 
 @dataclass(frozen=True)
@@ -18,8 +30,9 @@ class OperatorSettings:
     resync_interval: float = 300.0
     helm_executable: str = "helm"
     #: Where helm's private homes, the chart cache and temporary values files live.
-    state_dir: Path = field(default_factory=lambda: Path("/tmp/helmrelease-operator"))  # noqa: S108
-    default_git_ref: str = "master"
+    state_dir: Path = field(default_factory=default_state_dir)
+    #: Ref of git charts that name none.
+    default_git_ref: str = DEFAULT_GIT_REF
     #: Private key for git charts over SSH (an operator-level Secret mounted as a file).
     git_ssh_key: Path | None = None
     #: Transports git charts may use; `file` would let a tenant read repositories on the operator's disk.
@@ -32,3 +45,10 @@ class OperatorSettings:
     #: Take over releases that exist without any owner mark (Flux v1 did). Off: refuse and report.
     adopt_unmarked: bool = True
     drift_detection: bool = True
+
+    def __post_init__(self) -> None:
+        # Zero workers would queue every helm action forever; refuse it here too, not only in the CLI.
+        if self.workers < 1:
+            raise ValueError(f"workers must be at least 1, not {self.workers}")
+        if not self.resync_interval > 0:
+            raise ValueError(f"resync_interval must be positive, not {self.resync_interval}")

@@ -101,6 +101,9 @@ def test_registry_flags(tmp_path: Path) -> None:
         pytest.param(["--interval", "0"], id="zero-interval"),
         pytest.param(["--health-port", "70000"], id="bad-port"),
         pytest.param(["--registry-concurrency", "0"], id="zero-concurrency"),
+        pytest.param(["--registry-rps", "0"], id="zero-rate"),
+        pytest.param(["--registry-rps", "nan"], id="rate-not-a-number"),
+        pytest.param(["--health-port", "http"], id="port-not-a-number"),
         pytest.param(["--log-format", "xml"], id="bad-log-format"),
     ],
 )
@@ -108,6 +111,7 @@ def test_bad_flags_are_usage_errors(flags: list[str], capsys: pytest.CaptureFixt
     with pytest.raises(SystemExit) as raised:
         parse(*flags)
     assert raised.value.code == 2
+    assert f"argument {flags[0]}: " in capsys.readouterr().err
 
 
 def test_operator_credentials(tmp_path: Path) -> None:

@@ -1,0 +1,321 @@
+"""Every HELMRELEASE_* variable the CLI reads: a good value sets it, a bad one exits 2 naming it, an empty one is
+the default; and a bad variable breaks only the subcommand that reads it."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import io
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from helmrelease.adapters.git import PASSWORD_VARIABLE, USERNAME_VARIABLE
+from helmrelease.cli import build_parser, main, parse
+from helmrelease.cli.run import RunSettings
+from helmrelease.cli.settings import ENV_PREFIX, CliSettings
+from helmrelease.reconcile.settings import OperatorSettings
+
+PACKAGE = Path(__file__).resolve().parents[3] / "operator" / "helmrelease"
+
+
+def subcommands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    """Each runnable subcommand as its argv prefix, nested groups (``images filter``) included."""
+    groups = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+    if not groups:
+        yield prefix
+    for group in groups:
+        for name, sub in group.choices.items():
+            yield from subcommands(sub, (*prefix, name))
+
+
+def subparser(argv: tuple[str, ...]) -> argparse.ArgumentParser:
+    parser = build_parser()
+    for name in argv:
+        [group] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        parser = group.choices[name]
+    return parser
+
+
+#: The settings model of each subcommand that has one, from the parser itself.
+MODELS: dict[tuple[str, ...], type[CliSettings]] = {
+    argv: model
+    for argv in subcommands(build_parser())
+    if (model := subparser(argv).get_default("settings_model")) is not None
+}
+#: Every variable the CLI reads, with the subcommand and field that read it.
+READ: dict[str, tuple[tuple[str, ...], str]] = {
+    variable: (argv, name) for argv, model in MODELS.items() for name, variable in model.variables().items()
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    good: str
+    expected: object
+    bad: str
+    message: str
+
+
+POSITIVE_INT = "must be a positive integer, not {!r}"
+NOT_EMPTY = "must not be empty, not {!r}"
+BOOLEAN = "must be true or false (or 1/0, yes/no), not {!r}"
+LIST = "must be a comma-separated list without empty items, not {!r}"
+
+TABLE: dict[str, Row] = {
+    "HELMRELEASE_NAMESPACES": Row("team-a, team-b", ("team-a", "team-b"), "team-a,,team-b", LIST),
+    "HELMRELEASE_WORKERS": Row("8", 8, "abc", POSITIVE_INT),
+    "HELMRELEASE_RESYNC_INTERVAL": Row("60.5", 60.5, "0", "must be a positive number of seconds, not {!r}"),
+    "HELMRELEASE_HELM": Row("/opt/helm3", "/opt/helm3", " ", NOT_EMPTY),
+    "HELMRELEASE_STATE_DIR": Row("/data/state", Path("/data/state"), " ", NOT_EMPTY),
+    "HELMRELEASE_DEFAULT_GIT_REF": Row("main", "main", " ", NOT_EMPTY),
+    "HELMRELEASE_GIT_SSH_KEY": Row("/etc/git/identity", Path("/etc/git/identity"), " ", NOT_EMPTY),
+    "HELMRELEASE_GIT_PROTOCOLS": Row(
+        "https",
+        ("https",),
+        "https,ext",
+        "must be a comma-separated list of https, ssh, http, git, file, not {!r}",
+    ),
+    "HELMRELEASE_INSECURE_REGISTRIES": Row("lab:5000,oci.lab", ("lab:5000", "oci.lab"), ",", LIST),
+    "HELMRELEASE_REQUIRE_SERVICE_ACCOUNT": Row("yes", True, "maybe", BOOLEAN),
+    "HELMRELEASE_NO_ADOPT": Row("TRUE", True, "2", BOOLEAN),
+    "HELMRELEASE_NO_DRIFT_DETECTION": Row("1", True, "off", BOOLEAN),
+    "HELMRELEASE_LOG_FORMAT": Row("json", "json", "xml", "must be one of text, json, not {!r}"),
+    "HELMRELEASE_LOG_LEVEL": Row(
+        "debug", "DEBUG", "verbose", "must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, not {!r}"
+    ),
+    "HELMRELEASE_LIVENESS": Row(
+        "http://0.0.0.0:8080/healthz",
+        "http://0.0.0.0:8080/healthz",
+        "0.0.0.0:8080",
+        "must be an http:// URL such as http://0.0.0.0:8080/healthz, not {!r}",
+    ),
+    "HELMRELEASE_PEERING": Row("ops", "ops", " ", NOT_EMPTY),
+    "HELMRELEASE_PRIORITY": Row("-10", -10, "high", "must be an integer, not {!r}"),
+}
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in READ:
+        monkeypatch.delenv(variable, raising=False)
+
+
+def usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """What the CLI prints when it refuses ``argv`` (with status 2)."""
+    with pytest.raises(SystemExit) as raised:
+        parse(argv)
+    assert raised.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_the_table_has_a_row_for_every_variable_the_cli_reads() -> None:
+    assert {("run",): RunSettings} == MODELS, "a new settings model: add its variables to TABLE"
+    assert sorted(TABLE) == sorted(READ)
+
+
+@pytest.mark.parametrize("variable", sorted(TABLE))
+def test_a_good_value_is_the_setting(variable: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    argv, name = READ[variable]
+    monkeypatch.setenv(variable, TABLE[variable].good)
+    assert getattr(parse(list(argv)).settings, name) == TABLE[variable].expected
+
+
+@pytest.mark.parametrize("variable", sorted(TABLE))
+def test_a_bad_value_exits_2_naming_the_variable(
+    variable: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv, _ = READ[variable]
+    row = TABLE[variable]
+    monkeypatch.setenv(variable, row.bad)
+    assert (
+        usage_error(list(argv), capsys) == f"helmrelease: error: {variable}: {row.message.format(row.bad)}\n"
+    )
+
+
+@pytest.mark.parametrize("variable", sorted(TABLE))
+def test_an_empty_value_is_the_default(variable: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    argv, name = READ[variable]
+    monkeypatch.setenv(variable, "")
+    field = MODELS[argv].model_fields[name]
+    assert getattr(parse(list(argv)).settings, name) == field.get_default(call_default_factory=True)
+
+
+FLAG_ROWS = sorted(variable for variable, (argv, name) in READ.items() if not MODELS[argv].flag(name).switch)
+
+
+@pytest.mark.parametrize("variable", FLAG_ROWS)
+def test_the_same_bad_value_from_a_flag_names_the_flag(
+    variable: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv, name = READ[variable]
+    row = TABLE[variable]
+    monkeypatch.setenv(variable, row.good)
+    option = MODELS[argv].flag(name).names[0]
+    message = row.message.format([row.bad] if MODELS[argv].flag(name).repeatable else row.bad)
+    assert usage_error([*argv, f"{option}={row.bad}"], capsys) == f"helmrelease: error: {option}: {message}\n"
+
+
+@pytest.mark.parametrize("variable", FLAG_ROWS)
+def test_a_flag_wins_over_a_bad_variable(variable: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    argv, name = READ[variable]
+    row = TABLE[variable]
+    monkeypatch.setenv(variable, row.bad)
+    option = MODELS[argv].flag(name).names[0]
+    assert getattr(parse([*argv, f"{option}={row.good}"]).settings, name) == row.expected
+
+
+def test_every_bad_value_is_reported_at_once(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("HELMRELEASE_WORKERS", "abc")
+    monkeypatch.setenv("HELMRELEASE_NO_ADOPT", "maybe")
+    assert usage_error(["run", "--priority", "high"], capsys).splitlines() == [
+        "helmrelease: error: HELMRELEASE_WORKERS: must be a positive integer, not 'abc'",
+        "helmrelease: error: HELMRELEASE_NO_ADOPT: must be true or false (or 1/0, yes/no), not 'maybe'",
+        "helmrelease: error: --priority: must be an integer, not 'high'",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "variable", "value", "name", "expected"),
+    [
+        pytest.param(
+            ["run", "-A"], "HELMRELEASE_NAMESPACES", "team-a", "namespaces", (), id="all-namespaces"
+        ),
+        pytest.param(["run", "--standalone"], "HELMRELEASE_PEERING", "ops", "peering", None, id="standalone"),
+        pytest.param(
+            ["run", "-n", "a", "-n", "b"], "HELMRELEASE_NAMESPACES", "c", "namespaces", ("a", "b"), id="n"
+        ),
+    ],
+)
+def test_switches_that_turn_a_variable_off(
+    argv: list[str], variable: str, value: str, name: str, expected: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(variable, value)
+    assert getattr(parse(argv).settings, name) == expected
+
+
+def test_the_defaults_are_the_operators_own() -> None:
+    assert parse(["run"]).settings.operator_settings() == OperatorSettings()
+
+
+@pytest.mark.parametrize("argv", [argv for argv in subcommands(build_parser()) if argv not in MODELS])
+def test_a_subcommand_without_settings_ignores_bad_variables(
+    argv: tuple[str, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for variable, row in TABLE.items():
+        monkeypatch.setenv(variable, row.bad)
+    required = {
+        ("images", "scan"): ["-"],
+        ("images", "filter"): ["semver:*"],
+        ("images", "update"): [".", "--namespace", "a", "--name", "b", "--container", "c", "--tag", "1"],
+    }
+    args = parse([*argv, *required.get(argv, [])])
+    assert not hasattr(args, "settings")
+
+
+def test_images_filter_works_with_garbage_in_every_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for variable, row in TABLE.items():
+        monkeypatch.setenv(variable, row.bad)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("1.0.0\nv2.1.0\nlatest\n"))
+    assert main(["images", "filter", "semver:*"]) == 0
+    assert capsys.readouterr().out.split() == ["v2.1.0", "1.0.0"]
+
+
+@pytest.mark.parametrize("argv", list(MODELS))
+def test_every_flag_of_a_settings_subcommand_is_a_setting(argv: tuple[str, ...]) -> None:
+    """So each flag also reads its variable: only help and the switches that turn a setting off stand apart."""
+    model = MODELS[argv]
+    options = {action.dest for action in subparser(argv)._actions if action.option_strings}
+    assert options - set(model.model_fields) == {"help", "all_namespaces", "standalone"}
+
+
+@pytest.mark.parametrize("argv", list(MODELS))
+def test_help_names_every_variable_and_says_empty_is_unset(argv: tuple[str, ...]) -> None:
+    text = " ".join(subparser(argv).format_help().split())
+    assert "an empty variable counts as unset" in text
+    for variable in MODELS[argv].variables().values():
+        assert f"env {variable})" in text
+
+
+def test_no_code_reads_a_helmrelease_variable_but_the_settings_models() -> None:
+    """No ``os.environ["HELMRELEASE_..."]`` outside the models: the package's only such names are the prefix and
+    the variables git's askpass helper is given (set for the child process, never read as configuration)."""
+    names = {
+        node.value
+        for module in PACKAGE.rglob("*.py")
+        for node in ast.walk(ast.parse(module.read_text()))
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and node.value.startswith(ENV_PREFIX)
+    }
+    assert names == {ENV_PREFIX, USERNAME_VARIABLE, PASSWORD_VARIABLE}
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        pytest.param({"workers": 0}, "workers must be at least 1, not 0", id="zero-workers"),
+        pytest.param({"resync_interval": 0.0}, "resync_interval must be positive", id="zero-resync"),
+    ],
+)
+def test_the_operator_settings_refuse_what_would_hang(settings: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        OperatorSettings(**settings)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("argv", "environment", "stdin", "code", "out", "err"),
+    [
+        pytest.param(
+            ["run"],
+            {"HELMRELEASE_WORKERS": "0"},
+            "",
+            2,
+            "",
+            "helmrelease: error: HELMRELEASE_WORKERS: must be a positive integer, not '0'\n",
+            id="run-with-zero-workers",
+        ),
+        pytest.param(
+            ["run", "--workers", "0"],
+            {},
+            "",
+            2,
+            "",
+            "helmrelease: error: --workers: must be a positive integer, not '0'\n",
+            id="run-with-zero-workers-flag",
+        ),
+        pytest.param(
+            ["images", "filter", "semver:*"],
+            {"HELMRELEASE_WORKERS": "abc"},
+            "1.0.0\n2.0.0\n",
+            0,
+            "2.0.0\n1.0.0\n",
+            "",
+            id="images-filter-with-a-bad-unrelated-variable",
+        ),
+    ],
+)
+def test_the_console_command_as_a_user_runs_it(
+    argv: list[str], environment: dict[str, str], stdin: str, code: int, out: str, err: str
+) -> None:
+    """The real process: exit status and exactly these lines, no traceback."""
+    base = {name: value for name, value in os.environ.items() if not name.startswith(ENV_PREFIX)}
+    result = subprocess.run(
+        [sys.executable, "-m", "helmrelease", *argv],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env={**base, **environment},
+        timeout=60,
+        check=False,
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (code, out, err)
