@@ -281,17 +281,28 @@ async def test_a_newer_current_tag_is_never_downgraded(
 
 
 @pytest.mark.parametrize(
-    "annotations",
+    ("annotations", "events"),
     [
-        pytest.param({}, id="not-automated"),
-        pytest.param({"fluxcd.io/automated": "True"}, id="automated-not-exactly-true"),
-        pytest.param({**AUTOMATED, "fluxcd.io/locked": "true"}, id="locked"),
-        pytest.param({**AUTOMATED, "flux.weave.works/locked": "true"}, id="locked-weave-prefix"),
-        pytest.param({**AUTOMATED, "fluxcd.io/ignore": "true"}, id="ignored"),
+        pytest.param({}, [], id="not-automated"),
+        pytest.param(
+            {"fluxcd.io/automated": "True"},
+            [
+                (
+                    "Warning",
+                    "ImageAutomationWarning",
+                    """fluxcd.io/automated: 'True' is not "true" or "false", so automated is off""",
+                )
+            ],
+            id="automated-not-exactly-true-says-why",
+        ),
+        pytest.param({**AUTOMATED, "fluxcd.io/locked": "true"}, [], id="locked"),
+        pytest.param({**AUTOMATED, "flux.weave.works/locked": "true"}, [], id="locked-weave-prefix"),
+        pytest.param({**AUTOMATED, "fluxcd.io/ignore": "true"}, [], id="ignored"),
     ],
 )
 async def test_held_releases_never_change(
     annotations: dict[str, str],
+    events: list[tuple[str, str, str]],
     app: str,
     registry: Registry,
     releases: Releases,
@@ -303,7 +314,7 @@ async def test_held_releases_never_change(
     releases.create("moving", values)  # the same image, automated: proves the cycle did run
     await one_cycle(api_client, namespace, registry.host)
     assert releases.values("held") == values
-    assert releases.events("held") == []
+    assert releases.events("held") == events
     assert releases.values("moving")["image"]["tag"] == "1.1.1-rc.1"
 
 

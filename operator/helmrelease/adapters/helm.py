@@ -248,12 +248,25 @@ async def run_process(
         raise Timeout(operation, f"did not finish within {deadline:.0f}s and was stopped") from None
 
 
+#: What helm's YAML reader refuses raw ("control characters are not allowed": DEL, C1, U+FFFE, U+FFFF)
+#: or would fold into a space (NEL, U+2028, U+2029), plus the BOM and surrogates: written as JSON escapes,
+#: which YAML reads back unchanged. Everything else is written as UTF-8 itself: YAML rejects the surrogate
+#: pairs that ``ensure_ascii`` would make of a character outside the BMP (an emoji).
+_YAML_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ufeff\ud800-\udfff\ufffe\uffff]")
+
+
+def values_json(values: Mapping[str, Any]) -> bytes:
+    """``values`` as JSON that helm's YAML parser reads back exactly (a values file is YAML to helm)."""
+    text = json.dumps(values, ensure_ascii=False)
+    return _YAML_UNSAFE.sub(lambda match: f"\\u{ord(match[0]):04x}", text).encode("utf-8")
+
+
 @contextlib.contextmanager
 def private_values_file(parent: Path, values: Mapping[str, Any]) -> Iterator[Path]:
     """Values may hold secrets: helm reads them from a 0600 file in a private directory, removed after."""
     with private_directory(parent) as directory:
         path = directory / "values.json"
-        write_private_file(path, json.dumps(values).encode(), 0o600)
+        write_private_file(path, values_json(values), 0o600)
         yield path
 
 

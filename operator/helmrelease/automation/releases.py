@@ -110,6 +110,13 @@ class ReleaseView:
         )
 
     @property
+    def containers(self) -> tuple[str, ...]:
+        """The container names of the release: its images, and those we found but could not read."""
+        names = [image.container for image in self.detection.images]
+        names.extend(p.container for p in self.detection.problems if p.container and p.container not in names)
+        return tuple(names)
+
+    @property
     def policy_errors(self) -> tuple[str, ...]:
         """One sentence per image whose tag policy does not parse (so its tag stays)."""
         return tuple(
@@ -122,8 +129,14 @@ class ReleaseView:
     def warnings(self) -> tuple[str, ...]:
         """The rest the user should fix to get the automation they asked for, one sentence each."""
         messages = [*self.settings.warnings, *(str(problem) for problem in self.detection.problems)]
+        messages.extend(self.settings.unmatched_containers(self.containers))
         for target in self.targets:
             messages.extend(f"{target.container}: {warning}" for warning in target.image.warnings)
+            if target.policy is not None:
+                messages.extend(
+                    f"{target.container}: {warning}; its tag is not updated"
+                    for warning in target.policy.warnings
+                )
         messages.extend(
             f"{container}: its tag shares the value path {path} with another image; neither is updated"
             for container, path in shared_tag_paths(self.targets).items()

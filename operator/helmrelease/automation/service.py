@@ -7,7 +7,8 @@ release meanwhile the API server refuses the patch (a 409, or the same bare 422 
 re-read tells the two apart); we re-read the release and decide again from what they wrote, so their edit
 always survives. With git write-back, the manifests in git are changed first and the
 cluster only for what git now holds. Every update is an Event (``ImageUpdated``) and a log line; every
-problem a Warning Event, posted once while it lasts rather than every cycle.
+problem a Warning Event, posted once per object while it lasts rather than every cycle; a held release
+(not automated, locked) says only what is wrong with how its annotations read, an ignored one nothing.
 """
 
 from __future__ import annotations
@@ -124,21 +125,41 @@ class CycleReport:
         return self.list_failures > 0 or any(outcome.failures for outcome in self.releases)
 
 
+@dataclass(frozen=True)
+class ObjectKey:
+    """One HelmRelease object: a release deleted and created again under its name is another object."""
+
+    release: ReleaseId
+    uid: str
+
+
 @dataclass
 class RepeatFilter:
-    """Says which messages are new for a key: posted once while they last, again once they went away and
-    came back. ``end_cycle`` forgets the messages of releases that no longer have them."""
+    """Says which messages are new for an object: posted once while they last, again once they went away
+    and came back (a message names the offending value, so an edit that changes it is new too).
 
-    _previous: dict[ReleaseId, set[str]] = field(default_factory=dict)
-    _current: dict[ReleaseId, set[str]] = field(default_factory=dict)
+    Memory holds only what the last complete cycle saw: ``end_cycle`` forgets the messages objects no
+    longer have. A cycle that could not list every release (``complete=False``) keeps what it did not see,
+    so a failed list does not make every warning of those releases new again.
+    """
 
-    def is_new(self, key: ReleaseId, message: str) -> bool:
+    _previous: dict[ObjectKey, set[str]] = field(default_factory=dict)
+    _current: dict[ObjectKey, set[str]] = field(default_factory=dict)
+
+    def is_new(self, key: ObjectKey, message: str) -> bool:
         seen = message in self._previous.get(key, set()) or message in self._current.get(key, set())
         self._current.setdefault(key, set()).add(message)
         return not seen
 
-    def end_cycle(self) -> None:
-        self._previous, self._current = self._current, {}
+    def seen(self, key: ObjectKey) -> None:
+        """``key`` was looked at this cycle, whether or not it had anything to say."""
+        self._current.setdefault(key, set())
+
+    def end_cycle(self, *, complete: bool = True) -> None:
+        if not complete:
+            for key, messages in self._previous.items():
+                self._current.setdefault(key, messages)
+        self._previous, self._current = {k: v for k, v in self._current.items() if v}, {}
 
 
 @dataclass(frozen=True)
@@ -159,6 +180,17 @@ class _Cycle:
 
 def _object_ref(view: ReleaseView) -> ObjectRef:
     return ObjectRef(API_VERSION, KIND, view.release.namespace, view.release.name, view.uid)
+
+
+def _object_key(view: ReleaseView) -> ObjectKey:
+    return ObjectKey(view.release, view.uid)
+
+
+def _release_id(obj: Mapping[str, Any]) -> ReleaseId:
+    """Namespace and name however broken the rest of the object is (for the log of a failure)."""
+    metadata = obj.get("metadata")
+    metadata = metadata if isinstance(metadata, Mapping) else {}
+    return ReleaseId(str(metadata.get("namespace", "")), str(metadata.get("name", "")))
 
 
 class ImagePolicyService:
@@ -204,7 +236,7 @@ class ImagePolicyService:
         )
         objects, list_failures = await self._list_releases()
         outcomes = await asyncio.gather(*(self._process_guarded(obj, cycle) for obj in objects))
-        self._repeats.end_cycle()
+        self._repeats.end_cycle(complete=list_failures == 0)
         seconds = self._clock() - started
         self.metrics.cycle_seconds.observe(seconds)
         self.metrics.last_cycle_finished.set(time.time())
@@ -242,9 +274,9 @@ class ImagePolicyService:
         try:
             outcome = await self._process(obj, cycle)
         except Exception:
-            view = read_release(obj)
-            _log.exception("%s: image automation failed unexpectedly", view.release)
-            outcome = ReleaseOutcome(view.release, failures=(Failure.INTERNAL,))
+            release = _release_id(obj)
+            _log.exception("%s: image automation failed unexpectedly", release)
+            outcome = ReleaseOutcome(release, failures=(Failure.INTERNAL,))
         for failure in outcome.failures:
             self.metrics.failed(failure)
         return outcome
@@ -253,7 +285,14 @@ class ImagePolicyService:
 
     async def _process(self, obj: Mapping[str, Any], cycle: _Cycle) -> ReleaseOutcome:
         view = read_release(obj)
+        self._repeats.seen(_object_key(view))
+        if view.hold is Hold.IGNORED:
+            return ReleaseOutcome(view.release, hold=view.hold)
         if view.hold is not None:
+            # Nothing will change, so only how the annotations were read is news: it may be why (a
+            # ``fluxcd.io/automated: "yes"`` is off). Policies and images wait until they can matter.
+            for message in view.settings.warnings:
+                await self._warn(view, EventReason.AUTOMATION_WARNING, message)
             return ReleaseOutcome(view.release, hold=view.hold)
         configuration = await self._report_configuration(view)
         commit: str | None = None
@@ -377,7 +416,7 @@ class ImagePolicyService:
 
     async def _warn(self, view: ReleaseView, reason: EventReason, message: str) -> None:
         """Log and post an Event when the problem is new for this release; while it lasts, log at debug."""
-        if not self._repeats.is_new(view.release, f"{reason}: {message}"):
+        if not self._repeats.is_new(_object_key(view), f"{reason}: {message}"):
             _log.debug("%s: %s (still)", view.release, message)
             return
         _log.warning("%s: %s", view.release, message)

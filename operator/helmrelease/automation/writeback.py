@@ -8,14 +8,19 @@ repository adapter then redoes the edit on a newer head if a push loses a race.
 
 The service writes git before the cluster: a release that is synced from git gets a new tag in the cluster
 only once git holds it too, so a failed push leaves both as they were and the next cycle tries again.
+
+A file that mentions the release but does not parse as YAML is skipped, so the other files still go
+through; it is named in a WARNING log line once per file and content (``UnparsableFiles``), not every cycle.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -57,6 +62,42 @@ class GitCommitter(Protocol):
 
 
 @dataclass(frozen=True)
+class UnparsableFile:
+    """A manifest that mentions the release but is not YAML: skipped, and worth telling someone about."""
+
+    path: str
+    digest: str
+    error: str
+
+
+def unparsable_file(path: str, text: str, error: ManifestError) -> UnparsableFile:
+    """``error`` on one line (a YAML error spans several, with a caret under the place)."""
+    return UnparsableFile(path, hashlib.sha256(text.encode()).hexdigest(), " ".join(str(error).split()))
+
+
+#: Files remembered as reported; a repository with more broken manifests than this reports the oldest again.
+UNPARSABLE_FILES_REMEMBERED = 1024
+
+
+@dataclass
+class UnparsableFiles:
+    """Which unparsable files were already reported, by path and content: a cycle that meets the same
+    broken file again says nothing, a changed (still broken) file is reported again. Bounded: one entry
+    per path, at most ``limit`` paths, the least recently met forgotten first."""
+
+    limit: int = UNPARSABLE_FILES_REMEMBERED
+    _reported: OrderedDict[str, str] = field(default_factory=OrderedDict)
+
+    def is_new(self, file: UnparsableFile) -> bool:
+        new = self._reported.get(file.path) != file.digest
+        self._reported[file.path] = file.digest
+        self._reported.move_to_end(file.path)
+        while len(self._reported) > self.limit:
+            self._reported.popitem(last=False)
+        return new
+
+
+@dataclass(frozen=True)
 class GitWriteback:
     """Where tag moves are committed, by whom, and for which releases.
 
@@ -71,6 +112,7 @@ class GitWriteback:
     path: str | None = None
     all_releases: bool = False
     default_namespace: str = DEFAULT_NAMESPACE
+    unparsable: UnparsableFiles = field(default_factory=UnparsableFiles, compare=False, repr=False)
 
     def wanted_for(self, view: ReleaseView) -> bool:
         return self.all_releases or view.git_writeback
@@ -141,6 +183,7 @@ class TreeEdit:
     moved: frozenset[str]
     already: frozenset[str]
     notes: tuple[str, ...]
+    unparsable: tuple[UnparsableFile, ...] = ()
 
 
 def edit_tree(
@@ -156,22 +199,24 @@ def edit_tree(
     moved: set[str] = set()
     already: set[str] = set()
     notes: list[str] = []
+    unparsable: list[UnparsableFile] = []
 
     def mentions(text: str) -> bool:
         return release.name in text and "HelmRelease" in text
 
     for path in find_manifests(root, mentions, sub_path):
+        text = _read(root / path)
         try:
-            edit = edit_manifest_text(_read(root / path), release, moves, default_namespace)
+            edit = edit_manifest_text(text, release, moves, default_namespace)
         except ManifestError as error:
-            _log.debug("%s: not a manifest: %s", path, error)
+            unparsable.append(unparsable_file(path, text, error))
             continue
         notes.extend(f"{path}: {note}" for note in edit.notes)
         already.update(edit.already)
         if edit.moved:
             files.append(ChangedFile(path, edit.text))
             moved.update(edit.moved)
-    return TreeEdit(tuple(files), frozenset(moved), frozenset(already), tuple(notes))
+    return TreeEdit(tuple(files), frozenset(moved), frozenset(already), tuple(notes), tuple(unparsable))
 
 
 @dataclass(frozen=True)
@@ -203,6 +248,11 @@ async def write_back(
 
     await writeback.repository.sync()
     first = await asyncio.to_thread(edit_with, moves, writeback.repository.worktree)
+    for file in first.unparsable:
+        if writeback.unparsable.is_new(file):
+            _log.warning("git write-back: skipped %s, which does not parse: %s", file.path, file.error)
+        else:
+            _log.debug("git write-back: skipped %s, which does not parse (still)", file.path)
     applicable = tuple(move for move in moves if move.target.container in first.moved)
     already = tuple(move for move in moves if move.target.container in first.already - first.moved)
     notes = first.notes

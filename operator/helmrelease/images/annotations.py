@@ -2,8 +2,9 @@
 
 Flux v1 annotations, under either prefix ``fluxcd.io/`` or the older ``flux.weave.works/``:
 
-- ``automated``, ``locked``, ``ignore``: on only with the exact string ``"true"`` (a YAML ``true`` that
-  kubectl would reject, or ``"True"``, is off, with a warning so the user sees why);
+- ``automated``, ``locked``, ``ignore``: on only with the exact string ``"true"``, off with ``"false"``
+  (and ``ignore: "sync_only"``, which in Flux v1 skips the sync but not the automation); anything else (``"True"``, ``"yes please"``, a YAML ``true`` in a manifest) is off, with a warning so the
+  user sees why;
 - ``locked_msg``, ``locked_user``: free text shown with the lock;
 - ``tag.<container>``: the tag policy of a container (see ``policy.py``); ``filter.fluxcd.io/<container>``
   means the same.
@@ -16,12 +17,14 @@ that container's candidate tags are ranked. Without it a ``semver:`` policy rank
 other policy by the image's build time, which is what Flux v1 did. An unknown order is a warning and the
 default applies.
 
-A container without a policy gets ``glob:*``, still subject to ``automated``.
+A container without a policy gets ``glob:*``, still subject to ``automated``. A ``tag.<container>`` or
+``tag-order.<container>`` naming a container the release has no image for (a typo, an image the chart
+keeps elsewhere) applies to nothing: ``unmatched_containers`` says so.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -34,7 +37,13 @@ TAG_ORDER_PREFIX = f"{FLUXCD_PREFIX}tag-order."
 _SETTING_PREFIXES = (FLUXCD_PREFIX, WEAVE_PREFIX)
 _TAG_POLICY_PREFIXES = (f"{FLUXCD_PREFIX}tag.", FILTER_PREFIX, f"{WEAVE_PREFIX}tag.")
 _TRUE = "true"
-_TRUTHY_LOOKALIKES = frozenset({"true", "yes", "on", "1", "y"})
+#: The values that mean off without a warning: ``"false"``, and Flux v1's ``ignore: sync_only`` (skip the
+#: sync, keep automating), which for image automation is off.
+_OFF = {
+    "automated": frozenset({"false"}),
+    "locked": frozenset({"false"}),
+    "ignore": frozenset({"false", "sync_only"}),
+}
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,8 @@ class AutomationSettings:
     tag_policies: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     tag_orders: Mapping[str, TagOrder] = field(default_factory=lambda: MappingProxyType({}))
     warnings: tuple[str, ...] = ()
+    #: For each container named by an annotation, the keys that name it (``fluxcd.io/tag.web`` ...).
+    container_keys: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
 
     def policy_text_for(self, container: str) -> str:
         """The policy as written for ``container``, or the default ``glob:*``."""
@@ -61,6 +72,18 @@ class AutomationSettings:
     def order_for(self, container: str, policy: TagPolicy) -> TagOrder:
         """The explicit ``tag-order`` of ``container``, else the order that goes with its policy."""
         return self.tag_orders.get(container, policy.default_order)
+
+    def unmatched_containers(self, containers: Sequence[str]) -> tuple[str, ...]:
+        """One sentence per annotation that names a container not among ``containers`` (the release's
+        images, in the order shown), so a misspelled name is not silently a policy for nothing."""
+        known = ", ".join(containers) or "none found in .spec.values"
+        return tuple(
+            f"{key} names container {container!r}, but the release has no image of that name "
+            f"(its images: {known}); the annotation applies to nothing"
+            for container, keys in self.container_keys.items()
+            if container not in containers
+            for key in keys
+        )
 
 
 @dataclass(frozen=True)
@@ -91,8 +114,10 @@ def _flag(annotations: Mapping[str, object], name: str, warnings: list[str]) -> 
     raw = annotations[chosen.key]
     if raw == _TRUE:
         return True
-    if not isinstance(raw, str) or chosen.value.strip().lower() in _TRUTHY_LOOKALIKES:
-        warnings.append(f'{chosen.key}: {raw!r} is not the exact string "true", so {name} is off')
+    if raw not in _OFF[name]:
+        *others, last = (f'"{value}"' for value in (_TRUE, *sorted(_OFF[name])))
+        accepted = f"{', '.join(others)} or {last}"
+        warnings.append(f"{chosen.key}: {raw!r} is not {accepted}, so {name} is off")
     return False
 
 
@@ -113,9 +138,11 @@ def read_automation_settings(annotations: Mapping[str, object] | None) -> Automa
     annotations = annotations or {}
     warnings: list[str] = []
     policies: dict[str, str] = {}
+    keys: dict[str, list[str]] = {}
     for container in _containers_with(annotations, _TAG_POLICY_PREFIXES):
         chosen = _choose(annotations, [prefix + container for prefix in _TAG_POLICY_PREFIXES], warnings)
         if chosen is not None:
+            keys.setdefault(container, []).append(chosen.key)
             if not isinstance(annotations[chosen.key], str):
                 warnings.append(
                     f"{chosen.key}: {annotations[chosen.key]!r} is not a string; reading it as text"
@@ -124,6 +151,7 @@ def read_automation_settings(annotations: Mapping[str, object] | None) -> Automa
     orders: dict[str, TagOrder] = {}
     for container in _containers_with(annotations, (TAG_ORDER_PREFIX,)):
         key = TAG_ORDER_PREFIX + container
+        keys.setdefault(container, []).append(key)
         value = annotations[key]
         if isinstance(value, str) and value in {order.value for order in TagOrder}:
             orders[container] = TagOrder(value)
@@ -139,4 +167,5 @@ def read_automation_settings(annotations: Mapping[str, object] | None) -> Automa
         tag_policies=MappingProxyType(policies),
         tag_orders=MappingProxyType(orders),
         warnings=tuple(warnings),
+        container_keys=MappingProxyType({container: tuple(names) for container, names in keys.items()}),
     )

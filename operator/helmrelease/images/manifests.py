@@ -92,10 +92,15 @@ class TagEdit:
 
 
 def _load(text: str) -> list[Any]:
+    """The documents of ``text``. A file in git is anyone's input, and ruamel's constructors raise plain
+    exceptions for some of it (``!!int abc``, ``2001-99-99`` as a timestamp, nesting past the recursion
+    limit): every failure to read is a ``ManifestError``, so one bad file never stops the others."""
     try:
         return list(YAML(typ="rt").load_all(text))
     except YAMLError as error:
         raise ManifestError(f"not valid YAML: {error}") from error
+    except (ValueError, TypeError, OverflowError, RecursionError) as error:
+        raise ManifestError(f"not valid YAML: {type(error).__name__}: {error}") from error
 
 
 def _plain(node: object) -> object:
@@ -134,8 +139,11 @@ def _values(document: Mapping[str, Any]) -> object:
 
 
 def _annotations(document: Mapping[str, Any]) -> Mapping[str, object]:
+    """String keys only: a complex YAML key (``? [a]``) is no annotation."""
     annotations = _plain(document["metadata"].get("annotations"))
-    return annotations if isinstance(annotations, dict) else {}
+    if not isinstance(annotations, dict):
+        return {}
+    return {key: value for key, value in annotations.items() if isinstance(key, str)}
 
 
 def _read(documents: Sequence[Any], default_namespace: str) -> list[ReleaseImages]:
@@ -150,7 +158,11 @@ def _read(documents: Sequence[Any], default_namespace: str) -> list[ReleaseImage
 
 
 def read_releases(text: str, default_namespace: str = DEFAULT_NAMESPACE) -> list[ReleaseImages]:
-    """Every HelmRelease in a (multi-document) YAML text, with its images; other documents are skipped."""
+    """Every HelmRelease in a (multi-document) YAML text, with its images; other documents are skipped.
+
+    Raises ``ManifestError`` for a text that is not YAML (nesting too deep for the parser included: it
+    gives up before anything of ours that walks the documents would).
+    """
     return _read(_load(text), default_namespace)
 
 

@@ -13,7 +13,15 @@ The one place we are stricter: Masterminds lets a plain ``!=1.2.3`` admit pre-re
 pre-release rule to every operator alike.
 
 A tag spelled ``latest`` (any case) is never a candidate, except under the glob pattern ``latest`` itself:
-it moves, so "newer than latest" means nothing.
+it moves, so "newer than latest" means nothing. Nor is a string no registry would accept as a tag: a
+registry's tag list is untrusted input, and a valid tag is at most 128 characters.
+
+Patterns come from tenants, and one cycle matches every tag of every release in one event loop, so no
+pattern may take more than linear time: ``regex:`` is RE2 (``google-re2``), the syntax of Go's ``regexp``
+that Flux v1 used, and globs are compiled to RE2 too. RE2 refuses what it cannot run in linear time
+(backreferences, lookaround, atomic groups, possessive quantifiers); such a pattern is a ``PolicyError``
+saying so. A glob that no valid tag can match (``glob:[``: ``*`` is the only wildcard) parses, but
+``warnings`` says why it will never move anything.
 """
 
 from __future__ import annotations
@@ -23,14 +31,21 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
+from typing import Final, Protocol, cast
 
+import re2
 import semver
+
+from helmrelease.images.reference import is_valid_tag
 
 SEMVER_PREFIX = "semver:"
 GLOB_PREFIX = "glob:"
 REGEX_PREFIXES = ("regex:", "regexp:")
 DEFAULT_POLICY = "glob:*"
 _LATEST = "latest"
+#: Masterminds reads version numbers as uint64; a longer one is not a version (and ``int()`` of a huge
+#: digit string is slow or refused).
+_MAX_VERSION_NUMBER: Final = 2**64 - 1
 
 
 class PolicyError(ValueError):
@@ -68,13 +83,19 @@ def parse_tag_version(tag: str) -> semver.Version | None:
     prerelease = match["prerelease"]
     if prerelease is not None and not _valid_prerelease(prerelease):
         return None
-    return semver.Version(
-        int(match["major"]),
-        int(match["minor"] or 0),
-        int(match["patch"] or 0),
-        prerelease=prerelease,
-        build=match["build"],
-    )
+    numbers = [_version_number(match[part] or "0") for part in ("major", "minor", "patch")]
+    if None in numbers:
+        return None
+    major, minor, patch = cast(list[int], numbers)
+    return semver.Version(major, minor, patch, prerelease=prerelease, build=match["build"])
+
+
+def _version_number(digits: str) -> int | None:
+    """The number, or None past uint64 (checked on the digits first: ``int()`` of 10 000 digits raises)."""
+    if len(digits.lstrip("0")) > len(str(_MAX_VERSION_NUMBER)):
+        return None
+    number = int(digits)
+    return number if number <= _MAX_VERSION_NUMBER else None
 
 
 # --- semver constraints ---------------------------------------------------------------------------
@@ -231,19 +252,28 @@ _COMPARATORS: dict[str, Callable[[_Comparison, semver.Version], bool]] = {
 
 def _comparison(operator: str, match: re.Match[str], name: str) -> _Comparison:
     """Build the comparison from the version captured under ``name``; open parts become wildcards."""
-    major, minor, patch = match[f"{name}_major"], match[f"{name}_minor"], match[f"{name}_patch"]
-    if major in _WILDCARDS:
-        wildcard, numbers = _Wildcard.ALL, (0, 0, 0)
-    elif minor is None or minor in _WILDCARDS:
-        wildcard, numbers = _Wildcard.MINOR, (int(major), 0, 0)
-    elif patch is None or patch in _WILDCARDS:
-        wildcard, numbers = _Wildcard.PATCH, (int(major), int(minor), 0)
-    else:
-        wildcard, numbers = _Wildcard.NONE, (int(major), int(minor), int(patch))
+    parts = [match[f"{name}_{part}"] for part in ("major", "minor", "patch")]
+    given: list[str] = []  # the parts before the first open one
+    for part in parts:
+        if part is None or part in _WILDCARDS:
+            break
+        given.append(part)
+    wildcard = (_Wildcard.ALL, _Wildcard.MINOR, _Wildcard.PATCH, _Wildcard.NONE)[len(given)]
+    numbers = [_constraint_number(part, match[name]) for part in given] + [0] * (3 - len(given))
     prerelease = match[f"{name}_prerelease"]
     if prerelease is not None and not _valid_prerelease(prerelease):
         raise PolicyError(f"{match[name]!r}: numeric pre-release parts may not start with 0")
-    return _Comparison(_OPERATORS[operator], semver.Version(*numbers, prerelease=prerelease), wildcard)
+    major, minor, patch = numbers
+    return _Comparison(
+        _OPERATORS[operator], semver.Version(major, minor, patch, prerelease=prerelease), wildcard
+    )
+
+
+def _constraint_number(digits: str, version: str) -> int:
+    number = _version_number(digits)
+    if number is None:
+        raise PolicyError(f"{version!r}: version numbers are at most {_MAX_VERSION_NUMBER} (uint64)")
+    return number
 
 
 def _parse_alternative(text: str, whole: str) -> tuple[_Comparison, ...]:
@@ -314,8 +344,19 @@ class TagPolicy(ABC):
     def _names_latest(self) -> bool:
         return False
 
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """Why a policy that parses will still never admit a tag (one sentence each; usually none)."""
+        return ()
+
     def matches(self, tag: str) -> bool:
-        """Whether ``tag`` may be chosen under this policy (``latest`` only when asked for by name)."""
+        """Whether ``tag`` may be chosen under this policy (``latest`` only when asked for by name).
+
+        A string no registry accepts as a tag never is: it could not be written back, and it bounds what
+        the pattern engine ever sees to 128 characters.
+        """
+        if not is_valid_tag(tag):
+            return False
         if tag.lower() == _LATEST and not self._names_latest:
             return False
         return self._admits(tag)
@@ -324,44 +365,140 @@ class TagPolicy(ABC):
         return self.text
 
 
+def _glob_matches(pieces: tuple[str, ...], tag: str) -> bool:
+    """Whether ``tag`` is the pieces in order with anything between them (``*`` split them).
+
+    Linear in the tag and pattern: the first and last pieces are anchored, and placing each middle piece
+    at its leftmost occurrence leaves the most room for the rest, so nothing is ever tried twice.
+    """
+    if len(pieces) == 1:
+        return tag == pieces[0]
+    first, *middle, last = pieces
+    if len(tag) < len(first) + len(last) or not tag.startswith(first) or not tag.endswith(last):
+        return False
+    position, end = len(first), len(tag) - len(last)
+    for piece in middle:
+        found = tag.find(piece, position, end)
+        if found < 0:
+            return False
+        position = found + len(piece)
+    return True
+
+
 @dataclass(frozen=True)
 class GlobPolicy(TagPolicy):
-    """``*`` matches any run of characters (``/`` and nothing included); everything else is literal."""
+    """``*`` matches any run of characters (none included); everything else is literal, as in Flux v1."""
 
     text: str
     pattern: str
-    _compiled: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    _pieces: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        regex = ".*".join(re.escape(piece) for piece in self.pattern.split("*"))
-        object.__setattr__(self, "_compiled", re.compile(regex, re.DOTALL))
+        object.__setattr__(self, "_pieces", tuple(self.pattern.split("*")))
 
     @property
     def default_order(self) -> TagOrder:
         return TagOrder.CREATED
 
     def _admits(self, tag: str) -> bool:
-        return self._compiled.fullmatch(tag) is not None
+        return _glob_matches(self._pieces, tag)
 
     @property
     def _names_latest(self) -> bool:
         return self.pattern == _LATEST
 
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        if self._can_match:
+            return ()
+        if "*" not in self.pattern and is_valid_tag(self.pattern):
+            return (
+                f"glob pattern {self.pattern!r} matches no tag: {_LATEST!r} in any other case is never "
+                f"a candidate (only glob:{_LATEST} names it)",
+            )
+        return (
+            f"glob pattern {self.pattern!r} matches no tag: '*' is the only wildcard and every other "
+            "character is literal, while a tag is letters, digits, '_', '.' and '-' (not first), "
+            "at most 128 characters",
+        )
+
+    @property
+    def _can_match(self) -> bool:
+        """Whether some valid tag matches: the pattern with the stars left empty, or with one character
+        put in for a leading star (what a literal ``.``/``-`` first needs); nothing else can help."""
+        if "*" not in self.pattern:
+            return self.matches(self.pattern)
+        literal = self.pattern.replace("*", "")
+        return is_valid_tag(literal) or (self.pattern.startswith("*") and is_valid_tag("0" + literal))
+
+
+class _Pattern(Protocol):
+    """What we use of a compiled ``re2`` pattern (the module has no type hints)."""
+
+    def search(self, text: str) -> object | None: ...
+
+
+#: RE2's memory budget for one pattern: a tag policy needs a fraction of it, and it bounds what the
+#: re2 module's cache of 128 compiled patterns can hold to 128 MiB whatever tenants write.
+RE2_MAX_MEMORY: Final = 1 << 20
+
+#: What to do about the RE2 errors people meet coming from Python, Perl or PCRE.
+_RE2_HINTS: Final = (
+    (
+        re.compile(r"invalid escape sequence: \\[1-9]|invalid perl operator: \(\?P(?:[=>]|$)"),
+        "backreferences need backtracking, which RE2 (linear time) does not do",
+    ),
+    (
+        re.compile(r"invalid perl operator: \(\?<?[=!]"),
+        "lookahead and lookbehind need backtracking, which RE2 (linear time) does not do",
+    ),
+    (
+        re.compile(r"invalid perl operator: \(\?>|bad repetition operator: [*+?]\+"),
+        "atomic groups and possessive quantifiers are not RE2 syntax; write the pattern without them",
+    ),
+    (re.compile(r"invalid escape sequence: \\Z"), r"RE2 writes the end of the text \z (or $)"),
+    (re.compile(r"invalid perl operator: \(\?[a-zA-Z]"), "RE2 flags are i, m, s and U"),
+    (re.compile(r"invalid repetition size"), "RE2 counts repetitions up to 1000"),
+    (re.compile(r"pattern too large"), f"a tag policy may use {RE2_MAX_MEMORY >> 20} MiB of RE2 memory"),
+)
+
+
+def _re2_error(pattern: str, error: Exception) -> PolicyError:
+    """The user's pattern, RE2's reason and, for the usual surprises, what to write instead."""
+    reason = error.args[0] if error.args else error
+    if isinstance(reason, bytes):
+        reason = reason.decode("utf-8", "replace")
+    reason = str(reason)
+    hint = next((text for expression, text in _RE2_HINTS if expression.search(reason)), None)
+    return PolicyError(
+        f"regular expression {pattern!r} does not compile (RE2 syntax, Go's regexp as in Flux v1): "
+        + (f"{reason}; {hint}" if hint else reason)
+    )
+
+
+def compile_re2(pattern: str) -> _Pattern:
+    """Compile with RE2: linear-time matching, its C++ error log off (the error is ours to report)."""
+    options = re2.Options()
+    options.log_errors = False
+    options.max_mem = RE2_MAX_MEMORY
+    try:
+        return cast(_Pattern, re2.compile(pattern, options))
+    except re2.error as error:
+        raise _re2_error(pattern, error) from None
+    except UnicodeEncodeError as error:  # a lone surrogate: not text RE2 (UTF-8) can hold
+        raise PolicyError(f"regular expression {pattern!r} is not valid Unicode text: {error}") from None
+
 
 @dataclass(frozen=True)
 class RegexPolicy(TagPolicy):
-    """Python ``re.search``: unanchored unless the pattern says ``^…$``."""
+    """RE2 search: unanchored unless the pattern says ``^…$``; matching time is linear in the tag."""
 
     text: str
     pattern: str
-    _compiled: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    _compiled: _Pattern = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        try:
-            compiled = re.compile(self.pattern)
-        except re.error as error:
-            raise PolicyError(f"regular expression {self.pattern!r} does not compile: {error}") from error
-        object.__setattr__(self, "_compiled", compiled)
+        object.__setattr__(self, "_compiled", compile_re2(self.pattern))
 
     @property
     def default_order(self) -> TagOrder:

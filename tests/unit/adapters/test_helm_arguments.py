@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import stat
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from ruamel.yaml import YAML
 
 from helmrelease.adapters import helm
 
@@ -248,6 +250,53 @@ def test_values_file_is_private_and_removed(tmp_path: Path) -> None:
         assert json.loads(path.read_text()) == values
     assert not path.exists()
     assert list(tmp_path.iterdir()) == []
+
+
+# (text, what must be in the file): UTF-8 as itself where YAML reads it raw, a JSON escape where it would not.
+UNICODE_VALUES = [
+    pytest.param("🚀", "🚀", id="emoji-outside-the-bmp"),
+    pytest.param("👩\u200d💻", "👩\u200d💻", id="zwj-sequence"),
+    pytest.param("e\u0301", "e\u0301", id="combining-mark"),
+    pytest.param(
+        "\u05e9\u05dc\u05d5\u05dd \u202b\u0645\u0631\u062d\u0628\u0627\u202c",
+        "\u05e9\u05dc\u05d5\u05dd \u202b\u0645\u0631\u062d\u0628\u0627\u202c",
+        id="rtl-and-embedding-marks",
+    ),
+    pytest.param(
+        "\U0001d518\U0001d52b\U0001d526\U0001d520\U0001d52c\U0001d521\U0001d522 \U0010fffd",
+        "\U0001d518\U0001d52b\U0001d526\U0001d520\U0001d52c\U0001d521\U0001d522 \U0010fffd",
+        id="astral-and-private-use",
+    ),
+    pytest.param("a\x00b", "a\\u0000b", id="nul"),
+    pytest.param("a\tb\nc", "a\\tb\\nc", id="c0-controls"),
+    pytest.param("a\x7fb", "a\\u007fb", id="del"),
+    pytest.param("a\x80\x9fb", "a\\u0080\\u009fb", id="c1-controls"),
+    pytest.param("a\x85b", "a\\u0085b", id="nel-which-yaml-folds"),
+    pytest.param("a\u2028b\u2029c", "a\\u2028b\\u2029c", id="line-and-paragraph-separators"),
+    pytest.param("\ufeffa", "\\ufeffa", id="bom"),
+    pytest.param("a\ufffe\uffffb", "a\\ufffe\\uffffb", id="noncharacters"),
+]
+
+
+@pytest.mark.parametrize(("text", "written"), UNICODE_VALUES)
+def test_values_file_keeps_every_character_helm_can_read(tmp_path: Path, text: str, written: str) -> None:
+    values = {"message": text, text: [text, {"nested": text}]}
+    with helm.private_values_file(tmp_path, values) as path:
+        raw = path.read_bytes()
+    content = raw.decode("utf-8")
+    assert f'"message": "{written}"' in content
+    assert re.search(r"\\u[dD][89a-fA-F]", content) is None  # no surrogate pair
+    assert json.loads(raw) == values
+    assert YAML(typ="safe").load(content) == values  # what helm does with a values file: read it as YAML
+
+
+@given(
+    st.recursive(st.text(), lambda children: st.dictionaries(st.text(), children, max_size=3), max_leaves=6)
+)
+def test_values_json_reads_back_as_yaml_whatever_the_text(value: Any) -> None:
+    values = {"v": value}
+    content = helm.values_json(values).decode("utf-8")
+    assert YAML(typ="safe").load(content) == values
 
 
 def test_values_file_is_removed_when_the_call_fails(tmp_path: Path) -> None:

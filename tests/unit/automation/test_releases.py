@@ -121,9 +121,47 @@ def test_warnings_cover_annotations_problems_and_images() -> None:
         )
     )
     assert len(view.warnings) == 3
-    assert view.warnings[0].startswith("fluxcd.io/automated: 'yes' is not the exact string")
+    assert view.warnings[0].startswith('fluxcd.io/automated: \'yes\' is not "true" or "false"')
     assert view.warnings[1].startswith("web at web.image: ")
     assert view.warnings[2].startswith("chart-image: image.tag is 1.2, which YAML reads as a float")
+
+
+@pytest.mark.parametrize(
+    ("annotations", "expected"),
+    [
+        pytest.param(
+            {"fluxcd.io/tag.wbe": "semver:~1"},
+            [
+                "fluxcd.io/tag.wbe names container 'wbe', but the release has no image of that name "
+                "(its images: chart-image, web, broken); the annotation applies to nothing"
+            ],
+            id="misspelled-container",
+        ),
+        pytest.param(
+            {"fluxcd.io/tag.broken": "semver:~1"}, [], id="an-unreadable-image-is-still-a-container"
+        ),
+        pytest.param(
+            {"fluxcd.io/tag.web": "glob:["},
+            [
+                "web: glob pattern '[' matches no tag: '*' is the only wildcard and every other character is "
+                "literal, while a tag is letters, digits, '_', '.' and '-' (not first), at most 128 "
+                "characters; its tag is not updated"
+            ],
+            id="glob-matching-nothing",
+        ),
+        pytest.param({"fluxcd.io/tag.web": "glob:v1.*"}, [], id="fine"),
+    ],
+)
+def test_annotations_that_can_do_nothing_are_warnings(
+    annotations: dict[str, str], expected: list[str]
+) -> None:
+    values = {
+        "image": {"repository": "a/app", "tag": "1.0.0"},
+        "web": {"image": "a/web:1.0.0"},
+        "broken": {"image": "NOT VALID"},
+    }
+    view = read_release(release("hr", values, {"fluxcd.io/automated": "true", **annotations}))
+    assert [w for w in view.warnings if not w.startswith("broken at")] == expected
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ from helmrelease.automation.service import (
     CycleReport,
     ImagePolicyService,
     ImagePolicySettings,
+    ObjectKey,
     RepeatFilter,
 )
 from helmrelease.automation.writeback import GitWriteback
@@ -338,7 +339,7 @@ async def test_the_loop_cycles_until_stopped_and_keeps_its_heartbeat() -> None:
 
 def test_repeat_filter() -> None:
     repeats = RepeatFilter()
-    web, api = ReleaseId("apps", "web"), ReleaseId("apps", "api")
+    web, api = ObjectKey(ReleaseId("apps", "web"), "uid-1"), ObjectKey(ReleaseId("apps", "api"), "uid-2")
     assert [repeats.is_new(web, "a"), repeats.is_new(web, "a"), repeats.is_new(api, "a")] == [
         True,
         False,
@@ -349,6 +350,142 @@ def test_repeat_filter() -> None:
     repeats.end_cycle()
     repeats.end_cycle()  # a cycle without the problems
     assert repeats.is_new(web, "a")
+    assert repeats.is_new(ObjectKey(web.release, "uid-3"), "a")  # deleted and created again: a new object
+
+
+def test_repeat_filter_keeps_what_an_incomplete_cycle_did_not_see() -> None:
+    repeats = RepeatFilter()
+    web, api = ObjectKey(ReleaseId("apps", "web"), "1"), ObjectKey(ReleaseId("other", "api"), "2")
+    repeats.is_new(web, "a")
+    repeats.is_new(api, "b")
+    repeats.end_cycle()
+    repeats.seen(web)  # web was listed and is fine now; api's namespace could not be listed
+    repeats.end_cycle(complete=False)
+    assert [repeats.is_new(web, "a"), repeats.is_new(api, "b")] == [True, False]
+
+
+async def test_a_warning_is_posted_once_per_object_and_value() -> None:
+    """Resyncs say nothing new, nor does a cycle that could not list the release's namespace; an edit that
+    changes the offending annotation is news, and so is a release deleted and created again."""
+    harness = Harness(settings={"namespaces": ("apps", "gone")})
+    annotations = {**AUTOMATED, "fluxcd.io/tag.wbe": "glob:*"}
+    harness.kube.add(release("web", IMAGE, annotations, namespace="gone"))
+
+    def warned() -> list[str]:
+        return [
+            text.split(" names")[0]
+            for _, _, why, text in harness.kube.events
+            if why == "ImageAutomationWarning"
+        ]
+
+    for _ in range(3):
+        await harness.cycle()
+    harness.kube.list_errors["gone"] = Forbidden("HelmReleases in gone: forbidden", 403)
+    await harness.cycle()
+    del harness.kube.list_errors["gone"]
+    await harness.cycle()
+    assert warned() == ["fluxcd.io/tag.wbe"]
+    annotations = harness.kube.objects["gone", "web"]["metadata"]["annotations"]
+    annotations["fluxcd.io/tag.wbe"] = "glob:1.*"
+    await harness.cycle()
+    assert warned() == ["fluxcd.io/tag.wbe"]  # the key is what is wrong, not the policy
+    annotations["fluxcd.io/tag.wbb"] = annotations.pop("fluxcd.io/tag.wbe")
+    await harness.cycle()
+    await harness.cycle()
+    harness.kube.objects["gone", "web"]["metadata"]["uid"] = "uid-web-2"
+    await harness.cycle()
+    assert warned() == ["fluxcd.io/tag.wbe", "fluxcd.io/tag.wbb", "fluxcd.io/tag.wbb"]
+    assert harness.kube.calls["list"] == 2 * 9
+
+
+@pytest.mark.parametrize(
+    ("annotations", "warning"),
+    [
+        pytest.param(
+            {"fluxcd.io/automated": "yes please", "fluxcd.io/tag.chart-image": "semver:~1.0"},
+            """fluxcd.io/automated: 'yes please' is not "true" or "false", so automated is off""",
+            id="not-automated-yes-please",
+        ),
+        pytest.param(
+            {**AUTOMATED, "fluxcd.io/locked": "true", "flux.weave.works/locked": "false"},
+            "flux.weave.works/locked: 'false' conflicts with fluxcd.io/locked: 'true'; using fluxcd.io/locked",
+            id="locked-with-a-conflict",
+        ),
+    ],
+)
+async def test_a_held_release_says_only_how_its_annotations_read(
+    annotations: dict[str, str], warning: str
+) -> None:
+    harness = Harness()
+    harness.kube.add(release("web", IMAGE, {**annotations, "fluxcd.io/tag.wbe": "glob:["}))
+    for _ in range(2):
+        report = await harness.cycle()
+    assert harness.kube.events == [("web", "Warning", "ImageAutomationWarning", warning)]
+    assert (harness.kube.patches, dict(harness.registry.requests)) == ([], {})
+    assert report.releases[0].hold is not None
+    assert not report.failed
+
+
+async def test_a_misspelled_truth_is_a_warning_and_the_rest_still_moves() -> None:
+    harness = Harness()
+    harness.kube.add(release("web", IMAGE, {**AUTOMATED, "fluxcd.io/locked": "True"}))
+    await harness.cycle()
+    assert harness.kube.values("web")["image"]["tag"] == "1.0.5"
+    assert harness.kube.reasons() == ["ImageAutomationWarning", "ImageUpdated"]
+
+
+@pytest.mark.parametrize(
+    ("policy", "reason", "message"),
+    [
+        pytest.param(
+            "regex:^(a)\\1$",
+            "ImagePolicyInvalid",
+            "web: tag policy 'regex:^(a)\\\\1$' does not parse: regular expression '^(a)\\\\1$' does not "
+            "compile (RE2 syntax, Go's regexp as in Flux v1): invalid escape sequence: \\1; backreferences "
+            "need backtracking, which RE2 (linear time) does not do; its tag is not updated",
+            id="backreference",
+        ),
+        pytest.param(
+            "semver:>=" + "1" * 5000,
+            "ImagePolicyInvalid",
+            "version numbers are at most 18446744073709551615 (uint64); its tag is not updated",
+            id="a-number-too-big-for-int",
+        ),
+        pytest.param(
+            "glob:[",
+            "ImageAutomationWarning",
+            "web: glob pattern '[' matches no tag: '*' is the only wildcard",
+            id="glob-matching-nothing",
+        ),
+    ],
+)
+async def test_a_hostile_or_hopeless_policy_warns_and_holds_up_nobody(
+    policy: str, reason: str, message: str
+) -> None:
+    harness = Harness(
+        registry=FakeRegistry({APP: {"1.0.0": at(1), "1.0.5": at(2), "a" * 36 + "-": at(3), "aa": at(4)}})
+    )
+    values = {"web": {"image": f"{APP}:1.0.0"}, "api": {"image": f"{APP}:1.0.0"}}
+    hostile = {"fluxcd.io/automated": "true", "fluxcd.io/tag.web": policy, "fluxcd.io/tag.api": "semver:~1.0"}
+    harness.kube.add(
+        release("hostile", values, hostile),
+        release("other", IMAGE, AUTOMATED),
+        release(
+            "catastrophic",
+            IMAGE,
+            {"fluxcd.io/automated": "true", "fluxcd.io/tag.chart-image": "regex:^(a+)+$"},
+        ),
+    )
+    await harness.cycle()
+    assert harness.kube.values("hostile") == {
+        "web": {"image": f"{APP}:1.0.0"},
+        "api": {"image": f"{APP}:1.0.5"},
+    }
+    assert harness.kube.values("other")["image"]["tag"] == "1.0.5"
+    assert harness.kube.values("catastrophic")["image"]["tag"] == "aa"
+    [(kind, text)] = [(kind, text) for name, kind, why, text in harness.kube.events if why == reason]
+    assert kind == "Warning"
+    assert message in text
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -9,8 +10,15 @@ from tests.unit.automation.fakes import FakeRepository, release
 
 from helmrelease.adapters.git import Author
 from helmrelease.automation.releases import TagMove, read_release, tag_move
-from helmrelease.automation.writeback import GitWriteback, edit_manifest_text, edit_tree, write_back
-from helmrelease.images.manifests import ReleaseId
+from helmrelease.automation.writeback import (
+    GitWriteback,
+    UnparsableFiles,
+    edit_manifest_text,
+    edit_tree,
+    unparsable_file,
+    write_back,
+)
+from helmrelease.images.manifests import ManifestError, ReleaseId
 
 RELEASE = ReleaseId("apps", "web")
 MANIFEST = """\
@@ -123,6 +131,60 @@ def test_edit_tree_walks_the_sub_path_and_keeps_line_endings(tmp_path: Path) -> 
     assert [changed.path for changed in edit.files] == ["prod/web.yaml"]
     assert edit.files[0].text == crlf.replace("tag: 1.0.0", "tag: 1.0.5")
     assert edit.moved == {"chart-image"}
+    [unparsable] = edit.unparsable
+    assert unparsable.path == "prod/broken.yaml"
+    assert unparsable.error.startswith("not valid YAML: mapping values are not allowed here")
+    assert "\n" not in unparsable.error
+
+
+BROKEN = "kind: HelmRelease\nmetadata: {name: web}\nspec: [\n"
+
+
+def warnings_about(caplog: pytest.LogCaptureFixture, path: str) -> list[str]:
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.levelno == logging.WARNING and path in record.getMessage()
+    ]
+
+
+async def test_an_unparsable_file_is_named_once_per_content_and_the_others_go_through(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "web.yaml").write_text(MANIFEST.format(web="1.0.0", worker="2.0.0"))
+    (tmp_path / "broken.yaml").write_text(BROKEN)
+    repository = FakeRepository(tmp_path)
+    git = GitWriteback(repository)
+
+    results = [await write_back(git, RELEASE, moves(chart_image="1.0.5")) for _ in range(2)]
+    (tmp_path / "broken.yaml").write_text(BROKEN.replace("[", "{a: 1, a: 2}"))  # still broken, differently
+    results.append(await write_back(git, RELEASE, moves(chart_image="1.0.5")))
+
+    assert [[move.new_tag for move in result.committed] for result in results] == [["1.0.5"]] * 3
+    warned = warnings_about(caplog, "broken.yaml")
+    assert len(warned) == 2
+    assert warned[0].startswith(
+        "git write-back: skipped broken.yaml, which does not parse: not valid YAML: while parsing a flow node"
+    )
+    assert "found duplicate key" in warned[1]
+
+
+def test_unparsable_files_are_remembered_by_path_and_content_within_a_bound() -> None:
+    remembered = UnparsableFiles(limit=2)
+    error = ManifestError("not valid YAML")
+
+    def new(path: str, text: str) -> bool:
+        return remembered.is_new(unparsable_file(path, text, error))
+
+    assert [new("a.yaml", "x"), new("a.yaml", "x"), new("b.yaml", "x"), new("a.yaml", "y")] == [
+        True,
+        False,
+        True,
+        True,
+    ]
+    assert [new("b.yaml", "x"), new("c.yaml", "x")] == [False, True]  # c pushes out a, the least recent
+    assert [new("b.yaml", "x"), new("a.yaml", "y")] == [False, True]
+    assert len(remembered._reported) == 2
 
 
 async def test_write_back_commits_only_the_moves_git_can_take(tmp_path: Path) -> None:

@@ -46,9 +46,26 @@ def test_flags(annotations: dict[str, object], automated: bool, locked: bool, ig
 @pytest.mark.parametrize(
     ("annotations", "warning"),
     [
-        pytest.param({"fluxcd.io/automated": "True"}, 'not the exact string "true"', id="capital"),
+        pytest.param(
+            {"fluxcd.io/automated": "True"},
+            """fluxcd.io/automated: 'True' is not "true" or "false", so automated is off""",
+            id="capital",
+        ),
         pytest.param({"fluxcd.io/locked": "yes"}, "locked is off", id="yes"),
-        pytest.param({"fluxcd.io/automated": True}, 'not the exact string "true"', id="yaml-bool"),
+        pytest.param(
+            {"fluxcd.io/automated": "yes please"},
+            """fluxcd.io/automated: 'yes please' is not "true" or "false", so automated is off""",
+            id="yes-please-issue-example",
+        ),
+        pytest.param({"fluxcd.io/automated": ""}, "'' is not", id="empty"),
+        pytest.param({"fluxcd.io/automated": "False"}, "'False' is not", id="capital-false"),
+        pytest.param({"flux.weave.works/locked": "1"}, "flux.weave.works/locked: '1' is not", id="weave-one"),
+        pytest.param(
+            {"fluxcd.io/ignore": "always"},
+            """'always' is not "true", "false" or "sync_only", so ignore is off""",
+            id="ignore-lists-sync-only",
+        ),
+        pytest.param({"fluxcd.io/automated": True}, 'is not "true" or "false"', id="yaml-bool"),
         pytest.param(
             {"fluxcd.io/automated": "true", "flux.weave.works/automated": "false"},
             "conflicts with fluxcd.io/automated",
@@ -84,6 +101,8 @@ def test_warnings(annotations: dict[str, object], warning: str) -> None:
             {"fluxcd.io/automated": "true", "flux.weave.works/automated": "true"}, id="agreeing-prefixes"
         ),
         pytest.param({"fluxcd.io/automated": "false"}, id="plain-false"),
+        pytest.param({"fluxcd.io/locked": "false", "flux.weave.works/ignore": "false"}, id="other-falses"),
+        pytest.param({"fluxcd.io/ignore": "sync_only"}, id="flux-v1-sync-only"),
         pytest.param({"fluxcd.io/tag.a": "glob:*", "filter.fluxcd.io/a": "glob:*"}, id="agreeing-policies"),
         pytest.param({"fluxcd.io/tag-order.a": "numerical", "kustomize.io/x": "y"}, id="unrelated"),
     ],
@@ -168,3 +187,47 @@ def test_lock_details() -> None:
 
 def test_none_is_defaults() -> None:
     assert read_automation_settings(None) == AutomationSettings()
+
+
+@pytest.mark.parametrize(
+    ("annotations", "containers", "expected"),
+    [
+        pytest.param(
+            {"fluxcd.io/tag.web": "semver:~1"},
+            ("chart-image", "api"),
+            (
+                "fluxcd.io/tag.web names container 'web', but the release has no image of that name "
+                "(its images: chart-image, api); the annotation applies to nothing",
+            ),
+            id="misspelled-policy",
+        ),
+        pytest.param(
+            {"filter.fluxcd.io/web": "glob:*", "fluxcd.io/tag-order.web": "semver"},
+            (),
+            (
+                "filter.fluxcd.io/web names container 'web', but the release has no image of that name "
+                "(its images: none found in .spec.values); the annotation applies to nothing",
+                "fluxcd.io/tag-order.web names container 'web', but the release has no image of that name "
+                "(its images: none found in .spec.values); the annotation applies to nothing",
+            ),
+            id="filter-and-order-without-images",
+        ),
+        pytest.param(
+            {"fluxcd.io/tag.web": "glob:*", "flux.weave.works/tag.web": "glob:1.*"},
+            ("api",),
+            (
+                "fluxcd.io/tag.web names container 'web', but the release has no image of that name "
+                "(its images: api); the annotation applies to nothing",
+            ),
+            id="only-the-key-in-force",
+        ),
+        pytest.param(
+            {"fluxcd.io/tag.api": "glob:*", "fluxcd.io/tag-order.api": "semver"}, ("api",), (), id="known"
+        ),
+        pytest.param({"fluxcd.io/automated": "true"}, (), (), id="no-container-annotations"),
+    ],
+)
+def test_annotations_for_containers_without_an_image_are_named(
+    annotations: dict[str, object], containers: tuple[str, ...], expected: tuple[str, ...]
+) -> None:
+    assert read_automation_settings(annotations).unmatched_containers(containers) == expected

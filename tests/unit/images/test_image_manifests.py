@@ -366,6 +366,43 @@ def test_invalid_yaml_is_a_manifest_error() -> None:
     assert not isinstance(raised.value, UnsafeEditError)
 
 
+_HEAD = "apiVersion: helm.fluxcd.io/v1\nkind: HelmRelease\nmetadata:\n  name: mongodb\n  namespace: db\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param(_HEAD + "spec: [\n", "not valid YAML: while parsing", id="unclosed"),
+        pytest.param(
+            _HEAD + "spec: {a: 1, a: 2}\n", "not valid YAML: while constructing", id="duplicate-key"
+        ),
+        pytest.param(_HEAD + "spec: *nothing\n", "undefined alias", id="undefined-alias"),
+        pytest.param(_HEAD + "spec:\n  values: {t: !!int abc}\n", "ValueError", id="bad-tagged-int"),
+        pytest.param(
+            _HEAD + "spec:\n  values: {t: !!timestamp 2001-99-99}\n", "ValueError", id="bad-timestamp"
+        ),
+        pytest.param(
+            _HEAD + "spec: " + "[" * 5000 + "]" * 5000 + "\n", "RecursionError", id="deep-while-parsing"
+        ),
+        pytest.param(
+            _HEAD + "spec:\n  values: " + "{a: " * 3000 + "1" + "}" * 3000 + "\n",
+            "RecursionError",
+            id="deep-maps",
+        ),
+    ],
+)
+def test_every_failure_to_read_a_file_is_a_manifest_error(text: str, message: str) -> None:
+    with pytest.raises(ManifestError, match=message):
+        read_releases(text)
+
+
+def test_a_complex_annotation_key_is_not_an_annotation() -> None:
+    (entry,) = read_releases(
+        _HEAD.replace("namespace: db\n", "namespace: db\n  annotations:\n    ? [a]\n    : b\n    c: d\n")
+    )
+    assert entry.annotations == {"c": "d"}
+
+
 def test_invalid_tag_is_rejected_before_reading() -> None:
     with pytest.raises(ImageReferenceError):
         set_image_tag("a: [\n", release=MONGODB, container="chart-image", tag="bad tag")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import semver
 from hypothesis import given
@@ -310,6 +312,9 @@ def test_constraint_rejects(constraint: str) -> None:
         pytest.param("1.2.3-01", None, id="leading-zero-prerelease"),
         pytest.param("1.2.3-", None, id="empty-prerelease"),
         pytest.param("1.2.3-a..b", None, id="empty-identifier"),
+        pytest.param("18446744073709551615.0.0", semver.Version(2**64 - 1, 0, 0), id="uint64-max"),
+        pytest.param("18446744073709551616.0.0", None, id="past-uint64"),
+        pytest.param("1." + "0" * 40 + "2", semver.Version(1, 2, 0), id="leading-zeros-are-not-size"),
         pytest.param("main-abc123", None, id="branch-build"),
         pytest.param("", None, id="empty"),
     ],
@@ -332,11 +337,11 @@ def test_parse_tag_version(tag: str, expected: semver.Version | None) -> None:
         pytest.param("glob:v0.15.*", "v0.15.0", True, id="spec-glob"),
         pytest.param("glob:v0.15.*", "v0.16.0", False, id="spec-glob-no"),
         pytest.param("glob:v0.15.*", "v0.15.", True, id="star-matches-nothing"),
-        pytest.param("glob:master-*", "master-a/b", True, id="star-matches-slash"),
+        pytest.param("glob:master-*", "master-a.b_c", True, id="star-matches-any-run"),
         pytest.param("glob:*-alpine", "1.2-alpine", True, id="suffix"),
         pytest.param("glob:V1*", "v1.0", False, id="case-sensitive"),
         pytest.param("glob:1.?", "1.2", False, id="question-mark-is-literal"),
-        pytest.param("glob:1.?", "1.?", True, id="question-mark-literal-match"),
+        pytest.param("glob:1.?", "1.?", False, id="question-mark-is-literal-and-no-tag-has-it"),
         pytest.param("glob:[ab]", "a", False, id="brackets-are-literal"),
         pytest.param("glob:a*b*c", "aXXbYYc", True, id="several-stars"),
         pytest.param("glob:a*b*c", "aXXcYYb", False, id="several-stars-order"),
@@ -349,6 +354,14 @@ def test_parse_tag_version(tag: str, expected: semver.Version | None) -> None:
         pytest.param("regex:^v[0-9]+$", "v12a", False, id="regex-anchored-no"),
         pytest.param("regex:.*", "latest", False, id="regex-skips-latest"),
         pytest.param("regex:^latest$", "latest", False, id="regex-cannot-name-latest"),
+        pytest.param("regex:(?i)^V1", "v1.2", True, id="regex-re2-flags"),
+        pytest.param("regex:^v\\d+$", "v12", True, id="regex-re2-digit-class"),
+        pytest.param("regex:^[[:alpha:]]+$", "main", True, id="regex-re2-posix-class"),
+        pytest.param("glob:*", "a/b", False, id="not-a-tag-slash"),
+        pytest.param("glob:*", "-rc", False, id="not-a-tag-leading-dash"),
+        pytest.param("regex:.", "a" * 129, False, id="not-a-tag-too-long"),
+        pytest.param("regex:.", "a\nb", False, id="not-a-tag-newline"),
+        pytest.param("glob:*", "\ud800", False, id="not-a-tag-lone-surrogate"),
         pytest.param("semver:~4.0", "4.0.3", True, id="spec-semver"),
         pytest.param("semver:~4.0", "v4.0.9", True, id="semver-v-tag"),
         pytest.param("semver:~4.0", "4.1.0", False, id="semver-outside"),
@@ -389,6 +402,8 @@ def test_policy_kind_and_default_order(policy: str, kind: type, order: TagOrder)
         pytest.param("regex:", "needs a regular expression", id="empty-regex"),
         pytest.param("regex:(", "does not compile", id="bad-regex"),
         pytest.param("regexp:[a-", "does not compile", id="bad-regexp"),
+        pytest.param("semver:~" + "1" * 30, "at most 18446744073709551615", id="semver-past-uint64"),
+        pytest.param("semver:>=1." + "9" * 5000, "(uint64)", id="semver-too-many-digits-for-int"),
         pytest.param("semver:", "empty", id="empty-semver"),
         pytest.param("semver:~>foo", "cannot read", id="bad-semver"),
         pytest.param("semvr:~1", "unknown policy prefix 'semvr:'", id="typo-prefix"),
@@ -458,14 +473,96 @@ def test_parser_only_raises_policy_error(text: str) -> None:
     assert isinstance(policy.matches("1.2.3"), bool)
 
 
-@given(st.text(alphabet="ab*.-", min_size=1, max_size=8), st.text(alphabet="ab.-", max_size=10))
-def test_glob_agrees_with_a_literal_split(pattern: str, tag: str) -> None:
-    pieces = pattern.split("*")
-    expected = tag.startswith(pieces[0]) and tag.endswith(pieces[-1]) if len(pieces) > 1 else tag == pattern
-    position = len(pieces[0])
-    for piece in pieces[1:-1]:
-        found = tag.find(piece, position)
-        expected = expected and found >= 0
-        position = found + len(piece)
-    expected = expected and (len(pieces) == 1 or position <= len(tag) - len(pieces[-1]))
+@given(
+    st.text(alphabet="ab*.-", min_size=1, max_size=8),
+    st.builds(str.__add__, st.sampled_from("ab"), st.text(alphabet="ab.-", max_size=10)),
+)
+def test_glob_agrees_with_its_regular_expression(pattern: str, tag: str) -> None:
+    """The backtracking translation is fine for 11 characters; the linear matcher must agree with it."""
+    expected = re.fullmatch(".*".join(re.escape(piece) for piece in pattern.split("*")), tag) is not None
     assert parse_policy(f"glob:{pattern}").matches(tag) is expected
+
+
+# --- hostile patterns: each decides at once (the timeout turns a regression into a failure, not a hang) ---
+
+A36 = "a" * 36
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize(
+    ("policy", "tag", "matches"),
+    [
+        pytest.param("regex:^(a+)+$", A36 + "-", False, id="nested-plus-issue-example"),
+        pytest.param("regex:^(a+)+$", A36, True, id="nested-plus-matching"),
+        pytest.param("regexp:^(a|a)+$", "a" * 100 + "-", False, id="overlapping-alternatives"),
+        pytest.param("regex:^(a|aa)+$", "a" * 120 + "_", False, id="ambiguous-alternatives"),
+        pytest.param("regex:^(a*)*b$", "a" * 120, False, id="star-of-star"),
+        pytest.param("regex:^(.*a){20}$", "a" * 100 + "-", False, id="polynomial-repetition"),
+        pytest.param("regex:^([a-z0-9]+-?)+$", "a" * 100 + "_", False, id="optional-separator"),
+        pytest.param("regex:^(\\w+\\.?)+$", "a" * 100 + "-", False, id="word-runs"),
+        pytest.param("glob:" + "*a" * 40 + "*b", "a" * 128, False, id="glob-many-stars"),
+        pytest.param("glob:" + "*a" * 40 + "*b", "a" * 127 + "b", True, id="glob-many-stars-matching"),
+        pytest.param("glob:*" + "a*" * 60, "a" * 59 + "b" * 69, False, id="glob-stars-short-of-pieces"),
+        pytest.param("semver:>=1.0.0", "1." + "0" * 120 + "-", False, id="semver-long-tag"),
+    ],
+)
+def test_catastrophic_patterns_decide_at_once(policy: str, tag: str, matches: bool) -> None:
+    compiled = parse_policy(policy)
+    for _ in range(200):  # a cycle matches every tag of a repository: hundreds
+        assert compiled.matches(tag) is matches
+
+
+@pytest.mark.parametrize(
+    ("pattern", "reason"),
+    [
+        pytest.param(
+            "^(a)\\1$", "invalid escape sequence: \\1; backreferences need backtracking", id="backref"
+        ),
+        pytest.param("(?P<v>a)(?P=v)", "backreferences need backtracking", id="named-backref"),
+        pytest.param("^v(?=1)", "invalid perl operator: (?=; lookahead and lookbehind", id="lookahead"),
+        pytest.param("^(?!rc)", "lookahead and lookbehind", id="negative-lookahead"),
+        pytest.param("(?<=v)1", "lookahead and lookbehind", id="lookbehind"),
+        pytest.param("(?<!v)1", "lookahead and lookbehind", id="negative-lookbehind"),
+        pytest.param("(?>a+)b", "atomic groups and possessive quantifiers", id="atomic-group"),
+        pytest.param("a++b", "atomic groups and possessive quantifiers", id="possessive"),
+        pytest.param("^1\\Z", "RE2 writes the end of the text \\z (or $)", id="python-end-of-text"),
+        pytest.param("(?x) ^ 1", "RE2 flags are i, m, s and U", id="verbose-flag"),
+        pytest.param("a{1001}", "RE2 counts repetitions up to 1000", id="repetition-count"),
+        pytest.param(
+            "\\pL{1000}", "pattern too large - compile failed; a tag policy may use 1 MiB", id="too-big"
+        ),
+        pytest.param("(", "missing ): (", id="plain-syntax-error"),
+    ],
+)
+def test_patterns_re2_refuses_say_which_and_why(pattern: str, reason: str) -> None:
+    with pytest.raises(PolicyError) as raised:
+        parse_policy(f"regex:{pattern}")
+    message = str(raised.value)
+    assert message.startswith(f"regular expression {pattern!r} does not compile (RE2 syntax, Go's regexp")
+    assert reason in message
+
+
+@pytest.mark.parametrize(
+    ("pattern", "never"),
+    [
+        pytest.param("[", True, id="bracket-issue-example"),
+        pytest.param("v1.[0-9]*", True, id="character-class-is-literal"),
+        pytest.param("1.?", True, id="question-mark-is-literal"),
+        pytest.param("*/*", True, id="slash"),
+        pytest.param("-rc*", True, id="leading-dash-without-star"),
+        pytest.param(".*", True, id="leading-dot-without-star"),
+        pytest.param("a" * 129, True, id="too-long"),
+        pytest.param("*" + "a" * 128, False, id="longest-after-a-star"),
+        pytest.param("*-" + "a" * 127, True, id="too-long-once-a-first-character-is-added"),
+        pytest.param("LATEST", True, id="latest-in-capitals"),
+        pytest.param("*-alpine", False, id="leading-star-then-dash"),
+        pytest.param("*", False, id="star"),
+        pytest.param("latest", False, id="latest-names-it"),
+        pytest.param("v1.*", False, id="ordinary"),
+    ],
+)
+def test_a_glob_no_tag_can_match_says_so(pattern: str, never: bool) -> None:
+    policy = parse_policy(f"glob:{pattern}")
+    assert bool(policy.warnings) is never
+    if never:
+        assert policy.warnings[0].startswith(f"glob pattern {pattern!r} matches no tag: ")

@@ -116,7 +116,7 @@ def test_scan_warns_about_annotations(capsys: pytest.CaptureFixture[str]) -> Non
     text = RELEASE.replace('automated: "true"', "automated: 'True'")
     code, _, err = run(["images", "scan", "-"], capsys, stdin=text)
     assert code == 0
-    assert 'not the exact string "true"' in err
+    assert 'flux.weave.works/automated: \'True\' is not "true" or "false", so automated is off' in err
 
 
 @pytest.mark.parametrize(
