@@ -345,6 +345,11 @@ def test_oci_and_git_chart_sources(
         pytest.param({"values": {"failure": "render"}}, "InstallFailed", "failure=render", id="render-fails"),
         pytest.param({"helmVersion": "v2"}, "UnsupportedHelmVersion", "v2", id="helm-v2"),
         pytest.param({"releaseName": "x" * 60}, "InvalidReleaseName", "53", id="release-name-too-long"),
+        pytest.param({"timeout": 0}, "InvalidSpec", "spec.timeout", id="timeout-zero-would-wait-forever"),
+        pytest.param({"test": {"timeout": 10**12}}, "InvalidSpec", "spec.test.timeout", id="timeout-absurd"),
+        pytest.param(
+            {"rollback": {"timeout": 0}}, "InvalidSpec", "spec.rollback.timeout", id="rollback-timeout"
+        ),
         pytest.param(
             {"targetNamespace": "does-not-exist"},
             "TargetNamespaceNotFound",

@@ -677,21 +677,32 @@ class HelmCommand(pyhelm3.Command):  # type: ignore[misc]  # pyhelm3 ships no ty
         deadline: float,
         extra_environment: Mapping[str, str] | None = None,
         diagnostics_on_stdout: bool = False,
+        helm_timeout: int | None = None,
     ) -> bytes:
         """Run `helm <arguments>` with our global flags; stdout on success, a typed `HelmError` otherwise.
 
         `diagnostics_on_stdout`: the command prints the cause of its failure on stdout (`repo update`).
+        `helm_timeout`: the command's own `--timeout`, named when our `deadline` has to stop it.
         """
         argv = [self._settings.executable, *arguments, *self._global_arguments()]
         operation = arguments[0] if arguments else "helm"
         self._log.debug("running %s", " ".join(argv))
-        result = await run_process(
-            argv,
-            env=self._settings.environment(os.environ, extra_environment),
-            deadline=deadline,
-            grace=self._settings.termination_grace,
-            operation=operation,
-        )
+        try:
+            result = await run_process(
+                argv,
+                env=self._settings.environment(os.environ, extra_environment),
+                deadline=deadline,
+                grace=self._settings.termination_grace,
+                operation=operation,
+            )
+        except Timeout:
+            if helm_timeout is None:
+                raise
+            raise Timeout(
+                operation,
+                f"helm {operation} did not finish within {deadline:.0f}s (its --timeout of {helm_timeout}s plus "
+                f"the operator's margin of {self._settings.timeout_margin:.0f}s) and was stopped",
+            ) from None
         if result.returncode != 0:
             output = (result.stdout + result.stderr) if diagnostics_on_stdout else result.stderr
             raise error_from_stderr(operation, output.decode(errors="replace"), result.returncode)
@@ -727,7 +738,9 @@ class HelmCommand(pyhelm3.Command):  # type: ignore[misc]  # pyhelm3 ships no ty
             )
         with private_values_file(self._settings.temp_root, values) as values_file:
             arguments = deploy_arguments(self._major, action, release, namespace, chart, values_file, options)
-            stdout = await self.execute(arguments, deadline=self._deadline(options.timeout))
+            stdout = await self.execute(
+                arguments, deadline=self._deadline(options.timeout), helm_timeout=options.timeout
+            )
         return parse_release(json_document(stdout))
 
     async def rollback(self, release: str, namespace: str, options: RollbackOptions) -> None:
@@ -738,6 +751,7 @@ class HelmCommand(pyhelm3.Command):  # type: ignore[misc]  # pyhelm3 ships no ty
         await self.execute(
             rollback_arguments(self._major, release, namespace, options),
             deadline=self._deadline(options.timeout),
+            helm_timeout=options.timeout,
         )
 
     async def test(self, release: str, namespace: str, *, timeout_seconds: int = 300) -> TestRun:
@@ -749,6 +763,7 @@ class HelmCommand(pyhelm3.Command):  # type: ignore[misc]  # pyhelm3 ships no ty
             await self.execute(
                 release_test_arguments(release, namespace, timeout_seconds),
                 deadline=self._deadline(timeout_seconds),
+                helm_timeout=timeout_seconds,
             )
         except TestFailed as failure:
             passed, detail = False, failure.detail
@@ -765,6 +780,7 @@ class HelmCommand(pyhelm3.Command):  # type: ignore[misc]  # pyhelm3 ships no ty
             await self.execute(
                 uninstall_arguments(release, namespace, timeout_seconds, keep_history),
                 deadline=self._deadline(timeout_seconds),
+                helm_timeout=timeout_seconds,
             )
         except ReleaseNotFound:
             return False

@@ -20,6 +20,10 @@ PLURAL: Final = "helmreleases"
 RELEASE_NAME_MAX_LENGTH: Final = 53
 #: Seconds, for install/upgrade, rollback and test alike (Flux v1 defaults).
 DEFAULT_TIMEOUT_SECONDS: Final = 300
+#: Bounds of every timeout field. Helm reads ``--timeout 0s`` as "wait without limit", so 0 is refused; a day is
+#: far beyond any rollout worth waiting for, and keeps our own deadline (timeout plus a margin) a sane number.
+MIN_TIMEOUT_SECONDS: Final = 1
+MAX_TIMEOUT_SECONDS: Final = 86400
 DEFAULT_MAX_HISTORY: Final = 10
 DEFAULT_MAX_RETRIES: Final = 5
 #: A git chart without ``ref`` follows this branch unless the operator is configured otherwise.
