@@ -91,7 +91,12 @@ def _unavailable(error: Exception, what: str) -> ApiUnavailable:
     """urllib3's connection failures, in one line: `MaxRetryError` wraps the last attempt's error, whose text
     starts with a connection object's repr."""
     cause = getattr(error, "reason", None)
-    text = str(cause if isinstance(cause, Exception) else error)
+    if isinstance(cause, Exception):
+        error = cause
+    if isinstance(error, urllib3.exceptions.ProtocolError) and len(error.args) == 2:
+        text = f"{error.args[0]} ({error.args[1]})"  # ("Connection aborted.", RemoteDisconnected(...))
+    else:
+        text = str(error)
     reason = text.rpartition("): ")[2] or type(error).__name__
     return ApiUnavailable(f"{what}: the Kubernetes API server is unavailable: {reason}")
 

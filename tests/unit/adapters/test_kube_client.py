@@ -141,7 +141,7 @@ def pool_error(error: Exception) -> Exception:
         pytest.param(
             urllib3.exceptions.ProtocolError("Connection aborted.", ConnectionResetError(104, "reset")),
             ApiUnavailable,
-            "Connection aborted.",
+            "the Kubernetes API server is unavailable: Connection aborted. ([Errno 104] reset)",
             id="reset-mid-response",
         ),
         pytest.param(
