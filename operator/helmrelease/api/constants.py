@@ -97,6 +97,10 @@ class Action(StrEnum):
     UNLOCK = "unlock"
     UNINSTALL = "uninstall"
     ADOPT = "adopt"
+    #: Uninstall the release this HelmRelease made under its previous name or target namespace.
+    UNINSTALL_PREVIOUS = "uninstall-previous"
+    #: Record what Helm already holds (a deploy whose outcome the operator did not live to record); no Helm call.
+    RECORD = "record"
     REFUSE = "refuse"
     NOTHING = "nothing"
     WAIT_RETRY = "wait-retry"
@@ -104,7 +108,7 @@ class Action(StrEnum):
     @property
     def runs_helm(self) -> bool:
         """Whether the action changes the Helm release (and so has an outcome to record)."""
-        return self not in {Action.REFUSE, Action.NOTHING, Action.WAIT_RETRY}
+        return self not in {Action.RECORD, Action.REFUSE, Action.NOTHING, Action.WAIT_RETRY}
 
 
 class Reason(StrEnum):
@@ -118,6 +122,9 @@ class Reason(StrEnum):
     RELEASE_CHANGED_OUTSIDE = "ReleaseChangedOutside"
     DRIFT_DETECTED = "DriftDetected"
     RETRY_AFTER_ROLLBACK = "RetryAfterRollback"
+    CLUSTER_RETRY = "ClusterRetry"
+    ALREADY_APPLIED = "AlreadyApplied"
+    RELEASE_RENAMED = "ReleaseRenamed"
     TEST_PENDING = "TestPending"
     STALE_LOCK = "StaleLock"
     OPERATION_IN_PROGRESS = "OperationInProgress"
