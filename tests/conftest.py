@@ -212,10 +212,12 @@ def start_operator(workdir: Path, kubeconfig: Path, namespace: str) -> Iterator[
         helm: str = "helm",
         resync_interval: float = 300,
         namespaces: list[str] | None = None,
+        through: Path | None = None,
     ) -> Operator:
+        """`through`: a kubeconfig of its own (an API server behind a proxy the test can cut)."""
         operator = Operator(
             workdir / namespace,
-            kubeconfig,
+            through or kubeconfig,
             namespaces or [namespace],
             helm=helm,
             resync_interval=resync_interval,

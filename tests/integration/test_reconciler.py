@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,11 +22,13 @@ from tests.support.operator import (
     create_hr,
     delete_and_wait_gone,
     events_for,
+    get_hr,
     helmrelease,
     ready,
     wait_for_condition,
     wait_for_hr,
 )
+from tests.support.procs import binary
 
 pytestmark = pytest.mark.usefixtures("crd_installed", "node_simulator")
 
@@ -174,12 +177,53 @@ def test_failed_upgrade_rolls_back(
     assert condition(hr, "RolledBack")["status"] == "True"
     assert condition(hr, "Ready")["status"] == "False"
     release = f"{namespace}-rb"
-    statuses = [entry["status"] for entry in history(helm, namespace, release)]
-    assert statuses[-1] == "deployed"
-    assert "failed" in statuses
+    entries = history(helm, namespace, release)
+    assert [(entry["status"], entry["description"]) for entry in entries[1:]] == [
+        ("failed", entries[1]["description"]),
+        ("deployed", "Rollback to 1"),
+    ]
+    # Helm records the rollback as revision 3: the message names the revision it went back to.
+    assert condition(hr, "RolledBack")["message"] == (
+        f"Rolled back release {namespace}/{release} to revision 1 (now revision 3, rollback 1)"
+    )
     assert config_map(core, namespace, release)["message"] == "good"
     reasons = {reason for _, reason, _ in events_for(core, namespace, "rb")}
     assert {"UpgradeFailed", "RollbackSucceeded"} <= reasons
+
+
+def test_when_rollback_retries_are_exhausted_the_condition_says_so(
+    start_operator: StartOperator,
+    custom: k8s.CustomObjectsApi,
+    core: k8s.CoreV1Api,
+    namespace: str,
+    app_chart: dict[str, str],
+    helm: Helm,
+) -> None:
+    operator = start_operator()
+    rollback = {"enable": True, "retry": True, "maxRetries": 1}
+    create(
+        custom, namespace, helmrelease("ex", app_chart, {"message": "good"}, rollback=rollback, timeout=30)
+    )
+    wait_for_hr(custom, namespace, "ex", ready, operator=operator)
+    patch(custom, namespace, "ex", {"values": {"message": "bad", "failure": "apply"}})
+    hr = wait_for_condition(
+        custom, namespace, "ex", "Ready", reason="RetriesExhausted", operator=operator, timeout=120
+    )
+    release = f"{namespace}-ex"
+    # install, failed upgrade, rollback, failed retry, rollback: and then nothing more
+    assert [entry["status"] for entry in history(helm, namespace, release)] == [
+        "superseded",
+        "failed",
+        "superseded",
+        "failed",
+        "deployed",
+    ]
+    message = condition(hr, "Released")["message"]
+    assert condition(hr, "Released")["reason"] == "RetriesExhausted"
+    assert "rollback.maxRetries (1) is used up, so no retry is coming" in message
+    assert "edit the HelmRelease" in message
+    assert hr["status"]["observedGeneration"] == 2, "a final outcome for this generation"
+    assert "RetriesExhausted" in {reason for _, reason, _ in events_for(core, namespace, "ex")}
 
 
 @pytest.mark.parametrize(
@@ -299,6 +343,54 @@ def test_operator_killed_mid_upgrade_recovers(
     assert history(helm, namespace, release)[-1]["status"] == "deployed"
 
 
+KILL_AFTER_UPGRADE = """#!/bin/sh
+# helm, except that once {marker} exists, a successful upgrade SIGKILLs the operator (helm's parent) before it
+# can read helm's answer: the crash right after helm finished.
+"{helm}" "$@"
+code=$?
+if [ "$1" = upgrade ] && [ "$code" -eq 0 ] && rm "{marker}" 2>/dev/null; then
+  kill -9 "$PPID"
+fi
+exit "$code"
+"""
+
+
+def test_operator_killed_right_after_helm_upgraded_does_not_upgrade_again(
+    start_operator: StartOperator,
+    custom: k8s.CustomObjectsApi,
+    core: k8s.CoreV1Api,
+    namespace: str,
+    app_chart: dict[str, str],
+    helm: Helm,
+    tmp_path: Path,
+) -> None:
+    marker, wrapper = tmp_path / "kill-next-upgrade", tmp_path / "helm"
+    wrapper.write_text(KILL_AFTER_UPGRADE.format(helm=binary("helm"), marker=marker))
+    wrapper.chmod(0o755)
+    operator = start_operator(helm=str(wrapper))
+    create(custom, namespace, helmrelease("late", app_chart, {"message": "v1"}))
+    wait_for_hr(custom, namespace, "late", ready, operator=operator)
+    release = f"{namespace}-late"
+    marker.touch()
+    patch(custom, namespace, "late", {"values": {"message": "v2"}})
+    operator.process.wait_until_exited(timeout=60)
+    assert not marker.exists(), "the upgrade ran and the operator was killed after it"
+    assert [(e["revision"], e["status"]) for e in history(helm, namespace, release)] == [
+        (1, "superseded"),
+        (2, "deployed"),
+    ]
+    assert get_hr(custom, namespace, "late")["status"].get("observedGeneration") == 1, "nothing was recorded"
+
+    restarted = start_operator(helm=str(wrapper))
+    hr = wait_for_hr(custom, namespace, "late", generation_ready(2), operator=restarted, what="Ready at 2")
+    assert [entry["revision"] for entry in history(helm, namespace, release)] == [1, 2], (
+        "no redundant revision"
+    )
+    assert hr["status"]["helmRevision"] == 2
+    assert config_map(core, namespace, release)["message"] == "v2"
+    assert "AlreadyApplied" in {reason for _, reason, _ in events_for(core, namespace, "late")}
+
+
 def test_deleting_a_helmrelease_whose_release_is_gone(
     start_operator: StartOperator,
     custom: k8s.CustomObjectsApi,
@@ -311,6 +403,65 @@ def test_deleting_a_helmrelease_whose_release_is_gone(
     wait_for_hr(custom, namespace, "gone", ready, operator=operator)
     helm.run("uninstall", f"{namespace}-gone", "--namespace", namespace)
     delete_and_wait_gone(custom, namespace, "gone", timeout=30, operator=operator)
+
+
+def releases_in(helm: Helm, namespace: str) -> list[str]:
+    return sorted(entry["name"] for entry in helm.json("list", "--namespace", namespace))
+
+
+def test_renaming_the_release_uninstalls_the_old_one(
+    start_operator: StartOperator,
+    custom: k8s.CustomObjectsApi,
+    core: k8s.CoreV1Api,
+    namespace: str,
+    app_chart: dict[str, str],
+    helm: Helm,
+) -> None:
+    operator = start_operator()
+    create(custom, namespace, helmrelease("mv", app_chart, releaseName="before"))
+    wait_for_hr(custom, namespace, "mv", ready, operator=operator)
+    patch(custom, namespace, "mv", {"releaseName": "after"})
+    hr = wait_for_hr(custom, namespace, "mv", generation_ready(2), operator=operator, what="Ready at 2")
+    assert releases_in(helm, namespace) == ["after"], "the old release is gone, not forgotten"
+    assert (hr["status"]["releaseName"], hr["status"]["releaseNamespace"]) == ("after", namespace)
+    assert any(
+        reason == "Uninstalled" and f"{namespace}/before" in message and f"{namespace}/after" in message
+        for _, reason, message in events_for(core, namespace, "mv")
+    ), events_for(core, namespace, "mv")
+
+
+def test_deleting_a_renamed_helmrelease_uninstalls_the_release_it_made(
+    start_operator: StartOperator,
+    custom: k8s.CustomObjectsApi,
+    core: k8s.CoreV1Api,
+    namespace: str,
+    app_chart: dict[str, str],
+    helm: Helm,
+) -> None:
+    """Renamed while the operator was down, then deleted: the release under the old name is the one to remove."""
+    operator = start_operator()
+    create(custom, namespace, helmrelease("gone", app_chart, releaseName="first"))
+    wait_for_hr(custom, namespace, "gone", ready, operator=operator)
+    operator.stop()
+    patch(custom, namespace, "gone", {"releaseName": "second"})
+    custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "gone")
+    restarted = start_operator()
+    deadline = time.monotonic() + 60
+    while any(item["metadata"]["name"] == "gone" for item in list_hrs(custom, namespace)):
+        assert time.monotonic() < deadline, restarted.tail()
+        time.sleep(0.3)
+    assert releases_in(helm, namespace) == []
+    assert any(
+        reason == "Uninstalled" and f"{namespace}/first" in message
+        for _, reason, message in events_for(core, namespace, "gone")
+    )
+
+
+def list_hrs(custom: k8s.CustomObjectsApi, namespace: str) -> list[dict[str, Any]]:
+    listed: list[dict[str, Any]] = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)[
+        "items"
+    ]
+    return listed
 
 
 def test_oci_and_git_chart_sources(
@@ -345,6 +496,11 @@ def test_oci_and_git_chart_sources(
         pytest.param({"values": {"failure": "render"}}, "InstallFailed", "failure=render", id="render-fails"),
         pytest.param({"helmVersion": "v2"}, "UnsupportedHelmVersion", "v2", id="helm-v2"),
         pytest.param({"releaseName": "x" * 60}, "InvalidReleaseName", "53", id="release-name-too-long"),
+        pytest.param({"timeout": 0}, "InvalidSpec", "spec.timeout", id="timeout-zero-would-wait-forever"),
+        pytest.param({"test": {"timeout": 10**12}}, "InvalidSpec", "spec.test.timeout", id="timeout-absurd"),
+        pytest.param(
+            {"rollback": {"timeout": 0}}, "InvalidSpec", "spec.rollback.timeout", id="rollback-timeout"
+        ),
         pytest.param(
             {"targetNamespace": "does-not-exist"},
             "TargetNamespaceNotFound",
@@ -437,6 +593,51 @@ def test_release_owned_by_another_helmrelease_is_refused(
     hr = wait_for_condition(custom, namespace, "second", "Released", reason="OwnedByOther", operator=operator)
     assert "first" in condition(hr, "Released")["message"]
     assert [entry["revision"] for entry in history(helm, namespace, "shared")] == [1]
+    # Its RELEASESTATUS column shows nothing beside READY False: the release's "deployed" is first's, not its own.
+    assert "releaseStatus" not in hr["status"]
+    assert get_hr(custom, namespace, "first")["status"]["releaseStatus"] == "deployed"
+
+
+def test_a_full_quota_is_retried_until_it_is_raised_without_an_edit(
+    start_operator: StartOperator,
+    custom: k8s.CustomObjectsApi,
+    core: k8s.CoreV1Api,
+    namespace: str,
+    app_chart: dict[str, str],
+    helm: Helm,
+) -> None:
+    """A cluster-side failure: the apiserver's quota admission refuses the chart's Service. Nobody edits the
+    HelmRelease; raising the quota is enough. (No controller-manager here: the test writes the quota's status.)"""
+    quota = k8s.V1ResourceQuota(
+        metadata=k8s.V1ObjectMeta(name="services"), spec=k8s.V1ResourceQuotaSpec(hard={"services": "0"})
+    )
+    core.create_namespaced_resource_quota(namespace, quota)
+    core.patch_namespaced_resource_quota_status(
+        "services", namespace, {"status": {"hard": {"services": "0"}, "used": {"services": "0"}}}
+    )
+    operator = start_operator()
+    create(custom, namespace, helmrelease("q", app_chart, rollback={"enable": True}))
+    hr = wait_for_condition(custom, namespace, "q", "Released", reason="InstallFailed", operator=operator)
+    message = condition(hr, "Released")["message"]
+    assert "exceeded quota" in message
+    assert "the cluster caused this, not the configuration: trying again at " in message
+    assert "(attempt 2)" in message
+    assert hr["status"]["retryAt"]
+    assert hr["status"]["clusterFailures"] == 1
+
+    core.patch_namespaced_resource_quota("services", namespace, {"spec": {"hard": {"services": "5"}}})
+    core.patch_namespaced_resource_quota_status(
+        "services", namespace, {"status": {"hard": {"services": "5"}}}
+    )
+    hr = wait_for_hr(custom, namespace, "q", ready, operator=operator, what="Ready without an edit")
+    assert hr["metadata"]["generation"] == 1, "nobody edited the HelmRelease"
+    assert "retryAt" not in hr["status"]
+    statuses = [entry["status"] for entry in history(helm, namespace, f"{namespace}-q")]
+    assert statuses[-1] == "deployed"
+    assert "pending-rollback" not in statuses, "a cluster-side failure is retried, not rolled back"
+    reasons = {reason for _, reason, _ in events_for(core, namespace, "q")}
+    assert {"InstallFailed", "UpgradeSucceeded"} <= reasons
+    assert "RollbackSucceeded" not in reasons
 
 
 def test_immutable_field_change_fails_clearly(
@@ -452,12 +653,17 @@ def test_immutable_field_change_fails_clearly(
     # A Deployment's selector is immutable: changing it makes the apiserver reject the upgrade.
     patch(custom, namespace, "immut", {"values": {"selectorLabels": {"tier": "moved"}}})
     hr = wait_for_condition(custom, namespace, "immut", "Released", reason="UpgradeFailed", operator=operator)
-    assert "immutable" in condition(hr, "Released")["message"]
+    message = condition(hr, "Released")["message"]
+    assert "immutable" in message
     assert hr["status"]["releaseStatus"] == "failed"
-    assert any(
-        reason == "UpgradeFailed" and "immutable" in message
-        for _, reason, message in events_for(core, namespace, "immut")
-    )
+    # The reason once: "Upgrading <release> to chart 0.1.0 failed: <helm's cause>", no "UpgradeFailed: upgrade: Error:
+    # UPGRADE FAILED:" around it, and the Event says the same sentence.
+    assert message.startswith(f"Upgrading {namespace}/{namespace}-immut to chart 0.1.0 failed: ")
+    assert "UpgradeFailed" not in message
+    assert "UPGRADE FAILED" not in message
+    assert "upgrade: Error" not in message
+    failures = [m for _, reason, m in events_for(core, namespace, "immut") if reason == "UpgradeFailed"]
+    assert failures == [message]
 
 
 def test_deleting_during_a_long_install_cancels_helm_and_uninstalls(

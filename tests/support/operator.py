@@ -19,7 +19,8 @@ from kubernetes.client.exceptions import ApiException
 from tests.support.procs import Process, binary, tail
 
 GROUP, VERSION, PLURAL = "helm.fluxcd.io", "v1", "helmreleases"
-#: What the `start_operator` fixture gives a test: start(*extra_args, helm=, resync_interval=, namespaces=).
+#: What the `start_operator` fixture gives a test: start(*extra_args, helm=, resync_interval=, namespaces=,
+#: through=).
 StartOperator = Callable[..., "Operator"]
 READY_LINE = "helmrelease operator ready"
 

@@ -142,6 +142,12 @@ class Process:
                 os.kill(pid, signal.SIGKILL)
         self.popen.wait(10)
 
+    def wait_until_exited(self, timeout: float) -> int:
+        """The exit status once the process has ended (killed from outside, say); TimeoutExpired if it does not."""
+        if self.popen is None:
+            raise StartupError(f"{self.name} was never started")
+        return self.popen.wait(timeout)
+
     def wait_until(self, ready: Callable[[], bool], timeout: float, what: str) -> None:
         """Poll `ready` until true; fail with the log tail if the process dies or time runs out."""
         deadline = time.monotonic() + timeout

@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pyhelm3
 import yaml
@@ -43,11 +43,24 @@ class HelmError(Exception):
     nothing of ours is echoed back here (a chart's own `fail` message is the chart's to word).
     """
 
+    #: Caused by the cluster, not by what the release asks for: the same command may succeed later, unchanged.
+    cluster_side: ClassVar[bool] = False
+
     def __init__(self, operation: str, detail: str, returncode: int | None = None) -> None:
         super().__init__(f"{operation}: {detail}" if detail else operation)
         self.operation = operation
         self.detail = detail
         self.returncode = returncode
+
+    @property
+    def cause(self) -> str:
+        """What went wrong without helm's framing (`Error: UPGRADE FAILED: `), for a message that already says
+        which action failed."""
+        return _FRAMING.sub("", self.detail).strip() or self.operation
+
+
+#: helm's own framing of an error, at the start of a line.
+_FRAMING = re.compile(r"^(Error: )?((INSTALLATION|UPGRADE|ROLLBACK|UNINSTALLATION) FAILED: )?", re.MULTILINE)
 
 
 class ChartNotFound(HelmError):
@@ -55,7 +68,13 @@ class ChartNotFound(HelmError):
 
 
 class RepositoryUnreachable(HelmError):
-    """The chart repository, registry or git server could not be reached (DNS, connection, TLS)."""
+    """The chart repository, registry or git server could not be reached (DNS, connection, TLS).
+
+    Install, upgrade, rollback, test and uninstall read the chart from disk and talk to nobody but the API
+    server, so for them this is the cluster being unreachable: cluster-side.
+    """
+
+    cluster_side = True
 
 
 class Unauthorized(HelmError):
@@ -68,6 +87,8 @@ class RenderFailed(HelmError):
 
 class ReleaseLocked(HelmError):
     """Another install/upgrade/rollback of the release is in progress (or was interrupted: `pending-*`)."""
+
+    cluster_side = True
 
 
 class ReleaseNotFound(HelmError):
@@ -97,6 +118,16 @@ class Forbidden(HelmError):
 class ClusterUnreachable(HelmError):
     """Helm could not talk to the Kubernetes API server at all."""
 
+    cluster_side = True
+
+
+class ClusterProblem(HelmError):
+    """The cluster refused for a reason of its own, which can clear without a change to the release: a quota
+    exceeded, the Service IP range full, an admission webhook that could not be called, an overloaded or
+    restarting API server (429, 5xx, etcd timeouts), a concurrent write to the same object."""
+
+    cluster_side = True
+
 
 class Cancelled(HelmError):
     """Helm reported its context as cancelled (it received a termination signal)."""
@@ -121,6 +152,32 @@ def _pattern(*alternatives: str) -> re.Pattern[str]:
 HELM_ERRORS: ErrorTable = (
     (_pattern(r"another operation \(install/upgrade/rollback\) is in progress"), ReleaseLocked),
     (_pattern(r"kubernetes cluster unreachable"), ClusterUnreachable),
+    # --- the cluster's fault or the configuration's: the same API status codes carry both, so the texts decide.
+    # A webhook that answered "no" judged the rendered objects: configuration (ahead of the webhook row below).
+    (
+        _pattern(
+            r"admission webhook \"[^\"]+\" denied the request",
+            r"validatingadmissionpolicy '[^']+' with binding '[^']+' denied request",
+        ),
+        InvalidResource,
+    ),
+    (
+        _pattern(
+            r"\bexceeded quota: ",  # "<kind> \"x\" is forbidden: exceeded quota: ...": ahead of Forbidden
+            r"failed to allocate a serviceip",  # "... is invalid: spec.clusterIPs: Internal error ...": ahead of Invalid
+            r"\brange is full\b",
+            r"failed calling webhook",  # the webhook is down or erred, with failurePolicy Fail
+            r"the server is currently unable to handle the request",  # 503
+            r"the server has received too many requests",  # 429
+            r"the server was unable to return a response in the time allotted",  # 504
+            r"request did not complete within requested timeout",
+            r"etcdserver: ",  # request timed out, leader changed, too many requests
+            r"internal error occurred: ",  # 500
+            r"the object has been modified; please apply your changes to the latest version",  # 409, a race
+        ),
+        ClusterProblem,
+    ),
+    # --- end of the cluster-side block
     (_pattern(r"namespaces \"[^\"]+\" not found"), NamespaceNotFound),
     (_pattern(r"release: not found", r"has no deployed releases"), ReleaseNotFound),
     (_pattern(r"\bis forbidden: "), Forbidden),
@@ -137,6 +194,10 @@ HELM_ERRORS: ErrorTable = (
         _pattern(
             r"connection refused",
             r"connection reset by peer",
+            r"tls handshake timeout",
+            r"http2: client connection lost",
+            r"use of closed network connection",
+            r"broken pipe",
             r"no such host",
             r"i/o timeout",
             r"client\.timeout exceeded",
@@ -539,6 +600,15 @@ class Revision:
     description: str
     updated: str
 
+    @property
+    def rollback_target(self) -> int | None:
+        """The revision a rollback revision went back to: helm describes it as ``Rollback to <N>``."""
+        match = _ROLLBACK_DESCRIPTION.match(self.description)
+        return int(match.group(1)) if match else None
+
+
+_ROLLBACK_DESCRIPTION = re.compile(r"^Rollback to (\d+)$")
+
 
 @dataclass(frozen=True)
 class TestHook:
@@ -690,21 +760,32 @@ class HelmCommand(pyhelm3.Command):  # type: ignore[misc]  # pyhelm3 ships no ty
         deadline: float,
         extra_environment: Mapping[str, str] | None = None,
         diagnostics_on_stdout: bool = False,
+        helm_timeout: int | None = None,
     ) -> bytes:
         """Run `helm <arguments>` with our global flags; stdout on success, a typed `HelmError` otherwise.
 
         `diagnostics_on_stdout`: the command prints the cause of its failure on stdout (`repo update`).
+        `helm_timeout`: the command's own `--timeout`, named when our `deadline` has to stop it.
         """
         argv = [self._settings.executable, *arguments, *self._global_arguments()]
         operation = arguments[0] if arguments else "helm"
         self._log.debug("running %s", " ".join(argv))
-        result = await run_process(
-            argv,
-            env=self._settings.environment(os.environ, extra_environment),
-            deadline=deadline,
-            grace=self._settings.termination_grace,
-            operation=operation,
-        )
+        try:
+            result = await run_process(
+                argv,
+                env=self._settings.environment(os.environ, extra_environment),
+                deadline=deadline,
+                grace=self._settings.termination_grace,
+                operation=operation,
+            )
+        except Timeout:
+            if helm_timeout is None:
+                raise
+            raise Timeout(
+                operation,
+                f"helm {operation} did not finish within {deadline:.0f}s (its --timeout of {helm_timeout}s plus "
+                f"the operator's margin of {self._settings.timeout_margin:.0f}s) and was stopped",
+            ) from None
         if result.returncode != 0:
             output = (result.stdout + result.stderr) if diagnostics_on_stdout else result.stderr
             raise error_from_stderr(operation, output.decode(errors="replace"), result.returncode)
@@ -740,7 +821,9 @@ class HelmCommand(pyhelm3.Command):  # type: ignore[misc]  # pyhelm3 ships no ty
             )
         with private_values_file(self._settings.temp_root, values) as values_file:
             arguments = deploy_arguments(self._major, action, release, namespace, chart, values_file, options)
-            stdout = await self.execute(arguments, deadline=self._deadline(options.timeout))
+            stdout = await self.execute(
+                arguments, deadline=self._deadline(options.timeout), helm_timeout=options.timeout
+            )
         return parse_release(json_document(stdout))
 
     async def rollback(self, release: str, namespace: str, options: RollbackOptions) -> None:
@@ -751,6 +834,7 @@ class HelmCommand(pyhelm3.Command):  # type: ignore[misc]  # pyhelm3 ships no ty
         await self.execute(
             rollback_arguments(self._major, release, namespace, options),
             deadline=self._deadline(options.timeout),
+            helm_timeout=options.timeout,
         )
 
     async def test(self, release: str, namespace: str, *, timeout_seconds: int = 300) -> TestRun:
@@ -762,6 +846,7 @@ class HelmCommand(pyhelm3.Command):  # type: ignore[misc]  # pyhelm3 ships no ty
             await self.execute(
                 release_test_arguments(release, namespace, timeout_seconds),
                 deadline=self._deadline(timeout_seconds),
+                helm_timeout=timeout_seconds,
             )
         except TestFailed as failure:
             passed, detail = False, failure.detail
@@ -778,6 +863,7 @@ class HelmCommand(pyhelm3.Command):  # type: ignore[misc]  # pyhelm3 ships no ty
             await self.execute(
                 uninstall_arguments(release, namespace, timeout_seconds, keep_history),
                 deadline=self._deadline(timeout_seconds),
+                helm_timeout=timeout_seconds,
             )
         except ReleaseNotFound:
             return False

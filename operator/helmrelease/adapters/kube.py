@@ -18,6 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+import urllib3
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
@@ -77,10 +78,35 @@ class Invalid(KubeError):
     temporary = False
 
 
+class ApiUnavailable(KubeError):
+    """The API server could not be reached or could not answer now (connection refused or reset, a timeout, 429,
+    5xx): nothing is wrong with the request, so it is retried soon."""
+
+
+#: API statuses that say "not now" rather than "not this".
+_UNAVAILABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+def _unavailable(error: Exception, what: str) -> ApiUnavailable:
+    """urllib3's connection failures, in one line: `MaxRetryError` wraps the last attempt's error, whose text
+    starts with a connection object's repr."""
+    cause = getattr(error, "reason", None)
+    if isinstance(cause, Exception):
+        error = cause
+    if isinstance(error, urllib3.exceptions.ProtocolError) and len(error.args) == 2:
+        text = f"{error.args[0]} ({error.args[1]})"  # ("Connection aborted.", RemoteDisconnected(...))
+    else:
+        text = str(error)
+    reason = text.rpartition("): ")[2] or type(error).__name__
+    return ApiUnavailable(f"{what}: the Kubernetes API server is unavailable: {reason}")
+
+
 def _convert(error: ApiException, what: str) -> KubeError:
     status = int(error.status or 0)
     reason = _api_message(error)
     message = f"{what}: {reason}"
+    if status in _UNAVAILABLE_STATUSES:
+        return ApiUnavailable(message, status)
     if status == 404:
         return NotFound(message, status)
     if status in (401, 403):
@@ -147,10 +173,14 @@ class KubeClient:
         self._dynamic: DynamicClient | None = None
 
     async def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run one blocking client call in a thread; every failure of the API comes out as a `KubeError`."""
         try:
             return await asyncio.to_thread(partial(fn, *args, **kwargs))
         except ApiException as error:
             raise _convert(error, what) from None
+        except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as error:
+            # MaxRetryError (refused, reset, DNS), ProtocolError, timeouts: the server, not the request.
+            raise _unavailable(error, what) from None
 
     # --- values sources and credentials -------------------------------------------------------------------------
 
@@ -305,7 +335,7 @@ class KubeClient:
 
     async def _dynamic_client(self) -> DynamicClient:
         if self._dynamic is None:
-            self._dynamic = await asyncio.to_thread(DynamicClient, self.api_client)
+            self._dynamic = await self._call("API discovery", DynamicClient, self.api_client)
         return self._dynamic
 
     async def get_object(
@@ -314,7 +344,9 @@ class KubeClient:
         """The live object, or None if it (or its kind) does not exist."""
         dynamic = await self._dynamic_client()
         try:
-            resource = await asyncio.to_thread(dynamic.resources.get, api_version=api_version, kind=kind)
+            resource = await self._call(
+                f"API discovery of {kind}", dynamic.resources.get, api_version=api_version, kind=kind
+            )
         except ResourceNotFoundError:
             return None
         ns = namespace if resource.namespaced else None
@@ -331,8 +363,11 @@ class KubeClient:
         body = {"metadata": {"annotations": dict(annotations)}}
         for ref in objects:
             try:
-                resource = await asyncio.to_thread(
-                    dynamic.resources.get, api_version=ref.api_version, kind=ref.kind
+                resource = await self._call(
+                    f"API discovery of {ref.kind}",
+                    dynamic.resources.get,
+                    api_version=ref.api_version,
+                    kind=ref.kind,
                 )
             except ResourceNotFoundError:
                 continue

@@ -20,6 +20,10 @@ PLURAL: Final = "helmreleases"
 RELEASE_NAME_MAX_LENGTH: Final = 53
 #: Seconds, for install/upgrade, rollback and test alike (Flux v1 defaults).
 DEFAULT_TIMEOUT_SECONDS: Final = 300
+#: Bounds of every timeout field. Helm reads ``--timeout 0s`` as "wait without limit", so 0 is refused; a day is
+#: far beyond any rollout worth waiting for, and keeps our own deadline (timeout plus a margin) a sane number.
+MIN_TIMEOUT_SECONDS: Final = 1
+MAX_TIMEOUT_SECONDS: Final = 86400
 DEFAULT_MAX_HISTORY: Final = 10
 DEFAULT_MAX_RETRIES: Final = 5
 #: The branch a git chart without ``ref`` follows, and the one image write-back commits to, unless configured
@@ -94,6 +98,10 @@ class Action(StrEnum):
     UNLOCK = "unlock"
     UNINSTALL = "uninstall"
     ADOPT = "adopt"
+    #: Uninstall the release this HelmRelease made under its previous name or target namespace.
+    UNINSTALL_PREVIOUS = "uninstall-previous"
+    #: Record what Helm already holds (a deploy whose outcome the operator did not live to record); no Helm call.
+    RECORD = "record"
     REFUSE = "refuse"
     NOTHING = "nothing"
     WAIT_RETRY = "wait-retry"
@@ -101,7 +109,7 @@ class Action(StrEnum):
     @property
     def runs_helm(self) -> bool:
         """Whether the action changes the Helm release (and so has an outcome to record)."""
-        return self not in {Action.REFUSE, Action.NOTHING, Action.WAIT_RETRY}
+        return self not in {Action.RECORD, Action.REFUSE, Action.NOTHING, Action.WAIT_RETRY}
 
 
 class Reason(StrEnum):
@@ -115,6 +123,9 @@ class Reason(StrEnum):
     RELEASE_CHANGED_OUTSIDE = "ReleaseChangedOutside"
     DRIFT_DETECTED = "DriftDetected"
     RETRY_AFTER_ROLLBACK = "RetryAfterRollback"
+    CLUSTER_RETRY = "ClusterRetry"
+    ALREADY_APPLIED = "AlreadyApplied"
+    RELEASE_RENAMED = "ReleaseRenamed"
     TEST_PENDING = "TestPending"
     STALE_LOCK = "StaleLock"
     OPERATION_IN_PROGRESS = "OperationInProgress"

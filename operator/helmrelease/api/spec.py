@@ -28,6 +28,8 @@ from helmrelease.api.constants import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT_SECONDS,
     DEFAULT_VALUES_KEY,
+    MAX_TIMEOUT_SECONDS,
+    MIN_TIMEOUT_SECONDS,
 )
 
 #: Error type of a ``helmVersion: v2``; api.resource turns it into ``Reason.UNSUPPORTED_HELM_VERSION``.
@@ -70,6 +72,11 @@ def clean_repository_url(url: str) -> str:
     """
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/", query=""))
+
+
+def _timeout() -> Any:
+    """A timeout field: seconds, within the bounds the CRD also declares (objects stored before it did too)."""
+    return Field(DEFAULT_TIMEOUT_SECONDS, ge=MIN_TIMEOUT_SECONDS, le=MAX_TIMEOUT_SECONDS)
 
 
 class LocalObjectReference(ApiModel):
@@ -249,7 +256,7 @@ class Rollback(ApiModel):
     recreate: bool = False
     disable_hooks: bool = False
     wait: bool = False
-    timeout: int = Field(DEFAULT_TIMEOUT_SECONDS, ge=0)
+    timeout: int = _timeout()
 
 
 class Test(ApiModel):
@@ -259,7 +266,7 @@ class Test(ApiModel):
 
     enable: bool = False
     ignore_failures: bool = False
-    timeout: int = Field(DEFAULT_TIMEOUT_SECONDS, ge=0)
+    timeout: int = _timeout()
     cleanup: bool = True
 
 
@@ -270,7 +277,7 @@ class HelmReleaseSpec(ApiModel):
     release_name: str | None = None
     target_namespace: str | None = None
     helm_version: Literal["v2", "v3"] | None = None
-    timeout: int = Field(DEFAULT_TIMEOUT_SECONDS, ge=0)
+    timeout: int = _timeout()
     max_history: int = Field(DEFAULT_MAX_HISTORY, ge=0)
     reset_values: bool | None = None
     wait: bool | None = None

@@ -41,6 +41,8 @@ class HelmReleaseStatus(ApiModel):
     observed_generation: int | None = None
     phase: Phase | None = None
     release_name: str | None = None
+    #: The namespace of ``release_name`` (the target namespace when it was recorded), to find it after a change.
+    release_namespace: str | None = None
     release_status: str | None = None
     #: Chart version (repository charts) or git commit (git charts) of the deployed release.
     revision: str | None = None
@@ -57,6 +59,10 @@ class HelmReleaseStatus(ApiModel):
     failures: int = 0
     last_action: Action | None = None
     last_drift_check: datetime | None = None
+    #: When the retry after a cluster-side failure of the last action is due (unset: none is planned).
+    retry_at: datetime | None = None
+    #: Consecutive cluster-side failures of the current configuration, which the retry backoff grows with.
+    cluster_failures: int = 0
 
     @field_validator("phase", mode="before")
     @classmethod

@@ -1,9 +1,13 @@
 """Build the next HelmRelease status from the previous one and what just happened; ``now`` is a parameter.
 
 The handler calls one of these per step of the loop: ``status_before_action`` (phase ``Upgrading`` and
-friends), ``status_after_action`` (the outcome of a Helm action), ``status_after_decision`` (the loop settled
-on nothing, wait-retry or refuse: only then is ``observedGeneration`` written), and for the steps before a
-plan exists, ``status_after_chart_fetch`` and ``status_after_problem`` (an invalid spec or unreadable values).
+friends), ``status_after_action`` (the outcome of a Helm action), ``status_after_record`` (a deploy found done
+that the operator had not recorded), ``status_after_decision`` (the loop settled on nothing, wait-retry or
+refuse: only then is ``observedGeneration`` written), and for the steps before a plan exists,
+``status_after_chart_fetch`` and ``status_after_problem`` (an invalid spec or unreadable values).
+
+A failure caused by the cluster (``Outcome.cluster_side``) plans its own retry: ``retryAt`` after a backoff that
+grows with ``clusterFailures`` (``plan.cluster_retry_delay``), and the message says when and which attempt.
 
 Conditions keep the Flux v1 meaning (``ChartFetched``, ``Deployed``, ``Released``, ``RolledBack``,
 ``Tested``); ``Ready`` is derived from them and never set directly. A condition's ``lastUpdateTime`` moves
@@ -14,12 +18,13 @@ pass that changes nothing produces an identical status, and no write.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from helmrelease.api.constants import Action, ConditionStatus, ConditionType, HelmStatus, Phase, Reason
+from helmrelease.api.spec import HelmReleaseSpec
 from helmrelease.api.status import Condition, HelmReleaseStatus
-from helmrelease.reconcile.plan import Desired, ObservedRelease, Plan
+from helmrelease.reconcile.plan import Desired, ObservedRelease, Plan, cluster_retry_delay
 
 #: Condition messages are read in ``kubectl get``/``describe``; Helm's errors can run to many kilobytes.
 MESSAGE_LIMIT = 1024
@@ -39,6 +44,39 @@ class Outcome:
     #: The release's revision afterwards; None when there is no release.
     helm_revision: int | None = None
     release_status: HelmStatus | None = None
+    #: The failure was the cluster's doing (a quota, a webhook or the API server down), not the configuration's.
+    cluster_side: bool = False
+    #: After a rollback: the revision it went back to (Helm records the rollback itself as a new revision).
+    rolled_back_to: int | None = None
+
+
+#: The spec field that bounds each Helm action (``--timeout``).
+_TIMEOUT_FIELDS: dict[Action, str] = {
+    Action.INSTALL: "spec.timeout",
+    Action.UPGRADE: "spec.timeout",
+    Action.ADOPT: "spec.timeout",
+    Action.UNLOCK: "spec.timeout",
+    Action.UNINSTALL: "spec.timeout",
+    Action.UNINSTALL_PREVIOUS: "spec.timeout",
+    Action.ROLLBACK: "spec.rollback.timeout",
+    Action.TEST: "spec.test.timeout",
+}
+
+
+def condition_of(action: Action) -> ConditionType:
+    """The condition that holds a Helm action's outcome (and so the sentence its Event repeats)."""
+    return {Action.TEST: ConditionType.TESTED, Action.ROLLBACK: ConditionType.ROLLED_BACK}.get(
+        action, ConditionType.RELEASED
+    )
+
+
+def timeout_note(action: Action, spec: HelmReleaseSpec) -> str:
+    """Which field bounded a Helm action that ran out of time, and its value, so a person knows what to raise."""
+    field = _TIMEOUT_FIELDS[action]
+    seconds = {"spec.rollback.timeout": spec.rollback.timeout, "spec.test.timeout": spec.test.timeout}.get(
+        field, spec.timeout
+    )
+    return f"{field} is {seconds}s; raise it if the release needs longer"
 
 
 def trim_message(text: str, limit: int = MESSAGE_LIMIT) -> str:
@@ -80,7 +118,7 @@ def status_before_action(
     conditions = _set(
         previous.conditions, condition_type, ConditionStatus.UNKNOWN, Reason.PROGRESSING, message, stamp
     )
-    update: dict[str, Any] = {"phase": phase, "release_name": desired.release_name}
+    update: dict[str, Any] = {"phase": phase, **_release_of(desired)}
     if action in {Action.INSTALL, Action.UPGRADE}:
         update["last_attempted_revision"] = desired.chart_revision
     return _finish(previous, update, conditions, stamp)
@@ -94,12 +132,15 @@ def status_after_action(
         raise ValueError(f"{action} is a decision, not a Helm action; use status_after_decision")
     stamp = _stamp(now)
     update: dict[str, Any] = {
-        "release_name": desired.release_name,
         "last_action": action,
         "failures": 0 if outcome.succeeded else previous.failures + 1,
         "helm_revision": outcome.helm_revision,
         "release_status": _helm_status(outcome.release_status),
+        **_planned_retry(previous, desired, action, outcome, stamp),
     }
+    if action is not Action.UNINSTALL_PREVIOUS or outcome.succeeded:
+        # Until the previous release is gone, the status keeps its name: the next pass must still find it.
+        update.update(_release_of(desired))
     match action:
         case Action.INSTALL | Action.UPGRADE:
             conditions = _after_deploy(previous, desired, action, outcome, update, stamp)
@@ -123,10 +164,13 @@ def status_after_decision(
     stamp = _stamp(now)
     update: dict[str, Any] = {
         "observed_generation": desired.generation,
-        "release_name": desired.release_name,
+        **_release_of(desired),
         "release_status": _helm_status(release.status if release is not None else None),
     }
     conditions = previous.conditions
+    if plan.action is Action.REFUSE:
+        # The release is not ours to manage: its Helm status (ReleaseStatus column) would read as this one's.
+        update["release_status"] = None
     if plan.action is Action.NOTHING and plan.reason in {Reason.IN_SYNC, Reason.TEST_FAILURE_IGNORED}:
         update["phase"] = Phase.SUCCEEDED
         conditions = _ensure_released(conditions, Reason.IN_SYNC, plan.message, stamp)
@@ -138,7 +182,25 @@ def status_after_decision(
         conditions = _set(
             conditions, ConditionType.RELEASED, ConditionStatus.FALSE, plan.reason, plan.message, stamp
         )
+    elif plan.reason in {Reason.RETRIES_EXHAUSTED, Reason.WAITING_FOR_CHANGE}:
+        # The rollback succeeded, but that is not where this ends: say that no retry is coming, and what to do.
+        conditions = _set(
+            conditions, ConditionType.RELEASED, ConditionStatus.FALSE, plan.reason, plan.message, stamp
+        )
     return _finish(previous, update, conditions, stamp)
+
+
+def status_after_record(
+    previous: HelmReleaseStatus, desired: Desired, release: ObservedRelease, now: datetime
+) -> HelmReleaseStatus:
+    """Record a deploy that Helm finished but the operator did not live to record (``Action.RECORD``).
+
+    It is the outcome the interrupted install (revision 1) or upgrade would have recorded, so the plan goes on
+    from there (a test, if enabled) instead of deploying the same chart and values again.
+    """
+    action = Action.INSTALL if release.revision == 1 else Action.UPGRADE
+    outcome = Outcome(True, helm_revision=release.revision, release_status=release.status)
+    return status_after_action(previous, desired, action, outcome, now)
 
 
 def status_after_chart_fetch(
@@ -235,7 +297,7 @@ def _after_deploy(
             if installing
             else f"Upgrading {name} to chart {chart}"
         )
-        message = trim_message(f"{verb} failed: {outcome.error}")
+        message = _failure_message(f"{verb} failed: {outcome.error}", update)
         update["phase"] = Phase.DEPLOY_FAILED
         if desired.digest != previous.last_attempted_digest:
             update["rollback_count"] = 0
@@ -259,7 +321,7 @@ def _after_test(
         )
         return _ensure_released(conditions, Reason.TEST_SUCCEEDED, message, stamp)
     update["phase"] = Phase.TEST_FAILED
-    message = trim_message(f"{subject} failed: {outcome.error}")
+    message = _failure_message(f"{subject} failed: {outcome.error}", update)
     if desired.ignore_test_failures:
         return _set(
             conditions,
@@ -281,7 +343,7 @@ def _after_rollback(
     name = desired.release
     if not outcome.succeeded:
         update.update(phase=Phase.ROLLBACK_FAILED, last_applied_digest=None)
-        message = trim_message(f"Rolling back release {name} failed: {outcome.error}")
+        message = _failure_message(f"Rolling back release {name} failed: {outcome.error}", update)
         conditions = _set(
             previous.conditions,
             ConditionType.ROLLED_BACK,
@@ -299,12 +361,17 @@ def _after_rollback(
         # What was rolled back had been applied (its test failed): the revision now running is an older one.
         update.update(last_applied_digest=None, revision=None)
     cause = "test" if previous.last_action is Action.TEST else "upgrade"
+    # Helm records a rollback as a new revision: name the one it went back to, and the new one.
+    target = (
+        "the previous revision" if outcome.rolled_back_to is None else f"revision {outcome.rolled_back_to}"
+    )
+    where = f"{target} (now revision {outcome.helm_revision}, rollback {count})"
     conditions = _set(
         previous.conditions,
         ConditionType.ROLLED_BACK,
         ConditionStatus.TRUE,
         Reason.ROLLBACK_SUCCEEDED,
-        f"Rolled back release {name} to revision {outcome.helm_revision} (rollback {count})",
+        f"Rolled back release {name} to {where}",
         stamp,
     )
     return _set(
@@ -313,7 +380,7 @@ def _after_rollback(
         ConditionStatus.FALSE,
         Reason.ROLLBACK_SUCCEEDED,
         f"Chart {desired.chart_revision} is not released: the {cause} failed and release {name} was rolled "
-        f"back to revision {outcome.helm_revision} (rollback {count})",
+        f"back to {where}",
         stamp,
     )
 
@@ -328,6 +395,7 @@ def _after_housekeeping(
 ) -> Conditions:
     """Unlock, adopt and uninstall: they prepare or end a release rather than deploy it."""
     name = desired.release
+    old = f"{previous.release_namespace or desired.namespace}/{previous.release_name}"
     succeeded: dict[Action, tuple[ConditionStatus, Reason, str]] = {
         Action.UNLOCK: (
             ConditionStatus.UNKNOWN,
@@ -340,21 +408,68 @@ def _after_housekeeping(
             f"Adopted the existing release {name} (revision {outcome.helm_revision}); reconciling it",
         ),
         Action.UNINSTALL: (ConditionStatus.FALSE, Reason.UNINSTALLED, f"Uninstalled release {name}"),
+        Action.UNINSTALL_PREVIOUS: (
+            ConditionStatus.UNKNOWN,
+            Reason.UNINSTALLED,
+            f"Uninstalled release {old}, which this HelmRelease made before spec.releaseName or "
+            f"spec.targetNamespace moved its release to {name}; installing {name} next",
+        ),
     }
     failed: dict[Action, tuple[Reason, str]] = {
         Action.UNLOCK: (Reason.UNLOCK_FAILED, f"Recovering release {name} from its pending state failed"),
         Action.ADOPT: (Reason.ADOPT_FAILED, f"Adopting the existing release {name} failed"),
         Action.UNINSTALL: (Reason.UNINSTALL_FAILED, f"Uninstalling release {name} failed"),
+        Action.UNINSTALL_PREVIOUS: (
+            Reason.UNINSTALL_FAILED,
+            f"Uninstalling release {old}, which this HelmRelease made before its release moved to {name}, "
+            "failed (retrying)",
+        ),
     }
     if outcome.succeeded:
         status, reason, message = succeeded[action]
-        if action is Action.UNINSTALL:
+        if action in (Action.UNINSTALL, Action.UNINSTALL_PREVIOUS):
             update.update(last_applied_digest=None, revision=None)
     else:
         reason, verb = failed[action]
         status, message = ConditionStatus.FALSE, trim_message(f"{verb}: {outcome.error}")
         update["phase"] = Phase.FAILED
     return _set(previous.conditions, ConditionType.RELEASED, status, reason, message, stamp)
+
+
+def _release_of(desired: Desired) -> dict[str, Any]:
+    return {"release_name": desired.release_name, "release_namespace": desired.namespace}
+
+
+def _planned_retry(
+    previous: HelmReleaseStatus, desired: Desired, action: Action, outcome: Outcome, stamp: datetime
+) -> dict[str, Any]:
+    """``retry_at`` and ``cluster_failures`` after an action: a cluster-side failure plans the next retry, whose
+    wait doubles while the same configuration keeps failing that way; anything else clears them."""
+    retried = action in {Action.INSTALL, Action.UPGRADE, Action.TEST, Action.ROLLBACK}
+    if outcome.succeeded or not outcome.cluster_side or not retried:
+        return {"retry_at": None, "cluster_failures": 0}
+    same = previous.retry_at is not None and (
+        previous.last_attempted_digest,
+        previous.last_attempted_generation,
+    ) == (desired.digest, desired.generation)
+    failures = previous.cluster_failures + 1 if same else 1
+    return {
+        "retry_at": stamp + timedelta(seconds=cluster_retry_delay(failures)),
+        "cluster_failures": failures,
+    }
+
+
+def _failure_message(text: str, update: dict[str, Any]) -> str:
+    """A failure's message, ending with the planned retry when the cluster caused it."""
+    retry_at: datetime | None = update.get("retry_at")
+    if retry_at is None:
+        return trim_message(text)
+    when = retry_at.isoformat().replace("+00:00", "Z")
+    note = (
+        f"; the cluster caused this, not the configuration: trying again at {when} "
+        f"(attempt {update['cluster_failures'] + 1})"
+    )
+    return trim_message(text, MESSAGE_LIMIT - len(note)) + note
 
 
 def _helm_status(status: HelmStatus | None) -> str | None:

@@ -7,9 +7,14 @@ the status (``reconcile.conditions``), observes again and asks again, until the 
 State machine, checked in this order (the first matching row decides)::
 
     a Helm operation of ours is running on the release ...... wait-retry  OperationInProgress (not settled)
+    the release name or target namespace changed and the
+        release recorded under the old ones is ours ...... uninstall-previous  ReleaseRenamed (deleting too)
     object deleting, release absent or uninstalled ........... nothing     ReleaseAbsent
     object deleting, release not ours ........................ nothing     NotOurs (never uninstall theirs)
     object deleting, release ours ............................ uninstall   Deleting
+    release absent or uninstalled, our install/upgrade of
+        this config failed on the cluster's side ......... install     ClusterRetry, once the retry is due
+                                                           wait-retry  InstallFailed / UpgradeFailed until then
     release absent or uninstalled, our install/upgrade of
         this config failed ............................... wait-retry  InstallFailed / UpgradeFailed
     release absent or uninstalled ............................ install     ReleaseAbsent
@@ -17,6 +22,10 @@ State machine, checked in this order (the first matching row decides)::
     release unmarked, adoption allowed / not allowed ......... adopt / refuse  UnmanagedRelease
     release pending-* or uninstalling (and not ours running) . unlock      StaleLock
     --- "this config" = same digest and same generation as our last attempt ---
+    our install/upgrade/test/rollback of this config failed
+        on the cluster's side ............................ the same again (an install whose release now exists:
+                                                           upgrade)  ClusterRetry, once the retry is due;
+                                                           wait-retry  <its failure reason> until then
     our upgrade of this config failed, release failed,
         rollback.enable .................................. rollback    UpgradeFailed
     our install/upgrade of this config failed ................ wait-retry  InstallFailed / UpgradeFailed
@@ -28,8 +37,11 @@ State machine, checked in this order (the first matching row decides)::
         left ............................................. upgrade     RetryAfterRollback
     we rolled back this config ............................... wait-retry  RetriesExhausted / WaitingForChange
     --- no failure holds us back: compare with the desired state ---
+    digest differs from the last applied one, but the release
+        is ours, deployed and labelled with the desired
+        digest (we were stopped before recording it) ..... record      AlreadyApplied
     digest differs from the last applied one ................. upgrade     ConfigChanged, or SpecChanged
-                                                                           if only the generation moved
+                                                           if only the generation moved
     release failed/superseded/unknown (not by a recorded
         failure of this config) .......................... upgrade     ReleaseFailed
     release revision is not the one we made .................. upgrade     ReleaseChangedOutside
@@ -46,19 +58,49 @@ moves) or a rollback retry is due; a release that is not ours is never changed.
 Retries: a rollback increments ``rollbackCount`` (reset by a successful install/upgrade or a new digest); the
 upgrade is retried while ``rollbackCount <= maxRetries``, i.e. at most ``maxRetries`` retries after the first
 failure, and ``maxRetries: 0`` means no limit, as in Flux v1.
+
+Cluster-side failures (a quota exceeded, the Service IP range full, a webhook or the API server down: the helm
+adapter classifies them) are not the configuration's fault, so they neither wait for a change nor count as the
+failure a rollback remedies: the same action is tried again after a capped exponential backoff
+(``cluster_retry_delay``: 10 s, doubling, at most 10 min), recorded as ``status.retryAt`` and
+``status.clusterFailures`` and reset by a success or a change of the HelmRelease. Until the retry is due the plan
+waits with ``retry_after``: the pass is not settled and runs again by itself when the retry is due.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
 
 from helmrelease.api.constants import DEFAULT_MAX_RETRIES, Action, HelmStatus, Reason
 from helmrelease.api.ownership import Ownership
 from helmrelease.api.resource import HelmRelease
 from helmrelease.api.status import HelmReleaseStatus
 from helmrelease.reconcile.digest import short_digest
+from helmrelease.reconcile.releases import digest_label
 
 _UNCHANGED = "not retrying the same chart and values until the HelmRelease changes"
+#: Seconds before deciding again while a Helm operation of ours runs on the release.
+OPERATION_POLL: Final = 30.0
+#: The backoff of retries after cluster-side failures, in seconds: the first retry, and the most it grows to.
+CLUSTER_RETRY_FIRST: Final = 10.0
+CLUSTER_RETRY_MAX: Final = 600.0
+
+#: What a failed action is called in messages, and the reason its failure is reported under.
+_FAILED: Final[dict[Action, tuple[str, Reason]]] = {
+    Action.INSTALL: ("Installing", Reason.INSTALL_FAILED),
+    Action.UPGRADE: ("Upgrading", Reason.UPGRADE_FAILED),
+    Action.TEST: ("Testing", Reason.TEST_FAILED),
+    Action.ROLLBACK: ("Rolling back", Reason.ROLLBACK_FAILED),
+}
+
+
+def cluster_retry_delay(failures: int) -> float:
+    """Seconds before the retry after the `failures`-th consecutive cluster-side failure: 10, 20, 40 ... 600."""
+    exponent = min(max(failures, 1) - 1, 16)
+    return min(CLUSTER_RETRY_FIRST * (1 << exponent), CLUSTER_RETRY_MAX)
 
 
 @dataclass(frozen=True)
@@ -115,6 +157,8 @@ class ObservedRelease:
     ownership: Ownership
     #: The antecedent annotation found, for telling a person who owns a release that is not ours.
     owner: str | None = None
+    #: The revision's digest label (`releases.digest_label`): the chart and values we made it from.
+    digest_label: str | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +172,13 @@ class Recorded:
     rollback_count: int = 0
     last_action: Action | None = None
     last_action_failed: bool = False
+    #: The release we last acted on or decided about (status.releaseNamespace, status.releaseName).
+    release_namespace: str | None = None
+    release_name: str | None = None
+    #: When the retry after a cluster-side failure of the last action is due; None: no such failure.
+    retry_at: datetime | None = None
+    #: Consecutive cluster-side failures of this configuration.
+    cluster_failures: int = 0
 
     @classmethod
     def from_status(cls, status: HelmReleaseStatus) -> Recorded:
@@ -139,11 +190,23 @@ class Recorded:
             rollback_count=status.rollback_count,
             last_action=status.last_action,
             last_action_failed=status.failures > 0,
+            release_namespace=status.release_namespace,
+            release_name=status.release_name,
+            retry_at=status.retry_at,
+            cluster_failures=status.cluster_failures,
         )
 
     def attempted(self, desired: Desired) -> bool:
         """Whether our last attempt was at exactly this configuration (same digest, same generation)."""
         return (self.attempted_digest, self.attempted_generation) == (desired.digest, desired.generation)
+
+    def previous_release(self, desired: Desired) -> tuple[str, str] | None:
+        """(namespace, name) of the release recorded before spec.releaseName or targetNamespace changed; None
+        when they did not. A status written before the namespace was recorded counts as the desired namespace."""
+        if not self.release_name:
+            return None
+        previous = (self.release_namespace or desired.namespace, self.release_name)
+        return None if previous == (desired.namespace, desired.release_name) else previous
 
 
 @dataclass(frozen=True)
@@ -151,11 +214,14 @@ class Plan:
     action: Action
     reason: Reason
     message: str
+    #: Seconds after which the pass should run again by itself (a planned retry, a running operation); None for
+    #: an action to run now or a final outcome.
+    retry_after: float | None = None
 
     @property
     def settled(self) -> bool:
         """The loop stops here with a final outcome, so observedGeneration may be recorded."""
-        return not self.action.runs_helm and self.reason is not Reason.OPERATION_IN_PROGRESS
+        return not self.action.runs_helm and self.action is not Action.RECORD and self.retry_after is None
 
 
 def next_action(
@@ -163,23 +229,32 @@ def next_action(
     release: ObservedRelease | None,
     recorded: Recorded,
     *,
+    now: datetime,
+    previous: ObservedRelease | None = None,
     drifted: bool = False,
     deleting: bool = False,
     operation_running: bool = False,
 ) -> Plan:
-    """The single next step; see the module docstring for the table this implements."""
+    """The single next step; see the module docstring for the table this implements.
+
+    `previous` is the release at `recorded.previous_release(desired)`, if there is one and it exists.
+    """
     name = desired.release
     if operation_running:
         return Plan(
             Action.WAIT_RETRY,
             Reason.OPERATION_IN_PROGRESS,
             f"A Helm operation on release {name} is still running; deciding again when it ends",
+            retry_after=OPERATION_POLL,
         )
+    renamed = _previous_release(desired, recorded, previous)
+    if renamed is not None:
+        return renamed
     absent = release is None or release.status is HelmStatus.UNINSTALLED
     if deleting:
         return _on_delete(desired, release, absent)
     if absent:
-        return _on_absent(desired, recorded)
+        return _on_absent(desired, recorded, now)
     assert release is not None  # for mypy: absent covers None
     if release.ownership is Ownership.OTHER:
         return Plan(
@@ -209,10 +284,28 @@ def next_action(
             "recovering it",
         )
     if recorded.attempted(desired):
-        blocked = _after_failure(desired, release, recorded)
+        blocked = _after_failure(desired, release, recorded, now)
         if blocked is not None:
             return blocked
     return _compare(desired, release, recorded, drifted=drifted)
+
+
+def _previous_release(desired: Desired, recorded: Recorded, previous: ObservedRelease | None) -> Plan | None:
+    """Uninstall the release we made under the old name or namespace first (as Flux v2 does): left alone it would
+    be forgotten, and installing the new one beside it could clash over objects with fixed names."""
+    old = recorded.previous_release(desired)
+    if old is None or previous is None or previous.status is HelmStatus.UNINSTALLED:
+        return None
+    if previous.ownership is not Ownership.OURS:
+        return (
+            None  # someone else's (or nobody's): never touched, and forgotten once the new name is recorded
+        )
+    return Plan(
+        Action.UNINSTALL_PREVIOUS,
+        Reason.RELEASE_RENAMED,
+        f"The release of this HelmRelease moved from {old[0]}/{old[1]} to {desired.release} (spec.releaseName "
+        f"or spec.targetNamespace changed); uninstalling {old[0]}/{old[1]}, which this HelmRelease made",
+    )
 
 
 def _on_delete(desired: Desired, release: ObservedRelease | None, absent: bool) -> Plan:
@@ -233,14 +326,61 @@ def _on_delete(desired: Desired, release: ObservedRelease | None, absent: bool) 
     )
 
 
-def _on_absent(desired: Desired, recorded: Recorded) -> Plan:
-    failed = _failed_deploy(desired, recorded)
+def _on_absent(desired: Desired, recorded: Recorded, now: datetime) -> Plan:
+    failed = _cluster_retry(desired, None, recorded, now) or _failed_deploy(desired, recorded)
     if failed is not None:
         return failed
     return Plan(
         Action.INSTALL,
         Reason.RELEASE_ABSENT,
         f"Helm release {desired.release} does not exist; installing chart {desired.chart_revision}",
+    )
+
+
+def _failed_on_cluster(desired: Desired, recorded: Recorded) -> bool:
+    """Our last install, upgrade, test or rollback of this configuration failed because of the cluster."""
+    return (
+        recorded.attempted(desired)
+        and recorded.last_action_failed
+        and recorded.retry_at is not None
+        and recorded.last_action in _FAILED
+    )
+
+
+def _cluster_retry(
+    desired: Desired, release: ObservedRelease | None, recorded: Recorded, now: datetime
+) -> Plan | None:
+    """After a cluster-side failure of this configuration: wait for the planned retry, then try the same again."""
+    action = recorded.last_action
+    if not _failed_on_cluster(desired, recorded) or action is None or recorded.retry_at is None:
+        return None
+    if release is None:
+        again = Action.INSTALL if action in (Action.INSTALL, Action.UPGRADE) else None
+    elif action in (Action.INSTALL, Action.UPGRADE):
+        again = Action.UPGRADE
+    elif action is Action.TEST:
+        again = Action.TEST if desired.test else None
+    else:
+        again = Action.ROLLBACK if desired.rollback else None
+    if again is None:
+        return None
+    verb, reason = _FAILED[action]
+    name, attempt = desired.release, recorded.cluster_failures + 1
+    when = recorded.retry_at.isoformat().replace("+00:00", "Z")
+    if now < recorded.retry_at:
+        wait = max(1.0, math.ceil((recorded.retry_at - now).total_seconds()))
+        return Plan(
+            Action.WAIT_RETRY,
+            reason,
+            f"{verb} release {name} failed because of the cluster, not the configuration; trying again at "
+            f"{when} (attempt {attempt})",
+            retry_after=wait,
+        )
+    return Plan(
+        again,
+        Reason.CLUSTER_RETRY,
+        f"{verb} release {name} failed because of the cluster, not the configuration; trying again "
+        f"(attempt {attempt}, planned for {when})",
     )
 
 
@@ -260,8 +400,13 @@ def _failed_deploy(desired: Desired, recorded: Recorded) -> Plan | None:
     return None
 
 
-def _after_failure(desired: Desired, release: ObservedRelease, recorded: Recorded) -> Plan | None:
+def _after_failure(
+    desired: Desired, release: ObservedRelease, recorded: Recorded, now: datetime
+) -> Plan | None:
     """What a failed or rolled-back attempt at this exact configuration leaves to do; None if nothing."""
+    if _failed_on_cluster(desired, recorded):
+        # Not the configuration's failure: retry it, or (a test or rollback no longer asked for) forget it.
+        return _cluster_retry(desired, release, recorded, now)
     name = desired.release
     action, failed = recorded.last_action, recorded.last_action_failed
     if failed and action is Action.UPGRADE and desired.rollback and release.status is HelmStatus.FAILED:
@@ -294,11 +439,11 @@ def _after_failure(desired: Desired, release: ObservedRelease, recorded: Recorde
             "HelmRelease to try again",
         )
     if not failed and action is Action.ROLLBACK:
-        return _after_rollback(desired, recorded)
+        return _after_rollback(desired, release, recorded)
     return None
 
 
-def _after_rollback(desired: Desired, recorded: Recorded) -> Plan:
+def _after_rollback(desired: Desired, release: ObservedRelease, recorded: Recorded) -> Plan:
     name = desired.release
     count = recorded.rollback_count
     if desired.may_retry(count):
@@ -308,18 +453,20 @@ def _after_rollback(desired: Desired, recorded: Recorded) -> Plan:
             Reason.RETRY_AFTER_ROLLBACK,
             f"Release {name} was rolled back; retrying the upgrade (retry {count} of {limit})",
         )
+    running = f"revision {release.revision} (the rollback) runs"
     if desired.retry:
         return Plan(
             Action.WAIT_RETRY,
             Reason.RETRIES_EXHAUSTED,
-            f"Release {name} was rolled back {count} times and rollback.maxRetries ({desired.max_retries}) "
-            "is used up; not retrying until the HelmRelease changes",
+            f"Release {name} was rolled back {count} times and rollback.maxRetries ({desired.max_retries}) is "
+            f"used up, so no retry is coming; {running}. Fix the chart or values (the UpgradeFailed or "
+            "TestFailed Event says what failed), or edit the HelmRelease to try the same again",
         )
     return Plan(
         Action.WAIT_RETRY,
         Reason.WAITING_FOR_CHANGE,
-        f"Release {name} was rolled back after a failure and rollback.retry is off; not retrying until the "
-        "HelmRelease changes",
+        f"Release {name} was rolled back after a failure and rollback.retry is off, so no retry is coming; "
+        f"{running}. Fix the chart or values, or edit the HelmRelease to try the same again",
     )
 
 
@@ -327,6 +474,14 @@ def _compare(desired: Desired, release: ObservedRelease, recorded: Recorded, *, 
     """No failure holds us back: upgrade, test or rest, by comparing the release with the desired state."""
     name = desired.release
     if desired.digest != recorded.applied_digest:
+        if release.status is HelmStatus.DEPLOYED and release.digest_label == digest_label(desired.digest):
+            return Plan(
+                Action.RECORD,
+                Reason.ALREADY_APPLIED,
+                f"Helm release {name} revision {release.revision} was made from these chart and values "
+                f"({short_digest(desired.digest)}), but the operator stopped before recording it; recording it "
+                "without running Helm again",
+            )
         if (
             desired.digest == recorded.attempted_digest
             and desired.generation != recorded.attempted_generation

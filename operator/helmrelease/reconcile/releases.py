@@ -1,8 +1,10 @@
 """The cheap view of Helm releases: the labels of Helm's storage Secrets, as a kopf index keeps them.
 
 Helm labels each `sh.helm.release.v1.<name>.v<N>` Secret with `owner=helm`, `name`, `version` and `status`; we add
-our owner labels on install and upgrade (`helm --labels`). That is enough to decide the next action for an unchanged
-release without spawning helm or calling the API, so a resync of hundreds of releases costs nothing but the watch.
+our owner labels on install and upgrade (`helm --labels`), and the digest of the chart and values the revision was
+made from. That is enough to decide the next action for an unchanged release without spawning helm or calling the
+API, so a resync of hundreds of releases costs nothing but the watch; and a revision whose outcome the operator did
+not live to record (killed right after helm returned) is recognised as applied instead of being deployed again.
 """
 
 from __future__ import annotations
@@ -11,8 +13,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
+from helmrelease.reconcile.digest import DIGEST_PREFIX
+
 OWNER_NAMESPACE_LABEL: Final = "helm.fluxcd.io/owner-namespace"
 OWNER_NAME_LABEL: Final = "helm.fluxcd.io/owner-name"
+#: The release digest (`reconcile.digest`) a revision was made from, as `digest_label` shortens it.
+DIGEST_LABEL: Final = "helm.fluxcd.io/digest"
+#: A label value holds at most 63 characters and no ":"; the first 63 of sha256's 64 hex digits (252 bits) are
+#: as good an identity as all of them.
+DIGEST_LABEL_LENGTH: Final = 63
 
 
 @dataclass(frozen=True)
@@ -23,6 +32,7 @@ class IndexedRelease:
     status: str
     owner_namespace: str | None = None
     owner_name: str | None = None
+    digest_label: str | None = None
 
     @property
     def owner(self) -> str | None:
@@ -31,9 +41,17 @@ class IndexedRelease:
         return None
 
 
-def owner_labels(namespace: str, name: str) -> dict[str, str]:
-    """The labels that mark a release as made by HelmRelease `namespace/name`."""
-    return {OWNER_NAMESPACE_LABEL: namespace, OWNER_NAME_LABEL: name}
+def digest_label(digest: str) -> str:
+    """The label value for a release digest (`sha256:<64 hex>`): its first 63 hex digits."""
+    return digest.removeprefix(DIGEST_PREFIX)[:DIGEST_LABEL_LENGTH]
+
+
+def owner_labels(namespace: str, name: str, digest: str | None = None) -> dict[str, str]:
+    """The labels that mark a release as made by HelmRelease `namespace/name` (from `digest`, when given)."""
+    labels = {OWNER_NAMESPACE_LABEL: namespace, OWNER_NAME_LABEL: name}
+    if digest:
+        labels[DIGEST_LABEL] = digest_label(digest)
+    return labels
 
 
 def release_index_entry(
@@ -49,6 +67,7 @@ def release_index_entry(
             status=labels.get("status", "unknown"),
             owner_namespace=labels.get(OWNER_NAMESPACE_LABEL),
             owner_name=labels.get(OWNER_NAME_LABEL),
+            digest_label=labels.get(DIGEST_LABEL),
         )
     }
 

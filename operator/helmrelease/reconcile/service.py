@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, NoReturn
 
@@ -22,7 +22,7 @@ from ruamel.yaml.error import YAMLError
 
 from helmrelease.adapters import helm as helm_adapter
 from helmrelease.adapters.charts import ChartFetcher, FetchedChart
-from helmrelease.adapters.kube import KubeClient, KubeError, NotFound, ObjectRef
+from helmrelease.adapters.kube import ApiUnavailable, KubeClient, KubeError, NotFound, ObjectRef
 from helmrelease.api.constants import API_VERSION, KIND, Action, HelmStatus, Reason
 from helmrelease.api.errors import SpecError
 from helmrelease.api.ownership import ANTECEDENT_ANNOTATION, Ownership, ownership_of
@@ -37,7 +37,7 @@ from helmrelease.reconcile.drift import Drift, find_drift, parse_manifest
 from helmrelease.reconcile.errors import ReconcileError
 from helmrelease.reconcile.inputs import Inputs, MissingSource, directory_digest
 from helmrelease.reconcile.plan import Desired, ObservedRelease, Plan, Recorded, next_action
-from helmrelease.reconcile.releases import IndexedRelease, ReleaseView, owner_labels
+from helmrelease.reconcile.releases import IndexedRelease, ReleaseView, digest_label, owner_labels
 from helmrelease.reconcile.settings import OperatorSettings
 from helmrelease.reconcile.values import ValuesError, ValuesLayer, compose_values
 
@@ -48,6 +48,8 @@ MAX_STEPS: Final = 8
 #: Retry delays (seconds) for problems that can clear by themselves.
 RETRY_SOON: Final = 30.0
 RETRY_LATER: Final = 120.0
+#: The API server could not be reached or answer: it is usually back within seconds (a restart, a failover).
+RETRY_API: Final = 5.0
 #: Seconds between checks for deletion while a helm operation runs.
 DELETION_POLL: Final = 3.0
 
@@ -64,7 +66,20 @@ def _observed(entry: IndexedRelease, ownership: Ownership, owner: str | None) ->
         status=_HELM_STATUSES.get(entry.status, HelmStatus.UNKNOWN),
         ownership=ownership,
         owner=owner,
+        digest_label=entry.digest_label,
     )
+
+
+@contextlib.contextmanager
+def _api_errors() -> Iterator[None]:
+    """The one place an API failure becomes the handler's retry: an unreachable API server (`ApiUnavailable`: one
+    log line from kopf, no traceback) is tried again in a few seconds, anything else a little later."""
+    try:
+        yield
+    except ApiUnavailable as error:
+        raise ReconcileError("ApiUnavailable", str(error), temporary=True, retry_after=RETRY_API) from None
+    except KubeError as error:
+        raise ReconcileError("ApiError", str(error), temporary=True, retry_after=RETRY_SOON) from None
 
 
 @dataclass
@@ -128,33 +143,29 @@ class Reconciler:
         self, body: Mapping[str, Any], releases: ReleaseView, *, check_drift: bool = False
     ) -> None:
         """Bring the release to the state the HelmRelease declares; raise ReconcileError when it is not there."""
-        current = await self._start(body)
-        if current.hr.deleting:
-            return
-        async with self._release_lock(current.hr):
-            # Another pass (a resync, a values change) may have finished while this one waited for the lock: the
-            # status in `body` is then stale, and deciding on it would repeat that pass's upgrade.
-            try:
-                fresh = await self.kube.get_helmrelease(current.ref.namespace, current.ref.name)
-            except NotFound:
-                return
-            except KubeError as error:
-                raise ReconcileError(
-                    "ApiError", str(error), temporary=True, retry_after=RETRY_SOON
-                ) from error
-            current = await self._start(fresh)
+        with _api_errors():
+            current = await self._start(body)
             if current.hr.deleting:
                 return
-            await self._run_pass(current, releases, check_drift=check_drift, deleting=False)
+            async with self._release_lock(current.hr):
+                # Another pass (a resync, a values change) may have finished while this one waited for the lock:
+                # the status in `body` is then stale, and deciding on it would repeat that pass's upgrade.
+                try:
+                    fresh = await self.kube.get_helmrelease(current.ref.namespace, current.ref.name)
+                except NotFound:
+                    return
+                current = await self._start(fresh)
+                if current.hr.deleting:
+                    return
+                await self._run_pass(current, releases, check_drift=check_drift, deleting=False)
 
     async def reconcile_by_name(self, namespace: str, name: str, releases: ReleaseView) -> None:
         """Reconcile after something it depends on changed (a values ConfigMap or Secret)."""
-        try:
-            body = await self.kube.get_helmrelease(namespace, name)
-        except NotFound:
-            return
-        except KubeError as error:
-            raise ReconcileError("ApiError", str(error), temporary=True, retry_after=RETRY_SOON) from error
+        with _api_errors():
+            try:
+                body = await self.kube.get_helmrelease(namespace, name)
+            except NotFound:
+                return
         await self.reconcile(body, releases)
 
     async def finalize(self, body: Mapping[str, Any], releases: ReleaseView) -> None:
@@ -166,26 +177,42 @@ class Reconciler:
             log.info("HelmRelease %s is invalid; nothing to uninstall", _name(body))
             return
         current = _Pass(_ref(body), hr.status, hr.status, hr)
-        async with self._release_lock(hr):
-            plan = next_action(
-                self._desired(hr, digest="", chart_revision=""),
-                await self._observe(current, releases),
-                Recorded.from_status(hr.status),
-                deleting=True,
-            )
-            if plan.action is not Action.UNINSTALL:
-                await self._event(current, "Normal", plan.reason, plan.message)
-                return
-            helm = self._helm_for(hr)
-            try:
-                async with self._workers:
-                    await helm.uninstall(
-                        hr.release_name, hr.target_namespace, timeout_seconds=hr.spec.timeout
+        desired = self._desired(hr, digest="", chart_revision="")
+        recorded = Recorded.from_status(hr.status)
+        with _api_errors():
+            async with self._release_lock(hr):
+                # A release left under an earlier releaseName or targetNamespace goes first, then the current one.
+                previous = await self._observe_previous(current, recorded, desired, releases)
+                while True:
+                    plan = next_action(
+                        desired,
+                        await self._observe(current, releases),
+                        recorded,
+                        now=self.clock(),
+                        previous=previous,
+                        deleting=True,
                     )
-            except helm_adapter.HelmError as error:
-                await self._event(current, "Warning", Reason.UNINSTALL_FAILED, str(error))
-                raise ReconcileError(Reason.UNINSTALL_FAILED, str(error), temporary=True) from error
-            await self._event(current, "Normal", Reason.UNINSTALLED, f"Uninstalled release {hr.release_name}")
+                    old = recorded.previous_release(desired)
+                    if plan.action is Action.UNINSTALL_PREVIOUS and old is not None:
+                        await self._uninstall_on_delete(current, *old)
+                        previous = None
+                        continue
+                    if plan.action is not Action.UNINSTALL:
+                        await self._event(current, "Normal", plan.reason, plan.message)
+                        return
+                    await self._uninstall_on_delete(current, hr.target_namespace, hr.release_name)
+                    return
+
+    async def _uninstall_on_delete(self, current: _Pass, namespace: str, name: str) -> None:
+        hr = current.hr
+        try:
+            async with self._workers:
+                await self._helm_for(hr).uninstall(name, namespace, timeout_seconds=hr.spec.timeout)
+        except helm_adapter.HelmError as error:
+            message = f"Uninstalling release {namespace}/{name} failed: {error.cause}"
+            await self._event(current, "Warning", Reason.UNINSTALL_FAILED, message)
+            raise ReconcileError(Reason.UNINSTALL_FAILED, message, temporary=True) from error
+        await self._event(current, "Normal", Reason.UNINSTALLED, f"Uninstalled release {namespace}/{name}")
 
     # --- one pass -----------------------------------------------------------------------------------------------
 
@@ -233,7 +260,9 @@ class Reconciler:
 
         done: set[Action] = set()
         for _ in range(MAX_STEPS):
+            recorded = Recorded.from_status(current.status)
             observed = await self._observe(current, releases)
+            previous = await self._observe_previous(current, recorded, desired, releases)
             drifted = False
             if (
                 check_drift
@@ -243,15 +272,25 @@ class Reconciler:
             ):
                 drifted = await self._check_drift(current, observed)
             plan = next_action(
-                desired, observed, Recorded.from_status(current.status), drifted=drifted, deleting=deleting
+                desired,
+                observed,
+                recorded,
+                now=self.clock(),
+                previous=previous,
+                drifted=drifted,
+                deleting=deleting,
             )
-            if not plan.action.runs_helm:
-                await self._settle(current, desired, plan, observed)
-                return
             if plan.action in done:
                 # Never the same action twice in one pass: the next pass (a retry or the resync) decides again.
                 await self._write(current)
                 raise ReconcileError(plan.reason, plan.message, temporary=True, retry_after=RETRY_SOON)
+            if plan.action is Action.RECORD and observed is not None:
+                done.add(plan.action)
+                await self._record(current, desired, plan, observed)
+                continue
+            if not plan.action.runs_helm:
+                await self._settle(current, desired, plan, observed)
+                return
             done.add(plan.action)
             await self._act(current, desired, plan, chart, values, observed)
         await self._write(current)
@@ -267,8 +306,25 @@ class Reconciler:
         if warn and _conditions_changed(before, current.status):
             await self._event(current, "Warning", plan.reason, plan.message)
         await self._write(current)
-        if plan.action is Action.WAIT_RETRY and not plan.settled:
-            raise ReconcileError(plan.reason, plan.message, temporary=True, retry_after=RETRY_SOON)
+        if plan.retry_after is not None:
+            # A planned retry (a cluster-side failure) or a running operation: run again by ourselves then.
+            raise ReconcileError(plan.reason, plan.message, temporary=True, retry_after=plan.retry_after)
+
+    async def _record(self, current: _Pass, desired: Desired, plan: Plan, observed: ObservedRelease) -> None:
+        """Record a deploy Helm finished before the operator was stopped, as its own outcome would have been."""
+        hr = current.hr
+        log.info(
+            "%s/%s: %s (%s) %s",
+            hr.metadata.namespace,
+            hr.metadata.name,
+            plan.action,
+            plan.reason,
+            plan.message,
+        )
+        current.status = conditions.status_after_record(current.status, desired, observed, self.clock())
+        await self._write(current)
+        await self._mark_resources(hr)
+        await self._event(current, "Normal", plan.reason, plan.message)
 
     # --- inputs -------------------------------------------------------------------------------------------------
 
@@ -294,10 +350,7 @@ class Reconciler:
 
     async def _target_namespace_exists(self, current: _Pass) -> bool:
         namespace = current.hr.target_namespace
-        try:
-            exists = await self.kube.namespace_exists(namespace)
-        except KubeError as error:
-            raise ReconcileError("ApiError", str(error), temporary=True, retry_after=RETRY_SOON) from error
+        exists = await self.kube.namespace_exists(namespace)
         if not exists:
             await self._problem(
                 current,
@@ -313,8 +366,10 @@ class Reconciler:
         try:
             source = await self.inputs.chart_source(hr)
             chart = await self.charts.fetch(source)
+        except ApiUnavailable:
+            raise  # not the chart's fault: the pass is retried soon
         except (helm_adapter.HelmError, KubeError) as error:
-            message = str(error)
+            message = error.cause if isinstance(error, helm_adapter.HelmError) else str(error)
             current.status = conditions.status_after_chart_fetch(
                 current.status, chart=_chart_label(hr), error=message, now=self.clock()
             )
@@ -361,8 +416,28 @@ class Reconciler:
     async def _observe(self, current: _Pass, releases: ReleaseView) -> ObservedRelease | None:
         """The release as Helm stores it, from the watch-fed index; no helm process, no API call when ours."""
         hr = current.hr
-        entry = releases.latest(hr.target_namespace, hr.release_name)
-        after = current.after_action
+        return await self._observe_release(
+            hr, hr.target_namespace, hr.release_name, releases, current.after_action
+        )
+
+    async def _observe_previous(
+        self, current: _Pass, recorded: Recorded, desired: Desired, releases: ReleaseView
+    ) -> ObservedRelease | None:
+        """The release recorded under an earlier releaseName or targetNamespace, if there is one."""
+        old = recorded.previous_release(desired)
+        if old is None:
+            return None
+        return await self._observe_release(current.hr, *old, releases)
+
+    async def _observe_release(
+        self,
+        hr: HelmRelease,
+        namespace: str,
+        name: str,
+        releases: ReleaseView,
+        after: ObservedRelease | None = None,
+    ) -> ObservedRelease | None:
+        entry = releases.latest(namespace, name)
         if after is not None and (entry is None or entry.revision < after.revision):
             return after  # the index has not seen our last action yet
         if entry is None:
@@ -373,15 +448,15 @@ class Reconciler:
             return _observed(entry, Ownership.OURS if ours else Ownership.OTHER, owner)
         # No owner labels: installed by hand, by another tool, or by the Flux v1 Helm Operator, which marked the
         # release's resources with the antecedent annotation. Look at them (rare: once, before adoption).
-        antecedent = await self._antecedent(hr, entry.revision)
+        antecedent = await self._antecedent(namespace, name, entry.revision)
         ownership = ownership_of(antecedent, namespace=hr.metadata.namespace, name=hr.metadata.name)
         return _observed(entry, ownership, antecedent)
 
-    async def _antecedent(self, hr: HelmRelease, revision: int) -> str | None:
-        stored = await self.kube.stored_release(hr.target_namespace, hr.release_name, revision)
+    async def _antecedent(self, namespace: str, release: str, revision: int) -> str | None:
+        stored = await self.kube.stored_release(namespace, release, revision)
         if stored is None:
             return None
-        for obj in parse_manifest(stored.manifest, hr.target_namespace)[:5]:
+        for obj in parse_manifest(stored.manifest, namespace)[:5]:
             live = await self.kube.get_object(obj.api_version, obj.kind, obj.namespace, obj.name)
             annotations = ((live or {}).get("metadata") or {}).get("annotations") or {}
             if annotations.get(ANTECEDENT_ANNOTATION):
@@ -443,9 +518,10 @@ class Reconciler:
             "%s/%s: %s (%s) %s", hr.metadata.namespace, hr.metadata.name, action, plan.reason, plan.message
         )
         helm = self._helm_for(hr)
+        previous = Recorded.from_status(current.status).previous_release(desired)
         async with self._workers:
             outcome = await self._unless_deleted(
-                current, self._run_helm(helm, hr, action, chart, values, observed)
+                current, self._run_helm(helm, hr, desired, action, chart, values, observed, previous)
             )
         if outcome is None:
             await self._event(
@@ -459,8 +535,12 @@ class Reconciler:
                 _failure_reason(action), "cancelled by deletion", temporary=True, retry_after=1
             )
         if outcome.helm_revision is not None and outcome.release_status is not None:
+            made = action in (Action.INSTALL, Action.UPGRADE, Action.ADOPT) and outcome.succeeded
             current.after_action = ObservedRelease(
-                outcome.helm_revision, outcome.release_status, Ownership.OURS
+                outcome.helm_revision,
+                outcome.release_status,
+                Ownership.OURS,
+                digest_label=digest_label(desired.digest) if made else None,
             )
         elif action in (Action.UNLOCK, Action.UNINSTALL) and outcome.succeeded:
             current.after_action = ObservedRelease(0, HelmStatus.UNINSTALLED, Ownership.OURS)
@@ -472,23 +552,22 @@ class Reconciler:
         if outcome.succeeded:
             if action in (Action.INSTALL, Action.UPGRADE, Action.ADOPT):
                 await self._mark_resources(hr)
-            await self._event(current, "Normal", _success_reason(action), _success_message(hr, action, chart))
+            await self._event(current, "Normal", _success_reason(action), _told(current, action, chart, True))
         else:
             await self._event(
-                current,
-                "Warning",
-                _failure_reason(action),
-                f"{_failure_reason(action)}: {conditions.trim_message(outcome.error, 900)}",
+                current, "Warning", _failure_reason(action), _told(current, action, chart, False)
             )
 
     async def _run_helm(
         self,
         helm: helm_adapter.HelmCommand,
         hr: HelmRelease,
+        desired: Desired,
         action: Action,
         chart: FetchedChart,
         values: Mapping[str, Any],
         observed: ObservedRelease | None,
+        previous: tuple[str, str] | None,
     ) -> conditions.Outcome:
         name, namespace, spec = hr.release_name, hr.target_namespace, hr.spec
         try:
@@ -504,7 +583,8 @@ class Reconciler:
                         max_history=spec.max_history,
                         description=f"{action.value} by HelmRelease {hr.metadata.namespace}/{hr.metadata.name}",
                         force_conflicts=True,
-                        labels=owner_labels(hr.metadata.namespace, hr.metadata.name),
+                        # The digest too: a restart after helm returned knows what this revision holds.
+                        labels=owner_labels(hr.metadata.namespace, hr.metadata.name, desired.digest),
                     )
                     deploy = (
                         helm_adapter.DeployAction.INSTALL
@@ -538,19 +618,47 @@ class Reconciler:
                             max_history=spec.max_history,
                         ),
                     )
-                    state = await self._status_after(helm, hr)
-                    return conditions.Outcome(True, helm_revision=state[0], release_status=state[1])
+                    return await self._rollback_outcome(helm, hr)
                 case Action.UNLOCK:
                     return await self._unlock(helm, hr, observed)
                 case Action.UNINSTALL:
                     await helm.uninstall(name, namespace, timeout_seconds=spec.timeout)
                     return conditions.Outcome(True)
+                case Action.UNINSTALL_PREVIOUS if previous is not None:
+                    await helm.uninstall(previous[1], previous[0], timeout_seconds=spec.timeout)
+                    return conditions.Outcome(True)
         except helm_adapter.HelmError as error:
             state = await self._status_after(helm, hr)
+            cause = error.cause
+            if isinstance(error, helm_adapter.Timeout):
+                cause = f"{cause}; {conditions.timeout_note(action, spec)}"
             return conditions.Outcome(
-                False, error=str(error), helm_revision=state[0], release_status=state[1]
+                False,
+                error=cause,
+                helm_revision=state[0],
+                release_status=state[1],
+                cluster_side=error.cluster_side,
             )
         raise AssertionError(f"{action} is not a helm action")
+
+    async def _rollback_outcome(self, helm: helm_adapter.HelmCommand, hr: HelmRelease) -> conditions.Outcome:
+        """Where a rollback left the release, from `helm history`: its newest revision is the rollback, and its
+        description names the revision rolled back to ("Rollback to 1"), which a message must not guess."""
+        try:
+            history = await helm.history(hr.release_name, hr.target_namespace)
+        except helm_adapter.HelmError as error:
+            log.warning("helm history %s/%s failed: %s", hr.target_namespace, hr.release_name, error)
+            revision, status = await self._status_after(helm, hr)
+            return conditions.Outcome(True, helm_revision=revision, release_status=status)
+        latest = max(history, key=lambda entry: entry.revision, default=None)
+        if latest is None:
+            return conditions.Outcome(True)
+        return conditions.Outcome(
+            True,
+            helm_revision=latest.revision,
+            release_status=_helm_status(latest.status),
+            rolled_back_to=latest.rollback_target,
+        )
 
     async def _unless_deleted(
         self, current: _Pass, operation: Coroutine[Any, Any, conditions.Outcome]
@@ -662,6 +770,7 @@ class Reconciler:
         raise ReconcileError(reason, message, temporary=temporary, retry_after=RETRY_LATER)
 
     async def _write(self, current: _Report) -> None:
+        """Patch the status if it changed; other API failures reach the entry point's `_api_errors`."""
         if current.status == current.written:
             return
         try:
@@ -670,10 +779,6 @@ class Reconciler:
             )
         except NotFound:
             return  # deleted meanwhile
-        except KubeError as error:
-            raise ReconcileError(
-                "ApiError", f"writing status failed: {error}", temporary=True, retry_after=RETRY_SOON
-            ) from error
         current.written = current.status
 
     async def _event(self, current: _Report, event_type: str, reason: str, message: str) -> None:
@@ -717,6 +822,16 @@ def _helm_status(text: str) -> HelmStatus:
     return _HELM_STATUSES.get(text, HelmStatus.UNKNOWN)
 
 
+def _told(current: _Pass, action: Action, chart: FetchedChart, succeeded: bool) -> str:
+    """What an action's Event says: the sentence of the condition its outcome set, which names the action once
+    ("Upgrading ... failed: <helm's cause>"), or for a deploy that worked, which chart it deployed."""
+    fallback = _success_message(current.hr, action, chart)
+    if succeeded and action in (Action.INSTALL, Action.UPGRADE, Action.ADOPT):
+        return fallback
+    condition = current.status.condition(conditions.condition_of(action))
+    return condition.message if condition is not None else fallback
+
+
 def _success_reason(action: Action) -> Reason:
     return {
         Action.INSTALL: Reason.INSTALL_SUCCEEDED,
@@ -726,6 +841,7 @@ def _success_reason(action: Action) -> Reason:
         Action.ROLLBACK: Reason.ROLLBACK_SUCCEEDED,
         Action.UNLOCK: Reason.UNLOCKED,
         Action.UNINSTALL: Reason.UNINSTALLED,
+        Action.UNINSTALL_PREVIOUS: Reason.UNINSTALLED,
     }[action]
 
 
@@ -738,6 +854,7 @@ def _failure_reason(action: Action) -> Reason:
         Action.ROLLBACK: Reason.ROLLBACK_FAILED,
         Action.UNLOCK: Reason.UNLOCK_FAILED,
         Action.UNINSTALL: Reason.UNINSTALL_FAILED,
+        Action.UNINSTALL_PREVIOUS: Reason.UNINSTALL_FAILED,
     }[action]
 
 
@@ -751,6 +868,7 @@ def _success_message(hr: HelmRelease, action: Action, chart: FetchedChart) -> st
         Action.ROLLBACK: f"Rolled back release {name} to its previous revision",
         Action.UNLOCK: f"Recovered release {name} from a pending state left by an interrupted operation",
         Action.UNINSTALL: f"Uninstalled release {name}",
+        Action.UNINSTALL_PREVIOUS: f"Uninstalled the release this HelmRelease made before {name}",
     }[action]
 
 

@@ -347,6 +347,22 @@ def test_history() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("description", "target"),
+    [
+        pytest.param("Rollback to 1", 1, id="helm-v3-and-v4"),
+        pytest.param("Rollback to 12", 12, id="two-digits"),
+        pytest.param("Upgrade complete", None, id="not-a-rollback"),
+        pytest.param("Rollback to previous", None, id="no-number"),
+        pytest.param("upgrade by HelmRelease apps/Rollback to 3", None, id="ours-mentioning-it"),
+    ],
+)
+def test_a_rollback_revision_names_its_target(description: str, target: int | None) -> None:
+    """Helm describes the revision a rollback makes as "Rollback to <N>" (captured from v3.22 and v4.3)."""
+    entry = {"revision": 3, "status": "deployed", "description": description}
+    assert helm.parse_history([entry])[0].rollback_target == target
+
+
 def test_test_hooks_from_status() -> None:
     status = {
         "hooks": [

@@ -273,13 +273,187 @@ SAMPLES = [
         "Error: UPGRADE FAILED: context canceled",
         helm.Cancelled,
     ),
+    # The cluster's fault or the configuration's (captured against the test control plane, with a ResourceQuota
+    # whose status says it is used up, a ValidatingWebhookConfiguration pointing at a closed port or at a server
+    # that says no, and a kube-apiserver started with a /29 Service range).
+    (
+        "v4-quota-exceeded-install",
+        "Error: INSTALLATION FAILED: server-side apply failed for object quota-helm/web /v1, Kind=Service: "
+        'services "web" is forbidden: exceeded quota: q, requested: services=1, used: services=0, limited: '
+        "services=0",
+        helm.ClusterProblem,
+    ),
+    (
+        "v4-quota-exceeded-upgrade",
+        'level=WARN msg="upgrade failed" name=web error="failed to create resource: server-side apply failed for '
+        'object quota-helm/web /v1, Kind=Service: services \\"web\\" is forbidden: exceeded quota: q, requested: '
+        'services=1, used: services=0, limited: services=0"\n'
+        "Error: UPGRADE FAILED: failed to create resource: server-side apply failed for object quota-helm/web "
+        '/v1, Kind=Service: services "web" is forbidden: exceeded quota: q, requested: services=1, used: '
+        "services=0, limited: services=0",
+        helm.ClusterProblem,
+    ),
+    (
+        "v3-quota-exceeded-install",
+        'Error: INSTALLATION FAILED: 1 error occurred:\n\t* services "web" is forbidden: exceeded quota: q, '
+        "requested: services=1, used: services=0, limited: services=0",
+        helm.ClusterProblem,
+    ),
+    (
+        "v3-quota-exceeded-upgrade",
+        'Error: UPGRADE FAILED: failed to create resource: services "web" is forbidden: exceeded quota: q, '
+        "requested: services=1, used: services=0, limited: services=0",
+        helm.ClusterProblem,
+    ),
+    (
+        "v4-webhook-down",
+        "Error: INSTALLATION FAILED: server-side apply failed for object hook-helm/web /v1, Kind=ConfigMap: "
+        'Internal error occurred: failed calling webhook "down.test.dev": failed to call webhook: Post '
+        '"https://127.0.0.1:1/validate?timeout=10s": dial tcp 127.0.0.1:1: connect: connection refused',
+        helm.ClusterProblem,
+    ),
+    (
+        "v3-webhook-down",
+        "Error: INSTALLATION FAILED: 1 error occurred:\n\t* Internal error occurred: failed calling webhook "
+        '"down.test.dev": failed to call webhook: Post "https://127.0.0.1:1/validate?timeout=10s": dial tcp '
+        "127.0.0.1:1: connect: connection refused",
+        helm.ClusterProblem,
+    ),
+    (
+        "v4-webhook-denied",
+        "Error: INSTALLATION FAILED: server-side apply failed for object deny-helm/web /v1, Kind=ConfigMap: "
+        'admission webhook "deny.test.dev" denied the request: configmaps need an owner label',
+        helm.InvalidResource,
+    ),
+    (
+        "v3-webhook-denied",
+        'Error: INSTALLATION FAILED: 1 error occurred:\n\t* admission webhook "deny.test.dev" denied the request: '
+        "configmaps need an owner label",
+        helm.InvalidResource,
+    ),
+    (
+        "v4-service-ip-range-full",
+        "Error: INSTALLATION FAILED: server-side apply failed for object default/w5 /v1, Kind=Service: Internal "
+        'error occurred: failed to allocate a serviceIP for Service "w5": range is full',
+        helm.ClusterProblem,
+    ),
+    (
+        "v3-service-ip-range-full",
+        "Error: INSTALLATION FAILED: 1 error occurred:\n\t* Internal error occurred: failed to allocate a "
+        'serviceIP for Service "w6": range is full',
+        helm.ClusterProblem,
+    ),
     ("unrecognised", "Error: something nobody has seen before", helm.HelmError),
 ]
 
+# Not captured: the API server's own wording (k8s.io/apimachinery status messages, etcd's errors, Go's net/http)
+# as helm prints it, for states a test cluster does not reach on demand.
+SERVER_WORDING = [
+    (
+        "503-unavailable",
+        "Error: INSTALLATION FAILED: the server is currently unable to handle the request (post configmaps)",
+        helm.ClusterProblem,
+    ),
+    (
+        "429-throttled",
+        "Error: UPGRADE FAILED: the server has received too many requests and has asked us to try again later "
+        "(patch deployments.apps web)",
+        helm.ClusterProblem,
+    ),
+    (
+        "504-gateway-timeout",
+        "Error: INSTALLATION FAILED: the server was unable to return a response in the time allotted, but may "
+        "still be processing the request (post services)",
+        helm.ClusterProblem,
+    ),
+    (
+        "apiserver-request-timeout",
+        "Error: UPGRADE FAILED: Timeout: request did not complete within requested timeout - context deadline "
+        "exceeded",
+        helm.ClusterProblem,
+    ),
+    ("etcd-timeout", "Error: INSTALLATION FAILED: etcdserver: request timed out", helm.ClusterProblem),
+    ("etcd-leader-changed", "Error: UPGRADE FAILED: etcdserver: leader changed", helm.ClusterProblem),
+    (
+        "409-modified-meanwhile",
+        'Error: UPGRADE FAILED: Operation cannot be fulfilled on configmaps "web": the object has been modified; '
+        "please apply your changes to the latest version and try again",
+        helm.ClusterProblem,
+    ),
+    (
+        "tls-handshake-timeout",
+        'Error: UPGRADE FAILED: Patch "https://10.0.0.1:443/api/v1/namespaces/apps/services/web": net/http: TLS '
+        "handshake timeout",
+        helm.RepositoryUnreachable,
+    ),
+    (
+        "api-connection-refused-mid-upgrade",
+        'Error: UPGRADE FAILED: Get "https://127.0.0.1:6443/api/v1/namespaces/apps/secrets?labelSelector=owner": '
+        "dial tcp 127.0.0.1:6443: connect: connection refused",
+        helm.RepositoryUnreachable,
+    ),
+    (
+        "http2-connection-lost",
+        'Error: UPGRADE FAILED: Get "https://127.0.0.1:6443/apis/apps/v1/namespaces/apps/deployments/web": '
+        "http2: client connection lost",
+        helm.RepositoryUnreachable,
+    ),
+]
 
-@pytest.mark.parametrize(("stderr", "expected"), [pytest.param(s, e, id=i) for i, s, e in SAMPLES])
+
+@pytest.mark.parametrize(
+    ("stderr", "expected"), [pytest.param(s, e, id=i) for i, s, e in SAMPLES + SERVER_WORDING]
+)
 def test_stderr_samples_are_classified(stderr: str, expected: type[helm.HelmError]) -> None:
     assert helm.classify(stderr) is expected
+
+
+#: What the cluster causes, which the reconciler retries by itself; the rest waits for a change of the release.
+CLUSTER_SIDE = {helm.ClusterProblem, helm.ClusterUnreachable, helm.RepositoryUnreachable, helm.ReleaseLocked}
+
+
+@pytest.mark.parametrize(
+    "error", sorted({e for _, e in helm.HELM_ERRORS} | {helm.HelmError}, key=lambda e: e.__name__), ids=str
+)
+def test_only_the_clusters_failures_are_cluster_side(error: type[helm.HelmError]) -> None:
+    assert error.cluster_side is (error in CLUSTER_SIDE)
+
+
+def test_a_quota_is_the_clusters_but_rbac_is_the_configurations() -> None:
+    """Both are 403 "is forbidden": the text after it decides."""
+    quota = 'Error: INSTALLATION FAILED: pods "web-0" is forbidden: exceeded quota: compute, requested: cpu=2'
+    rbac = 'Error: INSTALLATION FAILED: pods "web-0" is forbidden: User "system:serviceaccount:t:d" cannot create'
+    assert (helm.classify(quota).cluster_side, helm.classify(rbac).cluster_side) == (True, False)
+
+
+@pytest.mark.parametrize(
+    ("detail", "cause"),
+    [
+        pytest.param(
+            "Error: UPGRADE FAILED: context deadline exceeded", "context deadline exceeded", id="v3-upgrade"
+        ),
+        pytest.param(
+            "Error: INSTALLATION FAILED: execution error at (app/templates/configmap.yaml:1:40): x",
+            "execution error at (app/templates/configmap.yaml:1:40): x",
+            id="install",
+        ),
+        pytest.param(
+            "Error: UPGRADE FAILED: resource Deployment/a/b not ready.\ncontext deadline exceeded",
+            "resource Deployment/a/b not ready.\ncontext deadline exceeded",
+            id="v4-multi-line",
+        ),
+        pytest.param(
+            "Error: 1 error occurred:\n* pod t-test failed",  # as trim_stderr leaves it
+            "1 error occurred:\n* pod t-test failed",
+            id="test",
+        ),
+        pytest.param("did not finish within 30s", "did not finish within 30s", id="ours"),
+        pytest.param("", "upgrade", id="nothing-said"),
+    ],
+)
+def test_the_cause_drops_helms_framing(detail: str, cause: str) -> None:
+    """The message around it already says which action failed: "Upgrading ... failed: <cause>", once."""
+    assert helm.HelmError("upgrade", detail).cause == cause
 
 
 @pytest.mark.parametrize(

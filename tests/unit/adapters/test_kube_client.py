@@ -1,15 +1,21 @@
-"""Choosing the cluster client: an explicit kubeconfig, else the pod's service account, else the default file."""
+"""Choosing the cluster client (an explicit kubeconfig, else the pod's service account, else the default file),
+and what the client's failures become."""
 
 from __future__ import annotations
 
 import json
+import socket
+import threading
 from pathlib import Path
 
 import pytest
+import urllib3
 from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
 from kubernetes.config import incluster_config, kube_config
 
-from helmrelease.adapters.kube import api_client
+from helmrelease.adapters.kube import ApiUnavailable, KubeClient, KubeError, NotFound, api_client
+from helmrelease.adapters.kube import Forbidden as KubeForbidden
 
 IN_CLUSTER = "https://10.0.0.1:443"
 DEFAULT_FILE = "https://default.example:6443"
@@ -70,3 +76,104 @@ def test_client_source_and_global_default_untouched(
     client = api_client(kubeconfig(tmp_path / "given", GIVEN_FILE) if given else None)
     assert client.configuration.host == host
     assert k8s.Configuration.get_default_copy().host == default_host
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Failures of the API come out of the adapter as KubeErrors, an unreachable server as ApiUnavailable.
+
+
+def unreachable_client(port: int) -> KubeClient:
+    configuration = k8s.Configuration()
+    configuration.host = f"https://127.0.0.1:{port}"
+    configuration.verify_ssl = False
+    configuration.retries = 0
+    return KubeClient(k8s.ApiClient(configuration))
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_a_refused_connection_is_the_api_server_unavailable() -> None:
+    """The real client against a port nobody listens on: urllib3's MaxRetryError must not escape."""
+    with pytest.raises(ApiUnavailable) as raised:
+        await unreachable_client(closed_port()).namespace_exists("apps")
+    assert raised.value.temporary
+    assert str(raised.value) == (
+        "Namespace apps: the Kubernetes API server is unavailable: Failed to establish a new connection: "
+        "[Errno 111] Connection refused"
+    )
+
+
+async def test_a_connection_dropped_mid_request_is_the_api_server_unavailable() -> None:
+    """A server that accepts and hangs up (an apiserver restarting, a proxy cut)."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+
+        def hang_up() -> None:
+            connection, _ = server.accept()
+            connection.close()
+
+        thread = threading.Thread(target=hang_up)
+        thread.start()
+        with pytest.raises(ApiUnavailable, match="the Kubernetes API server is unavailable"):
+            await unreachable_client(port).get_helmrelease("apps", "web")
+        thread.join()
+
+
+def pool_error(error: Exception) -> Exception:
+    return urllib3.exceptions.MaxRetryError(urllib3.HTTPSConnectionPool("127.0.0.1", 1), "/api", error)
+
+
+@pytest.mark.parametrize(
+    ("raised", "expected", "message"),
+    [
+        pytest.param(
+            pool_error(urllib3.exceptions.NewConnectionError(None, "Failed to resolve 'api.example'")),
+            ApiUnavailable,
+            "Failed to resolve 'api.example'",
+            id="dns",
+        ),
+        pytest.param(
+            urllib3.exceptions.ProtocolError("Connection aborted.", ConnectionResetError(104, "reset")),
+            ApiUnavailable,
+            "the Kubernetes API server is unavailable: Connection aborted. ([Errno 104] reset)",
+            id="reset-mid-response",
+        ),
+        pytest.param(
+            urllib3.exceptions.ReadTimeoutError(
+                urllib3.HTTPSConnectionPool("127.0.0.1", 1), "/api", "Read timed out. (read timeout=5)"
+            ),
+            ApiUnavailable,
+            "Read timed out. (read timeout=5)",
+            id="read-timeout",
+        ),
+        pytest.param(
+            ConnectionResetError(104, "Connection reset by peer"), ApiUnavailable, "reset", id="oserror"
+        ),
+        pytest.param(
+            ApiException(status=503, reason="Service Unavailable"), ApiUnavailable, "Unavailable", id="503"
+        ),
+        pytest.param(
+            ApiException(status=429, reason="Too Many Requests"), ApiUnavailable, "Too Many", id="429"
+        ),
+        pytest.param(ApiException(status=404, reason="Not Found"), NotFound, "Not Found", id="404"),
+        pytest.param(ApiException(status=403, reason="Forbidden"), KubeForbidden, "Forbidden", id="403"),
+    ],
+)
+async def test_every_failure_of_a_call_is_converted_once(
+    raised: Exception, expected: type[KubeError], message: str
+) -> None:
+    def call() -> None:
+        raise raised
+
+    client = unreachable_client(1)
+    with pytest.raises(expected) as caught:
+        await client._call("HelmRelease apps/web", call)
+    assert type(caught.value) is expected
+    assert str(caught.value).startswith("HelmRelease apps/web: ")
+    assert message in str(caught.value)

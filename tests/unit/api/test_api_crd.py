@@ -19,7 +19,16 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 
-from helmrelease.api.constants import API_VERSION, GROUP, KIND, PLURAL, Action, Phase
+from helmrelease.api.constants import (
+    API_VERSION,
+    GROUP,
+    KIND,
+    MAX_TIMEOUT_SECONDS,
+    MIN_TIMEOUT_SECONDS,
+    PLURAL,
+    Action,
+    Phase,
+)
 from helmrelease.api.errors import SpecError
 from helmrelease.api.resource import HelmRelease, parse_helmrelease
 from helmrelease.api.spec import ChartFileSelector, HelmReleaseSpec
@@ -109,8 +118,38 @@ def test_rules_reject_what_can_never_work() -> None:
     timeouts = [path for path, node in nodes(SPEC, "spec") if path.endswith("timeout")]
     assert timeouts == ["spec.timeout", "spec.rollback.timeout", "spec.test.timeout"]
     for path, node in nodes(SPEC, "spec"):
-        if path.endswith(("timeout", "maxHistory", "maxRetries")):
+        if path.endswith("timeout"):
+            assert (node["minimum"], node["maximum"]) == (MIN_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS), path
+        if path.endswith(("maxHistory", "maxRetries")):
             assert node["minimum"] == 0, path
+
+
+@pytest.mark.parametrize("field", ["timeout", "rollback.timeout", "test.timeout"])
+@pytest.mark.parametrize(
+    ("value", "accepted"),
+    [
+        pytest.param(MIN_TIMEOUT_SECONDS - 1, False, id="zero-would-wait-forever"),
+        pytest.param(MIN_TIMEOUT_SECONDS, True, id="minimum"),
+        pytest.param(MAX_TIMEOUT_SECONDS, True, id="maximum"),
+        pytest.param(MAX_TIMEOUT_SECONDS + 1, False, id="beyond-a-day"),
+        pytest.param(10**12, False, id="absurd"),
+    ],
+)
+def test_models_enforce_the_crd_timeout_bounds(field: str, value: int, accepted: bool) -> None:
+    """Objects stored before the CRD had bounds reach the parser: it refuses the same values, naming the field."""
+    spec: dict[str, Any] = {"chart": {"git": "g", "path": "p"}}
+    *parents, leaf = field.split(".")
+    target = spec
+    for parent in parents:
+        target = target.setdefault(parent, {})
+    target[leaf] = value
+    try:
+        parse_helmrelease({"metadata": {"name": "x"}, "spec": spec})
+    except SpecError as error:
+        assert not accepted
+        assert [problem.field for problem in error.problems] == [f"spec.{field}"]
+    else:
+        assert accepted
 
 
 def test_lists_with_rules_are_bounded() -> None:

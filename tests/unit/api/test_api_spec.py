@@ -468,10 +468,13 @@ def test_nulls_inside_values_are_kept_for_helm() -> None:
     ("spec", "field"),
     [
         pytest.param({"timeout": -1}, "spec.timeout", id="timeout"),
+        pytest.param({"timeout": 0}, "spec.timeout", id="timeout-zero-waits-forever"),
+        pytest.param({"timeout": 10**12}, "spec.timeout", id="timeout-absurd"),
         pytest.param({"maxHistory": -1}, "spec.maxHistory", id="maxHistory"),
         pytest.param({"rollback": {"timeout": -5}}, "spec.rollback.timeout", id="rollback-timeout"),
         pytest.param({"rollback": {"maxRetries": -1}}, "spec.rollback.maxRetries", id="maxRetries"),
         pytest.param({"test": {"timeout": -1}}, "spec.test.timeout", id="test-timeout"),
+        pytest.param({"test": {"timeout": 0}}, "spec.test.timeout", id="test-timeout-zero"),
         pytest.param({"values": ["a"]}, "spec.values", id="values-not-a-map"),
         pytest.param({"wait": "sometimes"}, "spec.wait", id="wait-not-a-bool"),
     ],

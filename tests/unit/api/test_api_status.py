@@ -118,4 +118,5 @@ def test_only_helm_actions_are_recorded() -> None:
         Action.UNLOCK,
         Action.UNINSTALL,
         Action.ADOPT,
+        Action.UNINSTALL_PREVIOUS,
     }

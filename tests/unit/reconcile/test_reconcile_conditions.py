@@ -12,18 +12,22 @@ from hypothesis import strategies as st
 
 from helmrelease.api.constants import Action, ConditionStatus, ConditionType, HelmStatus, Phase, Reason
 from helmrelease.api.ownership import Ownership
+from helmrelease.api.spec import HelmReleaseSpec
 from helmrelease.api.status import Condition, HelmReleaseStatus
 from helmrelease.reconcile.conditions import (
     MESSAGE_LIMIT,
     Outcome,
+    condition_of,
     status_after_action,
     status_after_chart_fetch,
     status_after_decision,
     status_after_problem,
+    status_after_record,
     status_before_action,
+    timeout_note,
     trim_message,
 )
-from helmrelease.reconcile.plan import Desired, ObservedRelease, Plan
+from helmrelease.reconcile.plan import Desired, ObservedRelease, Plan, Recorded, next_action
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, 250_000, tzinfo=UTC)
 LATER = NOW + timedelta(minutes=5)
@@ -298,7 +302,169 @@ def test_failure_message_names_release_chart_and_helm_error() -> None:
     assert released.message == f"Upgrading apps/apps-podinfo to chart 6.5.0 failed: {HELM_ERROR}"
 
 
-@pytest.mark.parametrize("action", [Action.NOTHING, Action.WAIT_RETRY, Action.REFUSE])
+def cluster_failure(revision: int | None = 4) -> Outcome:
+    error = 'services "web" is forbidden: exceeded quota: q, requested: services=1, used: services=1'
+    return replace(failure(revision, error), cluster_side=True)
+
+
+def test_a_cluster_side_failure_plans_a_retry_and_says_when() -> None:
+    status = status_after_action(RELEASED, DESIRED, Action.UPGRADE, cluster_failure(), NOW)
+    assert (status.retry_at, status.cluster_failures) == (datetime(2026, 3, 1, 12, 0, 10, tzinfo=UTC), 1)
+    released = status.condition(ConditionType.RELEASED)
+    assert released is not None
+    assert released.reason == Reason.UPGRADE_FAILED
+    assert released.message.endswith(
+        "exceeded quota: q, requested: services=1, used: services=1; the cluster caused this, not the "
+        "configuration: trying again at 2026-03-01T12:00:10Z (attempt 2)"
+    )
+
+
+def test_cluster_side_failures_of_one_configuration_back_off() -> None:
+    status = RELEASED
+    waits = []
+    for _ in range(8):
+        status = status_after_action(status, DESIRED, Action.UPGRADE, cluster_failure(), NOW)
+        assert status.retry_at is not None
+        waits.append((status.retry_at - NOW.replace(microsecond=0)).total_seconds())
+    assert waits == [10, 20, 40, 80, 160, 320, 600, 600]
+    assert status.cluster_failures == 8
+    assert "(attempt 9)" in ready(status).message
+
+
+@pytest.mark.parametrize(
+    ("then", "failures"),
+    [
+        pytest.param((replace(DESIRED, generation=8), cluster_failure()), 1, id="a-change-starts-over"),
+        pytest.param((DESIRED, ok()), 0, id="a-success-clears"),
+        pytest.param((DESIRED, failure()), 0, id="a-configuration-failure-plans-nothing"),
+    ],
+)
+def test_cluster_failures_reset(then: tuple[Desired, Outcome], failures: int) -> None:
+    first = status_after_action(RELEASED, DESIRED, Action.UPGRADE, cluster_failure(), NOW)
+    second = status_after_action(first, DESIRED, Action.UPGRADE, cluster_failure(), NOW)
+    desired, outcome = then
+    status = status_after_action(second, desired, Action.UPGRADE, outcome, NOW)
+    assert status.cluster_failures == failures
+    assert (status.retry_at is None) is (failures == 0)
+
+
+@pytest.mark.parametrize("action", [Action.UNLOCK, Action.UNINSTALL, Action.UNINSTALL_PREVIOUS])
+def test_housekeeping_plans_no_cluster_retry(action: Action) -> None:
+    previous = RELEASED.model_copy(update={"release_name": "old"})
+    status = status_after_action(previous, DESIRED, action, cluster_failure(), NOW)
+    assert (status.retry_at, status.cluster_failures) == (None, 0)
+
+
+def test_the_plan_waits_for_the_retry_the_status_planned() -> None:
+    """The two halves agree: the failure recorded here is retried by the plan once due, not before."""
+    status = status_after_action(RELEASED, DESIRED, Action.UPGRADE, cluster_failure(), NOW)
+    failed = ObservedRelease(revision=4, status=HelmStatus.FAILED, ownership=Ownership.OURS)
+    recorded = Recorded.from_status(status)
+    early = next_action(replace(DESIRED, rollback=True), failed, recorded, now=NOW + timedelta(seconds=5))
+    assert (early.action, early.retry_after) == (Action.WAIT_RETRY, 5)
+    due = next_action(replace(DESIRED, rollback=True), failed, recorded, now=NOW + timedelta(seconds=10))
+    assert (due.action, due.reason) == (Action.UPGRADE, Reason.CLUSTER_RETRY)
+
+
+def test_a_rollback_names_the_revision_it_went_back_to() -> None:
+    failed = status_after_action(RELEASED, DESIRED, Action.UPGRADE, failure(), LATER)
+    outcome = replace(ok(5), rolled_back_to=3)
+    rolled_back = status_after_action(failed, DESIRED, Action.ROLLBACK, outcome, LATER)
+    assert rolled_back.condition(ConditionType.ROLLED_BACK) == Condition(
+        type=ConditionType.ROLLED_BACK,
+        status=ConditionStatus.TRUE,
+        reason=Reason.ROLLBACK_SUCCEEDED,
+        message="Rolled back release apps/apps-podinfo to revision 3 (now revision 5, rollback 1)",
+        last_update_time=LATER.replace(microsecond=0),
+        last_transition_time=LATER.replace(microsecond=0),
+    )
+    assert ready(rolled_back).message.endswith("rolled back to revision 3 (now revision 5, rollback 1)")
+
+
+def test_a_rollback_whose_target_is_unknown_does_not_guess() -> None:
+    failed = status_after_action(RELEASED, DESIRED, Action.UPGRADE, failure(), LATER)
+    rolled_back = status_after_action(failed, DESIRED, Action.ROLLBACK, ok(5), LATER)
+    assert "to the previous revision (now revision 5, rollback 1)" in ready(rolled_back).message
+
+
+@pytest.mark.parametrize("reason", [Reason.RETRIES_EXHAUSTED, Reason.WAITING_FOR_CHANGE])
+def test_after_the_last_rollback_the_condition_says_no_retry_is_coming(reason: Reason) -> None:
+    failed = status_after_action(RELEASED, DESIRED, Action.UPGRADE, failure(), LATER)
+    rolled_back = status_after_action(
+        failed, DESIRED, Action.ROLLBACK, replace(ok(5), rolled_back_to=3), LATER
+    )
+    plan = Plan(Action.WAIT_RETRY, reason, "Release apps/apps-podinfo ... no retry is coming; fix it")
+    settled = status_after_decision(rolled_back, DESIRED, plan, IN_SYNC_RELEASE, LATER)
+    assert conditions(settled)[ConditionType.RELEASED] == (ConditionStatus.FALSE, reason)
+    assert ready(settled).reason == reason
+    assert ready(settled).message == plan.message
+    assert conditions(settled)[ConditionType.ROLLED_BACK] == (ConditionStatus.TRUE, Reason.ROLLBACK_SUCCEEDED)
+
+
+@pytest.mark.parametrize(("revision", "recorded_as"), [(1, Action.INSTALL), (4, Action.UPGRADE)])
+def test_recording_a_deploy_found_done_is_its_outcome(revision: int, recorded_as: Action) -> None:
+    release = ObservedRelease(revision=revision, status=HelmStatus.DEPLOYED, ownership=Ownership.OURS)
+    before = status_before_action(RELEASED, DESIRED, recorded_as, NOW)  # what the killed operator had written
+    status = status_after_record(before, DESIRED, release, LATER)
+    assert status == status_after_action(before, DESIRED, recorded_as, ok(revision), LATER)
+    assert (status.last_applied_digest, status.helm_revision, status.last_action) == (
+        DIGEST,
+        revision,
+        recorded_as,
+    )
+
+
+def test_uninstalling_the_previous_release_keeps_its_name_until_it_is_gone() -> None:
+    previous = RELEASED.model_copy(update={"release_name": "old-name", "release_namespace": "old-ns"})
+    failed = status_after_action(previous, DESIRED, Action.UNINSTALL_PREVIOUS, failure(None, "boom"), NOW)
+    assert (failed.release_namespace, failed.release_name) == ("old-ns", "old-name")
+    assert "Uninstalling release old-ns/old-name, which this HelmRelease made before" in ready(failed).message
+    done = status_after_action(failed, DESIRED, Action.UNINSTALL_PREVIOUS, Outcome(True), NOW)
+    assert (done.release_namespace, done.release_name) == ("apps", "apps-podinfo")
+    released = done.condition(ConditionType.RELEASED)
+    assert released is not None
+    assert (released.status, released.reason) == (ConditionStatus.UNKNOWN, Reason.UNINSTALLED)
+    assert "old-ns/old-name" in released.message
+    assert "apps/apps-podinfo" in released.message
+    assert (done.last_applied_digest, done.revision) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("action", "note"),
+    [
+        (Action.UPGRADE, "spec.timeout is 60s"),
+        (Action.INSTALL, "spec.timeout is 60s"),
+        (Action.UNINSTALL, "spec.timeout is 60s"),
+        (Action.ROLLBACK, "spec.rollback.timeout is 30s"),
+        (Action.TEST, "spec.test.timeout is 20s"),
+    ],
+)
+def test_a_timeout_names_its_field_and_value(action: Action, note: str) -> None:
+    spec = HelmReleaseSpec.model_validate(
+        {
+            "chart": {"git": "g", "path": "p"},
+            "timeout": 60,
+            "rollback": {"timeout": 30},
+            "test": {"timeout": 20},
+        }
+    )
+    assert timeout_note(action, spec) == f"{note}; raise it if the release needs longer"
+
+
+@pytest.mark.parametrize(
+    ("action", "condition"),
+    [
+        (Action.INSTALL, ConditionType.RELEASED),
+        (Action.UNINSTALL_PREVIOUS, ConditionType.RELEASED),
+        (Action.TEST, ConditionType.TESTED),
+        (Action.ROLLBACK, ConditionType.ROLLED_BACK),
+    ],
+)
+def test_each_action_reports_on_one_condition(action: Action, condition: ConditionType) -> None:
+    assert condition_of(action) is condition
+
+
+@pytest.mark.parametrize("action", [Action.NOTHING, Action.WAIT_RETRY, Action.REFUSE, Action.RECORD])
 def test_decisions_are_not_helm_outcomes(action: Action) -> None:
     with pytest.raises(ValueError, match="decision"):
         status_after_action(RELEASED, DESIRED, action, ok(), LATER)
@@ -438,7 +604,9 @@ def test_settled_decision(
     assert status.observed_generation == DESIRED.generation
     assert status.phase is phase
     assert conditions(status)[ConditionType.RELEASED] == released
-    assert status.release_status == "deployed"
+    assert (status.release_namespace, status.release_name) == ("apps", "apps-podinfo")
+    # A refused release is someone else's: its Helm status is not this HelmRelease's (ReleaseStatus column).
+    assert status.release_status == (None if plan.action is Action.REFUSE else "deployed")
 
 
 @pytest.mark.parametrize(
@@ -457,8 +625,11 @@ def test_turning_tests_off_clears_the_test_from_ready(outcome: Outcome | None) -
 
 
 def test_unsettled_decision_changes_nothing() -> None:
-    plan = Plan(Action.WAIT_RETRY, Reason.OPERATION_IN_PROGRESS, "running")
-    assert status_after_decision(RELEASED, DESIRED, plan, IN_SYNC_RELEASE, LATER) is RELEASED
+    for plan in (
+        Plan(Action.WAIT_RETRY, Reason.OPERATION_IN_PROGRESS, "running", retry_after=30),
+        Plan(Action.WAIT_RETRY, Reason.UPGRADE_FAILED, "trying again at ...", retry_after=10),
+    ):
+        assert status_after_decision(RELEASED, DESIRED, plan, IN_SYNC_RELEASE, LATER) is RELEASED
 
 
 def test_helm_actions_are_not_decisions() -> None:

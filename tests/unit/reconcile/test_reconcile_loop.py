@@ -6,7 +6,6 @@ sequence of actions: this is where "no hot loop", "retry at most maxRetries time
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
@@ -19,9 +18,11 @@ from helmrelease.reconcile.conditions import (
     Outcome,
     status_after_action,
     status_after_decision,
+    status_after_record,
     status_before_action,
 )
 from helmrelease.reconcile.plan import Desired, ObservedRelease, Recorded, next_action
+from helmrelease.reconcile.releases import digest_label
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 DESIRED = Desired(
@@ -35,19 +36,22 @@ DESIRED = Desired(
 
 @dataclass
 class FakeHelm:
-    """Helm's release history for one release; deploys and tests fail for the digests listed in `failing`."""
+    """Helm's release history for one release; deploys and tests fail for the digests listed in `failing`, and
+    every deploy fails on the cluster's side (a quota, say) while `cluster_down`."""
 
     failing: set[str] = field(default_factory=set)
     failing_tests: set[str] = field(default_factory=set)
-    #: (revision, status, digest) per stored revision, oldest first.
+    #: (revision, status, digest) per stored revision, oldest first; the digest is also the revision's label.
     history: list[tuple[int, HelmStatus, str]] = field(default_factory=list)
     ownership: Ownership = Ownership.OURS
+    cluster_down: bool = False
 
     def observe(self) -> ObservedRelease | None:
         if not self.history:
             return None
-        revision, status, _ = self.history[-1]
-        return ObservedRelease(revision=revision, status=status, ownership=self.ownership)
+        revision, status, digest = self.history[-1]
+        label = digest_label(digest) if digest.startswith("sha256:") else None
+        return ObservedRelease(revision=revision, status=status, ownership=self.ownership, digest_label=label)
 
     def _store(self, status: HelmStatus, digest: str) -> int:
         revision = self.history[-1][0] + 1 if self.history else 1
@@ -68,6 +72,10 @@ class FakeHelm:
     def run(self, action: Action, desired: Desired) -> Outcome:
         match action:
             case Action.INSTALL | Action.UPGRADE:
+                if self.cluster_down:
+                    self._store(HelmStatus.FAILED, desired.digest)
+                    failed = self._result(False, 'services "web" is forbidden: exceeded quota: q')
+                    return replace(failed, cluster_side=True)
                 if desired.digest in self.failing:
                     self._store(HelmStatus.FAILED, desired.digest)
                     return self._result(False, "Error: context deadline exceeded")
@@ -95,30 +103,59 @@ class FakeHelm:
         raise AssertionError(f"not a Helm action: {action}")
 
 
+def revision_and_status(helm: FakeHelm) -> tuple[int, HelmStatus] | None:
+    release = helm.observe()
+    return None if release is None else (release.revision, release.status)
+
+
 @dataclass
 class Loop:
-    """The handler's loop, pure: what it did, and the status it would write."""
+    """The handler's loop, pure: what it did, and the status it would write. Each step takes a second."""
 
     helm: FakeHelm
     status: HelmReleaseStatus = field(default_factory=HelmReleaseStatus)
-    clock: Iterator[datetime] = field(
-        default_factory=lambda: (START + timedelta(seconds=i) for i in range(10**6))
-    )
+    now: datetime = START
+    #: Seconds after which the last pass asked to run again by itself (a planned retry), as the handler would.
+    retry_after: float | None = None
 
-    def reconcile(self, desired: Desired, *, drifted: bool = False, deleting: bool = False) -> list[Action]:
+    def tick(self, seconds: float = 1) -> datetime:
+        self.now += timedelta(seconds=seconds)
+        return self.now
+
+    def reconcile(
+        self,
+        desired: Desired,
+        *,
+        drifted: bool = False,
+        deleting: bool = False,
+        crash_after: Action | None = None,
+    ) -> list[Action]:
+        """One pass; `crash_after`: the operator is killed right after Helm finishes that action."""
         actions: list[Action] = []
+        self.retry_after = None
         for _ in range(30):
             release = self.helm.observe()
             plan = next_action(
-                desired, release, Recorded.from_status(self.status), drifted=drifted, deleting=deleting
+                desired,
+                release,
+                Recorded.from_status(self.status),
+                now=self.tick(),
+                drifted=drifted,
+                deleting=deleting,
             )
             actions.append(plan.action)
+            if plan.action is Action.RECORD and release is not None:
+                self.status = status_after_record(self.status, desired, release, self.tick())
+                continue
             if not plan.action.runs_helm:
-                self.status = status_after_decision(self.status, desired, plan, release, next(self.clock))
+                self.status = status_after_decision(self.status, desired, plan, release, self.tick())
+                self.retry_after = plan.retry_after
                 return actions
-            self.status = status_before_action(self.status, desired, plan.action, next(self.clock))
+            self.status = status_before_action(self.status, desired, plan.action, self.tick())
             outcome = self.helm.run(plan.action, desired)
-            self.status = status_after_action(self.status, desired, plan.action, outcome, next(self.clock))
+            if plan.action is crash_after:
+                return actions  # killed: the outcome is never recorded
+            self.status = status_after_action(self.status, desired, plan.action, outcome, self.tick())
             drifted = drifted and plan.action is not Action.UPGRADE
             if deleting and plan.action is Action.UNINSTALL and outcome.succeeded:
                 return actions
@@ -156,7 +193,7 @@ def test_drift_is_corrected_once() -> None:
     loop = Loop(FakeHelm())
     loop.reconcile(DESIRED)
     assert loop.reconcile(DESIRED, drifted=True) == [UPG, NOP]
-    assert loop.helm.observe() == ObservedRelease(2, HelmStatus.DEPLOYED, Ownership.OURS)
+    assert revision_and_status(loop.helm) == (2, HelmStatus.DEPLOYED)
 
 
 def test_failed_upgrade_without_rollback_is_not_retried() -> None:
@@ -194,7 +231,7 @@ def test_rollback_and_retry_stop_at_max_retries(
     assert loop.reconcile(bad) == actions
     assert loop.status.rollback_count == rollbacks
     assert loop.reconcile(bad) == [WAIT]
-    assert loop.helm.observe() == ObservedRelease(1 + 2 * rollbacks, HelmStatus.DEPLOYED, Ownership.OURS)
+    assert revision_and_status(loop.helm) == (1 + 2 * rollbacks, HelmStatus.DEPLOYED)
 
 
 def test_rollback_without_retry_waits_for_a_change_then_resets_the_count() -> None:
@@ -251,3 +288,60 @@ def test_deletion_uninstalls_ours() -> None:
     loop.reconcile(DESIRED)
     assert loop.reconcile(DESIRED, deleting=True) == [Action.UNINSTALL]
     assert loop.helm.observe() is None
+
+
+def test_a_failure_of_the_cluster_is_retried_by_itself_with_backoff() -> None:
+    """A quota that is full: no change to the HelmRelease is needed once it is raised, and no rollback."""
+    loop = Loop(FakeHelm())
+    loop.reconcile(DESIRED)
+    changed = replace(DESIRED, digest="sha256:" + "2" * 64, generation=2, rollback=True)
+    loop.helm.cluster_down = True
+    assert loop.reconcile(changed) == [UPG, WAIT]
+    assert loop.retry_after == 9, "10 s after the failure, which was a second ago"
+    assert loop.reconcile(changed) == [WAIT], "a resync before the retry is due waits too"
+    loop.tick(loop.retry_after)
+    assert loop.reconcile(changed) == [UPG, WAIT]
+    assert loop.retry_after == 19, "the second wait is twice as long"
+    assert loop.status.cluster_failures == 2
+    loop.helm.cluster_down = False
+    loop.tick(loop.retry_after)
+    assert loop.reconcile(changed) == [UPG, NOP]
+    assert (loop.status.retry_at, loop.status.cluster_failures, loop.status.rollback_count) == (None, 0, 0)
+    assert loop.status.observed_generation == 2
+    ready = loop.status.condition(ConditionType.READY)
+    assert ready is not None
+    assert ready.status == "True"
+
+
+def test_a_failure_of_the_cluster_on_install_is_retried_by_upgrading() -> None:
+    loop = Loop(FakeHelm(cluster_down=True))
+    assert loop.reconcile(DESIRED) == [INS, WAIT]
+    loop.helm.cluster_down = False
+    assert loop.retry_after is not None
+    loop.tick(loop.retry_after)
+    assert loop.reconcile(DESIRED) == [UPG, NOP], "helm keeps the failed install as revision 1"
+
+
+def test_a_change_while_a_retry_is_planned_goes_ahead_at_once() -> None:
+    loop = Loop(FakeHelm(cluster_down=True))
+    assert loop.reconcile(DESIRED) == [INS, WAIT]
+    loop.helm.cluster_down = False
+    assert loop.reconcile(replace(DESIRED, generation=2)) == [UPG, NOP]
+
+
+@pytest.mark.parametrize(
+    ("first", "killed_in"),
+    [pytest.param(None, INS, id="install"), pytest.param(DESIRED, UPG, id="upgrade")],
+)
+def test_a_deploy_helm_finished_before_a_crash_is_recorded_not_repeated(
+    first: Desired | None, killed_in: Action
+) -> None:
+    loop = Loop(FakeHelm())
+    if first is not None:
+        loop.reconcile(first)
+    changed = replace(DESIRED, digest="sha256:" + "2" * 64, generation=2, test=True)
+    assert loop.reconcile(changed, crash_after=killed_in) == [killed_in]
+    revisions = len(loop.helm.history)
+    assert loop.reconcile(changed) == [Action.RECORD, TST, NOP], "recorded, then on as usual: the test"
+    assert len(loop.helm.history) == revisions, "no second revision of the same chart and values"
+    assert loop.status.last_applied_digest == changed.digest

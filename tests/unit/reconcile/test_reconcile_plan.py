@@ -6,6 +6,7 @@ import itertools
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -13,11 +14,24 @@ from helmrelease.api.constants import Action, HelmStatus, Reason
 from helmrelease.api.ownership import Ownership
 from helmrelease.api.resource import parse_helmrelease
 from helmrelease.api.status import HelmReleaseStatus
-from helmrelease.reconcile.plan import Desired, ObservedRelease, Plan, Recorded, next_action
+from helmrelease.reconcile.plan import (
+    CLUSTER_RETRY_MAX,
+    Desired,
+    ObservedRelease,
+    Plan,
+    Recorded,
+    cluster_retry_delay,
+    next_action,
+)
+from helmrelease.reconcile.releases import digest_label
 
 DIGEST = "sha256:" + "d" * 64
 OLD_DIGEST = "sha256:" + "0" * 64
 GENERATION = 4
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+#: A retry after a cluster-side failure that is due, and one that is not yet.
+DUE = NOW - timedelta(seconds=1)
+LATER = NOW + timedelta(seconds=40)
 
 DESIRED = Desired(
     release_name="apps-podinfo",
@@ -31,8 +45,13 @@ WITH_RETRY = replace(DESIRED, rollback=True, retry=True, max_retries=2)
 WITH_TEST = replace(DESIRED, test=True)
 
 
-def deployed(revision: int = 3, ownership: Ownership = Ownership.OURS) -> ObservedRelease:
-    return ObservedRelease(revision=revision, status=HelmStatus.DEPLOYED, ownership=ownership)
+def deployed(
+    revision: int = 3, ownership: Ownership = Ownership.OURS, digest: str | None = None
+) -> ObservedRelease:
+    label = digest_label(digest) if digest else None
+    return ObservedRelease(
+        revision=revision, status=HelmStatus.DEPLOYED, ownership=ownership, digest_label=label
+    )
 
 
 def with_status(status: HelmStatus, revision: int = 3) -> ObservedRelease:
@@ -62,6 +81,15 @@ ROLLED_BACK = replace(
 )
 
 
+def cluster_failed(action: Action, retry_at: datetime, **changes: object) -> Recorded:
+    """Our attempt at exactly DESIRED ended with `action` failing because of the cluster; a retry is planned."""
+    return failed(action, retry_at=retry_at, cluster_failures=2, **changes)
+
+
+#: The status remembers the release under its old name (spec.releaseName changed since).
+RENAMED = replace(IN_SYNC, release_namespace="apps", release_name="old-name")
+
+
 @dataclass(frozen=True)
 class Row:
     desired: Desired
@@ -72,6 +100,7 @@ class Row:
     drifted: bool = False
     deleting: bool = False
     operation_running: bool = False
+    previous: ObservedRelease | None = None
 
 
 ROWS = {
@@ -87,6 +116,115 @@ ROWS = {
         DESIRED, None, failed(Action.INSTALL, attempted_generation=3), Action.INSTALL, Reason.RELEASE_ABSENT
     ),
     "removed-outside-reinstalls": Row(DESIRED, None, IN_SYNC, Action.INSTALL, Reason.RELEASE_ABSENT),
+    # Failures caused by the cluster: retried when due, whatever the rollback settings.
+    "absent-after-cluster-failed-install-waits-for-the-retry": Row(
+        DESIRED, None, cluster_failed(Action.INSTALL, LATER), Action.WAIT_RETRY, Reason.INSTALL_FAILED
+    ),
+    "absent-after-cluster-failed-install-installs-when-due": Row(
+        DESIRED, None, cluster_failed(Action.INSTALL, DUE), Action.INSTALL, Reason.CLUSTER_RETRY
+    ),
+    "failed-release-after-cluster-failed-install-upgrades-when-due": Row(
+        WITH_ROLLBACK,
+        with_status(HelmStatus.FAILED, 1),
+        cluster_failed(Action.INSTALL, DUE, helm_revision=1),
+        Action.UPGRADE,
+        Reason.CLUSTER_RETRY,
+    ),
+    "cluster-failed-upgrade-is-not-rolled-back": Row(
+        WITH_ROLLBACK,
+        with_status(HelmStatus.FAILED, 4),
+        cluster_failed(Action.UPGRADE, LATER),
+        Action.WAIT_RETRY,
+        Reason.UPGRADE_FAILED,
+    ),
+    "cluster-failed-upgrade-retried-when-due": Row(
+        WITH_ROLLBACK,
+        with_status(HelmStatus.FAILED, 4),
+        cluster_failed(Action.UPGRADE, DUE),
+        Action.UPGRADE,
+        Reason.CLUSTER_RETRY,
+    ),
+    "cluster-failed-upgrade-waits-despite-drift": Row(
+        DESIRED,
+        with_status(HelmStatus.FAILED, 4),
+        cluster_failed(Action.UPGRADE, LATER),
+        Action.WAIT_RETRY,
+        Reason.UPGRADE_FAILED,
+        drifted=True,
+    ),
+    "cluster-failed-test-retried-when-due": Row(
+        WITH_TEST,
+        deployed(),
+        cluster_failed(Action.TEST, DUE, helm_revision=3),
+        Action.TEST,
+        Reason.CLUSTER_RETRY,
+    ),
+    "cluster-failed-rollback-retried-when-due": Row(
+        WITH_ROLLBACK,
+        with_status(HelmStatus.FAILED, 4),
+        cluster_failed(Action.ROLLBACK, DUE),
+        Action.ROLLBACK,
+        Reason.CLUSTER_RETRY,
+    ),
+    "cluster-failed-upgrade-superseded-by-a-change": Row(
+        replace(DESIRED, generation=GENERATION + 1),
+        with_status(HelmStatus.FAILED, 4),
+        cluster_failed(Action.UPGRADE, LATER),
+        Action.UPGRADE,
+        Reason.SPEC_CHANGED,
+    ),
+    # A deploy helm finished but the operator did not live to record.
+    "deploy-done-but-unrecorded-is-recorded": Row(
+        DESIRED, deployed(4, digest=DIGEST), OUTDATED, Action.RECORD, Reason.ALREADY_APPLIED
+    ),
+    "install-done-but-unrecorded-is-recorded": Row(
+        DESIRED, deployed(1, digest=DIGEST), Recorded(), Action.RECORD, Reason.ALREADY_APPLIED
+    ),
+    "release-labelled-with-another-digest-upgrades": Row(
+        DESIRED, deployed(4, digest=OLD_DIGEST), OUTDATED, Action.UPGRADE, Reason.CONFIG_CHANGED
+    ),
+    "failed-release-with-the-desired-digest-upgrades": Row(
+        DESIRED,
+        ObservedRelease(4, HelmStatus.FAILED, Ownership.OURS, digest_label=digest_label(DIGEST)),
+        OUTDATED,
+        Action.UPGRADE,
+        Reason.CONFIG_CHANGED,
+    ),
+    "labelled-revision-made-outside-is-still-corrected": Row(
+        DESIRED, deployed(5, digest=DIGEST), IN_SYNC, Action.UPGRADE, Reason.RELEASE_CHANGED_OUTSIDE
+    ),
+    # A release renamed (spec.releaseName or targetNamespace changed).
+    "renamed-uninstalls-our-previous-release-first": Row(
+        DESIRED, None, RENAMED, Action.UNINSTALL_PREVIOUS, Reason.RELEASE_RENAMED, previous=deployed()
+    ),
+    "renamed-leaves-someone-elses-previous-release": Row(
+        DESIRED,
+        None,
+        RENAMED,
+        Action.INSTALL,
+        Reason.RELEASE_ABSENT,
+        previous=deployed(ownership=Ownership.OTHER),
+    ),
+    "renamed-with-previous-release-gone-installs": Row(
+        DESIRED, None, RENAMED, Action.INSTALL, Reason.RELEASE_ABSENT, previous=None
+    ),
+    "renamed-previous-uninstalled-installs": Row(
+        DESIRED,
+        None,
+        RENAMED,
+        Action.INSTALL,
+        Reason.RELEASE_ABSENT,
+        previous=with_status(HelmStatus.UNINSTALLED),
+    ),
+    "deleting-renamed-uninstalls-the-previous-release-too": Row(
+        DESIRED,
+        deployed(),
+        RENAMED,
+        Action.UNINSTALL_PREVIOUS,
+        Reason.RELEASE_RENAMED,
+        deleting=True,
+        previous=deployed(),
+    ),
     # Ownership.
     "owned-by-other-refused": Row(
         DESIRED, deployed(ownership=Ownership.OTHER), Recorded(), Action.REFUSE, Reason.OWNED_BY_OTHER
@@ -377,6 +515,8 @@ def decide(row: Row) -> Plan:
         row.desired,
         row.release,
         row.recorded,
+        now=NOW,
+        previous=row.previous,
         drifted=row.drifted,
         deleting=row.deleting,
         operation_running=row.operation_running,
@@ -390,15 +530,63 @@ def test_rule(row: Row) -> None:
     assert row.desired.release in plan.message
 
 
+def test_a_planned_retry_says_when_and_which_attempt_and_is_not_settled() -> None:
+    plan = decide(ROWS["cluster-failed-upgrade-is-not-rolled-back"])
+    assert plan.retry_after == 40
+    assert not plan.settled
+    assert "trying again at 2026-03-01T12:00:40Z (attempt 3)" in plan.message
+    assert "because of the cluster" in plan.message
+
+
+def test_a_retry_a_fraction_of_a_second_away_waits_at_least_a_second() -> None:
+    recorded = cluster_failed(Action.INSTALL, NOW + timedelta(milliseconds=200))
+    assert next_action(DESIRED, None, recorded, now=NOW).retry_after == 1
+
+
+@pytest.mark.parametrize(
+    ("failures", "delay"),
+    [(0, 10), (1, 10), (2, 20), (3, 40), (6, 320), (7, 600), (8, 600), (10**6, 600)],
+)
+def test_cluster_retries_back_off_exponentially_up_to_a_cap(failures: int, delay: float) -> None:
+    assert cluster_retry_delay(failures) == delay
+    assert delay <= CLUSTER_RETRY_MAX
+
+
+def test_exhausted_retries_say_what_to_do() -> None:
+    plan = decide(ROWS["rolled-back-retries-exhausted"])
+    assert "no retry is coming" in plan.message
+    assert "revision 5 (the rollback) runs" in plan.message
+    assert "edit the HelmRelease" in plan.message
+
+
+def test_the_previous_release_is_the_recorded_one_when_the_name_or_namespace_moved() -> None:
+    assert RENAMED.previous_release(DESIRED) == ("apps", "old-name")
+    assert IN_SYNC.previous_release(DESIRED) is None, "nothing recorded"
+    same = replace(IN_SYNC, release_namespace="apps", release_name="apps-podinfo")
+    assert same.previous_release(DESIRED) is None
+    moved = replace(same, release_namespace="old-ns")
+    assert moved.previous_release(DESIRED) == ("old-ns", "apps-podinfo")
+    older_status = replace(IN_SYNC, release_name="old-name")
+    assert older_status.previous_release(DESIRED) == ("apps", "old-name"), "no namespace: the target's"
+
+
 @pytest.mark.parametrize(
     ("plan", "settled"),
     [
         pytest.param(Plan(Action.NOTHING, Reason.IN_SYNC, "m"), True, id="nothing"),
         pytest.param(Plan(Action.REFUSE, Reason.OWNED_BY_OTHER, "m"), True, id="refuse"),
         pytest.param(Plan(Action.WAIT_RETRY, Reason.RETRIES_EXHAUSTED, "m"), True, id="wait-for-change"),
-        pytest.param(Plan(Action.WAIT_RETRY, Reason.OPERATION_IN_PROGRESS, "m"), False, id="wait-for-lock"),
+        pytest.param(
+            Plan(Action.WAIT_RETRY, Reason.OPERATION_IN_PROGRESS, "m", retry_after=30),
+            False,
+            id="wait-for-lock",
+        ),
+        pytest.param(
+            Plan(Action.WAIT_RETRY, Reason.INSTALL_FAILED, "m", retry_after=10), False, id="wait-for-retry"
+        ),
         pytest.param(Plan(Action.UPGRADE, Reason.CONFIG_CHANGED, "m"), False, id="upgrade"),
         pytest.param(Plan(Action.UNLOCK, Reason.STALE_LOCK, "m"), False, id="unlock"),
+        pytest.param(Plan(Action.RECORD, Reason.ALREADY_APPLIED, "m"), False, id="record"),
     ],
 )
 def test_only_final_decisions_settle(plan: Plan, settled: bool) -> None:
@@ -444,6 +632,10 @@ def test_recorded_reads_the_status_memory() -> None:
             "rollbackCount": 2,
             "lastAction": "rollback",
             "failures": 1,
+            "releaseName": "web",
+            "releaseNamespace": "apps",
+            "retryAt": "2026-03-01T12:00:40Z",
+            "clusterFailures": 3,
         }
     )
     assert Recorded.from_status(status) == Recorded(
@@ -454,6 +646,10 @@ def test_recorded_reads_the_status_memory() -> None:
         rollback_count=2,
         last_action=Action.ROLLBACK,
         last_action_failed=True,
+        release_namespace="apps",
+        release_name="web",
+        retry_at=LATER,
+        cluster_failures=3,
     )
 
 
@@ -476,7 +672,11 @@ RECORD_DIMENSIONS: dict[str, tuple[object, ...]] = {
     "attempted_generation": (GENERATION, GENERATION - 1),
     "helm_revision": (None, 3),
     "rollback_count": (2, 3),  # at and past the limit of WITH_RETRY-like settings (max_retries 2)
-    "last_action": (None, *(action for action in Action if action.runs_helm)),
+    # (Uninstalling a previous release is recorded like an uninstall and decides the same.)
+    "last_action": (
+        None,
+        *(action for action in Action if action.runs_helm and action is not Action.UNINSTALL_PREVIOUS),
+    ),
     "last_action_failed": (False, True),
 }
 DESIRED_DIMENSIONS: dict[str, tuple[object, ...]] = {
@@ -498,6 +698,30 @@ RECORDS = tuple(Recorded(**fields) for fields in _product(RECORD_DIMENSIONS))
 DESIREDS = tuple(replace(DESIRED, **fields) for fields in _product(DESIRED_DIMENSIONS))
 
 
+#: Drawn per case rather than multiplied in, to keep the sweep near half a million cases.
+RETRY_ATS = (None, DUE, LATER)
+LABELS = (None, digest_label(DIGEST), digest_label(OLD_DIGEST))
+#: Mostly the desired release (or none recorded): a previous one decides before everything else.
+RECORDED_RELEASES = (
+    (None, None),
+    ("apps", DESIRED.release_name),
+    ("apps", DESIRED.release_name),
+    (None, DESIRED.release_name),
+    ("apps", DESIRED.release_name),
+    (None, None),
+    ("apps", "old-name"),
+    ("old-ns", DESIRED.release_name),
+)
+PREVIOUS = (
+    deployed(),
+    deployed(ownership=Ownership.OTHER),
+    deployed(ownership=Ownership.UNMARKED),
+    with_status(HelmStatus.UNINSTALLED),
+    with_status(HelmStatus.FAILED),
+    None,
+)
+
+
 @dataclass(frozen=True)
 class Case:
     desired: Desired
@@ -506,13 +730,16 @@ class Case:
     drifted: bool
     deleting: bool
     operation_running: bool
+    previous: ObservedRelease | None = None
 
     def plan(self, **changes: bool) -> Plan:
-        case = replace(self, **changes)
+        case = replace(self, **changes) if changes else self
         return next_action(
             case.desired,
             case.release,
             case.recorded,
+            now=NOW,
+            previous=case.previous,
             drifted=case.drifted,
             deleting=case.deleting,
             operation_running=case.operation_running,
@@ -520,16 +747,50 @@ class Case:
 
 
 def cases() -> Iterator[Case]:
-    """Every release x every record x the three flags, each with one of the desired variants.
+    """Every release x every record x the three flags, each with one of the desired variants; and again, where
+    they can matter, with a planned retry time, a digest label on the release, a recorded release name and a
+    release found under it, drawn too.
 
-    The variant is drawn from a seeded generator: a fixed rotation would line up with the product's own period
+    The variants are drawn from a seeded generator: a fixed rotation would line up with the product's own period
     and pair some settings only with some flags (adoption only while an operation runs, say).
     """
     chooser = random.Random(20240611)
-    for release, recorded, flags in itertools.product(
-        RELEASES, RECORDS, itertools.product((False, True), repeat=3)
+    labelled = {
+        (index, label): replace(release, digest_label=label)
+        for index, release in enumerate(RELEASES)
+        if release is not None
+        for label in LABELS
+    }
+    extended: dict[tuple[int, int, int], Recorded] = {}
+    for (index, release), (record_index, recorded), flags in itertools.product(
+        enumerate(RELEASES), enumerate(RECORDS), itertools.product((False, True), repeat=3)
     ):
-        yield Case(chooser.choice(DESIREDS), release, recorded, *flags)
+        desired = chooser.choice(DESIREDS)
+        yield Case(desired, release, recorded, *flags)
+        retry, names = chooser.randrange(len(RETRY_ATS)), chooser.randrange(len(RECORDED_RELEASES))
+        key = (record_index, retry, names)
+        if key not in extended:
+            namespace, name = RECORDED_RELEASES[names]
+            extended[key] = replace(
+                recorded, retry_at=RETRY_ATS[retry], release_namespace=namespace, release_name=name
+            )
+        variant = extended[key]
+        label = chooser.choice(LABELS)
+        # The pass observes a previous release only where the status names one other than the desired one.
+        previous = chooser.choice(PREVIOUS) if variant.previous_release(desired) else None
+        retry_matters = (
+            variant.retry_at is not None and variant.attempted(desired) and variant.last_action_failed
+        )
+        label_matters = (
+            label is not None
+            and release is not None
+            and release.status is HelmStatus.DEPLOYED
+            and recorded.applied_digest != desired.digest
+        )
+        if retry_matters or label_matters or previous is not None:
+            if release is not None:
+                release = labelled[(index, label)]
+            yield Case(desired, release, variant, *flags, previous=previous)
 
 
 def _ours_and_present(case: Case) -> bool:
@@ -541,17 +802,30 @@ def _ours_and_present(case: Case) -> bool:
 
 
 def never_touches_someone_elses_release(case: Case, plan: Plan) -> bool:
+    """(Uninstalling our previous release acts on that one, which its own invariant guards.)"""
     if case.release is None or case.release.status is HelmStatus.UNINSTALLED:
         return True
+    hands_off = {Action.REFUSE, Action.NOTHING, Action.WAIT_RETRY, Action.UNINSTALL_PREVIOUS}
     if case.release.ownership is Ownership.OTHER:
-        return plan.action in {Action.REFUSE, Action.NOTHING, Action.WAIT_RETRY}
+        return plan.action in hands_off
     if case.release.ownership is Ownership.UNMARKED:
-        return plan.action in {Action.ADOPT, Action.REFUSE, Action.NOTHING, Action.WAIT_RETRY}
+        return plan.action in {Action.ADOPT, *hands_off}
     return True
 
 
+def _cluster_failure(case: Case) -> bool:
+    """Our last action on exactly this configuration failed because of the cluster: a retry is planned."""
+    recorded = case.recorded
+    return recorded.attempted(case.desired) and recorded.last_action_failed and recorded.retry_at is not None
+
+
+def _cluster_retry_due(case: Case) -> bool:
+    return _cluster_failure(case) and case.recorded.retry_at is not None and case.recorded.retry_at <= NOW
+
+
 def never_upgrades_an_unchanged_deployed_release(case: Case, plan: Plan) -> bool:
-    """Our revision, deployed, at the desired digest, not drifted: no upgrade, unless a rollback made it."""
+    """Our revision, deployed, at the desired digest, not drifted: no upgrade, unless a rollback made it or a
+    cluster-side failure of an upgrade (a drift correction, say) is due for its retry."""
     rolled_back = case.recorded.last_action is Action.ROLLBACK and case.recorded.attempted(case.desired)
     unchanged = (
         _ours_and_present(case)
@@ -561,18 +835,81 @@ def never_upgrades_an_unchanged_deployed_release(case: Case, plan: Plan) -> bool
         and case.recorded.helm_revision == case.release.revision
         and not case.drifted
         and not rolled_back
+        and not _cluster_retry_due(case)
     )
     return not unchanged or plan.action is not Action.UPGRADE
 
 
 def never_retries_a_failed_deploy_of_the_same_config(case: Case, plan: Plan) -> bool:
+    """...unless the cluster caused the failure and its retry is due."""
     recorded = case.recorded
     failed_deploy = (
         recorded.attempted(case.desired)
         and recorded.last_action_failed
         and recorded.last_action in {Action.INSTALL, Action.UPGRADE}
+        and not _cluster_retry_due(case)
     )
     return not failed_deploy or plan.action not in {Action.INSTALL, Action.UPGRADE}
+
+
+RETRIED = {Action.INSTALL, Action.UPGRADE, Action.TEST, Action.ROLLBACK}
+
+
+def never_retries_before_the_planned_time(case: Case, plan: Plan) -> bool:
+    if plan.reason is Reason.CLUSTER_RETRY:
+        return _cluster_retry_due(case) and plan.action is not Action.WAIT_RETRY
+    early = _cluster_failure(case) and not _cluster_retry_due(case) and case.recorded.last_action in RETRIED
+    return not (early and plan.action is case.recorded.last_action)
+
+
+def a_plan_that_runs_again_by_itself_only_waits(case: Case, plan: Plan) -> bool:
+    """retry_after: an operation running, or a planned retry not yet due (and then exactly its distance)."""
+    if plan.retry_after is None:
+        return True
+    if plan.action is not Action.WAIT_RETRY:
+        return False
+    if case.operation_running:
+        return True
+    retry_at = case.recorded.retry_at
+    return (
+        _cluster_failure(case)
+        and retry_at is not None
+        and plan.retry_after >= (retry_at - NOW).total_seconds()
+    )
+
+
+def never_rolls_back_for_the_cluster(case: Case, plan: Plan) -> bool:
+    """A cluster-side failure of an upgrade or test is retried, not remedied with a rollback."""
+    return not (
+        plan.action is Action.ROLLBACK
+        and _cluster_failure(case)
+        and case.recorded.last_action is not Action.ROLLBACK
+    )
+
+
+def records_only_a_deployed_revision_of_the_desired_digest(case: Case, plan: Plan) -> bool:
+    if plan.action is not Action.RECORD:
+        return True
+    return (
+        _ours_and_present(case)
+        and case.release is not None
+        and case.release.status is HelmStatus.DEPLOYED
+        and case.release.digest_label == digest_label(case.desired.digest)
+        and case.recorded.applied_digest != case.desired.digest
+        and not case.deleting
+    )
+
+
+def uninstalls_a_previous_release_only_if_ours(case: Case, plan: Plan) -> bool:
+    if plan.action is not Action.UNINSTALL_PREVIOUS:
+        return True
+    previous = case.previous
+    return (
+        case.recorded.previous_release(case.desired) is not None
+        and previous is not None
+        and previous.ownership is Ownership.OURS
+        and previous.status is not HelmStatus.UNINSTALLED
+    )
 
 
 def drift_does_not_move_a_held_back_release(case: Case, plan: Plan) -> bool:
@@ -586,7 +923,8 @@ def uninstalls_only_our_release_on_delete(case: Case, plan: Plan) -> bool:
 
 
 def deletion_only_uninstalls_or_waits(case: Case, plan: Plan) -> bool:
-    return not case.deleting or plan.action in {Action.UNINSTALL, Action.NOTHING, Action.WAIT_RETRY}
+    allowed = {Action.UNINSTALL, Action.UNINSTALL_PREVIOUS, Action.NOTHING, Action.WAIT_RETRY}
+    return not case.deleting or plan.action in allowed
 
 
 def running_operation_is_never_joined(case: Case, plan: Plan) -> bool:
@@ -630,6 +968,11 @@ INVARIANTS: dict[str, Callable[[Case, Plan], bool]] = {
         never_touches_someone_elses_release,
         never_upgrades_an_unchanged_deployed_release,
         never_retries_a_failed_deploy_of_the_same_config,
+        never_retries_before_the_planned_time,
+        a_plan_that_runs_again_by_itself_only_waits,
+        never_rolls_back_for_the_cluster,
+        records_only_a_deployed_revision_of_the_desired_digest,
+        uninstalls_a_previous_release_only_if_ours,
         drift_does_not_move_a_held_back_release,
         uninstalls_only_our_release_on_delete,
         deletion_only_uninstalls_or_waits,

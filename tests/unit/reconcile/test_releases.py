@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import pytest
 
+from helmrelease.adapters.helm import label_argument
 from helmrelease.reconcile.releases import (
+    DIGEST_LABEL,
     IndexedRelease,
     ReleaseIndexView,
+    digest_label,
     latest,
     owner_labels,
     release_index_entry,
 )
+
+DIGEST = "sha256:" + "0123456789abcdef" * 4
 
 
 @pytest.mark.parametrize(
@@ -31,6 +36,17 @@ from helmrelease.reconcile.releases import (
             },
             {("apps", "web"): IndexedRelease(1, "failed", "team", "web")},
             id="ours",
+        ),
+        pytest.param(
+            {
+                "owner": "helm",
+                "name": "web",
+                "version": "4",
+                "status": "deployed",
+                **owner_labels("t", "w", DIGEST),
+            },
+            {("apps", "web"): IndexedRelease(4, "deployed", "t", "w", digest_label(DIGEST))},
+            id="ours-with-its-digest",
         ),
         pytest.param({"owner": "helm", "name": "web"}, None, id="no-version"),
         pytest.param({"owner": "helm", "version": "2"}, None, id="no-name"),
@@ -66,3 +82,12 @@ def test_view_over_an_index() -> None:
     view = ReleaseIndexView(index)
     assert view.latest("apps", "web") == IndexedRelease(2, "deployed")
     assert view.latest("apps", "other") is None
+
+
+def test_the_digest_label_is_a_valid_label_value_naming_the_digest() -> None:
+    """A label value holds 63 characters and no ':'; sha256 has 64 hex digits: the first 63 stand for it."""
+    labels = owner_labels("team", "web", DIGEST)
+    assert labels[DIGEST_LABEL] == DIGEST.removeprefix("sha256:")[:63]
+    assert len(labels[DIGEST_LABEL]) == 63
+    label_argument(labels)  # helm --labels accepts it (raises otherwise)
+    assert owner_labels("team", "web") == {k: v for k, v in labels.items() if k != DIGEST_LABEL}
