@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import (
     BaseModel,
@@ -81,6 +81,23 @@ def display_url(url: str) -> str:
     if password is not None or (username is not None and parts.scheme not in ("ssh", "git+ssh")):
         netloc = "***@" + netloc.rpartition("@")[2]
     return urlunsplit(parts._replace(netloc=netloc, query="***" if parts.query else ""))
+
+
+def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
+    """`url` without its userinfo, and the (username, password) it held, decoded; None when it held none.
+
+    Helm only sends credentials in a repository URL for the index, not for the chart packages it links to, and
+    puts them in the registry host for OCI: they work when they travel as the repository's credentials instead.
+    """
+    try:
+        parts = urlsplit(url)
+        username, password = parts.username, parts.password
+    except ValueError:
+        return url, None
+    if username is None and password is None:
+        return url, None
+    bare = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    return bare, (unquote(username or ""), unquote(password or ""))
 
 
 _URL_IN_TEXT = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")

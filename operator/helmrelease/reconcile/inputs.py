@@ -27,6 +27,7 @@ from helmrelease.api.spec import (
     SecretKeySelector,
     ValuesSource,
     mask_urls,
+    split_credentials,
 )
 
 
@@ -93,7 +94,10 @@ class Inputs:
                 credentials=credentials,
                 skip_dependency_update=chart.skip_dep_update,
             )
-        auth: HttpsCredentials | None = None
+        # Credentials in the URL (`https://user:password@host/`, as some Flux v1 manifests have them) become the
+        # repository's credentials, which helm also sends for the chart packages; a chartPullSecret has precedence.
+        repository, in_url = split_credentials(chart.repository)
+        auth = HttpsCredentials(*in_url) if in_url else None
         ca_file: Path | None = None
         if chart.chart_pull_secret is not None:
             data = await _chart_secret(
@@ -105,9 +109,10 @@ class Inputs:
             if ca:
                 ca_file = await asyncio.to_thread(self._private_ca_file, ca)
         if chart.is_oci:
-            return chart_sources.OCIChart(chart.oci_reference, chart.version, auth=auth, ca_file=ca_file)
+            reference = f"{repository}{chart.name}"
+            return chart_sources.OCIChart(reference, chart.version, auth=auth, ca_file=ca_file)
         return chart_sources.RepositoryChart(
-            chart.repository, chart.name, chart.version, auth=auth, ca_file=ca_file
+            repository, chart.name, chart.version, auth=auth, ca_file=ca_file
         )
 
     def _private_ca_file(self, pem: str) -> Path:

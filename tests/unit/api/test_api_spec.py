@@ -24,6 +24,7 @@ from helmrelease.api.spec import (
     clean_repository_url,
     display_url,
     mask_urls,
+    split_credentials,
 )
 
 REPO_CHART = {"repository": "https://charts.example.com/", "name": "podinfo", "version": "6.5.0"}
@@ -401,6 +402,21 @@ def test_cleaned_urls_end_in_one_slash_without_query(url: str) -> None:
 def test_display_url_masks_credentials(url: str, shown: str) -> None:
     assert display_url(url) == shown
     assert mask_urls(f"fetching '{url}' failed") == f"fetching '{shown}' failed"
+
+
+@pytest.mark.parametrize(
+    ("url", "bare", "credentials"),
+    [
+        pytest.param("https://u:p%40ss@h:8443/c/", "https://h:8443/c/", ("u", "p@ss"), id="decoded"),
+        pytest.param("https://token@h/c/", "https://h/c/", ("token", ""), id="user-only"),
+        pytest.param(
+            "oci://robot:pw@registry:5000/charts/", "oci://registry:5000/charts/", ("robot", "pw"), id="oci"
+        ),
+        pytest.param("https://h/c/", "https://h/c/", None, id="none"),
+    ],
+)
+def test_split_credentials(url: str, bare: str, credentials: tuple[str, str] | None) -> None:
+    assert split_credentials(url) == (bare, credentials)
 
 
 @pytest.mark.parametrize(
