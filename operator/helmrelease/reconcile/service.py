@@ -448,9 +448,8 @@ class Reconciler:
             if stored is None:
                 return False
             drifts: list[Drift] = []
-            kube = self._kube_for(
-                hr
-            )  # the manifest is tenant-writable: compare only what the tenant may read
+            # The manifest is tenant-writable: compare only what the HelmRelease's account may read.
+            kube = self._kube_for(hr)
             for obj in parse_manifest(stored.manifest, hr.target_namespace):
                 live = await kube.get_object(obj.api_version, obj.kind, obj.namespace, obj.name)
                 drift = find_drift(obj, live)

@@ -9,7 +9,8 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.config import incluster_config, kube_config
 
-from helmrelease.adapters.kube import api_client
+from helmrelease.adapters import kube
+from helmrelease.adapters.kube import KubeClient, api_client
 
 IN_CLUSTER = "https://10.0.0.1:443"
 DEFAULT_FILE = "https://default.example:6443"
@@ -70,3 +71,29 @@ def test_client_source_and_global_default_untouched(
     client = api_client(kubeconfig(tmp_path / "given", GIVEN_FILE) if given else None)
     assert client.configuration.host == host
     assert k8s.Configuration.get_default_copy().host == default_host
+
+
+def test_impersonating_clients_are_separate_and_kept_per_account(tmp_path: Path) -> None:
+    operator = KubeClient(api_client(kubeconfig(tmp_path / "given", GIVEN_FILE)))
+    tenant = operator.impersonating("team-a", "deployer")
+    assert tenant.api_client.default_headers["Impersonate-User"] == "system:serviceaccount:team-a:deployer"
+    assert "Impersonate-User" not in operator.api_client.default_headers  # the shared client is never changed
+    assert tenant.api_client.configuration is operator.api_client.configuration
+    assert (operator.identity, tenant.identity) == (None, "ServiceAccount team-a/deployer")
+    assert operator.impersonating("team-a", "deployer") is tenant
+    assert tenant.impersonating("team-b", "x") is operator.impersonating("team-b", "x")  # never stacked
+    assert operator.impersonating("team-b", "x").api_client.default_headers["Impersonate-User"] == (
+        "system:serviceaccount:team-b:x"
+    )
+
+
+def test_impersonating_clients_are_bounded_least_recently_used_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(kube, "IMPERSONATED_CLIENTS", 2)
+    operator = KubeClient(api_client(kubeconfig(tmp_path / "given", GIVEN_FILE)))
+    first, second = operator.impersonating("a", "one"), operator.impersonating("a", "two")
+    assert operator.impersonating("a", "one") is first  # used again: now the most recent
+    operator.impersonating("a", "three")
+    assert operator.impersonating("a", "one") is first
+    assert operator.impersonating("a", "two") is not second
