@@ -96,7 +96,7 @@ class Inputs:
             )
         # Credentials in the URL (`https://user:password@host/`, as some Flux v1 manifests have them) become the
         # repository's credentials, which helm also sends for the chart packages; a chartPullSecret has precedence.
-        repository, in_url = split_credentials(chart.repository)
+        location, in_url = split_credentials(chart.oci_reference if chart.is_oci else chart.repository)
         auth = HttpsCredentials(*in_url) if in_url else None
         ca_file: Path | None = None
         if chart.chart_pull_secret is not None:
@@ -109,11 +109,8 @@ class Inputs:
             if ca:
                 ca_file = await asyncio.to_thread(self._private_ca_file, ca)
         if chart.is_oci:
-            reference = f"{repository}{chart.name}"
-            return chart_sources.OCIChart(reference, chart.version, auth=auth, ca_file=ca_file)
-        return chart_sources.RepositoryChart(
-            repository, chart.name, chart.version, auth=auth, ca_file=ca_file
-        )
+            return chart_sources.OCIChart(location, chart.version, auth=auth, ca_file=ca_file)
+        return chart_sources.RepositoryChart(location, chart.name, chart.version, auth=auth, ca_file=ca_file)
 
     def _private_ca_file(self, pem: str) -> Path:
         """A CA bundle from a chartPullSecret, as the file helm wants, keyed by content (written once)."""
@@ -128,29 +125,14 @@ class Inputs:
     async def read_values_source(
         self, hr: HelmRelease, source: ValuesSource, chart_path: Path, kube: KubeClient
     ) -> str:
-        """The text of one values source, a ConfigMap or Secret read by `kube`.
+        """The text of one values source; ConfigMaps and Secrets are read by `kube`.
 
         Raises `MissingSource` when it does not exist (an optional source is then skipped), `UnreadableSource` when
         it may exist but could not be read (forbidden, API errors), which is never skipped: nothing is read then.
         """
         match source:
             case ConfigMapKeySelector() | SecretKeySelector():
-                namespace = source.namespace or hr.metadata.namespace
-                kind = "ConfigMap" if isinstance(source, ConfigMapKeySelector) else "Secret"
-                reader = kube.config_map_data if kind == "ConfigMap" else kube.secret_data
-                try:
-                    data = await reader(namespace, source.name)
-                except NotFound:
-                    raise MissingSource(f"{source.label} in namespace {namespace} does not exist") from None
-                except Forbidden as error:
-                    raise UnreadableSource(
-                        forbidden_message(f"{source.label} in namespace {namespace}", kind, kube, error)
-                    ) from None
-                except KubeError as error:
-                    raise UnreadableSource(f"{source.label}: {error}") from None
-                if source.key not in data:
-                    raise MissingSource(f"{source.label} in namespace {namespace} has no key {source.key!r}")
-                return data[source.key]
+                return await self.read_object_source(hr, source, kube)
             case ExternalSourceSelector():
                 try:
                     async with self.http.get(source.url, timeout=aiohttp.ClientTimeout(total=30)) as response:
@@ -164,6 +146,27 @@ class Inputs:
             case ChartFileSelector():
                 return await asyncio.to_thread(read_chart_file, chart_path, source)
         raise AssertionError(f"unknown values source {source!r}")
+
+    async def read_object_source(
+        self, hr: HelmRelease, source: ConfigMapKeySelector | SecretKeySelector, kube: KubeClient
+    ) -> str:
+        """The text of a ConfigMap or Secret values source, read by `kube`; raises as `read_values_source`."""
+        namespace = source.namespace or hr.metadata.namespace
+        kind = "ConfigMap" if isinstance(source, ConfigMapKeySelector) else "Secret"
+        reader = kube.config_map_data if kind == "ConfigMap" else kube.secret_data
+        try:
+            data = await reader(namespace, source.name)
+        except NotFound:
+            raise MissingSource(f"{source.label} in namespace {namespace} does not exist") from None
+        except Forbidden as error:
+            raise UnreadableSource(
+                forbidden_message(f"{source.label} in namespace {namespace}", kind, kube, error)
+            ) from None
+        except KubeError as error:
+            raise UnreadableSource(f"{source.label}: {error}") from None
+        if source.key not in data:
+            raise MissingSource(f"{source.label} in namespace {namespace} has no key {source.key!r}")
+        return data[source.key]
 
 
 class SourceError(Exception):

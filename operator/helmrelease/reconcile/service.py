@@ -183,7 +183,7 @@ class Reconciler:
                 raise ReconcileError(
                     Reason.SERVICE_ACCOUNT_NOT_FOUND, message, temporary=True, retry_after=RETRY_LATER
                 )
-            helm = self._helm_for(hr)
+            helm = self._helm_for(hr, await self._current_masker(hr))
             try:
                 async with self._workers:
                     await helm.uninstall(
@@ -395,6 +395,17 @@ class Reconciler:
         except ValuesError as error:
             await self._problem(current, Reason.VALUES_ERROR, str(error), generation=None, temporary=True)
             raise
+
+    async def _current_masker(self, hr: HelmRelease) -> Masker:
+        """For helm outside a pass (the uninstall): the Secret-sourced values as they are now, as far as they can
+        still be read (a pre-delete hook the API server rejects would quote them too)."""
+        kube = self._kube_for(hr)
+        values: list[object] = []
+        for source in hr.spec.values_sources:
+            if isinstance(source, SecretKeySelector):
+                with contextlib.suppress(SourceError, YAMLError):
+                    values.append(self._yaml.load(await self.inputs.read_object_source(hr, source, kube)))
+        return masker_for(values)
 
     async def _observe(self, current: _Pass, releases: ReleaseView) -> ObservedRelease | None:
         """The release as Helm stores it, from the watch-fed index; no helm process, no API call when ours."""
