@@ -13,10 +13,10 @@ message that contains those words, and a secret that short protects nothing anyw
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final
 
@@ -95,6 +95,7 @@ def spellings(secret: str) -> set[str]:
             # Go's encoding/json keeps HTML-significant characters out of JSON.
             escaped.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"),
             go_quote(part),
+            part.replace("'", "''"),  # YAML's single-quoted style (toYaml)
             base64.b64encode(part.encode()).decode(),
         }
     return forms
@@ -115,30 +116,33 @@ def go_quote(text: str) -> str:
     return "".join(out)
 
 
-@dataclass(frozen=True)
 class Masker:
-    """Replaces every spelling of every secret value in a text by `MASK`; without secrets, the text as it is."""
+    """Replaces every spelling of every secret value of `layers` in a text by `MASK`; without any, the text as it is.
 
-    pattern: re.Pattern[str] | None = None
+    The pattern is built on first use: a pass that runs no helm, or whose helm succeeds, never pays for it.
+    """
+
+    def __init__(self, layers: Iterable[object] = ()) -> None:
+        self._layers = tuple(layers)
 
     def __call__(self, text: str) -> str:
         if self.pattern is None or not text:
             return text
         return self.pattern.sub(MASK, text)
 
-    @property
-    def masks_anything(self) -> bool:
-        return self.pattern is not None
+    @functools.cached_property
+    def pattern(self) -> re.Pattern[str] | None:
+        forms: set[str] = set()
+        for layer in self._layers:
+            for secret in secret_strings(layer):
+                forms |= spellings(secret)
+        if not forms:
+            return None
+        # Longest first, so a value that contains another is masked whole.
+        alternatives = sorted(forms, key=lambda form: (-len(form), form))
+        return re.compile("|".join(re.escape(form) for form in alternatives))
 
 
 def masker_for(layers: Iterable[object]) -> Masker:
     """A masker for the values of `layers` (the parsed values of every Secret-sourced values layer)."""
-    forms: set[str] = set()
-    for layer in layers:
-        for secret in secret_strings(layer):
-            forms |= spellings(secret)
-    if not forms:
-        return Masker()
-    # Longest first, so a value that contains another is masked whole.
-    alternatives = sorted(forms, key=lambda form: (-len(form), form))
-    return Masker(re.compile("|".join(re.escape(form) for form in alternatives)))
+    return Masker(layers)

@@ -725,7 +725,7 @@ class Reconciler:
         """Helm as the HelmRelease's ServiceAccount (when it names one), masking `masker`'s values in its errors."""
         account = hr.spec.service_account_name
         helm = self.helm.impersonating(hr.metadata.namespace, account) if account else self.helm
-        return helm.redacting(masker) if masker is not None and masker.masks_anything else helm
+        return helm.redacting(masker) if masker is not None else helm
 
     def _kube_for(self, hr: HelmRelease) -> KubeClient:
         """Who reads and writes on the HelmRelease's behalf: its ServiceAccount, impersonated, when it names one

@@ -60,6 +60,12 @@ PEM = "-----BEGIN KEY-----\nMIIBVQIBADANBgkq\nhkiG9w0BAQEFAASC\n-----END KEY----
             id="base64-of-it",
         ),
         pytest.param(
+            {"word": "it's-secret"},
+            "message: 'it''s-secret'",
+            "message: '***'",
+            id="yaml-single-quoted",
+        ),
+        pytest.param(
             {"a": "secret", "b": "secret-and-more"},
             "x secret-and-more y secret z",
             "x *** y *** z",
@@ -92,7 +98,7 @@ def test_masking(values: Any, text: str, expected: str) -> None:
 
 def test_without_secret_layers_nothing_is_masked() -> None:
     masker = masker_for([])
-    assert not masker.masks_anything
+    assert masker.pattern is None
     assert masker('Invalid value: "hunter2"') == 'Invalid value: "hunter2"'
 
 
@@ -131,3 +137,9 @@ def test_a_secret_value_never_survives_masking(secret: str, before: str, after: 
         assert secret.strip() not in masked
     else:
         assert masked == before + secret + after
+
+
+def test_a_masker_never_shows_what_it_masks() -> None:
+    masker = masker_for([{"password": "hunter2-password"}])
+    assert "hunter2" not in repr(masker)
+    assert "hunter2" not in str(masker)
