@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -710,12 +710,17 @@ class HelmCommand(pyhelm3.Command):  # type: ignore[misc]  # pyhelm3 ships no ty
     """One helm binary (v3 or v4, detected once) with its settings, maybe impersonating a ServiceAccount."""
 
     def __init__(
-        self, settings: HelmSettings, major: HelmMajor, impersonation: Impersonation | None = None
+        self,
+        settings: HelmSettings,
+        major: HelmMajor,
+        impersonation: Impersonation | None = None,
+        redact: Callable[[str], str] | None = None,
     ) -> None:
         super().__init__(executable=settings.executable)
         self._settings = settings
         self._major = major
         self._impersonation = impersonation
+        self._redact = redact
         self._log = logging.getLogger(__name__)
 
     @classmethod
@@ -743,7 +748,16 @@ class HelmCommand(pyhelm3.Command):  # type: ignore[misc]  # pyhelm3 ships no ty
 
     def impersonating(self, namespace: str, service_account: str) -> HelmCommand:
         """The same helm acting as `system:serviceaccount:<namespace>:<service_account>` (multi-tenancy)."""
-        return HelmCommand(self._settings, self._major, Impersonation(namespace, service_account))
+        return HelmCommand(
+            self._settings, self._major, Impersonation(namespace, service_account), self._redact
+        )
+
+    def redacting(self, redact: Callable[[str], str]) -> HelmCommand:
+        """The same helm, whose error text goes through `redact` before any error is built from it.
+
+        The API server quotes rejected values back through helm; the caller masks those that came from Secrets.
+        """
+        return HelmCommand(self._settings, self._major, self._impersonation, redact)
 
     # ---- running
 
@@ -788,7 +802,10 @@ class HelmCommand(pyhelm3.Command):  # type: ignore[misc]  # pyhelm3 ships no ty
             ) from None
         if result.returncode != 0:
             output = (result.stdout + result.stderr) if diagnostics_on_stdout else result.stderr
-            raise error_from_stderr(operation, output.decode(errors="replace"), result.returncode)
+            text = output.decode(errors="replace")
+            raise error_from_stderr(
+                operation, self._redact(text) if self._redact else text, result.returncode
+            )
         return result.stdout
 
     def _global_arguments(self) -> list[str]:

@@ -29,6 +29,8 @@ GROUP = "helm.fluxcd.io"
 VERSION = "v1"
 PLURAL = "helmreleases"
 COMPONENT = "helmrelease-operator"
+#: Impersonating clients kept at once (one per tenant ServiceAccount in use; the oldest unused goes first).
+IMPERSONATED_CLIENTS = 256
 
 T = TypeVar("T")
 
@@ -171,6 +173,33 @@ class KubeClient:
         self.core = k8s.CoreV1Api(api_client)
         self.custom = k8s.CustomObjectsApi(api_client)
         self._dynamic: DynamicClient | None = None
+        #: Who the requests act as, for messages: None for the operator's own identity.
+        self.identity: str | None = None
+        self._impersonate: dict[str, str] = {}
+        self._operator = self
+        self._impersonated: dict[str, KubeClient] = {}
+
+    def impersonating(self, namespace: str, service_account: str) -> KubeClient:
+        """The same API acting as `system:serviceaccount:<namespace>:<service_account>` (multi-tenancy).
+
+        A client of its own, from the same configuration (the shared client is never changed), that sends
+        `Impersonate-User` on every request. Only the user is named: the apiserver adds the account's groups, as for
+        helm's `--kube-as-user`, so the operator needs `impersonate` on serviceaccounts alone. Discovery is the
+        operator's (it is the same for everyone). Clients are kept per account: a resync builds no connection pool.
+        """
+        operator = self._operator
+        user = f"system:serviceaccount:{namespace}:{service_account}"
+        client = operator._impersonated.pop(user, None)
+        if client is None:
+            api = k8s.ApiClient(operator.api_client.configuration, "Impersonate-User", user)
+            client = KubeClient(api)
+            client.identity = f"ServiceAccount {namespace}/{service_account}"
+            client._impersonate = {"Impersonate-User": user}
+            client._operator = operator
+            while len(operator._impersonated) >= IMPERSONATED_CLIENTS:
+                operator._impersonated.pop(next(iter(operator._impersonated)))
+        operator._impersonated[user] = client  # most recently used last
+        return client
 
     async def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run one blocking client call in a thread; every failure of the API comes out as a `KubeError`."""
@@ -203,6 +232,18 @@ class KubeClient:
     async def namespace_exists(self, namespace: str) -> bool:
         try:
             await self._call(f"Namespace {namespace}", self.core.read_namespace, namespace)
+        except NotFound:
+            return False
+        return True
+
+    async def service_account_exists(self, namespace: str, name: str) -> bool:
+        try:
+            await self._call(
+                f"ServiceAccount {namespace}/{name}",
+                self.core.read_namespaced_service_account,
+                name,
+                namespace,
+            )
         except NotFound:
             return False
         return True
@@ -334,9 +375,15 @@ class KubeClient:
     # --- arbitrary objects (drift detection, ownership annotations) -------------------------------------------
 
     async def _dynamic_client(self) -> DynamicClient:
-        if self._dynamic is None:
-            self._dynamic = await self._call("API discovery", DynamicClient, self.api_client)
-        return self._dynamic
+        """The operator's dynamic client; an impersonating KubeClient adds its header to each request."""
+        operator = self._operator
+        if operator._dynamic is None:
+            operator._dynamic = await self._call("API discovery", DynamicClient, operator.api_client)
+        return operator._dynamic
+
+    def _headers(self) -> dict[str, Any]:
+        """Headers for a dynamic-client request, fresh each time (the client adds to the dict it is given)."""
+        return {"header_params": dict(self._impersonate)} if self._impersonate else {}
 
     async def get_object(
         self, api_version: str, kind: str, namespace: str | None, name: str
@@ -351,7 +398,9 @@ class KubeClient:
             return None
         ns = namespace if resource.namespaced else None
         try:
-            obj = await self._call(f"{kind} {namespace}/{name}", resource.get, name=name, namespace=ns)
+            obj = await self._call(
+                f"{kind} {namespace}/{name}", resource.get, name=name, namespace=ns, **self._headers()
+            )
         except NotFound:
             return None
         as_dict: dict[str, Any] = obj.to_dict()
@@ -380,6 +429,7 @@ class KubeClient:
                     name=ref.name,
                     namespace=ns,
                     content_type="application/merge-patch+json",
+                    **self._headers(),
                 )
             except NotFound:
                 continue

@@ -162,3 +162,4 @@ class Reason(StrEnum):
     VALUES_ERROR = "ValuesError"
     # Problems with the cluster the HelmRelease points at.
     TARGET_NAMESPACE_NOT_FOUND = "TargetNamespaceNotFound"
+    SERVICE_ACCOUNT_NOT_FOUND = "ServiceAccountNotFound"

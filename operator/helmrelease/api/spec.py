@@ -7,8 +7,9 @@ prune them anyway, and explicit nulls count as unset, which is also what the api
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import (
     BaseModel,
@@ -64,6 +65,51 @@ def _relative_path(value: str) -> str:
     return value
 
 
+_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+
+
+def display_url(url: str) -> str:
+    """A URL as messages and logs show it: credentials in it (`user:password@`, a token as user, a query) masked.
+
+    `chart.repository: https://user:password@host/` is valid (Flux v1 manifests use it); the password must still
+    never reach a condition, an Event or a log line. A plain ssh user (`ssh://git@host/...`) is not a credential.
+    """
+    try:
+        parts = urlsplit(url)
+        password, username = parts.password, parts.username
+    except ValueError:
+        return _USERINFO.sub("***@", url)
+    netloc = parts.netloc
+    if password is not None or (username is not None and parts.scheme not in ("ssh", "git+ssh")):
+        netloc = "***@" + netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=netloc, query="***" if parts.query else ""))
+
+
+def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
+    """`url` without its userinfo, and the (username, password) it held, decoded; None when it held none.
+
+    Helm only sends credentials in a repository URL for the index, not for the chart packages it links to, and
+    puts them in the registry host for OCI: they work when they travel as the repository's credentials instead.
+    """
+    try:
+        parts = urlsplit(url)
+        username, password = parts.username, parts.password
+    except ValueError:
+        return url, None
+    if username is None and password is None:
+        return url, None
+    bare = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    return bare, (unquote(username or ""), unquote(password or ""))
+
+
+_URL_IN_TEXT = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+
+
+def mask_urls(text: str) -> str:
+    """Every URL in `text` (an error from an HTTP client, helm, git) as `display_url` shows it."""
+    return _URL_IN_TEXT.sub(lambda match: display_url(match.group()), text)
+
+
 def clean_repository_url(url: str) -> str:
     """Flux v1's URL cleaning: drop the query string, end the path with exactly one slash.
 
@@ -102,6 +148,11 @@ class RepoChartSource(ApiModel):
             raise PydanticCustomError("url", "not a valid URL: {error}", {"error": str(error)}) from error
 
     @property
+    def label(self) -> str:
+        """How messages name the chart: ``app 1.2.0 from https://***@charts.example.com/``."""
+        return f"{self.name} {self.version} from {display_url(self.repository)}"
+
+    @property
     def is_oci(self) -> bool:
         return self.repository.startswith("oci://")
 
@@ -122,6 +173,11 @@ class GitChartSource(ApiModel):
 
     _unset_empty_ref = field_validator("ref", mode="before")(_empty_is_unset)
     _check_path = field_validator("path")(_relative_path)
+
+    @property
+    def label(self) -> str:
+        """How messages name the chart: ``charts/app from https://***@git.example.com/org/repo``."""
+        return f"{self.path} from {display_url(self.url)}"
 
     def ref_or(self, default: str = DEFAULT_GIT_REF) -> str:
         """The ref to check out: the spec's, else the operator's configured default."""
@@ -194,7 +250,7 @@ class ExternalSourceSelector(ApiModel):
 
     @property
     def label(self) -> str:
-        return f"URL {self.url}"
+        return f"URL {display_url(self.url)}"
 
 
 class ChartFileSelector(ApiModel):

@@ -1,6 +1,8 @@
 """What a reconcile pass reads before it decides: the chart source with its credentials, and the values sources.
 
-I/O through the kube adapter and an HTTP session; the service reports what fails here on the HelmRelease.
+I/O through the kube adapter and an HTTP session; the service reports what fails here on the HelmRelease. Every read
+of a Secret or ConfigMap named by the HelmRelease goes through the `KubeClient` the caller passes: the operator's own,
+or one impersonating the HelmRelease's ServiceAccount, so a tenant reads only what its account may read.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import aiohttp
 
 from helmrelease.adapters import charts as chart_sources
 from helmrelease.adapters.git import HttpsCredentials, SshCredentials
-from helmrelease.adapters.kube import KubeClient, KubeError, NotFound
+from helmrelease.adapters.kube import ApiUnavailable, Forbidden, KubeClient, KubeError, NotFound
 from helmrelease.api.resource import HelmRelease
 from helmrelease.api.spec import (
     ChartFileSelector,
@@ -24,6 +26,8 @@ from helmrelease.api.spec import (
     GitChartSource,
     SecretKeySelector,
     ValuesSource,
+    mask_urls,
+    split_credentials,
 )
 
 
@@ -60,26 +64,26 @@ class Inputs:
 
     def __init__(
         self,
-        kube: KubeClient,
         http: aiohttp.ClientSession,
         *,
         state_dir: Path,
         default_git_ref: str,
         git_ssh_key: Path | None,
     ) -> None:
-        self.kube = kube
         self.http = http
         self.state_dir = state_dir
         self.default_git_ref = default_git_ref
         self.git_ssh_key = git_ssh_key
 
-    async def chart_source(self, hr: HelmRelease) -> chart_sources.ChartSource:
-        """The fetcher's view of spec.chart, with credentials read from the referenced Secret."""
+    async def chart_source(self, hr: HelmRelease, kube: KubeClient) -> chart_sources.ChartSource:
+        """The fetcher's view of spec.chart, with credentials read (by `kube`) from the referenced Secret."""
         chart = hr.spec.chart
         if isinstance(chart, GitChartSource):
             credentials: HttpsCredentials | SshCredentials | None = None
             if chart.secret_ref is not None:
-                data = await self.kube.secret_data(hr.metadata.namespace, chart.secret_ref.name)
+                data = await _chart_secret(
+                    kube, hr.metadata.namespace, chart.secret_ref.name, "chart.secretRef"
+                )
                 credentials = HttpsCredentials(data.get("username", ""), data.get("password", ""))
             elif self.git_ssh_key is not None and not chart.url.startswith(("https://", "http://")):
                 credentials = SshCredentials(self.git_ssh_key)
@@ -90,20 +94,23 @@ class Inputs:
                 credentials=credentials,
                 skip_dependency_update=chart.skip_dep_update,
             )
-        auth: HttpsCredentials | None = None
+        # Credentials in the URL (`https://user:password@host/`, as some Flux v1 manifests have them) become the
+        # repository's credentials, which helm also sends for the chart packages; a chartPullSecret has precedence.
+        location, in_url = split_credentials(chart.oci_reference if chart.is_oci else chart.repository)
+        auth = HttpsCredentials(*in_url) if in_url else None
         ca_file: Path | None = None
         if chart.chart_pull_secret is not None:
-            data = await self.kube.secret_data(hr.metadata.namespace, chart.chart_pull_secret.name)
+            data = await _chart_secret(
+                kube, hr.metadata.namespace, chart.chart_pull_secret.name, "chart.chartPullSecret"
+            )
             if data.get("username") or data.get("password"):
                 auth = HttpsCredentials(data.get("username", ""), data.get("password", ""))
             ca = data.get("ca.crt") or data.get("caFile")
             if ca:
                 ca_file = await asyncio.to_thread(self._private_ca_file, ca)
         if chart.is_oci:
-            return chart_sources.OCIChart(chart.oci_reference, chart.version, auth=auth, ca_file=ca_file)
-        return chart_sources.RepositoryChart(
-            chart.repository, chart.name, chart.version, auth=auth, ca_file=ca_file
-        )
+            return chart_sources.OCIChart(location, chart.version, auth=auth, ca_file=ca_file)
+        return chart_sources.RepositoryChart(location, chart.name, chart.version, auth=auth, ca_file=ca_file)
 
     def _private_ca_file(self, pem: str) -> Path:
         """A CA bundle from a chartPullSecret, as the file helm wants, keyed by content (written once)."""
@@ -115,25 +122,17 @@ class Inputs:
             path.chmod(0o600)
         return path
 
-    async def read_values_source(self, hr: HelmRelease, source: ValuesSource, chart_path: Path) -> str:
-        """The text of one values source; raises `MissingSource` when it cannot be read."""
+    async def read_values_source(
+        self, hr: HelmRelease, source: ValuesSource, chart_path: Path, kube: KubeClient
+    ) -> str:
+        """The text of one values source; ConfigMaps and Secrets are read by `kube`.
+
+        Raises `MissingSource` when it does not exist (an optional source is then skipped), `UnreadableSource` when
+        it may exist but could not be read (forbidden, API errors), which is never skipped: nothing is read then.
+        """
         match source:
             case ConfigMapKeySelector() | SecretKeySelector():
-                namespace = source.namespace or hr.metadata.namespace
-                reader = (
-                    self.kube.config_map_data
-                    if isinstance(source, ConfigMapKeySelector)
-                    else self.kube.secret_data
-                )
-                try:
-                    data = await reader(namespace, source.name)
-                except NotFound:
-                    raise MissingSource(f"{source.label} in namespace {namespace} does not exist") from None
-                except KubeError as error:
-                    raise MissingSource(f"{source.label}: {error}") from None
-                if source.key not in data:
-                    raise MissingSource(f"{source.label} in namespace {namespace} has no key {source.key!r}")
-                return data[source.key]
+                return await self.read_object_source(hr, source, kube)
             case ExternalSourceSelector():
                 try:
                     async with self.http.get(source.url, timeout=aiohttp.ClientTimeout(total=30)) as response:
@@ -141,14 +140,70 @@ class Inputs:
                             raise MissingSource(f"{source.label} answered HTTP {response.status}")
                         return await response.text()
                 except (aiohttp.ClientError, TimeoutError) as error:
-                    raise MissingSource(f"{source.label} could not be read: {error}") from None
+                    raise MissingSource(
+                        f"{source.label} could not be read: {mask_urls(str(error))}"
+                    ) from None
             case ChartFileSelector():
                 return await asyncio.to_thread(read_chart_file, chart_path, source)
         raise AssertionError(f"unknown values source {source!r}")
 
+    async def read_object_source(
+        self, hr: HelmRelease, source: ConfigMapKeySelector | SecretKeySelector, kube: KubeClient
+    ) -> str:
+        """The text of a ConfigMap or Secret values source, read by `kube`; raises as `read_values_source`."""
+        namespace = source.namespace or hr.metadata.namespace
+        kind = "ConfigMap" if isinstance(source, ConfigMapKeySelector) else "Secret"
+        reader = kube.config_map_data if kind == "ConfigMap" else kube.secret_data
+        try:
+            data = await reader(namespace, source.name)
+        except NotFound:
+            raise MissingSource(f"{source.label} in namespace {namespace} does not exist") from None
+        except Forbidden as error:
+            raise UnreadableSource(
+                forbidden_message(f"{source.label} in namespace {namespace}", kind, kube, error)
+            ) from None
+        except ApiUnavailable:
+            raise  # the API server, not the source: the pass is retried in seconds
+        except KubeError as error:
+            raise UnreadableSource(f"{source.label}: {error}") from None
+        if source.key not in data:
+            raise MissingSource(f"{source.label} in namespace {namespace} has no key {source.key!r}")
+        return data[source.key]
 
-class MissingSource(Exception):
-    """A values source could not be read (missing object or key, unreachable URL, file outside the chart)."""
+
+class SourceError(Exception):
+    """A values source could not be read; the message names it and says why."""
+
+
+class MissingSource(SourceError):
+    """A values source is not there (missing object or key, unreachable URL, file outside the chart)."""
+
+
+class UnreadableSource(SourceError):
+    """A values source may be there but could not be read: forbidden for the identity reading it, an API error.
+
+    Unlike a missing source it is never skipped as `optional`: that would install without values that exist.
+    """
+
+
+def forbidden_message(what: str, kind: str, kube: KubeClient, error: KubeError) -> str:
+    """Who may not read `what`, and what to do about it (the apiserver's own text only says who asked)."""
+    if kube.identity is None:
+        return f"{what} is forbidden for the operator (its own RBAC): {error}"
+    return (
+        f"{what} is forbidden for {kube.identity}, which this HelmRelease acts as (spec.serviceAccountName): "
+        f"grant that account get on the {kind}, or use one it may read"
+    )
+
+
+async def _chart_secret(kube: KubeClient, namespace: str, name: str, field: str) -> dict[str, str]:
+    """A Secret with chart credentials; a forbidden read says for whom, like a values source."""
+    try:
+        return await kube.secret_data(namespace, name)
+    except Forbidden as error:
+        raise Forbidden(
+            forbidden_message(f"Secret {namespace}/{name} ({field})", "Secret", kube, error), error.status
+        ) from None
 
 
 def read_chart_file(chart_path: Path, source: ChartFileSelector) -> str:

@@ -13,7 +13,7 @@ import contextlib
 import datetime as dt
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, NoReturn
 
 import aiohttp
@@ -22,20 +22,19 @@ from ruamel.yaml.error import YAMLError
 
 from helmrelease.adapters import helm as helm_adapter
 from helmrelease.adapters.charts import ChartFetcher, FetchedChart
-from helmrelease.adapters.kube import ApiUnavailable, KubeClient, KubeError, NotFound, ObjectRef
+from helmrelease.adapters.kube import ApiUnavailable, Forbidden, KubeClient, KubeError, NotFound, ObjectRef
 from helmrelease.api.constants import API_VERSION, KIND, Action, HelmStatus, Reason
 from helmrelease.api.errors import SpecError
 from helmrelease.api.ownership import ANTECEDENT_ANNOTATION, Ownership, ownership_of
 from helmrelease.api.resource import HelmRelease, parse_helmrelease
-from helmrelease.api.spec import (
-    GitChartSource,
-)
+from helmrelease.api.spec import GitChartSource, SecretKeySelector, mask_urls
 from helmrelease.api.status import HelmReleaseStatus
 from helmrelease.reconcile import conditions
 from helmrelease.reconcile.digest import ChartIdentity, release_digest
 from helmrelease.reconcile.drift import Drift, find_drift, parse_manifest
 from helmrelease.reconcile.errors import ReconcileError
-from helmrelease.reconcile.inputs import Inputs, MissingSource, directory_digest
+from helmrelease.reconcile.inputs import Inputs, MissingSource, SourceError, directory_digest
+from helmrelease.reconcile.masking import Masker, masker_for
 from helmrelease.reconcile.plan import Desired, ObservedRelease, Plan, Recorded, next_action
 from helmrelease.reconcile.releases import IndexedRelease, ReleaseView, digest_label, owner_labels
 from helmrelease.reconcile.settings import OperatorSettings
@@ -98,6 +97,8 @@ class _Pass(_Report):
     hr: HelmRelease
     #: What the last action of this pass left, until the watch-fed index catches up with it.
     after_action: ObservedRelease | None = None
+    #: Masks the values that came from Secrets in helm's error text (built with the values).
+    masker: Masker = field(default_factory=Masker)
 
 
 class Reconciler:
@@ -119,7 +120,6 @@ class Reconciler:
         self.http = http
         self.settings = settings
         self.inputs = Inputs(
-            kube,
             http,
             state_dir=settings.state_dir,
             default_git_ref=settings.default_git_ref,
@@ -205,9 +205,17 @@ class Reconciler:
 
     async def _uninstall_on_delete(self, current: _Pass, namespace: str, name: str) -> None:
         hr = current.hr
+        missing = await self._missing_service_account(hr)
+        if missing:
+            message = f"{missing}: release {namespace}/{name} is not uninstalled until it exists"
+            await self._event(current, "Warning", Reason.SERVICE_ACCOUNT_NOT_FOUND, message)
+            raise ReconcileError(
+                Reason.SERVICE_ACCOUNT_NOT_FOUND, message, temporary=True, retry_after=RETRY_LATER
+            )
+        helm = self._helm_for(hr, await self._current_masker(hr))
         try:
             async with self._workers:
-                await self._helm_for(hr).uninstall(name, namespace, timeout_seconds=hr.spec.timeout)
+                await helm.uninstall(name, namespace, timeout_seconds=hr.spec.timeout)
         except helm_adapter.HelmError as error:
             message = f"Uninstalling release {namespace}/{name} failed: {error.cause}"
             await self._event(current, "Warning", Reason.UNINSTALL_FAILED, message)
@@ -244,6 +252,7 @@ class Reconciler:
         hr = current.hr
         if not await self._target_namespace_exists(current):
             return
+        await self._require_service_account(current)
         chart = await self._fetch_chart(current)
         values = await self._values(current, chart)
         if isinstance(hr.spec.chart, GitChartSource):
@@ -361,15 +370,39 @@ class Reconciler:
             )
         return exists
 
+    async def _missing_service_account(self, hr: HelmRelease) -> str | None:
+        """Why the HelmRelease's ServiceAccount cannot be acted as: it does not exist. None when it does (or none is
+        named). Impersonating a missing account would still carry the `system:serviceaccounts` groups."""
+        account = hr.spec.service_account_name
+        if not account:
+            return None
+        namespace = hr.metadata.namespace
+        try:
+            exists = await self.kube.service_account_exists(namespace, account)
+        except KubeError as error:
+            raise ReconcileError("ApiError", str(error), temporary=True, retry_after=RETRY_SOON) from error
+        if exists:
+            return None
+        return (
+            f"ServiceAccount {namespace}/{account} does not exist; create it or fix spec.serviceAccountName"
+        )
+
+    async def _require_service_account(self, current: _Pass) -> None:
+        missing = await self._missing_service_account(current.hr)
+        if missing:
+            await self._problem(
+                current, Reason.SERVICE_ACCOUNT_NOT_FOUND, missing, generation=None, temporary=True
+            )
+
     async def _fetch_chart(self, current: _Pass) -> FetchedChart:
         hr = current.hr
         try:
-            source = await self.inputs.chart_source(hr)
+            source = await self.inputs.chart_source(hr, self._kube_for(hr))
             chart = await self.charts.fetch(source)
         except ApiUnavailable:
             raise  # not the chart's fault: the pass is retried soon
         except (helm_adapter.HelmError, KubeError) as error:
-            message = error.cause if isinstance(error, helm_adapter.HelmError) else str(error)
+            message = mask_urls(error.cause if isinstance(error, helm_adapter.HelmError) else str(error))
             current.status = conditions.status_after_chart_fetch(
                 current.status, chart=_chart_label(hr), error=message, now=self.clock()
             )
@@ -384,20 +417,25 @@ class Reconciler:
         return chart
 
     async def _values(self, current: _Pass, chart: FetchedChart) -> dict[str, Any]:
-        """valueFileSecrets, valuesFrom in order, then spec.values. Secret contents never reach logs or status."""
+        """valueFileSecrets, valuesFrom in order, then spec.values. Secret contents never reach logs or status:
+        read as the HelmRelease's ServiceAccount when it names one, and masked in helm's errors (`current.masker`)."""
         hr = current.hr
+        kube = self._kube_for(hr)
         layers: list[ValuesLayer] = []
+        secret_values: list[object] = []
         for source in hr.spec.values_sources:
             try:
-                text = await self.inputs.read_values_source(hr, source, chart.path)
-            except MissingSource as missing:
-                if source.optional:
+                text = await self.inputs.read_values_source(hr, source, chart.path, kube)
+            except SourceError as unread:
+                if source.optional and isinstance(unread, MissingSource):
                     continue
                 await self._problem(
-                    current, Reason.VALUES_ERROR, str(missing), generation=None, temporary=True
+                    current, Reason.VALUES_ERROR, str(unread), generation=None, temporary=True
                 )
             try:
                 layers.append(ValuesLayer(source.label, self._yaml.load(text)))
+                if isinstance(source, SecretKeySelector):
+                    secret_values.append(layers[-1].values)
             except YAMLError as error:
                 problem = getattr(error, "problem", None) or "not valid YAML"
                 await self._problem(
@@ -407,11 +445,23 @@ class Reconciler:
                     generation=None,
                     temporary=True,
                 )
+        current.masker = masker_for(secret_values)
         try:
             return compose_values(layers, hr.spec.values)
         except ValuesError as error:
             await self._problem(current, Reason.VALUES_ERROR, str(error), generation=None, temporary=True)
             raise
+
+    async def _current_masker(self, hr: HelmRelease) -> Masker:
+        """For helm outside a pass (the uninstall): the Secret-sourced values as they are now, as far as they can
+        still be read (a pre-delete hook the API server rejects would quote them too)."""
+        kube = self._kube_for(hr)
+        values: list[object] = []
+        for source in hr.spec.values_sources:
+            if isinstance(source, SecretKeySelector):
+                with contextlib.suppress(SourceError, YAMLError):
+                    values.append(self._yaml.load(await self.inputs.read_object_source(hr, source, kube)))
+        return masker_for(values)
 
     async def _observe(self, current: _Pass, releases: ReleaseView) -> ObservedRelease | None:
         """The release as Helm stores it, from the watch-fed index; no helm process, no API call when ours."""
@@ -448,16 +498,22 @@ class Reconciler:
             return _observed(entry, Ownership.OURS if ours else Ownership.OTHER, owner)
         # No owner labels: installed by hand, by another tool, or by the Flux v1 Helm Operator, which marked the
         # release's resources with the antecedent annotation. Look at them (rare: once, before adoption).
-        antecedent = await self._antecedent(namespace, name, entry.revision)
+        antecedent = await self._antecedent(hr, namespace, name, entry.revision)
         ownership = ownership_of(antecedent, namespace=hr.metadata.namespace, name=hr.metadata.name)
         return _observed(entry, ownership, antecedent)
 
-    async def _antecedent(self, namespace: str, release: str, revision: int) -> str | None:
+    async def _antecedent(self, hr: HelmRelease, namespace: str, release: str, revision: int) -> str | None:
+        """Flux v1's owner mark on the release's objects. The stored manifest names them, and whoever may write
+        Helm's storage may write it: read them as the HelmRelease's ServiceAccount, skipping what it may not read."""
         stored = await self.kube.stored_release(namespace, release, revision)
         if stored is None:
             return None
+        kube = self._kube_for(hr)
         for obj in parse_manifest(stored.manifest, namespace)[:5]:
-            live = await self.kube.get_object(obj.api_version, obj.kind, obj.namespace, obj.name)
+            try:
+                live = await kube.get_object(obj.api_version, obj.kind, obj.namespace, obj.name)
+            except Forbidden:
+                continue
             annotations = ((live or {}).get("metadata") or {}).get("annotations") or {}
             if annotations.get(ANTECEDENT_ANNOTATION):
                 return str(annotations[ANTECEDENT_ANNOTATION])
@@ -479,8 +535,10 @@ class Reconciler:
             if stored is None:
                 return False
             drifts: list[Drift] = []
+            # The manifest is tenant-writable: compare only what the HelmRelease's account may read.
+            kube = self._kube_for(hr)
             for obj in parse_manifest(stored.manifest, hr.target_namespace):
-                live = await self.kube.get_object(obj.api_version, obj.kind, obj.namespace, obj.name)
+                live = await kube.get_object(obj.api_version, obj.kind, obj.namespace, obj.name)
                 drift = find_drift(obj, live)
                 if drift is not None:
                     drifts.append(drift)
@@ -517,7 +575,7 @@ class Reconciler:
         log.info(
             "%s/%s: %s (%s) %s", hr.metadata.namespace, hr.metadata.name, action, plan.reason, plan.message
         )
-        helm = self._helm_for(hr)
+        helm = self._helm_for(hr, current.masker)
         previous = Recorded.from_status(current.status).previous_release(desired)
         async with self._workers:
             outcome = await self._unless_deleted(
@@ -600,7 +658,7 @@ class Reconciler:
                 case Action.TEST:
                     run = await helm.test(name, namespace, timeout_seconds=spec.test.timeout)
                     if spec.test.cleanup:
-                        await self._cleanup_test_pods(namespace, run.hooks)
+                        await self._cleanup_test_pods(hr, run.hooks)
                     state = await self._status_after(helm, hr)
                     return conditions.Outcome(
                         run.passed, error=run.detail, helm_revision=state[0], release_status=state[1]
@@ -727,32 +785,62 @@ class Reconciler:
             return None, None
         return release.revision, _helm_status(release.status)
 
-    async def _cleanup_test_pods(self, namespace: str, hooks: Any) -> None:
+    async def _cleanup_test_pods(self, hr: HelmRelease, hooks: Any) -> None:
+        """Delete the test Pods helm names; as the HelmRelease's ServiceAccount, since Helm's storage names them."""
+        kube = self._kube_for(hr)
         for hook in hooks:
-            if hook.kind == "Pod":
-                with contextlib.suppress(KubeError):
-                    await self.kube.delete_pod(namespace, hook.name)
+            if hook.kind != "Pod":
+                continue
+            try:
+                await kube.delete_pod(hr.target_namespace, hook.name)
+            except KubeError as error:
+                log.warning(
+                    "could not delete test Pod of %s/%s: %s", hr.target_namespace, hr.release_name, error
+                )
 
     async def _mark_resources(self, hr: HelmRelease) -> None:
-        """Annotate the release's resources with the antecedent, as Flux v1 did (its users' tooling reads it)."""
+        """Annotate the release's resources with the antecedent, as Flux v1 did (its users' tooling reads it).
+
+        The list comes from Helm's stored release, which whoever may write Secrets in the release's namespace may
+        edit: the writes are made as the HelmRelease's ServiceAccount, and one it may not make is only a warning.
+        """
+        kube = self._kube_for(hr)
+        refused: list[str] = []
         try:
-            latest = await self.helm.status(hr.release_name, hr.target_namespace)
+            latest = await self._helm_for(hr).status(hr.release_name, hr.target_namespace)
             stored = await self.kube.stored_release(hr.target_namespace, hr.release_name, latest.revision)
             if stored is None:
                 return
-            refs = [
-                ObjectRef(o.api_version, o.kind, o.namespace or hr.target_namespace, o.name)
-                for o in parse_manifest(stored.manifest, hr.target_namespace)
-            ]
-            await self.kube.annotate(refs, {ANTECEDENT_ANNOTATION: hr.antecedent})
+            for obj in parse_manifest(stored.manifest, hr.target_namespace):
+                ref = ObjectRef(obj.api_version, obj.kind, obj.namespace or hr.target_namespace, obj.name)
+                try:
+                    await kube.annotate([ref], {ANTECEDENT_ANNOTATION: hr.antecedent})
+                except Forbidden:
+                    refused.append(obj.label)
         except (KubeError, helm_adapter.HelmError) as error:
             log.warning(
                 "could not annotate resources of %s/%s: %s", hr.target_namespace, hr.release_name, error
             )
+        if refused:
+            log.warning(
+                "did not annotate %s of release %s/%s: forbidden for %s",
+                ", ".join(refused),
+                hr.target_namespace,
+                hr.release_name,
+                kube.identity or "the operator",
+            )
 
-    def _helm_for(self, hr: HelmRelease) -> helm_adapter.HelmCommand:
+    def _helm_for(self, hr: HelmRelease, masker: Masker | None = None) -> helm_adapter.HelmCommand:
+        """Helm as the HelmRelease's ServiceAccount (when it names one), masking `masker`'s values in its errors."""
         account = hr.spec.service_account_name
-        return self.helm.impersonating(hr.metadata.namespace, account) if account else self.helm
+        helm = self.helm.impersonating(hr.metadata.namespace, account) if account else self.helm
+        return helm.redacting(masker) if masker is not None else helm
+
+    def _kube_for(self, hr: HelmRelease) -> KubeClient:
+        """Who reads and writes on the HelmRelease's behalf: its ServiceAccount, impersonated, when it names one
+        (always, with --require-service-account); the operator itself otherwise."""
+        account = hr.spec.service_account_name
+        return self.kube.impersonating(hr.metadata.namespace, account) if account else self.kube
 
     # --- reporting ----------------------------------------------------------------------------------------------
 
@@ -873,10 +961,8 @@ def _success_message(hr: HelmRelease, action: Action, chart: FetchedChart) -> st
 
 
 def _chart_label(hr: HelmRelease) -> str:
-    chart = hr.spec.chart
-    if isinstance(chart, GitChartSource):
-        return f"{chart.path} from {chart.url}"
-    return f"{chart.name} {chart.version} from {chart.repository}"
+    """The chart as messages name it; credentials in its URL are masked (api.spec.display_url)."""
+    return hr.spec.chart.label
 
 
 def _ref(body: Mapping[str, Any]) -> ObjectRef:

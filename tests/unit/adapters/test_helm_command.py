@@ -18,6 +18,8 @@ import pytest
 
 from helmrelease.adapters import helm
 
+INSTALL = helm.DeployAction.INSTALL
+
 FAKE_HELM = """#!{python}
 import json, os, stat, sys
 from pathlib import Path
@@ -139,6 +141,34 @@ async def test_values_file_is_removed_when_helm_fails(fake: FakeHelm) -> None:
     assert failure.value.returncode == 1
     assert failure.value.operation == "install"
     assert list(fake.settings.temp_root.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("command", "stderr"),
+    [
+        pytest.param(
+            "install",
+            'Error: INSTALLATION FAILED: Service "web" is invalid: metadata.labels: Invalid value: "hunter2-x"',
+            id="install",
+        ),
+        pytest.param("test", "Error: pod web-test failed: hunter2-x", id="test-detail"),
+    ],
+)
+async def test_a_redacting_command_masks_its_error_text_and_keeps_it_when_impersonating(
+    fake: FakeHelm, command: str, stderr: str
+) -> None:
+    fake.respond(command, stderr=stderr, code=1)
+    fake.respond("status", stdout=STATUS_WITH_HOOK)
+    tenant = fake.command().redacting(lambda text: text.replace("hunter2-x", "***")).impersonating("t", "sa")
+    if command == "test":
+        detail = (await tenant.test("web", "team")).detail
+    else:
+        with pytest.raises(helm.InvalidResource) as failure:
+            await tenant.upgrade_install("web", "team", "/c", {}, helm.DeployOptions(), action=INSTALL)
+        detail = str(failure.value)
+    assert "hunter2" not in detail
+    assert "***" in detail
+    assert "--kube-as-user" in fake.calls()[0]["argv"]
 
 
 async def test_pyhelm3_read_commands_run_through_our_runner(fake: FakeHelm) -> None:

@@ -14,6 +14,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config import incluster_config, kube_config
 
+from helmrelease.adapters import kube
 from helmrelease.adapters.kube import ApiUnavailable, KubeClient, KubeError, NotFound, api_client
 from helmrelease.adapters.kube import Forbidden as KubeForbidden
 
@@ -177,3 +178,29 @@ async def test_every_failure_of_a_call_is_converted_once(
     assert type(caught.value) is expected
     assert str(caught.value).startswith("HelmRelease apps/web: ")
     assert message in str(caught.value)
+
+
+def test_impersonating_clients_are_separate_and_kept_per_account(tmp_path: Path) -> None:
+    operator = KubeClient(api_client(kubeconfig(tmp_path / "given", GIVEN_FILE)))
+    tenant = operator.impersonating("team-a", "deployer")
+    assert tenant.api_client.default_headers["Impersonate-User"] == "system:serviceaccount:team-a:deployer"
+    assert "Impersonate-User" not in operator.api_client.default_headers  # the shared client is never changed
+    assert tenant.api_client.configuration is operator.api_client.configuration
+    assert (operator.identity, tenant.identity) == (None, "ServiceAccount team-a/deployer")
+    assert operator.impersonating("team-a", "deployer") is tenant
+    assert tenant.impersonating("team-b", "x") is operator.impersonating("team-b", "x")  # never stacked
+    assert operator.impersonating("team-b", "x").api_client.default_headers["Impersonate-User"] == (
+        "system:serviceaccount:team-b:x"
+    )
+
+
+def test_impersonating_clients_are_bounded_least_recently_used_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(kube, "IMPERSONATED_CLIENTS", 2)
+    operator = KubeClient(api_client(kubeconfig(tmp_path / "given", GIVEN_FILE)))
+    first, second = operator.impersonating("a", "one"), operator.impersonating("a", "two")
+    assert operator.impersonating("a", "one") is first  # used again: now the most recent
+    operator.impersonating("a", "three")
+    assert operator.impersonating("a", "one") is first
+    assert operator.impersonating("a", "two") is not second

@@ -22,6 +22,9 @@ from helmrelease.api.spec import (
     RepoChartSource,
     SecretKeySelector,
     clean_repository_url,
+    display_url,
+    mask_urls,
+    split_credentials,
 )
 
 REPO_CHART = {"repository": "https://charts.example.com/", "name": "podinfo", "version": "6.5.0"}
@@ -375,6 +378,64 @@ def test_cleaned_urls_end_in_one_slash_without_query(url: str) -> None:
     assert not clean.endswith("//") or clean.endswith("://")
     assert "?" not in clean
     assert clean_repository_url(clean) == clean
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        pytest.param(
+            "https://u:p4ss@example.com:8443/a/", "https://***@example.com:8443/a/", id="user-password"
+        ),
+        pytest.param(
+            "https://ghp_token@github.com/org/r", "https://***@github.com/org/r", id="token-as-user"
+        ),
+        pytest.param("oci://robot:pw@registry:5000/charts/", "oci://***@registry:5000/charts/", id="oci"),
+        pytest.param("https://u:p@ss@example.com/", "https://***@example.com/", id="at-in-password"),
+        pytest.param("https://example.com/v.yaml?X-Sig=abc", "https://example.com/v.yaml?***", id="query"),
+        pytest.param("ssh://git@github.com/org/r", "ssh://git@github.com/org/r", id="ssh-user-kept"),
+        pytest.param("ssh://git:pw@github.com/org/r", "ssh://***@github.com/org/r", id="ssh-password"),
+        pytest.param("git@github.com:org/r", "git@github.com:org/r", id="scp-like"),
+        pytest.param("https://charts.example.com/", "https://charts.example.com/", id="nothing-to-mask"),
+        pytest.param("http://u:p@[::1/", "http://***@[::1/", id="unparsable"),
+    ],
+)
+def test_display_url_masks_credentials(url: str, shown: str) -> None:
+    assert display_url(url) == shown
+    assert mask_urls(f"fetching '{url}' failed") == f"fetching '{shown}' failed"
+
+
+@pytest.mark.parametrize(
+    ("url", "bare", "credentials"),
+    [
+        pytest.param("https://u:p%40ss@h:8443/c/", "https://h:8443/c/", ("u", "p@ss"), id="decoded"),
+        pytest.param("https://token@h/c/", "https://h/c/", ("token", ""), id="user-only"),
+        pytest.param(
+            "oci://robot:pw@registry:5000/charts/", "oci://registry:5000/charts/", ("robot", "pw"), id="oci"
+        ),
+        pytest.param("https://h/c/", "https://h/c/", None, id="none"),
+    ],
+)
+def test_split_credentials(url: str, bare: str, credentials: tuple[str, str] | None) -> None:
+    assert split_credentials(url) == (bare, credentials)
+
+
+@pytest.mark.parametrize(
+    ("chart", "label"),
+    [
+        pytest.param(
+            {**REPO_CHART, "repository": "https://reader:s3cret@charts.example.com"},
+            "podinfo 6.5.0 from https://***@charts.example.com/",
+            id="repository",
+        ),
+        pytest.param(
+            {"git": "https://x-access-token:s3cret@github.com/org/charts", "path": "charts/podinfo"},
+            "charts/podinfo from https://***@github.com/org/charts",
+            id="git",
+        ),
+    ],
+)
+def test_chart_labels_never_show_credentials(chart: dict[str, str], label: str) -> None:
+    assert parse({"chart": chart}).spec.chart.label == label
 
 
 # ---------------------------------------------------------------------------------------------------------------

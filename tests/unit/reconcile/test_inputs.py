@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
-from helmrelease.api.spec import ChartFileSelector
-from helmrelease.reconcile.inputs import MissingSource, directory_digest, read_chart_file, sources_of
+from helmrelease.adapters.kube import Forbidden, KubeClient, KubeError, NotFound
+from helmrelease.api.resource import parse_helmrelease
+from helmrelease.api.spec import ChartFileSelector, SecretKeySelector
+from helmrelease.reconcile.inputs import (
+    Inputs,
+    MissingSource,
+    UnreadableSource,
+    directory_digest,
+    read_chart_file,
+    sources_of,
+)
 
 
 @pytest.mark.parametrize(
@@ -81,3 +90,89 @@ def test_chart_file_values(tmp_path: Path, path: str, error: str | None) -> None
         return
     with pytest.raises(MissingSource, match=error):
         read_chart_file(chart, source)
+
+
+class FakeKube:
+    """The two reads `Inputs.read_values_source` makes, failing as the API would; `identity` as KubeClient has it."""
+
+    def __init__(self, identity: str | None, failure: KubeError | None, data: dict[str, str]) -> None:
+        self.identity = identity
+        self.failure = failure
+        self.data = data
+
+    async def config_map_data(self, namespace: str, name: str) -> dict[str, str]:
+        if self.failure is not None:
+            raise self.failure
+        return self.data
+
+    secret_data = config_map_data
+
+
+TENANT = "ServiceAccount team-a/deployer"
+
+
+@pytest.mark.parametrize(
+    ("identity", "failure", "data", "error", "fragments"),
+    [
+        pytest.param(None, None, {"values.yaml": "a: 1"}, None, [], id="read"),
+        pytest.param(
+            TENANT,
+            NotFound("Secret team-b/x: not found"),
+            {},
+            MissingSource,
+            ["does not exist"],
+            id="missing",
+        ),
+        pytest.param(TENANT, None, {"other": "x"}, MissingSource, ["no key 'values.yaml'"], id="missing-key"),
+        pytest.param(
+            TENANT,
+            Forbidden('secrets "x" is forbidden: User "system:serviceaccount:team-a:deployer" cannot get'),
+            {},
+            UnreadableSource,
+            [
+                "Secret x key values.yaml in namespace team-b is forbidden for ServiceAccount team-a/deployer",
+                "spec.serviceAccountName",
+                "grant that account get on the Secret",
+            ],
+            id="forbidden-for-the-tenant",
+        ),
+        pytest.param(
+            None,
+            Forbidden('secrets "x" is forbidden: User "system:serviceaccount:flux:operator" cannot get'),
+            {},
+            UnreadableSource,
+            ["forbidden for the operator", "system:serviceaccount:flux:operator"],
+            id="forbidden-for-the-operator",
+        ),
+        pytest.param(
+            TENANT,
+            KubeError("Secret team-b/x: etcdserver: leader changed"),
+            {},
+            UnreadableSource,
+            ["leader"],
+            id="api-error-is-not-missing",
+        ),
+    ],
+)
+async def test_reading_a_values_source_as_someone(
+    identity: str | None,
+    failure: KubeError | None,
+    data: dict[str, str],
+    error: type[Exception] | None,
+    fragments: list[str],
+) -> None:
+    hr = parse_helmrelease(
+        {
+            "metadata": {"name": "web", "namespace": "team-a"},
+            "spec": {"chart": {"repository": "https://c/", "name": "a", "version": "1"}},
+        }
+    )
+    source = SecretKeySelector(name="x", namespace="team-b")
+    inputs = Inputs(cast(Any, None), state_dir=Path("/nonexistent"), default_git_ref="main", git_ssh_key=None)
+    kube = cast(KubeClient, FakeKube(identity, failure, data))
+    if error is None:
+        assert await inputs.read_values_source(hr, source, Path("/chart"), kube) == "a: 1"
+        return
+    with pytest.raises(error) as raised:
+        await inputs.read_values_source(hr, source, Path("/chart"), kube)
+    assert all(fragment in str(raised.value) for fragment in fragments), str(raised.value)

@@ -92,7 +92,8 @@ clusterkopfpeerings, the peering kind this scope uses).
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get, list, watch, create, update, patch, delete]
-# imagePullSecrets of the ServiceAccounts releases run as.
+# imagePullSecrets of the ServiceAccounts releases run as; whether a spec.serviceAccountName exists (never
+# impersonate one that does not).
 - apiGroups: [""]
   resources: [serviceaccounts]
   verbs: [get]
