@@ -148,5 +148,6 @@ class Reason(StrEnum):
     INVALID_RELEASE_NAME = "InvalidReleaseName"
     UNSUPPORTED_HELM_VERSION = "UnsupportedHelmVersion"
     VALUES_ERROR = "ValuesError"
+    VALUES_TOO_DEEP = "ValuesTooDeep"
     # Problems with the cluster the HelmRelease points at.
     TARGET_NAMESPACE_NOT_FOUND = "TargetNamespaceNotFound"

@@ -29,6 +29,7 @@ from helmrelease.api.ownership import ANTECEDENT_ANNOTATION, Ownership, ownershi
 from helmrelease.api.resource import HelmRelease, parse_helmrelease
 from helmrelease.api.spec import (
     GitChartSource,
+    too_deep_message,
 )
 from helmrelease.api.status import HelmReleaseStatus
 from helmrelease.reconcile import conditions
@@ -343,8 +344,10 @@ class Reconciler:
                 )
             try:
                 layers.append(ValuesLayer(source.label, self._yaml.load(text)))
-            except YAMLError as error:
-                problem = getattr(error, "problem", None) or "not valid YAML"
+            except (YAMLError, RecursionError) as error:
+                # ruamel's composer recurses: YAML nested ~1000 deep exhausts the stack, like too-deep JSON.
+                deep = isinstance(error, RecursionError)
+                problem = too_deep_message() if deep else getattr(error, "problem", None) or "not valid YAML"
                 await self._problem(
                     current,
                     Reason.VALUES_ERROR,
