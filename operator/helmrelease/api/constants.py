@@ -149,5 +149,7 @@ class Reason(StrEnum):
     UNSUPPORTED_HELM_VERSION = "UnsupportedHelmVersion"
     VALUES_ERROR = "ValuesError"
     VALUES_TOO_DEEP = "ValuesTooDeep"
+    # kopf's bookkeeping annotations on the HelmRelease could not be read (and were ignored).
+    UNREADABLE_ANNOTATION = "UnreadableAnnotation"
     # Problems with the cluster the HelmRelease points at.
     TARGET_NAMESPACE_NOT_FOUND = "TargetNamespaceNotFound"
