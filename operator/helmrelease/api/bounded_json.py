@@ -51,7 +51,7 @@ def loads(data: bytes | str, *, max_depth: int = DOCUMENT_DEPTH_MAX) -> Any:
     """
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
     if within_depth(raw, max_depth):
-        return json.loads(raw)
+        return json.loads(data)
     try:
         return _build(raw, max_depth)
     except ijson.JSONError as error:
