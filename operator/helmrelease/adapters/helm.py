@@ -133,6 +133,21 @@ class Cancelled(HelmError):
     """Helm reported its context as cancelled (it received a termination signal)."""
 
 
+class ReleaseTooLarge(HelmError):
+    """The release does not fit in the one Secret Helm stores each revision in (1 MiB, compressed)."""
+
+    def __init__(self, operation: str, detail: str, returncode: int | None = None) -> None:
+        super().__init__(operation, f"{RELEASE_TOO_LARGE}: {detail}", returncode)
+
+
+#: Helm's own message says only "Too long"; this says what to do.
+RELEASE_TOO_LARGE = (
+    "the release is too large for Helm's release storage (one Secret of at most 1 MiB per revision, holding "
+    "the compressed chart, values and manifest); keep large data out of the values, in a ConfigMap or Secret "
+    "the chart mounts"
+)
+
+
 class TestFailed(HelmError):
     """A test hook of the release finished unsuccessfully."""
 
@@ -150,6 +165,8 @@ def _pattern(*alternatives: str) -> re.Pattern[str]:
 # some phrases appear in several kinds of failure ("not a valid chart repository or cannot be reached: 401").
 # Every pattern is exercised by stderr samples of helm v3 and v4 in tests/unit/adapters/test_helm_errors.py.
 HELM_ERRORS: ErrorTable = (
+    # Before InvalidResource: the apiserver calls an oversized release Secret "invalid".
+    (_pattern(r"Secret \"sh\.helm\.release\.v1\.[^\"]+\" is invalid: data: Too long"), ReleaseTooLarge),
     (_pattern(r"another operation \(install/upgrade/rollback\) is in progress"), ReleaseLocked),
     (_pattern(r"kubernetes cluster unreachable"), ClusterUnreachable),
     # --- the cluster's fault or the configuration's: the same API status codes carry both, so the texts decide.

@@ -25,6 +25,8 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
+from helmrelease.api import bounded_json
+
 GROUP = "helm.fluxcd.io"
 VERSION = "v1"
 PLURAL = "helmreleases"
@@ -161,7 +163,7 @@ def decode_release(secret_data: str) -> dict[str, Any]:
     raw = base64.b64decode(base64.b64decode(secret_data))
     if raw[:2] == b"\x1f\x8b":
         raw = gzip.decompress(raw)
-    decoded: dict[str, Any] = json.loads(raw)
+    decoded: dict[str, Any] = bounded_json.loads(raw)  # values of a release installed by hand may be deep
     return decoded
 
 
@@ -256,8 +258,26 @@ class KubeClient:
 
     # --- HelmRelease objects --------------------------------------------------------------------------------------
 
+    async def _call_raw(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> bytes:
+        """A call whose response body is returned undecoded: the client's own ``json.loads`` raises
+        RecursionError on the objects nested 10,000 deep that the apiserver accepts."""
+
+        def read() -> bytes:
+            response = fn(*args, _preload_content=False, **kwargs)
+            try:
+                return bytes(response.data)
+            finally:
+                response.release_conn()
+
+        return await self._call(what, read)
+
+    async def _call_json(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """A call whose response is decoded with the bounded decoder (a HelmRelease is tenant input)."""
+        raw = await self._call_raw(what, fn, *args)
+        return await asyncio.to_thread(bounded_json.loads, raw)
+
     async def get_helmrelease(self, namespace: str, name: str) -> dict[str, Any]:
-        obj: Any = await self._call(
+        obj: Any = await self._call_json(
             f"HelmRelease {namespace}/{name}",
             self.custom.get_namespaced_custom_object,
             GROUP,
@@ -271,7 +291,7 @@ class KubeClient:
     async def list_helmreleases(self, namespace: str | None = None) -> list[dict[str, Any]]:
         result: Any
         if namespace:
-            result = await self._call(
+            result = await self._call_json(
                 f"HelmReleases in {namespace}",
                 self.custom.list_namespaced_custom_object,
                 GROUP,
@@ -280,14 +300,15 @@ class KubeClient:
                 PLURAL,
             )
         else:
-            result = await self._call(
+            result = await self._call_json(
                 "HelmReleases", self.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL
             )
         items: list[dict[str, Any]] = result.get("items", [])
         return items
 
     async def patch_helmrelease_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        await self._call(
+        # The whole object comes back: left undecoded (see _call_raw).
+        await self._call_raw(
             f"status of HelmRelease {namespace}/{name}",
             self.custom.patch_namespaced_custom_object_status,
             GROUP,
@@ -303,7 +324,7 @@ class KubeClient:
     ) -> None:
         """Apply a JSON patch (RFC 6902). A failed `test` op comes back from the apiserver as a bare 422, like an
         invalid patch: callers re-read the object to tell a concurrent edit from a bad patch."""
-        await self._call(
+        await self._call_raw(  # the patched object comes back: left undecoded (see _call_raw)
             f"HelmRelease {namespace}/{name}",
             self.custom.patch_namespaced_custom_object,
             GROUP,

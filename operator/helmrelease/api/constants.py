@@ -160,6 +160,9 @@ class Reason(StrEnum):
     INVALID_RELEASE_NAME = "InvalidReleaseName"
     UNSUPPORTED_HELM_VERSION = "UnsupportedHelmVersion"
     VALUES_ERROR = "ValuesError"
+    VALUES_TOO_DEEP = "ValuesTooDeep"
+    # kopf's bookkeeping annotations on the HelmRelease could not be read (and were ignored).
+    UNREADABLE_ANNOTATION = "UnreadableAnnotation"
     # Problems with the cluster the HelmRelease points at.
     TARGET_NAMESPACE_NOT_FOUND = "TargetNamespaceNotFound"
     SERVICE_ACCOUNT_NOT_FOUND = "ServiceAccountNotFound"

@@ -17,6 +17,7 @@ from helmrelease.api.spec import (
     GIT_CHART_TAG,
     REPOSITORY_CHART_TAG,
     UNSUPPORTED_HELM_VERSION_ERROR,
+    VALUES_TOO_DEEP_ERROR,
     ApiModel,
     HelmReleaseSpec,
 )
@@ -25,6 +26,10 @@ from helmrelease.api.status import HelmReleaseStatus
 # Helm's own release-name rule (a DNS-1123 subdomain); Helm checks it only when it is about to install.
 _RELEASE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _UNION_TAGS = frozenset({REPOSITORY_CHART_TAG, GIT_CHART_TAG})
+_SPECIFIC_REASONS = {
+    UNSUPPORTED_HELM_VERSION_ERROR: Reason.UNSUPPORTED_HELM_VERSION,
+    VALUES_TOO_DEEP_ERROR: Reason.VALUES_TOO_DEEP,
+}
 
 
 class ObjectMeta(ApiModel):
@@ -125,6 +130,5 @@ def _problem(detail: ErrorDetails) -> SpecProblem:
             path += f"[{part}]"
         elif part not in _UNION_TAGS:
             path += f".{part}" if path else part
-    unsupported = detail["type"] == UNSUPPORTED_HELM_VERSION_ERROR
-    reason = Reason.UNSUPPORTED_HELM_VERSION if unsupported else Reason.INVALID_SPEC
+    reason = _SPECIFIC_REASONS.get(detail["type"], Reason.INVALID_SPEC)
     return SpecProblem(path or "(object)", detail["msg"], reason)

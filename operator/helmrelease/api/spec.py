@@ -23,6 +23,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
+from helmrelease.api.bounded_json import depth_of
 from helmrelease.api.constants import (
     DEFAULT_GIT_REF,
     DEFAULT_MAX_HISTORY,
@@ -32,9 +33,12 @@ from helmrelease.api.constants import (
     MAX_TIMEOUT_SECONDS,
     MIN_TIMEOUT_SECONDS,
 )
+from helmrelease.api.limits import VALUES_DEPTH_MAX
 
 #: Error type of a ``helmVersion: v2``; api.resource turns it into ``Reason.UNSUPPORTED_HELM_VERSION``.
 UNSUPPORTED_HELM_VERSION_ERROR = "unsupported_helm_version"
+#: Error type of ``spec.values`` nested deeper than ``VALUES_DEPTH_MAX``; it becomes ``Reason.VALUES_TOO_DEEP``.
+VALUES_TOO_DEEP_ERROR = "values_too_deep"
 #: Tags of the chart source union; they show up in pydantic error locations and are dropped from field paths.
 REPOSITORY_CHART_TAG = "repository-chart"
 GIT_CHART_TAG = "git-chart"
@@ -123,6 +127,14 @@ def clean_repository_url(url: str) -> str:
 def _timeout() -> Any:
     """A timeout field: seconds, within the bounds the CRD also declares (objects stored before it did too)."""
     return Field(DEFAULT_TIMEOUT_SECONDS, ge=MIN_TIMEOUT_SECONDS, le=MAX_TIMEOUT_SECONDS)
+
+
+def too_deep_message() -> str:
+    """What a person reads when values nest deeper than the operator accepts, whatever their source."""
+    return (
+        f"nested more than {VALUES_DEPTH_MAX} levels deep, more than this operator accepts; "
+        "flatten the values (charts rarely need more than 20 levels)"
+    )
 
 
 class LocalObjectReference(ApiModel):
@@ -361,6 +373,14 @@ class HelmReleaseSpec(ApiModel):
                 "Helm v2 reached its end of life in 2020 and is not supported; set helmVersion: v3 or "
                 "remove it (migrate the release with helm-2to3 first)",
             )
+        return value
+
+    @field_validator("values")
+    @classmethod
+    def _bounded_depth(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """Values this deep are an attack or a mistake, and recursive code (Helm's and ours) trips over them."""
+        if depth_of(value) > VALUES_DEPTH_MAX:
+            raise PydanticCustomError(VALUES_TOO_DEEP_ERROR, too_deep_message())
         return value
 
     @property

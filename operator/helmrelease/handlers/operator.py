@@ -9,12 +9,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 import kopf
 from kopf._core.intents.registries import SmartOperatorRegistry
 
+from helmrelease.adapters.kube import KubeError, ObjectRef
+from helmrelease.api.constants import API_VERSION, KIND, Reason
+from helmrelease.handlers.bookkeeping import (
+    DigestDiffBaseStorage,
+    TolerantProgressStorage,
+    unreadable_bookkeeping,
+)
 from helmrelease.reconcile.errors import ReconcileError
 from helmrelease.reconcile.inputs import sources_of
 from helmrelease.reconcile.releases import IndexedRelease, ReleaseIndexView, release_index_entry
@@ -24,6 +32,10 @@ from helmrelease.reconcile.settings import OperatorSettings
 GROUP, VERSION, PLURAL = "helm.fluxcd.io", "v1", "helmreleases"
 FINALIZER = "helm.fluxcd.io/finalizer"
 ANNOTATIONS_PREFIX = "helmrelease.helm.fluxcd.io"
+#: Unreadable annotations remembered as reported (a hostile tenant could garble them endlessly).
+REPORTED_MAX: Final = 4096
+
+log = logging.getLogger(__name__)
 
 
 def _map(error: ReconcileError) -> kopf.TemporaryError | kopf.PermanentError:
@@ -44,10 +56,10 @@ def build_registry(operator_settings: OperatorSettings, dependencies: Any) -> ko
     async def configure(memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
         settings_: kopf.OperatorSettings = kwargs["settings"]
         settings_.persistence.finalizer = FINALIZER
-        settings_.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATIONS_PREFIX)
-        settings_.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix=ANNOTATIONS_PREFIX, key="last-handled-configuration"
-        )
+        # Digests, not the spec, in the diff-base annotation (annotations are capped at 256 KiB); unreadable
+        # bookkeeping of either kind reads as absent (see handlers.bookkeeping).
+        settings_.persistence.progress_storage = TolerantProgressStorage(prefix=ANNOTATIONS_PREFIX)
+        settings_.persistence.diffbase_storage = DigestDiffBaseStorage(prefix=ANNOTATIONS_PREFIX)
         # Watches that stall silently are kopf's best-known pitfall: bound both sides.
         settings_.watching.server_timeout = 300
         settings_.watching.client_timeout = 330
@@ -80,10 +92,36 @@ def build_registry(operator_settings: OperatorSettings, dependencies: Any) -> ko
     ) -> dict[tuple[str, str, str], tuple[str, str]]:
         return dict.fromkeys(sources_of(namespace or "", spec), (namespace or "", name))
 
+    # Unreadable bookkeeping annotations already reported, by object, annotation and content: once each.
+    reported: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+
+    async def _report_unreadable_bookkeeping(reconciler: Reconciler, body: kopf.Body) -> None:
+        metadata = body.get("metadata") or {}
+        for problem in unreadable_bookkeeping(metadata.get("annotations") or {}, ANNOTATIONS_PREFIX):
+            key = (str(metadata.get("uid", "")), problem.annotation, problem.digest)
+            if key in reported:
+                continue
+            reported[key] = None
+            while len(reported) > REPORTED_MAX:
+                reported.popitem(last=False)
+            ref = ObjectRef(
+                API_VERSION, KIND, metadata.get("namespace", ""), metadata.get("name", ""), key[0]
+            )
+            log.warning(
+                "%s/%s %s: %s", ref.namespace, ref.name, Reason.UNREADABLE_ANNOTATION, problem.message
+            )
+            try:
+                await reconciler.kube.post_event(
+                    ref, "Warning", Reason.UNREADABLE_ANNOTATION, problem.message
+                )
+            except KubeError as error:
+                log.warning("could not post Event for %s/%s: %s", ref.namespace, ref.name, error)
+
     async def _reconcile(
         memo: kopf.Memo, body: kopf.Body, helm_releases: kopf.Index[Any, Any], *, check_drift: bool
     ) -> None:
         reconciler: Reconciler = memo.reconciler
+        await _report_unreadable_bookkeeping(reconciler, body)
         try:
             await reconciler.reconcile(body, ReleaseIndexView(helm_releases), check_drift=check_drift)
         except ReconcileError as error:
@@ -118,6 +156,7 @@ def build_registry(operator_settings: OperatorSettings, dependencies: Any) -> ko
     @kopf.on.delete(GROUP, VERSION, PLURAL, id="uninstall", registry=registry)
     async def uninstall(memo: kopf.Memo, body: kopf.Body, **kwargs: Any) -> None:
         reconciler: Reconciler = memo.reconciler
+        await _report_unreadable_bookkeeping(reconciler, body)
         try:
             await reconciler.finalize(body, ReleaseIndexView(kwargs["helm_releases"]))
         except ReconcileError as error:

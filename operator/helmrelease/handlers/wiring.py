@@ -11,6 +11,7 @@ import kopf
 from helmrelease.adapters.charts import ChartFetcher, FetcherSettings
 from helmrelease.adapters.helm import HelmCommand, HelmSettings
 from helmrelease.adapters.kube import KubeClient, api_client
+from helmrelease.handlers import kopf_decoding, retry_logging
 from helmrelease.handlers.operator import build_registry
 from helmrelease.reconcile.service import Reconciler
 from helmrelease.reconcile.settings import OperatorSettings
@@ -50,6 +51,9 @@ async def build_reconciler(settings: OperatorSettings) -> Reconciler:
 async def run_operator(
     settings: OperatorSettings, *, liveness: str | None, peering: str | None, priority: int
 ) -> None:
+    # Before any watch starts: kopf decodes with the bounded decoder, and logs planned retries as such.
+    kopf_decoding.install()
+    retry_logging.install()
     registry = build_registry(settings, build_reconciler)
     await kopf.operator(
         registry=registry,

@@ -27,7 +27,7 @@ from helmrelease.api.constants import API_VERSION, KIND, Action, HelmStatus, Rea
 from helmrelease.api.errors import SpecError
 from helmrelease.api.ownership import ANTECEDENT_ANNOTATION, Ownership, ownership_of
 from helmrelease.api.resource import HelmRelease, parse_helmrelease
-from helmrelease.api.spec import GitChartSource, SecretKeySelector, mask_urls
+from helmrelease.api.spec import GitChartSource, SecretKeySelector, mask_urls, too_deep_message
 from helmrelease.api.status import HelmReleaseStatus
 from helmrelease.reconcile import conditions
 from helmrelease.reconcile.digest import ChartIdentity, release_digest
@@ -436,8 +436,10 @@ class Reconciler:
                 layers.append(ValuesLayer(source.label, self._yaml.load(text)))
                 if isinstance(source, SecretKeySelector):
                     secret_values.append(layers[-1].values)
-            except YAMLError as error:
-                problem = getattr(error, "problem", None) or "not valid YAML"
+            except (YAMLError, RecursionError) as error:
+                # ruamel's composer recurses: YAML nested ~1000 deep exhausts the stack, like too-deep JSON.
+                deep = isinstance(error, RecursionError)
+                problem = too_deep_message() if deep else getattr(error, "problem", None) or "not valid YAML"
                 await self._problem(
                     current,
                     Reason.VALUES_ERROR,
@@ -459,7 +461,7 @@ class Reconciler:
         values: list[object] = []
         for source in hr.spec.values_sources:
             if isinstance(source, SecretKeySelector):
-                with contextlib.suppress(SourceError, YAMLError):
+                with contextlib.suppress(SourceError, YAMLError, RecursionError):
                     values.append(self._yaml.load(await self.inputs.read_object_source(hr, source, kube)))
         return masker_for(values)
 

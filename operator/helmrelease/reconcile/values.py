@@ -11,7 +11,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from helmrelease.api.bounded_json import depth_of
 from helmrelease.api.constants import Reason
+from helmrelease.api.limits import VALUES_DEPTH_MAX
+from helmrelease.api.spec import too_deep_message
 
 
 class ValuesError(ValueError):
@@ -57,5 +60,7 @@ def compose_values(sources: Iterable[ValuesLayer], inline: Mapping[str, Any]) ->
         if not isinstance(layer.values, Mapping):
             kind = type(layer.values).__name__
             raise ValuesError(layer.source, f"values must be a map of keys to values, not a {kind}")
+        if depth_of(layer.values) > VALUES_DEPTH_MAX:
+            raise ValuesError(layer.source, too_deep_message())
         merged = deep_merge(merged, layer.values)
     return deep_merge(merged, inline)

@@ -1,0 +1,127 @@
+"""kopf's own API client, with the bounded decoder installed: deep objects decode, the patch points still exist.
+
+These tests drive kopf's real `api.get`, `api.patch` and `api.stream` against a local HTTP server, so a kopf upgrade
+that moves the decoding elsewhere fails here rather than in a cluster.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import kopf
+import pytest
+from aiohttp import web
+from kopf._cogs.clients import api as kopf_api
+from kopf._cogs.clients import auth
+from kopf._cogs.structs import credentials
+
+from helmrelease.api import bounded_json
+from helmrelease.api.limits import DOCUMENT_DEPTH_MAX, TOO_DEEP, VALUES_DEPTH_MAX
+from helmrelease.handlers import kopf_decoding
+
+LEVELS = 10_000
+log = logging.getLogger(__name__)
+
+
+def deep_object(name: str) -> bytes:
+    text = json.dumps(
+        {
+            "apiVersion": "helm.fluxcd.io/v1",
+            "kind": "HelmRelease",
+            "metadata": {"name": name, "namespace": "apps", "resourceVersion": "7", "finalizers": ["f"]},
+            "spec": {"values": {"x": "HERE"}},
+        }
+    )
+    return text.replace('"HERE"', "[" * LEVELS + "1" + "]" * LEVELS).encode()
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[str]:
+    async def one(_: web.Request) -> web.Response:
+        return web.Response(body=deep_object("one"), content_type="application/json")
+
+    async def watch(_: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.content_type = "application/json"
+        await response.prepare(_)
+        for name in ("first", "second"):
+            line = b'{"type": "ADDED", "object": ' + deep_object(name) + b"}\n"
+            await response.write(line)
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/one", one)
+    app.router.add_patch("/one", one)
+    app.router.add_get("/watch", watch)
+    runner = web.AppRunner(app)
+    await runner.setup()  # port 0: the kernel picks a free one
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def kopf_context(server: str) -> AsyncIterator[kopf.OperatorSettings]:
+    vault = credentials.Vault()
+    await vault.populate({"test": credentials.ConnectionInfo(server=server)})
+    token = auth.vault_var.set(vault)
+    kopf_decoding.install()
+    yield kopf.OperatorSettings()
+    await vault.close()
+    auth.vault_var.reset(token)
+
+
+def check(body: Any, name: str) -> None:
+    assert body["metadata"] == {
+        "name": name,
+        "namespace": "apps",
+        "resourceVersion": "7",
+        "finalizers": ["f"],
+    }
+    assert bounded_json.depth_of(body) <= DOCUMENT_DEPTH_MAX
+    assert bounded_json.depth_of(body["spec"]["values"]) > VALUES_DEPTH_MAX
+    assert TOO_DEEP in json.dumps(body)
+
+
+async def test_kopf_get_and_patch_decode_a_10000_deep_object(kopf_context: kopf.OperatorSettings) -> None:
+    check(await kopf_api.get("/one", settings=kopf_context, logger=log), "one")
+    check(await kopf_api.patch("/one", payload={}, settings=kopf_context, logger=log), "one")
+
+
+async def test_kopf_watch_stream_decodes_every_deep_event(kopf_context: kopf.OperatorSettings) -> None:
+    events = [event async for event in kopf_api.stream("/watch", settings=kopf_context, logger=log)]
+    assert [event["object"]["metadata"]["name"] for event in events] == ["first", "second"]
+    for event in events:
+        check(event["object"], event["object"]["metadata"]["name"])
+
+
+def test_install_is_idempotent_and_visible() -> None:
+    kopf_decoding.install()
+    request = kopf_api.request
+    kopf_decoding.install()
+    assert kopf_api.request is request
+    assert kopf_decoding.installed()
+
+
+@pytest.mark.parametrize(
+    ("function", "needle"),
+    [
+        (kopf_api.get, "response.json()"),
+        (kopf_api.post, "response.json()"),
+        (kopf_api.patch, "response.json()"),
+        (kopf_api.delete, "response.json()"),
+        (kopf_api.stream, "json.loads("),
+    ],
+)
+def test_kopf_still_decodes_where_the_guard_hooks_in(function: Any, needle: str) -> None:
+    # If this fails after a kopf upgrade, move kopf_decoding.install to wherever kopf now decodes.
+    source = inspect.getsource(function)
+    assert needle in source
+    assert "await request(" in source
