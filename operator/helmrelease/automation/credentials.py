@@ -18,9 +18,9 @@ import logging
 from collections.abc import Mapping
 from typing import Final, Protocol
 
+from helmrelease.adapters.coalesce import TaskMemo
 from helmrelease.adapters.kube import KubeError, NotFound
 from helmrelease.adapters.registry import CredentialStore, DockerConfigError
-from helmrelease.adapters.registry.memo import TaskMemo
 from helmrelease.automation.releases import PULL_SECRET_ANNOTATION, ReleaseView
 
 _log = logging.getLogger(__name__)
