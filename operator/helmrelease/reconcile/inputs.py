@@ -14,7 +14,8 @@ from typing import Any
 import aiohttp
 
 from helmrelease.adapters import charts as chart_sources
-from helmrelease.adapters.git import HttpsCredentials, SshCredentials
+from helmrelease.adapters.credentials import BasicCredentials as HttpsCredentials
+from helmrelease.adapters.git import SshCredentials
 from helmrelease.adapters.kube import KubeClient, KubeError, NotFound
 from helmrelease.api.resource import HelmRelease
 from helmrelease.api.spec import (
