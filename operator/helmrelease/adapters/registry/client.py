@@ -47,7 +47,7 @@ from helmrelease.adapters.registry.formats import (
     digest_of,
     is_digest,
     is_image_config,
-    parse_manifest,
+    parse_image_manifest,
     parse_tag_page,
     parse_token,
     select_platform,
@@ -262,7 +262,7 @@ class RegistryClient:
             call, "GET", self._api_url(name, f"manifests/{digest}"), accept=MANIFEST_ACCEPT
         )
         call.parsed(verify_digest, response.body, digest)
-        manifest = call.parsed(parse_manifest, response.body, response.headers.get("Content-Type"))
+        manifest = call.parsed(parse_image_manifest, response.body, response.headers.get("Content-Type"))
         if isinstance(manifest, ImageIndex):
             if depth >= _MAX_INDEX_DEPTH:
                 raise call.error(
