@@ -34,7 +34,7 @@ from helmrelease.adapters.git import (
     ManifestEdit,
     commit_message,
 )
-from helmrelease.automation.releases import ReleaseView, TagMove
+from helmrelease.automation.watched import TagMove, WatchedRelease
 from helmrelease.images.manifests import (
     DEFAULT_NAMESPACE,
     EditStatus,
@@ -114,7 +114,7 @@ class GitWriteback:
     default_namespace: str = DEFAULT_NAMESPACE
     unparsable: UnparsableFiles = field(default_factory=UnparsableFiles, compare=False, repr=False)
 
-    def wanted_for(self, view: ReleaseView) -> bool:
+    def wanted_for(self, view: WatchedRelease) -> bool:
         return self.all_releases or view.git_writeback
 
 
