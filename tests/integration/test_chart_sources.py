@@ -10,6 +10,7 @@ import base64
 import os
 import shlex
 import shutil
+import socket
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -25,9 +26,11 @@ from tests.support.helmtool import Helm
 from tests.support.registry import Registry
 
 from helmrelease.adapters import charts, helm
-from helmrelease.adapters.git import HttpsCredentials
+from helmrelease.adapters.credentials import BasicCredentials
+from helmrelease.adapters.git import AuthFailed, RemoteUnreachable
+from helmrelease.adapters.source_errors import InvalidChartSource
 
-ROBOT = HttpsCredentials("robot", "s3cret-robot")
+ROBOT = BasicCredentials("robot", "s3cret-robot")
 RECORDING_WRAPPER = '#!/bin/sh\necho "$*" >> {log}\nexec {program} "$@"\n'
 
 
@@ -118,13 +121,13 @@ def auth_chart_repo(helm: Helm, workdir: Path) -> Iterator[ChartRepository]:
     [
         pytest.param(ROBOT, None, id="right-credentials"),
         pytest.param(None, helm.Unauthorized, id="no-credentials"),
-        pytest.param(HttpsCredentials("robot", "guess"), helm.Unauthorized, id="wrong-password"),
+        pytest.param(BasicCredentials("robot", "guess"), helm.Unauthorized, id="wrong-password"),
     ],
 )
 async def test_a_repository_behind_basic_auth(
     sources: Sources,
     auth_chart_repo: ChartRepository,
-    credentials: HttpsCredentials | None,
+    credentials: BasicCredentials | None,
     error: type[helm.HelmError] | None,
 ) -> None:
     source = charts.RepositoryChart(auth_chart_repo.url, "tested", "0.1.0", credentials)
@@ -165,12 +168,12 @@ async def test_an_oci_chart_behind_auth(
         ),
     )
     reference = f"{auth_oci_charts}/app"
-    right = HttpsCredentials(*auth_registry.auth)
+    right = BasicCredentials(*auth_registry.auth)
     assert (await fetcher.fetch(charts.OCIChart(reference, "0.1.0", right))).version == "0.1.0"
     with pytest.raises(helm.Unauthorized):
         await fetcher.fetch(charts.OCIChart(reference, "0.1.0"))
     with pytest.raises(helm.Unauthorized):
-        await fetcher.fetch(charts.OCIChart(reference, "0.1.0", HttpsCredentials(right.username, "guess")))
+        await fetcher.fetch(charts.OCIChart(reference, "0.1.0", BasicCredentials(right.username, "guess")))
 
 
 # ---- git
@@ -258,10 +261,10 @@ async def test_git_refs_tags_and_commits(sources: Sources, remote: Remote, ref: 
 @pytest.mark.parametrize(
     ("ref", "path", "error", "message"),
     [
-        pytest.param("master", "../../etc", charts.InvalidChartSource, "stay inside", id="parent-path"),
-        pytest.param("master", "/etc", charts.InvalidChartSource, "stay inside", id="absolute-path"),
+        pytest.param("master", "../../etc", InvalidChartSource, "stay inside", id="parent-path"),
+        pytest.param("master", "/etc", InvalidChartSource, "stay inside", id="absolute-path"),
         pytest.param(
-            "--upload-pack=touch", "charts/app", charts.InvalidChartSource, "not a branch", id="option-ref"
+            "--upload-pack=touch", "charts/app", InvalidChartSource, "not a branch", id="option-ref"
         ),
         pytest.param("nosuch", "charts/app", helm.ChartNotFound, "no branch or tag", id="missing-ref"),
         pytest.param("master", "charts/none", helm.ChartNotFound, "not a directory", id="missing-path"),
@@ -272,7 +275,7 @@ async def test_git_sources_refused_or_missing(
 ) -> None:
     with pytest.raises(error, match=message):
         await sources.fetcher.fetch(charts.GitChart(remote.url, ref, path))
-    if error is charts.InvalidChartSource:
+    if error is InvalidChartSource:
         assert sources.git_calls("ls-remote") == []  # refused before git ran at all
 
 
@@ -291,7 +294,7 @@ async def test_git_symlinks_leading_out_are_refused(
     destination.unlink(missing_ok=True)
     destination.symlink_to(target)
     remote.commit("escape")
-    with pytest.raises(charts.InvalidChartSource, match="outside the repository"):
+    with pytest.raises(InvalidChartSource, match="outside the repository"):
         await sources.fetcher.fetch(charts.GitChart(remote.url, "master", path))
 
 
@@ -402,13 +405,13 @@ def http_remote(remote: Remote) -> Iterator[str]:
     [
         pytest.param(ROBOT, None, id="right-credentials"),
         pytest.param(None, helm.Unauthorized, id="no-credentials"),
-        pytest.param(HttpsCredentials("robot", "guess"), helm.Unauthorized, id="wrong-password"),
+        pytest.param(BasicCredentials("robot", "guess"), helm.Unauthorized, id="wrong-password"),
     ],
 )
 async def test_git_over_http_with_basic_auth(
     sources: Sources,
     http_remote: str,
-    credentials: HttpsCredentials | None,
+    credentials: BasicCredentials | None,
     error: type[helm.HelmError] | None,
 ) -> None:
     source = charts.GitChart(http_remote, "master", "charts/app", credentials)
@@ -418,4 +421,24 @@ async def test_git_over_http_with_basic_auth(
         with pytest.raises(error) as failure:
             await sources.fetcher.fetch(source)
         assert "guess" not in str(failure.value)
+        # git's own error, raised by the first command (ls-remote), is the chart source error: mapped once.
+        assert isinstance(failure.value, AuthFailed)
+        assert not isinstance(failure.value, helm.ChartNotFound)
+        assert str(failure.value).startswith("git ls-remote failed: ")
     assert ROBOT.password not in sources.git_log.read_text()  # never on a git command line
+
+
+async def test_git_over_http_from_a_server_that_is_gone(sources: Sources) -> None:
+    """A remote nobody answers for is unreachable, not a chart that does not exist."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/charts.git"
+    with pytest.raises(helm.RepositoryUnreachable) as failure:
+        await sources.fetcher.fetch(charts.GitChart(url, "master", "charts/app", ROBOT))
+    assert isinstance(failure.value, RemoteUnreachable)
+    assert not isinstance(failure.value, helm.ChartNotFound)
+    assert str(failure.value).startswith(
+        f"git ls-remote failed: unable to access '{url}/': Failed to connect"
+    )
+    assert sources.git_calls("fetch") == []

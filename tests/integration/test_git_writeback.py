@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from helmrelease.adapters.credentials import BasicCredentials
+from helmrelease.adapters.files import manifest_files
 from helmrelease.adapters.git import (
     DEFAULT_AUTHOR,
     Author,
@@ -23,13 +25,12 @@ from helmrelease.adapters.git import (
     GitError,
     GitRemote,
     GitRepository,
-    HttpsCredentials,
     ImageUpdate,
     ManifestEdit,
     PushRejected,
+    RefNotFound,
     RemoteUnreachable,
     commit_message,
-    find_manifests,
     git_environment,
 )
 
@@ -197,8 +198,9 @@ def replace_line(old: str, new: str) -> ManifestEdit:
 
     def edit(root: Path) -> list[ChangedFile]:
         return [
-            ChangedFile(path, (root / path).read_text().replace(old, new))
-            for path in find_manifests(root, lambda text: old in text.splitlines())
+            ChangedFile(file.relative_to(root).as_posix(), file.read_text().replace(old, new))
+            for file in manifest_files(root)
+            if old in file.read_text().splitlines()
         ]
 
     return edit
@@ -406,13 +408,13 @@ async def test_a_missing_branch_is_a_git_error(remote: Remote, tmp_path: Path) -
     repository = GitRepository(GitRemote(remote.url, "release"), tmp_path / "state")
     with pytest.raises(GitError) as raised:
         await repository.sync()
-    assert type(raised.value) is GitError
+    assert type(raised.value) is RefNotFound
     assert str(raised.value) == "git clone failed: Remote branch release not found in upstream origin"
 
 
 async def test_https_credentials_reach_git_only_through_askpass(remote: Remote, tmp_path: Path) -> None:
     """No HTTPS server here: git's own credential lookup shows it asks our askpass, with our variables."""
-    credentials = HttpsCredentials("bot", "s3cr3t-t0ken")
+    credentials = BasicCredentials("bot", "s3cr3t-t0ken")
     state = tmp_path / "state"
     repository = GitRepository(GitRemote(remote.url, "main", credentials=credentials), state)
     await repository.sync()

@@ -9,15 +9,15 @@ Credentials never appear on a command line: helm reads them from a private repos
 (HELM_REPOSITORY_CONFIG, HELM_REGISTRY_CONFIG), git from an askpass helper that reads its environment, or from a
 private key file named in GIT_SSH_COMMAND. All of those live in a private temp directory removed afterwards.
 
-Errors are the `HelmError` family of `helmrelease.adapters.helm` (ChartNotFound, RepositoryUnreachable,
-Unauthorized, Timeout, ...), plus `InvalidChartSource` for sources refused before or after fetching: a chart path
+Errors are the chart source family of `adapters.source_errors`: helm's (ChartNotFound, RepositoryUnreachable,
+Unauthorized, Timeout, ...) for `helm pull`, git's own `GitError`s, which are those same kinds, raised by the one
+git runner as they are, and `InvalidChartSource` for sources refused before or after fetching: a chart path
 escaping the repository, a symlink pointing outside it, a git transport that is not allowed, no chart at the path.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import dataclasses
 import hashlib
 import hmac
@@ -29,7 +29,6 @@ import shutil
 import tarfile
 import time
 import uuid
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -39,41 +38,23 @@ import semver
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from helmrelease.adapters.coalesce import TaskMemo
+from helmrelease.adapters.credentials import BasicCredentials
 from helmrelease.adapters.git import (
-    PASSWORD_VARIABLE,
-    AuthFailed,
-    HttpsCredentials,
-    RemoteUnreachable,
+    GitRunner,
+    RefNotFound,
     SshCredentials,
     StateLayout,
-    clean_detail,
-    failure_kind,
+    credential_secrets,
     git_environment,
-    run_git,
     write_credential_files,
 )
-from helmrelease.adapters.helm import (
-    ChartNotFound,
-    ErrorTable,
-    HelmCommand,
-    HelmError,
-    RepositoryUnreachable,
-    Timeout,
-    Unauthorized,
-    classify,
-)
+from helmrelease.adapters.helm import ChartNotFound, HelmCommand
 from helmrelease.adapters.process import private_directory, write_private_file
-
-
-class InvalidChartSource(HelmError):
-    """The chart source is refused: a path escaping the repository, a disallowed transport, no chart there."""
-
+from helmrelease.adapters.source_errors import InvalidChartSource
+from helmrelease.api.constants import DEFAULT_GIT_PROTOCOLS
 
 # ---- Sources
-
-
-# Helm repositories and registries take the same username/password pair as git over HTTPS.
-BasicAuth = HttpsCredentials
 
 
 @dataclass(frozen=True)
@@ -83,7 +64,7 @@ class RepositoryChart:
     repository: str
     name: str
     version: str
-    auth: BasicAuth | None = None
+    auth: BasicCredentials | None = None
     ca_file: Path | None = None
 
 
@@ -93,7 +74,7 @@ class OCIChart:
 
     reference: str
     version: str
-    auth: BasicAuth | None = None
+    auth: BasicCredentials | None = None
     ca_file: Path | None = None
 
 
@@ -104,7 +85,7 @@ class GitChart:
     url: str
     ref: str
     path: str
-    credentials: HttpsCredentials | SshCredentials | None = None
+    credentials: BasicCredentials | SshCredentials | None = None
     skip_dependency_update: bool = False
 
 
@@ -140,33 +121,13 @@ class FetcherSettings:
     # Cached charts kept (least recently used go first); each is an unpacked chart, typically well under 1 MiB.
     max_entries: int = 256
     # Transports git may use (GIT_ALLOW_PROTOCOL). `file` lets a tenant read repositories on our disk.
-    git_protocols: tuple[str, ...] = ("https", "ssh")
+    git_protocols: tuple[str, ...] = DEFAULT_GIT_PROTOCOLS
 
 
 # ---- Pure parts
 
 _COMMIT = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 _GIT_REF = re.compile(r"^[A-Za-z0-9._/-]+$")
-
-# What git says about a ref or transport we refuse; everything else is classified by adapters.git.
-GIT_REFUSALS: ErrorTable = (
-    (re.compile(r"transport '[^']+' not allowed", re.IGNORECASE), InvalidChartSource),
-    (re.compile(r"couldn't find remote ref|not our ref", re.IGNORECASE), ChartNotFound),
-)
-_GIT_FAILURES: Mapping[type[Exception], type[HelmError]] = {
-    AuthFailed: Unauthorized,
-    RemoteUnreachable: RepositoryUnreachable,
-}
-
-
-def git_failure(
-    operation: str, stderr: str, returncode: int | None, secrets: Sequence[str] = ()
-) -> HelmError:
-    """The `HelmError` for a failed git command, its detail cleaned of credentials by adapters.git."""
-    kind = classify(stderr, GIT_REFUSALS)
-    if kind is HelmError:
-        kind = _GIT_FAILURES.get(failure_kind(stderr), HelmError)
-    return kind(operation, clean_detail(stderr, secrets), returncode)
 
 
 def chart_subpath(path: str) -> PurePosixPath:
@@ -206,7 +167,7 @@ def is_exact_version(version: str) -> bool:
     return semver.Version.is_valid(version.removeprefix("v"))
 
 
-def repositories_file(url: str, auth: BasicAuth | None, ca_file: Path | None) -> dict[str, Any]:
+def repositories_file(url: str, auth: BasicCredentials | None, ca_file: Path | None) -> dict[str, Any]:
     """A helm repositories.yaml (JSON is YAML) with one repository named `source`, credentials included."""
     entry: dict[str, Any] = {"name": "source", "url": url.rstrip("/")}
     if auth is not None:
@@ -216,12 +177,11 @@ def repositories_file(url: str, auth: BasicAuth | None, ca_file: Path | None) ->
     return {"apiVersion": "", "generated": "0001-01-01T00:00:00Z", "repositories": [entry]}
 
 
-def registry_config(host: str, auth: BasicAuth | None) -> dict[str, Any]:
+def registry_config(host: str, auth: BasicCredentials | None) -> dict[str, Any]:
     """A docker-style registry config for helm (HELM_REGISTRY_CONFIG); empty without credentials."""
     if auth is None:
         return {"auths": {}}
-    token = base64.b64encode(f"{auth.username}:{auth.password}".encode()).decode()
-    return {"auths": {host: {"auth": token}}}
+    return {"auths": {host: {"auth": auth.token}}}
 
 
 def oci_host(reference: str) -> str:
@@ -243,8 +203,18 @@ def normalized_version(version: str) -> str:
 _METADATA = "fetched.json"
 
 
-def read_chart_yaml(chart_directory: Path) -> tuple[str, str]:
-    """The chart's name and version; a directory without a usable Chart.yaml holds no chart."""
+@dataclass(frozen=True)
+class ChartMetadata:
+    """What a fetch needs of Chart.yaml, read once: the chart's name and version, and whether it has dependencies
+    to vendor (Chart.yaml `dependencies`, apiVersion v2, or a requirements.yaml, v1)."""
+
+    name: str
+    version: str
+    has_dependencies: bool
+
+
+def read_chart_yaml(chart_directory: Path) -> ChartMetadata:
+    """The chart's metadata; a directory without a usable Chart.yaml holds no chart."""
     chart_file = chart_directory / "Chart.yaml"
     if not chart_file.is_file():
         raise ChartNotFound("chart", f"no Chart.yaml in {chart_directory.name!r}")
@@ -254,13 +224,8 @@ def read_chart_yaml(chart_directory: Path) -> tuple[str, str]:
         raise InvalidChartSource("chart", f"Chart.yaml is not valid YAML: {error}") from None
     if not isinstance(meta, dict) or not meta.get("name") or not meta.get("version"):
         raise InvalidChartSource("chart", "Chart.yaml has no name or version")
-    return str(meta["name"]), str(meta["version"])
-
-
-def declares_dependencies(chart_directory: Path) -> bool:
-    """Chart.yaml `dependencies` (apiVersion v2) or a requirements.yaml (v1)."""
-    meta = YAML(typ="safe").load((chart_directory / "Chart.yaml").read_text())
-    return bool(meta.get("dependencies")) or (chart_directory / "requirements.yaml").is_file()
+    has_dependencies = bool(meta.get("dependencies")) or (chart_directory / "requirements.yaml").is_file()
+    return ChartMetadata(str(meta["name"]), str(meta["version"]), has_dependencies)
 
 
 def contained_chart_directory(root: Path, subpath: PurePosixPath) -> Path:
@@ -378,25 +343,18 @@ class ChartFetcher:
         self._helm = helm
         self._settings = settings
         self._salt = credential_salt(settings.cache_dir)
-        self._inflight: dict[str, asyncio.Task[FetchedChart]] = {}
+        # Only downloads in flight are shared: the cache on disk remembers the outcomes.
+        self._downloads: TaskMemo[str, FetchedChart] = TaskMemo(in_flight_only=True)
 
     async def fetch(self, source: ChartSource) -> FetchedChart:
-        """The chart of `source` in the cache, downloading it only when its content is not there yet."""
+        """The chart of `source` in the cache, downloading it only when its content is not there yet.
+
+        A cancelled caller leaves the shared download running for the others (and for the cache).
+        """
         key = self._request_key(source)
-        task = self._inflight.get(key)
-        if task is None:
-            task = asyncio.create_task(self._fetch(source), name=f"fetch-chart-{key[:12]}")
-            self._inflight[key] = task
-            task.add_done_callback(lambda done: self._forget(key, done))
-        # A cancelled caller leaves the shared download running for the others (and for the cache).
-        return await asyncio.shield(task)
+        return await self._downloads.run(key, lambda: self._fetch(source), name=f"fetch-chart-{key[:12]}")
 
-    def _forget(self, key: str, task: asyncio.Task[FetchedChart]) -> None:
-        self._inflight.pop(key, None)
-        if not task.cancelled():
-            task.exception()  # mark it retrieved: every caller may have been cancelled meanwhile
-
-    def _fingerprint(self, auth: BasicAuth | None, *more: bytes | str | None) -> str:
+    def _fingerprint(self, auth: BasicCredentials | None, *more: bytes | str | None) -> str:
         """A keyed hash of the credentials: one cache entry per credential, nothing guessable on disk."""
         material: list[object] = [[auth.username, auth.password] if auth else None]
         material += [part.hex() if isinstance(part, bytes) else part for part in more]
@@ -416,8 +374,8 @@ class ChartFetcher:
     def _git_key(self, source: GitChart, commit: str) -> str:
         """The cache entry of a git chart at `commit` (or at a ref, to coalesce requests before resolving it)."""
         match source.credentials:
-            case HttpsCredentials(username=username, password=password):
-                credentials = self._fingerprint(BasicAuth(username, password))
+            case BasicCredentials() as basic:
+                credentials = self._fingerprint(basic)
             case SshCredentials(private_key=key, known_hosts=known_hosts):
                 credentials = self._fingerprint(None, str(key), str(known_hosts))
             case None:
@@ -487,10 +445,10 @@ class ChartFetcher:
             staging = await asyncio.to_thread(_new_staging, self._settings.cache_dir)
             try:
                 chart_directory, digest = await asyncio.to_thread(_unpack, package, staging)
-                name, version = await asyncio.to_thread(read_chart_yaml, chart_directory)
+                meta = await asyncio.to_thread(read_chart_yaml, chart_directory)
                 # Keyed by the version helm resolved, so a range and its exact version share one entry.
-                entry = self._entry(self._package_key(source, version))
-                chart = FetchedChart(chart_directory, name, version, digest)
+                entry = self._entry(self._package_key(source, meta.version))
+                chart = FetchedChart(chart_directory, meta.name, meta.version, digest)
                 return await self._store(staging, entry, chart)
             except BaseException:
                 await asyncio.to_thread(shutil.rmtree, staging, True)
@@ -504,7 +462,13 @@ class ChartFetcher:
         if not source.url or source.url.startswith("-"):
             raise InvalidChartSource("git url", f"{source.url!r} is not a repository URL")
         with private_directory(self._helm.settings.temp_root) as work:
-            git = _Git(self._git_environment(source, work), work, self._settings)
+            git = GitRunner(
+                self._git_environment(source, work),
+                work,
+                self._settings.git_executable,
+                self._settings.deadline,
+                credential_secrets(source.credentials),
+            )
             commit = ref if is_commit(ref) else await self._remote_commit(git, source.url, ref)
             cached = _lookup(self._entry(self._git_key(source, commit)))
             if cached is not None:
@@ -524,54 +488,27 @@ class ChartFetcher:
         env["GIT_ALLOW_PROTOCOL"] = ":".join(self._settings.git_protocols)
         return env
 
-    async def _remote_commit(self, git: _Git, url: str, ref: str) -> str:
+    async def _remote_commit(self, git: GitRunner, url: str, ref: str) -> str:
         listing = await git.run("ls-remote", "--", url, ref, f"{ref}^{{}}")
-        commit = resolve_ref(listing, ref)
+        commit = resolve_ref(listing.stdout, ref)
         if commit is None:
-            raise ChartNotFound("git ls-remote", f"no branch or tag {ref!r} in the repository")
+            raise RefNotFound("ls-remote", f"no branch or tag {ref!r} in the repository")
         return commit
 
     async def _checkout(
-        self, git: _Git, source: GitChart, subpath: PurePosixPath, staging: Path
+        self, git: GitRunner, source: GitChart, subpath: PurePosixPath, staging: Path
     ) -> FetchedChart:
         """A shallow checkout of `source.ref` in `staging`, checked, dependencies vendored, stored by commit."""
         checkout = staging / "checkout"
         await git.run("init", "--quiet", str(checkout))
         await git.run("fetch", "--quiet", "--depth", "1", "--", source.url, source.ref, cwd=checkout)
-        commit = (await git.run("rev-parse", "FETCH_HEAD^{commit}", cwd=checkout)).strip()
+        commit = (await git.run("rev-parse", "FETCH_HEAD^{commit}", cwd=checkout)).stdout.strip()
         await git.run("checkout", "--quiet", "--detach", commit, cwd=checkout)
         await asyncio.to_thread(shutil.rmtree, checkout / ".git")
         chart_directory = await asyncio.to_thread(contained_chart_directory, checkout, subpath)
-        vendor = not source.skip_dependency_update
-        if vendor and await asyncio.to_thread(declares_dependencies, chart_directory):
+        meta = await asyncio.to_thread(read_chart_yaml, chart_directory)
+        if meta.has_dependencies and not source.skip_dependency_update:
             await self._helm.update_dependencies(chart_directory, deadline=self._settings.deadline)
-        name, version = await asyncio.to_thread(read_chart_yaml, chart_directory)
         entry = self._entry(self._git_key(source, commit))
-        chart = FetchedChart(chart_directory, name, version, commit, commit)
+        chart = FetchedChart(chart_directory, meta.name, meta.version, commit, commit)
         return await self._store(staging, entry, chart)
-
-
-@dataclass(frozen=True)
-class _Git:
-    """git commands of one fetch: one environment, one deadline each, failures as `HelmError`s."""
-
-    env: Mapping[str, str]
-    cwd: Path
-    settings: FetcherSettings
-
-    async def run(self, *arguments: str, cwd: Path | None = None) -> str:
-        operation = f"git {arguments[0]}"
-        try:
-            output = await run_git(
-                arguments,
-                cwd=cwd or self.cwd,
-                env=self.env,
-                executable=self.settings.git_executable,
-                deadline=self.settings.deadline,
-            )
-        except TimeoutError:
-            raise Timeout(operation, f"no result within {self.settings.deadline:g}s") from None
-        if output.returncode != 0:
-            secrets = [self.env[PASSWORD_VARIABLE]] if PASSWORD_VARIABLE in self.env else []
-            raise git_failure(operation, output.stderr or output.stdout, output.returncode, secrets)
-        return output.stdout

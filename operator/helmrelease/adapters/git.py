@@ -1,9 +1,14 @@
-"""Git write-back for image updates: keep a clone, edit, commit, push; redo the edit if someone pushed first.
+"""git for the operator: the one way git runs (`GitRunner`), its failures classified once, and the write-back
+of image updates (keep a clone, edit, commit, push; redo the edit if someone pushed first).
 
-Only the ``git`` CLI is used, always through an argument list (never a shell) with an environment we build
-ourselves, so the user's global config, credential helpers and terminal prompts never take part. Credentials
-never appear in a URL, an argument or a message: HTTPS passwords reach git through a ``GIT_ASKPASS`` script
-that reads them from the environment, SSH keys through ``GIT_SSH_COMMAND``.
+Only the ``git`` CLI is used, always through `process.run` with an argument list (never a shell) and an
+environment we build ourselves, so the user's global config, credential helpers and terminal prompts never take
+part. Credentials never appear in a URL, an argument or a message: HTTPS passwords reach git through a
+``GIT_ASKPASS`` script that reads them from the environment, SSH keys through ``GIT_SSH_COMMAND``.
+
+A failed command becomes the `GitError` its output describes (`failure_kind`). Those errors belong to the chart
+source family of `adapters.source_errors` (an `AuthFailed` is also an `Unauthorized`, and so on), so the chart
+fetcher raises them unchanged and write-back catches them as `GitError`.
 
 When a push is rejected because the branch moved, we fetch the new head and run the edit again on the new tree
 instead of rebasing our commit: the user may have changed the very file we edit, and only the edit knows how
@@ -20,13 +25,18 @@ import re
 import shlex
 import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
 from helmrelease.adapters import process
+from helmrelease.adapters.backoff import backoff_delay
+from helmrelease.adapters.credentials import BasicCredentials
+from helmrelease.adapters.files import checked_relative_path, resolve_inside
+from helmrelease.adapters.helm import ChartNotFound, HelmError, RepositoryUnreachable, Timeout, Unauthorized
 from helmrelease.adapters.process import inherited_environment, write_private_file
+from helmrelease.adapters.source_errors import InvalidChartSource
 from helmrelease.api.constants import DEFAULT_GIT_REF
 
 logger = logging.getLogger(__name__)
@@ -64,23 +74,38 @@ HostKeyChecking = Literal["yes", "accept-new", "no"]
 # Errors
 
 
-class GitError(Exception):
-    """A git operation failed. The message is short, without git's hints, and never carries a credential."""
+class GitError(HelmError):
+    """A git command failed. The message is short, without git's hints, and never carries a credential.
 
-    def __init__(self, operation: str, detail: str, *, secrets: Iterable[str] = ()) -> None:
-        self.operation = operation
-        self.detail = clean_detail(detail, secrets)
-        super().__init__(
-            f"git {operation} failed: {self.detail}" if self.detail else f"git {operation} failed"
-        )
+    `operation` is ``git <command>``; the message reads ``git <command> failed: <detail>``.
+    """
+
+    def __init__(
+        self, operation: str, detail: str, *, returncode: int | None = None, secrets: Iterable[str] = ()
+    ) -> None:
+        cleaned = clean_detail(detail, secrets)
+        super().__init__(f"git {operation}", cleaned, returncode)
+        self.args = (f"git {operation} failed: {cleaned}" if cleaned else f"git {operation} failed",)
 
 
-class AuthFailed(GitError):
+class AuthFailed(GitError, Unauthorized):
     """The remote refused our credentials (or we had none and it wanted some)."""
 
 
-class RemoteUnreachable(GitError):
+class RemoteUnreachable(GitError, RepositoryUnreachable):
     """The remote could not be reached or does not exist at that address."""
+
+
+class RefNotFound(GitError, ChartNotFound):
+    """The remote has no such branch, tag or commit."""
+
+
+class TransportRefused(GitError, InvalidChartSource):
+    """git refused the remote's transport: it is not one of the allowed ones (``GIT_ALLOW_PROTOCOL``)."""
+
+
+class GitTimeout(GitError, Timeout):
+    """git gave no result within our deadline and was stopped, with everything it started."""
 
 
 class PushRejected(GitError):
@@ -114,7 +139,15 @@ def clean_detail(output: str, secrets: Iterable[str] = ()) -> str:
 
 
 # Ordered: an SSH key refusal also prints "Could not read from remote repository", so auth is checked first.
+# Refusals and missing refs are only ever said by a remote that answered, so they come before both.
 _FAILURE_PATTERNS: tuple[tuple[re.Pattern[str], type[GitError]], ...] = (
+    (re.compile(r"transport '[^']+' not allowed", re.IGNORECASE), TransportRefused),
+    (
+        re.compile(
+            r"couldn't find remote ref|not our ref|Remote branch \S+ not found in upstream", re.IGNORECASE
+        ),
+        RefNotFound,
+    ),
     (
         re.compile(
             r"Authentication failed|could not read (Username|Password)|terminal prompts disabled"
@@ -150,14 +183,6 @@ def failure_kind(stderr: str) -> type[GitError]:
 
 
 @dataclass(frozen=True)
-class HttpsCredentials:
-    """Basic-auth credentials for an HTTPS remote; for token auth the token is the password."""
-
-    username: str
-    password: str = field(repr=False)
-
-
-@dataclass(frozen=True)
 class SshCredentials:
     """A private key for an SSH remote, and how the remote's host key is checked.
 
@@ -170,7 +195,13 @@ class SshCredentials:
     host_key_checking: HostKeyChecking = "yes"
 
 
-Credentials = HttpsCredentials | SshCredentials
+Credentials = BasicCredentials | SshCredentials
+"""How git authenticates: a username and password (or token) over HTTPS, or an SSH key."""
+
+
+def credential_secrets(credentials: Credentials | None) -> tuple[str, ...]:
+    """Values of ``credentials`` that must never appear in a message."""
+    return (credentials.password,) if isinstance(credentials, BasicCredentials) else ()
 
 
 @dataclass(frozen=True)
@@ -186,14 +217,14 @@ class GitRemote:
             raise ValueError(f"{self.url!r} is not a repository URL")
         parts = urlsplit(self.url)
         if parts.scheme.lower() in ("http", "https") and "@" in parts.netloc:
-            raise ValueError("put HTTPS credentials in HttpsCredentials, not in the repository URL")
+            raise ValueError("put HTTPS credentials in BasicCredentials, not in the repository URL")
         if not is_valid_branch(self.branch):
             raise ValueError(f"{self.branch!r} is not a branch name")
 
     @property
     def secrets(self) -> tuple[str, ...]:
         """Values that must never appear in a message."""
-        return (self.credentials.password,) if isinstance(self.credentials, HttpsCredentials) else ()
+        return credential_secrets(self.credentials)
 
 
 def is_valid_branch(name: str) -> bool:
@@ -285,7 +316,7 @@ def git_environment(
         GIT_TERMINAL_PROMPT="0",
         GIT_SSH_COMMAND=shlex.join(["ssh", "-F", os.devnull, "-o", "BatchMode=yes"]),
     )
-    if isinstance(credentials, HttpsCredentials):
+    if isinstance(credentials, BasicCredentials):
         env.update(
             {
                 "GIT_ASKPASS": str(layout.askpass),
@@ -301,7 +332,7 @@ def git_environment(
 
 def write_credential_files(layout: StateLayout, credentials: Credentials | None) -> None:
     """Write the files `git_environment` points git at for `credentials` into the existing `layout.root`."""
-    if isinstance(credentials, HttpsCredentials):
+    if isinstance(credentials, BasicCredentials):
         write_private_file(layout.askpass, ASKPASS_SCRIPT.encode(), 0o700)
     elif isinstance(credentials, SshCredentials):
         # ssh refuses keys others can read, and mounted Secrets usually are: use a private copy.
@@ -365,56 +396,11 @@ may be included; they are ignored). It runs once per attempt, in a worker thread
 the tree it is given and nothing it computed before."""
 
 
-def checked_relative_path(path: str) -> PurePosixPath:
-    """``path`` inside the repository; ``ValueError`` for anything that could leave it or reach .git."""
-    relative = PurePosixPath(path)
-    if (
-        not path
-        or relative.is_absolute()
-        or "\\" in path
-        or any(part in ("..", ".git") for part in relative.parts)
-        or relative == PurePosixPath(".")
-    ):
-        raise ValueError(f"{path!r} is not a file path inside the repository")
-    return relative
-
-
-def _resolve_inside(root: Path, path: str) -> Path:
-    """The file ``path`` names under ``root``, refusing symlinks that would lead the write elsewhere."""
-    target = root.joinpath(*checked_relative_path(path).parts)
-    real_root = root.resolve()
-    if target.is_symlink() or not target.parent.resolve().is_relative_to(real_root):
-        raise ValueError(f"{path!r} leads outside the repository through a symlink")
-    return target
-
-
-def find_manifests(root: Path, holds: Callable[[str], bool], sub_path: str | None = None) -> list[str]:
-    """Sorted relative paths of the YAML files under ``root`` (or ``sub_path``) whose text ``holds`` accepts.
-
-    Symlinks and unreadable or non-UTF-8 files are skipped: we would not edit through them anyway.
-    """
-    start = _resolve_inside(root, sub_path) if sub_path else root
-    found: list[str] = []
-    for directory, subdirectories, files in os.walk(start):
-        subdirectories[:] = sorted(d for d in subdirectories if d != ".git")
-        for name in sorted(files):
-            candidate = Path(directory, name)
-            if candidate.suffix not in (".yaml", ".yml") or candidate.is_symlink():
-                continue
-            try:
-                text = candidate.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError):
-                continue
-            if holds(text):
-                found.append(candidate.relative_to(root).as_posix())
-    return sorted(found)
-
-
 def write_changes(root: Path, changes: Iterable[ChangedFile]) -> list[str]:
     """Write the files whose text differs from the tree, byte for byte; return their relative paths."""
     written: list[str] = []
     for change in changes:
-        target = _resolve_inside(root, change.path)
+        target = resolve_inside(root, change.path)
         content = change.text.encode("utf-8")
         if target.is_file() and target.read_bytes() == content:
             continue
@@ -439,30 +425,64 @@ class GitOutput:
     stderr: str
 
 
-async def run_git(
-    args: Sequence[str],
-    *,
-    cwd: Path,
-    env: Mapping[str, str],
-    input_text: str | None = None,
-    executable: str = "git",
-    deadline: float | None = None,
-) -> GitOutput:
-    """Run one git command to completion. Stopped (by `deadline`, or a caller's cancellation or timeout), it
-    kills the command's whole process group at once before raising, so no ssh or helper outlives it.
+@dataclass(frozen=True)
+class GitRunner:
+    """How every git command of the operator runs: in `cwd` with exactly `env`, stopped after `deadline` seconds,
+    its failures raised as the `GitError` their output describes, with `secrets` scrubbed from every message."""
 
-    Raises `TimeoutError` after `deadline` seconds, `FileNotFoundError` when git (or ``cwd``) is missing.
-    """
-    result = await process.run(
-        [executable, *args],
-        env=env,
-        cwd=cwd,
-        stdin=input_text.encode() if input_text is not None else None,
-        deadline=deadline,
-    )
-    return GitOutput(
-        result.returncode, result.stdout.decode(errors="replace"), result.stderr.decode(errors="replace")
-    )
+    env: Mapping[str, str]
+    cwd: Path
+    executable: str = "git"
+    deadline: float | None = None
+    secrets: tuple[str, ...] = ()
+
+    async def output(
+        self,
+        *args: str,
+        cwd: Path | None = None,
+        input_text: str | None = None,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> GitOutput:
+        """Run one git command to completion, whatever its exit code. Stopped (by the deadline, or a caller's
+        cancellation or timeout), it kills the command's whole process group at once before raising, so no ssh
+        or helper outlives it.
+
+        Raises `GitTimeout` after the deadline, `GitError` when git (or the directory) is missing.
+        """
+        operation = args[0]
+        try:
+            result = await process.run(
+                [self.executable, *args],
+                env={**self.env, **(extra_env or {})},
+                cwd=cwd or self.cwd,
+                stdin=input_text.encode() if input_text is not None else None,
+                deadline=self.deadline,
+            )
+        except TimeoutError:
+            raise GitTimeout(operation, f"no result within {self.deadline:g}s") from None
+        except FileNotFoundError as error:
+            raise GitError(operation, f"cannot run {self.executable}: {error.strerror}") from None
+        return GitOutput(
+            result.returncode, result.stdout.decode(errors="replace"), result.stderr.decode(errors="replace")
+        )
+
+    async def run(
+        self,
+        *args: str,
+        cwd: Path | None = None,
+        input_text: str | None = None,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> GitOutput:
+        """`output`, with a non-zero exit raised as the matching `GitError`."""
+        output = await self.output(*args, cwd=cwd, input_text=input_text, extra_env=extra_env)
+        if output.returncode != 0:
+            raise self.error(args[0], output)
+        return output
+
+    def error(self, operation: str, output: GitOutput) -> GitError:
+        """The error a failed command's output describes."""
+        text = output.stderr or output.stdout
+        return failure_kind(text)(operation, text, returncode=output.returncode, secrets=self.secrets)
 
 
 class PushOutcome(enum.Enum):
@@ -488,11 +508,6 @@ def push_outcome(returncode: int, porcelain: str) -> PushOutcome:
             return PushOutcome.OUT_OF_DATE
         return PushOutcome.DECLINED
     return PushOutcome.FAILED
-
-
-def backoff_delay(attempt: int, initial: float, maximum: float) -> float:
-    """Seconds to wait after failed attempt number ``attempt`` (1-based): doubling, capped."""
-    return float(min(maximum, initial * 2 ** (attempt - 1)))
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -531,13 +546,17 @@ class GitRepository:
             raise ValueError("push_attempts must be at least 1")
         self.remote = remote
         self.layout = StateLayout(state_dir)
-        self._timeout = timeout
         self._push_attempts = push_attempts
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
-        self._executable = executable
-        self._env = git_environment(
-            os.environ if inherited_env is None else inherited_env, self.layout, remote.credentials
+        self._git = GitRunner(
+            git_environment(
+                os.environ if inherited_env is None else inherited_env, self.layout, remote.credentials
+            ),
+            self.layout.worktree,
+            executable,
+            timeout,
+            remote.secrets,
         )
         self._lock = asyncio.Lock()
 
@@ -567,7 +586,7 @@ class GitRepository:
                 if not files or not await self._stage(files):
                     return None
                 sha = await self._commit(message, author)
-                pushed = await self._git(
+                pushed = await self._git.output(
                     "push", "--porcelain", "origin", f"HEAD:refs/heads/{self.remote.branch}"
                 )
                 outcome = push_outcome(pushed.returncode, pushed.stdout)
@@ -579,9 +598,9 @@ class GitRepository:
                         f"{pushed.stdout}\n{pushed.stderr}", attempts=attempt, secrets=self.remote.secrets
                     )
                 if outcome is PushOutcome.FAILED:
-                    raise self._error("push", pushed)
+                    raise self._git.error("push", pushed)
                 if attempt < self._push_attempts:
-                    delay = backoff_delay(attempt, self._backoff_initial, self._backoff_max)
+                    delay = backoff_delay(attempt - 1, self._backoff_initial, self._backoff_max)
                     logger.warning(
                         "branch %s moved during write-back; redoing in %.1fs", self.remote.branch, delay
                     )
@@ -596,11 +615,11 @@ class GitRepository:
         branch = self.remote.branch
         if await self._has_clone():
             refspec = f"+refs/heads/{branch}:refs/remotes/origin/{branch}"
-            await self._checked("fetch", "--quiet", "--depth=1", "--no-tags", "origin", refspec)
+            await self._git.run("fetch", "--quiet", "--depth=1", "--no-tags", "origin", refspec)
         else:
             await self._clone()
-        await self._checked("reset", "--hard", "--quiet", f"refs/remotes/origin/{branch}")
-        await self._checked("clean", "-ffdx", "--quiet")
+        await self._git.run("reset", "--hard", "--quiet", f"refs/remotes/origin/{branch}")
+        await self._git.run("clean", "-ffdx", "--quiet")
         return await self._head()
 
     def _prepare_state(self) -> None:
@@ -614,7 +633,7 @@ class GitRepository:
         """Whether the kept clone serves this remote (a changed URL or a broken clone means a new clone)."""
         if not (self.worktree / ".git").is_dir():
             return False
-        origin = await self._git("config", "--get", "remote.origin.url")
+        origin = await self._git.output("config", "--get", "remote.origin.url")
         return origin.returncode == 0 and origin.stdout.strip() == self.remote.url
 
     async def _clone(self) -> None:
@@ -622,7 +641,7 @@ class GitRepository:
         partial = self.layout.root / "worktree.partial"
         for stale in (partial, self.worktree):
             await asyncio.to_thread(shutil.rmtree, stale, True)
-        await self._checked(
+        await self._git.run(
             "clone",
             "--quiet",
             "--depth=1",
@@ -638,10 +657,10 @@ class GitRepository:
 
     async def _stage(self, files: Sequence[str]) -> bool:
         """Stage ``files``; whether the index now differs from HEAD (a rewrite git sees as equal does not)."""
-        await self._checked("add", "--", *files)
-        diff = await self._git("diff", "--cached", "--quiet")
+        await self._git.run("add", "--", *files)
+        diff = await self._git.output("diff", "--cached", "--quiet")
         if diff.returncode not in (0, 1):
-            raise self._error("diff", diff)
+            raise self._git.error("diff", diff)
         return diff.returncode == 1
 
     async def _commit(self, message: str, author: Author) -> str:
@@ -651,53 +670,11 @@ class GitRepository:
             "GIT_COMMITTER_NAME": author.name,
             "GIT_COMMITTER_EMAIL": author.email,
         }
-        await self._checked(
+        await self._git.run(
             "commit", "--quiet", "--no-verify", "--file=-", input_text=message, extra_env=identity
         )
         return await self._head()
 
     async def _head(self) -> str:
-        head = await self._checked("rev-parse", "HEAD")
+        head = await self._git.run("rev-parse", "HEAD")
         return head.stdout.strip()
-
-    async def _checked(
-        self,
-        *args: str,
-        cwd: Path | None = None,
-        input_text: str | None = None,
-        extra_env: Mapping[str, str] | None = None,
-    ) -> GitOutput:
-        """Run git and turn a non-zero exit into the matching ``GitError``."""
-        output = await self._git(*args, cwd=cwd, input_text=input_text, extra_env=extra_env)
-        if output.returncode != 0:
-            raise self._error(args[0], output)
-        return output
-
-    async def _git(
-        self,
-        *args: str,
-        cwd: Path | None = None,
-        input_text: str | None = None,
-        extra_env: Mapping[str, str] | None = None,
-    ) -> GitOutput:
-        """Run git in the working tree with our environment; only timeouts and a missing git raise."""
-        operation = args[0]
-        env = {**self._env, **(extra_env or {})}
-        try:
-            return await run_git(
-                args,
-                cwd=cwd or self.worktree,
-                env=env,
-                input_text=input_text,
-                executable=self._executable,
-                deadline=self._timeout,
-            )
-        except TimeoutError:
-            kind = RemoteUnreachable if operation in ("clone", "fetch", "push") else GitError
-            raise kind(operation, f"no result within {self._timeout:g}s") from None
-        except FileNotFoundError as error:
-            raise GitError(operation, f"cannot run {self._executable}: {error.strerror}") from None
-
-    def _error(self, operation: str, output: GitOutput) -> GitError:
-        text = output.stderr or output.stdout
-        return failure_kind(text)(operation, text, secrets=self.remote.secrets)

@@ -29,6 +29,9 @@ DEFAULT_MAX_RETRIES: Final = 5
 #: The branch a git chart without ``ref`` follows, and the one image write-back commits to, unless configured
 #: otherwise (``--default-git-ref``, ``--git-branch``); Flux v1's default for both.
 DEFAULT_GIT_REF: Final = "master"
+#: The transports git charts may use unless configured otherwise (``--git-protocols``); ``file`` would let a
+#: tenant read repositories on the operator's disk.
+DEFAULT_GIT_PROTOCOLS: Final[tuple[str, ...]] = ("https", "ssh")
 #: The key read from a ConfigMap or Secret values source when none is given.
 DEFAULT_VALUES_KEY: Final = "values.yaml"
 

@@ -18,10 +18,10 @@ import logging
 from collections.abc import Mapping
 from typing import Final, Protocol
 
+from helmrelease.adapters.coalesce import TaskMemo
 from helmrelease.adapters.kube import KubeError, NotFound
 from helmrelease.adapters.registry import CredentialStore, DockerConfigError
-from helmrelease.adapters.registry.memo import TaskMemo
-from helmrelease.automation.releases import PULL_SECRET_ANNOTATION, ReleaseView
+from helmrelease.automation.watched import PULL_SECRET_ANNOTATION, WatchedRelease
 
 _log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class CycleCredentials:
         self._secrets: TaskMemo[tuple[str, str], CredentialStore] = TaskMemo(forget_failures=False)
         self._accounts: TaskMemo[tuple[str, str], tuple[str, ...]] = TaskMemo(forget_failures=False)
 
-    async def for_release(self, view: ReleaseView) -> CredentialStore:
+    async def for_release(self, view: WatchedRelease) -> CredentialStore:
         """Credentials for ``view``'s images; raises ``PullSecretError`` when its annotated Secret is unusable."""
         namespace = view.release.namespace
         stores: list[CredentialStore] = []

@@ -13,8 +13,8 @@ from typing import Any, Protocol
 
 from helmrelease.adapters.registry import CredentialStore
 from helmrelease.automation.credentials import CycleCredentials, PullSecretError, SecretReader
-from helmrelease.automation.releases import ReleaseView, read_release
 from helmrelease.automation.scan import ImageScan, ImageScanner, TagSource
+from helmrelease.automation.watched import WatchedRelease, read_release
 
 
 class ReleaseLister(SecretReader, Protocol):
@@ -27,12 +27,14 @@ class ReleaseLister(SecretReader, Protocol):
 class ReleaseReport:
     """One release, the registry's view of each of its images, or why the registries were not asked."""
 
-    view: ReleaseView
+    view: WatchedRelease
     scans: tuple[ImageScan, ...]
     error: str | None = None
 
 
-async def _inspect(view: ReleaseView, scanner: ImageScanner, credentials: CycleCredentials) -> ReleaseReport:
+async def _inspect(
+    view: WatchedRelease, scanner: ImageScanner, credentials: CycleCredentials
+) -> ReleaseReport:
     try:
         store = await credentials.for_release(view)
     except PullSecretError as error:

@@ -26,7 +26,7 @@ from helmrelease.adapters.registry import (
     ScanCycle,
 )
 from helmrelease.adapters.registry.client import SessionFactory
-from helmrelease.automation.releases import ImageTarget, TagMove, tag_move
+from helmrelease.automation.watched import ImageTarget, TagMove, tag_move
 from helmrelease.images.policy import TagOrder
 from helmrelease.images.reference import CanonicalName
 from helmrelease.images.select import TagCandidate, UpdateDecision, rank_tags, select_update

@@ -29,15 +29,15 @@ from helmrelease.api.constants import API_VERSION, KIND
 from helmrelease.automation.credentials import CycleCredentials, PullSecretError, SecretReader
 from helmrelease.automation.health import Heartbeat
 from helmrelease.automation.metrics import AutomationMetrics, Failure, Target
-from helmrelease.automation.releases import (
+from helmrelease.automation.scan import ImageScanner, TagSource
+from helmrelease.automation.watched import (
     GIT_WRITEBACK_ANNOTATION,
     Hold,
-    ReleaseView,
     TagMove,
+    WatchedRelease,
     read_release,
     values_hold,
 )
-from helmrelease.automation.scan import ImageScanner, TagSource
 from helmrelease.automation.writeback import GitWriteback, write_back
 from helmrelease.images.manifests import ReleaseId
 from helmrelease.images.patch import changes_patch
@@ -166,7 +166,7 @@ class RepeatFilter:
 class _Retry:
     """The patch was refused for a concurrent edit: decide again from the release as it is now."""
 
-    view: ReleaseView
+    view: WatchedRelease
     commit: str | None
 
 
@@ -178,11 +178,11 @@ class _Cycle:
     credentials: CycleCredentials
 
 
-def _object_ref(view: ReleaseView) -> ObjectRef:
+def _object_ref(view: WatchedRelease) -> ObjectRef:
     return ObjectRef(API_VERSION, KIND, view.release.namespace, view.release.name, view.uid)
 
 
-def _object_key(view: ReleaseView) -> ObjectKey:
+def _object_key(view: WatchedRelease) -> ObjectKey:
     return ObjectKey(view.release, view.uid)
 
 
@@ -311,7 +311,7 @@ class ImagePolicyService:
         return ReleaseOutcome(view.release, failures=(*configuration, Failure.CONFLICT), commit=commit)
 
     async def _attempt(
-        self, view: ReleaseView, cycle: _Cycle, configuration: Sequence[Failure], commit: str | None
+        self, view: WatchedRelease, cycle: _Cycle, configuration: Sequence[Failure], commit: str | None
     ) -> ReleaseOutcome | _Retry:
         """Decide, write git if wanted, patch; a refusal for a concurrent edit is a ``_Retry`` with the
         release as it is now."""
@@ -349,7 +349,7 @@ class ImagePolicyService:
             self.metrics.updated(Target.CLUSTER, len(moves))
         return ReleaseOutcome(view.release, moves=tuple(moves), failures=tuple(failures), commit=commit)
 
-    async def _report_configuration(self, view: ReleaseView) -> list[Failure]:
+    async def _report_configuration(self, view: WatchedRelease) -> list[Failure]:
         """Warn about what the user should fix; the policy errors count as failures."""
         failures: list[Failure] = []
         for message in view.policy_errors:
@@ -365,7 +365,7 @@ class ImagePolicyService:
             await self._warn(view, EventReason.AUTOMATION_WARNING, message)
         return failures
 
-    async def _decide(self, view: ReleaseView, cycle: _Cycle, failures: list[Failure]) -> list[TagMove]:
+    async def _decide(self, view: WatchedRelease, cycle: _Cycle, failures: list[Failure]) -> list[TagMove]:
         targets = view.changeable
         if not targets:
             return []
@@ -388,7 +388,7 @@ class ImagePolicyService:
         return moves
 
     async def _write_git(
-        self, git: GitWriteback, view: ReleaseView, moves: Sequence[TagMove], failures: list[Failure]
+        self, git: GitWriteback, view: WatchedRelease, moves: Sequence[TagMove], failures: list[Failure]
     ) -> tuple[list[TagMove], str | None]:
         """Commit ``moves`` first; only what git holds afterwards goes on to the cluster."""
         try:
@@ -414,7 +414,7 @@ class ImagePolicyService:
 
     # --- events ----------------------------------------------------------------------------------------
 
-    async def _warn(self, view: ReleaseView, reason: EventReason, message: str) -> None:
+    async def _warn(self, view: WatchedRelease, reason: EventReason, message: str) -> None:
         """Log and post an Event when the problem is new for this release; while it lasts, log at debug."""
         if not self._repeats.is_new(_object_key(view), f"{reason}: {message}"):
             _log.debug("%s: %s (still)", view.release, message)
@@ -422,7 +422,7 @@ class ImagePolicyService:
         _log.warning("%s: %s", view.release, message)
         await self._post(view, WARNING, reason, message)
 
-    async def _post(self, view: ReleaseView, event_type: str, reason: EventReason, message: str) -> None:
+    async def _post(self, view: WatchedRelease, event_type: str, reason: EventReason, message: str) -> None:
         try:
             await self.kube.post_event(_object_ref(view), event_type, reason.value, message)
         except KubeError as error:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from helmrelease.adapters.files import manifest_files, read_text
 from helmrelease.adapters.git import (
     DEFAULT_AUTHOR,
     Author,
@@ -32,9 +33,8 @@ from helmrelease.adapters.git import (
     ImageUpdate,
     ManifestEdit,
     commit_message,
-    find_manifests,
 )
-from helmrelease.automation.releases import ReleaseView, TagMove
+from helmrelease.automation.watched import TagMove, WatchedRelease
 from helmrelease.images.manifests import (
     DEFAULT_NAMESPACE,
     EditStatus,
@@ -114,7 +114,7 @@ class GitWriteback:
     default_namespace: str = DEFAULT_NAMESPACE
     unparsable: UnparsableFiles = field(default_factory=UnparsableFiles, compare=False, repr=False)
 
-    def wanted_for(self, view: ReleaseView) -> bool:
+    def wanted_for(self, view: WatchedRelease) -> bool:
         return self.all_releases or view.git_writeback
 
 
@@ -169,12 +169,6 @@ def edit_manifest_text(
     return FileEdit(text, tuple(moved), tuple(already), tuple(notes))
 
 
-def _read(path: Path) -> str:
-    """Line endings untouched (``newline=""``), so CRLF files stay CRLF."""
-    with path.open(encoding="utf-8", newline="") as stream:
-        return stream.read()
-
-
 @dataclass(frozen=True)
 class TreeEdit:
     """The files to change in one tree, and what each move met there."""
@@ -194,18 +188,25 @@ def edit_tree(
     sub_path: str | None = None,
     default_namespace: str = DEFAULT_NAMESPACE,
 ) -> TreeEdit:
-    """Apply ``moves`` to every manifest under ``root`` (or ``sub_path``) that declares ``release``."""
+    """Apply ``moves`` to every manifest under ``root`` (or ``sub_path``) that declares ``release``.
+
+    The files are those of ``adapters.files.manifest_files``, the walk ``helmrelease images update`` uses too;
+    files that are not UTF-8 text are skipped, as we would not edit them anyway.
+    """
     files: list[ChangedFile] = []
     moved: set[str] = set()
     already: set[str] = set()
     notes: list[str] = []
     unparsable: list[UnparsableFile] = []
 
-    def mentions(text: str) -> bool:
-        return release.name in text and "HelmRelease" in text
-
-    for path in find_manifests(root, mentions, sub_path):
-        text = _read(root / path)
+    for file in manifest_files(root, sub_path):
+        try:
+            text = read_text(file)
+        except (OSError, UnicodeDecodeError):
+            continue
+        if release.name not in text or "HelmRelease" not in text:
+            continue  # cannot declare the release: not worth parsing
+        path = file.relative_to(root).as_posix()
         try:
             edit = edit_manifest_text(text, release, moves, default_namespace)
         except ManifestError as error:

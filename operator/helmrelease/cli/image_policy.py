@@ -27,14 +27,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from helmrelease.adapters.git import (
-    DEFAULT_AUTHOR,
-    Author,
-    GitRemote,
-    GitRepository,
-    SshCredentials,
-    checked_relative_path,
-)
+from helmrelease.adapters.files import checked_relative_path
+from helmrelease.adapters.git import DEFAULT_AUTHOR, Author, GitRemote, GitRepository, SshCredentials
 from helmrelease.adapters.kube import KubeClient, api_client
 from helmrelease.adapters.registry import (
     CredentialStore,

@@ -11,8 +11,8 @@ Exit codes: 0 done; 1 nothing matched (no eligible tag, no such HelmRelease or c
 2 bad input (a policy or tag that does not parse, an unreadable file, an image whose tag cannot be edited
 safely, bad flags); 3 the registry or the cluster could not be asked.
 
-The file walk and the edit are plain functions (``manifest_files``, ``update_image_tag``) so a command
-that first asks a registry for the tag can reuse them.
+This module only parses and prints: the walk is ``adapters.files.manifest_files`` (the one git write-back
+uses), the edit ``automation.tag_update.update_image_tag``.
 """
 
 from __future__ import annotations
@@ -21,18 +21,19 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from kubernetes.config.config_exception import ConfigException
 from prometheus_client import CollectorRegistry
 
+from helmrelease.adapters.files import read_text
 from helmrelease.adapters.kube import KubeClient, KubeError, api_client
 from helmrelease.adapters.registry import CredentialStore, RegistryConfig, RegistryMetrics
-from helmrelease.automation import ImageScan, ImageScanner, ImageTarget, RegistryPool, image_targets
+from helmrelease.automation import ImageScan, ImageScanner, ImageTarget, RegistryPool
 from helmrelease.automation.inspect import ReleaseReport, inspect_releases
+from helmrelease.automation.tag_update import declared_targets, find_declarations, update_image_tag
 from helmrelease.cli.image_policy import (
     add_kubeconfig_argument,
     add_registry_arguments,
@@ -47,17 +48,12 @@ from helmrelease.images.manifests import (
     ManifestError,
     ReleaseId,
     ReleaseImages,
-    TagEdit,
-    UnsafeEditError,
-    best_status,
     read_releases,
-    set_image_tag,
 )
 from helmrelease.images.policy import PolicyError, TagOrder, parse_policy
-from helmrelease.images.reference import ImageReferenceError, check_tag
+from helmrelease.images.reference import ImageReferenceError
 from helmrelease.images.select import NoChangeReason, TagCandidate, rank_tags
 
-MANIFEST_SUFFIXES = frozenset({".yaml", ".yml"})
 EXIT_OK = 0
 EXIT_NO_MATCH = 1
 EXIT_BAD_INPUT = 2
@@ -67,17 +63,6 @@ EXIT_UNREACHABLE = 3
 def _fail(command: str, message: str) -> int:
     print(f"helmrelease images {command}: {message}", file=sys.stderr)
     return EXIT_BAD_INPUT
-
-
-def _read_text(path: Path) -> str:
-    """File contents with line endings untouched (``newline=""``), so an edit keeps CRLF files CRLF."""
-    with path.open(encoding="utf-8", newline="") as stream:
-        return stream.read()
-
-
-def _write_text(path: Path, text: str) -> None:
-    with path.open("w", encoding="utf-8", newline="") as stream:
-        stream.write(text)
 
 
 # --- scan -----------------------------------------------------------------------------------------
@@ -111,7 +96,7 @@ def _image_record(entry: ReleaseImages, image: DetectedImage) -> dict[str, Any]:
 def run_scan(args: argparse.Namespace) -> int:
     """Print every image of every HelmRelease in the file as one JSON array."""
     try:
-        text = sys.stdin.read() if args.file == "-" else _read_text(Path(args.file))
+        text = sys.stdin.read() if args.file == "-" else read_text(Path(args.file))
         releases = read_releases(text, args.default_namespace)
     except (OSError, UnicodeDecodeError, ManifestError) as error:
         return _fail("scan", f"{args.file}: {error}")
@@ -148,75 +133,6 @@ def run_filter(args: argparse.Namespace) -> int:
 
 
 # --- update ---------------------------------------------------------------------------------------
-
-
-def manifest_files(path: Path) -> Iterator[Path]:
-    """``path`` itself if it is a file, else the ``*.yaml``/``*.yml`` files below it, skipping dot dirs."""
-    if path.is_file():
-        yield path
-        return
-    for candidate in sorted(path.rglob("*")):
-        hidden = any(part.startswith(".") for part in candidate.relative_to(path).parts)
-        if candidate.suffix in MANIFEST_SUFFIXES and candidate.is_file() and not hidden:
-            yield candidate
-
-
-@dataclass(frozen=True)
-class FileEdit:
-    """The outcome for one file that declares the HelmRelease."""
-
-    path: Path
-    edit: TagEdit
-
-
-@dataclass(frozen=True)
-class TagUpdateReport:
-    """What an update did: files that declare the release, files refused, and files that were not YAML."""
-
-    edits: tuple[FileEdit, ...]
-    refused: tuple[tuple[Path, str], ...]
-    unreadable: tuple[tuple[Path, str], ...]
-
-    @property
-    def status(self) -> EditStatus:
-        """The best outcome over all files (``NO_RELEASE`` when no file declares the release)."""
-        return best_status(file_edit.edit.status for file_edit in self.edits)
-
-
-def update_image_tag(
-    path: Path,
-    *,
-    release: ReleaseId,
-    container: str,
-    tag: str,
-    default_namespace: str = DEFAULT_NAMESPACE,
-) -> TagUpdateReport:
-    """Set ``container``'s tag to ``tag`` in every manifest under ``path`` that declares ``release``.
-
-    Files are rewritten only when their text changes. Raises ``ImageReferenceError`` for an invalid tag.
-    """
-    check_tag(tag)
-    edits: list[FileEdit] = []
-    refused: list[tuple[Path, str]] = []
-    unreadable: list[tuple[Path, str]] = []
-    for file in manifest_files(path):
-        try:
-            text = _read_text(file)
-            edit = set_image_tag(
-                text, release=release, container=container, tag=tag, default_namespace=default_namespace
-            )
-        except UnsafeEditError as error:
-            refused.append((file, str(error)))
-            continue
-        except (OSError, UnicodeDecodeError, ManifestError) as error:
-            unreadable.append((file, str(error).splitlines()[0]))
-            continue
-        if edit.status is EditStatus.NO_RELEASE:
-            continue
-        if edit.status is EditStatus.UPDATED:
-            _write_text(file, edit.text)
-        edits.append(FileEdit(file, edit))
-    return TagUpdateReport(tuple(edits), tuple(refused), tuple(unreadable))
 
 
 def _apply_update(path: Path, release: ReleaseId, container: str, tag: str, default_namespace: str) -> int:
@@ -261,32 +177,6 @@ def run_update(args: argparse.Namespace) -> int:
 # --- update --to-latest ---------------------------------------------------------------------------
 
 
-def _declarations(path: Path, release: ReleaseId, default_namespace: str) -> list[ReleaseImages]:
-    """Every document under ``path`` that declares ``release`` (files that do not parse are skipped)."""
-    found: list[ReleaseImages] = []
-    for file in manifest_files(path):
-        try:
-            entries = read_releases(_read_text(file), default_namespace)
-        except (OSError, UnicodeDecodeError, ManifestError):
-            continue
-        found.extend(entry for entry in entries if entry.release == release)
-    return found
-
-
-def _declared_target(
-    declarations: Sequence[ReleaseImages], container: str
-) -> list[tuple[AutomationSettings, ImageTarget]]:
-    found: list[tuple[AutomationSettings, ImageTarget]] = []
-    for entry in declarations:
-        settings = read_automation_settings(entry.annotations)
-        found.extend(
-            (settings, target)
-            for target in image_targets(settings, entry.detection)
-            if target.container == container
-        )
-    return found
-
-
 async def _scan_one(target: ImageTarget, config: RegistryConfig, credentials: CredentialStore) -> ImageScan:
     pool = RegistryPool(config, RegistryMetrics.create(CollectorRegistry()))
     try:
@@ -297,11 +187,11 @@ async def _scan_one(target: ImageTarget, config: RegistryConfig, credentials: Cr
 
 def _update_to_latest(args: argparse.Namespace, path: Path, release: ReleaseId) -> int:
     """Ask the registry for the best tag under the release's own policy, then edit like ``--tag``."""
-    declarations = _declarations(path, release, args.default_namespace)
+    declarations = find_declarations(path, release, args.default_namespace)
     if not declarations:
         print(f"helmrelease images update: no HelmRelease {release} under {path}", file=sys.stderr)
         return EXIT_NO_MATCH
-    found = _declared_target(declarations, args.container)
+    found = declared_targets(declarations, args.container)
     if not found:
         print(f"helmrelease images update: {release} has no image {args.container!r}", file=sys.stderr)
         return EXIT_NO_MATCH

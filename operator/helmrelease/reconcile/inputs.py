@@ -16,7 +16,8 @@ from typing import Any
 import aiohttp
 
 from helmrelease.adapters import charts as chart_sources
-from helmrelease.adapters.git import HttpsCredentials, SshCredentials
+from helmrelease.adapters.credentials import BasicCredentials
+from helmrelease.adapters.git import SshCredentials
 from helmrelease.adapters.kube import ApiUnavailable, Forbidden, KubeClient, KubeError, NotFound
 from helmrelease.api.resource import HelmRelease
 from helmrelease.api.spec import (
@@ -79,12 +80,12 @@ class Inputs:
         """The fetcher's view of spec.chart, with credentials read (by `kube`) from the referenced Secret."""
         chart = hr.spec.chart
         if isinstance(chart, GitChartSource):
-            credentials: HttpsCredentials | SshCredentials | None = None
+            credentials: BasicCredentials | SshCredentials | None = None
             if chart.secret_ref is not None:
                 data = await _chart_secret(
                     kube, hr.metadata.namespace, chart.secret_ref.name, "chart.secretRef"
                 )
-                credentials = HttpsCredentials(data.get("username", ""), data.get("password", ""))
+                credentials = BasicCredentials(data.get("username", ""), data.get("password", ""))
             elif self.git_ssh_key is not None and not chart.url.startswith(("https://", "http://")):
                 credentials = SshCredentials(self.git_ssh_key)
             return chart_sources.GitChart(
@@ -97,14 +98,14 @@ class Inputs:
         # Credentials in the URL (`https://user:password@host/`, as some Flux v1 manifests have them) become the
         # repository's credentials, which helm also sends for the chart packages; a chartPullSecret has precedence.
         location, in_url = split_credentials(chart.oci_reference if chart.is_oci else chart.repository)
-        auth = HttpsCredentials(*in_url) if in_url else None
+        auth = BasicCredentials(*in_url) if in_url else None
         ca_file: Path | None = None
         if chart.chart_pull_secret is not None:
             data = await _chart_secret(
                 kube, hr.metadata.namespace, chart.chart_pull_secret.name, "chart.chartPullSecret"
             )
             if data.get("username") or data.get("password"):
-                auth = HttpsCredentials(data.get("username", ""), data.get("password", ""))
+                auth = BasicCredentials(data.get("username", ""), data.get("password", ""))
             ca = data.get("ca.crt") or data.get("caFile")
             if ca:
                 ca_file = await asyncio.to_thread(self._private_ca_file, ca)

@@ -10,7 +10,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from helmrelease.api.constants import DEFAULT_GIT_REF
+from helmrelease.api.constants import DEFAULT_GIT_PROTOCOLS, DEFAULT_GIT_REF
 
 
 def default_state_dir() -> Path:
@@ -36,7 +36,7 @@ class OperatorSettings:
     #: Private key for git charts over SSH (an operator-level Secret mounted as a file).
     git_ssh_key: Path | None = None
     #: Transports git charts may use; `file` would let a tenant read repositories on the operator's disk.
-    git_protocols: tuple[str, ...] = ("https", "ssh")
+    git_protocols: tuple[str, ...] = DEFAULT_GIT_PROTOCOLS
     #: Registries (host[:port]) reached over plain HTTP for OCI charts.
     insecure_registries: tuple[str, ...] = ()
     #: Multi-tenancy: every HelmRelease must name a ServiceAccount to impersonate, and may not target another

@@ -1,4 +1,7 @@
-"""Pure parts of chart fetching: chart paths, git refs, ls-remote, git failures, config files, containment."""
+"""Pure parts of chart fetching: chart paths, git refs, ls-remote, config files, containment, Chart.yaml.
+
+How git failures are classified is one table, for chart fetches and write-back alike: test_git.py.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from helmrelease.adapters import charts, helm
-from helmrelease.adapters.git import HttpsCredentials
+from helmrelease.adapters.credentials import BasicCredentials
+from helmrelease.adapters.source_errors import InvalidChartSource
 
 # ---- chart paths
 
@@ -41,7 +45,7 @@ def test_chart_paths_inside_the_repository(path: str, expected: str) -> None:
     ],
 )
 def test_chart_paths_that_escape_are_refused(path: str) -> None:
-    with pytest.raises(charts.InvalidChartSource, match="stay inside the repository"):
+    with pytest.raises(InvalidChartSource, match="stay inside the repository"):
         charts.chart_subpath(path)
 
 
@@ -50,7 +54,7 @@ SEGMENT = st.text(alphabet="abc.-_", min_size=1, max_size=5)
 
 @given(st.lists(SEGMENT, max_size=4), st.lists(SEGMENT, max_size=4))
 def test_any_parent_segment_is_refused(before: list[str], after: list[str]) -> None:
-    with pytest.raises(charts.InvalidChartSource):
+    with pytest.raises(InvalidChartSource):
         charts.chart_subpath("/".join([*before, "..", *after]))
 
 
@@ -82,7 +86,7 @@ def test_git_refs_accepted(ref: str) -> None:
     ],
 )
 def test_git_refs_refused(ref: str) -> None:
-    with pytest.raises(charts.InvalidChartSource, match="not a branch, tag or commit"):
+    with pytest.raises(InvalidChartSource, match="not a branch, tag or commit"):
         charts.validate_git_ref(ref)
 
 
@@ -134,68 +138,12 @@ def test_resolve_ref_never_matches_by_suffix(ref: str, prefix: str) -> None:
     assert charts.resolve_ref(listing, ref) is None
 
 
-# ---- git failures (stderr captured from git 2.39 against a local bare repository and git http-backend)
-
-
-@pytest.mark.parametrize(
-    ("stderr", "expected"),
-    [
-        pytest.param("fatal: couldn't find remote ref nosuch", helm.ChartNotFound, id="no-such-ref"),
-        pytest.param(
-            "fatal: transport 'file' not allowed", charts.InvalidChartSource, id="transport-refused"
-        ),
-        pytest.param(
-            "fatal: Authentication failed for 'http://127.0.0.1:46109/origin.git/'",
-            helm.Unauthorized,
-            id="wrong-password",
-        ),
-        pytest.param(
-            "fatal: could not read Username for 'http://127.0.0.1:46109': terminal prompts disabled",
-            helm.Unauthorized,
-            id="credentials-needed",
-        ),
-        pytest.param(
-            "fatal: repository 'http://127.0.0.1:46109/missing.git/' not found",
-            helm.RepositoryUnreachable,
-            id="no-such-repository",
-        ),
-        pytest.param(
-            "fatal: unable to access 'https://nosuch.invalid/x.git/': Could not resolve host: nosuch.invalid",
-            helm.RepositoryUnreachable,
-            id="dns",
-        ),
-        pytest.param(
-            "ssh: connect to host 127.0.0.1 port 1: Connection refused\n"
-            "fatal: Could not read from remote repository.\n\n"
-            "Please make sure you have the correct access rights\nand the repository exists.",
-            helm.RepositoryUnreachable,
-            id="ssh-refused",
-        ),
-        pytest.param("fatal: something new", helm.HelmError, id="unrecognised"),
-    ],
-)
-def test_git_failures(stderr: str, expected: type[helm.HelmError]) -> None:
-    error = charts.git_failure("git fetch", stderr, 128)
-    assert type(error) is expected
-    assert error.returncode == 128
-
-
-def test_git_failure_detail_hides_the_password() -> None:
-    error = charts.git_failure(
-        "git fetch",
-        "fatal: Authentication failed for 'https://bot:s3cret@git.example/r.git/' (s3cret)",
-        128,
-        ["s3cret"],
-    )
-    assert "s3cret" not in str(error)
-
-
 # ---- config files
 
 
 def test_repositories_file_carries_credentials_and_ca() -> None:
     config = charts.repositories_file(
-        "https://charts.example/stable/", HttpsCredentials("robot", "s3cret"), Path("/etc/ca.pem")
+        "https://charts.example/stable/", BasicCredentials("robot", "s3cret"), Path("/etc/ca.pem")
     )
     assert config["repositories"] == [
         {
@@ -213,7 +161,7 @@ def test_repositories_file_carries_credentials_and_ca() -> None:
 
 def test_registry_config() -> None:
     token = base64.b64encode(b"robot:s3cret").decode()
-    assert charts.registry_config("r.example:5000", HttpsCredentials("robot", "s3cret")) == {
+    assert charts.registry_config("r.example:5000", BasicCredentials("robot", "s3cret")) == {
         "auths": {"r.example:5000": {"auth": token}}
     }
     assert charts.registry_config("r.example", None) == {"auths": {}}
@@ -269,7 +217,7 @@ def test_symlinks_leading_out_are_refused(tmp_path: Path, link: str, target: str
     outside = make_chart(tmp_path / "outside")
     (tmp_path / "secret.yaml").write_text("password: x\n")
     (checkout / link).symlink_to(target.format(outside=outside))
-    with pytest.raises(charts.InvalidChartSource, match="outside the repository"):
+    with pytest.raises(InvalidChartSource, match="outside the repository"):
         charts.contained_chart_directory(checkout, PurePosixPath(subpath))
 
 
@@ -282,9 +230,9 @@ def test_a_missing_chart_directory_is_not_found(tmp_path: Path) -> None:
     ("chart_yaml", "error", "message"),
     [
         pytest.param(None, helm.ChartNotFound, "no Chart.yaml", id="missing"),
-        pytest.param("name: [unclosed", charts.InvalidChartSource, "not valid YAML", id="invalid-yaml"),
+        pytest.param("name: [unclosed", InvalidChartSource, "not valid YAML", id="invalid-yaml"),
         pytest.param(
-            "apiVersion: v2\nname: app\n", charts.InvalidChartSource, "no name or version", id="no-version"
+            "apiVersion: v2\nname: app\n", InvalidChartSource, "no name or version", id="no-version"
         ),
     ],
 )
@@ -315,7 +263,7 @@ def test_declared_dependencies(tmp_path: Path, chart_yaml: str, requirements: bo
     (tmp_path / "Chart.yaml").write_text(chart_yaml)
     if requirements:
         (tmp_path / "requirements.yaml").write_text("dependencies: []\n")
-    assert charts.declares_dependencies(tmp_path) is expected
+    assert charts.read_chart_yaml(tmp_path) == charts.ChartMetadata("a", "1.0.0", expected)
 
 
 def test_revision_is_the_commit_for_git_and_the_version_otherwise() -> None:

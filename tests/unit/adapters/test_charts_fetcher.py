@@ -19,7 +19,9 @@ from typing import Any
 import pytest
 
 from helmrelease.adapters import charts, helm
-from helmrelease.adapters.git import HttpsCredentials, SshCredentials
+from helmrelease.adapters.credentials import BasicCredentials
+from helmrelease.adapters.git import GitError, RefNotFound, RemoteUnreachable, SshCredentials
+from helmrelease.adapters.source_errors import InvalidChartSource
 
 FAKE_HELM = """#!{python}
 import io, json, os, stat, sys, tarfile, time
@@ -95,7 +97,7 @@ def harness(tmp_path: Path) -> Harness:
 
 
 REPO = "https://charts.example/stable/"
-ROBOT = HttpsCredentials("robot", "s3cret-password")
+ROBOT = BasicCredentials("robot", "s3cret-password")
 
 
 async def test_repository_credentials_reach_helm_only_in_a_private_file(harness: Harness) -> None:
@@ -153,7 +155,7 @@ async def test_other_credentials_never_share_a_cached_chart(harness: Harness) ->
     await harness.fetcher.fetch(charts.RepositoryChart(REPO, "app", "0.1.0", ROBOT))
     await harness.fetcher.fetch(charts.RepositoryChart(REPO, "app", "0.1.0"))
     await harness.fetcher.fetch(
-        charts.RepositoryChart(REPO, "app", "0.1.0", HttpsCredentials("robot", "guess"))
+        charts.RepositoryChart(REPO, "app", "0.1.0", BasicCredentials("robot", "guess"))
     )
     assert len(harness.calls("pull")) == 3
 
@@ -257,6 +259,74 @@ async def test_git_ssh_key_is_a_private_copy_removed_afterwards(
 
 async def test_git_transports_are_restricted(harness: Harness, bare_repository: tuple[Path, str]) -> None:
     bare, _ = bare_repository
-    with pytest.raises(charts.InvalidChartSource, match="transport 'file' not allowed"):
+    with pytest.raises(InvalidChartSource, match="transport 'file' not allowed"):
         await harness.fetcher.fetch(charts.GitChart(f"file://{bare}", "master", "charts/app"))
     assert harness.private_leftovers() == []
+
+
+@pytest.mark.parametrize(
+    ("url", "ref", "git_kind", "source_kind", "message"),
+    [
+        pytest.param(
+            "http://127.0.0.1:1/charts.git",
+            "master",
+            RemoteUnreachable,
+            helm.RepositoryUnreachable,
+            "git ls-remote failed: unable to access 'http://127.0.0.1:1/charts.git/': Failed to connect",
+            id="nothing-listens",
+        ),
+        pytest.param(
+            "file:///nonexistent/charts.git",
+            "master",
+            RemoteUnreachable,
+            helm.RepositoryUnreachable,
+            "git ls-remote failed: '/nonexistent/charts.git' does not appear to be a git repository",
+            id="no-repository-there",
+        ),
+        pytest.param(
+            "{bare}",
+            "nosuch",
+            RefNotFound,
+            helm.ChartNotFound,
+            "git ls-remote failed: no branch or tag 'nosuch' in the repository",
+            id="no-such-ref",
+        ),
+    ],
+)
+async def test_git_ls_remote_failures_are_classified_once(
+    harness: Harness,
+    bare_repository: tuple[Path, str],
+    url: str,
+    ref: str,
+    git_kind: type[GitError],
+    source_kind: type[helm.HelmError],
+    message: str,
+) -> None:
+    """The git error is the chart source error: a remote we cannot read is never a chart that is not there."""
+    settings = charts.FetcherSettings(
+        cache_dir=harness.directory / "git-cache", git_protocols=("file", "http")
+    )
+    fetcher = charts.ChartFetcher(harness.helm_command, settings)
+    source = charts.GitChart(url.format(bare=f"file://{bare_repository[0]}"), ref, "charts/app")
+    with pytest.raises(git_kind) as raised:
+        await fetcher.fetch(source)
+    assert isinstance(raised.value, source_kind)
+    assert str(raised.value).startswith(message)
+    if git_kind is RemoteUnreachable:
+        assert not isinstance(raised.value, helm.ChartNotFound)
+    assert harness.private_leftovers() == []
+
+
+async def test_a_missing_git_is_a_chart_fetch_error(
+    harness: Harness, bare_repository: tuple[Path, str]
+) -> None:
+    settings = charts.FetcherSettings(
+        cache_dir=harness.directory / "git-cache",
+        git_executable=str(harness.directory / "no-git"),
+        git_protocols=("file",),
+    )
+    fetcher = charts.ChartFetcher(harness.helm_command, settings)
+    with pytest.raises(
+        GitError, match=r"git ls-remote failed: cannot run .*no-git: No such file or directory"
+    ):
+        await fetcher.fetch(charts.GitChart(f"file://{bare_repository[0]}", "master", "charts/app"))

@@ -1,4 +1,5 @@
-"""Pure parts of git write-back: commit messages, error cleaning and classification, settings, environment."""
+"""Pure parts of git: commit messages, error cleaning and classification (one table for chart fetches and
+write-back alike), settings, environment."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from helmrelease.adapters import helm
+from helmrelease.adapters.credentials import BasicCredentials
+from helmrelease.adapters.files import checked_relative_path
 from helmrelease.adapters.git import (
     ASKPASS_SCRIPT,
     PASSWORD_VARIABLE,
@@ -18,15 +22,15 @@ from helmrelease.adapters.git import (
     Author,
     GitError,
     GitRemote,
-    HttpsCredentials,
+    GitTimeout,
     ImageUpdate,
     PushOutcome,
     PushRejected,
+    RefNotFound,
     RemoteUnreachable,
     SshCredentials,
     StateLayout,
-    backoff_delay,
-    checked_relative_path,
+    TransportRefused,
     clean_detail,
     commit_message,
     failure_kind,
@@ -36,6 +40,7 @@ from helmrelease.adapters.git import (
     scrub_secrets,
     ssh_command,
 )
+from helmrelease.adapters.source_errors import InvalidChartSource
 
 PROMETHEUS = ImageUpdate(
     "monitoring", "prom", "prometheus", "prom/prometheus", "v2.3.1", "v2.3.2", "semver:~2.3"
@@ -178,47 +183,117 @@ def test_clean_detail_is_bounded() -> None:
     assert detail.endswith("…")
 
 
+# stderr captured from git 2.39 against a local bare repository, git http-backend and unreachable ports; the
+# third column is the chart source kind the same error is, which is what a chart fetch reports.
 @pytest.mark.parametrize(
-    ("stderr", "kind"),
+    ("stderr", "kind", "source_kind"),
     [
-        pytest.param("fatal: Authentication failed for 'https://h/r.git/'", AuthFailed, id="https-auth"),
+        pytest.param(
+            "fatal: Authentication failed for 'https://h/r.git/'",
+            AuthFailed,
+            helm.Unauthorized,
+            id="https-auth",
+        ),
         pytest.param(
             "fatal: could not read Username for 'https://h': terminal prompts disabled",
             AuthFailed,
+            helm.Unauthorized,
             id="no-creds",
         ),
         pytest.param(
             "git@h: Permission denied (publickey).\nfatal: Could not read from remote repository.",
             AuthFailed,
+            helm.Unauthorized,
             id="ssh-key-refused-before-generic-unreachable",
         ),
         pytest.param(
             "fatal: unable to access 'https://h/r/': The requested URL returned error: 403",
             AuthFailed,
+            helm.Unauthorized,
             id="403",
         ),
         pytest.param(
-            "fatal: unable to access 'https://h/': Could not resolve host: h", RemoteUnreachable, id="dns"
+            "fatal: unable to access 'https://h/': Could not resolve host: h",
+            RemoteUnreachable,
+            helm.RepositoryUnreachable,
+            id="dns",
         ),
         pytest.param(
-            "fatal: unable to access 'https://127.0.0.1:1/x/': Failed to connect",
+            "fatal: unable to access 'https://127.0.0.1:1/x.git/': Failed to connect to 127.0.0.1 port 1 after 0 ms:"
+            " Couldn't connect to server",
             RemoteUnreachable,
+            helm.RepositoryUnreachable,
             id="refused",
         ),
         pytest.param(
-            "fatal: '/nope' does not appear to be a git repository", RemoteUnreachable, id="no-repo"
+            "fatal: unable to connect to 127.0.0.1:\n127.0.0.1[0: 127.0.0.1]: errno=Connection refused\n",
+            RemoteUnreachable,
+            helm.RepositoryUnreachable,
+            id="git-protocol-refused",
+        ),
+        pytest.param(
+            "ssh: connect to host 127.0.0.1 port 1: Connection refused\n"
+            "fatal: Could not read from remote repository.\n\n"
+            "Please make sure you have the correct access rights\nand the repository exists.",
+            RemoteUnreachable,
+            helm.RepositoryUnreachable,
+            id="ssh-refused",
+        ),
+        pytest.param(
+            "fatal: '/nope' does not appear to be a git repository",
+            RemoteUnreachable,
+            helm.RepositoryUnreachable,
+            id="no-repo",
+        ),
+        pytest.param(
+            "fatal: repository 'http://127.0.0.1:46109/missing.git/' not found",
+            RemoteUnreachable,
+            helm.RepositoryUnreachable,
+            id="no-such-repository-over-http",
         ),
         pytest.param(
             "ERROR: Repository not found.\nfatal: Could not read from remote repository.",
             RemoteUnreachable,
+            helm.RepositoryUnreachable,
             id="ssh-no-repo",
         ),
-        pytest.param("fatal: Remote branch nope not found in upstream origin", GitError, id="missing-branch"),
-        pytest.param("error: pathspec 'x' did not match", GitError, id="local"),
+        pytest.param(
+            "fatal: couldn't find remote ref nosuch", RefNotFound, helm.ChartNotFound, id="no-such-ref"
+        ),
+        pytest.param(
+            "fatal: remote error: upload-pack: not our ref 1234",
+            RefNotFound,
+            helm.ChartNotFound,
+            id="not-our-ref",
+        ),
+        pytest.param(
+            "fatal: Remote branch nope not found in upstream origin",
+            RefNotFound,
+            helm.ChartNotFound,
+            id="missing-branch",
+        ),
+        pytest.param(
+            "fatal: transport 'file' not allowed",
+            TransportRefused,
+            InvalidChartSource,
+            id="transport-refused",
+        ),
+        pytest.param("error: pathspec 'x' did not match", GitError, helm.HelmError, id="local"),
+        pytest.param("fatal: something new", GitError, helm.HelmError, id="unrecognised"),
     ],
 )
-def test_failure_kind(stderr: str, kind: type[GitError]) -> None:
+def test_failure_kind(stderr: str, kind: type[GitError], source_kind: type[helm.HelmError]) -> None:
     assert failure_kind(stderr) is kind
+    assert issubclass(kind, source_kind)
+    error = kind("fetch", stderr, returncode=128)
+    assert (error.operation, error.returncode) == ("git fetch", 128)
+
+
+@pytest.mark.parametrize("kind", [AuthFailed, RemoteUnreachable, GitTimeout])
+def test_an_unreachable_or_unauthorized_remote_is_never_a_missing_chart(kind: type[GitError]) -> None:
+    """The chart fetch's first git command is ls-remote; a remote it cannot read is not a chart that is not there."""
+    assert not issubclass(kind, helm.ChartNotFound)
+    assert issubclass(kind, helm.HelmError)  # what the reconciler catches around a chart fetch
 
 
 def test_git_error_message_is_clean() -> None:
@@ -234,7 +309,7 @@ def test_push_rejected_counts_attempts() -> None:
     error = PushRejected("branch main moved on each of 3 attempts", attempts=3)
     assert (error.attempts, error.operation, str(error)) == (
         3,
-        "push",
+        "git push",
         "git push failed: branch main moved on each of 3 attempts",
     )
 
@@ -279,14 +354,6 @@ def test_push_outcome(returncode: int, porcelain: str, outcome: PushOutcome) -> 
     assert push_outcome(returncode, porcelain) is outcome
 
 
-@pytest.mark.parametrize(
-    ("attempt", "expected"),
-    [pytest.param(1, 0.5, id="first"), pytest.param(2, 1.0, id="doubles"), pytest.param(6, 8.0, id="capped")],
-)
-def test_backoff_delay(attempt: int, expected: float) -> None:
-    assert backoff_delay(attempt, initial=0.5, maximum=8.0) == expected
-
-
 # --- settings ---------------------------------------------------------------------------------------------
 
 
@@ -313,8 +380,8 @@ def test_is_valid_branch(name: str, valid: bool) -> None:
 @pytest.mark.parametrize(
     ("url", "branch", "message"),
     [
-        pytest.param("https://bot:pw@h/r.git", "main", "HttpsCredentials", id="https-password-in-url"),
-        pytest.param("https://token@h/r.git", "main", "HttpsCredentials", id="https-token-in-url"),
+        pytest.param("https://bot:pw@h/r.git", "main", "BasicCredentials", id="https-password-in-url"),
+        pytest.param("https://token@h/r.git", "main", "BasicCredentials", id="https-token-in-url"),
         pytest.param("--upload-pack=evil", "main", "not a repository URL", id="option-url"),
         pytest.param("", "main", "not a repository URL", id="empty-url"),
         pytest.param("https://h/r.git", "-x", "not a branch", id="bad-branch"),
@@ -339,9 +406,9 @@ def test_remote_accepts(url: str) -> None:
 
 
 def test_only_https_passwords_are_secrets() -> None:
-    assert GitRemote("https://h/r", credentials=HttpsCredentials("bot", "pw")).secrets == ("pw",)
+    assert GitRemote("https://h/r", credentials=BasicCredentials("bot", "pw")).secrets == ("pw",)
     assert GitRemote("git@h:r", credentials=SshCredentials(Path("/k"))).secrets == ()
-    assert "pw" not in repr(HttpsCredentials("bot", "pw"))
+    assert "pw" not in repr(BasicCredentials("bot", "pw"))
 
 
 @pytest.mark.parametrize(
@@ -441,7 +508,7 @@ def test_environment_is_isolated_and_never_prompts() -> None:
 
 
 def test_https_credentials_reach_git_only_through_askpass_variables() -> None:
-    env = git_environment(INHERITED, LAYOUT, HttpsCredentials("bot", "s3cr3t"))
+    env = git_environment(INHERITED, LAYOUT, BasicCredentials("bot", "s3cr3t"))
     assert env["GIT_ASKPASS"] == "/state/askpass.sh"
     assert (env[USERNAME_VARIABLE], env[PASSWORD_VARIABLE]) == ("bot", "s3cr3t")
     assert [name for name, value in env.items() if "s3cr3t" in value] == [PASSWORD_VARIABLE]

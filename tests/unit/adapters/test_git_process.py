@@ -1,4 +1,5 @@
-"""Running git: output capture, standard input, and no process left behind on cancellation or timeout."""
+"""Running git (`GitRunner`, the one runner of chart fetches and write-back): output capture, standard input,
+failures raised as classified, and no process left behind on cancellation or timeout."""
 
 from __future__ import annotations
 
@@ -11,14 +12,16 @@ from pathlib import Path
 
 import pytest
 
+from helmrelease.adapters import helm
 from helmrelease.adapters.git import (
     GitError,
     GitRemote,
     GitRepository,
+    GitRunner,
+    GitTimeout,
     RemoteUnreachable,
     StateLayout,
     git_environment,
-    run_git,
 )
 
 
@@ -44,11 +47,26 @@ def _gone(pid: int) -> bool:
 
 
 async def test_captures_output_and_exit_code(tmp_path: Path, env: dict[str, str]) -> None:
-    output = await run_git(["hash-object", "--stdin"], cwd=tmp_path, env=env, input_text="hello\n")
+    git = GitRunner(env, tmp_path)
+    output = await git.output("hash-object", "--stdin", input_text="hello\n")
     assert (output.returncode, output.stdout.strip()) == (0, "ce013625030ba8dba906f756967f9e9ca394464a")
-    failed = await run_git(["rev-parse", "HEAD"], cwd=tmp_path, env=env)
+    failed = await git.output("rev-parse", "HEAD")
     assert failed.returncode == 128
     assert "not a git repository" in failed.stderr
+
+
+async def test_run_raises_the_classified_error_without_the_secrets(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    git = GitRunner(env, tmp_path, secrets=("s3cret",))
+    with pytest.raises(RemoteUnreachable) as raised:
+        await git.run("ls-remote", "--", "http://127.0.0.1:1/s3cret.git")
+    assert str(raised.value).startswith(
+        "git ls-remote failed: unable to access 'http://127.0.0.1:1/***.git/'"
+    )
+    assert isinstance(raised.value, helm.RepositoryUnreachable)
+    assert raised.value.returncode == 128
+    assert "s3cret" not in str(raised.value)
 
 
 @pytest.mark.parametrize(
@@ -59,7 +77,7 @@ async def test_stopping_kills_the_whole_process_group(tmp_path: Path, env: dict[
     pid_file = tmp_path / "child.pid"
     # A git alias runs through sh as git's child: the kind of helper (ssh, askpass) that must not outlive git.
     args = ["-c", f"alias.hang=!echo $$ > '{pid_file}'; exec sleep 60", "hang"]
-    task = asyncio.ensure_future(run_git(args, cwd=tmp_path, env=env))
+    task = asyncio.ensure_future(GitRunner(env, tmp_path).output(*args))
     await _eventually(lambda: pid_file.exists() and pid_file.read_text().strip() != "", seconds=10)
     child = int(pid_file.read_text())
     started = time.monotonic()
@@ -84,14 +102,13 @@ def silent_server() -> Iterator[int]:
         yield server.getsockname()[1]
 
 
-async def test_a_remote_that_never_answers_times_out_as_unreachable(
-    tmp_path: Path, silent_server: int
-) -> None:
+async def test_a_remote_that_never_answers_times_out(tmp_path: Path, silent_server: int) -> None:
     repository = GitRepository(GitRemote(f"git://127.0.0.1:{silent_server}/r.git"), tmp_path, timeout=1)
     started = time.monotonic()
-    with pytest.raises(RemoteUnreachable, match=r"git clone failed: no result within 1s"):
+    with pytest.raises(GitTimeout, match=r"git clone failed: no result within 1s") as raised:
         await repository.sync()
     assert time.monotonic() - started < 5
+    assert isinstance(raised.value, helm.Timeout)
 
 
 async def test_a_missing_git_is_a_git_error(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Working-tree helpers of git write-back: finding manifests, writing edits, private credential files."""
+"""Working-tree helpers of git write-back: writing edits, private credential files (the manifest walk is
+``adapters.files``, tested in test_files.py)."""
 
 from __future__ import annotations
 
@@ -10,16 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from helmrelease.adapters.credentials import BasicCredentials
 from helmrelease.adapters.git import (
     ASKPASS_SCRIPT,
     PASSWORD_VARIABLE,
     USERNAME_VARIABLE,
     ChangedFile,
     Credentials,
-    HttpsCredentials,
     SshCredentials,
     StateLayout,
-    find_manifests,
     write_changes,
     write_credential_files,
     write_private_file,
@@ -45,48 +45,6 @@ def tree(tmp_path: Path) -> Path:
         (tmp_path / path).write_text(text)
     (tmp_path / "clusters/prod/binary.yaml").write_bytes(b"\xff\xfe kind: HelmRelease")
     return tmp_path
-
-
-def _is_release(text: str) -> bool:
-    return "kind: HelmRelease" in text
-
-
-@pytest.mark.parametrize(
-    ("sub_path", "expected"),
-    [
-        pytest.param(
-            None,
-            [
-                "clusters/prod/prom-copy.yml",
-                "clusters/prod/prom.yaml",
-                "clusters/staging/prom.yaml",
-                "root.yaml",
-            ],
-            id="whole-tree-without-git-dir-text-or-binary-files",
-        ),
-        pytest.param(
-            "clusters/prod", ["clusters/prod/prom-copy.yml", "clusters/prod/prom.yaml"], id="sub-path"
-        ),
-        pytest.param("clusters/absent", [], id="missing-sub-path"),
-    ],
-)
-def test_find_manifests(tree: Path, sub_path: str | None, expected: list[str]) -> None:
-    assert find_manifests(tree, _is_release, sub_path) == expected
-
-
-def test_find_manifests_skips_symlinks(tree: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
-    outside = tmp_path_factory.mktemp("outside")
-    (outside / "elsewhere.yaml").write_text(RELEASE)
-    (tree / "link.yaml").symlink_to(outside / "elsewhere.yaml")
-    (tree / "linked-dir").symlink_to(outside)
-    assert "link.yaml" not in find_manifests(tree, _is_release)
-    assert not any(path.startswith("linked-dir") for path in find_manifests(tree, _is_release))
-
-
-@pytest.mark.parametrize("sub_path", [pytest.param("../", id="parent"), pytest.param(".git", id="git-dir")])
-def test_find_manifests_refuses_sub_paths_outside_the_tree(tree: Path, sub_path: str) -> None:
-    with pytest.raises(ValueError, match="inside the repository"):
-        find_manifests(tree, _is_release, sub_path)
 
 
 def test_write_changes_reports_only_real_changes(tree: Path) -> None:
@@ -151,7 +109,7 @@ def test_askpass_script_answers_git_prompts(tmp_path: Path, prompt: str, answer:
     ("credentials", "files"),
     [
         pytest.param(lambda key: None, {}, id="anonymous"),
-        pytest.param(lambda key: HttpsCredentials("bot", "s3cr3t"), {"askpass.sh": 0o700}, id="https"),
+        pytest.param(lambda key: BasicCredentials("bot", "s3cr3t"), {"askpass.sh": 0o700}, id="https"),
         pytest.param(
             lambda key: SshCredentials(key, host_key_checking="accept-new"),
             {"ssh-key": 0o600, "known_hosts": 0o600},

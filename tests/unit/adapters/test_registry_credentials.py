@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from helmrelease.adapters.credentials import BasicCredentials
 from helmrelease.adapters.registry.credentials import (
-    BasicCredentials,
     CredentialStore,
     DockerConfigError,
     parse_auth_key,

@@ -27,7 +27,7 @@ from helmrelease.adapters.registry.formats import (
     describe_error_body,
     is_image_config,
     parse_created,
-    parse_manifest,
+    parse_image_manifest,
     parse_tag_page,
     parse_token,
     select_platform,
@@ -144,7 +144,7 @@ def _entry(digest: str, os_name: str, arch: str, variant: str | None = None) -> 
     ],
 )
 def test_manifest_parsing(document: dict[str, Any], content_type: str | None, expected: object) -> None:
-    assert parse_manifest(_json(document), content_type) == expected
+    assert parse_image_manifest(_json(document), content_type) == expected
 
 
 @pytest.mark.parametrize(
@@ -192,7 +192,7 @@ def test_manifest_parsing(document: dict[str, Any], content_type: str | None, ex
 )
 def test_malformed_manifests_are_refused(body: bytes, message: str) -> None:
     with pytest.raises(DocumentError, match=message):
-        parse_manifest(body, None)
+        parse_image_manifest(body, None)
 
 
 MULTI_ARCH = ImageIndex(

@@ -174,7 +174,7 @@ def test_an_ssh_key_without_known_hosts_trusts_the_first_host_key(tmp_path: Path
         pytest.param(
             ["--git-url", "file:///r", "--git-branch", "a..b"], "not a branch name", id="bad-branch"
         ),
-        pytest.param(["--git-url", "https://u:p@h/r.git"], "HttpsCredentials", id="password-in-url"),
+        pytest.param(["--git-url", "https://u:p@h/r.git"], "not in the repository URL", id="password-in-url"),
     ],
 )
 def test_bad_git_flags(flags: list[str], message: str) -> None:

@@ -11,7 +11,7 @@ from tests.unit.automation.fakes import FakeKube, release
 from helmrelease.adapters.kube import Forbidden
 from helmrelease.adapters.registry import BasicCredentials, CredentialStore, DockerConfigError
 from helmrelease.automation.credentials import CycleCredentials, PullSecretError, store_from_secret_data
-from helmrelease.automation.releases import ReleaseView, read_release
+from helmrelease.automation.watched import WatchedRelease, read_release
 from helmrelease.images.reference import CanonicalName
 
 HOST = "reg.example.com"
@@ -61,7 +61,7 @@ def kube_with(**secrets: str) -> FakeKube:
     return kube
 
 
-def view(annotations: dict[str, str] | None = None, **spec: str) -> ReleaseView:
+def view(annotations: dict[str, str] | None = None, **spec: str) -> WatchedRelease:
     return read_release(release("hr", {}, annotations, **spec))
 
 

@@ -16,8 +16,8 @@ from helmrelease.adapters.registry import (
     RegistryMetrics,
     RegistryUnavailable,
 )
-from helmrelease.automation.releases import ImageTarget, read_release
 from helmrelease.automation.scan import ImageScan, ImageScanner, RegistryPool, needs_build_times
+from helmrelease.automation.watched import ImageTarget, read_release
 from helmrelease.images.policy import TagOrder
 from helmrelease.images.reference import CanonicalName
 from helmrelease.images.select import NoChangeReason, TagCandidate

@@ -9,7 +9,7 @@ import pytest
 from tests.unit.automation.fakes import FakeRepository, release
 
 from helmrelease.adapters.git import Author
-from helmrelease.automation.releases import TagMove, read_release, tag_move
+from helmrelease.automation.watched import TagMove, read_release, tag_move
 from helmrelease.automation.writeback import (
     GitWriteback,
     UnparsableFiles,

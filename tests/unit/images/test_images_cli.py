@@ -9,8 +9,6 @@ from pathlib import Path
 import pytest
 
 from helmrelease.cli import main
-from helmrelease.cli.images import manifest_files, update_image_tag
-from helmrelease.images.manifests import EditStatus, ReleaseId
 
 RELEASE = """\
 apiVersion: helm.fluxcd.io/v1
@@ -285,23 +283,3 @@ def test_update_requires_a_tag_source(capsys: pytest.CaptureFixture[str]) -> Non
         main(["images", "update", ".", "--namespace", "a", "--name", "b", "--container", "c"])
     assert raised.value.code == 2
     assert "--tag" in capsys.readouterr().err
-
-
-def test_manifest_files_walks_yaml_and_skips_dot_dirs(repo: Path) -> None:
-    assert [path.relative_to(repo).as_posix() for path in manifest_files(repo)] == [
-        "charts/app/templates/cm.yaml",
-        "releases/monitoring.yaml",
-        "releases/other.yml",
-    ]
-    assert list(manifest_files(repo / "README.md")) == [repo / "README.md"]
-
-
-def test_update_image_tag_is_reusable(repo: Path) -> None:
-    report = update_image_tag(
-        repo, release=ReleaseId("ops", "other"), container="alertmanager", tag="v0.15.3"
-    )
-    assert report.status is EditStatus.UPDATED
-    assert [file_edit.path.name for file_edit in report.edits] == ["other.yml"]
-    assert [path.name for path, _ in report.unreadable] == ["cm.yaml"]
-    assert report.refused == ()
-    assert "quay.io/prom/alertmanager:v0.15.3" in (repo / "releases" / "other.yml").read_text()

@@ -3,14 +3,10 @@
 Import from here; the submodules are the implementation's seams (pure parsers, limits, caches, transport).
 """
 
+from helmrelease.adapters.credentials import BasicCredentials
 from helmrelease.adapters.registry.client import RegistryClient, ScanCycle
 from helmrelease.adapters.registry.config import RegistryConfig, RetryPolicy, Timeouts
-from helmrelease.adapters.registry.credentials import (
-    BasicCredentials,
-    CredentialProvider,
-    CredentialStore,
-    DockerConfigError,
-)
+from helmrelease.adapters.registry.credentials import CredentialProvider, CredentialStore, DockerConfigError
 from helmrelease.adapters.registry.errors import (
     RegistryError,
     RegistryForbidden,

@@ -25,8 +25,11 @@ from multidict import CIMultiDictProxy
 from prometheus_client import CollectorRegistry
 from yarl import URL
 
+from helmrelease.adapters.backoff import backoff_delay
+from helmrelease.adapters.coalesce import TaskMemo
+from helmrelease.adapters.credentials import BasicCredentials
 from helmrelease.adapters.registry.config import RegistryConfig
-from helmrelease.adapters.registry.credentials import BasicCredentials, CredentialProvider, CredentialStore
+from helmrelease.adapters.registry.credentials import CredentialProvider, CredentialStore
 from helmrelease.adapters.registry.errors import (
     RegistryError,
     RegistryMalformedResponse,
@@ -44,7 +47,7 @@ from helmrelease.adapters.registry.formats import (
     digest_of,
     is_digest,
     is_image_config,
-    parse_manifest,
+    parse_image_manifest,
     parse_tag_page,
     parse_token,
     select_platform,
@@ -57,8 +60,7 @@ from helmrelease.adapters.registry.headers import (
     preferred_challenge,
     retry_after_seconds,
 )
-from helmrelease.adapters.registry.limits import HostLimiter, backoff_delay
-from helmrelease.adapters.registry.memo import TaskMemo
+from helmrelease.adapters.registry.limits import HostLimiter
 from helmrelease.adapters.registry.metrics import RegistryMetrics
 from helmrelease.adapters.registry.names import api_host, as_canonical, pull_scope
 from helmrelease.images.reference import CanonicalName
@@ -260,7 +262,7 @@ class RegistryClient:
             call, "GET", self._api_url(name, f"manifests/{digest}"), accept=MANIFEST_ACCEPT
         )
         call.parsed(verify_digest, response.body, digest)
-        manifest = call.parsed(parse_manifest, response.body, response.headers.get("Content-Type"))
+        manifest = call.parsed(parse_image_manifest, response.body, response.headers.get("Content-Type"))
         if isinstance(manifest, ImageIndex):
             if depth >= _MAX_INDEX_DEPTH:
                 raise call.error(

@@ -11,10 +11,11 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Protocol
 
+from helmrelease.adapters.credentials import BasicCredentials
 from helmrelease.images.reference import DOCKER_HUB, CanonicalName
 
 # The hosts `docker login` and friends have stored Docker Hub credentials under over the years.
@@ -26,19 +27,6 @@ _LEGACY_API_PATHS = frozenset({"v1", "v2"})
 
 class DockerConfigError(ValueError):
     """Secret content that is not a docker config, or an entry whose credentials cannot be read."""
-
-
-@dataclass(frozen=True)
-class BasicCredentials:
-    """A username and password (or token) for one registry; the password never shows in reprs or logs."""
-
-    username: str
-    password: str = field(repr=False)
-
-    @property
-    def authorization(self) -> str:
-        """The ``Authorization`` header value for HTTP Basic."""
-        return "Basic " + base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
 
 
 class CredentialProvider(Protocol):

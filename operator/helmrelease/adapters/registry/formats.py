@@ -151,7 +151,7 @@ def _media_type_of(content_type: str | None) -> str:
     return (content_type or "").partition(";")[0].strip().lower()
 
 
-def parse_manifest(body: bytes, content_type: str | None) -> ImageManifest | ImageIndex:
+def parse_image_manifest(body: bytes, content_type: str | None) -> ImageManifest | ImageIndex:
     """An image manifest or index, told apart by ``mediaType`` (body first, then header), else by shape."""
     document = _json_object(body, "manifest")
     if document.get("schemaVersion") == 1:

@@ -1,4 +1,4 @@
-"""Politeness per registry: a concurrency cap, a token-bucket rate, host-wide pauses, jittered backoff."""
+"""Politeness per registry: a concurrency cap, a token-bucket rate, host-wide pauses (backoff: ``adapters.backoff``)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,6 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-
-
-def backoff_delay(attempt: int, base: float, cap: float, jitter: float) -> float:
-    """Full-jitter exponential backoff: ``jitter`` (uniform in [0, 1)) of ``min(cap, base * 2**attempt)``, so
-    clients that failed together do not retry together."""
-    return jitter * min(cap, base * 2.0 ** min(attempt, 62))
 
 
 class TokenBucket:

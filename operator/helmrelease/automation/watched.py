@@ -78,8 +78,8 @@ def _mapping(value: object) -> Mapping[str, Any]:
 
 
 @dataclass(frozen=True)
-class ReleaseView:
-    """A HelmRelease as the sidecar sees it."""
+class WatchedRelease:
+    """A HelmRelease as the sidecar sees it (not ``reconcile.releases.ReleaseView``, the reconciler's release index)."""
 
     release: ReleaseId
     uid: str
@@ -144,7 +144,7 @@ class ReleaseView:
         return tuple(messages)
 
 
-def read_release(obj: Mapping[str, Any]) -> ReleaseView:
+def read_release(obj: Mapping[str, Any]) -> WatchedRelease:
     """Read a HelmRelease object (``metadata`` and ``spec`` as the API returns them)."""
     metadata = _mapping(obj.get("metadata"))
     spec = _mapping(obj.get("spec"))
@@ -153,7 +153,7 @@ def read_release(obj: Mapping[str, Any]) -> ReleaseView:
     detection = detect_images(spec.get("values"), annotations)
     pull_secret = annotations.get(PULL_SECRET_ANNOTATION)
     service_account = spec.get("serviceAccountName")
-    return ReleaseView(
+    return WatchedRelease(
         release=ReleaseId(str(metadata.get("namespace", "")), str(metadata.get("name", ""))),
         uid=str(metadata.get("uid", "")),
         settings=settings,

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from tests.unit.automation.fakes import release
 
-from helmrelease.automation.releases import (
+from helmrelease.automation.watched import (
     DEFAULT_SERVICE_ACCOUNT,
     Hold,
     read_release,

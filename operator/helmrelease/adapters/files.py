@@ -1,0 +1,73 @@
+"""Manifest files in a directory tree: the one walk that ``helmrelease images update`` and git write-back share,
+paths that cannot leave the tree, and text read and written with its line endings untouched.
+
+The walk skips every symlink, to a file or a directory, and every entry whose name starts with a dot (``.git``,
+CI and editor directories): each file is reached once, by its real path, and nothing outside the tree is read
+or written through a link. A link that stays inside the tree loses nothing, since its target is walked where it
+lies. A root or sub-path that is itself a file is the one file there is.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path, PurePosixPath
+
+MANIFEST_SUFFIXES = frozenset({".yaml", ".yml"})
+
+
+def checked_relative_path(path: str) -> PurePosixPath:
+    """``path`` inside the repository; ``ValueError`` for anything that could leave it or reach .git."""
+    relative = PurePosixPath(path)
+    if (
+        not path
+        or relative.is_absolute()
+        or "\\" in path
+        or any(part in ("..", ".git") for part in relative.parts)
+        or relative == PurePosixPath(".")
+    ):
+        raise ValueError(f"{path!r} is not a file path inside the repository")
+    return relative
+
+
+def resolve_inside(root: Path, path: str) -> Path:
+    """The file ``path`` names under ``root``, refusing symlinks that would lead a read or write elsewhere."""
+    target = root.joinpath(*checked_relative_path(path).parts)
+    real_root = root.resolve()
+    if target.is_symlink() or not target.parent.resolve().is_relative_to(real_root):
+        raise ValueError(f"{path!r} leads outside the repository through a symlink")
+    return target
+
+
+def manifest_files(root: Path, sub_path: str | None = None) -> list[Path]:
+    """The ``*.yaml``/``*.yml`` files under ``root`` (or its ``sub_path``), in path order; see the module's rules.
+
+    Raises ``ValueError`` for a ``sub_path`` that could leave ``root``.
+    """
+    start = resolve_inside(root, sub_path) if sub_path else root
+    if start.is_file():
+        return [start]
+    found: list[Path] = []
+    for directory, subdirectories, files in os.walk(start):  # does not descend into symlinked directories
+        subdirectories[:] = [name for name in subdirectories if not name.startswith(".")]
+        for name in files:
+            candidate = Path(directory, name)
+            if (
+                not name.startswith(".")
+                and candidate.suffix in MANIFEST_SUFFIXES
+                and not candidate.is_symlink()
+                and candidate.is_file()  # a regular file: never a FIFO that would block the read
+            ):
+                found.append(candidate)
+    return sorted(found)
+
+
+def read_text(path: Path) -> str:
+    """The file's UTF-8 text with line endings untouched (``newline=""``), so an edit keeps CRLF files CRLF."""
+    with path.open(encoding="utf-8", newline="") as stream:
+        return stream.read()
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` as UTF-8, line endings as they are in ``text``."""
+    with path.open("w", encoding="utf-8", newline="") as stream:
+        stream.write(text)
