@@ -22,9 +22,8 @@ from helmrelease.reconcile.apis import HelmApi, KubeApi, acting_for, helm_for
 from helmrelease.reconcile.conditions import Outcome, timeout_note
 from helmrelease.reconcile.drift import parse_manifest
 from helmrelease.reconcile.masking import Masker
-from helmrelease.reconcile.observe import helm_status
 from helmrelease.reconcile.plan import Desired, ObservedRelease
-from helmrelease.reconcile.releases import owner_labels
+from helmrelease.reconcile.releases import helm_status, owner_labels
 
 log = logging.getLogger(__name__)
 

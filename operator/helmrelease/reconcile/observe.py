@@ -21,19 +21,12 @@ from helmrelease.reconcile.apis import KubeApi, acting_for
 from helmrelease.reconcile.conditions import Outcome
 from helmrelease.reconcile.drift import Drift, find_drift, parse_manifest
 from helmrelease.reconcile.plan import Desired, ObservedRelease
-from helmrelease.reconcile.releases import IndexedRelease, ReleaseView, digest_label
+from helmrelease.reconcile.releases import IndexedRelease, ReleaseView, digest_label, helm_status
 
 log = logging.getLogger(__name__)
 
 #: Objects of an unmarked release looked at for Flux v1's antecedent annotation.
 ANTECEDENT_PROBES = 5
-
-_HELM_STATUSES = {status.value: status for status in HelmStatus}
-
-
-def helm_status(text: str) -> HelmStatus:
-    """Helm's status word as ours; one this version does not know is `unknown`."""
-    return _HELM_STATUSES.get(text, HelmStatus.UNKNOWN)
 
 
 def may_check_drift(status: HelmReleaseStatus, desired: Desired, observed: ObservedRelease) -> bool:
