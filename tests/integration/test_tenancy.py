@@ -314,7 +314,7 @@ def test_a_missing_service_account_is_reported_and_used_once_it_exists(
     # Without the account there is no one to uninstall as: the deletion waits for it, and says so.
     core.delete_namespaced_service_account("deployer", namespace)
     custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "early")
-    waiting = f"{expected}: release {namespace}-early is not uninstalled until it exists"
+    waiting = f"{expected}: release {namespace}/{namespace}-early is not uninstalled until it exists"
     wait_for_hr(
         custom,
         namespace,
