@@ -1,7 +1,7 @@
 """Kubernetes API access for the reconciler and the image-policy sidecar.
 
 The official client is synchronous; every call runs in a worker thread so the event loop never blocks. API errors are
-converted once, here, into `KubeError` subclasses that the outer layers map to kopf's temporary/permanent errors.
+converted once, here, into `KubeError` subclasses; the reconcile core decides what each means for a retry.
 """
 
 from __future__ import annotations
@@ -57,9 +57,7 @@ def api_client(kubeconfig: Path | None = None) -> k8s.ApiClient:
 
 
 class KubeError(Exception):
-    """An API call failed; `temporary` says whether retrying later can help."""
-
-    temporary = True
+    """An API call failed; the subclass says how (`ApiUnavailable`: not now; `NotFound`, `Forbidden` ...)."""
 
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
@@ -67,11 +65,11 @@ class KubeError(Exception):
 
 
 class NotFound(KubeError):
-    temporary = False
+    """The object does not exist (404)."""
 
 
 class Forbidden(KubeError):
-    temporary = False
+    """The identity making the request may not make it (401, 403)."""
 
 
 class Conflict(KubeError):
@@ -79,7 +77,7 @@ class Conflict(KubeError):
 
 
 class Invalid(KubeError):
-    temporary = False
+    """The API server rejected the request itself (422)."""
 
 
 class ApiUnavailable(KubeError):

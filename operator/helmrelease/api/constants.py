@@ -131,7 +131,6 @@ class Reason(StrEnum):
     RELEASE_RENAMED = "ReleaseRenamed"
     TEST_PENDING = "TestPending"
     STALE_LOCK = "StaleLock"
-    OPERATION_IN_PROGRESS = "OperationInProgress"
     UNMANAGED_RELEASE = "UnmanagedRelease"
     OWNED_BY_OTHER = "OwnedByOther"
     DELETING = "Deleting"

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import aiohttp
 import kopf
 
 from helmrelease.adapters.charts import ChartFetcher, FetcherSettings
 from helmrelease.adapters.helm import HelmCommand, HelmSettings
 from helmrelease.adapters.kube import KubeClient, api_client
+from helmrelease.adapters.web import WebReader
 from helmrelease.handlers import kopf_decoding, retry_logging
 from helmrelease.handlers.operator import build_registry
 from helmrelease.reconcile.service import Reconciler
@@ -43,7 +43,7 @@ async def build_reconciler(settings: OperatorSettings) -> Reconciler:
         kube=KubeClient(api_client()),
         helm=helm,
         charts=charts,
-        http=aiohttp.ClientSession(),
+        urls=WebReader(),
         settings=settings,
     )
 

@@ -4,7 +4,11 @@ The handler calls one of these per step of the loop: ``status_before_action`` (p
 friends), ``status_after_action`` (the outcome of a Helm action), ``status_after_record`` (a deploy found done
 that the operator had not recorded), ``status_after_decision`` (the loop settled on nothing, wait-retry or
 refuse: only then is ``observedGeneration`` written), and for the steps before a plan exists,
-``status_after_chart_fetch`` and ``status_after_problem`` (an invalid spec or unreadable values).
+``status_after_chart_fetch`` and ``status_after_problem`` (an invalid spec or unreadable values);
+``status_after_drift_check`` stamps a drift check.
+
+Every change to a status goes through one ``StatusUpdate`` (a TypedDict of the status fields), so mypy refuses a
+misspelled field or a value of the wrong type (a phase that is not a ``Phase``) that ``model_copy`` would accept.
 
 A failure caused by the cluster (``Outcome.cluster_side``) plans its own retry: ``retryAt`` after a backoff that
 grows with ``clusterFailures`` (``plan.cluster_retry_delay``), and the message says when and which attempt.
@@ -19,11 +23,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TypedDict
 
 from helmrelease.api.constants import Action, ConditionStatus, ConditionType, HelmStatus, Phase, Reason
 from helmrelease.api.spec import HelmReleaseSpec
 from helmrelease.api.status import Condition, HelmReleaseStatus
+from helmrelease.reconcile.actions import terms
 from helmrelease.reconcile.plan import Desired, ObservedRelease, Plan, cluster_retry_delay
 
 #: Condition messages are read in ``kubectl get``/``describe``; Helm's errors can run to many kilobytes.
@@ -32,6 +37,29 @@ _ELLIPSIS = " … "
 _CONDITION_ORDER = tuple(ConditionType)
 
 Conditions = tuple[Condition, ...]
+
+
+class StatusUpdate(TypedDict, total=False):
+    """The fields of ``HelmReleaseStatus`` a step changes (the unit tests hold the two field lists together)."""
+
+    observed_generation: int | None
+    phase: Phase | None
+    release_name: str | None
+    release_namespace: str | None
+    release_status: str | None
+    revision: str | None
+    last_attempted_revision: str | None
+    rollback_count: int
+    conditions: Conditions
+    last_applied_digest: str | None
+    last_attempted_digest: str | None
+    last_attempted_generation: int | None
+    helm_revision: int | None
+    failures: int
+    last_action: Action | None
+    last_drift_check: datetime | None
+    retry_at: datetime | None
+    cluster_failures: int
 
 
 @dataclass(frozen=True)
@@ -50,29 +78,9 @@ class Outcome:
     rolled_back_to: int | None = None
 
 
-#: The spec field that bounds each Helm action (``--timeout``).
-_TIMEOUT_FIELDS: dict[Action, str] = {
-    Action.INSTALL: "spec.timeout",
-    Action.UPGRADE: "spec.timeout",
-    Action.ADOPT: "spec.timeout",
-    Action.UNLOCK: "spec.timeout",
-    Action.UNINSTALL: "spec.timeout",
-    Action.UNINSTALL_PREVIOUS: "spec.timeout",
-    Action.ROLLBACK: "spec.rollback.timeout",
-    Action.TEST: "spec.test.timeout",
-}
-
-
-def condition_of(action: Action) -> ConditionType:
-    """The condition that holds a Helm action's outcome (and so the sentence its Event repeats)."""
-    return {Action.TEST: ConditionType.TESTED, Action.ROLLBACK: ConditionType.ROLLED_BACK}.get(
-        action, ConditionType.RELEASED
-    )
-
-
 def timeout_note(action: Action, spec: HelmReleaseSpec) -> str:
     """Which field bounded a Helm action that ran out of time, and its value, so a person knows what to raise."""
-    field = _TIMEOUT_FIELDS[action]
+    field = terms(action).timeout_field
     seconds = {"spec.rollback.timeout": spec.rollback.timeout, "spec.test.timeout": spec.test.timeout}.get(
         field, spec.timeout
     )
@@ -118,7 +126,7 @@ def status_before_action(
     conditions = _set(
         previous.conditions, condition_type, ConditionStatus.UNKNOWN, Reason.PROGRESSING, message, stamp
     )
-    update: dict[str, Any] = {"phase": phase, **_release_of(desired)}
+    update: StatusUpdate = {"phase": phase, **_release_of(desired)}
     if action in {Action.INSTALL, Action.UPGRADE}:
         update["last_attempted_revision"] = desired.chart_revision
     return _finish(previous, update, conditions, stamp)
@@ -127,11 +135,16 @@ def status_before_action(
 def status_after_action(
     previous: HelmReleaseStatus, desired: Desired, action: Action, outcome: Outcome, now: datetime
 ) -> HelmReleaseStatus:
-    """Record a Helm action's outcome: the plan's memory (digests, revision, last action) and conditions."""
+    """Record a Helm action's outcome: the plan's memory (digests, revision, last action) and conditions.
+
+    An adoption is recorded as the upgrade it is: the plan goes on from a release that is now ours.
+    """
     if not action.runs_helm:
         raise ValueError(f"{action} is a decision, not a Helm action; use status_after_decision")
+    if action is Action.ADOPT:
+        action = Action.UPGRADE
     stamp = _stamp(now)
-    update: dict[str, Any] = {
+    update: StatusUpdate = {
         "last_action": action,
         "failures": 0 if outcome.succeeded else previous.failures + 1,
         "helm_revision": outcome.helm_revision,
@@ -162,7 +175,7 @@ def status_after_decision(
     if not plan.settled:
         return previous
     stamp = _stamp(now)
-    update: dict[str, Any] = {
+    update: StatusUpdate = {
         "observed_generation": desired.generation,
         **_release_of(desired),
         "release_status": _helm_status(release.status if release is not None else None),
@@ -211,7 +224,7 @@ def status_after_chart_fetch(
     Not a final outcome: a failed fetch is retried, so ``observedGeneration`` stays.
     """
     stamp = _stamp(now)
-    update: dict[str, Any] = {}
+    update: StatusUpdate = {}
     if error is None:
         status, reason, message = ConditionStatus.TRUE, Reason.CHART_FETCH_SUCCEEDED, f"Fetched chart {chart}"
         if previous.phase is Phase.CHART_FETCH_FAILED:
@@ -234,7 +247,7 @@ def status_after_problem(
     created yet).
     """
     stamp = _stamp(now)
-    update: dict[str, Any] = {"phase": Phase.FAILED}
+    update: StatusUpdate = {"phase": Phase.FAILED}
     if generation is not None:
         update["observed_generation"] = generation
     conditions = _set(
@@ -248,35 +261,37 @@ def status_after_problem(
     return _finish(previous, update, conditions, stamp)
 
 
+def status_after_drift_check(previous: HelmReleaseStatus, now: datetime) -> HelmReleaseStatus:
+    """Record when the release's resources were last compared with its manifest."""
+    update: StatusUpdate = {"last_drift_check": _stamp(now)}
+    return previous.model_copy(update=update)
+
+
 def _after_deploy(
     previous: HelmReleaseStatus,
     desired: Desired,
     action: Action,
     outcome: Outcome,
-    update: dict[str, Any],
+    update: StatusUpdate,
     stamp: datetime,
 ) -> Conditions:
     installing = action is Action.INSTALL
     name, chart = desired.release, desired.chart_revision
-    update.update(
-        last_attempted_digest=desired.digest,
-        last_attempted_generation=desired.generation,
-        last_attempted_revision=chart,
-    )
+    update["last_attempted_digest"] = desired.digest
+    update["last_attempted_generation"] = desired.generation
+    update["last_attempted_revision"] = chart
     conditions = previous.conditions
     if outcome.succeeded:
-        reason = Reason.INSTALL_SUCCEEDED if installing else Reason.UPGRADE_SUCCEEDED
+        reason = terms(action).succeeded
         message = (
             f"Installed chart {chart} as release {name} (revision {outcome.helm_revision})"
             if installing
             else f"Upgraded release {name} to chart {chart} (revision {outcome.helm_revision})"
         )
-        update.update(
-            phase=Phase.DEPLOYED if desired.test else Phase.SUCCEEDED,
-            last_applied_digest=desired.digest,
-            revision=chart,
-            rollback_count=0,
-        )
+        update["phase"] = Phase.DEPLOYED if desired.test else Phase.SUCCEEDED
+        update["last_applied_digest"] = desired.digest
+        update["revision"] = chart
+        update["rollback_count"] = 0
         conditions = _without(conditions, ConditionType.ROLLED_BACK)
         if desired.test:
             conditions = _set(
@@ -291,7 +306,7 @@ def _after_deploy(
             conditions = _without(conditions, ConditionType.TESTED)
         status = ConditionStatus.TRUE
     else:
-        reason = Reason.INSTALL_FAILED if installing else Reason.UPGRADE_FAILED
+        reason = terms(action).failed
         verb = (
             f"Installing chart {chart} as release {name}"
             if installing
@@ -307,19 +322,21 @@ def _after_deploy(
 
 
 def _after_test(
-    previous: HelmReleaseStatus, desired: Desired, outcome: Outcome, update: dict[str, Any], stamp: datetime
+    previous: HelmReleaseStatus, desired: Desired, outcome: Outcome, update: StatusUpdate, stamp: datetime
 ) -> Conditions:
     # A test is part of the current attempt; recording it tells the plan whether it failed before a change.
-    update.update(last_attempted_digest=desired.digest, last_attempted_generation=desired.generation)
+    update["last_attempted_digest"] = desired.digest
+    update["last_attempted_generation"] = desired.generation
     subject = f"Tests of release {desired.release} revision {outcome.helm_revision}"
     conditions = previous.conditions
+    reasons = terms(Action.TEST)
     if outcome.succeeded:
         update["phase"] = Phase.SUCCEEDED
         message = f"{subject} passed"
         conditions = _set(
-            conditions, ConditionType.TESTED, ConditionStatus.TRUE, Reason.TEST_SUCCEEDED, message, stamp
+            conditions, ConditionType.TESTED, ConditionStatus.TRUE, reasons.succeeded, message, stamp
         )
-        return _ensure_released(conditions, Reason.TEST_SUCCEEDED, message, stamp)
+        return _ensure_released(conditions, reasons.succeeded, message, stamp)
     update["phase"] = Phase.TEST_FAILED
     message = _failure_message(f"{subject} failed: {outcome.error}", update)
     if desired.ignore_test_failures:
@@ -331,35 +348,35 @@ def _after_test(
             message,
             stamp,
         )
-    conditions = _set(
-        conditions, ConditionType.TESTED, ConditionStatus.FALSE, Reason.TEST_FAILED, message, stamp
-    )
-    return _set(conditions, ConditionType.RELEASED, ConditionStatus.FALSE, Reason.TEST_FAILED, message, stamp)
+    conditions = _set(conditions, ConditionType.TESTED, ConditionStatus.FALSE, reasons.failed, message, stamp)
+    return _set(conditions, ConditionType.RELEASED, ConditionStatus.FALSE, reasons.failed, message, stamp)
 
 
 def _after_rollback(
-    previous: HelmReleaseStatus, desired: Desired, outcome: Outcome, update: dict[str, Any], stamp: datetime
+    previous: HelmReleaseStatus, desired: Desired, outcome: Outcome, update: StatusUpdate, stamp: datetime
 ) -> Conditions:
     name = desired.release
+    reasons = terms(Action.ROLLBACK)
     if not outcome.succeeded:
-        update.update(phase=Phase.ROLLBACK_FAILED, last_applied_digest=None)
+        update["phase"] = Phase.ROLLBACK_FAILED
+        update["last_applied_digest"] = None
         message = _failure_message(f"Rolling back release {name} failed: {outcome.error}", update)
         conditions = _set(
             previous.conditions,
             ConditionType.ROLLED_BACK,
             ConditionStatus.FALSE,
-            Reason.ROLLBACK_FAILED,
+            reasons.failed,
             message,
             stamp,
         )
-        return _set(
-            conditions, ConditionType.RELEASED, ConditionStatus.FALSE, Reason.ROLLBACK_FAILED, message, stamp
-        )
+        return _set(conditions, ConditionType.RELEASED, ConditionStatus.FALSE, reasons.failed, message, stamp)
     count = previous.rollback_count + 1
-    update.update(phase=Phase.ROLLED_BACK, rollback_count=count)
+    update["phase"] = Phase.ROLLED_BACK
+    update["rollback_count"] = count
     if previous.last_applied_digest == desired.digest:
         # What was rolled back had been applied (its test failed): the revision now running is an older one.
-        update.update(last_applied_digest=None, revision=None)
+        update["last_applied_digest"] = None
+        update["revision"] = None
     cause = "test" if previous.last_action is Action.TEST else "upgrade"
     # Helm records a rollback as a new revision: name the one it went back to, and the new one.
     target = (
@@ -370,7 +387,7 @@ def _after_rollback(
         previous.conditions,
         ConditionType.ROLLED_BACK,
         ConditionStatus.TRUE,
-        Reason.ROLLBACK_SUCCEEDED,
+        reasons.succeeded,
         f"Rolled back release {name} to {where}",
         stamp,
     )
@@ -378,7 +395,7 @@ def _after_rollback(
         conditions,
         ConditionType.RELEASED,
         ConditionStatus.FALSE,
-        Reason.ROLLBACK_SUCCEEDED,
+        reasons.succeeded,
         f"Chart {desired.chart_revision} is not released: the {cause} failed and release {name} was rolled "
         f"back to {where}",
         stamp,
@@ -390,63 +407,55 @@ def _after_housekeeping(
     desired: Desired,
     action: Action,
     outcome: Outcome,
-    update: dict[str, Any],
+    update: StatusUpdate,
     stamp: datetime,
 ) -> Conditions:
-    """Unlock, adopt and uninstall: they prepare or end a release rather than deploy it."""
+    """Unlock and uninstall: they prepare or end a release rather than deploy it."""
     name = desired.release
     old = f"{previous.release_namespace or desired.namespace}/{previous.release_name}"
-    succeeded: dict[Action, tuple[ConditionStatus, Reason, str]] = {
+    succeeded: dict[Action, tuple[ConditionStatus, str]] = {
         Action.UNLOCK: (
             ConditionStatus.UNKNOWN,
-            Reason.UNLOCKED,
             f"Recovered release {name} from an interrupted operation; reconciling it again",
         ),
-        Action.ADOPT: (
-            ConditionStatus.UNKNOWN,
-            Reason.ADOPTED,
-            f"Adopted the existing release {name} (revision {outcome.helm_revision}); reconciling it",
-        ),
-        Action.UNINSTALL: (ConditionStatus.FALSE, Reason.UNINSTALLED, f"Uninstalled release {name}"),
+        Action.UNINSTALL: (ConditionStatus.FALSE, f"Uninstalled release {name}"),
         Action.UNINSTALL_PREVIOUS: (
             ConditionStatus.UNKNOWN,
-            Reason.UNINSTALLED,
             f"Uninstalled release {old}, which this HelmRelease made before spec.releaseName or "
             f"spec.targetNamespace moved its release to {name}; installing {name} next",
         ),
     }
-    failed: dict[Action, tuple[Reason, str]] = {
-        Action.UNLOCK: (Reason.UNLOCK_FAILED, f"Recovering release {name} from its pending state failed"),
-        Action.ADOPT: (Reason.ADOPT_FAILED, f"Adopting the existing release {name} failed"),
-        Action.UNINSTALL: (Reason.UNINSTALL_FAILED, f"Uninstalling release {name} failed"),
+    failed: dict[Action, str] = {
+        Action.UNLOCK: f"Recovering release {name} from its pending state failed",
+        Action.UNINSTALL: f"Uninstalling release {name} failed",
         Action.UNINSTALL_PREVIOUS: (
-            Reason.UNINSTALL_FAILED,
             f"Uninstalling release {old}, which this HelmRelease made before its release moved to {name}, "
-            "failed (retrying)",
+            "failed (retrying)"
         ),
     }
     if outcome.succeeded:
-        status, reason, message = succeeded[action]
+        status, message = succeeded[action]
+        reason = terms(action).succeeded
         if action in (Action.UNINSTALL, Action.UNINSTALL_PREVIOUS):
-            update.update(last_applied_digest=None, revision=None)
+            update["last_applied_digest"] = None
+            update["revision"] = None
     else:
-        reason, verb = failed[action]
-        status, message = ConditionStatus.FALSE, trim_message(f"{verb}: {outcome.error}")
+        status, reason = ConditionStatus.FALSE, terms(action).failed
+        message = trim_message(f"{failed[action]}: {outcome.error}")
         update["phase"] = Phase.FAILED
     return _set(previous.conditions, ConditionType.RELEASED, status, reason, message, stamp)
 
 
-def _release_of(desired: Desired) -> dict[str, Any]:
+def _release_of(desired: Desired) -> StatusUpdate:
     return {"release_name": desired.release_name, "release_namespace": desired.namespace}
 
 
 def _planned_retry(
     previous: HelmReleaseStatus, desired: Desired, action: Action, outcome: Outcome, stamp: datetime
-) -> dict[str, Any]:
+) -> StatusUpdate:
     """``retry_at`` and ``cluster_failures`` after an action: a cluster-side failure plans the next retry, whose
     wait doubles while the same configuration keeps failing that way; anything else clears them."""
-    retried = action in {Action.INSTALL, Action.UPGRADE, Action.TEST, Action.ROLLBACK}
-    if outcome.succeeded or not outcome.cluster_side or not retried:
+    if outcome.succeeded or not outcome.cluster_side or not terms(action).cluster_retried:
         return {"retry_at": None, "cluster_failures": 0}
     same = previous.retry_at is not None and (
         previous.last_attempted_digest,
@@ -459,15 +468,15 @@ def _planned_retry(
     }
 
 
-def _failure_message(text: str, update: dict[str, Any]) -> str:
+def _failure_message(text: str, update: StatusUpdate) -> str:
     """A failure's message, ending with the planned retry when the cluster caused it."""
-    retry_at: datetime | None = update.get("retry_at")
+    retry_at = update.get("retry_at")
     if retry_at is None:
         return trim_message(text)
     when = retry_at.isoformat().replace("+00:00", "Z")
     note = (
         f"; the cluster caused this, not the configuration: trying again at {when} "
-        f"(attempt {update['cluster_failures'] + 1})"
+        f"(attempt {update.get('cluster_failures', 0) + 1})"
     )
     return trim_message(text, MESSAGE_LIMIT - len(note)) + note
 
@@ -548,10 +557,10 @@ def _ready(conditions: Conditions) -> tuple[ConditionStatus, str, str]:
 
 
 def _finish(
-    previous: HelmReleaseStatus, update: dict[str, Any], conditions: Conditions, stamp: datetime
+    previous: HelmReleaseStatus, update: StatusUpdate, conditions: Conditions, stamp: datetime
 ) -> HelmReleaseStatus:
     status, reason, message = _ready(conditions)
     conditions = _set(conditions, ConditionType.READY, status, reason, message, stamp)
-    order = {condition_type: index for index, condition_type in enumerate(_CONDITION_ORDER)}
+    order: dict[str, int] = {condition_type: index for index, condition_type in enumerate(_CONDITION_ORDER)}
     update["conditions"] = tuple(sorted(conditions, key=lambda c: order.get(c.type, len(order))))
     return previous.model_copy(update=update)

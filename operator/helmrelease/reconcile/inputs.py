@@ -1,24 +1,28 @@
-"""What a reconcile pass reads before it decides: the chart source with its credentials, and the values sources.
+"""What a reconcile pass reads before it decides: the chart source with its credentials, and the values.
 
-I/O through the kube adapter and an HTTP session; the service reports what fails here on the HelmRelease. Every read
-of a Secret or ConfigMap named by the HelmRelease goes through the `KubeClient` the caller passes: the operator's own,
-or one impersonating the HelmRelease's ServiceAccount, so a tenant reads only what its account may read.
+I/O through the kube adapter and a URL reader (`adapters.web`); the service reports what fails here on the
+HelmRelease. Every read of a Secret or ConfigMap named by the HelmRelease goes through the `SourceReader` the caller
+passes: the operator's own client, or one impersonating the HelmRelease's ServiceAccount, so a tenant reads only
+what its account may read.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-import aiohttp
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
 
 from helmrelease.adapters import charts as chart_sources
 from helmrelease.adapters.credentials import BasicCredentials
 from helmrelease.adapters.git import SshCredentials
-from helmrelease.adapters.kube import ApiUnavailable, Forbidden, KubeClient, KubeError, NotFound
+from helmrelease.adapters.kube import ApiUnavailable, Forbidden, KubeError, NotFound
+from helmrelease.adapters.web import WebReadError
 from helmrelease.api.resource import HelmRelease
 from helmrelease.api.spec import (
     ChartFileSelector,
@@ -27,9 +31,32 @@ from helmrelease.api.spec import (
     GitChartSource,
     SecretKeySelector,
     ValuesSource,
-    mask_urls,
     split_credentials,
+    too_deep_message,
 )
+from helmrelease.reconcile.digest import ChartIdentity
+from helmrelease.reconcile.masking import Masker, masker_for
+from helmrelease.reconcile.values import ValuesLayer, compose_values
+
+
+class SourceReader(Protocol):
+    """The reads of Secrets and ConfigMaps a HelmRelease names (`adapters.kube.KubeClient` has them)."""
+
+    @property
+    def identity(self) -> str | None:
+        """Who the reads act as, for messages; None for the operator itself."""
+
+    async def config_map_data(self, namespace: str, name: str) -> dict[str, str]: ...
+
+    async def secret_data(self, namespace: str, name: str) -> dict[str, str]: ...
+
+
+class UrlReader(Protocol):
+    """Reads the document at a URL, raising `WebReadError` (`adapters.web.WebReader` does)."""
+
+    async def read_text(self, url: str) -> str: ...
+
+    async def close(self) -> None: ...
 
 
 def sources_of(namespace: str, spec: Mapping[str, Any]) -> set[tuple[str, str, str]]:
@@ -65,18 +92,19 @@ class Inputs:
 
     def __init__(
         self,
-        http: aiohttp.ClientSession,
+        urls: UrlReader,
         *,
         state_dir: Path,
         default_git_ref: str,
         git_ssh_key: Path | None,
     ) -> None:
-        self.http = http
+        self.urls = urls
         self.state_dir = state_dir
         self.default_git_ref = default_git_ref
         self.git_ssh_key = git_ssh_key
+        self._yaml = YAML(typ="safe", pure=True)
 
-    async def chart_source(self, hr: HelmRelease, kube: KubeClient) -> chart_sources.ChartSource:
+    async def chart_source(self, hr: HelmRelease, kube: SourceReader) -> chart_sources.ChartSource:
         """The fetcher's view of spec.chart, with credentials read (by `kube`) from the referenced Secret."""
         chart = hr.spec.chart
         if isinstance(chart, GitChartSource):
@@ -123,8 +151,47 @@ class Inputs:
             path.chmod(0o600)
         return path
 
+    async def values(
+        self, hr: HelmRelease, chart_path: Path, kube: SourceReader
+    ) -> tuple[dict[str, Any], Masker]:
+        """valueFileSecrets, valuesFrom in order, then spec.values; and a masker for the values that came from
+        Secrets, whose contents never reach logs or status (helm's errors go through it).
+
+        Raises `SourceError` for a source that is not there (unless optional), cannot be read or does not parse,
+        `ValuesError` when the layers do not compose.
+        """
+        layers: list[ValuesLayer] = []
+        secret_values: list[object] = []
+        for source in hr.spec.values_sources:
+            try:
+                text = await self.read_values_source(hr, source, chart_path, kube)
+            except MissingSource:
+                if source.optional:
+                    continue
+                raise
+            try:
+                layers.append(ValuesLayer(source.label, self._yaml.load(text)))
+            except (YAMLError, RecursionError) as error:
+                # ruamel's composer recurses: YAML nested ~1000 deep exhausts the stack, like too-deep JSON.
+                deep = isinstance(error, RecursionError)
+                problem = too_deep_message() if deep else getattr(error, "problem", None) or "not valid YAML"
+                raise UnparsableSource(f"{source.label}: {problem}") from None
+            if isinstance(source, SecretKeySelector):
+                secret_values.append(layers[-1].values)
+        return compose_values(layers, hr.spec.values), masker_for(secret_values)
+
+    async def secret_masker(self, hr: HelmRelease, kube: SourceReader) -> Masker:
+        """For helm outside a pass (the uninstall): the Secret-sourced values as they are now, as far as they can
+        still be read (a pre-delete hook the API server rejects would quote them too)."""
+        values: list[object] = []
+        for source in hr.spec.values_sources:
+            if isinstance(source, SecretKeySelector):
+                with contextlib.suppress(SourceError, YAMLError, RecursionError):
+                    values.append(self._yaml.load(await self.read_object_source(hr, source, kube)))
+        return masker_for(values)
+
     async def read_values_source(
-        self, hr: HelmRelease, source: ValuesSource, chart_path: Path, kube: KubeClient
+        self, hr: HelmRelease, source: ValuesSource, chart_path: Path, kube: SourceReader
     ) -> str:
         """The text of one values source; ConfigMaps and Secrets are read by `kube`.
 
@@ -136,20 +203,17 @@ class Inputs:
                 return await self.read_object_source(hr, source, kube)
             case ExternalSourceSelector():
                 try:
-                    async with self.http.get(source.url, timeout=aiohttp.ClientTimeout(total=30)) as response:
-                        if response.status != 200:
-                            raise MissingSource(f"{source.label} answered HTTP {response.status}")
-                        return await response.text()
-                except (aiohttp.ClientError, TimeoutError) as error:
-                    raise MissingSource(
-                        f"{source.label} could not be read: {mask_urls(str(error))}"
-                    ) from None
+                    return await self.urls.read_text(source.url)
+                except WebReadError as error:
+                    if error.status is not None:
+                        raise MissingSource(f"{source.label} answered HTTP {error.status}") from None
+                    raise MissingSource(f"{source.label} could not be read: {error.detail}") from None
             case ChartFileSelector():
                 return await asyncio.to_thread(read_chart_file, chart_path, source)
         raise AssertionError(f"unknown values source {source!r}")
 
     async def read_object_source(
-        self, hr: HelmRelease, source: ConfigMapKeySelector | SecretKeySelector, kube: KubeClient
+        self, hr: HelmRelease, source: ConfigMapKeySelector | SecretKeySelector, kube: SourceReader
     ) -> str:
         """The text of a ConfigMap or Secret values source, read by `kube`; raises as `read_values_source`."""
         namespace = source.namespace or hr.metadata.namespace
@@ -187,7 +251,20 @@ class UnreadableSource(SourceError):
     """
 
 
-def forbidden_message(what: str, kind: str, kube: KubeClient, error: KubeError) -> str:
+class UnparsableSource(SourceError):
+    """A values source was read but is not YAML (or is nested too deep to parse)."""
+
+
+async def chart_identity(hr: HelmRelease, chart: chart_sources.FetchedChart) -> ChartIdentity:
+    """What the release digest knows of the chart. For a git chart its own files, not the commit: a commit
+    elsewhere in the repository changes nothing."""
+    if isinstance(hr.spec.chart, GitChartSource):
+        content = await asyncio.to_thread(directory_digest, chart.path)
+        return ChartIdentity.of_git(hr.spec.chart, chart.revision, content)
+    return ChartIdentity.of_repository(hr.spec.chart, chart.source_digest)
+
+
+def forbidden_message(what: str, kind: str, kube: SourceReader, error: KubeError) -> str:
     """Who may not read `what`, and what to do about it (the apiserver's own text only says who asked)."""
     if kube.identity is None:
         return f"{what} is forbidden for the operator (its own RBAC): {error}"
@@ -197,7 +274,7 @@ def forbidden_message(what: str, kind: str, kube: KubeClient, error: KubeError) 
     )
 
 
-async def _chart_secret(kube: KubeClient, namespace: str, name: str, field: str) -> dict[str, str]:
+async def _chart_secret(kube: SourceReader, namespace: str, name: str, field: str) -> dict[str, str]:
     """A Secret with chart credentials; a forbidden read says for whom, like a values source."""
     try:
         return await kube.secret_data(namespace, name)

@@ -2,11 +2,11 @@
 
 Like fluxcd/helm-controller's atomic release loop, the caller runs the chosen action, records its outcome in
 the status (``reconcile.conditions``), observes again and asks again, until the answer is ``nothing``,
-``wait-retry`` or ``refuse``. One call never returns two actions, and nothing here does I/O.
+``wait-retry`` or ``refuse``. One call never returns two actions, and nothing here does I/O. Two Helm operations
+never run on one release at once (the caller holds a lock per release), so no row waits for one of ours.
 
 State machine, checked in this order (the first matching row decides)::
 
-    a Helm operation of ours is running on the release ...... wait-retry  OperationInProgress (not settled)
     the release name or target namespace changed and the
         release recorded under the old ones is ours ...... uninstall-previous  ReleaseRenamed (deleting too)
     object deleting, release absent or uninstalled ........... nothing     ReleaseAbsent
@@ -78,23 +78,14 @@ from helmrelease.api.constants import DEFAULT_MAX_RETRIES, Action, HelmStatus, R
 from helmrelease.api.ownership import Ownership
 from helmrelease.api.resource import HelmRelease
 from helmrelease.api.status import HelmReleaseStatus
+from helmrelease.reconcile.actions import terms
 from helmrelease.reconcile.digest import short_digest
 from helmrelease.reconcile.releases import digest_label
 
 _UNCHANGED = "not retrying the same chart and values until the HelmRelease changes"
-#: Seconds before deciding again while a Helm operation of ours runs on the release.
-OPERATION_POLL: Final = 30.0
 #: The backoff of retries after cluster-side failures, in seconds: the first retry, and the most it grows to.
 CLUSTER_RETRY_FIRST: Final = 10.0
 CLUSTER_RETRY_MAX: Final = 600.0
-
-#: What a failed action is called in messages, and the reason its failure is reported under.
-_FAILED: Final[dict[Action, tuple[str, Reason]]] = {
-    Action.INSTALL: ("Installing", Reason.INSTALL_FAILED),
-    Action.UPGRADE: ("Upgrading", Reason.UPGRADE_FAILED),
-    Action.TEST: ("Testing", Reason.TEST_FAILED),
-    Action.ROLLBACK: ("Rolling back", Reason.ROLLBACK_FAILED),
-}
 
 
 def cluster_retry_delay(failures: int) -> float:
@@ -233,20 +224,12 @@ def next_action(
     previous: ObservedRelease | None = None,
     drifted: bool = False,
     deleting: bool = False,
-    operation_running: bool = False,
 ) -> Plan:
     """The single next step; see the module docstring for the table this implements.
 
     `previous` is the release at `recorded.previous_release(desired)`, if there is one and it exists.
     """
     name = desired.release
-    if operation_running:
-        return Plan(
-            Action.WAIT_RETRY,
-            Reason.OPERATION_IN_PROGRESS,
-            f"A Helm operation on release {name} is still running; deciding again when it ends",
-            retry_after=OPERATION_POLL,
-        )
     renamed = _previous_release(desired, recorded, previous)
     if renamed is not None:
         return renamed
@@ -339,11 +322,14 @@ def _on_absent(desired: Desired, recorded: Recorded, now: datetime) -> Plan:
 
 def _failed_on_cluster(desired: Desired, recorded: Recorded) -> bool:
     """Our last install, upgrade, test or rollback of this configuration failed because of the cluster."""
+    action = recorded.last_action
     return (
         recorded.attempted(desired)
         and recorded.last_action_failed
         and recorded.retry_at is not None
-        and recorded.last_action in _FAILED
+        and action is not None
+        and action.runs_helm
+        and terms(action).cluster_retried
     )
 
 
@@ -364,7 +350,7 @@ def _cluster_retry(
         again = Action.ROLLBACK if desired.rollback else None
     if again is None:
         return None
-    verb, reason = _FAILED[action]
+    verb, reason = terms(action).verb, terms(action).failed
     name, attempt = desired.release, recorded.cluster_failures + 1
     when = recorded.retry_at.isoformat().replace("+00:00", "Z")
     if now < recorded.retry_at:

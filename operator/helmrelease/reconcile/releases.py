@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
+from helmrelease.api.constants import HelmStatus
 from helmrelease.reconcile.digest import DIGEST_PREFIX
 
 OWNER_NAMESPACE_LABEL: Final = "helm.fluxcd.io/owner-namespace"
@@ -39,6 +40,14 @@ class IndexedRelease:
         if self.owner_namespace and self.owner_name:
             return f"{self.owner_namespace}/{self.owner_name}"
         return None
+
+
+_HELM_STATUSES: Final = {status.value: status for status in HelmStatus}
+
+
+def helm_status(text: str) -> HelmStatus:
+    """Helm's status word (a storage label, `helm status`) as ours; one this version does not know is `unknown`."""
+    return _HELM_STATUSES.get(text, HelmStatus.UNKNOWN)
 
 
 def digest_label(digest: str) -> str:

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
-from helmrelease.adapters.kube import Forbidden, KubeClient, KubeError, NotFound
-from helmrelease.api.resource import parse_helmrelease
+from helmrelease.adapters.kube import Forbidden, KubeError, NotFound
+from helmrelease.adapters.web import WebReadError
+from helmrelease.api.resource import HelmRelease, parse_helmrelease
 from helmrelease.api.spec import ChartFileSelector, SecretKeySelector
 from helmrelease.reconcile.inputs import (
     Inputs,
     MissingSource,
+    UnparsableSource,
     UnreadableSource,
     directory_digest,
     read_chart_file,
@@ -168,11 +170,111 @@ async def test_reading_a_values_source_as_someone(
         }
     )
     source = SecretKeySelector(name="x", namespace="team-b")
-    inputs = Inputs(cast(Any, None), state_dir=Path("/nonexistent"), default_git_ref="main", git_ssh_key=None)
-    kube = cast(KubeClient, FakeKube(identity, failure, data))
+    inputs = Inputs(FakeUrls(), state_dir=Path("/nonexistent"), default_git_ref="main", git_ssh_key=None)
+    kube = FakeKube(identity, failure, data)
     if error is None:
         assert await inputs.read_values_source(hr, source, Path("/chart"), kube) == "a: 1"
         return
     with pytest.raises(error) as raised:
         await inputs.read_values_source(hr, source, Path("/chart"), kube)
     assert all(fragment in str(raised.value) for fragment in fragments), str(raised.value)
+
+
+class FakeUrls:
+    """Documents by URL; a URL it does not hold answers as `failures` says (no answer when not listed)."""
+
+    def __init__(
+        self, documents: dict[str, str] | None = None, failures: dict[str, int] | None = None
+    ) -> None:
+        self.documents = documents or {}
+        self.failures = failures or {}
+
+    async def read_text(self, url: str) -> str:
+        if url in self.documents:
+            return self.documents[url]
+        if url in self.failures:
+            raise WebReadError(url, self.failures[url], f"answered HTTP {self.failures[url]}")
+        raise WebReadError(url, None, "Cannot connect to host values.example:443")
+
+    async def close(self) -> None:
+        return None
+
+
+def release_with(values_from: list[dict[str, Any]], values: dict[str, Any] | None = None) -> HelmRelease:
+    return parse_helmrelease(
+        {
+            "metadata": {"name": "web", "namespace": "apps"},
+            "spec": {
+                "chart": {"repository": "https://c/", "name": "a", "version": "1"},
+                "valuesFrom": values_from,
+                "values": values or {},
+            },
+        }
+    )
+
+
+URLS = FakeUrls(
+    {
+        "https://values.example/base.yaml": "replicas: 2\nimage: {tag: '1.0'}\n",
+        "https://values.example/bad": "a: [",
+    },
+    {"https://values.example/gone.yaml": 404},
+)
+
+
+@pytest.mark.parametrize(
+    ("url", "optional", "error", "message"),
+    [
+        pytest.param("https://values.example/gone.yaml", False, MissingSource, "answered HTTP 404", id="404"),
+        pytest.param(
+            "https://deployer:s3cret@values.example/down.yaml",
+            False,
+            MissingSource,
+            "URL https://***@values.example/down.yaml could not be read: Cannot connect to host",
+            id="no-answer-masked",
+        ),
+        pytest.param("https://values.example/gone.yaml", True, None, "", id="optional-is-skipped"),
+        pytest.param(
+            "https://values.example/bad",
+            False,
+            UnparsableSource,
+            "bad: expected the node content",
+            id="not-yaml",
+        ),
+    ],
+)
+async def test_values_from_a_url(
+    url: str, optional: bool, error: type[Exception] | None, message: str
+) -> None:
+    hr = release_with(
+        [
+            {"externalSourceRef": {"url": "https://values.example/base.yaml"}},
+            {"externalSourceRef": {"url": url, "optional": optional}},
+        ],
+        {"replicas": 3},
+    )
+    inputs = Inputs(URLS, state_dir=Path("/nonexistent"), default_git_ref="main", git_ssh_key=None)
+    kube = FakeKube(None, None, {})
+    if error is None:
+        values, _ = await inputs.values(hr, Path("/chart"), kube)
+        assert values == {"replicas": 3, "image": {"tag": "1.0"}}, "the URL's values under the inline ones"
+        return
+    with pytest.raises(error) as raised:
+        await inputs.values(hr, Path("/chart"), kube)
+    assert message in str(raised.value), str(raised.value)
+    assert "s3cret" not in str(raised.value)
+
+
+async def test_values_from_secrets_are_masked_and_others_are_not() -> None:
+    hr = release_with(
+        [
+            {"secretKeyRef": {"name": "db"}},
+            {"externalSourceRef": {"url": "https://values.example/base.yaml"}},
+        ]
+    )
+    inputs = Inputs(URLS, state_dir=Path("/nonexistent"), default_git_ref="main", git_ssh_key=None)
+    values, masker = await inputs.values(
+        hr, Path("/chart"), FakeKube(None, None, {"values.yaml": "password: hunter22"})
+    )
+    assert values["password"] == "hunter22"
+    assert masker("rejected: password hunter22, replicas 2") == "rejected: password ***, replicas 2"

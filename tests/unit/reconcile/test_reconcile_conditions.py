@@ -14,13 +14,15 @@ from helmrelease.api.constants import Action, ConditionStatus, ConditionType, He
 from helmrelease.api.ownership import Ownership
 from helmrelease.api.spec import HelmReleaseSpec
 from helmrelease.api.status import Condition, HelmReleaseStatus
+from helmrelease.reconcile.actions import terms
 from helmrelease.reconcile.conditions import (
     MESSAGE_LIMIT,
     Outcome,
-    condition_of,
+    StatusUpdate,
     status_after_action,
     status_after_chart_fetch,
     status_after_decision,
+    status_after_drift_check,
     status_after_problem,
     status_after_record,
     status_before_action,
@@ -178,18 +180,6 @@ def ready(status: HelmReleaseStatus) -> Condition:
         ),
         pytest.param(
             DESIRED,
-            Action.ADOPT,
-            failure(3),
-            Phase.FAILED,
-            {
-                ConditionType.DEPLOYED: (ConditionStatus.TRUE, Reason.UPGRADE_SUCCEEDED),
-                ConditionType.RELEASED: (ConditionStatus.FALSE, Reason.ADOPT_FAILED),
-                ConditionType.READY: (ConditionStatus.FALSE, Reason.ADOPT_FAILED),
-            },
-            id="adopt-failed",
-        ),
-        pytest.param(
-            DESIRED,
             Action.UNINSTALL,
             Outcome(succeeded=True),
             Phase.SUCCEEDED,
@@ -218,6 +208,25 @@ def test_outcome_sets_phase_and_conditions(
     assert status.failures == (0 if outcome.succeeded else 1)
     assert status.release_name == "apps-podinfo"
     assert status.observed_generation == RELEASED.observed_generation, "only a settled decision writes it"
+
+
+@pytest.mark.parametrize("outcome", [pytest.param(ok(), id="adopted"), pytest.param(failure(), id="failed")])
+def test_an_adoption_is_recorded_as_the_upgrade_it_is(outcome: Outcome) -> None:
+    """Only its Event says Adopted: the plan goes on from an upgrade of a release that is now ours."""
+    adopted = status_after_action(RELEASED, DESIRED, Action.ADOPT, outcome, LATER)
+    assert adopted == status_after_action(RELEASED, DESIRED, Action.UPGRADE, outcome, LATER)
+    assert adopted.last_action is Action.UPGRADE
+
+
+def test_a_status_update_names_exactly_the_status_fields() -> None:
+    """The TypedDict that mypy checks every status change against, kept to the model's fields."""
+    assert set(StatusUpdate.__annotations__) == set(HelmReleaseStatus.model_fields)
+
+
+def test_a_drift_check_is_stamped_in_whole_seconds() -> None:
+    checked = status_after_drift_check(RELEASED, NOW)
+    assert checked.last_drift_check == NOW.replace(microsecond=0)
+    assert checked.model_copy(update={"last_drift_check": None}) == RELEASED
 
 
 def test_successful_deploy_records_what_was_applied() -> None:
@@ -461,7 +470,7 @@ def test_a_timeout_names_its_field_and_value(action: Action, note: str) -> None:
     ],
 )
 def test_each_action_reports_on_one_condition(action: Action, condition: ConditionType) -> None:
-    assert condition_of(action) is condition
+    assert terms(action).condition is condition
 
 
 @pytest.mark.parametrize("action", [Action.NOTHING, Action.WAIT_RETRY, Action.REFUSE, Action.RECORD])
@@ -626,7 +635,7 @@ def test_turning_tests_off_clears_the_test_from_ready(outcome: Outcome | None) -
 
 def test_unsettled_decision_changes_nothing() -> None:
     for plan in (
-        Plan(Action.WAIT_RETRY, Reason.OPERATION_IN_PROGRESS, "running", retry_after=30),
+        Plan(Action.WAIT_RETRY, Reason.INSTALL_FAILED, "trying again at ...", retry_after=30),
         Plan(Action.WAIT_RETRY, Reason.UPGRADE_FAILED, "trying again at ...", retry_after=10),
     ):
         assert status_after_decision(RELEASED, DESIRED, plan, IN_SYNC_RELEASE, LATER) is RELEASED

@@ -99,7 +99,6 @@ class Row:
     reason: Reason
     drifted: bool = False
     deleting: bool = False
-    operation_running: bool = False
     previous: ObservedRelease | None = None
 
 
@@ -251,14 +250,6 @@ ROWS = {
     ),
     "interrupted-uninstall-unlocked": Row(
         DESIRED, with_status(HelmStatus.UNINSTALLING), IN_SYNC, Action.UNLOCK, Reason.STALE_LOCK
-    ),
-    "our-operation-running-waits": Row(
-        DESIRED,
-        with_status(HelmStatus.PENDING_UPGRADE),
-        IN_SYNC,
-        Action.WAIT_RETRY,
-        Reason.OPERATION_IN_PROGRESS,
-        operation_running=True,
     ),
     "after-unlock-the-failed-release-is-upgraded": Row(
         DESIRED,
@@ -498,15 +489,6 @@ ROWS = {
         Reason.NOT_OURS,
         deleting=True,
     ),
-    "deleting-waits-for-running-operation": Row(
-        DESIRED,
-        with_status(HelmStatus.PENDING_UPGRADE),
-        IN_SYNC,
-        Action.WAIT_RETRY,
-        Reason.OPERATION_IN_PROGRESS,
-        deleting=True,
-        operation_running=True,
-    ),
 }
 
 
@@ -519,7 +501,6 @@ def decide(row: Row) -> Plan:
         previous=row.previous,
         drifted=row.drifted,
         deleting=row.deleting,
-        operation_running=row.operation_running,
     )
 
 
@@ -576,11 +557,6 @@ def test_the_previous_release_is_the_recorded_one_when_the_name_or_namespace_mov
         pytest.param(Plan(Action.NOTHING, Reason.IN_SYNC, "m"), True, id="nothing"),
         pytest.param(Plan(Action.REFUSE, Reason.OWNED_BY_OTHER, "m"), True, id="refuse"),
         pytest.param(Plan(Action.WAIT_RETRY, Reason.RETRIES_EXHAUSTED, "m"), True, id="wait-for-change"),
-        pytest.param(
-            Plan(Action.WAIT_RETRY, Reason.OPERATION_IN_PROGRESS, "m", retry_after=30),
-            False,
-            id="wait-for-lock",
-        ),
         pytest.param(
             Plan(Action.WAIT_RETRY, Reason.INSTALL_FAILED, "m", retry_after=10), False, id="wait-for-retry"
         ),
@@ -729,7 +705,6 @@ class Case:
     recorded: Recorded
     drifted: bool
     deleting: bool
-    operation_running: bool
     previous: ObservedRelease | None = None
 
     def plan(self, **changes: bool) -> Plan:
@@ -742,17 +717,16 @@ class Case:
             previous=case.previous,
             drifted=case.drifted,
             deleting=case.deleting,
-            operation_running=case.operation_running,
         )
 
 
 def cases() -> Iterator[Case]:
-    """Every release x every record x the three flags, each with one of the desired variants; and again, where
-    they can matter, with a planned retry time, a digest label on the release, a recorded release name and a
-    release found under it, drawn too.
+    """Every release x every record x both flags (drifted, deleting), each with one of the desired variants; and
+    again, where they can matter, with a planned retry time, a digest label on the release, a recorded release
+    name and a release found under it, drawn too.
 
     The variants are drawn from a seeded generator: a fixed rotation would line up with the product's own period
-    and pair some settings only with some flags (adoption only while an operation runs, say).
+    and pair some settings only with some flags (adoption only while deleting, say).
     """
     chooser = random.Random(20240611)
     labelled = {
@@ -763,7 +737,7 @@ def cases() -> Iterator[Case]:
     }
     extended: dict[tuple[int, int, int], Recorded] = {}
     for (index, release), (record_index, recorded), flags in itertools.product(
-        enumerate(RELEASES), enumerate(RECORDS), itertools.product((False, True), repeat=3)
+        enumerate(RELEASES), enumerate(RECORDS), itertools.product((False, True), repeat=2)
     ):
         desired = chooser.choice(DESIREDS)
         yield Case(desired, release, recorded, *flags)
@@ -863,13 +837,11 @@ def never_retries_before_the_planned_time(case: Case, plan: Plan) -> bool:
 
 
 def a_plan_that_runs_again_by_itself_only_waits(case: Case, plan: Plan) -> bool:
-    """retry_after: an operation running, or a planned retry not yet due (and then exactly its distance)."""
+    """retry_after: a planned retry not yet due (and then exactly its distance)."""
     if plan.retry_after is None:
         return True
     if plan.action is not Action.WAIT_RETRY:
         return False
-    if case.operation_running:
-        return True
     retry_at = case.recorded.retry_at
     return (
         _cluster_failure(case)
@@ -927,10 +899,6 @@ def deletion_only_uninstalls_or_waits(case: Case, plan: Plan) -> bool:
     return not case.deleting or plan.action in allowed
 
 
-def running_operation_is_never_joined(case: Case, plan: Plan) -> bool:
-    return not case.operation_running or plan.action is Action.WAIT_RETRY
-
-
 def installs_only_what_is_absent(case: Case, plan: Plan) -> bool:
     absent = case.release is None or case.release.status is HelmStatus.UNINSTALLED
     return plan.action is not Action.INSTALL or absent
@@ -940,7 +908,7 @@ def unlocks_only_stale_locks(case: Case, plan: Plan) -> bool:
     locked = case.release is not None and (
         case.release.status.is_pending or case.release.status is HelmStatus.UNINSTALLING
     )
-    return plan.action is not Action.UNLOCK or (locked and not case.operation_running)
+    return plan.action is not Action.UNLOCK or locked
 
 
 def rolls_back_only_when_enabled_and_failed(case: Case, plan: Plan) -> bool:
@@ -976,7 +944,6 @@ INVARIANTS: dict[str, Callable[[Case, Plan], bool]] = {
         drift_does_not_move_a_held_back_release,
         uninstalls_only_our_release_on_delete,
         deletion_only_uninstalls_or_waits,
-        running_operation_is_never_joined,
         installs_only_what_is_absent,
         unlocks_only_stale_locks,
         rolls_back_only_when_enabled_and_failed,

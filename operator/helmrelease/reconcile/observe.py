@@ -1,0 +1,132 @@
+"""What a pass sees of a release before it decides: the latest revision, whose it is, and whether it drifted.
+
+The revision comes from the watch-fed index of Helm's storage Secrets (`releases.ReleaseView`): no helm process and
+no API call for a release with our owner labels. Until the index has caught up with this pass's own last action,
+what that action reported stands in for it. A release without owner labels is looked at once (Flux v1 marked the
+objects, not the release), and drift is read from the objects the stored manifest names, as the HelmRelease's
+ServiceAccount, since whoever may write Helm's storage in that namespace may write that manifest.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from helmrelease.adapters.kube import Forbidden, KubeError
+from helmrelease.api.constants import Action, HelmStatus
+from helmrelease.api.ownership import ANTECEDENT_ANNOTATION, Ownership, antecedent_value, ownership_of
+from helmrelease.api.resource import HelmRelease
+from helmrelease.api.status import HelmReleaseStatus
+from helmrelease.reconcile.actions import deploys
+from helmrelease.reconcile.apis import KubeApi, acting_for
+from helmrelease.reconcile.conditions import Outcome
+from helmrelease.reconcile.drift import Drift, find_drift, parse_manifest
+from helmrelease.reconcile.plan import Desired, ObservedRelease
+from helmrelease.reconcile.releases import IndexedRelease, ReleaseView, digest_label, helm_status
+
+log = logging.getLogger(__name__)
+
+#: Objects of an unmarked release looked at for Flux v1's antecedent annotation.
+ANTECEDENT_PROBES = 5
+
+
+def may_check_drift(status: HelmReleaseStatus, desired: Desired, observed: ObservedRelease) -> bool:
+    """Drift is only looked for on a release that is ours, deployed, and exactly what we last applied."""
+    return (
+        observed.ownership is Ownership.OURS
+        and observed.status is HelmStatus.DEPLOYED
+        and status.last_applied_digest == desired.digest
+        and status.helm_revision == observed.revision
+    )
+
+
+def left_by(action: Action, desired: Desired, outcome: Outcome) -> ObservedRelease | None:
+    """The release as an action of ours left it, to stand in until the index has seen it; None when the outcome
+    does not say (the release as observed before stands)."""
+    if outcome.helm_revision is not None and outcome.release_status is not None:
+        made = deploys(action) and outcome.succeeded
+        return ObservedRelease(
+            outcome.helm_revision,
+            outcome.release_status,
+            Ownership.OURS,
+            digest_label=digest_label(desired.digest) if made else None,
+        )
+    if action in (Action.UNLOCK, Action.UNINSTALL) and outcome.succeeded:
+        return ObservedRelease(0, HelmStatus.UNINSTALLED, Ownership.OURS)
+    return None
+
+
+class ReleaseObserver:
+    """Observes releases for HelmReleases through `kube` (the operator's identity, impersonating as needed)."""
+
+    def __init__(self, kube: KubeApi) -> None:
+        self.kube = kube
+
+    async def release(
+        self,
+        hr: HelmRelease,
+        namespace: str,
+        name: str,
+        releases: ReleaseView,
+        after: ObservedRelease | None = None,
+    ) -> ObservedRelease | None:
+        """The latest revision of release `namespace/name` for `hr`; `after`: what this pass's last action left."""
+        entry = releases.latest(namespace, name)
+        if after is not None and (entry is None or entry.revision < after.revision):
+            return after  # the index has not seen our last action yet
+        if entry is None:
+            return after if after is not None and after.status is not HelmStatus.UNINSTALLED else None
+        if entry.owner_namespace and entry.owner_name:
+            ours = (entry.owner_namespace, entry.owner_name) == (hr.metadata.namespace, hr.metadata.name)
+            owner = antecedent_value(entry.owner_namespace, entry.owner_name)
+            return _observed(entry, Ownership.OURS if ours else Ownership.OTHER, owner)
+        # No owner labels: installed by hand, by another tool, or by the Flux v1 Helm Operator, which marked the
+        # release's resources with the antecedent annotation. Look at them (rare: once, before adoption).
+        antecedent = await self._antecedent(hr, namespace, name, entry.revision)
+        ownership = ownership_of(antecedent, namespace=hr.metadata.namespace, name=hr.metadata.name)
+        return _observed(entry, ownership, antecedent)
+
+    async def drift(self, hr: HelmRelease, observed: ObservedRelease) -> list[Drift] | None:
+        """The objects of the release that differ from its manifest; None when they could not be compared."""
+        try:
+            stored = await self.kube.stored_release(hr.target_namespace, hr.release_name, observed.revision)
+            if stored is None:
+                return None
+            drifts: list[Drift] = []
+            # The manifest is tenant-writable: compare only what the HelmRelease's account may read.
+            kube = acting_for(self.kube, hr)
+            for obj in parse_manifest(stored.manifest, hr.target_namespace):
+                live = await kube.get_object(obj.api_version, obj.kind, obj.namespace, obj.name)
+                drift = find_drift(obj, live)
+                if drift is not None:
+                    drifts.append(drift)
+        except KubeError as error:
+            log.warning("drift check of %s/%s failed: %s", hr.target_namespace, hr.release_name, error)
+            return None
+        return drifts
+
+    async def _antecedent(self, hr: HelmRelease, namespace: str, release: str, revision: int) -> str | None:
+        """Flux v1's owner mark on the release's objects. The stored manifest names them, and whoever may write
+        Helm's storage may write it: read them as the HelmRelease's ServiceAccount, skipping what it may not read."""
+        stored = await self.kube.stored_release(namespace, release, revision)
+        if stored is None:
+            return None
+        kube = acting_for(self.kube, hr)
+        for obj in parse_manifest(stored.manifest, namespace)[:ANTECEDENT_PROBES]:
+            try:
+                live = await kube.get_object(obj.api_version, obj.kind, obj.namespace, obj.name)
+            except Forbidden:
+                continue
+            annotations = ((live or {}).get("metadata") or {}).get("annotations") or {}
+            if annotations.get(ANTECEDENT_ANNOTATION):
+                return str(annotations[ANTECEDENT_ANNOTATION])
+        return None
+
+
+def _observed(entry: IndexedRelease, ownership: Ownership, owner: str | None) -> ObservedRelease:
+    return ObservedRelease(
+        revision=entry.revision,
+        status=helm_status(entry.status),
+        ownership=ownership,
+        owner=owner,
+        digest_label=entry.digest_label,
+    )

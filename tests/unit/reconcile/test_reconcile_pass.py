@@ -1,0 +1,505 @@
+"""The production reconcile pass (`Reconciler.reconcile`), driven against in-memory Helm and Kubernetes.
+
+Each test applies a HelmRelease, runs passes as kopf would (a handler call, a retry, a resync) and checks what the
+user sees (the Event reasons of each pass, the status, the error that asks kopf for a retry) and what Helm holds.
+This is where the loop's rules show: no action twice in one pass (a rollback's retry is the next pass's), no hot
+loop on a failing configuration, retries at most `maxRetries`, a cluster's failure retried by itself with backoff,
+a deploy Helm finished before a crash recorded rather than repeated.
+
+Most tests run twice: with the release index behind the pass (it shows Helm's storage as the pass began, so the
+pass decides on what its own actions reported) and with an index that has always caught up.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.unit.reconcile.fakes import (
+    Clock,
+    FakeCharts,
+    FakeHelm,
+    FakeKube,
+    LiveIndex,
+    NoUrls,
+    OperatorKilled,
+    ReleaseIndex,
+    StoredRevision,
+)
+
+from helmrelease.api.constants import ConditionStatus, ConditionType, HelmStatus, Reason
+from helmrelease.api.ownership import ANTECEDENT_ANNOTATION
+from helmrelease.api.status import HelmReleaseStatus
+from helmrelease.reconcile.errors import ReconcileError
+from helmrelease.reconcile.releases import owner_labels
+from helmrelease.reconcile.service import MAX_STEPS, RETRY_SOON, Reconciler
+from helmrelease.reconcile.settings import OperatorSettings
+
+NAME, NAMESPACE, RELEASE = "web", "apps", "apps-web"
+BAD = {"replicas": -1}
+GOOD = {"replicas": 2}
+TESTS_FAIL = {"replicas": 3, "probe": "broken"}
+MANIFEST = """\
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: web-config
+data:
+  greeting: hello
+"""
+
+
+def rejects(values: Mapping[str, Any]) -> bool:
+    return bool(values.get("replicas", 1) < 0)
+
+
+def probe_is_broken(values: Mapping[str, Any]) -> bool:
+    return values.get("probe") == "broken"
+
+
+@dataclass(frozen=True)
+class Pass:
+    """What one pass showed: the reasons of its Events, in order, and the error it raised for kopf (if any)."""
+
+    events: list[str]
+    error: ReconcileError | None = None
+
+    @property
+    def retry_after(self) -> float | None:
+        return self.error.retry_after if self.error is not None else None
+
+
+@dataclass
+class Harness:
+    tmp: Path
+    index_type: type[ReleaseIndex] = ReleaseIndex
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.helm = FakeHelm()
+        self.helm.state.rejects = rejects
+        self.helm.state.tests_fail = probe_is_broken
+        self.kube = FakeKube(self.helm)
+        self.index = self.index_type(self.helm)
+        self.clock = Clock()
+        (self.tmp / "chart").mkdir(exist_ok=True)
+        self.reconciler = Reconciler(
+            kube=self.kube,
+            helm=self.helm,
+            charts=FakeCharts(self.tmp / "chart"),
+            urls=NoUrls(),
+            settings=OperatorSettings(state_dir=self.tmp / "state", **self.settings),
+            clock=self.clock,
+        )
+
+    def apply(self, values: Mapping[str, Any] | None = None, **spec: Any) -> None:
+        """Create the HelmRelease, or change its spec (the generation moves, the status stays)."""
+        key = (NAMESPACE, NAME)
+        current = self.kube.state.helmreleases.get(key)
+        generation = current["metadata"]["generation"] + 1 if current else 1
+        body = copy.deepcopy(current) if current else {"status": {}}
+        body.update(
+            apiVersion="helm.fluxcd.io/v1",
+            kind="HelmRelease",
+            metadata={"name": NAME, "namespace": NAMESPACE, "uid": "uid-web", "generation": generation},
+            spec={
+                "chart": {"repository": "https://charts.example/", "name": "podinfo", "version": "6.5.0"},
+                "values": dict(GOOD if values is None else values),
+                **spec,
+            },
+        )
+        self.kube.state.helmreleases[key] = body
+
+    async def reconcile(self, *, check_drift: bool = False) -> Pass:
+        """One pass, as a handler call: the index has caught up with everything before it."""
+        self.index.sync()
+        seen = len(self.kube.state.events)
+        body = await self.kube.get_helmrelease(NAMESPACE, NAME)
+        try:
+            await self.reconciler.reconcile(body, self.index, check_drift=check_drift)
+        except ReconcileError as error:
+            return Pass(self.reasons(seen), error)
+        return Pass(self.reasons(seen))
+
+    async def finalize(self) -> Pass:
+        self.index.sync()
+        seen = len(self.kube.state.events)
+        body = await self.kube.get_helmrelease(NAMESPACE, NAME)
+        try:
+            await self.reconciler.finalize(body, self.index)
+        except ReconcileError as error:
+            return Pass(self.reasons(seen), error)
+        return Pass(self.reasons(seen))
+
+    def reasons(self, since: int = 0) -> list[str]:
+        return [reason for _, _, reason, _ in self.kube.state.events[since:]]
+
+    def messages(self, reason: str) -> list[str]:
+        return [message for _, _, said, message in self.kube.state.events if said == reason]
+
+    @property
+    def status(self) -> HelmReleaseStatus:
+        return HelmReleaseStatus.model_validate(self.kube.state.helmreleases[NAMESPACE, NAME]["status"])
+
+    def condition(self, condition_type: ConditionType) -> tuple[str, str] | None:
+        found = self.status.condition(condition_type)
+        return None if found is None else (found.status, found.reason)
+
+    def revisions(self, name: str = RELEASE) -> list[tuple[int, HelmStatus]]:
+        return [(r.number, r.status) for r in self.helm.revisions(NAMESPACE, name)]
+
+
+@pytest.fixture(params=[ReleaseIndex, LiveIndex], ids=["index-behind", "index-caught-up"])
+def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Harness:
+    index_type: type[ReleaseIndex] = request.param
+    return Harness(tmp_path, index_type)
+
+
+READY = (ConditionStatus.TRUE, Reason.INSTALL_SUCCEEDED)
+
+
+async def test_an_install_then_rest_and_a_resync_costs_nothing(harness: Harness) -> None:
+    harness.apply()
+    assert await harness.reconcile() == Pass([Reason.INSTALL_SUCCEEDED])
+    assert harness.revisions() == [(1, HelmStatus.DEPLOYED)]
+    assert (harness.status.observed_generation, harness.status.helm_revision) == (1, 1)
+    assert harness.condition(ConditionType.READY) == READY
+    writes, operations = len(harness.kube.state.status_writes), harness.helm.operations()
+    assert await harness.reconcile() == Pass([])
+    assert harness.helm.operations() == operations, "a resync of an unchanged release runs no helm"
+    assert len(harness.kube.state.status_writes) == writes, "and writes no status"
+
+
+async def test_new_values_upgrade_once(harness: Harness) -> None:
+    harness.apply()
+    await harness.reconcile()
+    harness.apply({"replicas": 4})
+    assert await harness.reconcile() == Pass([Reason.UPGRADE_SUCCEEDED])
+    assert await harness.reconcile() == Pass([])
+    assert harness.revisions() == [(1, HelmStatus.SUPERSEDED), (2, HelmStatus.DEPLOYED)]
+    assert harness.helm.state.values[NAMESPACE, RELEASE, 2] == {"replicas": 4}
+
+
+async def test_drift_is_corrected_once(harness: Harness) -> None:
+    harness.helm.state.manifest = MANIFEST
+    harness.apply()
+    await harness.reconcile()
+    live = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "web-config"},
+        "data": {"greeting": "edited"},
+    }
+    harness.kube.state.objects["ConfigMap", NAMESPACE, "web-config"] = live
+    assert await harness.reconcile(check_drift=True) == Pass(
+        [Reason.DRIFT_DETECTED, Reason.UPGRADE_SUCCEEDED]
+    )
+    assert harness.messages(Reason.DRIFT_DETECTED) == [
+        f"Drift in release {RELEASE}: ConfigMap apps/web-config changed at .data.greeting; correcting it"
+    ]
+    assert harness.status.last_drift_check == harness.clock.now
+    harness.kube.state.objects["ConfigMap", NAMESPACE, "web-config"]["data"]["greeting"] = "hello"  # helm did
+    assert await harness.reconcile(check_drift=True) == Pass([])
+    assert harness.revisions()[-1] == (2, HelmStatus.DEPLOYED)
+
+
+async def test_a_failed_upgrade_without_rollback_waits_for_a_change(harness: Harness) -> None:
+    harness.apply()
+    await harness.reconcile()
+    harness.apply(BAD)
+    assert await harness.reconcile() == Pass([Reason.UPGRADE_FAILED])
+    assert await harness.reconcile() == Pass([]), "not retried: helm would fail the same way"
+    assert await harness.reconcile(check_drift=True) == Pass([]), "drift does not restart it either"
+    assert harness.status.observed_generation == 2
+    assert harness.condition(ConditionType.READY) == (ConditionStatus.FALSE, Reason.UPGRADE_FAILED)
+    harness.apply(BAD, timeout=120)
+    assert await harness.reconcile() == Pass([Reason.UPGRADE_FAILED]), "a change of the spec tries once more"
+    harness.apply({"replicas": 3})
+    assert await harness.reconcile() == Pass([Reason.UPGRADE_SUCCEEDED])
+    assert harness.helm.operations() == ["install", "upgrade", "upgrade", "upgrade"]
+
+
+FAILED_AND_ROLLED_BACK = [Reason.UPGRADE_FAILED, Reason.ROLLBACK_SUCCEEDED]
+
+
+@pytest.mark.parametrize("max_retries", [1, 2])
+async def test_each_retry_after_a_rollback_is_the_next_pass_until_max_retries(
+    harness: Harness, max_retries: int
+) -> None:
+    """Never the same action twice in a pass: the retry upgrade is planned, handed to kopf, and run next pass."""
+    rollback = {"enable": True, "retry": True, "maxRetries": max_retries}
+    harness.apply(rollback=rollback)
+    await harness.reconcile()
+    harness.apply(BAD, rollback=rollback)
+    for retry in range(1, max_retries + 1):
+        ran = await harness.reconcile()
+        assert ran.events == FAILED_AND_ROLLED_BACK
+        assert ran.error is not None
+        assert (ran.error.reason, ran.retry_after) == (Reason.RETRY_AFTER_ROLLBACK, RETRY_SOON)
+        assert f"retry {retry} of at most {max_retries}" in str(ran.error)
+    assert await harness.reconcile() == Pass([*FAILED_AND_ROLLED_BACK, Reason.RETRIES_EXHAUSTED])
+    assert harness.status.rollback_count == max_retries + 1
+    assert await harness.reconcile() == Pass([])
+    rollbacks = max_retries + 1
+    assert harness.revisions()[-1] == (1 + 2 * rollbacks, HelmStatus.DEPLOYED)
+    assert harness.condition(ConditionType.READY) == (ConditionStatus.FALSE, Reason.RETRIES_EXHAUSTED)
+
+
+async def test_a_rollback_without_retry_waits_for_a_change_which_resets_the_count(harness: Harness) -> None:
+    harness.apply(rollback={"enable": True})
+    await harness.reconcile()
+    harness.apply(BAD, rollback={"enable": True})
+    assert await harness.reconcile() == Pass([*FAILED_AND_ROLLED_BACK, Reason.WAITING_FOR_CHANGE])
+    assert harness.status.rollback_count == 1
+    harness.apply({"replicas": 3}, rollback={"enable": True})
+    assert await harness.reconcile() == Pass([Reason.UPGRADE_SUCCEEDED])
+    assert harness.status.rollback_count == 0
+
+
+async def test_a_failed_test_rolls_back_and_waits(harness: Harness) -> None:
+    spec = {"test": {"enable": True, "cleanup": True}, "rollback": {"enable": True}}
+    harness.apply(**spec)
+    assert await harness.reconcile() == Pass([Reason.INSTALL_SUCCEEDED, Reason.TEST_SUCCEEDED])
+    harness.apply(TESTS_FAIL, **spec)
+    assert await harness.reconcile() == Pass(
+        [Reason.UPGRADE_SUCCEEDED, Reason.TEST_FAILED, Reason.ROLLBACK_SUCCEEDED, Reason.WAITING_FOR_CHANGE]
+    )
+    assert harness.status.last_applied_digest is None, "what runs now is the older revision"
+    assert harness.revisions()[-1] == (3, HelmStatus.DEPLOYED)
+    assert harness.helm.revisions(NAMESPACE, RELEASE)[-1].description == "Rollback to 1"
+    assert await harness.reconcile() == Pass([])
+    assert harness.kube.state.deleted_pods == [(NAMESPACE, f"{RELEASE}-test", None)] * 2, "test.cleanup"
+
+
+async def test_an_ignored_test_failure_settles_ready(harness: Harness) -> None:
+    harness.apply(TESTS_FAIL, test={"enable": True, "ignoreFailures": True})
+    assert await harness.reconcile() == Pass([Reason.INSTALL_SUCCEEDED, Reason.TEST_FAILED])
+    assert harness.condition(ConditionType.TESTED) == (ConditionStatus.FALSE, Reason.TEST_FAILURE_IGNORED)
+    assert harness.condition(ConditionType.READY) == READY
+    assert await harness.reconcile() == Pass([])
+
+
+async def test_an_interrupted_upgrade_is_unlocked_then_upgraded(harness: Harness) -> None:
+    harness.apply()
+    await harness.reconcile()
+    ours = owner_labels(NAMESPACE, NAME)
+    harness.helm.revisions(NAMESPACE, RELEASE).append(StoredRevision(2, HelmStatus.PENDING_UPGRADE, ours))
+    harness.apply({"replicas": 4})
+    assert await harness.reconcile() == Pass([Reason.UNLOCKED, Reason.UPGRADE_SUCCEEDED])
+    assert harness.helm.operations() == ["install", "rollback", "upgrade"]
+    assert harness.revisions()[-1] == (4, HelmStatus.DEPLOYED)
+
+
+async def test_an_unmarked_release_is_adopted_by_one_upgrade(harness: Harness) -> None:
+    """The adoption is the upgrade (recorded as one): the release is then in sync, with no second upgrade."""
+    harness.helm.put(NAMESPACE, RELEASE, StoredRevision(1, HelmStatus.DEPLOYED, {}))
+    harness.apply()
+    assert await harness.reconcile() == Pass([Reason.ADOPTED])
+    assert harness.helm.operations() == ["adopt"]
+    assert harness.helm.revisions(NAMESPACE, RELEASE)[-1].labels == owner_labels(
+        NAMESPACE, NAME, harness.status.last_applied_digest
+    )
+    assert await harness.reconcile() == Pass([])
+
+
+@pytest.mark.parametrize(
+    ("antecedent", "events"),
+    [
+        pytest.param("apps:helmrelease/web", [Reason.UPGRADE_SUCCEEDED], id="flux-v1-ours"),
+        pytest.param("apps:helmrelease/other", [Reason.OWNED_BY_OTHER], id="flux-v1-theirs"),
+    ],
+)
+async def test_a_release_flux_v1_marked_is_judged_by_its_antecedent(
+    harness: Harness, antecedent: str, events: list[str]
+) -> None:
+    harness.helm.state.manifest = MANIFEST
+    harness.helm.put(NAMESPACE, RELEASE, StoredRevision(1, HelmStatus.DEPLOYED, {}, manifest=MANIFEST))
+    live = {
+        "kind": "ConfigMap",
+        "metadata": {"name": "web-config", "annotations": {ANTECEDENT_ANNOTATION: antecedent}},
+    }
+    harness.kube.state.objects["ConfigMap", NAMESPACE, "web-config"] = live
+    harness.apply()
+    assert (await harness.reconcile()).events == events
+
+
+async def test_the_release_of_another_helmrelease_is_never_touched(harness: Harness) -> None:
+    theirs = StoredRevision(1, HelmStatus.DEPLOYED, owner_labels("apps", "other"))
+    harness.helm.put(NAMESPACE, RELEASE, theirs)
+    harness.apply()
+    assert await harness.reconcile() == Pass([Reason.OWNED_BY_OTHER])
+    assert harness.messages(Reason.OWNED_BY_OTHER) == [
+        f"Helm release {NAMESPACE}/{RELEASE} belongs to apps:helmrelease/other; it is left alone. Set a "
+        "different releaseName or targetNamespace, or delete the other HelmRelease"
+    ]
+    assert await harness.reconcile() == Pass([]), "said once"
+    assert await harness.finalize() == Pass([Reason.NOT_OURS])
+    assert harness.helm.operations() == []
+
+
+async def test_deleting_uninstalls_our_release(harness: Harness) -> None:
+    harness.apply()
+    await harness.reconcile()
+    assert await harness.finalize() == Pass([Reason.UNINSTALLED])
+    assert harness.revisions() == []
+
+
+async def test_a_failure_of_the_cluster_is_retried_by_itself_with_backoff(harness: Harness) -> None:
+    """A full quota: once it is raised, no change to the HelmRelease is needed, and no rollback is made."""
+    harness.apply(rollback={"enable": True})
+    await harness.reconcile()
+    harness.apply({"replicas": 4}, rollback={"enable": True})
+    harness.helm.state.cluster_down = True
+    first = await harness.reconcile()
+    assert (first.events, first.retry_after) == ([Reason.UPGRADE_FAILED], 10)
+    harness.clock.advance(3)
+    assert (await harness.reconcile()).retry_after == 7, "a resync before the retry is due waits the rest"
+    harness.clock.advance(7)
+    second = await harness.reconcile()
+    assert (second.events, second.retry_after) == ([Reason.UPGRADE_FAILED], 20), "twice as long"
+    assert harness.status.cluster_failures == 2
+    harness.helm.state.cluster_down = False
+    harness.clock.advance(20)
+    assert await harness.reconcile() == Pass([Reason.UPGRADE_SUCCEEDED])
+    status = harness.status
+    assert (status.retry_at, status.cluster_failures, status.rollback_count) == (None, 0, 0)
+    assert status.observed_generation == 2
+    assert "rollback" not in harness.helm.operations()
+
+
+async def test_a_failure_of_the_cluster_on_install_is_retried_by_upgrading(harness: Harness) -> None:
+    harness.helm.state.cluster_down = True
+    harness.apply()
+    first = await harness.reconcile()
+    assert (first.events, first.retry_after) == ([Reason.INSTALL_FAILED], 10)
+    assert harness.messages(Reason.INSTALL_FAILED)[0].endswith(
+        "the cluster caused this, not the configuration: trying again at 2026-03-01T12:00:10Z (attempt 2)"
+    )
+    harness.helm.state.cluster_down = False
+    harness.clock.advance(10)
+    assert await harness.reconcile() == Pass([Reason.UPGRADE_SUCCEEDED]), "helm keeps the failed install"
+    assert harness.helm.operations() == ["install", "upgrade"]
+
+
+async def test_a_change_while_a_retry_is_planned_goes_ahead_at_once(harness: Harness) -> None:
+    harness.helm.state.cluster_down = True
+    harness.apply()
+    await harness.reconcile()
+    harness.helm.state.cluster_down = False
+    harness.apply(timeout=120)
+    assert await harness.reconcile() == Pass([Reason.UPGRADE_SUCCEEDED])
+
+
+@pytest.mark.parametrize("killed_in", ["install", "upgrade"])
+async def test_a_deploy_helm_finished_before_a_crash_is_recorded_not_repeated(
+    harness: Harness, killed_in: str
+) -> None:
+    """The digest label on the revision tells the next operator what it holds."""
+    spec = {"test": {"enable": True}}
+    if killed_in == "upgrade":
+        harness.apply(**spec)
+        await harness.reconcile()
+    harness.apply({"replicas": 5}, **spec)
+    harness.helm.state.killed_after = killed_in
+    with pytest.raises(OperatorKilled):
+        await harness.reconcile()
+    assert harness.status.phase in ("Installing", "Upgrading"), "the outcome was never recorded"
+    revisions = len(harness.revisions())
+    assert await harness.reconcile() == Pass([Reason.ALREADY_APPLIED, Reason.TEST_SUCCEEDED])
+    assert len(harness.revisions()) == revisions, "no second revision of the same chart and values"
+    assert harness.helm.operations()[-1] == "test"
+    assert harness.status.last_applied_digest is not None
+    assert await harness.reconcile() == Pass([])
+
+
+async def test_a_renamed_release_is_uninstalled_then_installed_under_its_new_name(harness: Harness) -> None:
+    harness.apply()
+    await harness.reconcile()
+    harness.apply(releaseName="web-v2")
+    assert await harness.reconcile() == Pass([Reason.UNINSTALLED, Reason.INSTALL_SUCCEEDED])
+    assert (harness.revisions(), harness.revisions("web-v2")) == ([], [(1, HelmStatus.DEPLOYED)])
+    assert (harness.status.release_namespace, harness.status.release_name) == (NAMESPACE, "web-v2")
+    assert await harness.reconcile() == Pass([])
+
+
+async def test_helm_errors_quote_no_value_that_came_from_a_secret(harness: Harness) -> None:
+    harness.kube.state.secrets[NAMESPACE, "db"] = {"values.yaml": "password: hunter22"}
+    harness.apply(BAD, valuesFrom=[{"secretKeyRef": {"name": "db"}}])
+    assert await harness.reconcile() == Pass([Reason.INSTALL_FAILED])
+    (message,) = harness.messages(Reason.INSTALL_FAILED)
+    assert "('password', '***')" in message
+    assert "hunter22" not in str(harness.kube.state.helmreleases), "not in the status either"
+
+
+async def test_a_missing_values_secret_stops_the_pass_before_helm(harness: Harness) -> None:
+    harness.apply(valuesFrom=[{"secretKeyRef": {"name": "db"}}])
+    ran = await harness.reconcile()
+    assert ran.events == [Reason.VALUES_ERROR]
+    assert ran.error is not None
+    assert (ran.error.temporary, ran.retry_after) == (True, 120)
+    assert str(ran.error) == "Secret db key values.yaml in namespace apps does not exist"
+    again = await harness.reconcile()
+    assert (again.events, str(again.error)) == ([], str(ran.error)), "reported once while it lasts"
+    assert harness.helm.operations() == []
+
+
+async def test_an_invalid_helmrelease_is_reported_once_and_not_retried(harness: Harness) -> None:
+    harness.apply(timeout=0)
+    ran = await harness.reconcile()
+    assert ran.events == [Reason.INVALID_SPEC]
+    assert ran.error is not None
+    assert not ran.error.temporary
+    assert harness.status.observed_generation == 1
+    assert (await harness.reconcile()).events == []
+
+
+async def test_helm_acts_as_the_service_account_the_helmrelease_names(harness: Harness) -> None:
+    harness.kube.state.service_accounts.add((NAMESPACE, "deployer"))
+    harness.apply(serviceAccountName="deployer", test={"enable": True, "cleanup": True})
+    assert await harness.reconcile() == Pass([Reason.INSTALL_SUCCEEDED, Reason.TEST_SUCCEEDED])
+    tenant = "ServiceAccount apps/deployer"
+    assert {identity for _, _, identity in harness.helm.state.calls} == {tenant}
+    assert harness.kube.state.deleted_pods == [(NAMESPACE, f"{RELEASE}-test", tenant)]
+
+
+async def test_a_missing_service_account_stops_the_pass(harness: Harness) -> None:
+    harness.apply(serviceAccountName="deployer")
+    ran = await harness.reconcile()
+    assert ran.events == [Reason.SERVICE_ACCOUNT_NOT_FOUND]
+    assert str(ran.error) == (
+        "ServiceAccount apps/deployer does not exist; create it or fix spec.serviceAccountName"
+    )
+    assert harness.helm.operations() == []
+
+
+async def test_the_longest_pass_fits_in_max_steps(tmp_path: Path) -> None:
+    """Every action the plan can chain in one pass, once: uninstall-previous, an adoption that fails and leaves the
+    release pending, unlock, upgrade, a failing test, rollback; the seventh plan (the retry) goes to the next pass.
+
+    With an index behind the pass (the chain depends on the operator's own view of the unlocked release).
+    """
+    harness = Harness(tmp_path, ReleaseIndex)
+    rollback = {"enable": True, "retry": True}
+    harness.apply(TESTS_FAIL, test={"enable": True}, rollback=rollback)
+    body = harness.kube.state.helmreleases[NAMESPACE, NAME]
+    body["status"] = {"releaseName": "web-old", "releaseNamespace": NAMESPACE}
+    harness.helm.put(
+        NAMESPACE, "web-old", StoredRevision(1, HelmStatus.DEPLOYED, owner_labels(NAMESPACE, NAME))
+    )
+    harness.helm.put(NAMESPACE, RELEASE, StoredRevision(1, HelmStatus.DEPLOYED, {}))
+    harness.helm.state.leaves_pending = 1
+    ran = await harness.reconcile()
+    assert ran.events[:2] == [Reason.UNINSTALLED, Reason.ADOPT_FAILED]
+    assert ran.events[2:] == [
+        Reason.UNLOCKED,
+        Reason.UPGRADE_SUCCEEDED,
+        Reason.TEST_FAILED,
+        Reason.ROLLBACK_SUCCEEDED,
+    ]
+    assert len(ran.events) + 1 <= MAX_STEPS
+    assert ran.error is not None
+    assert ran.error.reason == Reason.RETRY_AFTER_ROLLBACK
