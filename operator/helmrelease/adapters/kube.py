@@ -26,10 +26,8 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
 from helmrelease.api import bounded_json
+from helmrelease.api.constants import GROUP, PLURAL, VERSION
 
-GROUP = "helm.fluxcd.io"
-VERSION = "v1"
-PLURAL = "helmreleases"
 COMPONENT = "helmrelease-operator"
 #: Impersonating clients kept at once (one per tenant ServiceAccount in use; the oldest unused goes first).
 IMPERSONATED_CLIENTS = 256

@@ -17,7 +17,7 @@ import kopf
 from kopf._core.intents.registries import SmartOperatorRegistry
 
 from helmrelease.adapters.kube import KubeError, ObjectRef
-from helmrelease.api.constants import API_VERSION, KIND, Reason
+from helmrelease.api.constants import API_VERSION, GROUP, KIND, PLURAL, VERSION, Reason
 from helmrelease.handlers.bookkeeping import (
     DigestDiffBaseStorage,
     TolerantProgressStorage,
@@ -29,7 +29,6 @@ from helmrelease.reconcile.releases import IndexedRelease, ReleaseIndexView, rel
 from helmrelease.reconcile.service import Reconciler
 from helmrelease.reconcile.settings import OperatorSettings
 
-GROUP, VERSION, PLURAL = "helm.fluxcd.io", "v1", "helmreleases"
 FINALIZER = "helm.fluxcd.io/finalizer"
 ANNOTATIONS_PREFIX = "helmrelease.helm.fluxcd.io"
 #: Unreadable annotations remembered as reported (a hostile tenant could garble them endlessly).
