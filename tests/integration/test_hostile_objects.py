@@ -213,8 +213,17 @@ def test_a_garbled_bookkeeping_annotation_is_ignored_and_named_once(
 ) -> None:
     operator = start_operator()
     create_hr(custom, namespace, helmrelease("web", app_chart, {"message": "one"}))
-    hr = wait_for_hr(custom, namespace, "web", ready, operator=operator, what="Ready")
-    assert f"{PREFIX}/last-handled-configuration" in hr["metadata"]["annotations"]
+    # kopf writes its diff base after the handler has written the status: wait for both.
+    wait_for_hr(
+        custom,
+        namespace,
+        "web",
+        lambda hr: (
+            ready(hr) and f"{PREFIX}/last-handled-configuration" in hr["metadata"].get("annotations", {})
+        ),
+        operator=operator,
+        what="Ready, with kopf's diff base written",
+    )
     path = "/metadata/annotations/" + annotation.replace("~", "~0").replace("/", "~1")
     # What a botched `kubectl apply` or a copy of `kubectl get -o yaml` can leave.
     garbled = [{"op": operation, "path": path, "value": '{"spec": {"values": {"message": "one"}'}]
