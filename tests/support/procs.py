@@ -142,7 +142,8 @@ class Process:
     def kill(self) -> None:
         """SIGKILL the process and every descendant at once, as when a container dies with everything in it.
 
-        Descendants in other sessions (helm runs in its own process group) are found through /proc first.
+        Descendants in other sessions (helm runs in its own process group) are found through /proc first. Returns
+        once none of them can run any more: nothing the process started can still change anything.
         """
         if self.popen is None:
             return

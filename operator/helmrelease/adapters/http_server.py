@@ -14,6 +14,8 @@ from aiohttp import web
 
 @dataclass(frozen=True)
 class Reply:
+    """What a route answers: an HTTP status, the body and its content type."""
+
     status: int
     body: bytes
     content_type: str = "text/plain; charset=utf-8"
