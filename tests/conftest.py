@@ -19,6 +19,7 @@ from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
 from helmrelease.api import bounded_json
+from helmrelease.api.constants import GROUP, PLURAL, VERSION
 from tests.support import charts as charts_mod
 from tests.support import cluster as cluster_mod
 from tests.support import controlplane as controlplane_mod
@@ -110,17 +111,15 @@ def namespace(
     yield name
     with contextlib.suppress(ApiException):
         # Undecoded by the client and decoded bounded: a test may leave HelmReleases nested 10,000 deep.
-        listed = custom.list_namespaced_custom_object(
-            "helm.fluxcd.io", "v1", name, "helmreleases", _preload_content=False
-        )
+        listed = custom.list_namespaced_custom_object(GROUP, VERSION, name, PLURAL, _preload_content=False)
         releases = bounded_json.loads(listed.data)
         for item in releases.get("items", []):
             if item["metadata"].get("finalizers"):
                 custom.patch_namespaced_custom_object(
-                    "helm.fluxcd.io",
-                    "v1",
+                    GROUP,
+                    VERSION,
                     name,
-                    "helmreleases",
+                    PLURAL,
                     item["metadata"]["name"],
                     [{"op": "remove", "path": "/metadata/finalizers"}],
                     _content_type="application/json-patch+json",

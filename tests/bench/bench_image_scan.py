@@ -39,6 +39,7 @@ from prometheus_client import CollectorRegistry
 
 from helmrelease.adapters.kube import KubeClient
 from helmrelease.adapters.registry import RegistryConfig, RegistryMetrics
+from helmrelease.api.constants import GROUP, PLURAL, VERSION
 from helmrelease.automation import AutomationMetrics, ImagePolicyService, ImagePolicySettings, RegistryPool
 from helmrelease.cli.image_policy import DEFAULT_CACHE_ENTRIES
 from helmrelease.images.policy import DEFAULT_POLICY, TagOrder, parse_policy
@@ -384,9 +385,7 @@ def main() -> None:
                 namespace, k8s.V1ServiceAccount(metadata=k8s.V1ObjectMeta(name="default"))
             )
             for body in helmreleases(reg.host, repositories, RELEASES):
-                custom.create_namespaced_custom_object(
-                    "helm.fluxcd.io", "v1", namespace, "helmreleases", body
-                )
+                custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
             api.close()
             print("running two scan cycles in a child process", flush=True)
             child = subprocess.run(

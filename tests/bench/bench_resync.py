@@ -24,6 +24,7 @@ from tests.support.helmtool import Helm
 from tests.support.kubectl import kubectl
 from tests.support.operator import GROUP, PLURAL, VERSION, Operator, helmrelease, ready
 from tests.support.procs import REPO_ROOT, binary
+from tests.support.wait import eventually
 
 RELEASES = int(os.environ.get("BENCH_RELEASES", "100"))
 #: Seconds between resyncs in the benchmark (the default is 300; jitter adds up to 10%).
@@ -66,12 +67,15 @@ def _process_tree_rss(pid: int) -> int:
 
 def _wait_all(custom: k8s.CustomObjectsApi, predicate, timeout: float, operator: Operator) -> float:  # type: ignore[no-untyped-def]
     started = time.monotonic()
-    while time.monotonic() - started < timeout:
+
+    def arrived() -> bool:
         items = custom.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL)["items"]
-        if len(items) == RELEASES and all(predicate(item) for item in items):
-            return time.monotonic() - started
-        time.sleep(0.5)
-    raise TimeoutError(f"HelmReleases did not get there in time:\n{operator.tail(30)}")
+        return len(items) == RELEASES and all(predicate(item) for item in items)
+
+    eventually(
+        arrived, timeout, f"all {RELEASES} HelmReleases", interval=0.5, context=lambda: operator.tail(30)
+    )
+    return time.monotonic() - started
 
 
 def main() -> None:

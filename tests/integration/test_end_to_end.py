@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ from tests.support.operator import (
     wait_for_hr,
 )
 from tests.support.registry import ImagePusher, Registry, utc
+from tests.support.wait import eventually
 
 pytestmark = pytest.mark.usefixtures("crd_installed", "node_simulator")
 
@@ -95,17 +95,21 @@ def test_new_tag_reaches_the_deployment(
             operator=operator,
             what="tag 1.0.1 deployed",
         )
-        deadline = time.monotonic() + 60
-        while deployed_image() != f"{image}:1.0.1":
-            assert time.monotonic() < deadline, operator.tail()
-            time.sleep(0.5)
+        eventually(
+            lambda: deployed_image() == f"{image}:1.0.1",
+            60,
+            "the Deployment to run 1.0.1",
+            context=operator.tail,
+        )
         # A newer patch release appears: one more cycle, one more upgrade.
         pusher.push(repository, "1.0.2", created=utc(0))
         pusher.push(repository, "1.1.0", created=utc(0))  # outside semver:~1.0, never chosen
-        deadline = time.monotonic() + 60
-        while deployed_image() != f"{image}:1.0.2":
-            assert time.monotonic() < deadline, operator.tail()
-            time.sleep(0.5)
+        eventually(
+            lambda: deployed_image() == f"{image}:1.0.2",
+            60,
+            "the Deployment to run 1.0.2",
+            context=operator.tail,
+        )
         hr = get_hr(custom, namespace, "web")
         assert hr["spec"]["values"]["image"] == {"repository": image, "tag": "1.0.2"}
         reasons = [reason for _, reason, _ in events_for(core, namespace, "web")]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import stat
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import pytest
 from kubernetes import client as k8s
 from tests.support.charts import ChartRepository
 from tests.support.helmtool import Helm
+from tests.support.wait import eventually
 
 from helmrelease.adapters import charts, helm
 
@@ -216,11 +216,13 @@ async def until_allowed(api_client: k8s.ApiClient, namespace: str, user: str) ->
         )
     )
     authorization = k8s.AuthorizationV1Api(api_client)
-    for _ in range(100):
-        if authorization.create_subject_access_review(review).status.allowed:
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{user} never got the bound rights")
+    await asyncio.to_thread(
+        eventually,
+        lambda: authorization.create_subject_access_review(review).status.allowed,
+        10,
+        f"{user} to get the bound rights",
+        interval=0.1,
+    )
 
 
 def running(pid: int) -> bool:
@@ -246,7 +248,7 @@ def helm_processes(release: str, executable: str) -> list[int]:
 
 
 async def test_cancelling_a_waiting_upgrade_stops_helm_and_removes_the_values(
-    adapter: helm.HelmCommand, fetch: Any, namespace: str
+    adapter: helm.HelmCommand, fetch: Any, namespace: str, core: k8s.CoreV1Api
 ) -> None:
     chart = await fetch("app", "0.2.0")
     await adapter.upgrade_install(
@@ -258,17 +260,16 @@ async def test_cancelling_a_waiting_upgrade_stops_helm_and_removes_the_values(
         adapter.upgrade_install("web", namespace, chart.path, secret_values, options, action=UPGRADE)
     )
 
-    deadline = time.monotonic() + 30
-    while not (values_files := list(adapter.settings.temp_root.glob("*/values.json"))) or not helm_processes(
-        "web", adapter.settings.executable
-    ):
-        assert time.monotonic() < deadline, "helm never started waiting"
-        await asyncio.sleep(0.1)
-    [values_file] = values_files
+    def waiting() -> bool:
+        """helm applied the new objects (the ConfigMap says the new message) and waits for the rollout."""
+        message = (core.read_namespaced_config_map("web", namespace).data or {}).get("message")
+        return message == "s3cret" and bool(helm_processes("web", adapter.settings.executable))
+
+    await asyncio.to_thread(eventually, waiting, 60, "helm to wait for the upgrade's rollout", interval=0.1)
+    [values_file] = list(adapter.settings.temp_root.glob("*/values.json"))
     assert stat.S_IMODE(values_file.stat().st_mode) == 0o600
     assert stat.S_IMODE(values_file.parent.stat().st_mode) == 0o700
     pids = helm_processes("web", adapter.settings.executable)
-    await asyncio.sleep(2)  # well into the wait for a rollout that never ends
 
     upgrade.cancel()
     with pytest.raises(asyncio.CancelledError):

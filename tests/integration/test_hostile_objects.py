@@ -11,7 +11,6 @@ import base64
 import json
 import os
 import re
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +34,7 @@ from tests.support.operator import (
     wait_for_hr,
 )
 from tests.support.registry import Registry
+from tests.support.wait import eventually
 
 from helmrelease.api import bounded_json
 from helmrelease.api.limits import VALUES_DEPTH_MAX
@@ -85,14 +85,19 @@ def wait_for_deep(
     *,
     timeout: float = 90,
 ) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        hr = get_bounded(custom, namespace, name)
-        if predicate(hr):
-            return hr
+    seen: dict[str, Any] = {}
+
+    def probe() -> dict[str, Any] | None:
         assert operator.process.running, operator.tail()
-        time.sleep(0.3)
-    raise AssertionError(f"{namespace}/{name} never got there; status {hr.get('status')}\n{operator.tail()}")
+        hr = seen["hr"] = get_bounded(custom, namespace, name)
+        return hr if predicate(hr) else None
+
+    return eventually(
+        probe,
+        timeout,
+        f"HelmRelease {namespace}/{name} to get there",
+        context=lambda: f"status: {seen.get('hr', {}).get('status')}\n{operator.tail()}",
+    )
 
 
 def too_deep(hr: dict[str, Any]) -> bool:
@@ -208,8 +213,17 @@ def test_a_garbled_bookkeeping_annotation_is_ignored_and_named_once(
 ) -> None:
     operator = start_operator()
     create_hr(custom, namespace, helmrelease("web", app_chart, {"message": "one"}))
-    hr = wait_for_hr(custom, namespace, "web", ready, operator=operator, what="Ready")
-    assert f"{PREFIX}/last-handled-configuration" in hr["metadata"]["annotations"]
+    # kopf writes its diff base after the handler has written the status: wait for both.
+    wait_for_hr(
+        custom,
+        namespace,
+        "web",
+        lambda hr: (
+            ready(hr) and f"{PREFIX}/last-handled-configuration" in hr["metadata"].get("annotations", {})
+        ),
+        operator=operator,
+        what="Ready, with kopf's diff base written",
+    )
     path = "/metadata/annotations/" + annotation.replace("~", "~0").replace("/", "~1")
     # What a botched `kubectl apply` or a copy of `kubectl get -o yaml` can leave.
     garbled = [{"op": operation, "path": path, "value": '{"spec": {"values": {"message": "one"}'}]

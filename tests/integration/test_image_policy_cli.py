@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -22,6 +21,7 @@ import pytest
 from tests.integration.test_image_policy import AUTOMATED, Releases, app, releases
 from tests.support.procs import REPO_ROOT, free_port
 from tests.support.registry import Registry
+from tests.support.wait import eventually
 
 from helmrelease.cli import main
 
@@ -153,11 +153,12 @@ def test_the_loop_serves_health_and_metrics_and_stops_on_sigterm(
 ) -> None:
     process, health_port, metrics_port = running_sidecar
     releases.create("hr", {"image": {"repository": app, "tag": "1.0.0"}}, SEMVER)
-    deadline = time.monotonic() + 60
-    while releases.values("hr")["image"]["tag"] != "1.0.5":
+
+    def moved() -> bool:
         assert process.poll() is None, process.communicate()[1]
-        assert time.monotonic() < deadline, "the loop did not update the release within 60s"
-        time.sleep(0.3)
+        return bool(releases.values("hr")["image"]["tag"] == "1.0.5")
+
+    eventually(moved, 60, "the loop to move hr to 1.0.5")
 
     assert _get(f"http://127.0.0.1:{health_port}/healthz") == (200, "ok\n")
     status, exposition = _get(f"http://127.0.0.1:{metrics_port}/metrics")

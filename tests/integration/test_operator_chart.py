@@ -8,7 +8,6 @@ import io
 import logging
 import os
 import re
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +17,7 @@ from kubernetes import client as k8s
 from ruamel.yaml import YAML
 from tests.support.helmtool import Helm
 from tests.support.procs import REPO_ROOT
+from tests.support.wait import eventually
 
 from helmrelease.cli import build_parser, parse
 from helmrelease.cli.image_policy import git_writeback
@@ -954,9 +954,11 @@ def test_installed_rbac_allows_what_the_operator_needs_and_no_more(
     assert helm.json("status", RELEASE, "--namespace", namespace)["info"]["status"] == "deployed"
 
     authorization = k8s.AuthorizationV1Api(api_client)
-    deadline = time.monotonic() + 15
-    while not is_allowed(authorization, namespace, PATCH_STATUS):  # RBAC caches catch up
-        assert time.monotonic() < deadline, "the installed RBAC never allowed patching helmreleases/status"
-        time.sleep(0.1)
+    eventually(  # RBAC caches catch up
+        lambda: is_allowed(authorization, namespace, PATCH_STATUS),
+        15,
+        "the installed RBAC to allow patching helmreleases/status",
+        interval=0.1,
+    )
     answers = {what: is_allowed(authorization, namespace, access) for what, (access, _) in checks.items()}
     assert answers == {what: expected for what, (_, expected) in checks.items()}

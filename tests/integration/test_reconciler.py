@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,8 +26,10 @@ from tests.support.operator import (
     ready,
     wait_for_condition,
     wait_for_hr,
+    wait_for_resyncs,
 )
 from tests.support.procs import binary
+from tests.support.wait import eventually
 
 pytestmark = pytest.mark.usefixtures("crd_installed", "node_simulator")
 
@@ -119,8 +120,7 @@ def test_unchanged_release_is_not_upgraded_on_resync(
     operator = start_operator(resync_interval=1)
     create(custom, namespace, helmrelease("steady", app_chart, {"message": "same"}))
     wait_for_hr(custom, namespace, "steady", ready, operator=operator)
-    time.sleep(6)  # several resyncs (1s, jittered)
-    assert operator.log().count("resync") >= 3, operator.tail()
+    wait_for_resyncs(custom, namespace, "steady", 3, operator=operator)
     revisions = [entry["revision"] for entry in history(helm, namespace, f"{namespace}-steady")]
     assert revisions == [1], operator.tail()
 
@@ -143,10 +143,12 @@ def test_values_from_config_map_change_triggers_upgrade(
     release = f"{namespace}-cm"
     assert config_map(core, namespace, release)["message"] == "v1"
     core.patch_namespaced_config_map("web-values", namespace, {"data": {"values.yaml": "message: v2\n"}})
-    deadline = time.monotonic() + 60
-    while config_map(core, namespace, release)["message"] != "v2":
-        assert time.monotonic() < deadline, operator.tail()
-        time.sleep(0.3)
+    eventually(
+        lambda: config_map(core, namespace, release)["message"] == "v2",
+        60,
+        "the upgrade to the ConfigMap's new values",
+        context=operator.tail,
+    )
 
 
 def test_failed_upgrade_rolls_back(
@@ -286,16 +288,18 @@ def test_drift_is_corrected_on_resync(
     release = f"{namespace}-drift"
     core.patch_namespaced_config_map(release, namespace, {"data": {"message": "edited by hand"}})
     core.delete_namespaced_service(release, namespace)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if config_map(core, namespace, release)["message"] == "declared":
-                core.read_namespaced_service(release, namespace)
-                break
-        except ApiException:
-            pass
-        assert time.monotonic() < deadline, operator.tail()
-        time.sleep(0.5)
+
+    def corrected() -> bool:
+        core.read_namespaced_service(release, namespace)  # 404 until it is back
+        return config_map(core, namespace, release)["message"] == "declared"
+
+    eventually(
+        corrected,
+        60,
+        "the edited ConfigMap and the deleted Service to be restored",
+        ignoring=(ApiException,),
+        context=operator.tail,
+    )
     assert "DriftDetected" in {reason for _, reason, _ in events_for(core, namespace, "drift")}
 
 
@@ -322,12 +326,14 @@ def test_operator_killed_mid_upgrade_recovers(
             }
         },
     )
-    deadline = time.monotonic() + 30
-    while history(helm, namespace, release)[-1]["status"] != "pending-upgrade":
-        assert time.monotonic() < deadline, operator.tail()
-        time.sleep(0.1)
-    operator.kill()
-    time.sleep(9)  # the orphaned helm child dies with the process group; nothing finishes the upgrade
+    eventually(
+        lambda: history(helm, namespace, release)[-1]["status"] == "pending-upgrade",
+        30,
+        "helm to hold the release in pending-upgrade",
+        interval=0.1,
+        context=operator.tail,
+    )
+    operator.kill()  # returns once the operator and its helm child are dead: nothing can finish the upgrade
     assert history(helm, namespace, release)[-1]["status"] == "pending-upgrade"
     restarted = start_operator()
     hr = wait_for_hr(
@@ -446,10 +452,12 @@ def test_deleting_a_renamed_helmrelease_uninstalls_the_release_it_made(
     patch(custom, namespace, "gone", {"releaseName": "second"})
     custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "gone")
     restarted = start_operator()
-    deadline = time.monotonic() + 60
-    while any(item["metadata"]["name"] == "gone" for item in list_hrs(custom, namespace)):
-        assert time.monotonic() < deadline, restarted.tail()
-        time.sleep(0.3)
+    eventually(
+        lambda: all(item["metadata"]["name"] != "gone" for item in list_hrs(custom, namespace)),
+        60,
+        "the deleted HelmRelease to be finalized by the restarted operator",
+        context=restarted.tail,
+    )
     assert releases_in(helm, namespace) == []
     assert any(
         reason == "Uninstalled" and f"{namespace}/first" in message
@@ -681,10 +689,12 @@ def test_deleting_during_a_long_install_cancels_helm_and_uninstalls(
         helmrelease("slow", app_chart, {"deploymentAnnotations": None}, wait=True, timeout=600),
     )
     release = f"{namespace}-slow"
-    deadline = time.monotonic() + 30
-    while not helm.json("list", "--namespace", namespace, "--pending"):
-        assert time.monotonic() < deadline, operator.tail()
-        time.sleep(0.2)
+    eventually(
+        lambda: helm.json("list", "--namespace", namespace, "--pending"),
+        30,
+        "the install to be under way (a pending release)",
+        context=operator.tail,
+    )
     delete_and_wait_gone(custom, namespace, "slow", timeout=60, operator=operator)
     assert helm.run("status", release, "--namespace", namespace, check=False).returncode != 0, (
         "release left behind"
@@ -703,10 +713,10 @@ def test_more_releases_than_workers_at_startup(
     for index in range(24):
         create(custom, namespace, helmrelease(f"m{index:02d}", app_chart, {"message": str(index)}))
     operator = start_operator()
-    deadline = time.monotonic() + 180
-    while True:
-        items = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]
-        if sum(ready(item) for item in items) == 24:
-            break
-        assert time.monotonic() < deadline, operator.tail()
-        time.sleep(1)
+    eventually(
+        lambda: sum(ready(item) for item in list_hrs(custom, namespace)) == 24,
+        180,
+        "all 24 HelmReleases to be Ready",
+        interval=1,
+        context=operator.tail,
+    )

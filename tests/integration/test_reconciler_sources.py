@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from tests.support.operator import (
     ready,
     wait_for_condition,
     wait_for_hr,
+    wait_for_resyncs,
 )
 from tests.support.registry import Registry
 
@@ -83,7 +83,7 @@ def test_git_chart_follows_commits_to_its_directory(
     # A commit elsewhere in the repository moves the branch but not the chart: no upgrade.
     (work / "README.md").write_text("changed\n")
     commit_and_push(work, "Docs only")
-    time.sleep(6)
+    wait_for_resyncs(custom, namespace, "gitapp", 2, operator=operator)  # the second one fetched that commit
     assert [e["revision"] for e in helm.json("history", release, "--namespace", namespace)] == [1], (
         operator.tail()
     )

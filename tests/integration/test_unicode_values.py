@@ -17,7 +17,7 @@ import pytest
 from kubernetes import client as k8s
 from tests.support.charts import ChartRepository
 from tests.support.helmtool import Helm
-from tests.support.operator import StartOperator, create_hr, helmrelease, ready, wait_for_hr
+from tests.support.operator import StartOperator, create_hr, get_hr, helmrelease, ready, wait_for_hr
 
 pytestmark = pytest.mark.usefixtures("crd_installed", "node_simulator")
 
@@ -52,7 +52,7 @@ def test_unicode_values_reach_the_release_unchanged(
     }
     chart = {"repository": chart_repo.url, "name": "app", "version": "0.1.0"}
     create_hr(custom, namespace, helmrelease("unicode", chart, values))
-    stored = custom.get_namespaced_custom_object("helm.fluxcd.io", "v1", namespace, "helmreleases", "unicode")
+    stored = get_hr(custom, namespace, "unicode")
     assert stored["spec"]["values"] == values  # the API server takes every one of them
 
     wait_for_hr(custom, namespace, "unicode", ready, operator=operator, what="Ready")

@@ -8,11 +8,12 @@ reconcile. It keeps running until Ctrl-C and prints how to point kubectl and hel
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
 import sys
-import time
+import threading
 from pathlib import Path
 
 from kubernetes import config as k8s_config
@@ -23,6 +24,7 @@ from tests.support.helmtool import Helm
 from tests.support.kubectl import kubectl
 from tests.support.nodesim import NodeSimulator
 from tests.support.procs import BIN_DIR, REPO_ROOT, Process, free_port, tail
+from tests.support.wait import NeverHappened, eventually
 
 DEMO_DIR = REPO_ROOT / ".demo"
 
@@ -138,16 +140,18 @@ def main(argv: list[str] | None = None) -> int:
         print(kubectl(plane.kubeconfig, "apply", "-n", "demo", "-f", "-", input_text=manifests), end="")
 
         _say("waiting for the releases to reconcile (kubectl get hr -n demo)")
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
+
+        def reconciled() -> bool:
             table = kubectl(plane.kubeconfig, "get", "hr", "-n", "demo", check=False)
             print(table, flush=True)
-            if table and all(" True " in line for line in table.splitlines()[1:] if line.strip()):
-                break
-            if not operator.running:
-                print(f"operator exited:\n{tail(operator.log_path)}")
-                return 1
-            time.sleep(5)
+            rows = [line for line in table.splitlines()[1:] if line.strip()]
+            return not operator.running or (bool(rows) and all(" True " in line for line in rows))
+
+        with contextlib.suppress(NeverHappened):  # the person can still look at what is there
+            eventually(reconciled, 180, "the example releases to be Ready", interval=5)
+        if not operator.running:
+            print(f"operator exited:\n{tail(operator.log_path)}")
+            return 1
         print(kubectl(plane.kubeconfig, "get", "deploy,svc,cm", "-n", "demo"))
 
         def app_image() -> str:
@@ -165,12 +169,15 @@ def main(argv: list[str] | None = None) -> int:
             return out.strip()
 
         def wait_image(tag: str) -> None:
-            deadline = time.monotonic() + 120
-            while not app_image().endswith(f":{tag}") and time.monotonic() < deadline:
-                if not sidecar.running:
-                    print(f"image-policy exited:\n{tail(sidecar.log_path)}")
-                    break
-                time.sleep(2)
+            with contextlib.suppress(NeverHappened):
+                eventually(
+                    lambda: not sidecar.running or app_image().endswith(f":{tag}"),
+                    120,
+                    f"demo-app to run {tag}",
+                    interval=2,
+                )
+            if not sidecar.running:
+                print(f"image-policy exited:\n{tail(sidecar.log_path)}")
             print(f"    deployment demo-app runs {app_image()}")
 
         _say(
@@ -209,10 +216,8 @@ Sidecar: http://127.0.0.1:{health_port}/healthz, metrics at http://127.0.0.1:{me
 Press Ctrl-C to stop everything.""",
             flush=True,
         )
-        stop_at = time.monotonic() + args.exit_after if args.exit_after else None
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-        while stop_at is None or time.monotonic() < stop_at:
-            time.sleep(1)
+        threading.Event().wait(args.exit_after or None)  # until Ctrl-C, SIGTERM or --exit-after
     except KeyboardInterrupt:
         pass
     finally:

@@ -16,9 +16,10 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
+from helmrelease.api.constants import GROUP, PLURAL, VERSION
 from tests.support.procs import Process, binary, tail
+from tests.support.wait import eventually
 
-GROUP, VERSION, PLURAL = "helm.fluxcd.io", "v1", "helmreleases"
 #: What the `start_operator` fixture gives a test: start(*extra_args, helm=, resync_interval=, namespaces=,
 #: through=).
 StartOperator = Callable[..., "Operator"]
@@ -100,6 +101,16 @@ def get_hr(custom: k8s.CustomObjectsApi, namespace: str, name: str) -> dict[str,
     return obj
 
 
+def find_hr(custom: k8s.CustomObjectsApi, namespace: str, name: str) -> dict[str, Any] | None:
+    """The HelmRelease, or None while (or once) the API has none of that name."""
+    try:
+        return get_hr(custom, namespace, name)
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+
+
 def condition(hr: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
     for entry in (hr.get("status") or {}).get("conditions") or []:
         if entry.get("type") == kind:
@@ -117,23 +128,21 @@ def wait_for_hr(
     operator: Operator | None = None,
     what: str = "the expected status",
 ) -> dict[str, Any]:
-    """Poll the HelmRelease until `predicate(hr)`; on timeout show its status and the operator log tail."""
-    deadline = time.monotonic() + timeout
-    hr: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        try:
-            hr = get_hr(custom, namespace, name)
-        except ApiException as error:
-            if error.status != 404:
-                raise
-        else:
-            if predicate(hr):
-                return hr
-        time.sleep(0.3)
-    log = operator.tail() if operator else ""
-    raise AssertionError(
-        f"HelmRelease {namespace}/{name} never reached {what}; status: {hr.get('status')}\n{log}"
-    )
+    """Wait until `predicate(hr)`; on timeout show its status and the operator log tail. A 404 is "not yet"."""
+    seen: dict[str, Any] = {}
+
+    def probe() -> dict[str, Any] | None:
+        hr = find_hr(custom, namespace, name)
+        if hr is None:
+            seen["status"] = "(no such HelmRelease yet)"
+            return None
+        seen["status"] = hr.get("status")
+        return hr if predicate(hr) else None
+
+    def context() -> str:
+        return f"status: {seen.get('status')}\n{operator.tail() if operator else ''}"
+
+    return eventually(probe, timeout, f"HelmRelease {namespace}/{name} to reach {what}", context=context)
 
 
 def wait_for_condition(
@@ -156,6 +165,38 @@ def wait_for_condition(
 
     what = f"{kind} " + ", ".join(f"{key}={value}" for key, value in wanted.items())
     return wait_for_hr(custom, namespace, name, holds, timeout=timeout, operator=operator, what=what)
+
+
+def wait_for_resyncs(
+    custom: k8s.CustomObjectsApi,
+    namespace: str,
+    name: str,
+    count: int,
+    *,
+    operator: Operator,
+    timeout: float = 60,
+) -> None:
+    """Wait until `count` more resyncs have looked at the release: `status.lastDriftCheck` moved `count` times.
+
+    The operator stamps it on every resync pass that compares the release with the cluster (drift detection on, the
+    release ours, deployed and unchanged), so it is the fact to wait for before asserting that a resync did nothing.
+    A resync of an object starts only after the one before it ended, and a stamp seen moving was written after this
+    call began: all but the first of the `count` passes started after it, and saw whatever the test did before.
+    """
+    stamps = [(get_hr(custom, namespace, name).get("status") or {}).get("lastDriftCheck")]
+
+    def moved() -> bool:
+        stamp = (get_hr(custom, namespace, name).get("status") or {}).get("lastDriftCheck")
+        if stamp != stamps[-1]:
+            stamps.append(stamp)
+        return len(stamps) > count
+
+    eventually(
+        moved,
+        timeout,
+        f"{count} resyncs of HelmRelease {namespace}/{name} (status.lastDriftCheck to move {count} times)",
+        context=lambda: f"stamps seen: {stamps}\n{operator.tail()}",
+    )
 
 
 def ready(hr: Mapping[str, Any]) -> bool:
@@ -182,19 +223,13 @@ def delete_and_wait_gone(
     """Delete a HelmRelease and wait until the API no longer has it (our finalizer released); returns seconds."""
     started = time.monotonic()
     custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-    while True:
-        try:
-            get_hr(custom, namespace, name)
-        except ApiException as error:
-            if error.status == 404:
-                return time.monotonic() - started
-            raise
-        if time.monotonic() - started > timeout:
-            log = operator.tail() if operator else ""
-            raise AssertionError(
-                f"HelmRelease {namespace}/{name} still there after {timeout}s (finalizer?)\n{log}"
-            )
-        time.sleep(0.3)
+    eventually(
+        lambda: find_hr(custom, namespace, name) is None,
+        timeout,
+        f"HelmRelease {namespace}/{name} to be gone (finalizer released)",
+        context=operator.tail if operator else None,
+    )
+    return time.monotonic() - started
 
 
 def create_hr(custom: k8s.CustomObjectsApi, namespace: str, body: Mapping[str, Any]) -> None:

@@ -9,10 +9,11 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.support.wait import eventually
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN_DIR = REPO_ROOT / "bin"
@@ -74,6 +75,15 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def alive(pid: int) -> bool:
+    """Whether `pid` is a process that can still run (a zombie cannot: it only waits to be reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def tail(path: Path, lines: int = 40) -> str:
     """The last lines of a log, for failure messages."""
     try:
@@ -132,7 +142,8 @@ class Process:
     def kill(self) -> None:
         """SIGKILL the process and every descendant at once, as when a container dies with everything in it.
 
-        Descendants in other sessions (helm runs in its own process group) are found through /proc first.
+        Descendants in other sessions (helm runs in its own process group) are found through /proc first. Returns
+        once none of them can run any more: nothing the process started can still change anything.
         """
         if self.popen is None:
             return
@@ -141,6 +152,10 @@ class Process:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         self.popen.wait(10)
+        # The children are reaped by whoever inherited them: wait until none can act any more.
+        eventually(
+            lambda: not any(alive(pid) for pid in victims), 10, f"{self.name} and its children to be dead"
+        )
 
     def wait_until_exited(self, timeout: float) -> int:
         """The exit status once the process has ended (killed from outside, say); TimeoutExpired if it does not."""
@@ -149,13 +164,16 @@ class Process:
         return self.popen.wait(timeout)
 
     def wait_until(self, ready: Callable[[], bool], timeout: float, what: str) -> None:
-        """Poll `ready` until true; fail with the log tail if the process dies or time runs out."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        """Wait until `ready()`; fail with the log tail if the process dies or time runs out.
+
+        `ready` may raise while the process starts (a port not open yet): that counts as not ready.
+        """
+
+        def probe() -> bool:
             if not self.running:
                 raise StartupError(f"{self.name} exited before {what}:\n{tail(self.log_path)}")
             with contextlib.suppress(Exception):
-                if ready():
-                    return
-            time.sleep(0.1)
-        raise StartupError(f"{self.name} not {what} after {timeout:.0f}s:\n{tail(self.log_path)}")
+                return ready()
+            return False
+
+        eventually(probe, timeout, f"{self.name} {what}", context=lambda: tail(self.log_path))

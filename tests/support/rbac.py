@@ -7,9 +7,9 @@ takes a moment to count: `wait_until_allowed` waits for that fact (a SubjectAcce
 
 from __future__ import annotations
 
-import time
-
 from kubernetes import client as k8s
+
+from tests.support.wait import eventually
 
 RBAC_GROUP = "rbac.authorization.k8s.io"
 
@@ -88,8 +88,8 @@ def wait_until_allowed(
     name: str = "",
     timeout: float = 30,
 ) -> None:
-    deadline = time.monotonic() + timeout
-    while not allowed(api_client, user, namespace, verb, resource, group=group, name=name):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{user} never got {verb} on {resource} in {namespace}")
-        time.sleep(0.1)
+    eventually(
+        lambda: allowed(api_client, user, namespace, verb, resource, group=group, name=name),
+        timeout,
+        f"{user} to be allowed to {verb} {resource} in {namespace}",
+    )

@@ -1,10 +1,12 @@
 """The helm adapter: every helm call the operator makes goes through `HelmCommand`.
 
-`HelmCommand` subclasses `pyhelm3.Command` for its read commands (status, history, values) and replaces
-how a command runs: an argument vector without a shell, an explicit environment, its own process group that
-is terminated (then killed) when the caller is cancelled or a deadline passes, values in a private file.
+`HelmCommand` runs helm its own way: an argument vector without a shell, an explicit environment, its own process
+group that is terminated (then killed) when the caller is cancelled or a deadline passes, values in a private file.
 Mutating commands (install, upgrade, rollback, test, uninstall, pull) get their argument lists from pure
-functions here, per helm major version: pyhelm3's builders mix flags of both majors and have bugs.
+functions here, per helm major version: pyhelm3's builders mix flags of both majors and have bugs. For the read
+commands (the status of test hooks, history, values, the manifest) it uses what pyhelm3 does well, their argument
+lists and the parsing of their output, through `Pyhelm3Reads`, whose one override is pyhelm3's `run`, signature
+kept, so those commands run through `HelmCommand.execute` too.
 
 Failures become one family of typed errors, classified once from stderr by a table of patterns.
 """
@@ -23,7 +25,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pyhelm3
-import yaml
 
 from helmrelease.adapters import process
 from helmrelease.adapters.process import (
@@ -723,7 +724,27 @@ def json_document(stdout: bytes) -> Any:
 # ---- The adapter
 
 
-class HelmCommand(pyhelm3.Command):  # type: ignore[misc]  # pyhelm3 ships no type information
+class Pyhelm3Reads(pyhelm3.Command):  # type: ignore[misc]  # pyhelm3 ships no type information
+    """pyhelm3's read commands, run by a `HelmCommand`: pyhelm3 builds the arguments and parses the output.
+
+    pyhelm3 sends every command it builds through `run`; this override keeps its signature and only replaces how a
+    command runs (pyhelm3's own goes through a shell). Nothing else of pyhelm3 is overridden.
+    """
+
+    def __init__(self, helm: HelmCommand) -> None:
+        super().__init__(executable=helm.settings.executable)
+        self._helm = helm
+
+    async def run(self, command: list[str], input: bytes | None = None) -> bytes:
+        """Values never travel on stdin here: the commands that would send them are not ours to run."""
+        if input is not None:
+            raise ValueError("values go through a private file, not stdin")
+        return await self._helm.execute(
+            [str(part) for part in command], deadline=self._helm.settings.read_timeout
+        )
+
+
+class HelmCommand:
     """One helm binary (v3 or v4, detected once) with its settings, maybe impersonating a ServiceAccount."""
 
     def __init__(
@@ -733,12 +754,12 @@ class HelmCommand(pyhelm3.Command):  # type: ignore[misc]  # pyhelm3 ships no ty
         impersonation: Impersonation | None = None,
         redact: Callable[[str], str] | None = None,
     ) -> None:
-        super().__init__(executable=settings.executable)
         self._settings = settings
         self._major = major
         self._impersonation = impersonation
         self._redact = redact
         self._log = logging.getLogger(__name__)
+        self._reads = Pyhelm3Reads(self)
 
     @classmethod
     async def detect(cls, settings: HelmSettings) -> HelmCommand:
@@ -777,12 +798,6 @@ class HelmCommand(pyhelm3.Command):  # type: ignore[misc]  # pyhelm3 ships no ty
         return HelmCommand(self._settings, self._major, self._impersonation, redact)
 
     # ---- running
-
-    async def run(self, command: Sequence[object], input: bytes | None = None) -> bytes:
-        """pyhelm3 calls this for every command it builds; values never travel on stdin here."""
-        if input is not None:
-            raise ValueError("values go through a private file, not stdin")
-        return await self.execute([str(part) for part in command], deadline=self._settings.read_timeout)
 
     async def execute(
         self,
@@ -886,7 +901,7 @@ class HelmCommand(pyhelm3.Command):  # type: ignore[misc]  # pyhelm3 ships no ty
             passed, detail = False, failure.detail
         else:
             passed, detail = True, ""
-        status = await super().status(positional(release), namespace=positional(namespace))
+        status = await self._reads.status(positional(release), namespace=positional(namespace))
         return TestRun(passed, detail, parse_test_hooks(status))
 
     async def uninstall(
@@ -919,22 +934,19 @@ class HelmCommand(pyhelm3.Command):  # type: ignore[misc]  # pyhelm3 ships no ty
         return parse_metadata(json_document(stdout))
 
     async def history(self, release: str, namespace: str) -> list[Revision]:
-        return parse_history(await super().history(positional(release), namespace=positional(namespace)))
+        return parse_history(await self._reads.history(positional(release), namespace=positional(namespace)))
 
     async def get_values(self, release: str, namespace: str, *, all_values: bool = False) -> dict[str, Any]:
         """The user-supplied values of the release (`all_values`: merged with the chart's defaults)."""
-        values: dict[str, Any] = await super().get_values(
+        values: dict[str, Any] = await self._reads.get_values(
             positional(release), computed=all_values, namespace=positional(namespace)
         )
         return values
 
     async def get_manifest(self, release: str, namespace: str) -> list[dict[str, Any]]:
-        """The objects of the release's current manifest."""
-        stdout = await self.execute(
-            ["get", "manifest", positional(release), "--namespace", positional(namespace)],
-            deadline=self._settings.read_timeout,
-        )
-        return [document for document in yaml.safe_load_all(stdout) if isinstance(document, dict)]
+        """The objects of the release's current manifest (empty documents left out)."""
+        documents = await self._reads.get_resources(positional(release), namespace=positional(namespace))
+        return [document for document in documents if isinstance(document, dict)]
 
     # ---- charts
 

@@ -16,20 +16,19 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import urllib3
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
+from kubernetes.client.rest import RESTResponse
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
 from helmrelease.api import bounded_json
+from helmrelease.api.constants import GROUP, PLURAL, VERSION
 
-GROUP = "helm.fluxcd.io"
-VERSION = "v1"
-PLURAL = "helmreleases"
 COMPONENT = "helmrelease-operator"
 #: Impersonating clients kept at once (one per tenant ServiceAccount in use; the oldest unused goes first).
 IMPERSONATED_CLIENTS = 256
@@ -37,23 +36,64 @@ IMPERSONATED_CLIENTS = 256
 T = TypeVar("T")
 
 
-def api_client(kubeconfig: Path | None = None) -> k8s.ApiClient:
+#: Seconds to connect to the API server, and to wait for each read of its answer. The client's own default is to
+#: wait forever: an API server that stopped answering (a blackholed address, a hung proxy) held a worker thread for
+#: good. Every call here is a small read or patch that a working API server answers in milliseconds; the client's
+#: transport retries a failed connect (and a timed-out GET) three times, so a dead server costs a call about 40 s
+#: (120 s for a GET that connected), not forever.
+REQUEST_TIMEOUT: Final = (10.0, 30.0)
+
+
+class TimedApiClient(k8s.ApiClient):
+    """An `ApiClient` whose every request has a deadline, `request_timeout` (connect, read) unless the call gives one.
+
+    The generated APIs, the dynamic client and its API discovery all send through `call_api`; this override keeps
+    its signature and only fills in the timeout. An expired one comes out of `KubeClient` as `ApiUnavailable`.
+    """
+
+    def __init__(
+        self, *args: Any, request_timeout: tuple[float, float] = REQUEST_TIMEOUT, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.request_timeout = request_timeout
+
+    def call_api(
+        self,
+        method: str,
+        url: str,
+        header_params: Any = None,
+        body: Any = None,
+        post_params: Any = None,
+        _request_timeout: Any = None,
+    ) -> RESTResponse:
+        return super().call_api(
+            method, url, header_params, body, post_params, _request_timeout or self.request_timeout
+        )
+
+
+def api_client(
+    kubeconfig: Path | None = None, *, request_timeout: tuple[float, float] = REQUEST_TIMEOUT
+) -> TimedApiClient:
     """A client from `kubeconfig`, else the pod's service account, else KUBECONFIG or ~/.kube/config.
 
     Its configuration is its own: the kubernetes package's global default stays untouched, so one process can
-    hold clients for several clusters (and tests can build one without affecting the next).
+    hold clients for several clusters (and tests can build one without affecting the next). Raises
+    `ClientConfigError` when there is nothing to build it from.
     """
+    configuration = k8s.Configuration()
     if kubeconfig is None:
-        configuration = k8s.Configuration()
         try:
             k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         except k8s_config.ConfigException:
             pass  # not in a Pod (or without a service account token): use a kubeconfig
         else:
-            return k8s.ApiClient(configuration)
+            return TimedApiClient(configuration, request_timeout=request_timeout)
     config_file = str(kubeconfig) if kubeconfig is not None else None
-    client: k8s.ApiClient = k8s_config.new_client_from_config(config_file=config_file)  # type: ignore[no-untyped-call]
-    return client
+    try:
+        k8s_config.load_kube_config(config_file=config_file, client_configuration=configuration)  # type: ignore[no-untyped-call]
+    except k8s_config.ConfigException as error:
+        raise ClientConfigError(str(error)) from None
+    return TimedApiClient(configuration, request_timeout=request_timeout)
 
 
 class KubeError(Exception):
@@ -85,6 +125,10 @@ class ApiUnavailable(KubeError):
     5xx): nothing is wrong with the request, so it is retried soon."""
 
 
+class ClientConfigError(KubeError):
+    """Neither a usable kubeconfig nor a Pod's service account: nothing to reach the cluster with."""
+
+
 #: API statuses that say "not now" rather than "not this".
 _UNAVAILABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 
@@ -97,6 +141,8 @@ def _unavailable(error: Exception, what: str) -> ApiUnavailable:
         error = cause
     if isinstance(error, urllib3.exceptions.ProtocolError) and len(error.args) == 2:
         text = f"{error.args[0]} ({error.args[1]})"  # ("Connection aborted.", RemoteDisconnected(...))
+    elif isinstance(error, urllib3.exceptions.ConnectTimeoutError) and len(error.args) == 2:
+        text = str(error.args[1])  # (connection, "Connection to <host> timed out. (connect timeout=10.0)")
     else:
         text = str(error)
     reason = text.rpartition("): ")[2] or type(error).__name__
@@ -191,7 +237,12 @@ class KubeClient:
         user = f"system:serviceaccount:{namespace}:{service_account}"
         client = operator._impersonated.pop(user, None)
         if client is None:
-            api = k8s.ApiClient(operator.api_client.configuration, "Impersonate-User", user)
+            api = TimedApiClient(
+                operator.api_client.configuration,
+                "Impersonate-User",
+                user,
+                request_timeout=getattr(operator.api_client, "request_timeout", REQUEST_TIMEOUT),
+            )
             client = KubeClient(api)
             client.identity = f"ServiceAccount {namespace}/{service_account}"
             client._impersonate = {"Impersonate-User": user}

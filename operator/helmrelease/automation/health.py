@@ -8,12 +8,13 @@ then gets the container restarted, while one slow cycle does not.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from helmrelease.adapters.http_server import HttpServer, Reply, Route
 
 STALE_AFTER_INTERVALS: Final = 3
 HEALTH_PATH: Final = "/healthz"
@@ -47,22 +48,20 @@ class Heartbeat:
         )
 
 
-def _health_handler(healthy: Callable[[], bool]) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    async def handle(request: web.Request) -> web.StreamResponse:
+def _health_reply(healthy: Callable[[], bool]) -> Route:
+    def reply() -> Reply:
         if healthy():
-            return web.Response(text="ok\n")
-        return web.Response(status=503, text="image-policy loop stalled or stopped\n")
+            return Reply(200, b"ok\n")
+        return Reply(503, b"image-policy loop stalled or stopped\n")
 
-    return handle
+    return reply
 
 
-def _metrics_handler(registry: CollectorRegistry) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    async def handle(request: web.Request) -> web.StreamResponse:
-        response = web.Response(body=generate_latest(registry))
-        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
-        return response
+def _metrics_reply(registry: CollectorRegistry) -> Route:
+    def reply() -> Reply:
+        return Reply(200, generate_latest(registry), CONTENT_TYPE_LATEST)
 
-    return handle
+    return reply
 
 
 class Endpoints:
@@ -77,25 +76,15 @@ class Endpoints:
         metrics_port: int | None,
         host: str | None = None,
     ) -> None:
-        routes: dict[int, list[web.RouteDef]] = {}
+        routes: dict[int, dict[str, Route]] = {}
         if health_port is not None:
-            routes.setdefault(health_port, []).append(web.get(HEALTH_PATH, _health_handler(healthy)))
+            routes.setdefault(health_port, {})[HEALTH_PATH] = _health_reply(healthy)
         if metrics_port is not None:
-            routes.setdefault(metrics_port, []).append(web.get(METRICS_PATH, _metrics_handler(metrics)))
-        self._routes = routes
-        self._host = host
-        self._runners: list[web.AppRunner] = []
+            routes.setdefault(metrics_port, {})[METRICS_PATH] = _metrics_reply(metrics)
+        self._server = HttpServer(routes, host=host)
 
     async def start(self) -> None:
-        for port, routes in self._routes.items():
-            app = web.Application()
-            app.add_routes(routes)
-            runner = web.AppRunner(app, access_log=None)
-            await runner.setup()
-            self._runners.append(runner)
-            await web.TCPSite(runner, self._host, port).start()
+        await self._server.start()
 
     async def stop(self) -> None:
-        for runner in self._runners:
-            await runner.cleanup()
-        self._runners.clear()
+        await self._server.stop()

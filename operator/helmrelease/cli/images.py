@@ -25,7 +25,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from kubernetes.config.config_exception import ConfigException
 from prometheus_client import CollectorRegistry
 
 from helmrelease.adapters.files import read_text
@@ -337,7 +336,7 @@ def run_list(args: argparse.Namespace) -> int:
         return _fail("list", str(error))
     try:
         reports = asyncio.run(_inspect_cluster(args, config, credentials))
-    except (KubeError, ConfigException) as error:
+    except KubeError as error:  # ClientConfigError included: no kubeconfig, no service account
         print(f"helmrelease images list: {error}", file=sys.stderr)
         return EXIT_UNREACHABLE
     records = list_records(reports)

@@ -14,10 +14,9 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 import kopf
-from kopf._core.intents.registries import SmartOperatorRegistry
 
 from helmrelease.adapters.kube import KubeError, ObjectRef
-from helmrelease.api.constants import API_VERSION, KIND, Reason
+from helmrelease.api.constants import API_VERSION, GROUP, KIND, PLURAL, VERSION, Reason
 from helmrelease.handlers.bookkeeping import (
     DigestDiffBaseStorage,
     TolerantProgressStorage,
@@ -29,7 +28,6 @@ from helmrelease.reconcile.releases import IndexedRelease, ReleaseIndexView, rel
 from helmrelease.reconcile.service import Reconciler
 from helmrelease.reconcile.settings import OperatorSettings
 
-GROUP, VERSION, PLURAL = "helm.fluxcd.io", "v1", "helmreleases"
 FINALIZER = "helm.fluxcd.io/finalizer"
 ANNOTATIONS_PREFIX = "helmrelease.helm.fluxcd.io"
 #: Unreadable annotations remembered as reported (a hostile tenant could garble them endlessly).
@@ -47,10 +45,16 @@ def _map(error: ReconcileError) -> kopf.TemporaryError | kopf.PermanentError:
 
 def build_registry(operator_settings: OperatorSettings, dependencies: Any) -> kopf.OperatorRegistry:
     """All handlers, bound to `settings`; `dependencies` is an async factory of the `Reconciler` (see cli.run)."""
-    # The "smart" registry carries kopf's fallback login handlers (kubeconfig or in-cluster service account).
-    registry: kopf.OperatorRegistry = SmartOperatorRegistry()
+    registry = kopf.OperatorRegistry()
     settings = operator_settings
     jitter = settings.resync_interval * 0.1
+
+    # A registry of our own has no login handler: kopf's, by the kubernetes client's rules (in a Pod its service
+    # account, elsewhere KUBECONFIG or ~/.kube/config), as the adapters log in. A failure leaves kopf without
+    # credentials, and kopf says so, as with its default registry.
+    kopf.on.login(id="login_via_client", errors=kopf.ErrorsMode.IGNORED, registry=registry)(
+        kopf.login_via_client
+    )
 
     @kopf.on.startup(id="configure", registry=registry)
     async def configure(memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:

@@ -183,9 +183,10 @@ async def test_pyhelm3_read_commands_run_through_our_runner(fake: FakeHelm) -> N
     assert values["argv"][-2:] == ["--kube-context", "test"]  # our global flags, not pyhelm3's
 
 
-async def test_stdin_is_refused(fake: FakeHelm) -> None:
+async def test_pyhelm3_commands_that_send_values_on_stdin_are_refused(fake: FakeHelm) -> None:
     with pytest.raises(ValueError, match="not stdin"):
-        await fake.command().run(["template", "x", "y", "--values", "-"], b"{}")
+        await helm.Pyhelm3Reads(fake.command()).template("x", "y", {"password": "hunter2"})
+    assert fake.calls() == []
 
 
 async def test_manifest_objects(fake: FakeHelm) -> None:

@@ -283,3 +283,11 @@ def test_update_requires_a_tag_source(capsys: pytest.CaptureFixture[str]) -> Non
         main(["images", "update", ".", "--namespace", "a", "--name", "b", "--container", "c"])
     assert raised.value.code == 2
     assert "--tag" in capsys.readouterr().err
+
+
+def test_list_without_a_kubeconfig_says_so_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(["images", "list", "--kubeconfig", str(tmp_path / "missing")], capsys)
+    assert (code, out) == (3, "")
+    assert err == "helmrelease images list: Invalid kube-config file. No configuration found.\n"

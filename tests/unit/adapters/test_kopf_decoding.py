@@ -19,9 +19,9 @@ from kopf._cogs.clients import api as kopf_api
 from kopf._cogs.clients import auth
 from kopf._cogs.structs import credentials
 
+from helmrelease.adapters import kopf_decoding
 from helmrelease.api import bounded_json
 from helmrelease.api.limits import DOCUMENT_DEPTH_MAX, TOO_DEEP, VALUES_DEPTH_MAX
-from helmrelease.handlers import kopf_decoding
 
 LEVELS = 10_000
 log = logging.getLogger(__name__)
