@@ -7,11 +7,12 @@ from pathlib import Path
 
 import kopf
 
+from helmrelease.adapters import kopf_decoding
 from helmrelease.adapters.charts import ChartFetcher, FetcherSettings
 from helmrelease.adapters.helm import HelmCommand, HelmSettings
 from helmrelease.adapters.kube import KubeClient, api_client
 from helmrelease.adapters.web import WebReader
-from helmrelease.handlers import kopf_decoding, retry_logging
+from helmrelease.handlers import retry_logging
 from helmrelease.handlers.operator import build_registry
 from helmrelease.reconcile.service import Reconciler
 from helmrelease.reconcile.settings import OperatorSettings
