@@ -47,8 +47,9 @@ lint: install ## ruff, mypy --strict, import-linter layer contract
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-docs: install ## Regenerate docs/reference/helmrelease.md from crds/helmrelease.yaml
+docs: install ## Regenerate docs/reference/ (the HelmRelease fields from the CRD, the commands from the CLI)
 	$(PY) -m tests.support.crd_reference
+	$(PY) -m tests.support.cli_reference
 
 manifests: install tools ## Regenerate manifests/plain/ (plain YAML, kustomize-able) from the chart with helm template
 	$(PY) -m tests.support.plain_manifests
