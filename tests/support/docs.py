@@ -18,8 +18,8 @@ from ruamel.yaml import YAML
 from tests.support.procs import REPO_ROOT
 
 DOCS_DIR = REPO_ROOT / "docs"
-#: The Markdown files whose examples must be valid: docs/ and the top-level README that links to it.
-MARKDOWN = (*sorted(DOCS_DIR.rglob("*.md")), REPO_ROOT / "README.md")
+#: The Markdown files whose examples must be valid: docs/, the top-level README and the deployment README.
+MARKDOWN = (*sorted(DOCS_DIR.rglob("*.md")), REPO_ROOT / "README.md", REPO_ROOT / "manifests" / "README.md")
 YAML_LANGUAGES = frozenset({"yaml", "yml"})
 
 _FENCE = re.compile(r"^(?P<indent> *)(?P<fence>`{3,})(?P<info>[^`]*)$")
