@@ -20,7 +20,9 @@ REFERENCE_PATH = REPO_ROOT / "docs" / "reference" / "cli.md"
 REGENERATE = "make docs"
 
 
-def commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+def commands(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
     """(command words, parser) of `parser` and of every subcommand below it, depth first."""
     yield path, parser
     for action in parser._actions:  # argparse keeps subcommands only here
@@ -82,7 +84,9 @@ def render(root: argparse.ArgumentParser | None = None) -> str:
                     for name in [choice.dest]
                 ]
                 continue
-            rows.append(f"| {_pipes(_invocation(action))} | {_cell(_help(parser, action).replace(temporary, '$TMPDIR'))} |")
+            rows.append(
+                f"| {_pipes(_invocation(action))} | {_cell(_help(parser, action).replace(temporary, '$TMPDIR'))} |"
+            )
         if rows:
             out += ["| argument | meaning |", "|---|---|", *rows]
     return "\n".join(out) + "\n"
@@ -95,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     text = render()
     if options.check:
         if not REFERENCE_PATH.exists() or REFERENCE_PATH.read_text() != text:
-            print(f"{REFERENCE_PATH.relative_to(REPO_ROOT)} is out of date: run `{REGENERATE}`", file=sys.stderr)
+            print(
+                f"{REFERENCE_PATH.relative_to(REPO_ROOT)} is out of date: run `{REGENERATE}`", file=sys.stderr
+            )
             return 1
         return 0
     REFERENCE_PATH.parent.mkdir(parents=True, exist_ok=True)

@@ -169,7 +169,10 @@ def render(crd: Mapping[str, Any]) -> str:
             f"| {column['name']} | {column['type']} | {cell(code(column['jsonPath']))} "
             f"| {cell(prose(column.get('description', '')))} |"
         )
-    top = {name: Field(name, node, name in schema.get("required", ())) for name, node in schema["properties"].items()}
+    top = {
+        name: Field(name, node, name in schema.get("required", ()))
+        for name, node in schema["properties"].items()
+    }
     for name in ("spec", "status"):
         section = top[name]
         out += ["", f"## {name}", "", prose(section.node.get("description", "")), ""]
@@ -178,7 +181,11 @@ def render(crd: Mapping[str, Any]) -> str:
         out += table(section)
         validations = rules(section)
         if validations:
-            out += ["", f"Validation rules on `{name}` (CEL, checked by the API server on create and update):", ""]
+            out += [
+                "",
+                f"Validation rules on `{name}` (CEL, checked by the API server on create and update):",
+                "",
+            ]
             out += validations
     other = [field for key, field in top.items() if key not in ("spec", "status")]
     if other:
@@ -197,7 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     text = render(load_crd())
     if options.check:
         if not REFERENCE_PATH.exists() or REFERENCE_PATH.read_text() != text:
-            print(f"{REFERENCE_PATH.relative_to(REPO_ROOT)} is out of date: run `{REGENERATE}`", file=sys.stderr)
+            print(
+                f"{REFERENCE_PATH.relative_to(REPO_ROOT)} is out of date: run `{REGENERATE}`", file=sys.stderr
+            )
             return 1
         return 0
     REFERENCE_PATH.parent.mkdir(parents=True, exist_ok=True)
