@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 from collections.abc import Iterator
-from io import StringIO
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,7 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from ruamel.yaml import YAML
-from tests.support.docs import DOCS_DIR, blocks, documents
+from tests.support.docs import DOCS_DIR, blocks
 from tests.support.helmtool import Helm
 from tests.support.kubectl import kubectl
 from tests.support.plain_manifests import (
@@ -125,18 +125,18 @@ def test_the_overlay_in_the_quick_start_builds(kubeconfig: Path, tmp_path: Path)
         for block in blocks(DOCS_DIR / "quickstart.md")
         if block.language == "yaml" and "kind: Kustomization" in block.text
     ]
-    [kustomization] = documents(overlay)
-    assert kustomization["resources"] == ["../manifests/plain"]
-    kustomization["resources"] = [str(PLAIN_DIR)]
-    (tmp_path / "kustomization.yaml").write_text(_dump(kustomization))
-    built = load_all(kubectl(kubeconfig, "kustomize", str(tmp_path)))
+    assert overlay.text.startswith("# my-overlay/kustomization.yaml")
+    # Laid out as the block says, beside a copy of manifests/ (kustomize refuses absolute paths to a base).
+    shutil.copytree(PLAIN_DIR, tmp_path / "manifests" / "plain")
+    (tmp_path / "my-overlay").mkdir()
+    (tmp_path / "my-overlay" / "kustomization.yaml").write_text(overlay.text)
+    built = load_all(kubectl(kubeconfig, "kustomize", str(tmp_path / "my-overlay")))
+    expected = [
+        obj for name, text in committed().items() if name != "kustomization.yaml" for obj in load_all(text)
+    ]
+    assert sorted(map(identity, built)) == sorted(map(identity, expected))
     [deployment] = [obj for obj in built if obj["kind"] == "Deployment"]
     operator, sidecar = deployment["spec"]["template"]["spec"]["containers"]
     assert (operator["name"], operator["args"][-1]) == ("operator", "--no-adopt")
+    assert "--no-adopt" not in sidecar["args"]
     assert operator["image"] == sidecar["image"] == "registry.example.com/mirror/helmrelease-operator:0.1.0"
-
-
-def _dump(document: Any) -> str:
-    stream = StringIO()
-    YAML(typ="safe").dump(document, stream)
-    return stream.getvalue()

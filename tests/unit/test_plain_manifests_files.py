@@ -7,7 +7,6 @@ the common case (the CRD changed, `make manifests` not run) in the unit run.
 from __future__ import annotations
 
 from ruamel.yaml import YAML
-
 from tests.support.crd_reference import load_crd
 from tests.support.plain_manifests import PLAIN_DIR, REGENERATE, committed
 
