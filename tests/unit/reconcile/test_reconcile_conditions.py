@@ -224,9 +224,13 @@ def test_a_status_update_names_exactly_the_status_fields() -> None:
 
 
 def test_a_drift_check_is_stamped_in_whole_seconds() -> None:
-    checked = status_after_drift_check(RELEASED, NOW)
+    checked = status_after_drift_check(RELEASED, NOW, release="apps/web", drift=None)
     assert checked.last_drift_check == NOW.replace(microsecond=0)
-    assert checked.model_copy(update={"last_drift_check": None}) == RELEASED
+    drifted = checked.condition(ConditionType.DRIFTED)
+    assert drifted is not None
+    assert (drifted.status, drifted.reason) == (ConditionStatus.FALSE, Reason.NO_DRIFT)
+    without = tuple(c for c in checked.conditions if c.type != ConditionType.DRIFTED)
+    assert checked.model_copy(update={"last_drift_check": None, "conditions": without}) == RELEASED
 
 
 def test_successful_deploy_records_what_was_applied() -> None:

@@ -198,13 +198,18 @@ async def test_drift_is_corrected_once(harness: Harness) -> None:
     assert await harness.reconcile(check_drift=True) == Pass(
         [Reason.DRIFT_DETECTED, Reason.UPGRADE_SUCCEEDED]
     )
-    assert harness.messages(Reason.DRIFT_DETECTED) == [
-        f"Drift in release {RELEASE}: ConfigMap apps/web-config changed at .data.greeting; correcting it"
-    ]
+    found = (
+        f"Drift in release {NAMESPACE}/{RELEASE}: 1 object differs from the release manifest\n"
+        "ConfigMap apps/web-config changed at .data.greeting"
+    )
+    assert harness.messages(Reason.DRIFT_DETECTED) == [f"{found}\nupgrading the release to correct it"]
     assert harness.status.last_drift_check == harness.clock.now
+    assert harness.condition(ConditionType.DRIFTED) == (ConditionStatus.FALSE, Reason.DRIFT_CORRECTED)
+    assert harness.condition(ConditionType.READY) == (ConditionStatus.TRUE, Reason.UPGRADE_SUCCEEDED)
     harness.kube.state.objects["ConfigMap", NAMESPACE, "web-config"]["data"]["greeting"] = "hello"  # helm did
     assert await harness.reconcile(check_drift=True) == Pass([])
     assert harness.revisions()[-1] == (2, HelmStatus.DEPLOYED)
+    assert harness.condition(ConditionType.DRIFTED) == (ConditionStatus.FALSE, Reason.NO_DRIFT)
 
 
 async def test_a_failed_upgrade_without_rollback_waits_for_a_change(harness: Harness) -> None:
