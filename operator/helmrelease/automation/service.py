@@ -288,6 +288,12 @@ class ImagePolicyService:
         self._repeats.seen(_object_key(view))
         if view.hold is Hold.IGNORED:
             return ReleaseOutcome(view.release, hold=view.hold)
+        if view.hold is Hold.SUSPENDED and self._repeats.is_new(_object_key(view), Hold.SUSPENDED.value):
+            # Said once while it lasts (the repeat filter forgets it once the release is resumed).
+            _log.info(
+                "%s: suspended (spec.suspend: true): its image tags are not moved until it is resumed",
+                view.release,
+            )
         if view.hold is not None:
             # Nothing will change, so only how the annotations were read is news: it may be why (a
             # ``fluxcd.io/automated: "yes"`` is off). Policies and images wait until they can matter.

@@ -25,6 +25,7 @@ from helmrelease.handlers.bookkeeping import (
 from helmrelease.reconcile.errors import ReconcileError
 from helmrelease.reconcile.inputs import sources_of
 from helmrelease.reconcile.releases import IndexedRelease, ReleaseIndexView, release_index_entry
+from helmrelease.reconcile.requests import pending_in
 from helmrelease.reconcile.service import Reconciler
 from helmrelease.reconcile.settings import OperatorSettings
 
@@ -136,6 +137,20 @@ def build_registry(operator_settings: OperatorSettings, dependencies: Any) -> ko
     @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", id="reconcile", registry=registry)
     async def reconcile(memo: kopf.Memo, body: kopf.Body, **kwargs: Any) -> None:
         await _reconcile(memo, body, kwargs["helm_releases"], check_drift=False)
+
+    # Flux v2's reconcile.fluxcd.io/* annotations: a change of them moves no generation, so the spec handler above
+    # does not see it. Any other annotation change (the sidecar's, kubectl's) passes the filter and costs nothing.
+    @kopf.on.update(
+        GROUP,
+        VERSION,
+        PLURAL,
+        field="metadata.annotations",
+        when=lambda body, **_: bool(pending_in(body)),
+        id="requested",
+        registry=registry,
+    )
+    async def requested(memo: kopf.Memo, body: kopf.Body, **kwargs: Any) -> None:
+        await _reconcile(memo, body, kwargs["helm_releases"], check_drift=settings.drift_detection)
 
     @kopf.timer(
         GROUP,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from helmrelease.api.constants import (
     FORCE_REQUEST_ANNOTATION,
@@ -56,3 +56,16 @@ def pending_requests(annotations: Mapping[str, str], status: HelmReleaseStatus) 
         force=paired(FORCE_REQUEST_ANNOTATION, status.last_handled_force_at),
         reset=paired(RESET_REQUEST_ANNOTATION, status.last_handled_reset_at),
     )
+
+
+def pending_in(body: Mapping[str, Any]) -> Requests:
+    """`pending_requests` of an object as the API returns it; a status that does not parse handled nothing."""
+    metadata = body.get("metadata")
+    annotations = metadata.get("annotations") if isinstance(metadata, Mapping) else None
+    if not isinstance(annotations, Mapping):
+        return Requests()
+    try:
+        status = HelmReleaseStatus.model_validate(body.get("status") or {})
+    except ValueError:
+        status = HelmReleaseStatus()
+    return pending_requests({str(k): v for k, v in annotations.items() if isinstance(v, str)}, status)
