@@ -6,7 +6,14 @@ from typing import Any
 
 import pytest
 
-from helmrelease.reconcile.drift import ManifestObject, find_drift, parse_manifest
+from helmrelease.reconcile.drift import (
+    PATH_MAX,
+    Drift,
+    ManifestObject,
+    drift_summary,
+    find_drift,
+    parse_manifest,
+)
 
 MANIFEST = """\
 ---
@@ -157,3 +164,58 @@ def test_describe_lists_paths() -> None:
     drift = find_drift(_objects()["Deployment"], _live("Deployment", spec__replicas=2))
     assert drift is not None
     assert drift.describe() == "Deployment other/web changed at .spec.replicas"
+
+
+# --- telling what drifted, bounded --------------------------------------------------------------------------
+
+
+def _drift(name: str, paths: tuple[str, ...] = (), more: int = 0, *, missing: bool = False) -> Drift:
+    obj = ManifestObject("v1", "ConfigMap", name, "apps", {})
+    return Drift(obj, missing=missing, paths=paths, more=more)
+
+
+@pytest.mark.parametrize(
+    ("drifts", "expected"),
+    [
+        pytest.param([], None, id="nothing"),
+        pytest.param(
+            [_drift("a", (".data.x",))],
+            "Drift in release apps/web: 1 object differs from the release manifest\n"
+            "ConfigMap apps/a changed at .data.x",
+            id="one",
+        ),
+        pytest.param(
+            [_drift("a", (".data.x", ".data.y", ".data.z"), 40), _drift("b", missing=True)],
+            "Drift in release apps/web: 2 objects differ from the release manifest\n"
+            "ConfigMap apps/a changed at .data.x, .data.y, .data.z and 40 more\n"
+            "ConfigMap apps/b is missing",
+            id="more-fields",
+        ),
+        pytest.param(
+            [_drift(f"o{n}", (".data.x",)) for n in range(7)],
+            "Drift in release apps/web: 7 objects differ from the release manifest\n"
+            + "".join(f"ConfigMap apps/o{n} changed at .data.x\n" for n in range(5))
+            + "and 2 more objects",
+            id="more-objects",
+        ),
+    ],
+)
+def test_drift_summary(drifts: list[Drift], expected: str | None) -> None:
+    assert drift_summary("apps/web", drifts) == expected
+
+
+def test_a_drift_keeps_the_first_paths_and_counts_the_rest() -> None:
+    declared = {f"k{n}": "v" for n in range(5000)}
+    obj = ManifestObject("v1", "ConfigMap", "big", "apps", {"data": declared})
+    drift = find_drift(obj, {"data": dict.fromkeys(declared, "edited")})
+    assert drift is not None
+    assert (drift.paths, drift.more) == ((".data.k0", ".data.k1", ".data.k2"), 4997)
+
+
+def test_a_long_path_is_shortened_keeping_its_end() -> None:
+    key = "k" * 500
+    drift = _drift("a", (f".data.{key}.leaf",))
+    described = drift.describe()
+    assert described.endswith(".leaf")
+    assert "…" in described
+    assert len(described) < len("ConfigMap apps/a changed at ") + PATH_MAX + 1

@@ -555,7 +555,8 @@ async def test_an_invalid_helmrelease_echoes_the_requested_token(harness: Harnes
     harness.apply(timeout=0)
     harness.annotate(requestedAt="t1")
     ran = await harness.reconcile()
-    assert ran.error is not None and not ran.error.temporary
+    assert ran.error is not None
+    assert not ran.error.temporary
     assert harness.status.last_handled_reconcile_at == "t1"
 
 
@@ -605,7 +606,8 @@ async def test_a_reset_zeroes_the_counters_so_retries_start_over(harness: Harnes
     harness.annotate(requestedAt="r1", resetAt="r1")
     ran = await harness.reconcile()
     assert ran.events == FAILED_AND_ROLLED_BACK, "the counters zeroed: the upgrade is tried again"
-    assert ran.error is not None and ran.error.reason == Reason.RETRY_AFTER_ROLLBACK, "and retried after it"
+    assert ran.error is not None
+    assert ran.error.reason == Reason.RETRY_AFTER_ROLLBACK, "and retried after it"
     assert (harness.status.rollback_count, harness.status.last_handled_reset_at) == (1, "r1")
     assert (await harness.reconcile()).events[-1] == Reason.RETRIES_EXHAUSTED, "the retry budget, once more"
     assert await harness.reconcile() == Pass([]), "the same reset token again does nothing"
@@ -633,7 +635,8 @@ async def test_a_suspended_release_is_not_upgraded_when_values_change_and_resume
     ready = harness.status.condition(ConditionType.READY)
     assert ready is not None
     assert (ready.status, ready.reason) == (ConditionStatus.FALSE, Reason.SUSPENDED)
-    assert "helmrelease resume" in ready.message and "spec.suspend" in ready.message
+    assert "helmrelease resume" in ready.message
+    assert "spec.suspend" in ready.message
     # No drift correction either: the resync does not even look.
     harness.kube.state.objects["ConfigMap", NAMESPACE, "web-config"] = {
         "apiVersion": "v1",
