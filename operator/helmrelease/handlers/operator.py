@@ -139,17 +139,13 @@ def build_registry(operator_settings: OperatorSettings, dependencies: Any) -> ko
         await _reconcile(memo, body, kwargs["helm_releases"], check_drift=False)
 
     # Flux v2's reconcile.fluxcd.io/* annotations: a change of them moves no generation, so the spec handler above
-    # does not see it. Any other annotation change (the sidecar's, kubectl's) passes the filter and costs nothing.
-    @kopf.on.update(
-        GROUP,
-        VERSION,
-        PLURAL,
-        field="metadata.annotations",
-        when=lambda body, **_: bool(pending_in(body)),
-        id="requested",
-        registry=registry,
-    )
-    async def requested(memo: kopf.Memo, body: kopf.Body, **kwargs: Any) -> None:
+    # does not see it. Any other annotation change (kubectl's, a tool's) costs a look at the tokens. Not a `when`
+    # filter: kopf evaluates it again before a retry, and by then the failed pass has echoed its tokens, so the
+    # retry (a rollback's retry upgrade, say) would be dropped; a retry goes on whatever the tokens say.
+    @kopf.on.update(GROUP, VERSION, PLURAL, field="metadata.annotations", id="requested", registry=registry)
+    async def requested(memo: kopf.Memo, body: kopf.Body, retry: int, **kwargs: Any) -> None:
+        if retry == 0 and not pending_in(body):
+            return
         await _reconcile(memo, body, kwargs["helm_releases"], check_drift=settings.drift_detection)
 
     @kopf.timer(
