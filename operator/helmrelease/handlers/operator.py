@@ -25,7 +25,7 @@ from helmrelease.handlers.bookkeeping import (
 from helmrelease.reconcile.errors import ReconcileError
 from helmrelease.reconcile.inputs import sources_of
 from helmrelease.reconcile.releases import IndexedRelease, ReleaseIndexView, release_index_entry
-from helmrelease.reconcile.requests import pending_in
+from helmrelease.reconcile.requests import wants_a_pass
 from helmrelease.reconcile.service import Reconciler
 from helmrelease.reconcile.settings import OperatorSettings
 
@@ -144,7 +144,7 @@ def build_registry(operator_settings: OperatorSettings, dependencies: Any) -> ko
     # retry (a rollback's retry upgrade, say) would be dropped; a retry goes on whatever the tokens say.
     @kopf.on.update(GROUP, VERSION, PLURAL, field="metadata.annotations", id="requested", registry=registry)
     async def requested(memo: kopf.Memo, body: kopf.Body, retry: int, **kwargs: Any) -> None:
-        if retry == 0 and not pending_in(body):
+        if not wants_a_pass(body, retrying=retry > 0):
             return
         await _reconcile(memo, body, kwargs["helm_releases"], check_drift=settings.drift_detection)
 

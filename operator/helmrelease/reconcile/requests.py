@@ -69,3 +69,9 @@ def pending_in(body: Mapping[str, Any]) -> Requests:
     except ValueError:
         status = HelmReleaseStatus()
     return pending_requests({str(k): v for k, v in annotations.items() if isinstance(v, str)}, status)
+
+
+def wants_a_pass(body: Mapping[str, Any], *, retrying: bool) -> bool:
+    """Whether an annotation change of `body` calls for a pass: a pending request, or the retry of a pass that
+    failed (whose tokens that pass already echoed, so they no longer look pending)."""
+    return retrying or bool(pending_in(body))

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from helmrelease.api.status import HelmReleaseStatus
-from helmrelease.reconcile.requests import TOKEN_MAX, Requests, pending_in, pending_requests
+from helmrelease.reconcile.requests import TOKEN_MAX, Requests, pending_in, pending_requests, wants_a_pass
 
 REQ, FORCE, RESET = (f"reconcile.fluxcd.io/{key}" for key in ("requestedAt", "forceAt", "resetAt"))
 
@@ -87,3 +87,26 @@ def test_a_pending_token_is_always_the_requested_one_and_never_the_handled_one(
         (requests.reset, status.last_handled_reset_at),
     ):
         assert token is None or (token == annotations[REQ] and token != last)
+
+
+@pytest.mark.parametrize(
+    ("body", "retrying", "wanted"),
+    [
+        pytest.param({"metadata": {"annotations": {REQ: "t1"}}}, False, True, id="a-new-token"),
+        pytest.param({"metadata": {"annotations": {"team": "a"}}}, False, False, id="another-annotation"),
+        pytest.param(
+            {"metadata": {"annotations": {REQ: "t1"}}, "status": {"lastHandledReconcileAt": "t1"}},
+            False,
+            False,
+            id="handled",
+        ),
+        pytest.param(
+            {"metadata": {"annotations": {REQ: "t1"}}, "status": {"lastHandledReconcileAt": "t1"}},
+            True,
+            True,
+            id="the-retry-of-a-failed-requested-pass",
+        ),
+    ],
+)
+def test_an_annotation_change_wants_a_pass(body: dict[str, Any], retrying: bool, wanted: bool) -> None:
+    assert wants_a_pass(body, retrying=retrying) is wanted
