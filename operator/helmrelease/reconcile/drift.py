@@ -34,6 +34,8 @@ _IGNORED_TOP: Final = frozenset({"status"})
 SUMMARY_OBJECTS: Final = 5
 PATHS_SHOWN: Final = 3
 PATH_MAX: Final = 120
+#: Characters of an object's kind, namespace and name shown (Kubernetes allows 253 for a name).
+LABEL_MAX: Final = 300
 
 
 @dataclass(frozen=True)
@@ -63,10 +65,12 @@ class Drift:
     more: int = 0
 
     def describe(self) -> str:
+        """One line, whatever the manifest says: names and paths shortened, control characters escaped."""
+        label = _shortened(self.obj.label, LABEL_MAX)
         if self.missing:
-            return f"{self.obj.label} is missing"
+            return f"{label} is missing"
         more = f" and {self.more} more" if self.more else ""
-        return f"{self.obj.label} changed at {', '.join(_shortened(path) for path in self.paths)}{more}"
+        return f"{label} changed at {', '.join(_shortened(path) for path in self.paths)}{more}"
 
 
 def drift_summary(release: str, drifts: Sequence[Drift]) -> str | None:
@@ -81,12 +85,15 @@ def drift_summary(release: str, drifts: Sequence[Drift]) -> str | None:
     return "\n".join(lines)
 
 
-def _shortened(path: str) -> str:
-    """A path of at most `PATH_MAX` characters: its start and its end (the field that differs) kept."""
-    if len(path) <= PATH_MAX:
-        return path
-    head = PATH_MAX // 2
-    return f"{path[:head]}…{path[-(PATH_MAX - head - 1) :]}"
+def _shortened(text: str, limit: int = PATH_MAX) -> str:
+    """`text` on one line in at most `limit` characters: its start and its end (the field that differs) kept.
+
+    The manifest is tenant-writable: a key or name may hold newlines or terminal escapes, shown escaped.
+    """
+    if len(text) > limit:
+        head = limit // 2
+        text = f"{text[:head]}…{text[-(limit - head - 1) :]}"
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def parse_manifest(manifest: str, default_namespace: str) -> list[ManifestObject]:

@@ -5,9 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from helmrelease.reconcile.drift import (
+    LABEL_MAX,
     PATH_MAX,
+    PATHS_SHOWN,
+    SUMMARY_OBJECTS,
     Drift,
     ManifestObject,
     drift_summary,
@@ -219,3 +224,34 @@ def test_a_long_path_is_shortened_keeping_its_end() -> None:
     assert described.endswith(".leaf")
     assert "…" in described
     assert len(described) < len("ConfigMap apps/a changed at ") + PATH_MAX + 1
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.text(min_size=1, max_size=300),
+            st.lists(st.text(min_size=1, max_size=400), max_size=PATHS_SHOWN),
+            st.integers(0, 10**6),
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_a_drift_summary_is_a_few_bounded_lines_whatever_drifted(
+    found: list[tuple[str, list[str], int]],
+) -> None:
+    drifts = [_drift(name, tuple(paths), more, missing=not paths) for name, paths, more in found]
+    summary = drift_summary("apps/web", drifts)
+    assert summary is not None
+    lines = summary.splitlines()
+    assert len(lines) <= 1 + SUMMARY_OBJECTS + 1
+    # Shortened before escaping: an escaped character takes at most 10 (\\U0001f600).
+    bound = 10 * (LABEL_MAX + PATHS_SHOWN * (PATH_MAX + 2)) + 40
+    assert all(len(line) <= bound for line in lines)
+
+
+def test_control_characters_in_a_hostile_manifest_stay_on_one_line() -> None:
+    drift = _drift("web\nConfigMap apps/fake is missing", (".data.a\rb", ".data.\x1b[31mred"))
+    assert drift.describe() == (
+        "ConfigMap apps/web\\nConfigMap apps/fake is missing changed at .data.a\\rb, .data.\\x1b[31mred"
+    )
