@@ -255,3 +255,10 @@ def test_control_characters_in_a_hostile_manifest_stay_on_one_line() -> None:
     assert drift.describe() == (
         "ConfigMap apps/web\\nConfigMap apps/fake is missing changed at .data.a\\rb, .data.\\x1b[31mred"
     )
+
+
+def test_a_manifest_whose_aliases_never_end_is_not_compared() -> None:
+    """Helm itself refuses such a manifest; should one be stored, drift detection skips it rather than walk it."""
+    laughs = "".join(f"  a{i}: &a{i} [{', '.join([f'*a{i - 1}' if i else 'lol'] * 9)}]\n" for i in range(9))
+    manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata:\n" + laughs
+    assert parse_manifest(manifest, "apps") == []
