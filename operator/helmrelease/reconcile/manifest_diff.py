@@ -5,7 +5,7 @@ content differs, never layout. Objects pair up by API group, kind, namespace and
 each one that differs gets a header in helm-diff's words (``apps, web, Deployment (apps) has changed:``).
 
 Nothing secret is printed: the values of a ``Secret``'s ``data`` and ``stringData`` become ``***`` with their size,
-marked ``(changed)`` on both sides when they differ, so a diff shows *that* a key changed, never to what; and every
+marked ``old value`` and ``new value`` when they differ, so a diff shows *that* a key changed, never to what; and every
 text goes through the pass's ``Masker``, which masks the values that came from Secrets (``valuesFrom``) wherever
 a chart put them.
 """
@@ -83,27 +83,29 @@ def _size(field: str, value: object) -> int:
     return len(text.encode())
 
 
-def _masked_values(field: str, mine: object, theirs: object) -> object:
-    """``mine`` (a Secret's data or stringData) with each value masked, ``(changed)`` where ``theirs`` differs."""
+def _masked_values(field: str, mine: object, theirs: object, side: str) -> object:
+    """``mine`` (a Secret's data or stringData) with each value masked; where ``theirs`` holds another value for
+    the key, the mask says ``old value`` or ``new value`` (``side``), so the two lines differ even at equal size."""
     if not isinstance(mine, Mapping):
         return MASK if mine is not None else None
     other = theirs if isinstance(theirs, Mapping) else {}
     masked: dict[str, str] = {}
     for key, value in mine.items():
-        changed = key in other and other[key] != value
-        masked[key] = f"{MASK} ({_size(field, value)} bytes{', changed' if changed else ''})"
+        changed = f", {side} value" if key in other and other[key] != value else ""
+        masked[key] = f"{MASK} ({_size(field, value)} bytes{changed})"
     return masked
 
 
-def masked_body(obj: ManifestObject, other: ManifestObject | None) -> Mapping[str, Any]:
-    """The object as the diff shows it: a Secret's values masked against its counterpart ``other``."""
+def masked_body(obj: ManifestObject, other: ManifestObject | None, side: str) -> Mapping[str, Any]:
+    """The object as the diff shows it: a Secret's values masked against its counterpart ``other``; ``side`` is
+    ``old`` or ``new``."""
     if not _is_secret(obj):
         return obj.body
     body = dict(obj.body)
     for field in _SECRET_FIELDS:
         if field in body:
             theirs = other.body.get(field) if other is not None else None
-            body[field] = _masked_values(field, body[field], theirs)
+            body[field] = _masked_values(field, body[field], theirs, side)
     return body
 
 
@@ -129,8 +131,8 @@ def diff_manifests(
     diffs = []
     for key in sorted(old.keys() | new.keys()):
         was, now = old.get(key), new.get(key)
-        old_text = mask(dump(masked_body(was, now))) if was is not None else ""
-        new_text = mask(dump(masked_body(now, was))) if now is not None else ""
+        old_text = mask(dump(masked_body(was, now, "old"))) if was is not None else ""
+        new_text = mask(dump(masked_body(now, was, "new"))) if now is not None else ""
         if old_text == new_text:
             continue
         change = Change.ADDED if was is None else Change.REMOVED if now is None else Change.CHANGED
