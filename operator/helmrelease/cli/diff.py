@@ -44,6 +44,7 @@ from helmrelease.cli.argtypes import Boolean, InvalidValue, OptionalPath, Option
 from helmrelease.cli.operate import (
     EXIT_NO,
     EXIT_OK,
+    SETTINGS_NOTE,
     ClusterSettings,
     fail,
     kube_client,
@@ -92,13 +93,20 @@ def local_file(text: str | LocalFile) -> LocalFile:
 
 
 def local_files(value: str | Iterable[str | LocalFile]) -> tuple[LocalFile, ...]:
-    """The repeated flag's values, or the variable's, comma-separated."""
+    """The repeated flag's values, or the variable's, comma-separated; an error quotes what was given."""
     items = value.split(",") if isinstance(value, str) else list(value)
-    return tuple(local_file(item) for item in items)
+    try:
+        return tuple(local_file(item) for item in items)
+    except InvalidValue:
+        shown = value if isinstance(value, str) else [str(item) for item in items]
+        raise InvalidValue(
+            f"must be KIND/[NAMESPACE/]NAME[:KEY]=PATH with KIND ConfigMap or Secret, not {shown!r}"
+        ) from None
 
 
 class DiffSettings(ClusterSettings):
-    output: Annotated[
+    #: Not ``output``: its words differ from ``get``'s, so its variable does too.
+    diff_output: Annotated[
         str,
         BeforeValidator(one_of(*DIFF_OUTPUTS)),
         flag(
@@ -414,7 +422,7 @@ def run_diff(args: argparse.Namespace) -> int:
         return fail("diff", f"helm {error.operation}: {error.cause}")
     except KubeError as error:
         return fail("diff", str(error))
-    if settings.output == "diff":
+    if settings.diff_output == "diff":
         if result.diffs:
             print(diff_text(result, color=sys.stdout.isatty()), end="")
         summary = f"{len(result.diffs)} object(s) differ" if result.diffs else "no differences"
@@ -423,7 +431,7 @@ def run_diff(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     else:
-        print(render(diff_record(result), settings.output, lambda: ""))
+        print(render(diff_record(result), settings.diff_output, lambda: ""))
     return EXIT_NO if result.diffs else EXIT_OK
 
 
@@ -431,7 +439,8 @@ def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "diff",
         help="what reconciling a HelmRelease would change in its release, per object (exit 1 when something would)",
-        description=(__doc__ or "").split("\n\n", 1)[0],
+        description="What reconciling a HelmRelease would change in its release, per object, Secrets masked: exit "
+        "0 when nothing, 1 when something, 2 on error. " + SETTINGS_NOTE,
     )
     parser.add_argument(
         "target",

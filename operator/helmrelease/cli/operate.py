@@ -19,9 +19,9 @@ import itertools
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
-from typing import Annotated, Any, Final, TextIO
+from typing import Annotated, Any, Final, Self, TextIO
 
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, model_validator
 
 from helmrelease.adapters.kube import KubeClient, KubeError, NotFound, api_client, kubeconfig_namespace
 from helmrelease.api.constants import RECONCILE_REQUESTED_AT_ANNOTATION
@@ -100,6 +100,13 @@ class ReconcileSettings(ClusterSettings):
         switch("--force", help="one upgrade even when a failed configuration would wait for a change"),
     ] = False
     reset: Annotated[Boolean, switch("--reset", help="zero the failure and rollback counters first")] = False
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> Self:
+        """argparse keeps the flags apart; this keeps a flag and the other's variable apart too."""
+        if self.force and self.reset:
+            raise ValueError("--force and --reset exclude each other")
+        return self
 
 
 class HistorySettings(ClusterSettings):
@@ -355,10 +362,17 @@ def run_history(args: argparse.Namespace) -> int:
 # --- parser ---------------------------------------------------------------------------------------------------
 
 
+SETTINGS_NOTE: Final = (
+    "Every flag also reads the HELMRELEASE_* variable shown with it; a flag wins over its variable, and an empty "
+    "variable counts as unset."
+)
+
+
 def _command(
     subparsers: Any, name: str, help: str, model: type[ClusterSettings], handler: Callable[..., int]
 ) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = subparsers.add_parser(name, help=help, description=help)
+    description = f"{help[:1].upper()}{help[1:]}. {SETTINGS_NOTE}"
+    parser: argparse.ArgumentParser = subparsers.add_parser(name, help=help, description=description)
     parser.set_defaults(handler=handler, settings_model=model)
     return parser
 

@@ -17,6 +17,7 @@ from helmrelease.reconcile.releases import (
     DIGEST_LABEL,
     OWNER_NAME_LABEL,
     OWNER_NAMESPACE_LABEL,
+    deploy_description,
     digest_label,
 )
 
@@ -96,14 +97,27 @@ def sorted_records(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 # --- history ---------------------------------------------------------------------------------------------------
 
 
+#: Our deploys' descriptions (`releases.deploy_description`); Helm writes its own when an action fails.
+_OUR_ACTIONS: Final = ("install", "upgrade", "adopt")
+
+
 def changed_by(
-    labels: Mapping[str, str], *, namespace: str, name: str, recorded: Sequence[str]
+    labels: Mapping[str, str],
+    description: str,
+    *,
+    previous_digest: str | None,
+    namespace: str,
+    name: str,
+    recorded: Sequence[str],
 ) -> tuple[str, str]:
     """(who, why) for one stored revision of the release of HelmRelease ``namespace/name``.
 
     The operator labels every revision it makes with its owner and the digest of the chart and values
-    (``helm --labels``); ``recorded`` are the digest labels the HelmRelease's status says it applied or attempted,
-    for the revision the status names (empty for older ones, which the status no longer describes).
+    (``helm --labels``) and describes its installs and upgrades (``helm --description``). Helm copies the labels
+    of the previous revision into the next, so a ``helm upgrade`` by hand carries our labels too: the
+    description, or a digest that no revision before had (which only we write), tells the two apart.
+    ``recorded`` are the digest labels the status says it applied or attempted, for the revision the status
+    names (empty for older ones, which the status no longer describes).
     """
     digest = labels.get(DIGEST_LABEL)
     owner_namespace, owner_name = labels.get(OWNER_NAMESPACE_LABEL), labels.get(OWNER_NAME_LABEL)
@@ -114,7 +128,16 @@ def changed_by(
         return BY_OUTSIDE, f"labelled for HelmRelease {owner}"
     if recorded and digest not in recorded:
         return BY_OUTSIDE, "digest label differs from the digest the status recorded"
-    return BY_OPERATOR, ""
+    if description in {deploy_description(action, namespace, name) for action in _OUR_ACTIONS}:
+        return BY_OPERATOR, ""
+    if description.startswith("Rollback to "):
+        return BY_OPERATOR, "a rollback: one by hand would read the same"
+    if digest != previous_digest:
+        return (
+            BY_OPERATOR,
+            "",
+        )  # a failed deploy of ours: helm replaced the description, our new digest stayed
+    return BY_OUTSIDE, "made by helm by hand, which copied the operator's labels"
 
 
 def history_records(stored: Sequence[StoredRelease], hr: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -127,13 +150,18 @@ def history_records(stored: Sequence[StoredRelease], hr: Mapping[str, Any]) -> l
         if isinstance(status.get(key), str) and status[key]
     ]
     records = []
+    previous: str | None = None
     for entry in sorted(stored, key=lambda item: item.revision):
+        digest = entry.labels.get(DIGEST_LABEL)
         by, why = changed_by(
             entry.labels,
+            entry.description,
+            previous_digest=previous,
             namespace=namespace,
             name=name,
             recorded=recorded if entry.revision == status.get("helmRevision") else [],
         )
+        previous = digest
         records.append(
             {
                 "revision": entry.revision,
@@ -142,7 +170,7 @@ def history_records(stored: Sequence[StoredRelease], hr: Mapping[str, Any]) -> l
                 "chart": f"{entry.chart_name}-{entry.chart_version}",
                 "app_version": entry.app_version or None,
                 "description": entry.description,
-                "digest": entry.labels.get(DIGEST_LABEL),
+                "digest": digest,
                 "changed_by": by,
                 "note": why or None,
             }

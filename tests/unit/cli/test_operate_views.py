@@ -159,37 +159,66 @@ def test_json_and_yaml_output_keep_the_keys() -> None:
 # --- history ------------------------------------------------------------------------------------------------------
 
 
+OURS = owner_labels("apps", "web", DIGEST)
+UPGRADE = "upgrade by HelmRelease apps/web"
+
+
 @pytest.mark.parametrize(
-    ("labels", "recorded", "by", "why"),
+    ("labels", "description", "previous", "recorded", "by", "why"),
     [
-        pytest.param(owner_labels("apps", "web", DIGEST), [], BY_OPERATOR, "", id="ours-older-revision"),
+        pytest.param(OURS, UPGRADE, None, [], BY_OPERATOR, "", id="our-upgrade"),
+        pytest.param(OURS, "install by HelmRelease apps/web", None, [], BY_OPERATOR, "", id="our-install"),
+        pytest.param(OURS, UPGRADE, None, [digest_label(DIGEST)], BY_OPERATOR, "", id="ours-and-recorded"),
         pytest.param(
-            owner_labels("apps", "web", DIGEST), [digest_label(DIGEST)], BY_OPERATOR, "", id="ours-recorded"
+            OURS, UPGRADE, None, [digest_label(OTHER)], BY_OUTSIDE, "differs", id="digest-not-recorded"
         ),
         pytest.param(
-            owner_labels("apps", "web", DIGEST),
-            [digest_label(OTHER)],
+            OURS,
+            'Upgrade "apps-web" failed: boom',
+            digest_label(OTHER),
+            [],
+            BY_OPERATOR,
+            "",
+            id="our-failed-upgrade",
+        ),
+        pytest.param(
+            OURS,
+            "Upgrade complete",
+            digest_label(DIGEST),
+            [],
             BY_OUTSIDE,
-            "differs",
-            id="digest-not-recorded",
+            "copied",
+            id="helm-upgrade-by-hand",
         ),
-        pytest.param({}, [], BY_OUTSIDE, "no digest label", id="helm-by-hand"),
+        pytest.param(OURS, "Rollback to 1", digest_label(DIGEST), [], BY_OPERATOR, "rollback", id="rollback"),
         pytest.param(
-            owner_labels("apps", "web"), [], BY_OUTSIDE, "no digest label", id="owner-without-digest"
+            OURS, "upgrade by HelmRelease apps/other", None, [], BY_OPERATOR, "", id="new-digest-wins"
         ),
         pytest.param(
-            owner_labels("apps", "other", DIGEST), [], BY_OUTSIDE, "apps/other", id="another-helmrelease"
+            {}, "Install complete", None, [], BY_OUTSIDE, "no digest label", id="helm-install-by-hand"
         ),
-        pytest.param({"helm.fluxcd.io/digest": "x"}, [], BY_OUTSIDE, "no owner", id="digest-without-owner"),
+        pytest.param(owner_labels("apps", "web"), UPGRADE, None, [], BY_OUTSIDE, "no digest", id="no-digest"),
+        pytest.param(
+            owner_labels("apps", "other", DIGEST), UPGRADE, None, [], BY_OUTSIDE, "apps/other", id="other-hr"
+        ),
+        pytest.param(
+            {"helm.fluxcd.io/digest": "x"}, UPGRADE, None, [], BY_OUTSIDE, "no owner", id="no-owner"
+        ),
     ],
 )
-def test_who_made_a_revision(labels: dict[str, str], recorded: list[str], by: str, why: str) -> None:
-    got_by, got_why = changed_by(labels, namespace="apps", name="web", recorded=recorded)
+def test_who_made_a_revision(
+    labels: dict[str, str], description: str, previous: str | None, recorded: list[str], by: str, why: str
+) -> None:
+    got_by, got_why = changed_by(
+        labels, description, previous_digest=previous, namespace="apps", name="web", recorded=recorded
+    )
     assert got_by == by
     assert why in got_why
 
 
-def stored(revision: int, labels: dict[str, str], status: str = "superseded") -> StoredRelease:
+def stored(
+    revision: int, labels: dict[str, str], description: str = UPGRADE, status: str = "superseded"
+) -> StoredRelease:
     return StoredRelease(
         name="apps-web",
         namespace="apps",
@@ -200,17 +229,18 @@ def stored(revision: int, labels: dict[str, str], status: str = "superseded") ->
         manifest="",
         labels={"owner": "helm", "name": "apps-web", "version": str(revision), **labels},
         app_version="1.0",
-        description="Upgrade complete",
+        description=description,
         updated="2026-12-02T07:00:00Z",
     )
 
 
 def test_history_checks_the_newest_revision_against_the_status_and_orders_by_revision() -> None:
-    hr = helmrelease(helmRevision=3, lastAppliedDigest=OTHER, lastAttemptedDigest=OTHER)
+    hr = helmrelease(helmRevision=4, lastAppliedDigest=OTHER, lastAttemptedDigest=OTHER)
     records = history_records(
         [
-            stored(3, owner_labels("apps", "web", DIGEST), "deployed"),
-            stored(1, {}),
+            stored(4, owner_labels("apps", "web", DIGEST), status="deployed"),
+            stored(1, {}, "Install complete"),
+            stored(3, owner_labels("apps", "web", DIGEST), "Upgrade complete"),
             stored(2, owner_labels("apps", "web", DIGEST)),
         ],
         hr,
@@ -219,8 +249,10 @@ def test_history_checks_the_newest_revision_against_the_status_and_orders_by_rev
         (1, BY_OUTSIDE),
         (2, BY_OPERATOR),
         (3, BY_OUTSIDE),
+        (4, BY_OUTSIDE),
     ]
-    assert records[2]["digest"] == digest_label(DIGEST)
+    assert records[3]["note"] == "digest label differs from the digest the status recorded"
+    assert records[1]["digest"] == digest_label(DIGEST)
     assert records[0]["chart"] == "app-0.1.0"
     lines = records_table(records, HISTORY_COLUMNS).splitlines()
     assert lines[0].split()[:4] == ["REVISION", "UPDATED", "STATUS", "CHART"]
