@@ -215,6 +215,7 @@ def add_documented_sources(
 
 
 def add_local_files(sources: LocalSources, files: Iterable[LocalFile], namespace: str) -> None:
+    """``--values-from-file`` sources; one that names no namespace is in ``namespace`` (the HelmRelease's)."""
     for given in files:
         try:
             text = read_text(given.path)
@@ -301,10 +302,23 @@ async def diff_online(settings: DiffSettings, target: str, renderer: Renderer) -
         helm = await renderer.helm()
         live = await helm.manifest(hr.release_name, hr.target_namespace)
         desired = await renderer.render(hr, helm, kube, is_upgrade=live is not None)
+        live_masker = await _live_masker(kube, hr, renderer.inputs) if _is_file(target) else Masker()
     where = f"release {hr.target_namespace}/{hr.release_name}"
     return _compare(
-        hr, desired, live or "", Masker(), where if live is not None else f"{where} (not installed)"
+        hr, desired, live or "", live_masker, where if live is not None else f"{where} (not installed)"
     )
+
+
+async def _live_masker(kube: KubeClient, hr: HelmRelease, inputs: Inputs) -> Masker:
+    """For a file: the Secret-sourced values of the HelmRelease of that name in the cluster, which the live
+    release holds, so a diff that swaps one Secret for another shows neither."""
+    obj = await read_helmrelease(kube, hr.metadata.namespace, hr.metadata.name)
+    if obj is None:
+        return Masker()
+    try:
+        return await inputs.secret_masker(parse_helmrelease(obj), kube)
+    except SpecError:
+        return Masker()
 
 
 async def _online_helmrelease(
@@ -333,18 +347,21 @@ async def diff_offline(settings: DiffSettings, target: str, renderer: Renderer) 
     base_documents = (
         yaml_documents(read_file(str(settings.base)), str(settings.base)) if settings.base else []
     )
-    for docs in (base_documents, documents):  # the file's own objects win over the base's
-        add_documented_sources(sources, docs, namespace)
-    add_local_files(sources, settings.values_from_file, namespace)
-    helm = await renderer.helm()
-    base_masker, before, compared_with = Masker(), "", "nothing (no --base)"
+    base_hr = None
     if settings.base is not None:
         base_hr = select_helmrelease(
             base_documents, str(settings.base), settings.select or hr.metadata.name, namespace
         )
+    for docs in (base_documents, documents):  # the file's own objects win over the base's
+        add_documented_sources(sources, docs, namespace)
+    for release in {hr.metadata.namespace, base_hr.metadata.namespace if base_hr else hr.metadata.namespace}:
+        add_local_files(sources, settings.values_from_file, release)
+    helm = await renderer.helm()
+    base_masker, before, compared_with = Masker(), "", "nothing (no --base)"
+    if base_hr is not None:
         base = await renderer.render(base_hr, helm, sources, is_upgrade=False)
         base_masker, before, compared_with = base.masker, base.manifest, f"{settings.base}"
-    desired = await renderer.render(hr, helm, sources, is_upgrade=settings.base is not None)
+    desired = await renderer.render(hr, helm, sources, is_upgrade=base_hr is not None)
     return _compare(hr, desired, before, base_masker, compared_with)
 
 
