@@ -125,18 +125,22 @@ def diff_manifests(
     """Every object that ``after`` adds, removes or changes against ``before``, in (namespace, name, kind) order.
 
     ``namespace`` is the release's (objects without one are in it); ``dump`` writes one object as text (YAML);
-    ``mask`` is applied to each object's text before it is compared.
+    ``mask`` is applied to every line shown.
     """
     old, new = _objects(before, namespace), _objects(after, namespace)
     diffs = []
     for key in sorted(old.keys() | new.keys()):
         was, now = old.get(key), new.get(key)
-        old_text = mask(dump(masked_body(was, now, "old"))) if was is not None else ""
-        new_text = mask(dump(masked_body(now, was, "new"))) if now is not None else ""
+        old_text = dump(masked_body(was, now, "old")) if was is not None else ""
+        new_text = dump(masked_body(now, was, "new")) if now is not None else ""
         if old_text == new_text:
             continue
         change = Change.ADDED if was is None else Change.REMOVED if now is None else Change.CHANGED
-        diffs.append(ObjectDiff(key, change, tuple(_hunks(old_text, new_text, context))))
+        # Compared as they are, masked line by line after: a value from a Secret that changed still shows
+        # as a changed line, masked on both sides.
+        diffs.append(
+            ObjectDiff(key, change, tuple(mask(line) for line in _hunks(old_text, new_text, context)))
+        )
     return diffs
 
 

@@ -123,4 +123,15 @@ def test_values_from_secrets_are_masked_wherever_the_chart_put_them() -> None:
         CONFIG_MAP.format(message="old"), CONFIG_MAP.format(message="s3cret-from-a-secret"), mask=masker
     )
     assert "s3cret-from-a-secret" not in changed.text()
-    assert "+  message: '***'" in changed.text() or "+  message: ***" in changed.text()
+    assert "-  message: old\n+  message: ***\n" in changed.text()
+
+
+def test_a_changed_value_from_a_secret_shows_as_a_changed_line_masked_on_both_sides() -> None:
+    masker = masker_for([{"message": "s3cret-value-one"}, {"message": "s3cret-value-two"}])
+    before, after = (
+        CONFIG_MAP.format(message="s3cret-value-one"),
+        CONFIG_MAP.format(message="s3cret-value-two"),
+    )
+    [changed] = diff(before, after, mask=masker)
+    assert "-  message: ***\n+  message: ***\n" in changed.text()
+    assert "s3cret" not in changed.text()
