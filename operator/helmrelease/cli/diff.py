@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import base64
 import binascii
+import os
 import sys
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -260,7 +261,8 @@ class Renderer:
                 home=self.state / "helm",
                 temp_root=self.state / "tmp",
                 executable=self.settings.helm,
-                kubeconfig=self.settings.kubeconfig,
+                # helm gets an allow-listed environment: the kubeconfig kubectl would use is named to it.
+                kubeconfig=self.settings.kubeconfig or _environment_kubeconfig(),
                 kube_context=self.settings.context,
             )
         )
@@ -280,6 +282,11 @@ class Renderer:
 
     async def close(self) -> None:
         await self.inputs.urls.close()
+
+
+def _environment_kubeconfig() -> Path | None:
+    value = os.environ.get("KUBECONFIG")
+    return Path(value) if value else None
 
 
 def _compare(
