@@ -34,15 +34,11 @@ DEFAULT_GIT_REF: Final = "master"
 DEFAULT_GIT_PROTOCOLS: Final[tuple[str, ...]] = ("https", "ssh")
 #: The key read from a ConfigMap or Secret values source when none is given.
 DEFAULT_VALUES_KEY: Final = "values.yaml"
-
-#: Flux v2's request annotations, honoured on helm.fluxcd.io/v1 objects (``helmrelease reconcile`` sets them):
-#: ``requestedAt`` asks for a reconcile now and is echoed in ``status.lastHandledReconcileAt``; ``forceAt`` (with
-#: the same token as ``requestedAt``) one upgrade even when a failed configuration would wait for a change, echoed
-#: in ``status.lastHandledForceAt``; ``resetAt`` zeroes the failure and rollback counters
-#: (``status.lastHandledResetAt``). A token is any string; the CLI writes an RFC 3339 time.
-RECONCILE_REQUESTED_AT_ANNOTATION: Final = "reconcile.fluxcd.io/requestedAt"
-RECONCILE_FORCE_AT_ANNOTATION: Final = "reconcile.fluxcd.io/forceAt"
-RECONCILE_RESET_AT_ANNOTATION: Final = "reconcile.fluxcd.io/resetAt"
+#: Flux v2's request annotations (fluxcd/pkg/apis/meta): a new token in requestedAt asks for a pass now; forceAt
+#: and resetAt are honoured when their token equals requestedAt's.
+RECONCILE_REQUEST_ANNOTATION: Final = "reconcile.fluxcd.io/requestedAt"
+FORCE_REQUEST_ANNOTATION: Final = "reconcile.fluxcd.io/forceAt"
+RESET_REQUEST_ANNOTATION: Final = "reconcile.fluxcd.io/resetAt"
 
 
 class Phase(StrEnum):

@@ -24,7 +24,7 @@ from typing import Annotated, Any, Final, Self, TextIO
 from pydantic import BeforeValidator, model_validator
 
 from helmrelease.adapters.kube import KubeClient, KubeError, NotFound, api_client, kubeconfig_namespace
-from helmrelease.api.constants import RECONCILE_REQUESTED_AT_ANNOTATION
+from helmrelease.api.constants import RECONCILE_REQUEST_ANNOTATION
 from helmrelease.api.errors import SpecError
 from helmrelease.api.resource import parse_helmrelease
 from helmrelease.cli.argtypes import Boolean, Duration, OptionalPath, OptionalText, one_of
@@ -227,7 +227,7 @@ def run_resume(args: argparse.Namespace) -> int:
             if obj is None:
                 return _not_found("resume", namespace, args.name)
             previous = ((obj.get("metadata") or {}).get("annotations") or {}).get(
-                RECONCILE_REQUESTED_AT_ANNOTATION
+                RECONCILE_REQUEST_ANNOTATION
             )
             token = fresh_token(dt.datetime.now(dt.UTC), previous)
             patch = {**request_patch(token, Mode.RECONCILE), "spec": {"suspend": None}}
@@ -302,7 +302,7 @@ def run_reconcile(args: argparse.Namespace) -> int:
                     EXIT_NO,
                 )
             previous = ((obj.get("metadata") or {}).get("annotations") or {}).get(
-                RECONCILE_REQUESTED_AT_ANNOTATION
+                RECONCILE_REQUEST_ANNOTATION
             )
             token = fresh_token(dt.datetime.now(dt.UTC), previous)
             await kube.merge_patch_helmrelease(namespace, args.name, request_patch(token, mode))

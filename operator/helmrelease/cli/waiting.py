@@ -30,9 +30,9 @@ from enum import StrEnum
 from typing import Any, Final
 
 from helmrelease.api.constants import (
-    RECONCILE_FORCE_AT_ANNOTATION,
-    RECONCILE_REQUESTED_AT_ANNOTATION,
-    RECONCILE_RESET_AT_ANNOTATION,
+    FORCE_REQUEST_ANNOTATION,
+    RECONCILE_REQUEST_ANNOTATION,
+    RESET_REQUEST_ANNOTATION,
     ConditionStatus,
     ConditionType,
     Phase,
@@ -63,11 +63,11 @@ def fresh_token(now: dt.datetime, previous: str | None = None) -> str:
 
 def request_patch(token: str, mode: Mode) -> dict[str, Any]:
     """The merge patch that asks for the reconcile: ``requestedAt`` always, ``forceAt``/``resetAt`` as asked."""
-    annotations = {RECONCILE_REQUESTED_AT_ANNOTATION: token}
+    annotations = {RECONCILE_REQUEST_ANNOTATION: token}
     if mode is Mode.FORCE:
-        annotations[RECONCILE_FORCE_AT_ANNOTATION] = token
+        annotations[FORCE_REQUEST_ANNOTATION] = token
     elif mode is Mode.RESET:
-        annotations[RECONCILE_RESET_AT_ANNOTATION] = token
+        annotations[RESET_REQUEST_ANNOTATION] = token
     return {"metadata": {"annotations": annotations}}
 
 
