@@ -252,8 +252,9 @@ class ProgressDisplay:
         self._task: asyncio.Task[None] | None = None
 
     def report(self, progress: Progress) -> None:
+        """Show a state on the way; the final one is the command's last line (``verdict``), not repeated here."""
         self.text = progress.line()
-        if not self.interactive:
+        if not self.interactive and not progress.state.final:
             print(self.text, file=self.stream, flush=True)
 
     async def __aenter__(self) -> ProgressDisplay:

@@ -109,10 +109,11 @@ def test_progress_without_a_terminal_is_one_plain_line_per_change() -> None:
     stream = io.StringIO()
     display = ProgressDisplay(stream, interactive=False)
     display.report(Progress(State.PENDING, "waiting for the operator"))
-    display.report(Progress(State.READY, "Release upgraded", "UpgradeSucceeded"))
-    assert (
-        stream.getvalue() == "Pending: waiting for the operator\nReady (UpgradeSucceeded): Release upgraded\n"
-    )
+    display.report(Progress(State.WORKING, "phase Upgrading", "Progressing"))
+    display.report(
+        Progress(State.READY, "Release upgraded", "UpgradeSucceeded")
+    )  # the command's last line says it
+    assert stream.getvalue() == "Pending: waiting for the operator\nWorking (Progressing): phase Upgrading\n"
     assert "\r" not in stream.getvalue()
     assert "\033" not in stream.getvalue()
 
