@@ -36,6 +36,9 @@ IMPERSONATED_CLIENTS = 256
 T = TypeVar("T")
 
 
+#: Where a Pod's service account namespace is mounted.
+SERVICE_ACCOUNT_NAMESPACE: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
 #: Seconds to connect to the API server, and to wait for each read of its answer. The client's own default is to
 #: wait forever: an API server that stopped answering (a blackholed address, a hung proxy) held a worker thread for
 #: good. Every call here is a small read or patch that a working API server answers in milliseconds; the client's
@@ -109,6 +112,8 @@ def kubeconfig_namespace(kubeconfig: Path | None = None, context: str | None = N
     try:
         contexts, current = k8s_config.list_kube_config_contexts(config_file=config_file)  # type: ignore[no-untyped-call]
     except (k8s_config.ConfigException, OSError) as error:
+        if kubeconfig is None and context is None and SERVICE_ACCOUNT_NAMESPACE.is_file():
+            return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or None  # in a Pod: its own, as kubectl does
         raise ClientConfigError(_config_problem(error)) from None
     chosen = (
         current if context is None else next((c for c in contexts or [] if c.get("name") == context), None)

@@ -24,7 +24,7 @@ from typing import Annotated, Any, Final, Self, TextIO
 from pydantic import BeforeValidator, model_validator
 
 from helmrelease.adapters.kube import KubeClient, KubeError, NotFound, api_client, kubeconfig_namespace
-from helmrelease.api.constants import RECONCILE_REQUEST_ANNOTATION
+from helmrelease.api.constants import API_VERSION, RECONCILE_REQUEST_ANNOTATION
 from helmrelease.api.errors import SpecError
 from helmrelease.api.resource import parse_helmrelease
 from helmrelease.cli.argtypes import Boolean, Duration, OptionalPath, OptionalText, one_of
@@ -165,7 +165,12 @@ def run_get(args: argparse.Namespace) -> int:
                     return _not_found("get", namespace, args.name)
                 objects = [obj]
             else:
-                objects = await kube.list_helmreleases(namespace)
+                try:
+                    objects = await kube.list_helmreleases(namespace)
+                except NotFound:
+                    return fail(
+                        "get", f"the cluster serves no {API_VERSION} HelmReleases: is the CRD installed?"
+                    )
         records = sorted_records([release_record(obj) for obj in objects])
         if not records and settings.output == "table":
             where = "any namespace" if namespace is None else f"namespace {namespace}"

@@ -127,3 +127,18 @@ async def test_progress_on_a_terminal_is_a_spinner_line_cleared_at_the_end() -> 
     assert "\r\033[K" in output
     assert "Working: upgrading" in output
     assert output.endswith("\r\033[K")
+
+
+def test_in_a_pod_without_a_kubeconfig_the_namespace_is_the_service_accounts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("kubernetes.config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION", str(tmp_path / "none"))
+    mounted = tmp_path / "namespace"
+    mounted.write_text("ops\n")
+    monkeypatch.setattr("helmrelease.adapters.kube.SERVICE_ACCOUNT_NAMESPACE", mounted)
+    assert kubeconfig_namespace() == "ops"
+    with pytest.raises(ClientConfigError):
+        kubeconfig_namespace(context="named")  # a context means a kubeconfig is wanted
+    mounted.unlink()
+    with pytest.raises(ClientConfigError):
+        kubeconfig_namespace()
