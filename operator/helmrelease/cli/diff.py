@@ -38,6 +38,7 @@ from helmrelease.adapters.files import read_text
 from helmrelease.adapters.helm import HelmCommand, HelmError, HelmSettings
 from helmrelease.adapters.kube import KubeClient, KubeError
 from helmrelease.adapters.web import WebReader
+from helmrelease.api.aliasing import ExcessiveAliasing, check_aliasing
 from helmrelease.api.constants import API_VERSION, DEFAULT_GIT_REF, DEFAULT_VALUES_KEY, KIND
 from helmrelease.api.errors import SpecError
 from helmrelease.api.resource import HelmRelease, parse_helmrelease
@@ -153,9 +154,14 @@ class DiffInputError(Exception):
 
 
 def yaml_documents(text: str, where: str) -> list[Mapping[str, Any]]:
-    """The mapping documents of a (multi-document) YAML text; raises `DiffInputError`."""
+    """The mapping documents of a (multi-document) YAML text; raises `DiffInputError`. A CI job diffs a pull
+    request's files, which anyone may write: aliases are measured before anything walks them (`check_aliasing`)."""
     try:
         documents = list(YAML(typ="safe", pure=True).load_all(text))
+        for document in documents:
+            check_aliasing(document)
+    except ExcessiveAliasing as error:
+        raise DiffInputError(f"{where}: {error}") from None
     except (YAMLError, RecursionError) as error:
         problem = getattr(error, "problem", None) or "not valid YAML"
         raise DiffInputError(f"{where}: {problem}") from None

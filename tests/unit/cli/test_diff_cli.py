@@ -98,6 +98,15 @@ def test_a_file_with_several_helmreleases_needs_select() -> None:
     ("text", "message"),
     [
         pytest.param("a: [", "f.yaml: ", id="not-yaml"),
+        pytest.param("a: &a [*a]\n", "f.yaml: it refers to itself", id="self-referring-alias"),
+        pytest.param(
+            "a: &a [x, x, x, x, x, x, x, x, x]\n"
+            + "".join(
+                f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(9)
+            ),
+            "f.yaml: its YAML aliases expand",
+            id="billion-laughs",
+        ),
         pytest.param("apiVersion: v1\nkind: ConfigMap\n", "0 HelmReleases", id="no-helmrelease"),
         pytest.param(HR.format(name="web").replace("chart:", "chartx:"), "spec.chart", id="invalid-spec"),
     ],
