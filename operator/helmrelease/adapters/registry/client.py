@@ -63,6 +63,7 @@ from helmrelease.adapters.registry.headers import (
 from helmrelease.adapters.registry.limits import HostLimiter
 from helmrelease.adapters.registry.metrics import RegistryMetrics
 from helmrelease.adapters.registry.names import api_host, as_canonical, pull_scope
+from helmrelease.adapters.registry.tagcache import TagRecord
 from helmrelease.images.reference import CanonicalName
 
 _log = logging.getLogger(__name__)
@@ -242,6 +243,37 @@ class RegistryClient:
                 if not is_digest(digest):
                     digest = digest_of(preloaded.body)
             return await self._created_by_digest(name, digest, preloaded, 0)
+
+    async def resolve_tag(
+        self, repository: CanonicalName | str, tag: str, known: TagRecord | None = None
+    ) -> TagRecord:
+        """What ``repository:tag`` points at now and when that image was built.
+
+        With a ``known`` record this is a re-check: one HEAD, and nothing more while the digest is the one
+        recorded (a re-pushed tag shows as a new digest, resolved as below). Without one, the manifest is
+        fetched by tag at once (its digest, when already resolved, ends the lookup), then the config blob:
+        two requests for a tag never seen, where a HEAD first would cost three.
+        """
+        name = as_canonical(repository)
+        call = _Call(name, "manifest", f"manifest {tag}")
+        with self.metrics.time_operation(name.host, "resolve_tag"):
+            url = self._api_url(name, f"manifests/{quote(tag, safe='')}")
+            preloaded = None
+            digest = ""
+            if known is not None:
+                head = await self._fetch(call, "HEAD", url, accept=MANIFEST_ACCEPT)
+                digest = head.headers.get("Docker-Content-Digest", "")
+                if digest == known.digest:
+                    return TagRecord(known.digest, known.created, time.time())
+            if not is_digest(digest):
+                preloaded = await self._fetch(call, "GET", url, accept=MANIFEST_ACCEPT)
+                digest = preloaded.headers.get("Docker-Content-Digest", "")
+                if not is_digest(digest):
+                    digest = digest_of(preloaded.body)
+                if known is not None and digest == known.digest:
+                    return TagRecord(known.digest, known.created, time.time())
+            created = await self._created_by_digest(name, digest, preloaded, 0)
+            return TagRecord(digest, created, time.time())
 
     # Resolution: manifest -> (index -> platform manifest) -> config blob, each step cached by digest.
     # Content is verified against its digest, so an index can never lead back to itself through the cache.
@@ -500,6 +532,7 @@ class ScanCycle:
         self.client = client
         self._tags: TaskMemo[CanonicalName, tuple[str, ...]] = TaskMemo(forget_failures=False)
         self._created: TaskMemo[tuple[CanonicalName, str], datetime | None] = TaskMemo(forget_failures=False)
+        self._resolved: TaskMemo[tuple[CanonicalName, str], TagRecord] = TaskMemo(forget_failures=False)
 
     async def list_tags(self, repository: CanonicalName | str) -> tuple[str, ...]:
         name = as_canonical(repository)
@@ -510,3 +543,11 @@ class ScanCycle:
         key = (as_canonical(repository), tag)
         self.client.metrics.observe_cache("cycle_created", key in self._created)
         return await self._created.run(key, lambda: self.client.image_created(key[0], tag))
+
+    async def resolve_tag(
+        self, repository: CanonicalName | str, tag: str, known: TagRecord | None = None
+    ) -> TagRecord:
+        """``RegistryClient.resolve_tag`` at most once per tag per cycle."""
+        key = (as_canonical(repository), tag)
+        self.client.metrics.observe_cache("cycle_resolved", key in self._resolved)
+        return await self._resolved.run(key, lambda: self.client.resolve_tag(key[0], tag, known))
