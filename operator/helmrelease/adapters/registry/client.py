@@ -56,11 +56,12 @@ from helmrelease.adapters.registry.formats import (
 from helmrelease.adapters.registry.headers import (
     Challenge,
     parse_next_link,
+    parse_rate_budget,
     parse_www_authenticate,
     preferred_challenge,
     retry_after_seconds,
 )
-from helmrelease.adapters.registry.limits import HostLimiter
+from helmrelease.adapters.registry.limits import HostLimiter, LimitTooLong
 from helmrelease.adapters.registry.metrics import RegistryMetrics
 from helmrelease.adapters.registry.names import api_host, as_canonical, pull_scope
 from helmrelease.adapters.registry.tagcache import TagRecord
@@ -423,9 +424,19 @@ class RegistryClient:
             headers["Authorization"] = authorization
         problem = "no attempt made"
         error_type: type[RegistryError] = RegistryUnavailable
+        # GETs spend the budgets registries announce (Docker Hub counts manifest GETs; HEADs are free).
+        spends = method == "GET" and call.kind != "token"
         for attempt in range(policy.attempts):
-            async with limiter.slot():
-                response, problem = await self._attempt(call, method, url, headers)
+            try:
+                async with limiter.slot(call.kind if spends else None, max_wait=policy.max_retry_after):
+                    response, problem = await self._attempt(call, method, url, headers)
+                    if response is not None:
+                        self._observe_limits(limiter, call, response, spent=spends)
+            except LimitTooLong as error:
+                raise call.error(
+                    RegistryRateLimited,
+                    f"not sent: {error}, longer than the {policy.max_retry_after:g}s we wait",
+                ) from None
             delay = backoff_delay(attempt, policy.base_delay, policy.max_delay, self._jitter())
             if response is None:
                 error_type = RegistryUnavailable
@@ -448,6 +459,21 @@ class RegistryClient:
                 _log.info("%s: %s %s: %s; retrying in %.2fs", call.name.host, method, url, problem, delay)
                 await asyncio.sleep(delay)
         raise call.error(error_type, f"{problem} (after {policy.attempts} attempts)")
+
+    def _observe_limits(self, limiter: HostLimiter, call: _Call, response: _Response, *, spent: bool) -> None:
+        """Slow down before the registry has to say 429: its announced budget, and a Retry-After on a
+        response that is not an error (an error's Retry-After is handled with its retry)."""
+        if call.kind == "token":
+            return
+        budget = parse_rate_budget(
+            response.headers.get("RateLimit-Remaining"), response.headers.get("RateLimit-Reset")
+        )
+        if budget is not None:
+            limiter.observe_budget(call.kind, budget.remaining, budget.seconds, spent=spent)
+        if response.status < 400:
+            retry_after = retry_after_seconds(response.headers.get("Retry-After"), datetime.now(UTC))
+            if retry_after:
+                limiter.pause(retry_after)
 
     async def _attempt(
         self, call: _Call, method: str, url: URL, headers: dict[str, str]
