@@ -153,6 +153,7 @@ class FakeRegistry:
     requests: Counter[tuple[str, str]] = field(default_factory=Counter)
     cycles: int = 0
     checkpoints: int = 0
+    known: dict[str, dict[str, TagRecord]] = field(default_factory=dict)
 
     def cycle(self) -> FakeRegistry:
         self.cycles += 1
@@ -162,8 +163,8 @@ class FakeRegistry:
         self.checkpoints += 1
 
     def known_builds(self, name: CanonicalName) -> Mapping[str, TagRecord]:
-        """No tag cache: every build time is looked up (``RegistryPool`` has the real cache)."""
-        return {}
+        """What a test put in ``known`` (``RegistryPool`` keeps the real tag cache)."""
+        return self.known.get(str(name), {})
 
     def _check(self, name: CanonicalName, credentials: BasicCredentials | None) -> dict[str, datetime | None]:
         key = str(name)

@@ -100,7 +100,8 @@ class HostLimiter:
         else:
             self._budgets[kind] = Budget(now + horizon, horizon / usable, next_at)
 
-    def _reserve(self, budget_kind: str | None) -> tuple[float, str]:
+    def reserve(self, budget_kind: str | None = None) -> tuple[float, str]:
+        """Take a place: how long to wait before sending, and what imposes the wait."""
         now = self._clock()
         delay, reason = self._bucket.reserve(now), "the configured request rate"
         budget = self._budgets.get(budget_kind) if budget_kind is not None else None
@@ -122,7 +123,7 @@ class HostLimiter:
     ) -> AsyncIterator[None]:
         """Wait for rate, budget (of ``budget_kind``, for requests that spend one) and any pause, then hold
         a free slot for one request. ``LimitTooLong`` instead of a wait longer than ``max_wait``."""
-        delay, reason = self._reserve(budget_kind)
+        delay, reason = self.reserve(budget_kind)
         if max_wait is not None and delay > max_wait:
             raise LimitTooLong(delay, reason)
         if delay > 0:
