@@ -46,6 +46,7 @@ from helmrelease.images.policy import DEFAULT_POLICY, TagOrder, parse_policy
 from tests.support import controlplane, registry
 from tests.support.kubectl import kubectl
 from tests.support.procs import REPO_ROOT
+from tests.support.registry import metric_samples
 
 REPOSITORIES = 50
 TAGS_PER_REPOSITORY = 500
@@ -207,15 +208,6 @@ def current_rss_mib() -> float:
     return 0.0
 
 
-def _samples(metrics: Any, name: str, labels: tuple[str, ...]) -> Counter[tuple[str, ...]]:
-    counts: Counter[tuple[str, ...]] = Counter()
-    for metric in metrics.collect():
-        for sample in metric.samples:
-            if sample.name == name:
-                counts[tuple(sample.labels[label] for label in labels)] += sample.value
-    return counts
-
-
 async def _measure(kubeconfig: str, host: str, namespace: str) -> dict[str, Any]:
     baseline_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     api = k8s_config.new_client_from_config(config_file=kubeconfig)
@@ -238,16 +230,19 @@ async def _measure(kubeconfig: str, host: str, namespace: str) -> dict[str, Any]
     cycles = []
     try:
         for number in (1, 2):
-            requests_before = _samples(metrics, "helmrelease_registry_requests_total", ("kind", "code"))
-            cache_before = _samples(metrics, "helmrelease_registry_cache_lookups_total", ("cache", "result"))
+            requests_before = metric_samples(metrics, "helmrelease_registry_requests_total", ("kind", "code"))
+            cache_before = metric_samples(
+                metrics, "helmrelease_registry_cache_lookups_total", ("cache", "result")
+            )
             started = time.monotonic()
             report = await service.run_cycle()
             wall = time.monotonic() - started
             requests_made = (
-                _samples(metrics, "helmrelease_registry_requests_total", ("kind", "code")) - requests_before
+                metric_samples(metrics, "helmrelease_registry_requests_total", ("kind", "code"))
+                - requests_before
             )
             cache = (
-                _samples(metrics, "helmrelease_registry_cache_lookups_total", ("cache", "result"))
+                metric_samples(metrics, "helmrelease_registry_cache_lookups_total", ("cache", "result"))
                 - cache_before
             )
             cycles.append(

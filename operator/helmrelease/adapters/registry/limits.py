@@ -11,6 +11,7 @@ how the scan re-checks tags, are free. A ``Retry-After`` on any response pauses 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -42,20 +43,25 @@ class TokenBucket:
 
 @dataclass
 class Budget:
-    """What the registry last said about one kind of request: until ``until``, space requests ``spacing``
-    seconds apart starting no earlier than ``next_at``; none before ``blocked_until`` (budget spent)."""
+    """What the registry last said about one kind of request: until ``until``, requests go ``spacing``
+    seconds apart, the next no earlier than ``next_at``; none before ``blocked_until`` (budget spent). When
+    ``until`` passes the budget lapses (it is renewed): requests go at the configured rate until an answer
+    announces the new one."""
 
     until: float
     spacing: float
     next_at: float
     blocked_until: float = 0.0
 
-    def reserve(self, now: float) -> float:
+    def take(self, now: float) -> float:
+        """0.0 and a place taken, or how long to wait before asking again."""
         if now >= self.until:
             return 0.0
-        start = max(now, self.next_at, self.blocked_until)
-        self.next_at = start + self.spacing
-        return start - now
+        wait = max(self.blocked_until, self.next_at) - now
+        if wait > 0:
+            return wait
+        self.next_at = now + self.spacing
+        return 0.0
 
 
 class LimitTooLong(Exception):
@@ -79,6 +85,7 @@ class HostLimiter:
         self._paused_until = 0.0
         self._budgets: dict[str, Budget] = {}
         self._in_flight: Counter[str] = Counter()
+        self._changed = asyncio.Event()  # set (and replaced) whenever a budget is announced
 
     def pause(self, seconds: float) -> None:
         """Hold every request to this registry for ``seconds``: a Retry-After speaks for the whole host."""
@@ -89,6 +96,7 @@ class HostLimiter:
 
         Requests of that kind already in flight will spend some of it, so they are taken off first; the
         one this answers (``spent``: it was a spending request, still holding its slot) is not among them.
+        Requests waiting for this budget look again at once.
         """
         now = self._clock()
         horizon = seconds if seconds is not None and seconds > 0 else DEFAULT_BUDGET_HORIZON
@@ -98,20 +106,27 @@ class HostLimiter:
         if usable <= 0:
             self._budgets[kind] = Budget(now + horizon, 0.0, next_at, blocked_until=now + horizon)
         else:
-            self._budgets[kind] = Budget(now + horizon, horizon / usable, next_at)
+            self._budgets[kind] = Budget(
+                now + horizon, horizon / usable, min(next_at, now + horizon / usable)
+            )
+        self._changed.set()
+        self._changed = asyncio.Event()
 
-    def reserve(self, budget_kind: str | None = None) -> tuple[float, str]:
-        """Take a place: how long to wait before sending, and what imposes the wait."""
+    def budget_wait(self, kind: str) -> tuple[float, str]:
+        """How long a request spending ``kind`` must wait now (0.0: it took its place), and why."""
+        budget = self._budgets.get(kind)
+        if budget is None:
+            return 0.0, ""
+        now = self._clock()
+        if budget.until <= now:
+            del self._budgets[kind]
+            return 0.0, ""
+        return budget.take(now), "the registry's announced request budget is spent"
+
+    def reserve(self) -> tuple[float, str]:
+        """Take a place at the configured rate: how long to wait before sending, and what imposes it."""
         now = self._clock()
         delay, reason = self._bucket.reserve(now), "the configured request rate"
-        budget = self._budgets.get(budget_kind) if budget_kind is not None else None
-        if budget is not None:
-            if budget.until <= now:
-                del self._budgets[budget_kind]  # type: ignore[arg-type]
-            else:
-                wait = budget.reserve(now)
-                if wait > delay:
-                    delay, reason = wait, "the registry's announced request budget is spent"
         paused = self._paused_until - now
         if paused > delay:
             delay, reason = paused, "the registry asked us to wait (Retry-After)"
@@ -123,11 +138,20 @@ class HostLimiter:
     ) -> AsyncIterator[None]:
         """Wait for rate, budget (of ``budget_kind``, for requests that spend one) and any pause, then hold
         a free slot for one request. ``LimitTooLong`` instead of a wait longer than ``max_wait``."""
-        delay, reason = self.reserve(budget_kind)
+        delay, reason = self.reserve()
         if max_wait is not None and delay > max_wait:
             raise LimitTooLong(delay, reason)
         if delay > 0:
             await asyncio.sleep(delay)
+        while budget_kind is not None:
+            wait, reason = self.budget_wait(budget_kind)
+            if wait <= 0:
+                break
+            if max_wait is not None and wait > max_wait:
+                raise LimitTooLong(wait, reason)
+            changed = self._changed
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), wait)
         async with self._slots:
             paused = self._paused_until - self._clock()
             if paused > 0:
