@@ -10,9 +10,10 @@ secret from ever being sent on behalf of another, and keeps a 401 for one from b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -152,7 +153,7 @@ class PoolCycle:
     def __init__(self, pool: RegistryPool) -> None:
         self._pool = pool
         self._scans: dict[BasicCredentials | None, ScanCycle] = {}
-        self._known: dict[CanonicalName, Mapping[str, TagRecord]] = {}
+        self._known: dict[CanonicalName, dict[str, TagRecord]] = {}
 
     def _scan(self, credentials: BasicCredentials | None) -> ScanCycle:
         scan = self._scans.get(credentials)
@@ -176,6 +177,11 @@ class PoolCycle:
         record = await self._scan(credentials).resolve_tag(name, tag, self._pool.tags.get(name, tag))
         self._pool.tags.put(name, tag, record)
         self._pool.recorded()
+        known = self._known.get(name)
+        if known is not None and tag not in known:
+            # New this cycle: later images of the repository need not look it up (or queue to) again.
+            # Re-checked tags keep their cycle-start record, so images pick the same rolling slice.
+            known[tag] = record
         return record.created
 
 
@@ -237,9 +243,9 @@ def needs_build_times(order: TagOrder) -> bool:
 
 
 DEFAULT_LOOKUP_WIDTH = 16
-#: Images per registry host that may look up many new tags at once: the rest queue in order, so a cold
-#: cycle finishes (and decides) images one after another instead of all of them at its very end.
-BULK_IMAGES_PER_HOST = 2
+#: Repositories per registry host whose many new tags are read at once: the rest queue in order, so a cold
+#: cycle finishes (and decides) repositories one after another instead of all of them at its very end.
+BULK_REPOSITORIES_PER_HOST = 2
 
 ScanObserver = Callable[[ImageScan], None]
 
@@ -252,9 +258,11 @@ class ImageScanner:
     (``lookups``); without it every eligible tag is looked up each cycle. ``observe`` hears of every image
     as soon as it is decided (for progress reporting).
 
-    An image whose lookups are few (known tags, re-checks) goes at once; one with more new tags than
-    ``lookup_width`` waits for one of ``BULK_IMAGES_PER_HOST`` places on its registry host, so images whose
-    tags are known are never held back by a repository still being read, and a slow registry only by itself.
+    An image whose lookups are few (known tags, re-checks, tags another image resolved this cycle) goes at
+    once; one with more new tags than ``lookup_width`` waits until its repository has one of
+    ``BULK_REPOSITORIES_PER_HOST`` places on its registry host (the images of one repository share its
+    place), so images whose tags are known are never held back by a repository still being read, and a slow
+    registry only holds back itself.
     """
 
     def __init__(
@@ -271,7 +279,8 @@ class ImageScanner:
         self.lookup_width = lookup_width
         self.recheck = recheck
         self._observe = observe
-        self._bulk: dict[str, asyncio.Semaphore] = {}
+        self._places: dict[str, asyncio.Semaphore] = {}
+        self._admissions: dict[CanonicalName, _Admission] = {}
 
     async def scan(self, target: ImageTarget, credentials: CredentialProvider) -> ImageScan:
         """The registry's view of ``target``; registry failures come back as ``error``, not raised."""
@@ -327,8 +336,7 @@ class ImageScanner:
             lookups = plan.tags
         times = {tag: known[tag].created for tag in needed if tag in known}
         if len(plan.new) > self.lookup_width:
-            bulk = self._bulk.setdefault(name.host, asyncio.Semaphore(BULK_IMAGES_PER_HOST))
-            async with bulk:
+            async with self._bulk_place(name):
                 fresh = await _build_times(self.source, name, lookups, secret, self.lookup_width)
         else:
             fresh = await _build_times(self.source, name, lookups, secret, self.lookup_width)
@@ -338,6 +346,35 @@ class ImageScanner:
             fresh.update(confirmed)
             times.update(confirmed)
         return times
+
+    @contextlib.asynccontextmanager
+    async def _bulk_place(self, name: CanonicalName) -> AsyncIterator[None]:
+        """Hold (with the other images of ``name``) one of its host's places for reading many tags."""
+        admission = self._admissions.get(name)
+        if admission is None:
+            places = self._places.setdefault(name.host, asyncio.Semaphore(BULK_REPOSITORIES_PER_HOST))
+            admission = self._admissions[name] = _Admission(places, asyncio.ensure_future(places.acquire()))
+        admission.users += 1
+        try:
+            await asyncio.shield(admission.granted)
+            yield
+        finally:
+            admission.users -= 1
+            if admission.users == 0:
+                del self._admissions[name]
+                if admission.granted.done() and not admission.granted.cancelled():
+                    admission.places.release()
+                else:
+                    admission.granted.cancel()
+
+
+@dataclass
+class _Admission:
+    """A repository's claim on a host place: granted once, released when its last image is done."""
+
+    places: asyncio.Semaphore
+    granted: asyncio.Future[bool]
+    users: int = 0
 
 
 class ScanProgress:

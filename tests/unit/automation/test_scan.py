@@ -338,3 +338,35 @@ async def test_progress_counts_every_image_as_it_is_decided(caplog: pytest.LogCa
         "scan progress: 2 images scanned (1 failed)",
         "scan progress: 4 images scanned (1 failed)",
     ]
+
+
+async def test_cold_repositories_are_read_two_at_a_time_per_host_and_share_their_place() -> None:
+    """Three cold repositories on one host: two are read, the third waits its turn, and a second image of a
+    repository being read does not take a place of its own."""
+    names = [f"reg.example.com/team/cold-{n}" for n in range(3)]
+    go = asyncio.Event()
+    asked: set[str] = set()
+
+    class Stalling(FakeRegistry):
+        async def image_created(
+            self, name: CanonicalName, tag: str, credentials: BasicCredentials | None
+        ) -> datetime | None:
+            asked.add(str(name))
+            await go.wait()
+            return await super().image_created(name, tag, credentials)
+
+    registry = Stalling({name: dict(MANY) for name in names})
+    scanner = ImageScanner(registry, recheck=DAILY, lookup_width=4)
+
+    def image(name: str) -> ImageTarget:
+        return read_release(release("r", {"image": f"{name}:1.0.0"})).targets[0]
+
+    order = [names[0], names[0], names[1], names[2]]
+    tasks = [asyncio.create_task(scanner.scan(image(name), CredentialStore())) for name in order]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert asked == {names[0], names[1]}
+    go.set()
+    results = await asyncio.gather(*tasks)
+    assert all(result.move is not None for result in results)
+    assert asked == set(names)
