@@ -34,7 +34,7 @@ class RegistryProxy:
         self.port = free_port()
         self.budget = budget
         self.forwarded: list[tuple[str, str, float]] = []  # (method, path, time.monotonic())
-        self.refused = 0  # 429s given
+        self.refused: list[tuple[str, float]] = []  # (path, time.monotonic()) of every 429 given
         self._open = threading.Event()
         self._open.set()
         self._lock = threading.Lock()
@@ -80,7 +80,7 @@ class RegistryProxy:
                 if allowed:
                     self._used += 1
                 else:
-                    self.refused += 1
+                    self.refused.append((path, now))
             left = self._window_start + self.budget.window - now
             headers = {
                 "RateLimit-Limit": f"{self.budget.limit};w={self.budget.window:g}",

@@ -124,3 +124,11 @@ async def test_a_wait_longer_than_accepted_raises_instead() -> None:
     with pytest.raises(LimitTooLong, match="Retry-After"):
         async with limiter.slot(max_wait=60):
             pass
+
+
+def test_a_late_answer_to_an_earlier_request_does_not_replace_a_newer_budget() -> None:
+    clock = Clock()
+    limiter = HostLimiter(concurrency=4, rate=1000, burst=1000, clock=clock)
+    limiter.observe_budget("manifest", 0, 10.0, spent=False, sent_at=100.5)  # the newer request: spent
+    limiter.observe_budget("manifest", 3, 10.0, spent=False, sent_at=100.2)  # an older one, answered later
+    assert limiter.budget_wait("manifest")[0] == pytest.approx(10.0)

@@ -428,10 +428,12 @@ class RegistryClient:
         spends = method == "GET" and call.kind != "token"
         for attempt in range(policy.attempts):
             try:
-                async with limiter.slot(call.kind if spends else None, max_wait=policy.max_retry_after):
+                async with limiter.slot(
+                    call.kind if spends else None, max_wait=policy.max_retry_after
+                ) as sent_at:
                     response, problem = await self._attempt(call, method, url, headers)
                     if response is not None:
-                        self._observe_limits(limiter, call, response, spent=spends)
+                        self._observe_limits(limiter, call, response, spent=spends, sent_at=sent_at)
             except LimitTooLong as error:
                 raise call.error(
                     RegistryRateLimited,
@@ -460,7 +462,9 @@ class RegistryClient:
                 await asyncio.sleep(delay)
         raise call.error(error_type, f"{problem} (after {policy.attempts} attempts)")
 
-    def _observe_limits(self, limiter: HostLimiter, call: _Call, response: _Response, *, spent: bool) -> None:
+    def _observe_limits(
+        self, limiter: HostLimiter, call: _Call, response: _Response, *, spent: bool, sent_at: float
+    ) -> None:
         """Slow down before the registry has to say 429: its announced budget, and a Retry-After on a
         response that is not an error (an error's Retry-After is handled with its retry)."""
         if call.kind == "token":
@@ -469,7 +473,7 @@ class RegistryClient:
             response.headers.get("RateLimit-Remaining"), response.headers.get("RateLimit-Reset")
         )
         if budget is not None:
-            limiter.observe_budget(call.kind, budget.remaining, budget.seconds, spent=spent)
+            limiter.observe_budget(call.kind, budget.remaining, budget.seconds, spent=spent, sent_at=sent_at)
         if response.status < 400:
             retry_after = retry_after_seconds(response.headers.get("Retry-After"), datetime.now(UTC))
             if retry_after:
