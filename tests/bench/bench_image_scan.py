@@ -58,7 +58,7 @@ from tests.support.registry import metric_samples
 REPOSITORIES = int(os.environ.get("BENCH_IMAGE_SCAN_REPOSITORIES", "50"))
 TAGS_PER_REPOSITORY = int(os.environ.get("BENCH_IMAGE_SCAN_TAGS", "500"))
 RELEASES = int(os.environ.get("BENCH_IMAGE_SCAN_RELEASES", "200"))
-SETUP_BUDGET_SECONDS = 300.0
+SETUP_BUDGET_SECONDS = float(os.environ.get("BENCH_IMAGE_SCAN_SETUP_BUDGET", "300"))
 PUSH_THREADS = 16
 REGISTRY_CONCURRENCY = 16
 REGISTRY_RPS = 10_000.0
