@@ -1,10 +1,13 @@
 """Asking registries which tags an image could move to, at the least cost a scan cycle allows.
 
 Costs: a repository's tags are listed once per cycle and credentials (``ScanCycle``), however many releases
-use it; build times are looked up only for ``created`` ordering, only for tags the policy admits (and the
-current one), and the registry clients keep manifests and config blobs cached by digest across cycles, so
-an unchanged tag costs one HEAD the next time. A client per distinct credentials keeps one release's
-secret from ever being sent on behalf of another, and keeps a 401 for one from being remembered for all.
+use it; build times are needed only for ``created`` ordering, only for tags the policy admits (and the
+current one), and of those only the few ``lookups.plan_lookups`` names are asked for (new tags, the current
+tag, the best candidate, a rolling slice): the rest come from the pool's tag cache, kept in the state
+directory across restarts (``adapters.registry.tagcache``). The registry clients keep manifests and config
+blobs cached by digest, so a re-check of an unchanged tag costs one HEAD. A client per distinct credentials
+keeps one release's secret from ever being sent on behalf of another, and keeps a 401 for one from being
+remembered for all.
 """
 
 from __future__ import annotations
