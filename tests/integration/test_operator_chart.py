@@ -189,6 +189,7 @@ def test_defaults_render_one_pod_with_both_containers_cluster_wide_with_cluster_
     assert args(manifests, "image-policy") == [
         "image-policy",
         "--interval=300",
+        "--tag-recheck-period=86400",
         "--state-dir=/var/lib/helmrelease-image-policy",
         "--log-format=json",
         "--log-level=INFO",
