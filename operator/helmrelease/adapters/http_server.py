@@ -1,15 +1,20 @@
 """A small HTTP server for the endpoints a process serves (liveness, metrics): GET routes on one or more ports.
 
 The server is I/O, so it lives with the adapters; what a route answers is decided by the caller, as a plain
-`Reply`, without any of aiohttp's types.
+`Reply`, without any of aiohttp's types. ``metrics_route`` is the one Prometheus exposition both processes serve
+(the operator's ``--metrics-port`` and the sidecar's).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Final
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+METRICS_PATH: Final = "/metrics"
 
 
 @dataclass(frozen=True)
@@ -23,6 +28,15 @@ class Reply:
 
 #: What a route does: build the reply to a GET (cheap and non-blocking; it runs on the event loop).
 Route = Callable[[], Reply]
+
+
+def metrics_route(registry: CollectorRegistry) -> Route:
+    """``/metrics``: the registry in Prometheus' text format."""
+
+    def reply() -> Reply:
+        return Reply(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+
+    return reply
 
 
 def _handler(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:

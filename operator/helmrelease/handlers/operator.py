@@ -131,6 +131,12 @@ def build_registry(operator_settings: OperatorSettings, dependencies: Any) -> ko
         except ReconcileError as error:
             raise _map(error) from None
 
+    # Every HelmRelease event, the initial listing included: the per-object metrics follow the objects.
+    @kopf.on.event(GROUP, VERSION, PLURAL, id="metrics", registry=registry)
+    async def helmrelease_seen(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        reconciler: Reconciler = memo.reconciler
+        reconciler.seen(body, deleted=type == "DELETED")
+
     @kopf.on.resume(GROUP, VERSION, PLURAL, id="reconcile", registry=registry)
     @kopf.on.create(GROUP, VERSION, PLURAL, id="reconcile", registry=registry)
     @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", id="reconcile", registry=registry)
