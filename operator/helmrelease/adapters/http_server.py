@@ -7,6 +7,7 @@ The server is I/O, so it lives with the adapters; what a route answers is decide
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -26,7 +27,9 @@ class Reply:
     content_type: str = "text/plain; charset=utf-8"
 
 
-#: What a route does: build the reply to a GET (cheap and non-blocking; it runs on the event loop).
+#: What a route does: build the reply to a GET. It runs in a worker thread, so it must only read state that is
+#: safe to read from one (prometheus_client's registries are): an exposition of thousands of series takes a second
+#: of formatting, which must not stall the event loop.
 Route = Callable[[], Reply]
 
 
@@ -41,7 +44,7 @@ def metrics_route(registry: CollectorRegistry) -> Route:
 
 def _handler(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handle(request: web.Request) -> web.StreamResponse:
-        reply = route()
+        reply = await asyncio.to_thread(route)
         return web.Response(
             status=reply.status, body=reply.body, headers={"Content-Type": reply.content_type}
         )

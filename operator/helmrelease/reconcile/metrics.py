@@ -162,7 +162,11 @@ def release_series(body: Mapping[str, Any], *, default_git_ref: str) -> ReleaseS
 
 
 class ReleaseCollector(Collector):
-    """The per-object series, built from the entries at each scrape (a forgotten object has none)."""
+    """The per-object series, built from the entries at each scrape (a forgotten object has none).
+
+    A scrape runs in the HTTP server's thread while the event loop changes entries: it copies the mapping in one
+    step (atomic under the GIL) and reads only frozen entries.
+    """
 
     def __init__(self) -> None:
         self.releases: dict[tuple[str, str], ReleaseSeries] = {}
