@@ -157,6 +157,8 @@ def build_registry(operator_settings: OperatorSettings, dependencies: Any) -> ko
         # Spread each object's resyncs apart (timers are not sharp: the next one counts from the end of this one),
         # so hundreds of releases seen at startup do not all resync in the same second.
         await asyncio.sleep(random.uniform(0, jitter))  # noqa: S311 - jitter, not crypto
+        # kopf runs timers of existing objects only: what keeps the object's metrics from expiring as deleted.
+        memo.reconciler.metrics.touch(body.metadata.namespace or "", body.metadata.name or "")
         try:
             await _reconcile(memo, body, kwargs["helm_releases"], check_drift=settings.drift_detection)
         except kopf.PermanentError as error:

@@ -72,7 +72,9 @@ async def run_operator(
     kopf_decoding.install()
     retry_logging.install()
     collectors = CollectorRegistry()
-    metrics = OperatorMetrics.create(collectors)
+    # The resync passes every live HelmRelease at least once an interval (jittered by 10%): three intervals without
+    # any sign of an object is a deletion the watch did not report.
+    metrics = OperatorMetrics.create(collectors, stale_after=3 * settings.resync_interval)
     registry = build_registry(settings, functools.partial(build_reconciler, metrics=metrics))
     server = HttpServer({metrics_port: {METRICS_PATH: metrics_route(collectors)}} if metrics_port else {})
     try:

@@ -20,9 +20,12 @@ and corrections, and Helm operations waiting for (and holding) one of the ``--wo
 
 from __future__ import annotations
 
+import collections
 import hashlib
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+import time
+from collections import Counter as Counter_
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, Final
@@ -155,6 +158,10 @@ def condition_samples(
     ]
 
 
+def _key(namespace: str, name: str) -> tuple[str, str]:
+    return (label_value(namespace), label_value(name))
+
+
 def release_series(body: Mapping[str, Any], *, default_git_ref: str) -> ReleaseSeries:
     return ReleaseSeries(
         release_info(body, default_git_ref=default_git_ref), condition_states(readable_status(body))
@@ -164,19 +171,70 @@ def release_series(body: Mapping[str, Any], *, default_git_ref: str) -> ReleaseS
 class ReleaseCollector(Collector):
     """The per-object series, built from the entries at each scrape (a forgotten object has none).
 
+    Deletion is learnt from the watch's DELETED event, which kopf does not replay after a relist: an object deleted
+    while the watch was down would keep its series. So with `stale_after`, an entry not refreshed for that long (by
+    a watch event, a status write, or the start or end of a pass: the resync touches every live object each
+    interval) and with no pass running is not exported, and is dropped by the next `sweep`. A paused kopf peer
+    (no events, no timers) stops exporting after that time too.
+
     A scrape runs in the HTTP server's thread while the event loop changes entries: it copies the mapping in one
-    step (atomic under the GIL) and reads only frozen entries.
+    step (atomic under the GIL), reads only frozen entries, and changes nothing.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, stale_after: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.releases: dict[tuple[str, str], ReleaseSeries] = {}
+        self.stale_after = stale_after
+        self.clock = clock
+        self._refreshed: dict[tuple[str, str], float] = {}
+        self._passes: Counter_[tuple[str, str]] = collections.Counter()
+        self._swept = clock()
+
+    def refresh(self, key: tuple[str, str]) -> None:
+        self._refreshed[key] = self.clock()
+        self.sweep()
+
+    def remove(self, key: tuple[str, str]) -> None:
+        self.releases.pop(key, None)
+        self._refreshed.pop(key, None)
+
+    @contextmanager
+    def passing(self, key: tuple[str, str]) -> Iterator[None]:
+        """A pass on the object runs: it is alive however long that takes."""
+        self._passes[key] += 1
+        self.refresh(key)
+        try:
+            yield
+        finally:
+            self._passes[key] -= 1
+            if not self._passes[key]:
+                del self._passes[key]
+            self.refresh(key)
+
+    def live(self, key: tuple[str, str], now: float) -> bool:
+        if self.stale_after is None or key in self._passes:
+            return True
+        return now - self._refreshed.get(key, now) <= self.stale_after
+
+    def sweep(self) -> None:
+        """Drop stale entries, at most four times per `stale_after` (it walks every entry)."""
+        if self.stale_after is None:
+            return
+        now = self.clock()
+        if now - self._swept < self.stale_after / 4:
+            return
+        self._swept = now
+        for key in [key for key in self.releases if not self.live(key, now)]:
+            self.remove(key)
 
     def describe(self) -> Iterable[Metric]:
         return self._families()
 
     def collect(self) -> Iterable[Metric]:
         condition, info = self._families()
+        now = self.clock()
         for (namespace, name), series in list(self.releases.items()):
+            if not self.live((namespace, name), now):
+                continue
             for kind, status, value in condition_samples(series.conditions):
                 condition.add_metric([namespace, name, kind, status], value)
             labels = series.info
@@ -216,8 +274,16 @@ class OperatorMetrics:
     workers: Gauge
 
     @classmethod
-    def create(cls, registry: CollectorRegistry, namespace: str = "helmrelease") -> OperatorMetrics:
-        releases = ReleaseCollector()
+    def create(
+        cls,
+        registry: CollectorRegistry,
+        namespace: str = "helmrelease",
+        *,
+        stale_after: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> OperatorMetrics:
+        """`stale_after`: seconds after which an object nothing refreshed loses its series (see `ReleaseCollector`)."""
+        releases = ReleaseCollector(stale_after, clock)
         registry.register(releases)
         metrics = cls(
             releases=releases,
@@ -290,21 +356,33 @@ class OperatorMetrics:
     def observe(self, body: Mapping[str, Any], *, default_git_ref: str) -> None:
         """The object as the watch delivered it."""
         metadata = body.get("metadata") or {}
-        key = (label_value(str(metadata.get("namespace", ""))), label_value(str(metadata.get("name", ""))))
+        key = _key(str(metadata.get("namespace", "")), str(metadata.get("name", "")))
         self.releases.releases[key] = release_series(body, default_git_ref=default_git_ref)
+        self.releases.refresh(key)
 
     def status_written(self, namespace: str, name: str, status: HelmReleaseStatus) -> None:
         """A status this operator wrote; an object not (or no longer) seen by the watch gets no series."""
-        key = (label_value(namespace), label_value(name))
+        key = _key(namespace, name)
         series = self.releases.releases.get(key)
         if series is None:
             return
         info = replace(series.info, revision=label_value(status.revision or ""))
         self.releases.releases[key] = ReleaseSeries(info, condition_states(status))
+        self.releases.refresh(key)
+
+    def touch(self, namespace: str, name: str) -> None:
+        """The object still exists (its resync timer runs): its series stay, as they are."""
+        key = _key(namespace, name)
+        if key in self.releases.releases:
+            self.releases.refresh(key)
 
     def forget(self, namespace: str, name: str) -> None:
         """The object is gone: so are its series."""
-        self.releases.releases.pop((label_value(namespace), label_value(name)), None)
+        self.releases.remove(_key(namespace, name))
+
+    def passing(self, namespace: str, name: str) -> AbstractContextManager[None]:
+        """Around a reconcile pass: the object is alive while it runs (and was when it started and ended)."""
+        return self.releases.passing(_key(namespace, name))
 
     # --- per operator -----------------------------------------------------------------------------------------
 

@@ -141,8 +141,10 @@ class Reconciler:
     ) -> None:
         """Bring the release to the state the HelmRelease declares; raise ReconcileError when it is not there."""
         started = time.monotonic()
+        ref = _ref(body)
         try:
-            status = await self._reconcile(body, releases, check_drift=check_drift)
+            with self.metrics.passing(ref.namespace, ref.name):
+                status = await self._reconcile(body, releases, check_drift=check_drift)
         except ReconcileError:
             self.metrics.pass_finished(PassResult.FAILURE, time.monotonic() - started)
             raise

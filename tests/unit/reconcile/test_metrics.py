@@ -307,3 +307,42 @@ def test_helm_actions_are_counted_under_six_names(action: Action, label: str) ->
     assert registry.get_sample_value("helmrelease_helm_action_duration_seconds_sum", {"action": label}) == 2.0
     assert set(ACTION_LABELS.values()) == {"install", "upgrade", "test", "rollback", "uninstall", "unlock"}
     assert {a for a in Action if a.runs_helm} == set(ACTION_LABELS)
+
+
+def test_an_object_nothing_refreshes_loses_its_series_unless_a_pass_is_running() -> None:
+    """A deletion the watch never reported (it was down) still ends the object's series, three resyncs later."""
+    now = [0.0]
+    registry = CollectorRegistry()
+    metrics = OperatorMetrics.create(registry, stale_after=30, clock=lambda: now[0])
+    for name in ("deleted-unseen", "resynced", "long-pass"):
+        metrics.observe(body(name=name, status=conditions(("Ready", "True"))), default_git_ref="master")
+
+    def exported() -> set[str]:
+        return {s["name"] for s in scrape(registry)["helmrelease_info"]}
+
+    now[0] = 20
+    metrics.touch("apps", "resynced")
+    with metrics.passing("apps", "long-pass"):
+        now[0] = 40
+        assert exported() == {"resynced", "long-pass"}
+        assert ("apps", "deleted-unseen") in metrics.releases.releases, "a scrape changes nothing"
+        metrics.touch("apps", "resynced")  # the loop sweeps
+        assert ("apps", "deleted-unseen") not in metrics.releases.releases
+    metrics.touch("apps", "deleted-unseen")
+    assert "deleted-unseen" not in exported(), "a touch does not bring a dropped object back"
+    now[0] = 65
+    assert exported() == {"resynced", "long-pass"}, "refreshed at 40 by a touch and by the end of the pass"
+    now[0] = 71
+    assert exported() == set()
+    metrics.observe(body(name="resynced"), default_git_ref="master")  # the watch sees it again (a relist)
+    assert exported() == {"resynced"}
+
+
+def test_without_stale_after_only_a_deletion_ends_the_series() -> None:
+    now = [0.0]
+    registry = CollectorRegistry()
+    metrics = OperatorMetrics.create(registry, clock=lambda: now[0])
+    metrics.observe(body(), default_git_ref="master")
+    now[0] = 1e9
+    metrics.touch("apps", "other")
+    assert [s["name"] for s in scrape(registry)["helmrelease_info"]] == ["web"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,13 @@ from helmrelease.reconcile.service import Reconciler
 from helmrelease.reconcile.settings import OperatorSettings
 
 
+@dataclass
 class Metered(Harness):
     """The pass harness with the reconciler's metrics on a registry of the test's own; the watch is `seen`."""
+
+    stale_after: float | None = None
+    #: The metrics' monotonic clock.
+    now: list[float] = field(default_factory=lambda: [0.0])
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -34,7 +40,9 @@ class Metered(Harness):
             urls=NoUrls(),
             settings=OperatorSettings(state_dir=self.tmp / "state", **self.settings),
             clock=self.clock,
-            metrics=OperatorMetrics.create(self.registry),
+            metrics=OperatorMetrics.create(
+                self.registry, stale_after=self.stale_after, clock=lambda: self.now[0]
+            ),
         )
 
     def seen(self, *, deleted: bool = False) -> None:
@@ -213,3 +221,14 @@ async def test_operations_beyond_the_worker_limit_are_counted_as_waiting(
         )
         == 2
     )
+
+
+async def test_a_pass_keeps_the_series_of_its_object_alive(tmp_path: Path) -> None:
+    metered = Metered(tmp_path, LiveIndex, stale_after=30)
+    metered.apply()
+    metered.seen()
+    await metered.reconcile()
+    metered.now[0] = 31
+    assert metered.series("Ready", "True") is None, "nothing refreshed it for longer than stale_after"
+    await metered.reconcile()  # a resync: refreshed at its start and end
+    assert metered.series("Ready", "True") == 1
