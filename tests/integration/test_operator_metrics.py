@@ -5,20 +5,26 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from kubernetes import client as k8s
 from prometheus_client.parser import text_string_to_metric_families
 from tests.support.charts import ChartRepository
 from tests.support.operator import (
+    GROUP,
+    PLURAL,
+    VERSION,
     Operator,
     StartOperator,
     create_hr,
     delete_and_wait_gone,
+    find_hr,
     helmrelease,
     ready,
     wait_for_hr,
 )
+from tests.support.tcpproxy import TcpProxy
 from tests.support.wait import eventually
 
 pytestmark = pytest.mark.usefixtures("crd_installed", "node_simulator")
@@ -119,6 +125,48 @@ def test_metrics_follow_a_helmrelease_from_install_through_drift_to_deletion(
         == 1
     )
     assert of_object(found, namespace, "other"), "the other HelmRelease keeps its series"
+
+
+def test_a_helmrelease_deleted_while_the_operator_cannot_see_it_loses_its_series(
+    start_operator: StartOperator,
+    custom: k8s.CustomObjectsApi,
+    api_client: k8s.ApiClient,
+    kubeconfig: Path,
+    workdir: Path,
+    namespace: str,
+    chart_repo: ChartRepository,
+) -> None:
+    """Deleted during an outage: the series go once the operator sees again. After a short outage the resumed
+    watch says DELETED; after one longer than etcd's history (a relist, no DELETED) the series expire three resync
+    intervals on, which the unit tests show (test_an_object_nothing_refreshes_loses_its_series_...)."""
+    server = urlsplit(api_client.configuration.host)
+    proxy = TcpProxy(server.hostname or "127.0.0.1", server.port or 443).start()
+    try:
+        proxied = proxy.kubeconfig(kubeconfig, workdir / f"{namespace}-proxied")
+        operator = start_operator(resync_interval=2, through=proxied)
+        chart = {"repository": chart_repo.url, "name": "app", "version": "0.1.0"}
+        for name in ("gone", "kept"):
+            create_hr(custom, namespace, helmrelease(name, chart, {"message": name}))
+        for name in ("gone", "kept"):
+            wait_for_hr(custom, namespace, name, ready, operator=operator)
+        scraped(operator, "series of both HelmReleases", lambda s: bool(of_object(s, namespace, "gone")))
+        proxy.cut()
+        # Deleted behind the operator's back: without its finalizer, the object goes at once.
+        custom.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, "gone", {"metadata": {"finalizers": None}}
+        )
+        custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "gone")
+        eventually(lambda: find_hr(custom, namespace, "gone") is None, 30, "HelmRelease gone to be gone")
+        assert of_object(samples(operator), namespace, "gone"), "the operator could not have seen it yet"
+        proxy.restore()
+        found = scraped(
+            operator,
+            "the series of the HelmRelease deleted unseen to go",
+            lambda s: not of_object(s, namespace, "gone"),
+        )
+        assert of_object(found, namespace, "kept"), "the one still there keeps its series"
+    finally:
+        proxy.stop()
 
 
 def test_a_metrics_port_in_use_stops_the_operator_with_one_line(workdir: Path, kubeconfig: Path) -> None:
