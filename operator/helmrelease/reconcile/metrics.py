@@ -23,7 +23,6 @@ from __future__ import annotations
 import collections
 import hashlib
 import time
-from collections import Counter as Counter_
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
@@ -186,11 +185,13 @@ class ReleaseCollector(Collector):
         self.stale_after = stale_after
         self.clock = clock
         self._refreshed: dict[tuple[str, str], float] = {}
-        self._passes: Counter_[tuple[str, str]] = collections.Counter()
+        self._passes: collections.Counter[tuple[str, str]] = collections.Counter()
         self._swept = clock()
 
     def refresh(self, key: tuple[str, str]) -> None:
-        self._refreshed[key] = self.clock()
+        """A sign of life of an object with series (others have nothing to keep)."""
+        if key in self.releases:
+            self._refreshed[key] = self.clock()
         self.sweep()
 
     def remove(self, key: tuple[str, str]) -> None:
@@ -372,9 +373,7 @@ class OperatorMetrics:
 
     def touch(self, namespace: str, name: str) -> None:
         """The object still exists (its resync timer runs): its series stay, as they are."""
-        key = _key(namespace, name)
-        if key in self.releases.releases:
-            self.releases.refresh(key)
+        self.releases.refresh(_key(namespace, name))
 
     def forget(self, namespace: str, name: str) -> None:
         """The object is gone: so are its series."""
