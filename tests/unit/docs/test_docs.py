@@ -40,6 +40,7 @@ from helmrelease.automation.service import EventReason
 from helmrelease.images.annotations import read_automation_settings
 from helmrelease.images.detect import detect_images
 from helmrelease.images.policy import PolicyError, parse_policy
+from helmrelease.reconcile.metrics import OperatorMetrics
 
 SCHEMA: dict[str, Any] = load_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
 BLOCKS = yaml_blocks()
@@ -187,6 +188,7 @@ def metric_names() -> set[str]:
     registry = CollectorRegistry()
     AutomationMetrics.create(registry)
     RegistryMetrics.create(registry)
+    OperatorMetrics.create(registry)
     suffixes = {"counter": ("_total",), "histogram": ("", "_bucket", "_count", "_sum"), "gauge": ("",)}
     return {family.name + suffix for family in registry.collect() for suffix in suffixes[family.type]}
 
