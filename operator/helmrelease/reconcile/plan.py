@@ -20,6 +20,9 @@ State machine, checked in this order (the first matching row decides)::
         this config failed ............................... wait-retry  InstallFailed / UpgradeFailed
     release absent or uninstalled ............................ install     ReleaseAbsent
     release marked for another HelmRelease ................... refuse      OwnedByOther
+    release unmarked, our adoption of this config failed
+        on the cluster's side ............................ adopt       ClusterRetry, once the retry is due
+    release unmarked, our adoption of this config failed ..... wait-retry  UpgradeFailed
     release unmarked, adoption allowed / not allowed ......... adopt / refuse  UnmanagedRelease
     release pending-* or uninstalling (and not ours running) . unlock      StaleLock
     a force requested (reconcile.fluxcd.io/forceAt) .......... upgrade     ForceRequested
@@ -76,7 +79,7 @@ waits with ``retry_after``: the pass is not settled and runs again by itself whe
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Final
 
@@ -263,11 +266,7 @@ def next_action(
         )
     if release.ownership is Ownership.UNMARKED:
         if desired.adopt_unmarked:
-            return Plan(
-                Action.ADOPT,
-                Reason.UNMANAGED_RELEASE,
-                f"Helm release {name} exists without an owner; adopting it for this HelmRelease",
-            )
+            return _adopt(desired, release, recorded, now)
         return Plan(
             Action.REFUSE,
             Reason.UNMANAGED_RELEASE,
@@ -293,6 +292,27 @@ def next_action(
         if blocked is not None:
             return blocked
     return _compare(desired, release, recorded, drifted=drifted)
+
+
+def _adopt(desired: Desired, release: ObservedRelease, recorded: Recorded, now: datetime) -> Plan:
+    """Adopt a release found without an owner, unless adopting exactly this configuration failed already: a
+    failure before Helm wrote a revision (a template that does not render) leaves the release unowned, and adopting
+    again would fail the same way on every pass. A cluster-side failure is retried after its backoff, as one."""
+    name = desired.release
+    # An adoption is recorded as the upgrade it is (actions.TERMS), so a failed one reads as a failed upgrade.
+    if recorded.attempted(desired) and recorded.last_action_failed and recorded.last_action is Action.UPGRADE:
+        retry = _cluster_retry(desired, release, recorded, now)
+        if retry is None:
+            # The reason of the upgrade it is recorded as, so the condition reads the same as after the attempt.
+            return Plan(
+                Action.WAIT_RETRY, Reason.UPGRADE_FAILED, f"Adopting release {name} failed; {_UNCHANGED}"
+            )
+        return retry if retry.action is Action.WAIT_RETRY else replace(retry, action=Action.ADOPT)
+    return Plan(
+        Action.ADOPT,
+        Reason.UNMANAGED_RELEASE,
+        f"Helm release {name} exists without an owner; adopting it for this HelmRelease",
+    )
 
 
 def _previous_release(desired: Desired, recorded: Recorded, previous: ObservedRelease | None) -> Plan | None:

@@ -75,6 +75,8 @@ class HelmState:
     releases: dict[tuple[str, str], list[StoredRevision]] = field(default_factory=dict)
     #: Deploys of these values fail as the chart's fault (the API server rejects an object): a failed revision.
     rejects: Callable[[Mapping[str, Any]], bool] = never
+    #: Deploys of these values fail before Helm writes a revision (a template that does not render).
+    unrenderable: Callable[[Mapping[str, Any]], bool] = never
     #: Tests of revisions deployed with these values fail.
     tests_fail: Callable[[Mapping[str, Any]], bool] = never
     #: Every deploy fails because of the cluster (a quota): a failed revision, and a cluster-side error.
@@ -140,6 +142,8 @@ class FakeHelm:
         operation = (options.description or action.value).split(" ")[0]  # install, upgrade or adopt
         self._call(operation, namespace, release)
         labels = dict(options.labels)
+        if state.unrenderable(values):
+            raise helm_adapter.RenderFailed(action.value, "Error: template: app/templates/web.yaml:3: bad")
         if state.cluster_down:
             self._store(namespace, release, HelmStatus.FAILED, labels, values)
             raise helm_adapter.ClusterProblem(action.value, self.redact(QUOTA))

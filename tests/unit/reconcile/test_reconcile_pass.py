@@ -325,6 +325,22 @@ async def test_an_unmarked_release_is_adopted_by_one_upgrade(harness: Harness) -
     assert await harness.reconcile() == Pass([])
 
 
+async def test_an_adoption_that_fails_before_helm_writes_waits_for_a_change(harness: Harness) -> None:
+    """The release stays unowned, so the ownership check alone would adopt again, fail again, every pass."""
+    harness.helm.put(NAMESPACE, RELEASE, StoredRevision(1, HelmStatus.DEPLOYED, {}))
+    harness.helm.state.unrenderable = lambda values: values.get("template") == "broken"
+    harness.apply({"template": "broken"})
+    failing = await harness.reconcile()
+    assert failing.events == [Reason.ADOPT_FAILED]
+    assert harness.helm.operations() == ["adopt"]
+    assert await harness.reconcile() == Pass([]), "not adopted again: helm would fail the same way"
+    assert harness.helm.operations() == ["adopt"]
+    assert harness.condition(ConditionType.READY) == (ConditionStatus.FALSE, Reason.UPGRADE_FAILED)
+    harness.apply({"template": "fixed"})
+    assert await harness.reconcile() == Pass([Reason.ADOPTED])
+    assert harness.helm.operations() == ["adopt", "adopt"]
+
+
 @pytest.mark.parametrize(
     ("antecedent", "events"),
     [

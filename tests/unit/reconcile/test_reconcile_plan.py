@@ -232,6 +232,35 @@ ROWS = {
     "unmarked-adopted": Row(
         DESIRED, deployed(ownership=Ownership.UNMARKED), Recorded(), Action.ADOPT, Reason.UNMANAGED_RELEASE
     ),
+    # An adoption is recorded as an upgrade; one that failed before Helm wrote a revision leaves it unmarked.
+    "unmarked-whose-adoption-of-this-config-failed-waits": Row(
+        DESIRED,
+        deployed(ownership=Ownership.UNMARKED),
+        failed(Action.UPGRADE),
+        Action.WAIT_RETRY,
+        Reason.UPGRADE_FAILED,
+    ),
+    "unmarked-adopted-again-after-a-change": Row(
+        DESIRED,
+        deployed(ownership=Ownership.UNMARKED),
+        replace(failed(Action.UPGRADE), attempted_digest=OLD_DIGEST),
+        Action.ADOPT,
+        Reason.UNMANAGED_RELEASE,
+    ),
+    "unmarked-cluster-failed-adoption-waits-for-the-retry": Row(
+        DESIRED,
+        deployed(ownership=Ownership.UNMARKED),
+        cluster_failed(Action.UPGRADE, LATER),
+        Action.WAIT_RETRY,
+        Reason.UPGRADE_FAILED,
+    ),
+    "unmarked-cluster-failed-adoption-is-adopted-when-due": Row(
+        DESIRED,
+        deployed(ownership=Ownership.UNMARKED),
+        cluster_failed(Action.UPGRADE, DUE),
+        Action.ADOPT,
+        Reason.CLUSTER_RETRY,
+    ),
     "unmarked-refused-without-adoption": Row(
         replace(DESIRED, adopt_unmarked=False),
         deployed(ownership=Ownership.UNMARKED),
