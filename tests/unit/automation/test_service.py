@@ -408,8 +408,15 @@ async def test_a_warning_is_posted_once_per_object_and_value() -> None:
         ),
         pytest.param(
             {**AUTOMATED, "fluxcd.io/locked": "true", "flux.weave.works/locked": "false"},
-            "flux.weave.works/locked: 'false' conflicts with fluxcd.io/locked: 'true'; using fluxcd.io/locked",
+            "fluxcd.io/locked: 'true' overrules flux.weave.works/locked: 'false' (fluxcd.io/locked comes first), "
+            "so image automation is off for this release; remove the stale one or make them agree",
             id="locked-with-a-conflict",
+        ),
+        pytest.param(
+            {"fluxcd.io/automated": "false", "flux.weave.works/automated": "true"},
+            "fluxcd.io/automated: 'false' overrules flux.weave.works/automated: 'true' (fluxcd.io/automated "
+            "comes first), so image automation is off for this release; remove the stale one or make them agree",
+            id="stale-automated-false",
         ),
     ],
 )

@@ -55,9 +55,16 @@ def tags(*names: str) -> list[TagCandidate]:
             tags("1.0.0", "v1.1.0", "1.1.0"),
             "semver:*",
             None,
-            "1.1.0",
-            id="equal-versions-ascending-tag",
+            "v1.1.0",
+            id="equal-versions-the-tag-sorting-last-wins",
         ),
+        pytest.param(
+            "1.9.0", tags("1.10", "1.10.0", "1.9.0"), "semver:*", None, "1.10.0", id="equal-versions-explicit-wins"
+        ),
+        pytest.param(
+            "1.9.0", tags("1.10.0", "1.10"), "semver:*", None, "1.10.0", id="equal-versions-listing-order-aside"
+        ),
+        pytest.param("1.2.2", tags("1.2.3", "v1.2.3"), "semver:~1.2", None, "v1.2.3", id="issue-v-prefix"),
         pytest.param("3.0.0", tags("2.0.1", "2.0.2"), "semver:~2.0", None, None, id="would-downgrade"),
         pytest.param(
             "1.0.0",
@@ -309,7 +316,7 @@ def test_explicit_current_build_time_wins_over_the_listing() -> None:
         pytest.param(
             TagOrder.SEMVER,
             tags("1.2.0", "v1.10.0", "main", "1.9.0", "1.10.0"),
-            ["1.10.0", "v1.10.0", "1.9.0", "1.2.0"],
+            ["v1.10.0", "1.10.0", "1.9.0", "1.2.0"],
             id="semver",
         ),
         pytest.param(
