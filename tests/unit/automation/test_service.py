@@ -67,6 +67,11 @@ async def test_an_automated_release_moves_by_a_tested_patch_and_says_so() -> Non
         [
             {"op": "test", "path": "/spec/values/image/tag", "value": "1.0.0"},
             {"op": "replace", "path": "/spec/values/image/tag", "value": "1.0.5"},
+            {
+                "op": "add",
+                "path": "/metadata/annotations/image.helm.fluxcd.io~1written.chart-image",
+                "value": "1.0.5",
+            },
         ]
     ]
     assert harness.kube.values("web") == {"image": {"repository": APP, "tag": "1.0.5"}, "replicas": 1}

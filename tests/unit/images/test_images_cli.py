@@ -127,7 +127,9 @@ def test_scan_warns_about_annotations(capsys: pytest.CaptureFixture[str]) -> Non
             "4.0.10\n4.0.9\n4.0.3\n",
             id="semver-best-first",
         ),
-        pytest.param("semver:*", "v1.0.0\n1.0.0\n0.9\n", 0, "1.0.0\nv1.0.0\n0.9\n", id="semver-ties-by-tag"),
+        pytest.param(
+            "semver:*", "1.0.0\nv1.0.0\n0.9\n", 0, "v1.0.0\n1.0.0\n0.9\n", id="semver-ties-the-tag-sorting-last-first"
+        ),
         pytest.param(
             "glob:v0.15.*", "v0.15.2\nv0.16.0\nv0.15.0\n", 0, "v0.15.2\nv0.15.0\n", id="glob-input-order"
         ),

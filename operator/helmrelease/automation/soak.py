@@ -1,0 +1,69 @@
+"""When the sidecar first saw each tag: the other half of soak time (``min-age``), beside the build time.
+
+A tag is a candidate once the later of its image's build time and its first sight is ``min-age`` ago, so
+an image built long ago but pushed a minute ago (a promotion between registries, a reproducible build with
+a fixed timestamp) still soaks. The record keeps only the tags a repository listed the last time it was
+looked at, so it is bounded by what the registries hold; ``snapshot``/``restore`` give it to whoever keeps
+it across restarts (without that, a restart makes every tag "first seen" again: moves wait, never hurry).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from helmrelease.images.reference import CanonicalName
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class FirstSeen:
+    """First sight of ``(repository, tag)``; ``clock`` gives aware UTC datetimes (tests fix it)."""
+
+    def __init__(self, clock: Callable[[], datetime] = _now) -> None:
+        self._clock = clock
+        self._seen: dict[CanonicalName, dict[str, datetime]] = {}
+        self.changed = False
+
+    def observe(self, name: CanonicalName, tags: Iterable[str]) -> Mapping[str, datetime]:
+        """Record the tags listed now (new ones at the current time); forget tags no longer listed."""
+        known = self._seen.get(name, {})
+        now = self._clock()
+        current = {tag: known.get(tag, now) for tag in tags}
+        if current != known:
+            self.changed = True
+        self._seen[name] = current
+        return current
+
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-ready copy: ``{"host/path": {"tag": "2026-01-01T00:00:00+00:00"}}``."""
+        self.changed = False
+        return {
+            str(name): {tag: moment.isoformat() for tag, moment in tags.items()}
+            for name, tags in self._seen.items()
+        }
+
+    def restore(self, data: object) -> int:
+        """Take back a ``snapshot``; entries that do not read are dropped (the tag is then seen anew).
+        Returns the number of tags restored."""
+        restored = 0
+        if not isinstance(data, Mapping):
+            return 0
+        for key, tags in data.items():
+            host, slash, path = str(key).partition("/")
+            if not slash or not isinstance(tags, Mapping):
+                continue
+            entries: dict[str, datetime] = {}
+            for tag, text in tags.items():
+                try:
+                    moment = datetime.fromisoformat(str(text))
+                except ValueError:
+                    continue
+                if moment.tzinfo is not None:
+                    entries[str(tag)] = moment
+            self._seen[CanonicalName(host, path)] = entries
+            restored += len(entries)
+        return restored
