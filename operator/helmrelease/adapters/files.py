@@ -71,3 +71,14 @@ def write_text(path: Path, text: str) -> None:
     """Write ``text`` as UTF-8, line endings as they are in ``text``."""
     with path.open("w", encoding="utf-8", newline="") as stream:
         stream.write(text)
+
+
+def replace_text(path: Path, text: str) -> None:
+    """Write ``text`` to a private temporary file beside ``path`` and rename it over ``path``: a reader
+    (or a restart after a crash) sees the old content or the new, never half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8", newline="") as stream:
+        stream.write(text)
+    os.replace(temporary, path)

@@ -15,8 +15,7 @@ content is a move of its own), and whether values were set back behind what the 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -50,7 +49,9 @@ class TagSource(Protocol):
         self, name: CanonicalName, tag: str, credentials: BasicCredentials | None
     ) -> datetime | None: ...
 
-    async def tag_digest(self, name: CanonicalName, tag: str, credentials: BasicCredentials | None) -> str: ...
+    async def tag_digest(
+        self, name: CanonicalName, tag: str, credentials: BasicCredentials | None
+    ) -> str: ...
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Protocol
 
 from helmrelease.adapters.git import GitError
@@ -36,7 +37,7 @@ from helmrelease.automation.credentials import CycleCredentials, PullSecretError
 from helmrelease.automation.health import Heartbeat
 from helmrelease.automation.metrics import AutomationMetrics, Failure, Target
 from helmrelease.automation.scan import ImageScanner, StepBack, TagSource
-from helmrelease.automation.soak import FirstSeen
+from helmrelease.automation.soak import FirstSeen, load_first_seen, save_first_seen
 from helmrelease.automation.watched import (
     GIT_WRITEBACK_ANNOTATION,
     Hold,
@@ -99,6 +100,8 @@ class ImagePolicySettings:
     namespaces: tuple[str, ...] = ()
     conflict_attempts: int = 3
     git: GitWriteback | None = None
+    #: Where the first sight of tags (soak time) is kept across restarts; None: in memory only.
+    first_seen_file: Path | None = None
 
     def __post_init__(self) -> None:
         if self.interval <= 0:
@@ -137,7 +140,11 @@ class Pause:
         removing the pause resumes from there (and is not taken for a step back again)."""
         image = self.target.image
         tests: list[JsonPatchOperation] = [
-            {"op": "test", "path": json_pointer(location.path, base="/spec/values"), "value": location.written}
+            {
+                "op": "test",
+                "path": json_pointer(location.path, base="/spec/values"),
+                "value": location.written,
+            }
             for location in (image.tag_location, image.digest_location)
             if location is not None
         ]
@@ -265,6 +272,8 @@ class ImagePolicyService:
         self._clock = clock
         self._wall_clock = wall_clock
         self.first_seen = first_seen if first_seen is not None else FirstSeen(wall_clock)
+        if first_seen is None and settings.first_seen_file is not None:
+            load_first_seen(settings.first_seen_file, self.first_seen)
         self._repeats = RepeatFilter()
         self.heartbeat = Heartbeat(settings.interval, clock())
 
@@ -291,6 +300,7 @@ class ImagePolicyService:
         objects, list_failures = await self._list_releases()
         outcomes = await asyncio.gather(*(self._process_guarded(obj, cycle) for obj in objects))
         self._repeats.end_cycle(complete=list_failures == 0)
+        await self._keep_first_seen()
         seconds = self._clock() - started
         self.metrics.cycle_seconds.observe(seconds)
         self.metrics.last_cycle_finished.set(time.time())
@@ -304,6 +314,15 @@ class ImagePolicyService:
             seconds,
         )
         return report
+
+    async def _keep_first_seen(self) -> None:
+        path = self.settings.first_seen_file
+        if path is None or not self.first_seen.changed:
+            return
+        try:
+            await asyncio.to_thread(save_first_seen, path, self.first_seen)
+        except OSError as error:
+            _log.warning("cannot write %s: %s; soak time restarts if the sidecar does", path, error)
 
     async def _list_releases(self) -> tuple[list[Mapping[str, Any]], int]:
         scopes: Sequence[str | None] = self.settings.namespaces or (None,)

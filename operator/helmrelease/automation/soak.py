@@ -9,11 +9,17 @@ it across restarts (without that, a restart makes every tag "first seen" again: 
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+from helmrelease.adapters.files import read_text, replace_text
 from helmrelease.images.reference import CanonicalName
+
+_log = logging.getLogger(__name__)
 
 
 def _now() -> datetime:
@@ -67,3 +73,21 @@ class FirstSeen:
             self._seen[CanonicalName(host, path)] = entries
             restored += len(entries)
         return restored
+
+
+def load_first_seen(path: Path, record: FirstSeen) -> None:
+    """Fill ``record`` from ``path`` (written by ``save_first_seen``); a missing or broken file is a fresh
+    start, said in the log, never a failure: the worst it costs is a soak started again."""
+    try:
+        data = json.loads(read_text(path))
+    except FileNotFoundError:
+        return
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        _log.warning("cannot read %s (%s); soak time counts tags as first seen now", path, error)
+        return
+    _log.info("first sight of %d tags read from %s", record.restore(data), path)
+
+
+def save_first_seen(path: Path, record: FirstSeen) -> None:
+    """Write ``record`` to ``path`` atomically; raises ``OSError``."""
+    replace_text(path, json.dumps(record.snapshot(), sort_keys=True))

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from datetime import timedelta
+from enum import StrEnum
 from typing import Any, Final
 
 from helmrelease.images.annotations import AutomationSettings, read_automation_settings
@@ -131,7 +131,9 @@ def field_setter(managed_fields: object, path: Sequence[str]) -> Setter | None:
             node = node.get(f"f:{key}") if isinstance(node, Mapping) else None
         if isinstance(node, Mapping):
             time = entry.get("time")
-            found.append(Setter(str(entry.get("manager") or "an unnamed client"), str(time) if time else None))
+            found.append(
+                Setter(str(entry.get("manager") or "an unnamed client"), str(time) if time else None)
+            )
     return max(found, key=lambda setter: setter.time or "") if found else None
 
 
@@ -234,7 +236,9 @@ def read_release(obj: Mapping[str, Any]) -> WatchedRelease:
         if isinstance(service_account, str) and service_account
         else DEFAULT_SERVICE_ACCOUNT,
         git_writeback=annotations.get(GIT_WRITEBACK_ANNOTATION) == _TRUE,
-        managed_fields=tuple(e for e in managed if isinstance(e, Mapping)) if isinstance(managed, list) else (),
+        managed_fields=tuple(e for e in managed if isinstance(e, Mapping))
+        if isinstance(managed, list)
+        else (),
     )
 
 

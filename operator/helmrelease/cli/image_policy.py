@@ -227,7 +227,7 @@ def register(subparsers: Any) -> None:
         "--state-dir",
         type=Path,
         default=Path(tempfile.gettempdir()) / "helmrelease-image-policy",
-        help="where the git clone is kept (default %(default)s)",
+        help="where the git clone and the first sight of tags (for min-age) are kept (default %(default)s)",
     )
     parser.add_argument(
         "--health-port", type=_port, default=8081, help="HTTP /healthz port (default %(default)s; 0: off)"
@@ -289,6 +289,7 @@ def _config(args: argparse.Namespace) -> _Config:
         interval=args.interval,
         namespaces=tuple(dict.fromkeys(args.namespace)),
         git=git_writeback(args),
+        first_seen_file=args.state_dir / "first-seen.json",
     )
     return _Config(settings, registry_config(args), operator_credentials(args.docker_config))
 

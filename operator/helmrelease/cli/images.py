@@ -39,7 +39,7 @@ from helmrelease.cli.image_policy import (
     operator_credentials,
     registry_config,
 )
-from helmrelease.images.annotations import AutomationSettings, read_automation_settings
+from helmrelease.images.annotations import AutomationSettings, effective_policy, read_automation_settings
 from helmrelease.images.detect import DetectedImage, dotted
 from helmrelease.images.manifests import (
     DEFAULT_NAMESPACE,
@@ -87,7 +87,10 @@ def _image_record(entry: ReleaseImages, image: DetectedImage) -> dict[str, Any]:
         "tag_path": dotted(image.tag_location.path) if image.tag_location else None,
         "automatable": image.automatable,
         "automated": settings.automated,
+        "locked": settings.locked,
+        "paused": settings.paused.get(image.container),
         "policy": settings.policy_text_for(image.container),
+        "effective_policy": effective_policy(settings, image).as_json(),
         "warnings": warnings,
     }
 

@@ -41,9 +41,9 @@ from datetime import timedelta
 from types import MappingProxyType
 from typing import Final
 
-from helmrelease.images.detect import PIN_DIGEST_PREFIX
-from helmrelease.images.duration import DurationError, parse_duration
-from helmrelease.images.policy import DEFAULT_POLICY, TagOrder, TagPolicy, parse_policy
+from helmrelease.images.detect import PIN_DIGEST_PREFIX, DetectedImage
+from helmrelease.images.duration import DurationError, format_duration, parse_duration
+from helmrelease.images.policy import DEFAULT_POLICY, PolicyError, TagOrder, TagPolicy, parse_policy
 
 FLUXCD_PREFIX = "fluxcd.io/"
 WEAVE_PREFIX = "flux.weave.works/"
@@ -116,6 +116,66 @@ class AutomationSettings:
             if container not in containers
             for key in keys
         )
+
+
+@dataclass(frozen=True)
+class EffectivePolicy:
+    """Everything that decides whether and how one image moves, for ``images scan`` and CI pipelines:
+    ``held`` lists why it never will (empty when it may)."""
+
+    policy: str
+    order: TagOrder | None
+    pin_digest: bool
+    min_age: timedelta | None
+    paused: str | None
+    held: tuple[str, ...]
+
+    def as_json(self) -> dict[str, object]:
+        soak = None
+        if self.min_age is not None:
+            soak = (
+                "never (min-age does not read)" if self.min_age == _NEVER else format_duration(self.min_age)
+            )
+        return {
+            "policy": self.policy,
+            "order": self.order.value if self.order is not None else None,
+            "pin_digest": self.pin_digest,
+            "min_age": soak,
+            "moves": not self.held,
+            "held": list(self.held),
+        }
+
+
+def effective_policy(settings: AutomationSettings, image: DetectedImage) -> EffectivePolicy:
+    """How ``image`` is automated under ``settings``, and what holds it (in the order the sidecar checks)."""
+    container = image.container
+    held: list[str] = []
+    if settings.ignore:
+        held.append("the release is ignored")
+    if not settings.automated:
+        held.append("the release is not automated")
+    if settings.locked:
+        held.append("the release is locked")
+    order: TagOrder | None = None
+    try:
+        order = settings.order_for(container, settings.policy_for(container))
+    except PolicyError:
+        held.append("its tag policy does not parse")
+    if not image.automatable:
+        held.append("its tag cannot be changed")
+    paused = settings.paused.get(container)
+    if paused is not None:
+        held.append(f"it is paused ({paused})")
+    if settings.min_ages.get(container) == _NEVER:
+        held.append("its min-age does not read")
+    return EffectivePolicy(
+        settings.policy_text_for(container),
+        order,
+        image.pin_digest,
+        settings.min_ages.get(container),
+        paused,
+        tuple(held),
+    )
 
 
 @dataclass(frozen=True)
@@ -213,7 +273,10 @@ def _min_ages(annotations: Mapping[str, object], warnings: list[str]) -> dict[st
 
 
 def _texts(annotations: Mapping[str, object], prefix: str) -> dict[str, str]:
-    return {container: str(annotations[prefix + container]) for container in _containers_with(annotations, (prefix,))}
+    return {
+        container: str(annotations[prefix + container])
+        for container in _containers_with(annotations, (prefix,))
+    }
 
 
 def read_automation_settings(annotations: Mapping[str, object] | None) -> AutomationSettings:

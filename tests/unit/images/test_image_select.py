@@ -59,10 +59,20 @@ def tags(*names: str) -> list[TagCandidate]:
             id="equal-versions-the-tag-sorting-last-wins",
         ),
         pytest.param(
-            "1.9.0", tags("1.10", "1.10.0", "1.9.0"), "semver:*", None, "1.10.0", id="equal-versions-explicit-wins"
+            "1.9.0",
+            tags("1.10", "1.10.0", "1.9.0"),
+            "semver:*",
+            None,
+            "1.10.0",
+            id="equal-versions-explicit-wins",
         ),
         pytest.param(
-            "1.9.0", tags("1.10.0", "1.10"), "semver:*", None, "1.10.0", id="equal-versions-listing-order-aside"
+            "1.9.0",
+            tags("1.10.0", "1.10"),
+            "semver:*",
+            None,
+            "1.10.0",
+            id="equal-versions-listing-order-aside",
         ),
         pytest.param("1.2.2", tags("1.2.3", "v1.2.3"), "semver:~1.2", None, "v1.2.3", id="issue-v-prefix"),
         pytest.param("3.0.0", tags("2.0.1", "2.0.2"), "semver:~2.0", None, None, id="would-downgrade"),
