@@ -454,3 +454,74 @@ def test_tag_change(values: dict[str, Any], tag: str, change: ValueChange) -> No
 def test_tag_change_rejects_an_invalid_tag() -> None:
     with pytest.raises(ImageReferenceError):
         only({"image": "app:1"}).tag_change("no spaces")
+
+
+# --- pinned digests --------------------------------------------------------------------------------
+
+PIN = {"image.helm.fluxcd.io/pin-digest.chart-image": "true"}
+NEW = "sha256:" + "c" * 64
+
+
+@pytest.mark.parametrize(
+    ("values", "changes"),
+    [
+        pytest.param(
+            {"image": "repo/app:1.0"},
+            (ValueChange(("image",), "repo/app:1.0", f"repo/app:1.1@{NEW}"),),
+            id="combined-gets-tag-at-digest",
+        ),
+        pytest.param(
+            {"image": f"repo/app:1.0@{DIGEST}"},
+            (ValueChange(("image",), f"repo/app:1.0@{DIGEST}", f"repo/app:1.1@{NEW}"),),
+            id="combined-pinned-moves-both",
+        ),
+        pytest.param(
+            {"image": "localhost:5000/app", "tag": f"1.0@{DIGEST}"},
+            (ValueChange(("tag",), f"1.0@{DIGEST}", f"1.1@{NEW}"),),
+            id="tag-value-gets-tag-at-digest",
+        ),
+        pytest.param(
+            {"image": {"repository": "repo/app", "tag": "1.0", "digest": ""}},
+            (ValueChange(("image", "tag"), "1.0", "1.1"), ValueChange(("image", "digest"), "", NEW)),
+            id="sibling-digest-value",
+        ),
+        pytest.param(
+            {"image": {"repository": "repo/app", "tag": "1.1", "digest": DIGEST}},
+            (ValueChange(("image", "digest"), DIGEST, NEW),),
+            id="same-tag-only-the-digest",
+        ),
+        pytest.param(
+            {"image": {"repository": "repo/app", "tag": "1.0", "digest": None}},
+            (ValueChange(("image", "tag"), "1.0", "1.1"), ValueChange(("image", "digest"), "", NEW)),
+            id="null-digest-value",
+        ),
+    ],
+)
+def test_pinned_changes(values: dict[str, Any], changes: tuple[ValueChange, ...]) -> None:
+    [image] = detect_images(values, PIN).images
+    assert image.automatable
+    assert image.pinned_changes("1.1", NEW) == changes
+
+
+def test_a_sibling_digest_is_the_image_digest() -> None:
+    [image] = detect_images({"image": {"repository": "repo/app", "tag": "1.0", "digest": DIGEST}}, PIN).images
+    assert (image.ref.tag, image.ref.digest) == ("1.0", DIGEST)
+
+
+def test_a_digest_in_both_places_is_a_problem() -> None:
+    values = {"image": {"repository": f"repo/app@{DIGEST}", "tag": "1.0", "digest": DIGEST}}
+    detection = detect_images(values, PIN)
+    assert detection.images == ()
+    assert len(detection.problems) == 1
+
+
+def test_a_digest_without_a_tag_stays_unautomated_even_when_pinning() -> None:
+    [image] = detect_images({"image": f"repo/app@{DIGEST}"}, PIN).images
+    assert not image.automatable
+    assert image.warnings == (f"pinned by digest {DIGEST} with no tag, so no tag policy can apply",)
+
+
+def test_pinned_changes_refuse_a_bad_digest() -> None:
+    [image] = detect_images({"image": "repo/app:1.0"}, PIN).images
+    with pytest.raises(ImageReferenceError):
+        image.pinned_changes("1.1", "sha256:short")
