@@ -137,11 +137,23 @@ def run_filter(args: argparse.Namespace) -> int:
 # --- update ---------------------------------------------------------------------------------------
 
 
-def _apply_update(path: Path, release: ReleaseId, container: str, tag: str, default_namespace: str) -> int:
+def _apply_update(
+    path: Path,
+    release: ReleaseId,
+    container: str,
+    tag: str,
+    default_namespace: str,
+    digest: str | None = None,
+) -> int:
     """Edit the manifests under ``path``, print what happened to each file, and return the exit code."""
     try:
         report = update_image_tag(
-            path, release=release, container=container, tag=tag, default_namespace=default_namespace
+            path,
+            release=release,
+            container=container,
+            tag=tag,
+            default_namespace=default_namespace,
+            digest=digest,
         )
     except ImageReferenceError as error:
         return _fail("update", str(error))
@@ -227,7 +239,7 @@ def _update_to_latest(args: argparse.Namespace, path: Path, release: ReleaseId) 
             return EXIT_OK
         print(f"helmrelease images update: {release} {args.container}: {detail}", file=sys.stderr)
         return EXIT_NO_MATCH
-    return _apply_update(path, release, args.container, move.new_tag, args.default_namespace)
+    return _apply_update(path, release, args.container, move.new_tag, args.default_namespace, move.new_digest)
 
 
 # --- list -----------------------------------------------------------------------------------------

@@ -26,7 +26,14 @@ from ruamel.yaml.error import YAMLError
 from ruamel.yaml.nodes import ScalarNode
 from ruamel.yaml.resolver import VersionedResolver
 
-from helmrelease.images.detect import Detection, ValueChange, ValuePath, detect_images, dotted
+from helmrelease.images.detect import (
+    PIN_DIGEST_PREFIX,
+    Detection,
+    ValueChange,
+    ValuePath,
+    detect_images,
+    dotted,
+)
 from helmrelease.images.reference import check_tag
 
 HELMRELEASE_API_VERSIONS: Final = frozenset({"helm.fluxcd.io/v1", "flux.weave.works/v1beta1"})
@@ -297,6 +304,14 @@ def set_image_tag(
         elif not image.automatable:
             outcomes.append(
                 (EditStatus.NOT_AUTOMATABLE, f"{release} {container}: {'; '.join(image.warnings)}")
+            )
+        elif digest is not None and not image.pin_digest:
+            outcomes.append(
+                (
+                    EditStatus.NOT_AUTOMATABLE,
+                    f"{release} {container}: a digest is to be written, but this manifest does not pin "
+                    f'digests ({PIN_DIGEST_PREFIX}{container}: "true")',
+                )
             )
         else:
             if digest is None:

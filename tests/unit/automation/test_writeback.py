@@ -287,3 +287,9 @@ def test_git_holding_another_digest_is_left_to_whoever_wrote_it() -> None:
     edit = edit_manifest_text(text, RELEASE, pinned_moves(("1.0.0", NEW), ("2.0.0", NEW)))
     assert edit.moved == ("worker",)
     assert edit.notes == (f"chart-image: the manifest has tag 1.0.0@{other}, not 1.0.0@{OLD}; left as is",)
+
+
+def test_a_manifest_that_does_not_pin_is_not_given_a_digest() -> None:
+    text = MANIFEST.format(web="1.0.0", worker="2.0.0")
+    edit = edit_manifest_text(text, RELEASE, pinned_moves(("1.0.5", NEW), ("2.0.0", NEW))[:1])
+    assert (edit.text, edit.moved) == (text, ())
