@@ -34,9 +34,10 @@ from tests.integration.test_image_policy_cli import _environment, sidecar_args
 from tests.support.registry import ImagePusher, Registry, utc
 from tests.support.wait import eventually
 
-from helmrelease.adapters.kube import KubeClient
+from helmrelease.adapters.kube import IMAGE_POLICY_FIELD_MANAGER, KubeClient
 from helmrelease.adapters.registry import RegistryConfig, RegistryMetrics
 from helmrelease.automation import AutomationMetrics, ImagePolicyService, ImagePolicySettings, RegistryPool
+from helmrelease.automation.watched import field_setter
 
 pytestmark = pytest.mark.usefixtures("crd_installed")
 __all__ = ["releases"]  # the fixture shared with test_image_policy
@@ -223,6 +224,9 @@ async def test_a_tag_set_back_by_a_person_pauses_the_image_until_they_resume_it(
     releases.create("hr", {"image": {"repository": image, "tag": "1.0.0"}}, SEMVER)
     await one_cycle(api_client, namespace, registry.host)
     assert releases.values("hr")["image"]["tag"] == "1.0.5"
+    tag_path = ("spec", "values", "image", "tag")
+    setter = field_setter(releases.get("hr")["metadata"]["managedFields"], tag_path)
+    assert setter is not None and setter.manager == IMAGE_POLICY_FIELD_MANAGER
 
     # What `kubectl edit` sends: a merge patch under its own field manager.
     custom.patch_namespaced_custom_object(
