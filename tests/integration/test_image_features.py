@@ -226,7 +226,8 @@ async def test_a_tag_set_back_by_a_person_pauses_the_image_until_they_resume_it(
     assert releases.values("hr")["image"]["tag"] == "1.0.5"
     tag_path = ("spec", "values", "image", "tag")
     setter = field_setter(releases.get("hr")["metadata"]["managedFields"], tag_path)
-    assert setter is not None and setter.manager == IMAGE_POLICY_FIELD_MANAGER
+    assert setter is not None
+    assert setter.manager == IMAGE_POLICY_FIELD_MANAGER
 
     # What `kubectl edit` sends: a merge patch under its own field manager.
     custom.patch_namespaced_custom_object(
