@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 from prometheus_client import CollectorRegistry
+from tests.integration.test_git_writeback import Remote
 from tests.integration.test_image_policy import (
     AUTOMATED,
     FAST_RETRY,
@@ -29,18 +30,27 @@ from tests.integration.test_image_policy import (
     Releases,
     one_cycle,
     releases,
+    remote,
+    seed,
 )
 from tests.integration.test_image_policy_cli import _environment, sidecar_args
 from tests.support.registry import ImagePusher, Registry, utc
 from tests.support.wait import eventually
 
+from helmrelease.adapters.git import GitRemote, GitRepository
 from helmrelease.adapters.kube import IMAGE_POLICY_FIELD_MANAGER, KubeClient
 from helmrelease.adapters.registry import RegistryConfig, RegistryMetrics
-from helmrelease.automation import AutomationMetrics, ImagePolicyService, ImagePolicySettings, RegistryPool
+from helmrelease.automation import (
+    AutomationMetrics,
+    GitWriteback,
+    ImagePolicyService,
+    ImagePolicySettings,
+    RegistryPool,
+)
 from helmrelease.automation.watched import field_setter
 
 pytestmark = pytest.mark.usefixtures("crd_installed")
-__all__ = ["releases"]  # the fixture shared with test_image_policy
+__all__ = ["releases", "remote"]  # fixtures shared with test_image_policy
 
 SEMVER = {**AUTOMATED, "fluxcd.io/tag.chart-image": "semver:~1.0"}
 PIN = {**SEMVER, "image.helm.fluxcd.io/pin-digest.chart-image": "true"}
@@ -110,6 +120,64 @@ async def test_semver_then_the_digest_and_a_tag_pushed_again_is_its_own_update(
     )
     report, _ = await one_cycle(api_client, namespace, registry.host)
     assert (report.moves, len(releases.events("hr", "ImageUpdated"))) == ((), 2)
+
+
+PINNED_MANIFEST = """\
+apiVersion: helm.fluxcd.io/v1
+kind: HelmRelease
+metadata:
+  name: hr
+  namespace: {namespace}
+  annotations:
+    fluxcd.io/automated: "true"
+    fluxcd.io/tag.chart-image: semver:~1.0
+    image.helm.fluxcd.io/pin-digest.chart-image: "true"
+    image.helm.fluxcd.io/git-writeback: "true"
+spec:
+  chart: {{repository: "http://charts.example.invalid/", name: app, version: 0.1.0}}
+  values:
+    image:
+      repository: {image}   # pinned by the sidecar
+      tag: {tag}
+      digest: "{digest}"
+"""
+
+
+async def test_git_writeback_writes_the_same_tag_and_digest_as_the_cluster(
+    pusher: ImagePusher,
+    registry: Registry,
+    releases: Releases,
+    remote: Remote,
+    tmp_path: Path,
+    api_client: k8s.ApiClient,
+    namespace: str,
+) -> None:
+    image, digests = fresh_repository(pusher, ("1.0.0", 30), ("1.0.5", 20))
+    seed(
+        remote, {"hr.yaml": PINNED_MANIFEST.format(namespace=namespace, image=image, tag="1.0.0", digest="")}
+    )
+    releases.create(
+        "hr",
+        {"image": {"repository": image, "tag": "1.0.0", "digest": ""}},
+        {**PIN, "image.helm.fluxcd.io/git-writeback": "true"},
+    )
+    git = GitWriteback(GitRepository(GitRemote(remote.url, "main"), tmp_path / "git-state"))
+
+    await one_cycle(api_client, namespace, registry.host, git=git)
+    first = digests["1.0.5"]
+    assert remote.show("hr.yaml") == PINNED_MANIFEST.format(
+        namespace=namespace, image=image, tag="1.0.5", digest=first
+    )
+    assert releases.values("hr")["image"] == {"repository": image, "tag": "1.0.5", "digest": first}
+
+    again = pusher.push(image.partition("/")[2], "1.0.5", created=utc(1))
+    report, _ = await one_cycle(api_client, namespace, registry.host, git=git)
+    assert remote.changed_lines() == [f'-      digest: "{first}"', f'+      digest: "{again}"']
+    assert releases.values("hr")["image"]["digest"] == again
+    assert [move.summary for move in report.moves] == [
+        f"{image} 1.0.5 digest {first} → {again} (semver:~1.0)"
+    ]
+    assert remote.count() == 3
 
 
 # --- soak time -------------------------------------------------------------------------------------
