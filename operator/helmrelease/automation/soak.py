@@ -16,10 +16,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from helmrelease.adapters.files import read_text, replace_text
+from helmrelease.adapters.files import read_bounded, write_atomically
 from helmrelease.images.reference import CanonicalName
 
 _log = logging.getLogger(__name__)
+
+#: The state directory is ours, but a file there is still bounded before it is parsed.
+MAX_FILE_BYTES = 64 * 1024 * 1024
 
 
 def _now() -> datetime:
@@ -79,9 +82,14 @@ def load_first_seen(path: Path, record: FirstSeen) -> None:
     """Fill ``record`` from ``path`` (written by ``save_first_seen``); a missing or broken file is a fresh
     start, said in the log, never a failure: the worst it costs is a soak started again."""
     try:
-        data = json.loads(read_text(path))
-    except FileNotFoundError:
-        return
+        raw = read_bounded(path, MAX_FILE_BYTES)
+        if raw is None:
+            if path.exists():
+                _log.warning(
+                    "%s is not a regular file under %d bytes; soak time starts afresh", path, MAX_FILE_BYTES
+                )
+            return
+        data = json.loads(raw)
     except (OSError, UnicodeDecodeError, ValueError) as error:
         _log.warning("cannot read %s (%s); soak time counts tags as first seen now", path, error)
         return
@@ -90,4 +98,4 @@ def load_first_seen(path: Path, record: FirstSeen) -> None:
 
 def save_first_seen(path: Path, record: FirstSeen) -> None:
     """Write ``record`` to ``path`` atomically; raises ``OSError``."""
-    replace_text(path, json.dumps(record.snapshot(), sort_keys=True))
+    write_atomically(path, json.dumps(record.snapshot(), sort_keys=True).encode())
