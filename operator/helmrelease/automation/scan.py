@@ -158,7 +158,7 @@ class ImageScan:
 
     @property
     def move(self) -> TagMove | None:
-        if self.decision is None or self.step_back is not None:
+        if self.decision is None or self.step_back is not None or self.target.paused is not None:
             return None
         image = self.target.image
         if self.target.pin_digest:

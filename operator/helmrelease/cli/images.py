@@ -261,6 +261,13 @@ def _status(scan: ImageScan | None, error: str | None) -> tuple[str | None, str]
         return "Error", scan.error if scan is not None and scan.error else "not scanned"
     if not scan.target.image.automatable:
         return "NotAutomatable", "; ".join(scan.target.image.warnings)
+    if scan.target.paused is not None:
+        return "Paused", f"paused: {scan.target.paused}"
+    if scan.step_back is not None:
+        return (
+            "SetBack",
+            f"set back to {scan.step_back.current} from {scan.step_back.written}; the sidecar pauses it",
+        )
     decision = scan.decision
     if decision is None:
         return None, "-"
@@ -296,7 +303,8 @@ def list_records(reports: Sequence[ReleaseReport]) -> list[dict[str, Any]]:
                     "mode": _mode(view.settings),
                     "latest": newest.tag if newest is not None else None,
                     "latest_created": newest.created.isoformat() if newest and newest.created else None,
-                    "update": move.new_tag if move is not None else None,
+                    "paused": target.paused,
+                    "update": move.new_version if move is not None else None,
                     "reason": reason,
                     "detail": detail,
                 }
