@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from helmrelease.images.detect import (
     DetectedImage,
@@ -525,3 +528,31 @@ def test_pinned_changes_refuse_a_bad_digest() -> None:
     [image] = detect_images({"image": "repo/app:1.0"}, PIN).images
     with pytest.raises(ImageReferenceError):
         image.pinned_changes("1.1", "sha256:short")
+
+
+_TAGS = st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,20}", fullmatch=True)
+_DIGESTS = st.from_regex(r"sha256:[0-9a-f]{64}", fullmatch=True)
+_PINNED_SHAPES = [
+    {"image": "reg.example.com:5000/team/app:1.0"},
+    {"image": f"reg.example.com:5000/team/app:1.0@{DIGEST}"},
+    {"image": "reg.example.com:5000/team/app", "tag": "1.0"},
+    {"image": {"repository": "team/app", "tag": "1.0", "digest": ""}},
+    {"image": {"registry": "reg.example.com", "repository": "team/app", "tag": "1.0", "digest": DIGEST}},
+]
+
+
+@given(st.sampled_from(_PINNED_SHAPES), _TAGS, _DIGESTS)
+def test_pinned_changes_read_back_as_exactly_that_tag_and_digest(
+    values: dict[str, Any], tag: str, digest: str
+) -> None:
+    [image] = detect_images(values, PIN).images
+    moved = copy.deepcopy(values)
+    for change in image.pinned_changes(tag, digest):
+        node = moved
+        for key in change.path[:-1]:
+            node = node[key]
+        assert node[change.path[-1]] == change.old
+        node[change.path[-1]] = change.new
+    [after] = detect_images(moved, PIN).images
+    assert (after.ref.name, after.ref.tag, after.ref.digest) == (image.ref.name, tag, digest)
+    assert after.automatable
