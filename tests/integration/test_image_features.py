@@ -256,9 +256,8 @@ def test_a_new_tag_moves_on_the_first_cycle_after_its_min_age_without_a_push(
         context=lambda: sidecar_log.read_text()[-3000:],
     )
     assert time.time() - pushed >= 3
-    assert releases.events("hr", "ImageUpdated") == [
-        ("Normal", "ImageUpdated", f"{image} 1.0.0 → 1.0.5 (semver:~1.0)")
-    ]
+    moved = [("Normal", "ImageUpdated", f"{image} 1.0.0 → 1.0.5 (semver:~1.0)")]
+    eventually(lambda: releases.events("hr", "ImageUpdated") == moved, 30, "the Event posted after the patch")
     seen = json.loads((tmp_path / "state" / "first-seen.json").read_text())
     assert set(seen[image]) == {"1.0.0", "1.0.5"}
 
