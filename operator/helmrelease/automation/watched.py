@@ -2,7 +2,7 @@
 
 Pure functions over the object as the API returns it (a JSON-like mapping), so every rule that decides
 whether a release may change is tested without a cluster: ``ignore`` skips a release entirely; a release
-that is not ``automated``, or is ``locked``, is scanned for ``helmrelease images list`` but never changed;
+that is not ``automated``, is suspended (``spec.suspend``) or is ``locked``, is scanned for ``helmrelease images list`` but never changed;
 an image whose policy does not parse is never changed. Two images whose tags live at the same value path
 are left alone: moving one would move the other, and nobody chose that.
 """
@@ -35,6 +35,8 @@ class Hold(StrEnum):
 
     IGNORED = "ignored"
     NOT_AUTOMATED = "not automated"
+    #: ``spec.suspend: true``: the operator does nothing with the release, so neither do we.
+    SUSPENDED = "suspended"
     LOCKED = "locked"
 
 
@@ -159,6 +161,8 @@ class WatchedRelease:
             return None
         return field_setter(self.managed_fields, ("spec", "values", *location.path))
 
+    suspended: bool = False
+
     @property
     def hold(self) -> Hold | None:
         """Why nothing may change (``ignore`` first: an ignored release is not even reported)."""
@@ -166,6 +170,8 @@ class WatchedRelease:
             return Hold.IGNORED
         if not self.settings.automated:
             return Hold.NOT_AUTOMATED
+        if self.suspended:
+            return Hold.SUSPENDED
         if self.settings.locked:
             return Hold.LOCKED
         return None
@@ -239,6 +245,7 @@ def read_release(obj: Mapping[str, Any]) -> WatchedRelease:
         managed_fields=tuple(e for e in managed if isinstance(e, Mapping))
         if isinstance(managed, list)
         else (),
+        suspended=spec.get("suspend") is True,
     )
 
 
