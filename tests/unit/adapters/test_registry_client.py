@@ -1010,6 +1010,8 @@ async def test_tag_digest_of_an_unknown_tag_is_not_found(fake: FakeRegistry) -> 
     async with make_client(fake) as client:
         with pytest.raises(RegistryNotFound, match="manifest nope: HTTP 404"):
             await client.tag_digest(f"{fake.host}/{REPO}", "nope")
+
+
 # Tag resolution with a known record (the tag cache)
 
 
