@@ -352,6 +352,7 @@ class ImageScanner:
                 if (
                     needs_build_times(order)
                     and written_tag is not None
+                    and target.written != target.version  # only then can it be a step back
                     and written_tag in tags
                     and written_tag not in times
                 ):  # "is what values hold older than what we wrote?"
