@@ -15,7 +15,7 @@ export HELMRELEASE_TOOLS_CACHE := $(TOOLS_CACHE)
 
 PYTEST_ARGS ?=
 
-.PHONY: help install tools test test-unit test-integration lint demo demo-down bench clean
+.PHONY: help install tools test test-unit test-integration lint docs manifests demo demo-down bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -46,6 +46,13 @@ lint: install ## ruff, mypy --strict, import-linter layer contract
 	$(VENV)/bin/ruff format --check operator tests
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+
+docs: install ## Regenerate docs/reference/ (the HelmRelease fields from the CRD, the commands from the CLI)
+	$(PY) -m tests.support.crd_reference
+	$(PY) -m tests.support.cli_reference
+
+manifests: install tools ## Regenerate manifests/plain/ (plain YAML, kustomize-able) from the chart with helm template
+	$(PY) -m tests.support.plain_manifests
 
 demo: install tools ## Start control plane, registry, chart repo; run operator + sidecar; apply examples and watch
 	$(PY) -m tests.support.demo

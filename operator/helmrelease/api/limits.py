@@ -1,4 +1,4 @@
-"""The limits the operator enforces on what it reads, written once; the README's "Limits" section explains them.
+"""The limits the operator enforces on what it reads, written once; docs/operating.md ("Limits") explains them.
 
 Kubernetes accepts objects that Python cannot process naively: kube-apiserver stores JSON nested up to 10,000
 levels (Go's ``encoding/json`` limit), while ``json.loads`` and ``copy.deepcopy`` recurse and fail somewhere between
