@@ -412,14 +412,17 @@ async def test_a_concurrent_user_edit_is_reread_and_never_overwritten(
 
     await one_cycle(api_client, namespace, registry.host, kube=kube)
 
+    written = "image.helm.fluxcd.io/written.chart-image"
     assert kube.patches[0] == [
         {"op": "test", "path": "/spec/values/image/tag", "value": "1.0.0"},
         {"op": "replace", "path": "/spec/values/image/tag", "value": "1.0.5"},
+        {"op": "add", "path": f"/metadata/annotations/{written.replace('/', '~1')}", "value": "1.0.5"},
     ]
     assert kube.rereads == 1
     hr = releases.get("hr")
     assert hr["spec"]["values"] == {"image": {"repository": app, "tag": expected_tag}, "replicas": 1}
-    assert hr["metadata"]["annotations"] == {**annotations, **expected_annotations}
+    record = {written: "1.0.5"} if expected_tag == "1.0.5" else {}  # only what the sidecar wrote itself
+    assert hr["metadata"]["annotations"] == {**annotations, **expected_annotations, **record}
     updated = releases.events("hr", "ImageUpdated")
     assert updated == (
         [] if expected_tag != "1.0.5" else [("Normal", "ImageUpdated", f"{app} 1.0.1 → 1.0.5 (semver:~1.0)")]

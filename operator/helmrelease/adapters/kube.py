@@ -218,6 +218,10 @@ def _api_message(error: ApiException) -> str:
     return str(body.get("message") or error.reason)
 
 
+#: The field manager of the image-policy sidecar's patches (``metadata.managedFields``).
+IMAGE_POLICY_FIELD_MANAGER = "helmrelease-image-policy"
+
+
 @dataclass(frozen=True)
 class ObjectRef:
     """Enough of an object to address it and to point an Event at it."""
@@ -468,6 +472,8 @@ class KubeClient:
             operations,
             # The client defaults to merge-patch, which reads a list body as garbage.
             _content_type="application/json-patch+json",
+            # Our name in managedFields, so a value someone else set back shows their manager, not a client's.
+            field_manager=IMAGE_POLICY_FIELD_MANAGER,
         )
 
     # --- Events ---------------------------------------------------------------------------------------------------

@@ -8,6 +8,11 @@ directory across restarts (``adapters.registry.tagcache``). The registry clients
 blobs cached by digest, so a re-check of an unchanged tag costs one HEAD. A client per distinct credentials
 keeps one release's secret from ever being sent on behalf of another, and keeps a 401 for one from being
 remembered for all.
+
+Beyond choosing a tag, a scan reads what the newer features need: build times also for soak time
+(``min-age``), the digest of the tag to write for a pinned image (one HEAD: a tag pushed again with other
+content is a move of its own), and whether values were set back behind what the sidecar last wrote there
+(a ``StepBack``, which pauses the image instead of moving it).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Protocol
 
 from helmrelease.adapters.registry import (
@@ -35,10 +40,11 @@ from helmrelease.adapters.registry.client import SessionFactory
 from helmrelease.adapters.registry.tagcache import TagCache, TagCacheFile, TagRecord
 from helmrelease.automation.lookups import KnownBuild, RecheckBudget, plan_lookups, unconfirmed_best
 from helmrelease.automation.metrics import AutomationMetrics
+from helmrelease.automation.soak import FirstSeen
 from helmrelease.automation.watched import ImageTarget, TagMove, tag_move
 from helmrelease.images.policy import TagOrder
 from helmrelease.images.reference import CanonicalName
-from helmrelease.images.select import TagCandidate, UpdateDecision, rank_tags, select_update
+from helmrelease.images.select import TagCandidate, UpdateDecision, is_step_back, rank_tags, select_update
 
 _log = logging.getLogger(__name__)
 
@@ -56,6 +62,10 @@ class TagSource(Protocol):
     async def image_created(
         self, name: CanonicalName, tag: str, credentials: BasicCredentials | None
     ) -> datetime | None: ...
+
+    async def tag_digest(
+        self, name: CanonicalName, tag: str, credentials: BasicCredentials | None
+    ) -> str: ...
 
     def known_builds(self, name: CanonicalName) -> Mapping[str, KnownBuild]:
         """The tag cache's records of ``name`` as the cycle found them (after its tag list)."""
@@ -187,6 +197,18 @@ class PoolCycle:
             known[tag] = record
         return record.created
 
+    async def tag_digest(self, name: CanonicalName, tag: str, credentials: BasicCredentials | None) -> str:
+        return await self._scan(credentials).tag_digest(name, tag)
+
+
+@dataclass(frozen=True)
+class StepBack:
+    """Values hold ``current``, which ranks behind ``written``, what the sidecar itself last wrote there:
+    someone else set the image back, and the sidecar pauses it rather than undo their choice."""
+
+    current: str
+    written: str
+
 
 @dataclass(frozen=True)
 class ImageScan:
@@ -200,10 +222,23 @@ class ImageScan:
     newest: TagCandidate | None = None
     decision: UpdateDecision | None = None
     error: str | None = None
+    #: For a pinned image: the digest to write with the chosen tag (or with the current one, pushed again).
+    digest: str | None = None
+    step_back: StepBack | None = None
 
     @property
     def move(self) -> TagMove | None:
-        if self.decision is None or self.decision.new_tag is None:
+        if self.decision is None or self.step_back is not None or self.target.paused is not None:
+            return None
+        image = self.target.image
+        if self.target.pin_digest:
+            if self.digest is None:
+                return None
+            tag = self.decision.new_tag or image.ref.tag
+            if tag is None or (tag == image.ref.tag and self.digest == image.ref.digest):
+                return None
+            return tag_move(self.target, tag, self.digest)
+        if self.decision.new_tag is None:
             return None
         return tag_move(self.target, self.decision.new_tag)
 
@@ -275,6 +310,8 @@ class ImageScanner:
         lookup_width: int = DEFAULT_LOOKUP_WIDTH,
         recheck: RecheckBudget | None = None,
         observe: ScanObserver | None = None,
+        first_seen: FirstSeen | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         if lookup_width < 1:
             raise ValueError("lookup_width must be at least 1")
@@ -284,6 +321,8 @@ class ImageScanner:
         self._observe = observe
         self._places: dict[str, asyncio.Semaphore] = {}
         self._admissions: dict[CanonicalName, _Admission] = {}
+        self.first_seen = first_seen
+        self._clock = clock or (lambda: datetime.now(UTC))
 
     async def scan(self, target: ImageTarget, credentials: CredentialProvider) -> ImageScan:
         """The registry's view of ``target``; registry failures come back as ``error``, not raised."""
@@ -298,28 +337,60 @@ class ImageScanner:
             return ImageScan(target, error=target.policy_error)
         name = target.image.ref.canonical
         current = target.image.ref.tag
+        written_tag = target.written.partition("@")[0] if target.written else None
         secret = credentials.credentials_for(name)
+        seen: Mapping[str, datetime] = {}
         try:
             tags = await self.source.list_tags(name, secret)
+            if self.first_seen is not None and target.min_age is not None:
+                seen = self.first_seen.observe(name, tags)
             eligible = [tag for tag in tags if policy.matches(tag)]
             times: dict[str, datetime | None] = {}
-            if needs_build_times(order):
+            if needs_build_times(order) or target.min_age is not None:
                 listed_current = current if current is not None and current in tags else None
                 times = await self._build_times(name, eligible, listed_current, secret)
+                if (
+                    needs_build_times(order)
+                    and written_tag is not None
+                    and target.written != target.version  # only then can it be a step back
+                    and written_tag in tags
+                    and written_tag not in times
+                ):  # "is what values hold older than what we wrote?"
+                    times.update(await _build_times(self.source, name, [written_tag], secret, 1))
         except RegistryError as error:
             return ImageScan(target, error=str(error))
-        candidates = [TagCandidate(tag, times.get(tag)) for tag in eligible]
+        candidates = [TagCandidate(tag, times.get(tag), seen.get(tag)) for tag in eligible]
         ranked = rank_tags(candidates, order)
-        decision = None
-        if target.image.automatable:
-            decision = select_update(
-                current_tag=current,
-                candidates=candidates,
-                policy=policy,
-                order=order,
-                current_created=times.get(current) if current is not None else None,
-            )
-        return ImageScan(target, ranked[0] if ranked else None, decision)
+        newest = ranked[0] if ranked else None
+        if not target.image.automatable:
+            return ImageScan(target, newest)
+        step_back = _step_back(target, order, times)
+        now = self._clock()
+        decision = select_update(
+            current_tag=current,
+            candidates=candidates,
+            policy=policy,
+            order=order,
+            current_created=times.get(current) if current is not None else None,
+            min_age=target.min_age,
+            now=now,
+        )
+        if step_back is not None or not target.pin_digest:
+            return ImageScan(target, newest, decision, step_back=step_back)
+        pinned = decision.new_tag or current
+        if pinned is None or pinned not in tags:
+            return ImageScan(target, newest, decision)
+        if pinned == current and target.min_age is not None:
+            candidate = TagCandidate(pinned, times.get(pinned), seen.get(pinned))
+            if not candidate.soaked(target.min_age, now):
+                return ImageScan(target, newest, decision)  # pushed again; the new content soaks too
+        try:
+            digest = await self.source.tag_digest(name, pinned, secret)
+        except RegistryNotFound:
+            return ImageScan(target, newest, decision)  # deleted since the listing: next cycle decides
+        except RegistryError as error:
+            return ImageScan(target, error=str(error))
+        return ImageScan(target, newest, decision, digest=digest)
 
     async def _build_times(
         self,
@@ -414,3 +485,23 @@ class ScanProgress:
                 self.failed,
                 self._clock() - self._started,
             )
+
+
+def _step_back(target: ImageTarget, order: TagOrder, times: Mapping[str, datetime | None]) -> StepBack | None:
+    """Whether values were set back behind what the sidecar wrote (see ``StepBack``)."""
+    current, written = target.version, target.written
+    if current is None or written is None or current == written:
+        return None
+    current_tag, _, current_digest = current.partition("@")
+    written_tag, _, written_digest = written.partition("@")
+    if current_tag == written_tag:
+        # Same tag, other content: only a pinned digest that someone else changed.
+        if target.pin_digest and current_digest and written_digest and current_digest != written_digest:
+            return StepBack(current, written)
+        return None
+    back = is_step_back(
+        order,
+        TagCandidate(current_tag, times.get(current_tag)),
+        TagCandidate(written_tag, times.get(written_tag)),
+    )
+    return StepBack(current, written) if back else None

@@ -6,7 +6,12 @@ value paths of the moved tags with a JSON patch that first tests the values it r
 release meanwhile the API server refuses the patch (a 409, or the same bare 422 it gives an invalid patch: a
 re-read tells the two apart); we re-read the release and decide again from what they wrote, so their edit
 always survives. With git write-back, the manifests in git are changed first and the
-cluster only for what git now holds. Every update is an Event (``ImageUpdated``) and a log line; every
+cluster only for what git now holds. The same patch records what it wrote in the release's
+``image.helm.fluxcd.io/written.<container>`` annotation: when values later hold a tag behind that record,
+someone else set the image back (a ``kubectl edit``, a GitOps apply of an older manifest, a script), and
+instead of undoing it the sidecar pauses the image (``paused.<container>``, with who did it and when, from
+the object's managedFields) until a person removes the annotation; a Normal Event says so and how to resume.
+Every update is an Event (``ImageUpdated``) and a log line; every
 problem a Warning Event, posted once per object while it lasts rather than every cycle; a held release
 (not automated, locked) says only what is wrong with how its annotations read, an ignored one nothing.
 """
@@ -19,7 +24,9 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Protocol
 
 from helmrelease.adapters.git import GitError
@@ -30,18 +37,27 @@ from helmrelease.automation.credentials import CycleCredentials, PullSecretError
 from helmrelease.automation.health import Heartbeat
 from helmrelease.automation.lookups import DEFAULT_RECHECK_PERIOD, RecheckBudget
 from helmrelease.automation.metrics import AutomationMetrics, Failure, Target
-from helmrelease.automation.scan import DEFAULT_PROGRESS_EVERY, ImageScanner, ScanProgress, TagSource
+from helmrelease.automation.scan import (
+    DEFAULT_PROGRESS_EVERY,
+    ImageScanner,
+    ScanProgress,
+    StepBack,
+    TagSource,
+)
+from helmrelease.automation.soak import FirstSeen, load_first_seen, save_first_seen
 from helmrelease.automation.watched import (
     GIT_WRITEBACK_ANNOTATION,
     Hold,
+    ImageTarget,
     TagMove,
     WatchedRelease,
     read_release,
     values_hold,
 )
 from helmrelease.automation.writeback import GitWriteback, write_back
+from helmrelease.images.annotations import PAUSED_PREFIX, WRITTEN_PREFIX
 from helmrelease.images.manifests import ReleaseId
-from helmrelease.images.patch import changes_patch
+from helmrelease.images.patch import JsonPatchOperation, annotation_operation, changes_patch, json_pointer
 
 _log = logging.getLogger(__name__)
 
@@ -53,6 +69,7 @@ class EventReason(StrEnum):
     """Reasons of the Events the sidecar posts on HelmReleases."""
 
     IMAGE_UPDATED = "ImageUpdated"
+    IMAGE_PAUSED = "ImagePaused"
     POLICY_INVALID = "ImagePolicyInvalid"
     AUTOMATION_WARNING = "ImageAutomationWarning"
     SCAN_FAILED = "ImageScanFailed"
@@ -94,6 +111,8 @@ class ImagePolicySettings:
     namespaces: tuple[str, ...] = ()
     conflict_attempts: int = 3
     git: GitWriteback | None = None
+    #: Where the first sight of tags (soak time) is kept across restarts; None: in memory only.
+    first_seen_file: Path | None = None
     tag_recheck_period: float = DEFAULT_RECHECK_PERIOD
     progress_every: int = DEFAULT_PROGRESS_EVERY
 
@@ -117,6 +136,49 @@ class ReleaseOutcome:
     moves: tuple[TagMove, ...] = ()
     failures: tuple[Failure, ...] = ()
     commit: str | None = None
+    #: Containers paused this cycle because someone set them back.
+    paused: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Pause:
+    """An image set back behind the sidecar's last write: the annotation that pauses it and the Event."""
+
+    target: ImageTarget
+    step_back: StepBack
+    note: str
+
+    @property
+    def key(self) -> str:
+        return PAUSED_PREFIX + self.target.container
+
+    def operations(self) -> list[JsonPatchOperation]:
+        """Test that values still hold what we judged, then pause; the record becomes what values hold, so
+        removing the pause resumes from there (and is not taken for a step back again)."""
+        image = self.target.image
+        tests: list[JsonPatchOperation] = [
+            {
+                "op": "test",
+                "path": json_pointer(location.path, base="/spec/values"),
+                "value": location.written,
+            }
+            for location in (image.tag_location, image.digest_location)
+            if location is not None
+        ]
+        return [
+            *tests,
+            annotation_operation(self.key, self.note),
+            annotation_operation(WRITTEN_PREFIX + self.target.container, self.step_back.current),
+        ]
+
+    @property
+    def message(self) -> str:
+        container = self.target.container
+        return (
+            f"{container}: {self.note}, behind {self.step_back.written} that image automation wrote; "
+            f"automation of {container} is paused so that choice stands. To resume, remove the annotation: "
+            f"kubectl annotate helmrelease {{name}} {self.key}-"
+        )
 
 
 @dataclass(frozen=True)
@@ -216,6 +278,8 @@ class ImagePolicyService:
         metrics: AutomationMetrics,
         operator_credentials: CredentialStore | None = None,
         clock: Callable[[], float] = time.monotonic,
+        first_seen: FirstSeen | None = None,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.kube = kube
         self.registries = registries
@@ -223,6 +287,10 @@ class ImagePolicyService:
         self.metrics = metrics
         self.operator_credentials = operator_credentials or CredentialStore()
         self._clock = clock
+        self._wall_clock = wall_clock
+        self.first_seen = first_seen if first_seen is not None else FirstSeen(wall_clock)
+        if first_seen is None and settings.first_seen_file is not None:
+            load_first_seen(settings.first_seen_file, self.first_seen)
         self._repeats = RepeatFilter()
         self.heartbeat = Heartbeat(settings.interval, clock())
 
@@ -246,12 +314,15 @@ class ImagePolicyService:
             self.registries.cycle(),
             recheck=RecheckBudget(self.settings.interval, self.settings.tag_recheck_period),
             observe=ScanProgress(self.metrics, self.settings.progress_every, self._clock),
+            first_seen=self.first_seen,
+            clock=self._wall_clock,
         )
         cycle = _Cycle(scanner, CycleCredentials(self.kube, self.operator_credentials))
         objects, list_failures = await self._list_releases()
         outcomes = await asyncio.gather(*(self._process_guarded(obj, cycle) for obj in objects))
         await self.registries.checkpoint()
         self._repeats.end_cycle(complete=list_failures == 0)
+        await self._keep_first_seen()
         seconds = self._clock() - started
         self.metrics.cycle_seconds.observe(seconds)
         self.metrics.last_cycle_finished.set(time.time())
@@ -265,6 +336,15 @@ class ImagePolicyService:
             seconds,
         )
         return report
+
+    async def _keep_first_seen(self) -> None:
+        path = self.settings.first_seen_file
+        if path is None or not self.first_seen.changed:
+            return
+        try:
+            await asyncio.to_thread(save_first_seen, path, self.first_seen)
+        except OSError as error:
+            _log.warning("cannot write %s: %s; soak time restarts if the sidecar does", path, error)
 
     async def _list_releases(self) -> tuple[list[Mapping[str, Any]], int]:
         scopes: Sequence[str | None] = self.settings.namespaces or (None,)
@@ -339,15 +419,20 @@ class ImagePolicyService:
         failures = list(configuration)
         if view.hold is not None:  # locked (or no longer automated) by the user during this cycle
             return ReleaseOutcome(view.release, view.hold, failures=tuple(failures), commit=commit)
-        moves = await self._decide(view, cycle, failures)
+        moves, pauses = await self._decide(view, cycle, failures)
         if moves and self.settings.git is not None and self.settings.git.wanted_for(view):
             moves, committed = await self._write_git(self.settings.git, view, moves, failures)
             commit = committed or commit
-        changes = [move.change for move in moves]
+        changes = [change for move in moves for change in move.changes]
+        operations = [
+            *changes_patch(changes),
+            *(annotation_operation(WRITTEN_PREFIX + m.target.container, m.new_version) for m in moves),
+            *(operation for pause in pauses for operation in pause.operations()),
+        ]
         try:
-            if changes:
+            if operations:
                 await self.kube.json_patch_helmrelease(
-                    view.release.namespace, view.release.name, [dict(op) for op in changes_patch(changes)]
+                    view.release.namespace, view.release.name, [dict(op) for op in operations]
                 )
         except (Conflict, Invalid) as error:
             try:
@@ -368,7 +453,17 @@ class ImagePolicyService:
             await self._post(view, NORMAL, EventReason.IMAGE_UPDATED, move.summary)
         if moves:
             self.metrics.updated(Target.CLUSTER, len(moves))
-        return ReleaseOutcome(view.release, moves=tuple(moves), failures=tuple(failures), commit=commit)
+        for pause in pauses:
+            message = pause.message.replace("{name}", view.release.name)
+            _log.info("%s %s", view.release, message)
+            await self._post(view, NORMAL, EventReason.IMAGE_PAUSED, message)
+        return ReleaseOutcome(
+            view.release,
+            moves=tuple(moves),
+            failures=tuple(failures),
+            commit=commit,
+            paused=tuple(pause.target.container for pause in pauses),
+        )
 
     async def _report_configuration(self, view: WatchedRelease) -> list[Failure]:
         """Warn about what the user should fix; the policy errors count as failures."""
@@ -386,19 +481,24 @@ class ImagePolicyService:
             await self._warn(view, EventReason.AUTOMATION_WARNING, message)
         return failures
 
-    async def _decide(self, view: WatchedRelease, cycle: _Cycle, failures: list[Failure]) -> list[TagMove]:
+    async def _decide(
+        self, view: WatchedRelease, cycle: _Cycle, failures: list[Failure]
+    ) -> tuple[list[TagMove], list[Pause]]:
         targets = view.changeable
         if not targets:
-            return []
+            return [], []
         try:
             credentials = await cycle.credentials.for_release(view)
         except PullSecretError as error:
             failures.append(Failure.PULL_SECRET)
             await self._warn(view, EventReason.SCAN_FAILED, str(error))
-            return []
+            return [], []
         scans = await asyncio.gather(*(cycle.scanner.scan(target, credentials) for target in targets))
         moves = []
+        pauses = []
         for scan in scans:
+            if scan.step_back is not None:
+                pauses.append(self._pause(view, scan.target, scan.step_back))
             if scan.error is not None:
                 failures.append(Failure.REGISTRY)
                 await self._warn(view, EventReason.SCAN_FAILED, f"{scan.target.container}: {scan.error}")
@@ -406,7 +506,15 @@ class ImagePolicyService:
                 _log.debug("%s %s: %s", view.release, scan.target.container, scan.decision.detail)
             if scan.move is not None:
                 moves.append(scan.move)
-        return moves
+        return moves, pauses
+
+    def _pause(self, view: WatchedRelease, target: ImageTarget, step_back: StepBack) -> Pause:
+        setter = view.setter_of(target)
+        manager = setter.manager if setter is not None else "someone else"
+        moment = (setter.time if setter is not None else None) or self._wall_clock().isoformat(
+            timespec="seconds"
+        ).replace("+00:00", "Z")
+        return Pause(target, step_back, f"{step_back.current} set by {manager} at {moment}")
 
     async def _write_git(
         self, git: GitWriteback, view: WatchedRelease, moves: Sequence[TagMove], failures: list[Failure]

@@ -59,8 +59,10 @@ def update_image_tag(
     container: str,
     tag: str,
     default_namespace: str = DEFAULT_NAMESPACE,
+    digest: str | None = None,
 ) -> TagUpdateReport:
-    """Set ``container``'s tag to ``tag`` in every manifest under ``path`` that declares ``release``.
+    """Set ``container``'s tag to ``tag`` (pinned at ``digest`` when given) in every manifest under ``path``
+    that declares ``release``.
 
     Files are rewritten only when their text changes. Raises ``ImageReferenceError`` for an invalid tag.
     """
@@ -72,7 +74,12 @@ def update_image_tag(
         try:
             text = read_text(file)
             edit = set_image_tag(
-                text, release=release, container=container, tag=tag, default_namespace=default_namespace
+                text,
+                release=release,
+                container=container,
+                tag=tag,
+                default_namespace=default_namespace,
+                digest=digest,
             )
         except UnsafeEditError as error:
             refused.append((file, str(error)))

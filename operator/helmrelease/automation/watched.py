@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import StrEnum
 from typing import Any, Final
 
@@ -48,10 +49,25 @@ class ImageTarget:
     policy: TagPolicy | None
     order: TagOrder | None
     policy_error: str | None = None
+    #: Soak time of new tags (``min-age``), None for none.
+    min_age: timedelta | None = None
+    #: The sidecar's note when the image is paused (``paused.<container>``); it does not move while set.
+    paused: str | None = None
+    #: What the sidecar last wrote here (``written.<container>``: ``tag`` or ``tag@digest``).
+    written: str | None = None
 
     @property
     def container(self) -> str:
         return self.image.container
+
+    @property
+    def pin_digest(self) -> bool:
+        return self.image.pin_digest
+
+    @property
+    def version(self) -> str | None:
+        """What values hold now in the form ``written`` records: ``tag``, or ``tag@digest`` when pinned."""
+        return version_text(self.image.ref.tag, self.image.ref.digest if self.pin_digest else None)
 
     @property
     def may_change(self) -> bool:
@@ -71,12 +87,56 @@ def image_targets(settings: AutomationSettings, detection: Detection) -> tuple[I
                 ImageTarget(image, text, None, None, f"tag policy {text!r} does not parse: {error}")
             )
             continue
-        targets.append(ImageTarget(image, text, policy, settings.order_for(image.container, policy)))
+        targets.append(
+            ImageTarget(
+                image,
+                text,
+                policy,
+                settings.order_for(image.container, policy),
+                min_age=settings.min_ages.get(image.container),
+                paused=settings.paused.get(image.container),
+                written=settings.written.get(image.container),
+            )
+        )
     return tuple(targets)
+
+
+def version_text(tag: str | None, digest: str | None) -> str | None:
+    """``tag`` or ``tag@digest``: one string for what an image runs, as the ``written`` record holds it."""
+    if tag is None:
+        return None
+    return tag if digest is None else f"{tag}@{digest}"
 
 
 def _mapping(value: object) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
+
+
+@dataclass(frozen=True)
+class Setter:
+    """Who last set a field, from the object's ``managedFields`` (``kubectl-edit``, ``argocd-controller``,
+    ``kubectl-client-side-apply``…) and when."""
+
+    manager: str
+    time: str | None
+
+
+def field_setter(managed_fields: object, path: Sequence[str]) -> Setter | None:
+    """The manager whose ``fieldsV1`` holds ``path`` (keys from the object's root), the latest if several
+    share it (an apply and an update of the same value); None when no entry names it."""
+    found: list[Setter] = []
+    for entry in managed_fields if isinstance(managed_fields, Sequence) else ():
+        if not isinstance(entry, Mapping) or entry.get("fieldsType") != "FieldsV1":
+            continue
+        node: object = entry.get("fieldsV1")
+        for key in path:
+            node = node.get(f"f:{key}") if isinstance(node, Mapping) else None
+        if isinstance(node, Mapping):
+            time = entry.get("time")
+            found.append(
+                Setter(str(entry.get("manager") or "an unnamed client"), str(time) if time else None)
+            )
+    return max(found, key=lambda setter: setter.time or "") if found else None
 
 
 @dataclass(frozen=True)
@@ -91,6 +151,16 @@ class WatchedRelease:
     pull_secret: str | None
     service_account: str
     git_writeback: bool
+    #: ``metadata.managedFields`` as read, for who set a value back (``setter_of``).
+    managed_fields: tuple[Mapping[str, Any], ...] = ()
+
+    def setter_of(self, target: ImageTarget) -> Setter | None:
+        """Who last wrote ``target``'s tag in the object (see ``field_setter``)."""
+        location = target.image.tag_location
+        if location is None:
+            return None
+        return field_setter(self.managed_fields, ("spec", "values", *location.path))
+
     suspended: bool = False
 
     @property
@@ -111,7 +181,9 @@ class WatchedRelease:
         """The images whose tags the sidecar may move (the hold aside)."""
         shared = shared_tag_paths(self.targets)
         return tuple(
-            target for target in self.targets if target.may_change and target.container not in shared
+            target
+            for target in self.targets
+            if target.may_change and target.container not in shared and target.paused is None
         )
 
     @property
@@ -158,6 +230,7 @@ def read_release(obj: Mapping[str, Any]) -> WatchedRelease:
     detection = detect_images(spec.get("values"), annotations)
     pull_secret = annotations.get(PULL_SECRET_ANNOTATION)
     service_account = spec.get("serviceAccountName")
+    managed = metadata.get("managedFields")
     return WatchedRelease(
         release=ReleaseId(str(metadata.get("namespace", "")), str(metadata.get("name", ""))),
         uid=str(metadata.get("uid", "")),
@@ -169,6 +242,9 @@ def read_release(obj: Mapping[str, Any]) -> WatchedRelease:
         if isinstance(service_account, str) and service_account
         else DEFAULT_SERVICE_ACCOUNT,
         git_writeback=annotations.get(GIT_WRITEBACK_ANNOTATION) == _TRUE,
+        managed_fields=tuple(e for e in managed if isinstance(e, Mapping))
+        if isinstance(managed, list)
+        else (),
         suspended=spec.get("suspend") is True,
     )
 
@@ -186,22 +262,47 @@ def shared_tag_paths(targets: Sequence[ImageTarget]) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class TagMove:
-    """A decided update of one image: the value edit and what people are told about it."""
+    """A decided update of one image: the value edits and what people are told about it.
+
+    With a pinned digest the move may keep the tag and change only the digest (the tag was pushed again).
+    """
 
     target: ImageTarget
     old_tag: str
     new_tag: str
-    change: ValueChange
+    changes: tuple[ValueChange, ...]
+    old_digest: str | None = None
+    new_digest: str | None = None
+
+    @property
+    def old_version(self) -> str:
+        return version_text(self.old_tag, self.old_digest) or ""
+
+    @property
+    def new_version(self) -> str:
+        """``new_tag``, or ``new_tag@new_digest`` when pinned: what ``written.<container>`` records."""
+        return version_text(self.new_tag, self.new_digest) or ""
 
     @property
     def summary(self) -> str:
-        """``prom/prometheus v2.3.1 → v2.3.2 (semver:~2.3)``: the Event and log message."""
-        return f"{self.target.image.ref.name} {self.old_tag} → {self.new_tag} ({self.target.policy_text})"
+        """``prom/prometheus v2.3.1 → v2.3.2 (semver:~2.3)``: the Event and log message; a pinned move adds
+        ``digest sha256:… → sha256:…``."""
+        name, policy = self.target.image.ref.name, self.target.policy_text
+        if self.new_digest is None:
+            return f"{name} {self.old_tag} → {self.new_tag} ({policy})"
+        tags = self.new_tag if self.old_tag == self.new_tag else f"{self.old_tag} → {self.new_tag}"
+        return f"{name} {tags} digest {self.old_digest or '(none)'} → {self.new_digest} ({policy})"
 
 
-def tag_move(target: ImageTarget, new_tag: str) -> TagMove:
-    """The move of ``target`` to ``new_tag`` (raises ``NotAutomatableError`` for an image we cannot edit)."""
-    return TagMove(target, target.image.ref.tag or "", new_tag, target.image.tag_change(new_tag))
+def tag_move(target: ImageTarget, new_tag: str, digest: str | None = None) -> TagMove:
+    """The move of ``target`` to ``new_tag`` (at ``digest`` for a pinned image); raises
+    ``NotAutomatableError`` for an image we cannot edit."""
+    image = target.image
+    if digest is None:
+        return TagMove(target, image.ref.tag or "", new_tag, (image.tag_change(new_tag),))
+    return TagMove(
+        target, image.ref.tag or "", new_tag, image.pinned_changes(new_tag, digest), image.ref.digest, digest
+    )
 
 
 def values_hold(obj: Mapping[str, Any], changes: Sequence[ValueChange]) -> bool:

@@ -1,7 +1,8 @@
 """Git write-back: commit the tag moves made in the cluster to the manifests the cluster is synced from.
 
-Only the tag scalars change (``images.manifests`` splices them in place and proves it), and only where the
-file still holds the tag the cluster had: a file whose tag differs from both the old and the new one was
+Only the tag scalars change (``images.manifests`` splices them in place and proves it; a pinned digest is
+written the same way, with the tag or in its ``digest`` value), and only where the file still holds the tag
+(and digest) the cluster had: a file whose tag differs from both the old and the new one was
 changed by someone since, and is left to them. The commit names exactly the moves it carries, so a first
 pass over the fresh branch head finds which moves apply before the commit message is written; the
 repository adapter then redoes the edit on a newer head if a push loses a race.
@@ -34,7 +35,7 @@ from helmrelease.adapters.git import (
     ManifestEdit,
     commit_message,
 )
-from helmrelease.automation.watched import TagMove, WatchedRelease
+from helmrelease.automation.watched import TagMove, WatchedRelease, version_text
 from helmrelease.images.manifests import (
     DEFAULT_NAMESPACE,
     EditStatus,
@@ -142,15 +143,19 @@ def edit_manifest_text(
     for move in moves:
         container = move.target.container
         entries = [entry for entry in read_releases(text, default_namespace) if entry.release == release]
-        written = {image.ref.tag for entry in entries if (image := entry.detection.find(container))}
+        written = {
+            version_text(image.ref.tag, image.ref.digest if move.new_digest else None)
+            for entry in entries
+            if (image := entry.detection.find(container))
+        }
         if not written:
             continue
-        if written == {move.new_tag}:
+        if written == {move.new_version}:
             already.append(container)
             continue
-        if not written <= {move.old_tag, move.new_tag}:
+        if not written <= {move.old_version, move.new_version}:
             found = ", ".join(sorted(str(tag) for tag in written))
-            notes.append(f"{container}: the manifest has tag {found}, not {move.old_tag}; left as is")
+            notes.append(f"{container}: the manifest has tag {found}, not {move.old_version}; left as is")
             continue
         try:
             edit = set_image_tag(
@@ -159,6 +164,7 @@ def edit_manifest_text(
                 container=container,
                 tag=move.new_tag,
                 default_namespace=default_namespace,
+                digest=move.new_digest,
             )
         except UnsafeEditError as error:
             notes.append(f"{container}: {error}")
@@ -267,8 +273,8 @@ async def write_back(
             release.name,
             move.target.container,
             move.target.image.ref.name,
-            move.old_tag,
-            move.new_tag,
+            move.old_version,
+            move.new_version,
             move.target.policy_text,
         )
         for move in applicable

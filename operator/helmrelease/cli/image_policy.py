@@ -222,7 +222,7 @@ def register(subparsers: Any) -> None:
         "--state-dir",
         type=Path,
         default=Path(tempfile.gettempdir()) / "helmrelease-image-policy",
-        help=f"where the git clone and the tag cache ({FILE_NAME}: tag -> digest -> build time, so a "
+        help=f"where the git clone, the first sight of tags (first-seen.json, for min-age) and the tag cache ({FILE_NAME}: tag -> digest -> build time, so a "
         "restart scans as cheaply as a second cycle; safe to delete) are kept (default %(default)s)",
     )
     parser.add_argument(
@@ -294,6 +294,7 @@ def _config(args: argparse.Namespace) -> _Config:
         interval=args.interval,
         namespaces=tuple(dict.fromkeys(args.namespace)),
         git=git_writeback(args),
+        first_seen_file=args.state_dir / "first-seen.json",
         tag_recheck_period=args.tag_recheck_period,
     )
     return _Config(settings, registry_config(args), operator_credentials(args.docker_config))

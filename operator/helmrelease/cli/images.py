@@ -40,7 +40,7 @@ from helmrelease.cli.image_policy import (
     registry_config,
 )
 from helmrelease.cli.output import table
-from helmrelease.images.annotations import AutomationSettings, read_automation_settings
+from helmrelease.images.annotations import AutomationSettings, effective_policy, read_automation_settings
 from helmrelease.images.detect import DetectedImage, dotted
 from helmrelease.images.manifests import (
     DEFAULT_NAMESPACE,
@@ -88,7 +88,10 @@ def _image_record(entry: ReleaseImages, image: DetectedImage) -> dict[str, Any]:
         "tag_path": dotted(image.tag_location.path) if image.tag_location else None,
         "automatable": image.automatable,
         "automated": settings.automated,
+        "locked": settings.locked,
+        "paused": settings.paused.get(image.container),
         "policy": settings.policy_text_for(image.container),
+        "effective_policy": effective_policy(settings, image).as_json(),
         "warnings": warnings,
     }
 
@@ -135,11 +138,23 @@ def run_filter(args: argparse.Namespace) -> int:
 # --- update ---------------------------------------------------------------------------------------
 
 
-def _apply_update(path: Path, release: ReleaseId, container: str, tag: str, default_namespace: str) -> int:
+def _apply_update(
+    path: Path,
+    release: ReleaseId,
+    container: str,
+    tag: str,
+    default_namespace: str,
+    digest: str | None = None,
+) -> int:
     """Edit the manifests under ``path``, print what happened to each file, and return the exit code."""
     try:
         report = update_image_tag(
-            path, release=release, container=container, tag=tag, default_namespace=default_namespace
+            path,
+            release=release,
+            container=container,
+            tag=tag,
+            default_namespace=default_namespace,
+            digest=digest,
         )
     except ImageReferenceError as error:
         return _fail("update", str(error))
@@ -225,7 +240,7 @@ def _update_to_latest(args: argparse.Namespace, path: Path, release: ReleaseId) 
             return EXIT_OK
         print(f"helmrelease images update: {release} {args.container}: {detail}", file=sys.stderr)
         return EXIT_NO_MATCH
-    return _apply_update(path, release, args.container, move.new_tag, args.default_namespace)
+    return _apply_update(path, release, args.container, move.new_tag, args.default_namespace, move.new_digest)
 
 
 # --- list -----------------------------------------------------------------------------------------
@@ -247,6 +262,13 @@ def _status(scan: ImageScan | None, error: str | None) -> tuple[str | None, str]
         return "Error", scan.error if scan is not None and scan.error else "not scanned"
     if not scan.target.image.automatable:
         return "NotAutomatable", "; ".join(scan.target.image.warnings)
+    if scan.target.paused is not None:
+        return "Paused", f"paused: {scan.target.paused}"
+    if scan.step_back is not None:
+        return (
+            "SetBack",
+            f"set back to {scan.step_back.current} from {scan.step_back.written}; the sidecar pauses it",
+        )
     decision = scan.decision
     if decision is None:
         return None, "-"
@@ -282,7 +304,8 @@ def list_records(reports: Sequence[ReleaseReport]) -> list[dict[str, Any]]:
                     "mode": _mode(view.settings),
                     "latest": newest.tag if newest is not None else None,
                     "latest_created": newest.created.isoformat() if newest and newest.created else None,
-                    "update": move.new_tag if move is not None else None,
+                    "paused": target.paused,
+                    "update": move.new_version if move is not None else None,
                     "reason": reason,
                     "detail": detail,
                 }

@@ -17,6 +17,17 @@ that container's candidate tags are ranked. Without it a ``semver:`` policy rank
 other policy by the image's build time, which is what Flux v1 did. An unknown order is a warning and the
 default applies.
 
+Our own, under ``image.helm.fluxcd.io/`` (the sidecar's extensions beyond Flux v1):
+
+- ``pin-digest.<container>: "true"``: after the tag is chosen, write its manifest digest too (``tag@sha256:…``,
+  or into a sibling ``digest`` value), so a tag pushed again with other content is an update of its own;
+- ``min-age.<container>: 1h`` (a Go duration): a tag is a candidate only once its image was built, or first
+  seen by the sidecar, whichever is later, at least that long ago;
+- ``paused.<container>``: written by the sidecar when someone set the image back to an older tag than the
+  one it last wrote; while it is there, that image does not move (remove it to resume);
+- ``written.<container>``: the sidecar's record of the tag it last wrote there (how it knows a step back
+  was someone else's).
+
 A container without a policy gets ``glob:*``, still subject to ``automated``. A ``tag.<container>`` or
 ``tag-order.<container>`` naming a container the release has no image for (a typo, an image the chart
 keeps elsewhere) applies to nothing: ``unmatched_containers`` says so.
@@ -26,14 +37,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from types import MappingProxyType
+from typing import Final
 
-from helmrelease.images.policy import DEFAULT_POLICY, TagOrder, TagPolicy, parse_policy
+from helmrelease.images.detect import PIN_DIGEST_PREFIX, DetectedImage
+from helmrelease.images.duration import DurationError, format_duration, parse_duration
+from helmrelease.images.policy import DEFAULT_POLICY, PolicyError, TagOrder, TagPolicy, parse_policy
 
 FLUXCD_PREFIX = "fluxcd.io/"
 WEAVE_PREFIX = "flux.weave.works/"
 FILTER_PREFIX = "filter.fluxcd.io/"
 TAG_ORDER_PREFIX = f"{FLUXCD_PREFIX}tag-order."
+IMAGE_PREFIX: Final = "image.helm.fluxcd.io/"
+MIN_AGE_PREFIX: Final = f"{IMAGE_PREFIX}min-age."
+PAUSED_PREFIX: Final = f"{IMAGE_PREFIX}paused."
+WRITTEN_PREFIX: Final = f"{IMAGE_PREFIX}written."
 _SETTING_PREFIXES = (FLUXCD_PREFIX, WEAVE_PREFIX)
 _TAG_POLICY_PREFIXES = (f"{FLUXCD_PREFIX}tag.", FILTER_PREFIX, f"{WEAVE_PREFIX}tag.")
 _TRUE = "true"
@@ -44,6 +63,11 @@ _OFF = {
     "locked": frozenset({"false"}),
     "ignore": frozenset({"false", "sync_only"}),
 }
+
+
+#: The soak of a container whose ``min-age`` does not read: no tag is ever old enough, so a typo holds the
+#: image where it is rather than letting a fresh tag through early.
+_NEVER: Final = timedelta.max
 
 
 @dataclass(frozen=True)
@@ -60,6 +84,14 @@ class AutomationSettings:
     warnings: tuple[str, ...] = ()
     #: For each container named by an annotation, the keys that name it (``fluxcd.io/tag.web`` ...).
     container_keys: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    #: Containers whose digest is written with the tag (``pin-digest.<container>: "true"``).
+    pin_digest: frozenset[str] = frozenset()
+    #: How long a tag soaks before it may be chosen, per container (``min-age.<container>``).
+    min_ages: Mapping[str, timedelta] = field(default_factory=lambda: MappingProxyType({}))
+    #: Paused containers and the sidecar's note of why (``paused.<container>``).
+    paused: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    #: What the sidecar last wrote per container (``written.<container>``: ``tag`` or ``tag@digest``).
+    written: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     def policy_text_for(self, container: str) -> str:
         """The policy as written for ``container``, or the default ``glob:*``."""
@@ -87,6 +119,66 @@ class AutomationSettings:
 
 
 @dataclass(frozen=True)
+class EffectivePolicy:
+    """Everything that decides whether and how one image moves, for ``images scan`` and CI pipelines:
+    ``held`` lists why it never will (empty when it may)."""
+
+    policy: str
+    order: TagOrder | None
+    pin_digest: bool
+    min_age: timedelta | None
+    paused: str | None
+    held: tuple[str, ...]
+
+    def as_json(self) -> dict[str, object]:
+        soak = None
+        if self.min_age is not None:
+            soak = (
+                "never (min-age does not read)" if self.min_age == _NEVER else format_duration(self.min_age)
+            )
+        return {
+            "policy": self.policy,
+            "order": self.order.value if self.order is not None else None,
+            "pin_digest": self.pin_digest,
+            "min_age": soak,
+            "moves": not self.held,
+            "held": list(self.held),
+        }
+
+
+def effective_policy(settings: AutomationSettings, image: DetectedImage) -> EffectivePolicy:
+    """How ``image`` is automated under ``settings``, and what holds it (in the order the sidecar checks)."""
+    container = image.container
+    held: list[str] = []
+    if settings.ignore:
+        held.append("the release is ignored")
+    if not settings.automated:
+        held.append("the release is not automated")
+    if settings.locked:
+        held.append("the release is locked")
+    order: TagOrder | None = None
+    try:
+        order = settings.order_for(container, settings.policy_for(container))
+    except PolicyError:
+        held.append("its tag policy does not parse")
+    if not image.automatable:
+        held.append("its tag cannot be changed")
+    paused = settings.paused.get(container)
+    if paused is not None:
+        held.append(f"it is paused ({paused})")
+    if settings.min_ages.get(container) == _NEVER:
+        held.append("its min-age does not read")
+    return EffectivePolicy(
+        settings.policy_text_for(container),
+        order,
+        image.pin_digest,
+        settings.min_ages.get(container),
+        paused,
+        tuple(held),
+    )
+
+
+@dataclass(frozen=True)
 class _Choice:
     key: str
     value: str
@@ -106,13 +198,28 @@ def _choose(annotations: Mapping[str, object], keys: list[str], warnings: list[s
     return chosen
 
 
+#: The value of each flag that holds the automation back.
+_HOLDING = {"automated": False, "locked": True, "ignore": True}
+
+
 def _flag(annotations: Mapping[str, object], name: str, warnings: list[str]) -> bool:
     keys = [prefix + name for prefix in _SETTING_PREFIXES]
-    chosen = _choose(annotations, keys, warnings)
+    conflicts: list[str] = []
+    chosen = _choose(annotations, keys, conflicts)
     if chosen is None:
         return False
     raw = annotations[chosen.key]
-    if raw == _TRUE:
+    value = raw == _TRUE
+    if value == _HOLDING[name] and conflicts:
+        # The quiet failure Flux v1 users meet: a stale spelling keeps the image from ever moving.
+        conflicts = [
+            f"{chosen.key}: {raw!r} overrules {key}: {annotations[key]!r} ({chosen.key} comes first), so "
+            "image automation is off for this release; remove the stale one or make them agree"
+            for key in keys
+            if key != chosen.key and key in annotations and str(annotations[key]) != chosen.value
+        ]
+    warnings.extend(conflicts)
+    if value:
         return True
     if raw not in _OFF[name]:
         *others, last = (f'"{value}"' for value in (_TRUE, *sorted(_OFF[name])))
@@ -131,6 +238,45 @@ def _containers_with(annotations: Mapping[str, object], prefixes: tuple[str, ...
         {key.removeprefix(prefix) for key in annotations for prefix in prefixes if key.startswith(prefix)}
         - {""}
     )
+
+
+def _pinned(annotations: Mapping[str, object], warnings: list[str]) -> frozenset[str]:
+    pinned = set()
+    for container in _containers_with(annotations, (PIN_DIGEST_PREFIX,)):
+        key, value = PIN_DIGEST_PREFIX + container, annotations[PIN_DIGEST_PREFIX + container]
+        if value == _TRUE:
+            pinned.add(container)
+        elif value != "false":
+            warnings.append(f'{key}: {value!r} is not "true" or "false", so the digest is not pinned')
+    return frozenset(pinned)
+
+
+def _min_ages(annotations: Mapping[str, object], warnings: list[str]) -> dict[str, timedelta]:
+    ages: dict[str, timedelta] = {}
+    for container in _containers_with(annotations, (MIN_AGE_PREFIX,)):
+        key, value = MIN_AGE_PREFIX + container, annotations[MIN_AGE_PREFIX + container]
+        try:
+            age = parse_duration(value) if isinstance(value, str) else None
+        except DurationError as error:
+            warnings.append(f"{key}: {error}; its tags are not updated until it reads")
+            ages[container] = _NEVER
+            continue
+        if age is None or age < timedelta(0):
+            warnings.append(
+                f"{key}: {value!r} is not a duration of zero or more (like 1h or 30m); "
+                "its tags are not updated until it reads"
+            )
+            ages[container] = _NEVER
+        elif age > timedelta(0):
+            ages[container] = age
+    return ages
+
+
+def _texts(annotations: Mapping[str, object], prefix: str) -> dict[str, str]:
+    return {
+        container: str(annotations[prefix + container])
+        for container in _containers_with(annotations, (prefix,))
+    }
 
 
 def read_automation_settings(annotations: Mapping[str, object] | None) -> AutomationSettings:
@@ -158,7 +304,14 @@ def read_automation_settings(annotations: Mapping[str, object] | None) -> Automa
         else:
             known = ", ".join(order.value for order in TagOrder)
             warnings.append(f"{key}: {value!r} is not a tag order ({known}); using the policy's default")
+    for prefix in (PIN_DIGEST_PREFIX, MIN_AGE_PREFIX):
+        for container in _containers_with(annotations, (prefix,)):
+            keys.setdefault(container, []).append(prefix + container)
     return AutomationSettings(
+        pin_digest=_pinned(annotations, warnings),
+        min_ages=MappingProxyType(_min_ages(annotations, warnings)),
+        paused=MappingProxyType(_texts(annotations, PAUSED_PREFIX)),
+        written=MappingProxyType(_texts(annotations, WRITTEN_PREFIX)),
         automated=_flag(annotations, "automated", warnings),
         locked=_flag(annotations, "locked", warnings),
         locked_msg=_free_text(annotations, "locked_msg", warnings),

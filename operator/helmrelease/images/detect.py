@@ -12,6 +12,11 @@ lists: charts that keep images elsewhere use the alias annotations
 
 whose paths may go to any depth and which replace a detected image of the same name.
 
+With ``image.helm.fluxcd.io/pin-digest.<container>: "true"`` an image's digest is written with its tag:
+``tag@sha256:…`` where the tag is written (a combined reference or a ``tag`` value), or into the image map's
+own ``digest`` value when it has one (``image: {repository, tag, digest}``, the shape many charts use). Such
+an image is automatable while it carries a digest; without the annotation a digest pin is left alone.
+
 Each image remembers where its tag lives so an update keeps the user's spelling: either a separate
 ``tag`` value (rewritten whole) or the part after the last ``:`` of a combined reference. Bad input is
 never an exception here: an unusable image is a ``Problem``, an image we can show but must not change
@@ -30,6 +35,7 @@ CHART_IMAGE: Final = "chart-image"
 ALIAS_REPOSITORY_PREFIX: Final = "repository.fluxcd.io/"
 ALIAS_REGISTRY_PREFIX: Final = "registry.fluxcd.io/"
 ALIAS_TAG_PREFIX: Final = "tag.fluxcd.io/"
+PIN_DIGEST_PREFIX: Final = "image.helm.fluxcd.io/pin-digest."
 
 ValuePath: TypeAlias = tuple[str, ...]
 
@@ -46,8 +52,8 @@ class TagField:
     path: ValuePath
     written: str
 
-    def rewritten(self, tag: str) -> str:
-        return tag
+    def rewritten(self, tag: str, digest: str | None = None) -> str:
+        return tag if digest is None else f"{tag}@{digest}"
 
 
 @dataclass(frozen=True)
@@ -57,8 +63,9 @@ class TagSuffix:
     path: ValuePath
     written: str
 
-    def rewritten(self, tag: str) -> str:
-        return f"{self.written.rpartition(':')[0]}:{tag}"
+    def rewritten(self, tag: str, digest: str | None = None) -> str:
+        name = self.written.partition("@")[0].rpartition(":")[0]
+        return f"{name}:{tag}" if digest is None else f"{name}:{tag}@{digest}"
 
 
 TagLocation: TypeAlias = TagField | TagSuffix
@@ -86,6 +93,9 @@ class DetectedImage:
     path: ValuePath
     tag_location: TagLocation | None
     warnings: tuple[str, ...] = ()
+    #: The digest is written with the tag (``pin-digest``); into ``digest_location`` when there is one.
+    pin_digest: bool = False
+    digest_location: TagField | None = None
 
     @property
     def automatable(self) -> bool:
@@ -102,6 +112,25 @@ class DetectedImage:
             raise NotAutomatableError(f"{self.container}: {'; '.join(self.warnings)}")
         location = self.tag_location
         return ValueChange(location.path, location.written, location.rewritten(check_tag(tag)))
+
+    def pinned_changes(self, tag: str, digest: str) -> tuple[ValueChange, ...]:
+        """The value edits that move this image to ``tag`` pinned at ``digest`` (only changed values).
+
+        Raises like ``tag_change``, and ``NotAutomatableError`` when the image is not digest-pinned.
+        """
+        if self.tag_location is None or not self.pin_digest:
+            raise NotAutomatableError(f"{self.container}: its digest is not pinned")
+        check_tag(tag)
+        parse_image_ref(f"{self.ref.name}:{tag}@{digest}")  # validates the digest
+        location, sibling = self.tag_location, self.digest_location
+        if sibling is None:
+            changes = [ValueChange(location.path, location.written, location.rewritten(tag, digest))]
+        else:
+            changes = [
+                ValueChange(location.path, location.written, location.rewritten(tag)),
+                ValueChange(sibling.path, sibling.written, digest),
+            ]
+        return tuple(change for change in changes if change.old != change.new)
 
 
 @dataclass(frozen=True)
@@ -149,9 +178,11 @@ def _not_a_string(path: ValuePath, value: object) -> str:
 class _Builder:
     """Turns optional registry, reference and tag parts into a ``DetectedImage`` or a ``Problem``."""
 
-    def __init__(self, container: str, path: ValuePath) -> None:
+    def __init__(self, container: str, path: ValuePath, pin: bool = False) -> None:
         self.container = container
         self.path = path
+        self.pin = pin
+        self.digest: _Part | None = None
         self.warnings: list[str] = []
         self.tag_unusable = False
 
@@ -195,14 +226,33 @@ class _Builder:
             ref = parse_image_ref(text)
         except ImageReferenceError as error:
             return self.problem(str(error), reference.path)
+        if self.digest is not None:
+            if ref.digest is not None:
+                return self.problem(
+                    f"{text!r} has a digest, and {dotted(self.digest.path)} gives another", reference.path
+                )
+            if self.digest.text:
+                try:
+                    ref = parse_image_ref(f"{text}@{self.digest.text}")
+                except ImageReferenceError as error:
+                    return self.problem(str(error), self.digest.path)
         location = self._tag_location(ref, reference, tag)  # may add the warning that explains a None
-        return DetectedImage(self.container, ref, self.path, location, tuple(self.warnings))
+        sibling = TagField(self.digest.path, self.digest.text) if self.digest is not None else None
+        return DetectedImage(
+            self.container, ref, self.path, location, tuple(self.warnings), self.pin, sibling
+        )
 
     def _tag_location(self, ref: ImageRef, reference: _Part, tag: _Part | None) -> TagLocation | None:
         if self.tag_unusable:
             return None
-        if ref.digest is not None:
-            self.warnings.append(f"pinned by digest {ref.digest}; digests are not automated")
+        if ref.digest is not None and not self.pin:
+            self.warnings.append(
+                f"pinned by digest {ref.digest}; digests are not automated without "
+                f'{PIN_DIGEST_PREFIX}{self.container}: "true"'
+            )
+            return None
+        if ref.digest is not None and ref.tag is None:
+            self.warnings.append(f"pinned by digest {ref.digest} with no tag, so no tag policy can apply")
             return None
         if tag is not None:
             return TagField(tag.path, tag.text)
@@ -213,12 +263,13 @@ class _Builder:
 
 
 def _interpret(
-    container: str, prefix: ValuePath, section: Mapping[object, object]
+    container: str, prefix: ValuePath, section: Mapping[object, object], pinned: frozenset[str]
 ) -> DetectedImage | Problem | None:
     """The image at ``section`` (the values root or one of its maps) in any of the five shapes."""
     image = section.get("image", _MISSING)
+    pin = container in pinned
     if isinstance(image, str):
-        builder = _Builder(container, (*prefix, "image"))
+        builder = _Builder(container, (*prefix, "image"), pin)
         registry = builder.registry_part((*prefix, "registry"), section.get("registry", _MISSING))
         tag = builder.tag_part((*prefix, "tag"), section.get("tag", _MISSING))
         return builder.build(registry, _Part((*prefix, "image"), image), tag)
@@ -227,9 +278,12 @@ def _interpret(
         if not isinstance(repository, str):
             return None
         base = (*prefix, "image")
-        builder = _Builder(container, base)
+        builder = _Builder(container, base, pin)
         registry = builder.registry_part((*base, "registry"), image.get("registry", _MISSING))
         tag = builder.tag_part((*base, "tag"), image.get("tag", _MISSING))
+        digest = image.get("digest", _MISSING)
+        if pin and tag is not None and (digest is None or isinstance(digest, str)):
+            builder.digest = _Part((*base, "digest"), digest or "")
         return builder.build(registry, _Part((*base, "repository"), repository), tag)
     return None
 
@@ -251,7 +305,7 @@ def _parse_alias_path(text: object) -> ValuePath | None:
 
 
 def _interpret_alias(
-    alias: str, values: Mapping[object, object], annotations: Mapping[str, object]
+    alias: str, values: Mapping[object, object], annotations: Mapping[str, object], pinned: frozenset[str]
 ) -> DetectedImage | Problem:
     paths: dict[str, ValuePath] = {}
     for role, prefix in (
@@ -272,7 +326,7 @@ def _interpret_alias(
         return Problem(
             alias, dotted(given), f"{ALIAS_REPOSITORY_PREFIX}{alias} is required with the other aliases"
         )
-    builder = _Builder(alias, repository_path)
+    builder = _Builder(alias, repository_path, alias in pinned)
     resolved: dict[str, object] = {}
     for role, path in paths.items():
         value = _resolve(values, path)
@@ -309,11 +363,16 @@ def detect_images(values: object, annotations: Mapping[str, object] | None = Non
 
     if not isinstance(values, Mapping):
         values = {}
-    record(_interpret(CHART_IMAGE, (), values))
+    pinned = frozenset(
+        key.removeprefix(PIN_DIGEST_PREFIX)
+        for key, value in (annotations or {}).items()
+        if key.startswith(PIN_DIGEST_PREFIX) and value == "true"
+    )
+    record(_interpret(CHART_IMAGE, (), values, pinned))
     for key, section in values.items():
         if not isinstance(key, str) or not isinstance(section, Mapping):
             continue
-        result = _interpret(key, (key,), section)
+        result = _interpret(key, (key,), section, pinned)
         if key == CHART_IMAGE and result is not None:
             result = Problem(
                 key, key, f"the image under {key!r} is ignored: the name means the top-level image"
@@ -321,7 +380,7 @@ def detect_images(values: object, annotations: Mapping[str, object] | None = Non
         record(result)
     for alias in _aliases(annotations or {}):
         found.pop(alias, None)
-        record(_interpret_alias(alias, values, annotations or {}))
+        record(_interpret_alias(alias, values, annotations or {}, pinned))
     ordered = sorted(found.values(), key=lambda image: (image.container != CHART_IMAGE, image.container))
     problems.sort(
         key=lambda problem: (problem.container != CHART_IMAGE, problem.container or "", problem.path)

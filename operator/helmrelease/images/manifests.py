@@ -27,7 +27,14 @@ from ruamel.yaml.nodes import ScalarNode
 from ruamel.yaml.resolver import VersionedResolver
 
 from helmrelease.api.aliasing import ExcessiveAliasing, check_aliasing
-from helmrelease.images.detect import Detection, ValueChange, ValuePath, detect_images, dotted
+from helmrelease.images.detect import (
+    PIN_DIGEST_PREFIX,
+    Detection,
+    ValueChange,
+    ValuePath,
+    detect_images,
+    dotted,
+)
 from helmrelease.images.reference import check_tag
 
 HELMRELEASE_API_VERSIONS: Final = frozenset({"helm.fluxcd.io/v1", "flux.weave.works/v1beta1"})
@@ -272,9 +279,16 @@ def _apply(text: str, documents: list[Any], edits: list[tuple[int, ValueChange]]
 
 
 def set_image_tag(
-    text: str, *, release: ReleaseId, container: str, tag: str, default_namespace: str = DEFAULT_NAMESPACE
+    text: str,
+    *,
+    release: ReleaseId,
+    container: str,
+    tag: str,
+    default_namespace: str = DEFAULT_NAMESPACE,
+    digest: str | None = None,
 ) -> TagEdit:
-    """Set ``container``'s tag in every document of ``text`` that declares ``release``.
+    """Set ``container``'s tag (and its pinned ``digest``, when given) in every document of ``text`` that
+    declares ``release``.
 
     Raises ``ImageReferenceError`` for a tag no registry accepts, ``ManifestError`` for YAML that does not
     parse and ``UnsafeEditError`` for an edit that cannot be proven safe; the rest is a ``TagEdit`` status.
@@ -297,13 +311,25 @@ def set_image_tag(
             outcomes.append(
                 (EditStatus.NOT_AUTOMATABLE, f"{release} {container}: {'; '.join(image.warnings)}")
             )
+        elif digest is not None and not image.pin_digest:
+            outcomes.append(
+                (
+                    EditStatus.NOT_AUTOMATABLE,
+                    f"{release} {container}: a digest is to be written, but this manifest does not pin "
+                    f'digests ({PIN_DIGEST_PREFIX}{container}: "true")',
+                )
+            )
         else:
-            change = image.tag_change(tag)
-            if change.old == change.new:
+            if digest is None:
+                changes = [change] if (change := image.tag_change(tag)).old != change.new else []
+            else:
+                changes = list(image.pinned_changes(tag, digest))
+            if not changes:
                 outcomes.append((EditStatus.UNCHANGED, f"{release} {container} is already at {tag}"))
             else:
-                edits.append((entry.document_index, change))
-                outcomes.append((EditStatus.UPDATED, f"{release} {container}: {change.old} -> {change.new}"))
+                edits.extend((entry.document_index, change) for change in changes)
+                moved = "; ".join(f"{change.old} -> {change.new}" for change in changes)
+                outcomes.append((EditStatus.UPDATED, f"{release} {container}: {moved}"))
     status = best_status(status for status, _ in outcomes)
     detail = "; ".join(sentence for outcome, sentence in outcomes if outcome is status)
     new_text = _apply(text, documents, edits) if edits else text

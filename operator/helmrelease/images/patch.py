@@ -17,7 +17,7 @@ VALUES_POINTER: Final = "/spec/values"
 class JsonPatchOperation(TypedDict):
     """One RFC 6902 operation as the Kubernetes API takes it (``application/json-patch+json``)."""
 
-    op: Literal["test", "replace"]
+    op: Literal["test", "replace", "add"]
     path: str
     value: str
 
@@ -37,6 +37,15 @@ def changes_patch(
         operations.append({"op": "test", "path": path, "value": change.old})
         operations.append({"op": "replace", "path": path, "value": change.new})
     return operations
+
+
+ANNOTATIONS_POINTER: Final = "/metadata/annotations"
+
+
+def annotation_operation(key: str, value: str) -> JsonPatchOperation:
+    """Set one annotation (``add`` replaces a member that is there); the object must have annotations,
+    which an automated HelmRelease always has."""
+    return {"op": "add", "path": json_pointer((key,), base=ANNOTATIONS_POINTER), "value": value}
 
 
 def image_tag_patch(

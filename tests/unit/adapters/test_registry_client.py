@@ -991,6 +991,27 @@ async def test_a_closed_client_refuses_work(fake: FakeRegistry) -> None:
         await client.list_tags(f"{fake.host}/{REPO}")
 
 
+@pytest.mark.parametrize(
+    "digest_header", [pytest.param(True, id="head"), pytest.param(False, id="no-header")]
+)
+async def test_tag_digest_is_what_the_tag_resolves_to(fake: FakeRegistry, digest_header: bool) -> None:
+    image = fake.add_image(REPO, "single", {"created": T_AMD64.isoformat()})
+    index = fake.add_index(REPO, "multi", {Platform("linux", "amd64"): T_AMD64})
+    fake.send_digest_header = digest_header
+    async with make_client(fake) as client:
+        assert await client.tag_digest(f"{fake.host}/{REPO}", "single") == image
+        assert await client.tag_digest(f"{fake.host}/{REPO}", "multi") == index  # the index's own digest
+    methods = [method for method, kind, _ in fake.requests if kind == "manifest"]
+    assert methods == (["HEAD", "HEAD"] if digest_header else ["HEAD", "GET", "HEAD", "GET"])
+
+
+async def test_tag_digest_of_an_unknown_tag_is_not_found(fake: FakeRegistry) -> None:
+    fake.tags[REPO] = []
+    async with make_client(fake) as client:
+        with pytest.raises(RegistryNotFound, match="manifest nope: HTTP 404"):
+            await client.tag_digest(f"{fake.host}/{REPO}", "nope")
+
+
 # Tag resolution with a known record (the tag cache)
 
 

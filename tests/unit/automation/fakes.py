@@ -7,6 +7,7 @@ and keeps Events; ``FakeRegistry`` answers tag lists and build times and counts 
 from __future__ import annotations
 
 import copy
+import hashlib
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -120,6 +121,12 @@ class FakeKube:
             ):
                 raise Invalid(f"HelmRelease {namespace}/{name}: the server rejected our request", 422)
             if operation["op"] == "replace":
+                if not isinstance(node, dict) or last not in node:
+                    raise Invalid(f"HelmRelease {namespace}/{name}: the server rejected our request", 422)
+                node[last] = operation["value"]
+            if operation["op"] == "add":
+                if not isinstance(node, dict):
+                    raise Invalid(f"HelmRelease {namespace}/{name}: the server rejected our request", 422)
                 node[last] = operation["value"]
         self.objects[namespace, name] = patched
 
@@ -152,6 +159,8 @@ class FakeRegistry:
     failures: dict[str, RegistryError] = field(default_factory=dict)
     requests: Counter[tuple[str, str]] = field(default_factory=Counter)
     cycles: int = 0
+    #: Manifest digests by repository and tag; a tag without one has a digest made of its name and time.
+    digests: dict[str, dict[str, str]] = field(default_factory=dict)
     checkpoints: int = 0
     known: dict[str, dict[str, TagRecord]] = field(default_factory=dict)
 
@@ -188,6 +197,20 @@ class FakeRegistry:
         if tag not in tags:
             raise RegistryNotFound(name.host, name.path, f"manifest {tag}: HTTP 404", status=404)
         return tags[tag]
+
+    def digest_of(self, name: str, tag: str) -> str:
+        given = self.digests.get(name, {}).get(tag)
+        if given is not None:
+            return given
+        created = self.repositories[name][tag]
+        return "sha256:" + hashlib.sha256(f"{name}:{tag}:{created}".encode()).hexdigest()
+
+    async def tag_digest(self, name: CanonicalName, tag: str, credentials: BasicCredentials | None) -> str:
+        self.requests["digest", f"{name}:{tag}"] += 1
+        tags = self._check(name, credentials)
+        if tag not in tags:
+            raise RegistryNotFound(name.host, name.path, f"manifest {tag}: HTTP 404", status=404)
+        return self.digest_of(str(name), tag)
 
 
 @dataclass

@@ -243,3 +243,44 @@ async def test_list_records_and_table() -> None:
     column = table[0].index("CONTAINER")
     assert all(row[column - 1] == " " and row[column] != " " for row in table)
     assert kube.patches == []
+
+
+async def test_list_shows_paused_set_back_and_pinned_images() -> None:
+    digest = "sha256:" + "b" * 64
+    semver = {"fluxcd.io/automated": "true", "fluxcd.io/tag.chart-image": "semver:~1.0"}
+    kube = FakeKube().add(
+        release(
+            "paused",
+            {"image": f"{APP}:1.0.0"},
+            {**semver, "image.helm.fluxcd.io/paused.chart-image": "1.0.0 set by kubectl-edit at T"},
+        ),
+        release(
+            "setback",
+            {"image": f"{APP}:1.0.0"},
+            {**semver, "image.helm.fluxcd.io/written.chart-image": "1.0.5"},
+        ),
+        release(
+            "pinned",
+            {"image": f"{APP}:1.0.0"},
+            {**semver, "image.helm.fluxcd.io/pin-digest.chart-image": "true"},
+        ),
+    )
+    registry = FakeRegistry({APP: {"1.0.0": at(1), "1.0.5": at(2)}}, digests={APP: {"1.0.5": digest}})
+    records = list_records(await inspect_releases(kube, registry, namespaces=("apps",)))
+    assert [(r["name"], r["paused"], r["update"], r["reason"], r["detail"]) for r in records] == [
+        (
+            "paused",
+            "1.0.0 set by kubectl-edit at T",
+            None,
+            "Paused",
+            "paused: 1.0.0 set by kubectl-edit at T",
+        ),
+        ("pinned", None, f"1.0.5@{digest}", "UpdateAvailable", "update to 1.0.5"),
+        (
+            "setback",
+            None,
+            None,
+            "SetBack",
+            "set back to 1.0.0 from 1.0.5; the sidecar pauses it",
+        ),
+    ]

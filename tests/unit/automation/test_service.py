@@ -69,6 +69,11 @@ async def test_an_automated_release_moves_by_a_tested_patch_and_says_so() -> Non
         [
             {"op": "test", "path": "/spec/values/image/tag", "value": "1.0.0"},
             {"op": "replace", "path": "/spec/values/image/tag", "value": "1.0.5"},
+            {
+                "op": "add",
+                "path": "/metadata/annotations/image.helm.fluxcd.io~1written.chart-image",
+                "value": "1.0.5",
+            },
         ]
     ]
     assert harness.kube.values("web") == {"image": {"repository": APP, "tag": "1.0.5"}, "replicas": 1}
@@ -427,8 +432,15 @@ async def test_a_warning_is_posted_once_per_object_and_value() -> None:
         ),
         pytest.param(
             {**AUTOMATED, "fluxcd.io/locked": "true", "flux.weave.works/locked": "false"},
-            "flux.weave.works/locked: 'false' conflicts with fluxcd.io/locked: 'true'; using fluxcd.io/locked",
+            "fluxcd.io/locked: 'true' overrules flux.weave.works/locked: 'false' (fluxcd.io/locked comes first), "
+            "so image automation is off for this release; remove the stale one or make them agree",
             id="locked-with-a-conflict",
+        ),
+        pytest.param(
+            {"fluxcd.io/automated": "false", "flux.weave.works/automated": "true"},
+            "fluxcd.io/automated: 'false' overrules flux.weave.works/automated: 'true' (fluxcd.io/automated "
+            "comes first), so image automation is off for this release; remove the stale one or make them agree",
+            id="stale-automated-false",
         ),
     ],
 )

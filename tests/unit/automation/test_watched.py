@@ -212,8 +212,8 @@ def test_tag_move_summary_is_the_event_message() -> None:
     )
     move = tag_move(view.targets[0], "v2.3.2")
     assert move.summary == "prom/prometheus v2.3.1 → v2.3.2 (semver:~2.3)"
-    assert move.change == ValueChange(
-        ("prometheus", "image"), "prom/prometheus:v2.3.1", "prom/prometheus:v2.3.2"
+    assert move.changes == (
+        ValueChange(("prometheus", "image"), "prom/prometheus:v2.3.1", "prom/prometheus:v2.3.2"),
     )
 
 

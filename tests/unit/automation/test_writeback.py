@@ -235,3 +235,61 @@ def test_which_releases_are_written_back(
     annotations = {"image.helm.fluxcd.io/git-writeback": "true"} if annotated else {}
     view = read_release(release("web", {}, annotations))
     assert GitWriteback(FakeRepository(tmp_path), all_releases=all_releases).wanted_for(view) is wanted
+
+
+PINNED_MANIFEST = """\
+apiVersion: helm.fluxcd.io/v1
+kind: HelmRelease
+metadata:
+  name: web
+  namespace: apps
+  annotations:
+    image.helm.fluxcd.io/pin-digest.chart-image: "true"
+    image.helm.fluxcd.io/pin-digest.worker: "true"
+spec:
+  values:
+    image:
+      repository: reg.example.com/web   # the app
+      tag: 1.0.0
+      digest: "{web_digest}"
+    worker:
+      image: reg.example.com/worker:2.0.0{worker_digest}
+"""
+OLD, NEW = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+
+
+def pinned_moves(web: tuple[str, str], worker: tuple[str, str]) -> list[TagMove]:
+    values = {
+        "image": {"repository": "reg.example.com/web", "tag": "1.0.0", "digest": OLD},
+        "worker": {"image": f"reg.example.com/worker:2.0.0@{OLD}"},
+    }
+    annotations = {
+        "image.helm.fluxcd.io/pin-digest.chart-image": "true",
+        "image.helm.fluxcd.io/pin-digest.worker": "true",
+    }
+    view = read_release(release("web", values, annotations))
+    by_name = {target.container: target for target in view.targets}
+    return [tag_move(by_name["chart-image"], *web), tag_move(by_name["worker"], *worker)]
+
+
+def test_git_gets_the_same_pinned_digest_as_the_cluster() -> None:
+    text = PINNED_MANIFEST.format(web_digest=OLD, worker_digest=f"@{OLD}")
+    edit = edit_manifest_text(text, RELEASE, pinned_moves(("1.0.5", NEW), ("2.0.0", NEW)))
+    assert edit.moved == ("chart-image", "worker")
+    assert edit.text == PINNED_MANIFEST.format(web_digest=NEW, worker_digest=f"@{NEW}").replace(
+        "tag: 1.0.0", "tag: 1.0.5"
+    )
+
+
+def test_git_holding_another_digest_is_left_to_whoever_wrote_it() -> None:
+    other = "sha256:" + "c" * 64
+    text = PINNED_MANIFEST.format(web_digest=other, worker_digest=f"@{OLD}")
+    edit = edit_manifest_text(text, RELEASE, pinned_moves(("1.0.0", NEW), ("2.0.0", NEW)))
+    assert edit.moved == ("worker",)
+    assert edit.notes == (f"chart-image: the manifest has tag 1.0.0@{other}, not 1.0.0@{OLD}; left as is",)
+
+
+def test_a_manifest_that_does_not_pin_is_not_given_a_digest() -> None:
+    text = MANIFEST.format(web="1.0.0", worker="2.0.0")
+    edit = edit_manifest_text(text, RELEASE, pinned_moves(("1.0.5", NEW), ("2.0.0", NEW))[:1])
+    assert (edit.text, edit.moved) == (text, ())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from helmrelease.images.annotations import AutomationSettings, read_automation_settings
@@ -231,3 +233,70 @@ def test_annotations_for_containers_without_an_image_are_named(
     annotations: dict[str, object], containers: tuple[str, ...], expected: tuple[str, ...]
 ) -> None:
     assert read_automation_settings(annotations).unmatched_containers(containers) == expected
+
+
+@pytest.mark.parametrize(
+    ("annotations", "pinned", "ages", "warning"),
+    [
+        pytest.param(
+            {"image.helm.fluxcd.io/pin-digest.web": "true", "image.helm.fluxcd.io/min-age.web": "1h30m"},
+            {"web"},
+            {"web": timedelta(minutes=90)},
+            None,
+            id="both",
+        ),
+        pytest.param(
+            {"image.helm.fluxcd.io/pin-digest.web": "yes"},
+            set(),
+            {},
+            """image.helm.fluxcd.io/pin-digest.web: 'yes' is not "true" or "false", so the digest is not pinned""",
+            id="pin-yes",
+        ),
+        pytest.param(
+            {"image.helm.fluxcd.io/min-age.web": "1 day"},
+            set(),
+            {"web": timedelta.max},
+            "image.helm.fluxcd.io/min-age.web: '1 day' is not a duration",
+            id="min-age-unreadable-holds",
+        ),
+        pytest.param(
+            {"image.helm.fluxcd.io/min-age.web": "-1h"},
+            set(),
+            {"web": timedelta.max},
+            "image.helm.fluxcd.io/min-age.web: '-1h' is not a duration of zero or more",
+            id="min-age-negative",
+        ),
+        pytest.param({"image.helm.fluxcd.io/min-age.web": "0"}, set(), {}, None, id="min-age-zero-is-none"),
+    ],
+)
+def test_pin_digest_and_min_age(
+    annotations: dict[str, object], pinned: set[str], ages: dict[str, timedelta], warning: str | None
+) -> None:
+    settings = read_automation_settings(annotations)
+    assert (set(settings.pin_digest), dict(settings.min_ages)) == (pinned, ages)
+    if warning is None:
+        assert settings.warnings == ()
+    else:
+        [message] = settings.warnings
+        assert message.startswith(warning)
+
+
+def test_min_age_for_a_container_the_release_lacks_says_so() -> None:
+    settings = read_automation_settings({"image.helm.fluxcd.io/min-age.wbe": "1h"})
+    assert settings.unmatched_containers(["web"]) == (
+        "image.helm.fluxcd.io/min-age.wbe names container 'wbe', but the release has no image of that name "
+        "(its images: web); the annotation applies to nothing",
+    )
+
+
+def test_pause_and_record_are_read_as_text() -> None:
+    settings = read_automation_settings(
+        {
+            "image.helm.fluxcd.io/paused.web": "1.0 set by kubectl-edit at T",
+            "image.helm.fluxcd.io/written.web": "1.1",
+        }
+    )
+    assert (dict(settings.paused), dict(settings.written)) == (
+        {"web": "1.0 set by kubectl-edit at T"},
+        {"web": "1.1"},
+    )

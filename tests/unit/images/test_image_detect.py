@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from helmrelease.images.detect import (
     DetectedImage,
@@ -454,3 +457,102 @@ def test_tag_change(values: dict[str, Any], tag: str, change: ValueChange) -> No
 def test_tag_change_rejects_an_invalid_tag() -> None:
     with pytest.raises(ImageReferenceError):
         only({"image": "app:1"}).tag_change("no spaces")
+
+
+# --- pinned digests --------------------------------------------------------------------------------
+
+PIN = {"image.helm.fluxcd.io/pin-digest.chart-image": "true"}
+NEW = "sha256:" + "c" * 64
+
+
+@pytest.mark.parametrize(
+    ("values", "changes"),
+    [
+        pytest.param(
+            {"image": "repo/app:1.0"},
+            (ValueChange(("image",), "repo/app:1.0", f"repo/app:1.1@{NEW}"),),
+            id="combined-gets-tag-at-digest",
+        ),
+        pytest.param(
+            {"image": f"repo/app:1.0@{DIGEST}"},
+            (ValueChange(("image",), f"repo/app:1.0@{DIGEST}", f"repo/app:1.1@{NEW}"),),
+            id="combined-pinned-moves-both",
+        ),
+        pytest.param(
+            {"image": "localhost:5000/app", "tag": f"1.0@{DIGEST}"},
+            (ValueChange(("tag",), f"1.0@{DIGEST}", f"1.1@{NEW}"),),
+            id="tag-value-gets-tag-at-digest",
+        ),
+        pytest.param(
+            {"image": {"repository": "repo/app", "tag": "1.0", "digest": ""}},
+            (ValueChange(("image", "tag"), "1.0", "1.1"), ValueChange(("image", "digest"), "", NEW)),
+            id="sibling-digest-value",
+        ),
+        pytest.param(
+            {"image": {"repository": "repo/app", "tag": "1.1", "digest": DIGEST}},
+            (ValueChange(("image", "digest"), DIGEST, NEW),),
+            id="same-tag-only-the-digest",
+        ),
+        pytest.param(
+            {"image": {"repository": "repo/app", "tag": "1.0", "digest": None}},
+            (ValueChange(("image", "tag"), "1.0", "1.1"), ValueChange(("image", "digest"), "", NEW)),
+            id="null-digest-value",
+        ),
+    ],
+)
+def test_pinned_changes(values: dict[str, Any], changes: tuple[ValueChange, ...]) -> None:
+    [image] = detect_images(values, PIN).images
+    assert image.automatable
+    assert image.pinned_changes("1.1", NEW) == changes
+
+
+def test_a_sibling_digest_is_the_image_digest() -> None:
+    [image] = detect_images({"image": {"repository": "repo/app", "tag": "1.0", "digest": DIGEST}}, PIN).images
+    assert (image.ref.tag, image.ref.digest) == ("1.0", DIGEST)
+
+
+def test_a_digest_in_both_places_is_a_problem() -> None:
+    values = {"image": {"repository": f"repo/app@{DIGEST}", "tag": "1.0", "digest": DIGEST}}
+    detection = detect_images(values, PIN)
+    assert detection.images == ()
+    assert len(detection.problems) == 1
+
+
+def test_a_digest_without_a_tag_stays_unautomated_even_when_pinning() -> None:
+    [image] = detect_images({"image": f"repo/app@{DIGEST}"}, PIN).images
+    assert not image.automatable
+    assert image.warnings == (f"pinned by digest {DIGEST} with no tag, so no tag policy can apply",)
+
+
+def test_pinned_changes_refuse_a_bad_digest() -> None:
+    [image] = detect_images({"image": "repo/app:1.0"}, PIN).images
+    with pytest.raises(ImageReferenceError):
+        image.pinned_changes("1.1", "sha256:short")
+
+
+_TAGS = st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,20}", fullmatch=True)
+_DIGESTS = st.from_regex(r"sha256:[0-9a-f]{64}", fullmatch=True)
+_PINNED_SHAPES = [
+    {"image": "reg.example.com:5000/team/app:1.0"},
+    {"image": f"reg.example.com:5000/team/app:1.0@{DIGEST}"},
+    {"image": "reg.example.com:5000/team/app", "tag": "1.0"},
+    {"image": {"repository": "team/app", "tag": "1.0", "digest": ""}},
+    {"image": {"registry": "reg.example.com", "repository": "team/app", "tag": "1.0", "digest": DIGEST}},
+]
+
+
+@given(st.sampled_from(_PINNED_SHAPES), _TAGS, _DIGESTS)
+def test_pinned_changes_read_back_as_exactly_that_tag_and_digest(
+    values: dict[str, Any], tag: str, digest: str
+) -> None:
+    [image] = detect_images(values, PIN).images
+    moved = copy.deepcopy(values)
+    for change in image.pinned_changes(tag, digest):
+        node = moved
+        for key in change.path[:-1]:
+            node = node[key]
+        assert node[change.path[-1]] == change.old
+        node[change.path[-1]] = change.new
+    [after] = detect_images(moved, PIN).images
+    assert (after.ref.name, after.ref.tag, after.ref.digest) == (image.ref.name, tag, digest)
+    assert after.automatable

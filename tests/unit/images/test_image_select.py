@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from helmrelease.images.policy import TagOrder, parse_policy
-from helmrelease.images.select import NoChangeReason, TagCandidate, rank_tags, select_update
+from helmrelease.images.select import NoChangeReason, TagCandidate, is_step_back, rank_tags, select_update
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -55,9 +55,26 @@ def tags(*names: str) -> list[TagCandidate]:
             tags("1.0.0", "v1.1.0", "1.1.0"),
             "semver:*",
             None,
-            "1.1.0",
-            id="equal-versions-ascending-tag",
+            "v1.1.0",
+            id="equal-versions-the-tag-sorting-last-wins",
         ),
+        pytest.param(
+            "1.9.0",
+            tags("1.10", "1.10.0", "1.9.0"),
+            "semver:*",
+            None,
+            "1.10.0",
+            id="equal-versions-explicit-wins",
+        ),
+        pytest.param(
+            "1.9.0",
+            tags("1.10.0", "1.10"),
+            "semver:*",
+            None,
+            "1.10.0",
+            id="equal-versions-listing-order-aside",
+        ),
+        pytest.param("1.2.2", tags("1.2.3", "v1.2.3"), "semver:~1.2", None, "v1.2.3", id="issue-v-prefix"),
         pytest.param("3.0.0", tags("2.0.1", "2.0.2"), "semver:~2.0", None, None, id="would-downgrade"),
         pytest.param(
             "1.0.0",
@@ -309,7 +326,7 @@ def test_explicit_current_build_time_wins_over_the_listing() -> None:
         pytest.param(
             TagOrder.SEMVER,
             tags("1.2.0", "v1.10.0", "main", "1.9.0", "1.10.0"),
-            ["1.10.0", "v1.10.0", "1.9.0", "1.2.0"],
+            ["v1.10.0", "1.10.0", "1.9.0", "1.2.0"],
             id="semver",
         ),
         pytest.param(
@@ -331,3 +348,116 @@ def test_explicit_current_build_time_wins_over_the_listing() -> None:
 )
 def test_rank_tags(order: TagOrder, candidates: list[TagCandidate], expected: list[str]) -> None:
     assert [candidate.tag for candidate in rank_tags(candidates, order)] == expected
+
+
+# --- soak time and step backs ----------------------------------------------------------------------
+
+NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
+
+
+def ago(minutes: float) -> datetime:
+    return NOW - timedelta(minutes=minutes)
+
+
+@pytest.mark.parametrize(
+    ("candidates", "min_age", "expected", "reason"),
+    [
+        pytest.param(
+            [TagCandidate("1.0.0", ago(600)), TagCandidate("1.0.5", ago(30))],
+            timedelta(hours=1),
+            None,
+            NoChangeReason.SOAKING,
+            id="built-too-recently",
+        ),
+        pytest.param(
+            [TagCandidate("1.0.0", ago(600)), TagCandidate("1.0.5", ago(61))],
+            timedelta(hours=1),
+            "1.0.5",
+            None,
+            id="soaked",
+        ),
+        pytest.param(
+            [TagCandidate("1.0.0", ago(600)), TagCandidate("1.0.5", ago(600), first_seen=ago(5))],
+            timedelta(hours=1),
+            None,
+            NoChangeReason.SOAKING,
+            id="old-build-seen-just-now",
+        ),
+        pytest.param(
+            [TagCandidate("1.0.0", ago(600)), TagCandidate("1.0.3", ago(90)), TagCandidate("1.0.5", ago(5))],
+            timedelta(hours=1),
+            "1.0.3",
+            None,
+            id="the-newest-soaked-one",
+        ),
+        pytest.param(
+            [TagCandidate("1.0.0", ago(600)), TagCandidate("1.0.5")],
+            timedelta(minutes=1),
+            None,
+            NoChangeReason.SOAKING,
+            id="no-time-known-never-soaks",
+        ),
+        pytest.param(
+            [TagCandidate("1.0.0", ago(600)), TagCandidate("1.0.5", ago(1))],
+            None,
+            "1.0.5",
+            None,
+            id="no-min-age",
+        ),
+        pytest.param(
+            [TagCandidate("1.0.0", ago(600)), TagCandidate("1.0.5", ago(1))],
+            timedelta.max,
+            None,
+            NoChangeReason.SOAKING,
+            id="unreadable-min-age-never",
+        ),
+    ],
+)
+def test_soak_time(
+    candidates: list[TagCandidate],
+    min_age: timedelta | None,
+    expected: str | None,
+    reason: NoChangeReason | None,
+) -> None:
+    decision = select_update(
+        current_tag="1.0.0",
+        candidates=candidates,
+        policy=parse_policy("semver:~1.0"),
+        min_age=min_age,
+        now=NOW,
+    )
+    assert (decision.new_tag, decision.reason) == (expected, reason)
+
+
+def test_a_soaking_tag_says_until_when() -> None:
+    decision = select_update(
+        current_tag="1.0.0",
+        candidates=[TagCandidate("1.0.0", ago(600)), TagCandidate("1.0.5", ago(30))],
+        policy=parse_policy("semver:~1.0"),
+        min_age=timedelta(hours=1),
+        now=NOW,
+    )
+    assert decision.detail == "1.0.5 is newer than 1.0.0, but it soaks until 2026-01-01T12:30:00Z (min-age)"
+
+
+@pytest.mark.parametrize(
+    ("order", "current", "written", "expected"),
+    [
+        pytest.param(TagOrder.SEMVER, TagCandidate("1.0.0"), TagCandidate("1.0.5"), True, id="semver-back"),
+        pytest.param(
+            TagOrder.SEMVER, TagCandidate("1.1.0"), TagCandidate("1.0.5"), False, id="semver-forward"
+        ),
+        pytest.param(TagOrder.SEMVER, TagCandidate("1.10"), TagCandidate("1.10.0"), False, id="same-version"),
+        pytest.param(TagOrder.SEMVER, TagCandidate("main"), TagCandidate("1.0.5"), False, id="unreadable"),
+        pytest.param(
+            TagOrder.CREATED, TagCandidate("b", ago(10)), TagCandidate("a", ago(5)), True, id="created-back"
+        ),
+        pytest.param(
+            TagOrder.CREATED, TagCandidate("b"), TagCandidate("a", ago(5)), False, id="created-unknown"
+        ),
+        pytest.param(TagOrder.NUMERICAL, TagCandidate("99"), TagCandidate("100"), True, id="numerical-back"),
+        pytest.param(TagOrder.ALPHABETICAL, TagCandidate("a"), TagCandidate("a"), False, id="same-tag"),
+    ],
+)
+def test_step_back(order: TagOrder, current: TagCandidate, written: TagCandidate, expected: bool) -> None:
+    assert is_step_back(order, current, written) is expected

@@ -66,9 +66,103 @@ def test_scan_prints_one_object_per_image(tmp_path: Path, capsys: pytest.Capture
         "tag_path": "alertmanager.image",
         "automatable": True,
         "automated": True,
+        "locked": False,
+        "paused": None,
         "policy": "glob:v0.15.*",
+        "effective_policy": {
+            "policy": "glob:v0.15.*",
+            "order": "created",
+            "pin_digest": False,
+            "min_age": None,
+            "moves": True,
+            "held": [],
+        },
         "warnings": [],
     }
+
+
+@pytest.mark.parametrize(
+    ("annotations", "container", "expected"),
+    [
+        pytest.param(
+            {
+                "fluxcd.io/locked": "true",
+                "image.helm.fluxcd.io/paused.nats": "0.6.0 set by kubectl-edit at T",
+            },
+            "nats",
+            {
+                "locked": True,
+                "paused": "0.6.0 set by kubectl-edit at T",
+                "moves": False,
+                "held": ["the release is locked", "it is paused (0.6.0 set by kubectl-edit at T)"],
+            },
+            id="locked-and-paused",
+        ),
+        pytest.param(
+            {"fluxcd.io/automated": "false", "image.helm.fluxcd.io/min-age.nats": "90m"},
+            "nats",
+            {"locked": False, "paused": None, "moves": False, "held": ["the release is not automated"]},
+            id="stale-automated-false",
+        ),
+        pytest.param(
+            {
+                "image.helm.fluxcd.io/min-age.prometheus": "1 hour",
+                "image.helm.fluxcd.io/pin-digest.prometheus": "true",
+            },
+            "prometheus",
+            {"locked": False, "paused": None, "moves": False, "held": ["its min-age does not read"]},
+            id="unreadable-min-age-holds",
+        ),
+    ],
+)
+def test_scan_says_whether_each_image_can_ever_move(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    annotations: dict[str, str],
+    container: str,
+    expected: dict[str, object],
+) -> None:
+    lines = "".join(f"    {key}: {json.dumps(value)}\n" for key, value in annotations.items())
+    text = RELEASE.replace(
+        '    flux.weave.works/automated: "true"\n', '    flux.weave.works/automated: "true"\n' + lines
+    )
+    file = tmp_path / "hr.yaml"
+    file.write_text(text)
+    code, out, _ = run(["images", "scan", str(file)], capsys)
+    assert code == 0
+    [record] = [r for r in json.loads(out) if r["container"] == container]
+    effective = record["effective_policy"]
+    seen = {
+        "locked": record["locked"],
+        "paused": record["paused"],
+        "moves": effective["moves"],
+        "held": effective["held"],
+    }
+    assert seen == expected
+
+
+def test_scan_shows_soak_and_pinning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = RELEASE.replace(
+        '    flux.weave.works/automated: "true"\n',
+        '    flux.weave.works/automated: "true"\n'
+        "    image.helm.fluxcd.io/min-age.nats: 1h30m\n"
+        '    image.helm.fluxcd.io/pin-digest.nats: "true"\n',
+    )
+    file = tmp_path / "hr.yaml"
+    file.write_text(text)
+    code, out, _ = run(["images", "scan", str(file)], capsys)
+    [nats] = [r for r in json.loads(out) if r["container"] == "nats"]
+    assert (code, nats["effective_policy"]) == (
+        0,
+        {
+            "policy": "regex:^0.6.*",
+            "order": "created",
+            "pin_digest": True,
+            "min_age": "1h30m0s",
+            "moves": True,
+            "held": [],
+        },
+    )
 
 
 def test_scan_reads_stdin_and_reports_problems_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
@@ -127,7 +221,13 @@ def test_scan_warns_about_annotations(capsys: pytest.CaptureFixture[str]) -> Non
             "4.0.10\n4.0.9\n4.0.3\n",
             id="semver-best-first",
         ),
-        pytest.param("semver:*", "v1.0.0\n1.0.0\n0.9\n", 0, "1.0.0\nv1.0.0\n0.9\n", id="semver-ties-by-tag"),
+        pytest.param(
+            "semver:*",
+            "1.0.0\nv1.0.0\n0.9\n",
+            0,
+            "v1.0.0\n1.0.0\n0.9\n",
+            id="semver-ties-the-tag-sorting-last-first",
+        ),
         pytest.param(
             "glob:v0.15.*", "v0.15.2\nv0.16.0\nv0.15.0\n", 0, "v0.15.2\nv0.15.0\n", id="glob-input-order"
         ),

@@ -245,6 +245,24 @@ class RegistryClient:
                     digest = digest_of(preloaded.body)
             return await self._created_by_digest(name, digest, preloaded, 0)
 
+    async def tag_digest(self, repository: CanonicalName | str, tag: str) -> str:
+        """The manifest digest ``repository:tag`` resolves to now (an index's own digest for a multi-platform
+        image: what ``tag@digest`` pins). One HEAD; a registry that sends no digest costs a GET, verified."""
+        name = as_canonical(repository)
+        call = _Call(name, "manifest", f"manifest {tag}")
+        with self.metrics.time_operation(name.host, "tag_digest"):
+            url = self._api_url(name, f"manifests/{quote(tag, safe='')}")
+            head = await self._fetch(call, "HEAD", url, accept=MANIFEST_ACCEPT)
+            digest = head.headers.get("Docker-Content-Digest", "")
+            if is_digest(digest):
+                return digest
+            response = await self._fetch(call, "GET", url, accept=MANIFEST_ACCEPT)
+            digest = digest_of(response.body)
+            sent = response.headers.get("Docker-Content-Digest", "")
+            if is_digest(sent):
+                call.parsed(verify_digest, response.body, sent)
+            return digest
+
     async def resolve_tag(
         self, repository: CanonicalName | str, tag: str, known: TagRecord | None = None
     ) -> TagRecord:
@@ -562,6 +580,7 @@ class ScanCycle:
         self.client = client
         self._tags: TaskMemo[CanonicalName, tuple[str, ...]] = TaskMemo(forget_failures=False)
         self._created: TaskMemo[tuple[CanonicalName, str], datetime | None] = TaskMemo(forget_failures=False)
+        self._digests: TaskMemo[tuple[CanonicalName, str], str] = TaskMemo(forget_failures=False)
         self._resolved: TaskMemo[tuple[CanonicalName, str], TagRecord] = TaskMemo(forget_failures=False)
 
     async def list_tags(self, repository: CanonicalName | str) -> tuple[str, ...]:
@@ -573,6 +592,11 @@ class ScanCycle:
         key = (as_canonical(repository), tag)
         self.client.metrics.observe_cache("cycle_created", key in self._created)
         return await self._created.run(key, lambda: self.client.image_created(key[0], tag))
+
+    async def tag_digest(self, repository: CanonicalName | str, tag: str) -> str:
+        key = (as_canonical(repository), tag)
+        self.client.metrics.observe_cache("cycle_digest", key in self._digests)
+        return await self._digests.run(key, lambda: self.client.tag_digest(key[0], tag))
 
     async def resolve_tag(
         self, repository: CanonicalName | str, tag: str, known: TagRecord | None = None
