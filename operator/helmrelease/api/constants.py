@@ -68,6 +68,10 @@ class ConditionType(StrEnum):
     RELEASED = "Released"
     ROLLED_BACK = "RolledBack"
     TESTED = "Tested"
+    #: True while the release's resources differ from its manifest (drift detection on); names what differs.
+    DRIFTED = "Drifted"
+    #: True while ``spec.suspend`` is set; Ready is then False with its reason.
+    SUSPENDED = "Suspended"
     READY = "Ready"
 
 
@@ -144,6 +148,15 @@ class Reason(StrEnum):
     RETRIES_EXHAUSTED = "RetriesExhausted"
     WAITING_FOR_CHANGE = "WaitingForChange"
     TEST_FAILURE_IGNORED = "TestFailureIgnored"
+    #: reconcile.fluxcd.io/forceAt asked for one install or upgrade, whatever held the release back.
+    FORCE_REQUESTED = "ForceRequested"
+    #: reconcile.fluxcd.io/resetAt zeroed the failure and rollback counters.
+    RESET_REQUESTED = "ResetRequested"
+    #: spec.suspend is true: nothing is done until it is resumed.
+    SUSPENDED = "Suspended"
+    #: A drift check found the resources as the manifest declares them / an upgrade corrected a drift.
+    NO_DRIFT = "NoDrift"
+    DRIFT_CORRECTED = "DriftCorrected"
     # Outcomes of the actions.
     CHART_FETCH_SUCCEEDED = "ChartFetchSucceeded"
     CHART_FETCH_FAILED = "ChartFetchFailed"

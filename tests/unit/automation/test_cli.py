@@ -15,7 +15,13 @@ from helmrelease.adapters.git import Author, SshCredentials
 from helmrelease.adapters.registry import BasicCredentials, DockerConfigError, Platform
 from helmrelease.automation.inspect import inspect_releases
 from helmrelease.cli import build_parser
-from helmrelease.cli.image_policy import git_writeback, host_path, operator_credentials, registry_config
+from helmrelease.cli.image_policy import (
+    _config,
+    git_writeback,
+    host_path,
+    operator_credentials,
+    registry_config,
+)
 from helmrelease.cli.images import list_records, list_table
 from helmrelease.images.reference import CanonicalName
 
@@ -95,6 +101,13 @@ def test_registry_flags(tmp_path: Path) -> None:
     assert (config.config_cache_size, config.manifest_cache_size) == (5000, 5000)
 
 
+def test_the_tag_recheck_period_and_the_state_dir(tmp_path: Path) -> None:
+    assert _config(parse()).settings.tag_recheck_period == 86400.0
+    args = parse("--tag-recheck-period", "3600", "--state-dir", str(tmp_path))
+    assert _config(args).settings.tag_recheck_period == 3600.0
+    assert args.state_dir == tmp_path
+
+
 @pytest.mark.parametrize(
     "flags",
     [
@@ -105,6 +118,7 @@ def test_registry_flags(tmp_path: Path) -> None:
         pytest.param(["--registry-rps", "nan"], id="rate-not-a-number"),
         pytest.param(["--health-port", "http"], id="port-not-a-number"),
         pytest.param(["--log-format", "xml"], id="bad-log-format"),
+        pytest.param(["--tag-recheck-period", "0"], id="zero-recheck-period"),
     ],
 )
 def test_bad_flags_are_usage_errors(flags: list[str], capsys: pytest.CaptureFixture[str]) -> None:
