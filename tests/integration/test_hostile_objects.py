@@ -268,14 +268,27 @@ def test_values_over_the_annotation_limit_install_without_an_error_loop(
     operator = start_operator(resync_interval=1)
     big = {"message": "big", "blobs": [f"{index:06d}" + "x" * 1000 for index in range(300)]}  # ~300 KiB
     create_hr(custom, namespace, helmrelease("big", app_chart, big))
-    hr = wait_for_hr(custom, namespace, "big", ready, operator=operator, what="Ready", timeout=120)
+    # kopf writes its diff base after the handler that made the release Ready returns: wait for both.
+    hr = wait_for_hr(
+        custom,
+        namespace,
+        "big",
+        lambda hr: (
+            ready(hr) and f"{PREFIX}/last-handled-configuration" in hr["metadata"].get("annotations", {})
+        ),
+        operator=operator,
+        what="Ready and kopf's diff base written",
+        timeout=120,
+    )
     annotations = hr["metadata"]["annotations"]
     assert len(json.dumps(annotations)) < 2048, annotations  # digests, not the spec
     runs = timer_runs(operator)
     operator.process.wait_until(lambda: timer_runs(operator) >= runs + 3, 30, "three more resyncs")
     log = operator.log()
     assert "Patching failed" not in log
-    assert "Request attempt" not in log
+    # A PATCH of an annotation over the limit is what failed; a fresh API server may still answer the first
+    # watch with 429 "storage is (re)initializing", which kopf retries and which has nothing to do with size.
+    assert not [line for line in log.splitlines() if "Request attempt" in line and "PATCH" in line], log
     no_failures_in(log)
 
 

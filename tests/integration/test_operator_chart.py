@@ -72,6 +72,13 @@ REGISTRY_ACCESS = sets(
     "imagePolicy.registry.cacheSize=1000000",
     "imagePolicy.intervalSeconds=3600",
 )
+MONITORED = sets(
+    "metrics.service.enabled=true",
+    "metrics.serviceMonitor.enabled=true",
+    "metrics.serviceMonitor.interval=30s",
+    "metrics.serviceMonitor.scrapeTimeout=10s",
+    "metrics.serviceMonitor.labels.release=prometheus",
+)
 PEERING = sets("operator.peering.name=ops", "operator.peering.priority=100")
 EVERY_OPERATOR_SETTING = sets(
     "operator.workers=8",
@@ -153,6 +160,7 @@ IMPERSONATE_SERVICE_ACCOUNTS = grants("", "serviceaccounts", "impersonate")
         pytest.param((), id="defaults"),
         pytest.param(GIT_WRITE_BACK, id="namespaced-multi-tenant-git"),
         pytest.param(REGISTRY_ACCESS, id="registry-access"),
+        pytest.param(MONITORED, id="service-monitor"),
     ],
 )
 def test_chart_lints(helm: Helm, set_args: tuple[str, ...]) -> None:
@@ -184,11 +192,13 @@ def test_defaults_render_one_pod_with_both_containers_cluster_wide_with_cluster_
         "--log-format=json",
         "--log-level=INFO",
         "--liveness=http://0.0.0.0:8080/healthz",
+        "--metrics-port=9091",
         "--standalone",
     ]
     assert args(manifests, "image-policy") == [
         "image-policy",
         "--interval=300",
+        "--tag-recheck-period=86400",
         "--state-dir=/var/lib/helmrelease-image-policy",
         "--log-format=json",
         "--log-level=INFO",
@@ -724,14 +734,72 @@ def test_peering_objects_kopf_requires(
     assert found == peerings
 
 
-def test_metrics_service_targets_the_sidecar_metrics_port(helm: Helm) -> None:
-    manifests = render(helm, *sets("metrics.service.enabled=true"))
+def served_ports(manifests: list[Manifest]) -> dict[str, tuple[str, int]]:
+    """Each Service port by name: the container whose named port it targets, and that port's number."""
     [service] = objects(manifests, "Service")
-    [port] = service["spec"]["ports"]
     [deployment] = objects(manifests, "Deployment")
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
-    ports = {p["name"]: p["containerPort"] for p in container(manifests, "image-policy")["ports"]}
-    assert (port["targetPort"], ports[port["targetPort"]]) == ("metrics", 9090)
+    by_name = {
+        port["name"]: (c["name"], port["containerPort"])
+        for c in pod_spec(manifests)["containers"]
+        for port in c.get("ports", [])
+    }
+    return {port["name"]: by_name[port["targetPort"]] for port in service["spec"]["ports"]}
+
+
+@pytest.mark.parametrize(
+    ("set_args", "expected"),
+    [
+        pytest.param(
+            (),
+            {"operator-metrics": ("operator", 9091), "metrics": ("image-policy", 9090)},
+            id="both-containers",
+        ),
+        pytest.param(
+            sets("imagePolicy.enabled=false"), {"operator-metrics": ("operator", 9091)}, id="without-sidecar"
+        ),
+        pytest.param(
+            sets("operator.metricsPort=0"), {"metrics": ("image-policy", 9090)}, id="operator-metrics-off"
+        ),
+        pytest.param(
+            sets("operator.metricsPort=19091", "imagePolicy.metricsPort=19090"),
+            {"operator-metrics": ("operator", 19091), "metrics": ("image-policy", 19090)},
+            id="other-ports",
+        ),
+    ],
+)
+def test_the_metrics_service_targets_the_ports_the_containers_serve_metrics_on(
+    helm: Helm, set_args: tuple[str, ...], expected: dict[str, tuple[str, int]]
+) -> None:
+    manifests = render(helm, *sets("metrics.service.enabled=true"), *set_args)
+    assert served_ports(manifests) == expected
+    served = {name: port for name, (_, port) in expected.items()}
+    operator_port = served.get("operator-metrics", 0)
+    assert f"--metrics-port={operator_port}" in args(manifests, "operator")
+    if "metrics" in served:
+        assert f"--metrics-port={served['metrics']}" in args(manifests, "image-policy")
+    assert not objects(manifests, "ServiceMonitor"), "off unless asked for"
+
+
+def test_the_service_monitor_scrapes_every_port_of_the_metrics_service(helm: Helm) -> None:
+    manifests = render(helm, *MONITORED)
+    [service] = objects(manifests, "Service")
+    [monitor] = objects(manifests, "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items()
+    [deployment] = objects(manifests, "Deployment")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert not selector.items() <= pod_labels.items(), (
+        "it selects the metrics Service, not any Service of the Pods"
+    )
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["flux"]}
+    assert monitor["spec"]["endpoints"] == [
+        {"port": port["name"], "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s"}
+        for port in service["spec"]["ports"]
+    ]
+    assert [port["name"] for port in service["spec"]["ports"]] == ["operator-metrics", "metrics"]
 
 
 @pytest.mark.parametrize(
@@ -759,9 +827,14 @@ def test_metrics_service_targets_the_sidecar_metrics_port(helm: Helm) -> None:
             id="ca-without-configmap",
         ),
         pytest.param(
-            sets("metrics.service.enabled=true", "imagePolicy.enabled=false"),
-            "it needs imagePolicy.enabled",
-            id="metrics-without-sidecar",
+            sets("metrics.service.enabled=true", "imagePolicy.enabled=false", "operator.metricsPort=0"),
+            "metrics.service.enabled needs metrics to serve",
+            id="metrics-service-without-metrics",
+        ),
+        pytest.param(
+            sets("metrics.serviceMonitor.enabled=true"),
+            "it needs metrics.service.enabled",
+            id="service-monitor-without-service",
         ),
         pytest.param(
             sets("serviceAccount.create=false"),

@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             HELM_DATA_HOME=str(DEMO_DIR / "helm" / "data"),
         )
         _say("running the operator and the image-policy sidecar")
+        operator_metrics_port = free_port()
         operator = Process(
             "operator",
             [
@@ -97,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
                 reg.host,
                 "--git-protocols",
                 "https,ssh,file",
+                "--metrics-port",
+                str(operator_metrics_port),
             ],
             DEMO_DIR / "operator.log",
             env=operator_env,
@@ -212,6 +215,7 @@ The demo is running. In another shell:
     kubectl describe hr -n demo  # conditions and Events
     helm list -A                 # the releases the operator made
 Logs: {DEMO_DIR}/operator.log, {DEMO_DIR}/image-policy.log
+Operator metrics: http://127.0.0.1:{operator_metrics_port}/metrics
 Sidecar: http://127.0.0.1:{health_port}/healthz, metrics at http://127.0.0.1:{metrics_port}/metrics
 Press Ctrl-C to stop everything.""",
             flush=True,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from helmrelease.api.constants import GROUP, PLURAL, VERSION
-from tests.support.procs import Process, binary, tail
+from tests.support.procs import Process, binary, free_port, tail
 from tests.support.wait import eventually
 
 #: What the `start_operator` fixture gives a test: start(*extra_args, helm=, resync_interval=, namespaces=,
@@ -42,6 +43,11 @@ class Operator:
     ) -> None:
         self.workdir = workdir
         self.log_path = workdir / f"operator-{int(time.time() * 1000)}.log"
+        #: Where its /metrics is served: a free loopback port, unless the test chose (`--metrics-port` given).
+        self.metrics_port: int | None = None
+        if not any(arg.startswith("--metrics-port") for arg in extra_args):
+            self.metrics_port = free_port()
+            extra_args = ("--metrics-port", str(self.metrics_port), *extra_args)
         args = [
             sys.executable,
             "-m",
@@ -71,6 +77,14 @@ class Operator:
             return self.log_path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
+
+    def scrape(self) -> str:
+        """The operator's /metrics, as Prometheus reads it."""
+        if self.metrics_port is None:
+            raise RuntimeError("this operator was started with its own --metrics-port")
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return str(response.read().decode())
 
     def tail(self, lines: int = 60) -> str:
         return tail(self.log_path, lines)

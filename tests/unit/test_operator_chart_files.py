@@ -227,6 +227,7 @@ def _value(values: dict[str, object], dotted: str) -> object:
         pytest.param("operator.workers", ["run"], "workers", id="workers"),
         pytest.param("operator.resyncIntervalSeconds", ["run"], "resync_interval", id="resync-interval"),
         pytest.param("operator.requireServiceAccount", ["run"], "require_service_account", id="tenancy"),
+        pytest.param("operator.metricsPort", ["run"], "metrics_port", id="operator-metrics-port"),
         pytest.param("logLevel", ["run"], "log_level", id="operator-log-level"),
         pytest.param("logLevel", ["image-policy"], "log_level", id="sidecar-log-level"),
         pytest.param("imagePolicy.intervalSeconds", ["image-policy"], "interval", id="interval"),

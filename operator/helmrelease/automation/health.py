@@ -12,13 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 
-from helmrelease.adapters.http_server import HttpServer, Reply, Route
+from helmrelease.adapters.http_server import METRICS_PATH, HttpServer, Reply, Route, metrics_route
 
 STALE_AFTER_INTERVALS: Final = 3
 HEALTH_PATH: Final = "/healthz"
-METRICS_PATH: Final = "/metrics"
 
 
 def is_healthy(
@@ -57,13 +56,6 @@ def _health_reply(healthy: Callable[[], bool]) -> Route:
     return reply
 
 
-def _metrics_reply(registry: CollectorRegistry) -> Route:
-    def reply() -> Reply:
-        return Reply(200, generate_latest(registry), CONTENT_TYPE_LATEST)
-
-    return reply
-
-
 class Endpoints:
     """The health and metrics servers (one server when both use the same port). ``start`` then ``stop``."""
 
@@ -80,7 +72,7 @@ class Endpoints:
         if health_port is not None:
             routes.setdefault(health_port, {})[HEALTH_PATH] = _health_reply(healthy)
         if metrics_port is not None:
-            routes.setdefault(metrics_port, {})[METRICS_PATH] = _metrics_reply(metrics)
+            routes.setdefault(metrics_port, {})[METRICS_PATH] = metrics_route(metrics)
         self._server = HttpServer(routes, host=host)
 
     async def start(self) -> None:

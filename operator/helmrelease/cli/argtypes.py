@@ -49,6 +49,15 @@ def integer(value: str | int) -> int:
         raise InvalidValue(f"must be an integer, not {value!r}") from None
 
 
+def port(value: str | int) -> int:
+    """A TCP port; 0 turns the endpoint off."""
+    text = str(value).strip()
+    number = int(text) if text.isdigit() and not isinstance(value, bool) else -1
+    if not 0 <= number <= 65535:
+        raise InvalidValue(f"must be a TCP port, 0 to 65535 (0 turns the endpoint off), not {value!r}")
+    return number
+
+
 def _positive_float(value: str | float, unit: str) -> float:
     try:
         number = float(value)
@@ -168,6 +177,7 @@ def optional(check: Callable[[str], T]) -> Callable[[str | None], T | None]:
 # The same checks as pydantic field types.
 PositiveInt = Annotated[int, BeforeValidator(positive_int)]
 Integer = Annotated[int, BeforeValidator(integer)]
+Port = Annotated[int, BeforeValidator(port)]
 PositiveSeconds = Annotated[float, BeforeValidator(positive_seconds)]
 Duration = Annotated[float, BeforeValidator(duration)]
 Boolean = Annotated[bool, BeforeValidator(boolean)]

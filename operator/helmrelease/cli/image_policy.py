@@ -51,6 +51,7 @@ from helmrelease.cli.argtypes import (
     InvalidValue,
     log_level,
     one_of,
+    port,
     positive_int,
     positive_number,
     positive_seconds,
@@ -70,13 +71,6 @@ _log = logging.getLogger(__name__)
 
 
 # --- flags shared with `helmrelease images` ----------------------------------------------------------
-
-
-def _port(text: str) -> int:
-    value = int(text) if text.strip().isdigit() else -1
-    if not 0 <= value <= 65535:
-        raise InvalidValue(f"{text!r} is not a TCP port (0 turns the endpoint off)")
-    return value
 
 
 def host_path(text: str) -> tuple[str, Path]:
@@ -241,11 +235,11 @@ def register(subparsers: Any) -> None:
         "noticed; the current tag and the best candidate are re-checked every cycle (default %(default)g)",
     )
     parser.add_argument(
-        "--health-port", type=_port, default=8081, help="HTTP /healthz port (default %(default)s; 0: off)"
+        "--health-port", type=port, default=8081, help="HTTP /healthz port (default %(default)s; 0: off)"
     )
     parser.add_argument(
         "--metrics-port",
-        type=_port,
+        type=port,
         default=9090,
         help="Prometheus /metrics port (default %(default)s; 0: off)",
     )

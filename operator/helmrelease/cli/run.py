@@ -18,6 +18,7 @@ from helmrelease.cli.argtypes import (
     OptionalHttpUrl,
     OptionalPath,
     OptionalText,
+    Port,
     PositiveInt,
     PositiveSeconds,
     Text,
@@ -31,6 +32,8 @@ from helmrelease.reconcile.settings import OperatorSettings, default_state_dir
 
 #: Transports a git chart may be allowed (git's GIT_ALLOW_PROTOCOL names); never ``ext``, which runs commands.
 GIT_PROTOCOLS: Final = ("https", "ssh", "http", "git", "file")
+#: On by default, as the sidecar's (9090): beside it, in the same Pod.
+DEFAULT_METRICS_PORT: Final = 9091
 
 _DEFAULTS = OperatorSettings()
 
@@ -124,6 +127,14 @@ class RunSettings(CliSettings):
         OptionalHttpUrl,
         flag("--liveness", metavar="URL", help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz"),
     ] = None
+    metrics_port: Annotated[
+        Port,
+        flag(
+            "--metrics-port",
+            metavar="PORT",
+            help="serve Prometheus metrics at /metrics on this port (0: off)",
+        ),
+    ] = DEFAULT_METRICS_PORT
     peering: Annotated[
         OptionalText,
         flag(
@@ -190,16 +201,25 @@ def register(subparsers: Any) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Run kopf with the settings until SIGTERM/SIGINT."""
-    from helmrelease.handlers.wiring import run_operator
+    """Run kopf with the settings until SIGTERM/SIGINT; 1 when it cannot start (a metrics port in use)."""
+    from helmrelease.handlers.wiring import StartupError, run_operator
 
     settings: RunSettings = args.settings
     configure_logging(settings.log_format, settings.log_level)
     operator = settings.operator_settings()
-    logging.getLogger(__name__).info("starting helmrelease operator: %s", operator)
-    asyncio.run(
-        run_operator(
-            operator, liveness=settings.liveness, peering=settings.peering, priority=settings.priority
+    log = logging.getLogger(__name__)
+    log.info("starting helmrelease operator: %s", operator)
+    try:
+        asyncio.run(
+            run_operator(
+                operator,
+                liveness=settings.liveness,
+                metrics_port=settings.metrics_port or None,
+                peering=settings.peering,
+                priority=settings.priority,
+            )
         )
-    )
+    except StartupError as error:
+        log.error("helmrelease run: %s", error)
+        return 1
     return 0

@@ -132,6 +132,12 @@ def build_registry(operator_settings: OperatorSettings, dependencies: Any) -> ko
         except ReconcileError as error:
             raise _map(error) from None
 
+    # Every HelmRelease event, the initial listing included: the per-object metrics follow the objects.
+    @kopf.on.event(GROUP, VERSION, PLURAL, id="metrics", registry=registry)
+    async def helmrelease_seen(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        reconciler: Reconciler = memo.reconciler
+        reconciler.seen(body, deleted=type == "DELETED")
+
     @kopf.on.resume(GROUP, VERSION, PLURAL, id="reconcile", registry=registry)
     @kopf.on.create(GROUP, VERSION, PLURAL, id="reconcile", registry=registry)
     @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", id="reconcile", registry=registry)
@@ -162,6 +168,8 @@ def build_registry(operator_settings: OperatorSettings, dependencies: Any) -> ko
         # Spread each object's resyncs apart (timers are not sharp: the next one counts from the end of this one),
         # so hundreds of releases seen at startup do not all resync in the same second.
         await asyncio.sleep(random.uniform(0, jitter))  # noqa: S311 - jitter, not crypto
+        # kopf runs timers of existing objects only: what keeps the object's metrics from expiring as deleted.
+        memo.reconciler.metrics.touch(body.metadata.namespace or "", body.metadata.name or "")
         try:
             await _reconcile(memo, body, kwargs["helm_releases"], check_drift=settings.drift_detection)
         except kopf.PermanentError as error:

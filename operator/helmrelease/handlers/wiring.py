@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
 import kopf
+from prometheus_client import CollectorRegistry
 
 from helmrelease.adapters import kopf_decoding
 from helmrelease.adapters.charts import ChartFetcher, FetcherSettings
 from helmrelease.adapters.helm import HelmCommand, HelmSettings
+from helmrelease.adapters.http_server import METRICS_PATH, HttpServer, metrics_route
 from helmrelease.adapters.kube import KubeClient, api_client
 from helmrelease.adapters.web import WebReader
 from helmrelease.handlers import retry_logging
 from helmrelease.handlers.operator import build_registry
+from helmrelease.reconcile.metrics import OperatorMetrics
 from helmrelease.reconcile.service import Reconciler
 from helmrelease.reconcile.settings import OperatorSettings
 
 
-async def build_reconciler(settings: OperatorSettings) -> Reconciler:
+class StartupError(Exception):
+    """The operator cannot start as configured; the message says why."""
+
+
+async def build_reconciler(settings: OperatorSettings, metrics: OperatorMetrics) -> Reconciler:
     """Every adapter the reconcile core needs; helm's major version is detected here, once."""
     state = settings.state_dir
     for sub in ("helm", "tmp", "charts"):
@@ -46,23 +54,45 @@ async def build_reconciler(settings: OperatorSettings) -> Reconciler:
         charts=charts,
         urls=WebReader(),
         settings=settings,
+        metrics=metrics,
     )
 
 
 async def run_operator(
-    settings: OperatorSettings, *, liveness: str | None, peering: str | None, priority: int
+    settings: OperatorSettings,
+    *,
+    liveness: str | None,
+    metrics_port: int | None,
+    peering: str | None,
+    priority: int,
 ) -> None:
+    """Run kopf until it stops; with `metrics_port`, Prometheus' /metrics is served there meanwhile (on every
+    interface, as the sidecar's: in a Pod, Prometheus scrapes the Pod's address)."""
     # Before any watch starts: kopf decodes with the bounded decoder, and logs planned retries as such.
     kopf_decoding.install()
     retry_logging.install()
-    registry = build_registry(settings, build_reconciler)
-    await kopf.operator(
-        registry=registry,
-        clusterwide=not settings.namespaces,
-        namespaces=list(settings.namespaces),
-        standalone=peering is None,
-        peering_name=peering,
-        priority=priority,
-        liveness_endpoint=liveness,
-        memo=kopf.Memo(),
-    )
+    collectors = CollectorRegistry()
+    # The resync passes every live HelmRelease at least once an interval (jittered by 10%): three intervals without
+    # any sign of an object is a deletion the watch did not report.
+    metrics = OperatorMetrics.create(collectors, stale_after=3 * settings.resync_interval)
+    registry = build_registry(settings, functools.partial(build_reconciler, metrics=metrics))
+    server = HttpServer({metrics_port: {METRICS_PATH: metrics_route(collectors)}} if metrics_port else {})
+    try:
+        await server.start()
+    except OSError as error:  # a port in use: before kopf starts, one line and the exit status
+        raise StartupError(
+            f"cannot serve metrics on port {metrics_port}: {error.strerror or error}"
+        ) from None
+    try:
+        await kopf.operator(
+            registry=registry,
+            clusterwide=not settings.namespaces,
+            namespaces=list(settings.namespaces),
+            standalone=peering is None,
+            peering_name=peering,
+            priority=priority,
+            liveness_endpoint=liveness,
+            memo=kopf.Memo(),
+        )
+    finally:
+        await server.stop()

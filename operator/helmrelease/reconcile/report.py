@@ -104,9 +104,16 @@ class Report:
 class Reporter:
     """Writes statuses and posts Events; a failed Event is a log line, a failed status write the caller's error."""
 
-    def __init__(self, api: StatusApi, clock: Callable[[], dt.datetime]) -> None:
+    def __init__(
+        self,
+        api: StatusApi,
+        clock: Callable[[], dt.datetime],
+        written: Callable[[str, str, HelmReleaseStatus], None] | None = None,
+    ) -> None:
         self.api = api
         self.clock = clock
+        #: Told of each status written (namespace, name, status): the metrics follow a pass as it goes.
+        self.written = written
 
     async def write(self, report: Report) -> None:
         """Patch the status if it changed; a HelmRelease deleted meanwhile needs none. Other API errors raise."""
@@ -119,6 +126,8 @@ class Reporter:
         except NotFound:
             return
         report.written = report.status
+        if self.written is not None:
+            self.written(report.ref.namespace, report.ref.name, report.status)
 
     def decided(self, decision: Decision) -> None:
         """The one log line of a decision."""

@@ -23,10 +23,12 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mappin
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
+from prometheus_client import CollectorRegistry
+
 from helmrelease.adapters import helm as helm_adapter
 from helmrelease.adapters.charts import FetchedChart
 from helmrelease.adapters.kube import ApiUnavailable, KubeError, NotFound, ObjectRef
-from helmrelease.api.constants import API_VERSION, KIND, Action, ConditionType, Reason
+from helmrelease.api.constants import API_VERSION, KIND, Action, ConditionStatus, ConditionType, Reason
 from helmrelease.api.errors import SpecError
 from helmrelease.api.resource import HelmRelease, parse_helmrelease
 from helmrelease.api.spec import mask_urls
@@ -40,6 +42,7 @@ from helmrelease.reconcile.errors import ReconcileError
 from helmrelease.reconcile.executor import ActionExecutor
 from helmrelease.reconcile.inputs import Inputs, SourceError, UrlReader, chart_identity
 from helmrelease.reconcile.masking import Masker
+from helmrelease.reconcile.metrics import ActionResult, OperatorMetrics, PassResult
 from helmrelease.reconcile.observe import ReleaseObserver, left_by, may_check_drift
 from helmrelease.reconcile.plan import Desired, ObservedRelease, Plan, Recorded, next_action
 from helmrelease.reconcile.releases import ReleaseView
@@ -120,6 +123,7 @@ class Reconciler:
         urls: UrlReader,
         settings: OperatorSettings,
         clock: Callable[[], dt.datetime] = _now,
+        metrics: OperatorMetrics | None = None,
     ) -> None:
         self.kube = kube
         self.helm = helm
@@ -135,7 +139,9 @@ class Reconciler:
         )
         self.observer = ReleaseObserver(kube)
         self.executor = ActionExecutor(helm, kube)
-        self.report = Reporter(kube, clock)
+        self.metrics = metrics if metrics is not None else OperatorMetrics.create(CollectorRegistry())
+        self.metrics.workers.set(settings.workers)
+        self.report = Reporter(kube, clock, written=self.metrics.status_written)
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._workers = asyncio.Semaphore(settings.workers)
 
@@ -148,30 +154,61 @@ class Reconciler:
 
     # --- entry points -------------------------------------------------------------------------------------------
 
+    def seen(self, body: Mapping[str, Any], *, deleted: bool) -> None:
+        """A HelmRelease as the watch delivered it: its metrics series follow it, and go with it."""
+        if deleted:
+            metadata = body.get("metadata") or {}
+            self.metrics.forget(str(metadata.get("namespace", "")), str(metadata.get("name", "")))
+        else:
+            self.metrics.observe(body, default_git_ref=self.settings.default_git_ref)
+
     async def reconcile(
         self, body: Mapping[str, Any], releases: ReleaseView, *, check_drift: bool = False
     ) -> None:
         """Bring the release to the state the HelmRelease declares; raise ReconcileError when it is not there."""
+        started = time.monotonic()
+        ref = _ref(body)
+        try:
+            with self.metrics.passing(ref.namespace, ref.name):
+                status = await self._reconcile(body, releases, check_drift=check_drift)
+        except ReconcileError:
+            self.metrics.pass_finished(PassResult.FAILURE, time.monotonic() - started)
+            raise
+        except Exception:
+            self.metrics.pass_finished(PassResult.ERROR, time.monotonic() - started)
+            raise
+        if status is not None:
+            ready = status.condition(ConditionType.READY)
+            ended = ready is not None and ready.status is ConditionStatus.TRUE
+            self.metrics.pass_finished(
+                PassResult.SUCCESS if ended else PassResult.FAILURE, time.monotonic() - started
+            )
+
+    async def _reconcile(
+        self, body: Mapping[str, Any], releases: ReleaseView, *, check_drift: bool
+    ) -> HelmReleaseStatus | None:
+        """One pass; the status it ended with, None when there was nothing to do (the object is going)."""
         with _api_errors():
             current = await self._start(body)
             if current.hr.deleting:
-                return
+                return None
             async with self._release_lock(current.hr):
                 # Another pass (a resync, a values change) may have finished while this one waited for the lock:
                 # the status in `body` is then stale, and deciding on it would repeat that pass's upgrade.
                 try:
                     fresh = await self.kube.get_helmrelease(current.ref.namespace, current.ref.name)
                 except NotFound:
-                    return
+                    return None
                 current = await self._start(fresh)
                 if current.hr.deleting:
-                    return
+                    return None
                 try:
                     await self._run_pass(current, releases, check_drift=check_drift)
                 except ReconcileError:
                     await self._echo_requests(current)
                     raise
                 await self._echo_requests(current)
+                return current.status
 
     async def _echo_requests(self, current: PassState) -> None:
         """The pass is done, whatever its outcome: echo the tokens it handled (a force only once it ran)."""
@@ -275,8 +312,16 @@ class Reconciler:
             )
 
         try:
-            async with self._workers:
-                await self.executor.uninstall(hr, namespace, name, masker)
+            async with self._worker():
+                running = time.monotonic()  # helm's own time; `started` includes the wait for a worker
+                try:
+                    await self.executor.uninstall(hr, namespace, name, masker)
+                except helm_adapter.HelmError:
+                    self.metrics.helm_action(
+                        Action.UNINSTALL, ActionResult.FAILURE, time.monotonic() - running
+                    )
+                    raise
+                self.metrics.helm_action(Action.UNINSTALL, ActionResult.SUCCESS, time.monotonic() - running)
         except helm_adapter.HelmError as error:
             message = f"Uninstalling release {namespace}/{name} failed: {error.cause}"
             await self.report.event(current, WARNING, Reason.UNINSTALL_FAILED, message, logged=True)
@@ -472,8 +517,10 @@ class Reconciler:
             previous=Recorded.from_status(current.status).previous_release(desired),
             masker=current.masker,
         )
-        async with self._workers:
+        async with self._worker():
+            running = time.monotonic()  # helm's own time; `started` includes the wait for a worker
             outcome = await self._unless_deleted(current.ref, run)
+        self.metrics.helm_action(action, _action_result(outcome), time.monotonic() - running)
         if outcome is None:
             reason = terms(action).failed
             message = (
@@ -495,6 +542,8 @@ class Reconciler:
         await self.report.write(current)
         if outcome.succeeded and deploys(action):
             await self.executor.mark_resources(hr)
+        if outcome.succeeded and plan.reason is Reason.DRIFT_DETECTED:
+            self.metrics.drift_corrected()
         told = _told(current, action, chart, outcome.succeeded)
         await self.report.event(
             current,
@@ -660,7 +709,19 @@ class Reconciler:
         else:
             then = f"not corrected now: {plan.message}"
         message = conditions.trim_message(f"{summary}\n{then}")
+        self.metrics.drift_detected()
         await self.report.event(current, WARNING, Reason.DRIFT_DETECTED, message)
+
+    @contextlib.asynccontextmanager
+    async def _worker(self) -> AsyncIterator[None]:
+        """One of the `settings.workers` slots for a Helm operation; waiting for it and holding it are counted."""
+        with self.metrics.waiting_for_worker():
+            await self._workers.acquire()
+        try:
+            with self.metrics.holding_worker():
+                yield
+        finally:
+            self._workers.release()
 
     @contextlib.asynccontextmanager
     async def _release_lock(self, hr: HelmRelease) -> AsyncIterator[None]:
@@ -668,6 +729,12 @@ class Reconciler:
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             yield
+
+
+def _action_result(outcome: conditions.Outcome | None) -> ActionResult:
+    if outcome is None:
+        return ActionResult.CANCELLED
+    return ActionResult.SUCCESS if outcome.succeeded else ActionResult.FAILURE
 
 
 def _told(current: PassState, action: Action, chart: FetchedChart, succeeded: bool) -> str:

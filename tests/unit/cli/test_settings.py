@@ -104,6 +104,9 @@ TABLE: dict[str, Row] = {
         "0.0.0.0:8080",
         "must be an http:// URL such as http://0.0.0.0:8080/healthz, not {!r}",
     ),
+    "HELMRELEASE_METRICS_PORT": Row(
+        "0", 0, "65536", "must be a TCP port, 0 to 65535 (0 turns the endpoint off), not {!r}"
+    ),
     "HELMRELEASE_PEERING": Row("ops", "ops", " ", NOT_EMPTY),
     "HELMRELEASE_PRIORITY": Row("-10", -10, "high", "must be an integer, not {!r}"),
     "HELMRELEASE_KUBECONFIG": Row("/etc/kube/config", Path("/etc/kube/config"), " ", NOT_EMPTY),

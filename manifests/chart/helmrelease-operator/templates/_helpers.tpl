@@ -128,6 +128,21 @@ clusterkopfpeerings, the peering kind this scope uses).
 {{- end }}
 {{- end }}
 
+{{/*
+The metrics ports of the Service (and the ServiceMonitor's endpoints), as a JSON list of {name, port, targetPort}:
+the reconciler's unless operator.metricsPort is 0, the sidecar's when it runs.
+*/}}
+{{- define "helmrelease-operator.metricsPorts" -}}
+{{- $ports := list }}
+{{- if .Values.operator.metricsPort }}
+{{- $ports = append $ports (dict "name" "operator-metrics" "port" (int .Values.metrics.service.operatorPort) "targetPort" "op-metrics") }}
+{{- end }}
+{{- if .Values.imagePolicy.enabled }}
+{{- $ports = append $ports (dict "name" "metrics" "port" (int .Values.metrics.service.port) "targetPort" "metrics") }}
+{{- end }}
+{{- toJson $ports }}
+{{- end }}
+
 {{/* Refuse values that would render a Deployment that cannot work, with the reason. */}}
 {{- define "helmrelease-operator.validate" -}}
 {{- if gt (int .Values.replicaCount) 1 }}
@@ -147,7 +162,10 @@ clusterkopfpeerings, the peering kind this scope uses).
 {{- if and .Values.imagePolicy.registry.caBundles.hosts (not .Values.imagePolicy.registry.caBundles.configMapName) }}
 {{- fail "imagePolicy.registry.caBundles.hosts needs imagePolicy.registry.caBundles.configMapName" }}
 {{- end }}
-{{- if and .Values.metrics.service.enabled (not .Values.imagePolicy.enabled) }}
-{{- fail "metrics.service.enabled serves the image-policy sidecar's metrics: it needs imagePolicy.enabled" }}
+{{- if and .Values.metrics.service.enabled (not (include "helmrelease-operator.metricsPorts" . | fromJsonArray)) }}
+{{- fail "metrics.service.enabled needs metrics to serve: operator.metricsPort is 0 and imagePolicy.enabled is false" }}
+{{- end }}
+{{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.service.enabled) }}
+{{- fail "metrics.serviceMonitor.enabled scrapes the metrics Service: it needs metrics.service.enabled" }}
 {{- end }}
 {{- end }}
