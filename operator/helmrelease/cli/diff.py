@@ -452,6 +452,8 @@ def run_diff(args: argparse.Namespace) -> int:
         return fail("diff", f"helm {error.operation}: {error.cause}")
     except KubeError as error:
         return fail("diff", str(error))
+    except OSError as error:  # the helm binary (--helm) cannot be run, a private directory cannot be made
+        return fail("diff", f"{error.filename or 'helm'}: {error.strerror or error}")
     if settings.diff_output == "diff":
         if result.diffs:
             print(diff_text(result, color=sys.stdout.isatty()), end="")

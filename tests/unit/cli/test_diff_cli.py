@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from helmrelease.cli import parse
+from helmrelease.cli import main, parse
 from helmrelease.cli.argtypes import InvalidValue
 from helmrelease.cli.diff import (
     DiffInputError,
@@ -139,3 +139,28 @@ def test_secret_data_that_is_not_base64_is_refused() -> None:
     )
     with pytest.raises(DiffInputError, match="Secret apps/s key k: not base64"):
         add_documented_sources(LocalSources(), documents, "apps")
+
+
+def test_a_helm_that_cannot_be_run_is_one_line_and_exit_two(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "web.yaml"
+    path.write_text(HR.format(name="web"))
+    assert main(["diff", str(path), "--offline", "--helm", str(tmp_path / "no-helm")]) == 2
+    assert capsys.readouterr().err == f"helmrelease diff: {tmp_path / 'no-helm'}: No such file or directory\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        pytest.param(
+            ["web", "--base", "main.yaml"], "--values-from-file and --base need --offline", id="base"
+        ),
+        pytest.param(
+            ["web", "--offline"], "--offline needs a FILE, and there is no file 'web'", id="offline-name"
+        ),
+    ],
+)
+def test_offline_flags_go_together(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["diff", *argv]) == 2
+    assert capsys.readouterr().err.startswith(f"helmrelease diff: {message}")
