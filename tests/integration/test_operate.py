@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
+from tests.integration.test_cli_operate import cli
 from tests.support.charts import ChartRepository
 from tests.support.helmtool import Helm
 from tests.support.operator import (
@@ -278,3 +280,40 @@ def test_each_decision_is_one_json_log_line_with_its_fields(
     assert all(e["level"] == "info" and e["chart"] == "0.1.0" for e in found)
     assert all(isinstance(e["duration"], float | int) and e["duration"] >= 0 for e in found)
     assert found[2]["message"].startswith(f"HelmRelease {namespace}/logs: upgrade ForceRequested succeeded (")
+
+
+def test_the_cli_sets_what_the_operator_handles_reconcile_force_suspend_resume(
+    start_operator: StartOperator,
+    custom: k8s.CustomObjectsApi,
+    namespace: str,
+    app_chart: dict[str, str],
+    kubeconfig: Path,
+    helm: Helm,
+) -> None:
+    """`helmrelease reconcile --force`, `suspend` and `resume` (the CLI's half) against this operator (its half)."""
+    operator = start_operator()
+    create_hr(custom, namespace, helmrelease("cli", app_chart, {"message": "one"}))
+    wait_for_hr(custom, namespace, "cli", ready, operator=operator)
+    release = f"{namespace}-cli"
+
+    forced = cli("reconcile", "cli", "-n", namespace, "--force", kubeconfig=kubeconfig)
+    assert forced.returncode == 0, (forced.stdout, forced.stderr, operator.tail())
+    assert statuses(helm, namespace, release) == ["superseded", "deployed"], "one forced upgrade"
+
+    suspended = cli("suspend", "cli", "-n", namespace, kubeconfig=kubeconfig)
+    assert suspended.returncode == 0, suspended.stderr
+    wait_for_condition(
+        custom, namespace, "cli", "Ready", status="False", reason="Suspended", operator=operator
+    )
+    patch(custom, namespace, "cli", {"spec": {"values": {"message": "two"}}})
+    wait_for_hr(
+        custom, namespace, "cli", lambda hr: hr["status"].get("observedGeneration") == 3, operator=operator
+    )
+    assert statuses(helm, namespace, release) == ["superseded", "deployed"], "suspended: not upgraded"
+
+    resumed = cli("resume", "cli", "-n", namespace, kubeconfig=kubeconfig)
+    assert resumed.returncode == 0, resumed.stderr
+    wait_for_hr(
+        custom, namespace, "cli", generation_ready(4), operator=operator, what="Ready at generation 4"
+    )
+    assert statuses(helm, namespace, release) == ["superseded", "superseded", "deployed"]
