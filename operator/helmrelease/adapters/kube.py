@@ -320,9 +320,9 @@ class KubeClient:
 
         return await self._call(what, read)
 
-    async def _call_json(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+    async def _call_json(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """A call whose response is decoded with the bounded decoder (a HelmRelease is tenant input)."""
-        raw = await self._call_raw(what, fn, *args)
+        raw = await self._call_raw(what, fn, *args, **kwargs)
         return await asyncio.to_thread(bounded_json.loads, raw)
 
     async def get_helmrelease(self, namespace: str, name: str) -> dict[str, Any]:
@@ -337,8 +337,12 @@ class KubeClient:
         )
         return dict(obj)
 
-    async def list_helmreleases(self, namespace: str | None = None) -> list[dict[str, Any]]:
+    async def list_helmreleases(
+        self, namespace: str | None = None, *, label_selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        """HelmReleases of a namespace (None: all), only those matching ``label_selector`` if given."""
         result: Any
+        selector = {"label_selector": label_selector} if label_selector else {}
         if namespace:
             result = await self._call_json(
                 f"HelmReleases in {namespace}",
@@ -347,10 +351,11 @@ class KubeClient:
                 VERSION,
                 namespace,
                 PLURAL,
+                **selector,
             )
         else:
             result = await self._call_json(
-                "HelmReleases", self.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL
+                "HelmReleases", self.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL, **selector
             )
         items: list[dict[str, Any]] = result.get("items", [])
         return items

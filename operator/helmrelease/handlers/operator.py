@@ -17,6 +17,7 @@ import kopf
 
 from helmrelease.adapters.kube import KubeError, ObjectRef
 from helmrelease.api.constants import API_VERSION, GROUP, KIND, PLURAL, VERSION, Reason
+from helmrelease.api.sharding import SHARD_LABEL, shard_selector
 from helmrelease.handlers.bookkeeping import (
     DigestDiffBaseStorage,
     TolerantProgressStorage,
@@ -48,6 +49,10 @@ def build_registry(operator_settings: OperatorSettings, dependencies: Any) -> ko
     registry = kopf.OperatorRegistry()
     settings = operator_settings
     jitter = settings.resync_interval * 0.1
+    # Every HelmRelease handler, timer and index serves this operator's shard only (api.sharding), twice over:
+    # the watch asks the API server for the shard's objects alone (see configure), and each handler filters on
+    # the label too, so kopf stops the resync timer of an object the moment it is relabelled away.
+    shard: Mapping[str, Any] = {SHARD_LABEL: kopf.ABSENT if settings.shard is None else settings.shard}
 
     # A registry of our own has no login handler: kopf's, by the kubernetes client's rules (in a Pod its service
     # account, elsewhere KUBECONFIG or ~/.kube/config), as the adapters log in. A failure leaves kopf without
@@ -68,6 +73,9 @@ def build_registry(operator_settings: OperatorSettings, dependencies: Any) -> ko
         settings_.watching.server_timeout = 300
         settings_.watching.client_timeout = 330
         settings_.watching.connect_timeout = 30
+        # Only this shard's HelmReleases are listed, watched and held in memory; one relabelled away leaves the
+        # watch (a DELETED event to us, ADDED to its new shard).
+        settings_.watching.label_selectors[GROUP, PLURAL] = shard_selector(operator_settings.shard)
         # No kopf worker limit: with indexes, every object's worker waits until all objects are indexed, so a
         # limit below the object count deadlocks at startup. Helm concurrency is bounded by --workers instead.
         # Our own Events say what happened; kopf would add one per handler run (every resync) at INFO.
@@ -90,7 +98,7 @@ def build_registry(operator_settings: OperatorSettings, dependencies: Any) -> ko
         return release_index_entry(namespace or "", labels)
 
     # Which HelmReleases read which ConfigMaps and Secrets, so a change there reconciles exactly those.
-    @kopf.index(GROUP, VERSION, PLURAL, id="values_sources", registry=registry)
+    @kopf.index(GROUP, VERSION, PLURAL, id="values_sources", labels=shard, registry=registry)
     async def values_sources(
         namespace: str | None, name: str, spec: Mapping[str, Any], **_: Any
     ) -> dict[tuple[str, str, str], tuple[str, str]]:
@@ -131,9 +139,14 @@ def build_registry(operator_settings: OperatorSettings, dependencies: Any) -> ko
         except ReconcileError as error:
             raise _map(error) from None
 
-    @kopf.on.resume(GROUP, VERSION, PLURAL, id="reconcile", registry=registry)
-    @kopf.on.create(GROUP, VERSION, PLURAL, id="reconcile", registry=registry)
-    @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", id="reconcile", registry=registry)
+    @kopf.on.resume(GROUP, VERSION, PLURAL, id="reconcile", labels=shard, registry=registry)
+    @kopf.on.create(GROUP, VERSION, PLURAL, id="reconcile", labels=shard, registry=registry)
+    @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", id="reconcile", labels=shard, registry=registry)
+    # A HelmRelease relabelled into this shard arrives with the old shard's diff base: its labels changed, its
+    # spec did not. Any label change reconciles (a pass of an unchanged release runs no helm).
+    @kopf.on.update(
+        GROUP, VERSION, PLURAL, field="metadata.labels", id="reconcile", labels=shard, registry=registry
+    )
     async def reconcile(memo: kopf.Memo, body: kopf.Body, **kwargs: Any) -> None:
         await _reconcile(memo, body, kwargs["helm_releases"], check_drift=False)
 
@@ -145,6 +158,7 @@ def build_registry(operator_settings: OperatorSettings, dependencies: Any) -> ko
         initial_delay=settings.resync_interval,
         idle=settings.resync_interval / 2,
         id="resync",
+        labels=shard,
         registry=registry,
     )
     async def resync(memo: kopf.Memo, body: kopf.Body, logger: kopf.Logger, **kwargs: Any) -> None:
@@ -157,7 +171,7 @@ def build_registry(operator_settings: OperatorSettings, dependencies: Any) -> ko
             # Already in the status and an Event; the next resync looks again, no need to shout every interval.
             logger.debug("resync: %s", error)
 
-    @kopf.on.delete(GROUP, VERSION, PLURAL, id="uninstall", registry=registry)
+    @kopf.on.delete(GROUP, VERSION, PLURAL, id="uninstall", labels=shard, registry=registry)
     async def uninstall(memo: kopf.Memo, body: kopf.Body, **kwargs: Any) -> None:
         reconciler: Reconciler = memo.reconciler
         await _report_unreadable_bookkeeping(reconciler, body)

@@ -12,6 +12,7 @@ from helmrelease.adapters.charts import ChartFetcher, FetcherSettings
 from helmrelease.adapters.helm import HelmCommand, HelmSettings
 from helmrelease.adapters.kube import KubeClient, api_client
 from helmrelease.adapters.web import WebReader
+from helmrelease.api.sharding import sharded_name
 from helmrelease.handlers import retry_logging
 from helmrelease.handlers.operator import build_registry
 from helmrelease.reconcile.service import Reconciler
@@ -56,12 +57,13 @@ async def run_operator(
     kopf_decoding.install()
     retry_logging.install()
     registry = build_registry(settings, build_reconciler)
+    # Each shard peers under its own name: shards of one peering object would pause each other by priority.
     await kopf.operator(
         registry=registry,
         clusterwide=not settings.namespaces,
         namespaces=list(settings.namespaces),
         standalone=peering is None,
-        peering_name=peering,
+        peering_name=None if peering is None else sharded_name(peering, settings.shard),
         priority=priority,
         liveness_endpoint=liveness,
         memo=kopf.Memo(),

@@ -23,6 +23,7 @@ from helmrelease.adapters.kube import ApiUnavailable, KubeError, NotFound, Objec
 from helmrelease.api.constants import API_VERSION, KIND, Action, Reason
 from helmrelease.api.errors import SpecError
 from helmrelease.api.resource import HelmRelease, parse_helmrelease
+from helmrelease.api.sharding import in_shard
 from helmrelease.api.spec import mask_urls
 from helmrelease.api.status import HelmReleaseStatus
 from helmrelease.reconcile import conditions
@@ -135,6 +136,10 @@ class Reconciler:
                 try:
                     fresh = await self.kube.get_helmrelease(current.ref.namespace, current.ref.name)
                 except NotFound:
+                    return
+                if not in_shard((fresh.get("metadata") or {}).get("labels"), self.settings.shard):
+                    # Relabelled to another shard meanwhile: that shard's operator reconciles it now.
+                    log.info("%s moved to another shard; not reconciled here", _name(fresh))
                     return
                 current = await self._start(fresh)
                 if current.hr.deleting:

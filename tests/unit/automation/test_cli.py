@@ -229,3 +229,15 @@ async def test_list_records_and_table() -> None:
     column = table[0].index("CONTAINER")
     assert all(row[column - 1] == " " and row[column] != " " for row in table)
     assert kube.patches == []
+
+
+def test_the_sidecar_serves_the_shard_it_is_given() -> None:
+    assert parse().shard is None
+    assert parse("--shard", "team-a").shard == "team-a"
+
+
+def test_a_bad_shard_name_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as raised:
+        parse("--shard", "Team_A")
+    assert raised.value.code == 2
+    assert "lowercase letters, digits and '-'" in capsys.readouterr().err

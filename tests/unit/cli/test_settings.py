@@ -97,6 +97,13 @@ TABLE: dict[str, Row] = {
     ),
     "HELMRELEASE_PEERING": Row("ops", "ops", " ", NOT_EMPTY),
     "HELMRELEASE_PRIORITY": Row("-10", -10, "high", "must be an integer, not {!r}"),
+    "HELMRELEASE_SHARD": Row(
+        " team-a ",
+        "team-a",
+        "Team_A",
+        "must be lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 "
+        "characters, not {!r}",
+    ),
 }
 
 
