@@ -18,6 +18,7 @@ from tests.bench.scale import (
     load_average,
     operator_installs,
     plain_helm_installs,
+    profiled,
 )
 
 SIZES = [int(size) for size in os.environ.get("BENCH_INSTALL_SIZES", "50,200").split(",")]
@@ -34,7 +35,8 @@ def main() -> None:
             for size, (plain_ns, op_ns) in namespaces.items():
                 plain = plain_helm_installs(b, plain_ns, size)
                 cpu = cpu_seconds(pid)
-                through = operator_installs(b, op_ns, size, operator)
+                with profiled(pid, f"install-{size}"):
+                    through = operator_installs(b, op_ns, size, operator)
                 rows.append((size, plain, through, cpu_seconds(pid) - cpu))
         finally:
             operator.stop()

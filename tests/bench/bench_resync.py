@@ -19,6 +19,7 @@ from pathlib import Path
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
+from tests.bench.scale import profiled
 from tests.support import charts, controlplane
 from tests.support.helmtool import Helm
 from tests.support.kubectl import kubectl
@@ -129,7 +130,8 @@ def main() -> None:
 
             return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() > marker
 
-        _wait_all(custom, checked, timeout=120 + RELEASES, operator=operator)
+        with profiled(pid, "resync"):
+            _wait_all(custom, checked, timeout=120 + RELEASES, operator=operator)
         cpu_pass = _cpu_seconds(pid) - cpu_before
         resync_calls = _calls(calls_log)[before + startup_calls :]
         rss = _process_tree_rss(pid)

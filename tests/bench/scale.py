@@ -6,6 +6,9 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -154,3 +157,27 @@ def cpu_seconds(pid: int) -> float:
 
 def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+@contextlib.contextmanager
+def profiled(pid: int, what: str) -> Iterator[None]:
+    """With BENCH_PROFILE=DIR, a py-spy profile of process `pid` while the block runs, as DIR/<what>.txt (collapsed
+    stacks: `sort -k2 -n` or any flame graph tool reads them); without it, nothing."""
+    directory = os.environ.get("BENCH_PROFILE")
+    if not directory:
+        yield
+        return
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    output = Path(directory) / f"{what}.txt"
+    spy = subprocess.Popen(
+        [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid), "--format", "raw",
+         "--output", str(output), "--rate", "200", "--nonblocking", "--subprocesses"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(timeout=60)
+        print(f"profile of {what}: {output}")
