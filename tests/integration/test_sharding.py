@@ -139,7 +139,7 @@ def test_every_release_is_reconciled_by_exactly_one_shard_and_relabelling_moves_
     assert "in-a" not in handled(operators[None], namespace)
     hr = get_hr(custom, namespace, "in-a")
     assert ready(hr)
-    assert hr["metadata"]["finalizers"] == ["helm.fluxcd.io/finalizer"]
+    assert hr["metadata"]["finalizers"] == ["b.shard.helm.fluxcd.io/finalizer"], "a removed its own, b added"
     assert history(helm, namespace, "in-a") == [1], "moving a release does not upgrade it"
 
     # Its new shard uninstalls it.

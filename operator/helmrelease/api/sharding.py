@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from typing import Final
 
 SHARD_LABEL: Final = "sharding.helm.fluxcd.io/key"
+#: The unsharded operator's finalizer (the operator's since before shards).
+FINALIZER: Final = "helm.fluxcd.io/finalizer"
 SHARD_NAME_MAX_LENGTH: Final = 63
 _SHARD_NAME: Final = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
@@ -38,6 +40,13 @@ def in_shard(labels: Mapping[str, str] | None, shard: str | None) -> bool:
 def shard_selector(shard: str | None) -> str:
     """The Kubernetes label selector of ``shard``'s objects, for lists and watches."""
     return f"!{SHARD_LABEL}" if shard is None else f"{SHARD_LABEL}={shard}"
+
+
+def shard_finalizer(shard: str | None) -> str:
+    """The finalizer an operator of ``shard`` puts on its HelmReleases: each shard its own. kopf removes its
+    finalizer from an object none of its handlers match (one relabelled away); with one name for all, the old
+    shard would remove what the new one adds, and both would go on doing so for ever."""
+    return FINALIZER if shard is None else f"{shard}.shard.helm.fluxcd.io/finalizer"
 
 
 def sharded_name(name: str, shard: str | None) -> str:

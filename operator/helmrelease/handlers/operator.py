@@ -17,7 +17,7 @@ import kopf
 
 from helmrelease.adapters.kube import KubeError, ObjectRef
 from helmrelease.api.constants import API_VERSION, GROUP, KIND, PLURAL, VERSION, Reason
-from helmrelease.api.sharding import SHARD_LABEL, shard_selector
+from helmrelease.api.sharding import SHARD_LABEL, shard_finalizer
 from helmrelease.handlers.bookkeeping import (
     DigestDiffBaseStorage,
     TolerantProgressStorage,
@@ -29,7 +29,6 @@ from helmrelease.reconcile.releases import IndexedRelease, ReleaseIndexView, rel
 from helmrelease.reconcile.service import Reconciler
 from helmrelease.reconcile.settings import OperatorSettings
 
-FINALIZER = "helm.fluxcd.io/finalizer"
 ANNOTATIONS_PREFIX = "helmrelease.helm.fluxcd.io"
 #: Unreadable annotations remembered as reported (a hostile tenant could garble them endlessly).
 REPORTED_MAX: Final = 4096
@@ -49,9 +48,10 @@ def build_registry(operator_settings: OperatorSettings, dependencies: Any) -> ko
     registry = kopf.OperatorRegistry()
     settings = operator_settings
     jitter = settings.resync_interval * 0.1
-    # Every HelmRelease handler, timer and index serves this operator's shard only (api.sharding), twice over:
-    # the watch asks the API server for the shard's objects alone (see configure), and each handler filters on
-    # the label too, so kopf stops the resync timer of an object the moment it is relabelled away.
+    # Every HelmRelease handler, timer and index serves this operator's shard only (api.sharding), by kopf's label
+    # filters: an object relabelled away gets its resync timer stopped and this shard's finalizer removed (each
+    # shard has its own, see api.sharding.shard_finalizer). Not by a label selector on the watch: an object that
+    # leaves a selected watch arrives as DELETED with its old labels, and kopf would keep its timer running.
     shard: Mapping[str, Any] = {SHARD_LABEL: kopf.ABSENT if settings.shard is None else settings.shard}
 
     # A registry of our own has no login handler: kopf's, by the kubernetes client's rules (in a Pod its service
@@ -64,7 +64,7 @@ def build_registry(operator_settings: OperatorSettings, dependencies: Any) -> ko
     @kopf.on.startup(id="configure", registry=registry)
     async def configure(memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
         settings_: kopf.OperatorSettings = kwargs["settings"]
-        settings_.persistence.finalizer = FINALIZER
+        settings_.persistence.finalizer = shard_finalizer(operator_settings.shard)
         # Digests, not the spec, in the diff-base annotation (annotations are capped at 256 KiB); unreadable
         # bookkeeping of either kind reads as absent (see handlers.bookkeeping).
         settings_.persistence.progress_storage = TolerantProgressStorage(prefix=ANNOTATIONS_PREFIX)
@@ -73,9 +73,6 @@ def build_registry(operator_settings: OperatorSettings, dependencies: Any) -> ko
         settings_.watching.server_timeout = 300
         settings_.watching.client_timeout = 330
         settings_.watching.connect_timeout = 30
-        # Only this shard's HelmReleases are listed, watched and held in memory; one relabelled away leaves the
-        # watch (a DELETED event to us, ADDED to its new shard).
-        settings_.watching.label_selectors[GROUP, PLURAL] = shard_selector(operator_settings.shard)
         # No kopf worker limit: with indexes, every object's worker waits until all objects are indexed, so a
         # limit below the object count deadlocks at startup. Helm concurrency is bounded by --workers instead.
         # Our own Events say what happened; kopf would add one per handler run (every resync) at INFO.

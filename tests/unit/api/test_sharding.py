@@ -6,7 +6,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from helmrelease.api.sharding import SHARD_LABEL, in_shard, shard_name, shard_selector, sharded_name
+from helmrelease.api.sharding import (
+    SHARD_LABEL,
+    in_shard,
+    shard_finalizer,
+    shard_name,
+    shard_selector,
+    sharded_name,
+)
 
 
 @pytest.mark.parametrize(
@@ -82,3 +89,9 @@ def test_an_accepted_shard_name_is_a_label_value_and_a_name_suffix(text: str) ->
     assert name[0].isalnum()
     assert name[-1].isalnum()
     assert all(c.isascii() and (c.isalnum() or c == "-") for c in name)
+
+
+def test_each_shard_has_its_own_finalizer_and_the_unsharded_one_keeps_the_old() -> None:
+    assert shard_finalizer(None) == "helm.fluxcd.io/finalizer"
+    assert len({shard_finalizer(shard) for shard in (None, "a", "b")}) == 3
+    assert shard_finalizer("x" * 63).split("/") == ["x" * 63 + ".shard.helm.fluxcd.io", "finalizer"]
