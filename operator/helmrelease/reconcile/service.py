@@ -348,7 +348,7 @@ class Reconciler:
         )
         await self.report.write(current)
         if outcome.succeeded and deploys(action):
-            await self.executor.mark_resources(hr)
+            await self.executor.mark_resources(hr, outcome.manifest)
         await self.report.event(
             current,
             NORMAL if outcome.succeeded else WARNING,

@@ -174,6 +174,16 @@ async def test_an_install_then_rest_and_a_resync_costs_nothing(harness: Harness)
     assert len(harness.kube.state.status_writes) == writes, "and writes no status"
 
 
+async def test_a_deploy_marks_its_resources_from_what_helm_printed_without_asking_helm_again(
+    harness: Harness,
+) -> None:
+    harness.helm.state.manifest = MANIFEST
+    harness.apply()
+    assert await harness.reconcile() == Pass([Reason.INSTALL_SUCCEEDED])
+    assert harness.kube.state.annotated == [("ConfigMap", "web-config")]
+    assert harness.helm.state.status_reads == 0, "no `helm status` process after the install"
+
+
 async def test_new_values_upgrade_once(harness: Harness) -> None:
     harness.apply()
     await harness.reconcile()
