@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 from tests.bench.scale import (
     CONCURRENCY,
     bench,
     cpu_seconds,
+    helm_times,
     load_average,
     operator_installs,
     plain_helm_installs,
@@ -33,19 +35,39 @@ def main() -> None:
         rows = []
         try:
             for size, (plain_ns, op_ns) in namespaces.items():
+                t0 = time.time()
                 plain = plain_helm_installs(b, plain_ns, size)
+                t1 = time.time()
                 cpu = cpu_seconds(pid)
                 with profiled(pid, f"install-{size}"):
                     through = operator_installs(b, op_ns, size, operator)
-                rows.append((size, plain, through, cpu_seconds(pid) - cpu))
+                t2 = time.time()
+                cpu = cpu_seconds(pid) - cpu
+                rows.append(
+                    (
+                        size,
+                        plain,
+                        through,
+                        cpu,
+                        helm_times(b.helm_log, t0, t1),
+                        helm_times(b.helm_log, t1, t2),
+                    )
+                )
         finally:
             operator.stop()
     print(f"load average at the end: {load_average()} (2 cores shared with other work: compare ratios)")
-    print("| releases | plain `helm upgrade --install` | through the operator | ratio | operator CPU |")
-    print("|---|---|---|---|---|")
-    for size, plain, through, cpu in rows:
+    print(
+        "| releases | plain `helm upgrade --install` | through the operator | ratio | operator CPU "
+        "| helm runs (operator) | mean helm run, plain / operator | helm at once, plain / operator |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for size, plain, through, cpu, plain_helm, op_helm in rows:
         mark = "" if through / plain <= TARGET else f" (target {TARGET})"
-        print(f"| {size} | {plain:.1f} s | {through:.1f} s | {through / plain:.2f}{mark} | {cpu:.1f} s |")
+        print(
+            f"| {size} | {plain:.1f} s | {through:.1f} s | {through / plain:.2f}{mark} | {cpu:.1f} s "
+            f"| {op_helm.runs} {op_helm.commands} | {plain_helm.mean:.2f} / {op_helm.mean:.2f} s "
+            f"| {plain_helm.concurrency:.1f} / {op_helm.concurrency:.1f} |"
+        )
 
 
 if __name__ == "__main__":

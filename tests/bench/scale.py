@@ -25,7 +25,7 @@ from tests.support.charts import ChartRepository
 from tests.support.helmtool import Helm
 from tests.support.kubectl import kubectl
 from tests.support.operator import GROUP, PLURAL, VERSION, Operator, helmrelease, ready
-from tests.support.procs import REPO_ROOT
+from tests.support.procs import REPO_ROOT, binary
 from tests.support.wait import eventually
 
 #: helm operations at once: the operator's default --workers, and the baseline's parallel helm processes.
@@ -42,6 +42,9 @@ class Bench:
     repo: ChartRepository
     custom: k8s.CustomObjectsApi
     core: k8s.CoreV1Api
+    #: The timing wrapper both sides run helm through, and its log.
+    helm_path: Path
+    helm_log: Path
 
     @property
     def chart(self) -> dict[str, str]:
@@ -59,7 +62,12 @@ class Bench:
 
     def operator(self, namespaces: list[str], *extra: str, resync_interval: float = 300) -> Operator:
         return Operator(
-            self.work, self.plane.kubeconfig, namespaces, resync_interval=resync_interval, extra_args=extra
+            self.work,
+            self.plane.kubeconfig,
+            namespaces,
+            helm=str(self.helm_path),
+            resync_interval=resync_interval,
+            extra_args=extra,
         )
 
 
@@ -77,7 +85,8 @@ def bench(prefix: str) -> Iterator[Bench]:
         )
         kubectl(plane.kubeconfig, "wait", "--for=condition=Established", "crd/helmreleases.helm.fluxcd.io")
         api = k8s_config.new_client_from_config(config_file=str(plane.kubeconfig))
-        yield Bench(work, plane, helm, repo, k8s.CustomObjectsApi(api), k8s.CoreV1Api(api))
+        wrapper, log = timed_helm(work / "timed-helm")
+        yield Bench(work, plane, helm, repo, k8s.CustomObjectsApi(api), k8s.CoreV1Api(api), wrapper, log)
     finally:
         if repo is not None:
             repo.stop()
@@ -88,8 +97,10 @@ def bench(prefix: str) -> Iterator[Bench]:
 def plain_helm_installs(bench: Bench, namespace: str, count: int) -> float:
     """Seconds for `count` `helm upgrade --install` of the chart, CONCURRENCY at a time."""
 
+    timed = Helm(str(bench.helm_path), bench.helm.home, bench.helm.kubeconfig)
+
     def install(index: int) -> None:
-        bench.helm.run(
+        timed.run(
             "upgrade",
             "--install",
             f"{namespace}-r{index:04d}",
@@ -181,3 +192,49 @@ def profiled(pid: int, what: str) -> Iterator[None]:
         spy.send_signal(signal.SIGINT)
         spy.wait(timeout=60)
         print(f"profile of {what}: {output}")
+
+
+def timed_helm(directory: Path) -> tuple[Path, Path]:
+    """A `helm` that logs each run's start, end and first two arguments (`start|end <epoch> <pid> <args>`), for
+    both sides of a comparison: how long helm ran, and how many ran at once."""
+    directory.mkdir(parents=True, exist_ok=True)
+    log = directory / "helm-times.log"
+    wrapper = directory / "helm"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'echo "start $(date +%s.%N) $$ $1 $2" >> {log}\n'
+        f'{binary("helm")} "$@"\nrc=$?\n'
+        f'echo "end $(date +%s.%N) $$ $rc" >> {log}\nexit $rc\n'
+    )
+    wrapper.chmod(0o755)
+    return wrapper, log
+
+
+@dataclass(frozen=True)
+class HelmTimes:
+    """What the timing wrapper saw in one phase: helm runs, their total and mean seconds, and the mean number
+    running at once over the phase (the concurrency helm was actually given)."""
+
+    runs: int
+    commands: dict[str, int]
+    busy: float
+    mean: float
+    concurrency: float
+
+
+def helm_times(log: Path, since: float, until: float) -> HelmTimes:
+    starts: dict[str, tuple[float, str]] = {}
+    spans: list[tuple[float, float, str]] = []
+    for line in log.read_text().splitlines() if log.exists() else []:
+        kind, stamp, pid, *rest = line.split()
+        if kind == "start":
+            starts[pid] = (float(stamp), rest[0] if rest else "")
+        elif pid in starts:
+            begun, command = starts.pop(pid)
+            if since <= begun <= until:
+                spans.append((begun, float(stamp), command))
+    busy = sum(end - begun for begun, end, _ in spans)
+    commands: dict[str, int] = {}
+    for _, _, command in spans:
+        commands[command] = commands.get(command, 0) + 1
+    return HelmTimes(len(spans), commands, busy, busy / max(len(spans), 1), busy / max(until - since, 1e-9))
