@@ -343,6 +343,14 @@ class Reconciler:
             await self.report.event(current, WARNING, reason, message)
             raise ReconcileError(reason, "cancelled by deletion", temporary=True, retry_after=1)
         current.after_action = left_by(action, desired, outcome) or current.after_action
+        if outcome.manifest and outcome.helm_revision is not None and current.after_action is not None:
+            self.observer.remember_manifest(
+                hr.target_namespace,
+                hr.release_name,
+                outcome.helm_revision,
+                current.after_action.digest_label,
+                outcome.manifest,
+            )
         current.status = conditions.status_after_action(
             current.status, desired, action, outcome, self.clock()
         )

@@ -284,6 +284,8 @@ class KubeState:
     status_writes: list[Mapping[str, Any]] = field(default_factory=list)
     deleted_pods: list[tuple[str, str, str | None]] = field(default_factory=list)
     annotated: list[tuple[str, str | None]] = field(default_factory=list)
+    #: Reads of Helm's storage Secrets (each one a GET and a decoding).
+    stored_reads: int = 0
 
 
 class FakeKube:
@@ -330,6 +332,7 @@ class FakeKube:
         return self._data(self.state.secrets, "Secret", namespace, name)
 
     async def stored_release(self, namespace: str, release: str, revision: int) -> StoredRelease | None:
+        self.state.stored_reads += 1
         for stored in self.helm.revisions(namespace, release):
             if stored.number == revision:
                 return StoredRelease(
