@@ -282,7 +282,8 @@ class KubeClient:
 
     async def namespace_exists(self, namespace: str) -> bool:
         try:
-            await self._call(f"Namespace {namespace}", self.core.read_namespace, namespace)
+            # Undecoded: only whether it exists matters (every pass asks).
+            await self._call_raw(f"Namespace {namespace}", self.core.read_namespace, namespace)
         except NotFound:
             return False
         return True
@@ -473,12 +474,19 @@ class KubeClient:
             return None
         ns = namespace if resource.namespaced else None
         try:
-            obj = await self._call(
-                f"{kind} {namespace}/{name}", resource.get, name=name, namespace=ns, **self._headers()
+            # The response as JSON, not as the dynamic client's ResourceInstance: building that and turning it
+            # back into a dict was most of a drift check's CPU. Bounded: the object is tenant input.
+            response = await self._call(
+                f"{kind} {namespace}/{name}",
+                resource.get,
+                name=name,
+                namespace=ns,
+                serialize=False,
+                **self._headers(),
             )
         except NotFound:
             return None
-        as_dict: dict[str, Any] = obj.to_dict()
+        as_dict: dict[str, Any] = bounded_json.loads(response.data)
         return as_dict
 
     async def annotate(self, objects: Iterable[ObjectRef], annotations: Mapping[str, str]) -> None:
