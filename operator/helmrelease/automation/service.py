@@ -33,6 +33,7 @@ from helmrelease.automation.scan import ImageScanner, TagSource
 from helmrelease.automation.watched import (
     GIT_WRITEBACK_ANNOTATION,
     Hold,
+    ImageTarget,
     TagMove,
     WatchedRelease,
     read_release,
@@ -41,6 +42,7 @@ from helmrelease.automation.watched import (
 from helmrelease.automation.writeback import GitWriteback, write_back
 from helmrelease.images.manifests import ReleaseId
 from helmrelease.images.patch import changes_patch
+from helmrelease.images.reference import CanonicalName
 
 _log = logging.getLogger(__name__)
 
@@ -172,10 +174,15 @@ class _Retry:
 
 @dataclass(frozen=True)
 class _Cycle:
-    """What the releases of one cycle share: registry memos and credential reads."""
+    """What the releases of one cycle share: registry memos and credential reads; ``only`` limits a rescan
+    on push to the images of the pushed repositories."""
 
     scanner: ImageScanner
     credentials: CycleCredentials
+    only: frozenset[CanonicalName] | None = None
+
+    def wants(self, target: ImageTarget) -> bool:
+        return self.only is None or target.image.ref.canonical in self.only
 
 
 def _object_ref(view: WatchedRelease) -> ObjectRef:
@@ -248,6 +255,29 @@ class ImagePolicyService:
             len(report.moves),
             "with failures" if report.failed else "no failures",
             seconds,
+        )
+        return report
+
+    async def rescan(self, names: frozenset[CanonicalName]) -> CycleReport:
+        """Scan only the images named ``names``, in the releases that use them (a registry said they were
+        pushed); the other images and releases wait for the cycle. Never raises for one release's trouble."""
+        started = self._clock()
+        cycle = _Cycle(
+            ImageScanner(self.registries.cycle()),
+            CycleCredentials(self.kube, self.operator_credentials),
+            only=names,
+        )
+        objects, list_failures = await self._list_releases()
+        using = [obj for obj in objects if any(map(cycle.wants, read_release(obj).targets))]
+        outcomes = await asyncio.gather(*(self._process_guarded(obj, cycle) for obj in using))
+        report = CycleReport(tuple(outcomes), list_failures, self._clock() - started)
+        _log.info(
+            "push rescan of %s: %d HelmReleases, %d tag updates, %s in %.1fs",
+            ", ".join(sorted(map(str, names))),
+            len(outcomes),
+            len(report.moves),
+            "with failures" if report.failed else "no failures",
+            report.seconds,
         )
         return report
 
@@ -366,7 +396,7 @@ class ImagePolicyService:
         return failures
 
     async def _decide(self, view: WatchedRelease, cycle: _Cycle, failures: list[Failure]) -> list[TagMove]:
-        targets = view.changeable
+        targets = [target for target in view.changeable if cycle.wants(target)]
         if not targets:
             return []
         try:
