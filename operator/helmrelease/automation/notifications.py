@@ -60,7 +60,7 @@ class PayloadError(ValueError):
     """The body is not the sender's notification format (the webhook answers 400 with this message)."""
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class Pushed:
     """One image a notification says was pushed; ``tag`` is None when it did not say which tag."""
 
@@ -187,7 +187,9 @@ def _quay(document: Mapping[str, Any], event: str | None) -> list[Pushed]:
     pushed = _reference(_text(document.get("docker_url")))
     if pushed is None:
         raise PayloadError("docker_url is not an image repository")
-    tags: Iterable[object] = document.get("updated_tags") or ()
+    tags: Iterable[object] = document.get("updated_tags")
+    if tags is None:
+        tags = []
     if not isinstance(tags, list | Mapping):
         raise PayloadError("updated_tags is neither a list nor an object")
     named = [tag for tag in (_tag(tag) for tag in tags) if tag is not None]
@@ -203,6 +205,10 @@ _PARSERS: Final[Mapping[Sender, Callable[[Mapping[str, Any], str | None], list[P
 }
 
 
+def _order(item: Pushed) -> tuple[str, str]:
+    return str(item.name), item.tag or ""
+
+
 def parse_notification(sender: Sender, body: bytes, *, event: str | None = None) -> tuple[Pushed, ...]:
     """The images ``body`` says were pushed, sorted and without repeats; ``event`` is GitHub's
     ``X-GitHub-Event``. Raises ``PayloadError`` when the body is not ``sender``'s format."""
@@ -210,7 +216,7 @@ def parse_notification(sender: Sender, body: bytes, *, event: str | None = None)
         document = bounded_json.loads(body, max_depth=MAX_DEPTH)
     except Exception as error:  # json's ValueError, or ijson's own errors on the deep path
         raise PayloadError(f"the body is not JSON: {error}") from None
-    pushed = sorted(set(_PARSERS[sender](_object(document, "the body"), event)))
+    pushed = sorted(set(_PARSERS[sender](_object(document, "the body"), event)), key=_order)
     if len(pushed) > MAX_IMAGES:
         raise PayloadError(f"the notification names {len(pushed)} images, more than {MAX_IMAGES}")
     return tuple(pushed)
