@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,10 +58,45 @@ class Registry:
         self.process.stop()
 
 
-def start(workdir: Path, *, username: str | None = None, password: str | None = None) -> Registry:
-    """Run `registry serve` with filesystem storage, deletes enabled, and htpasswd auth when credentials are given."""
+@dataclass(frozen=True)
+class Notify:
+    """A `notifications.endpoints` entry: the registry POSTs its event envelopes to `url` with `Authorization`."""
+
+    url: str
+    authorization: str | None = None
+    name: str = "sidecar"
+
+    def config(self) -> str:
+        headers = (
+            f"      headers:\n        Authorization: [{json.dumps(self.authorization)}]\n"
+            if self.authorization
+            else ""
+        )
+        # A short backoff: a refused delivery is retried soon (and forever), as the registry does.
+        return (
+            f"    - name: {self.name}\n      url: {self.url}\n{headers}"
+            "      timeout: 2s\n      threshold: 3\n      backoff: 1s\n"
+        )
+
+
+def start(
+    workdir: Path,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    notify: Sequence[Notify] = (),
+    port: int | None = None,
+) -> Registry:
+    """Run `registry serve` with filesystem storage, deletes enabled, and htpasswd auth when credentials are given.
+
+    `notify`: endpoints the registry sends its notifications to (its own `notifications.endpoints`). `port`: listen
+    there (to restart a registry over the same storage under the same name).
+    """
     workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
+    notifications = ""
+    if notify:
+        notifications = "notifications:\n  endpoints:\n" + "".join(endpoint.config() for endpoint in notify)
     auth = ""
     if username and password:
         htpasswd = workdir / "htpasswd"
@@ -85,7 +121,7 @@ storage:
 http:
   addr: 127.0.0.1:{port}
   secret: helmrelease-test-only
-{auth}"""
+{auth}{notifications}"""
     )
     process = Process(
         "registry", [binary("registry"), "serve", str(config)], workdir / "registry.log"

@@ -187,7 +187,7 @@ def _quay(document: Mapping[str, Any], event: str | None) -> list[Pushed]:
     pushed = _reference(_text(document.get("docker_url")))
     if pushed is None:
         raise PayloadError("docker_url is not an image repository")
-    tags: Iterable[object] = document.get("updated_tags")
+    tags: object = document.get("updated_tags")
     if tags is None:
         tags = []
     if not isinstance(tags, list | Mapping):

@@ -15,7 +15,13 @@ from helmrelease.adapters.git import Author, SshCredentials
 from helmrelease.adapters.registry import BasicCredentials, DockerConfigError, Platform
 from helmrelease.automation.inspect import inspect_releases
 from helmrelease.cli import build_parser
-from helmrelease.cli.image_policy import git_writeback, host_path, operator_credentials, registry_config
+from helmrelease.cli.image_policy import (
+    git_writeback,
+    host_path,
+    operator_credentials,
+    registry_config,
+    webhook_token,
+)
 from helmrelease.cli.images import list_records, list_table
 from helmrelease.images.reference import CanonicalName
 
@@ -229,3 +235,49 @@ async def test_list_records_and_table() -> None:
     column = table[0].index("CONTAINER")
     assert all(row[column - 1] == " " and row[column] != " " for row in table)
     assert kube.patches == []
+
+
+# --- webhooks -----------------------------------------------------------------------------------------
+
+
+def test_webhooks_are_off_by_default() -> None:
+    assert webhook_token(parse()) is None
+
+
+def test_the_webhook_token_is_read_from_its_file(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("  s3cret\n")
+    args = parse("--webhook-port", "9292", "--webhook-token-file", str(token_file))
+    assert webhook_token(args) == "s3cret"
+    assert args.webhook_settle == 0.2
+
+
+@pytest.mark.parametrize(
+    ("flags", "content", "message"),
+    [
+        (("--webhook-port", "9292"), None, "needs --webhook-token-file"),
+        (("--webhook-token-file", "TOKEN"), "x", "needs --webhook-port"),
+        (("--webhook-port", "9292", "--webhook-token-file", "TOKEN"), " \n", "holds no webhook token"),
+    ],
+)
+def test_webhook_flags_that_cannot_work_are_refused(
+    tmp_path: Path, flags: tuple[str, ...], content: str | None, message: str
+) -> None:
+    token_file = tmp_path / "token"
+    if content is not None:
+        token_file.write_text(content)
+    args = parse(*(str(token_file) if flag == "TOKEN" else flag for flag in flags))
+    with pytest.raises(ValueError, match=message):
+        webhook_token(args)
+
+
+def test_a_missing_token_file_is_an_os_error(tmp_path: Path) -> None:
+    args = parse("--webhook-port", "9292", "--webhook-token-file", str(tmp_path / "absent"))
+    with pytest.raises(FileNotFoundError):
+        webhook_token(args)
+
+
+@pytest.mark.parametrize("text", ["-1", "inf", "nan", "soon"])
+def test_a_settle_time_must_be_seconds(text: str) -> None:
+    with pytest.raises(SystemExit):
+        parse("--webhook-settle", text)
