@@ -30,7 +30,7 @@ class Sidecar:
     process: Process
     webhook_port: int
     metrics_port: int
-    token: str
+    token: str | None
 
     def hook_url(self, sender: str) -> str:
         return f"http://127.0.0.1:{self.webhook_port}/hooks/{sender}"
@@ -73,19 +73,31 @@ def start(
     namespace: str,
     insecure_hosts: list[str],
     *,
-    token: str,
+    token: str | None,
     interval: float = 3600,
     settle: float = 0.2,
     webhook_port: int | None = None,
     extra: tuple[str, ...] = (),
 ) -> Sidecar:
-    """Start the sidecar scoped to ``namespace``; returns once it serves metrics and its first poll is done."""
+    """Start the sidecar scoped to ``namespace``; returns once it serves metrics and its first poll is done.
+
+    Without ``token`` the webhooks are off (a polling-only sidecar)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    token_file = workdir / "webhook-token"
-    token_file.write_text(token + "\n")
-    token_file.chmod(0o600)
     webhook_port = webhook_port or free_port()
     metrics_port = free_port()
+    hooks: list[str] = []
+    if token is not None:
+        token_file = workdir / f"webhook-token-{webhook_port}"
+        token_file.write_text(token + "\n")
+        token_file.chmod(0o600)
+        hooks = [
+            "--webhook-port",
+            str(webhook_port),
+            "--webhook-token-file",
+            str(token_file),
+            "--webhook-settle",
+            f"{settle:g}",
+        ]
     args = [
         sys.executable,
         "-m",
@@ -102,12 +114,7 @@ def start(
         "0",
         "--metrics-port",
         str(metrics_port),
-        "--webhook-port",
-        str(webhook_port),
-        "--webhook-token-file",
-        str(token_file),
-        "--webhook-settle",
-        f"{settle:g}",
+        *hooks,
         *extra,
     ]
     log = workdir / f"sidecar-{webhook_port}.log"
