@@ -147,6 +147,14 @@ clusterkopfpeerings, the peering kind this scope uses).
 {{- if and .Values.imagePolicy.registry.caBundles.hosts (not .Values.imagePolicy.registry.caBundles.configMapName) }}
 {{- fail "imagePolicy.registry.caBundles.hosts needs imagePolicy.registry.caBundles.configMapName" }}
 {{- end }}
+{{- with .Values.imagePolicy.webhooks }}
+{{- if and .enabled (not $.Values.imagePolicy.enabled) }}
+{{- fail "imagePolicy.webhooks.enabled serves the image-policy sidecar's webhooks: it needs imagePolicy.enabled" }}
+{{- end }}
+{{- if and .enabled (not .tokenSecret.name) }}
+{{- fail "imagePolicy.webhooks.enabled needs imagePolicy.webhooks.tokenSecret.name: webhooks are never served unauthenticated" }}
+{{- end }}
+{{- end }}
 {{- if and .Values.metrics.service.enabled (not .Values.imagePolicy.enabled) }}
 {{- fail "metrics.service.enabled serves the image-policy sidecar's metrics: it needs imagePolicy.enabled" }}
 {{- end }}
