@@ -165,7 +165,9 @@ class HttpServer:
                     for path, route in self._posts.get(port, {}).items()
                 ]
             )
-            runner = web.AppRunner(app, access_log=None)
+            # Bodies are taken as sent: a gzip bomb stays a small, undecodable body (none of the senders
+            # compresses), and the size bound holds for what is actually kept.
+            runner = web.AppRunner(app, access_log=None, auto_decompress=False)
             await runner.setup()
             self._runners.append(runner)
             await web.TCPSite(runner, self._host, port).start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
 import hmac
 import json
@@ -316,5 +317,44 @@ async def test_a_body_that_trickles_is_408_and_the_other_routes_keep_answering(h
     assert hooks.count(Sender.DISTRIBUTION, "too_slow") == 1
 
 
+async def test_a_compressed_body_is_not_inflated(hooks: Hooks) -> None:
+    bomb = gzip.compress(b" " * 50_000_000)  # 50 MB of spaces in about 50 KB
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Encoding": "gzip"}
+    status, reply = await hooks.post(Sender.DISTRIBUTION, bomb, headers)
+    assert (status, reply["outcome"]) == (400, "malformed")
+    assert hooks.notified == []
+
+
 async def test_an_unknown_receiver_is_404(hooks: Hooks) -> None:
     assert (await hooks.post("gitlab", b"{}", {"Authorization": f"Bearer {TOKEN}"}))[0] == 404
+
+
+async def test_bodies_beyond_the_concurrent_reads_are_503_while_one_trickles() -> None:
+    metrics = CollectorRegistry()
+    notified: list[tuple[Pushed, ...]] = []
+    routes = hook_routes(TOKEN, notified.append, WebhookMetrics.create(metrics), read_timeout=5)
+    port = free_port()
+    server = HttpServer({}, posts={port: routes}, host="127.0.0.1", max_posts=1)
+    await server.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"POST /hooks/quay HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+            + f"Authorization: Bearer {TOKEN}\r\n\r\n{{".encode()
+        )
+        await writer.drain()
+        hooks = Hooks(port, aiohttp.ClientSession(), metrics, notified)
+        async with hooks.session:
+            status = 0
+            for _ in range(50):  # until the trickling body holds the one reading slot
+                status, _ = await hooks.post(
+                    Sender.DISTRIBUTION, body_of(Sender.DISTRIBUTION), good_headers(Sender.DISTRIBUTION, b"")
+                )
+                if status == 503:
+                    break
+                await asyncio.sleep(0.02)
+            assert status == 503
+            assert hooks.count(Sender.DISTRIBUTION, "busy") == 1
+        writer.close()
+    finally:
+        await server.stop()
