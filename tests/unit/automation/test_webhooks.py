@@ -337,7 +337,7 @@ async def test_bodies_beyond_the_concurrent_reads_are_503_while_one_trickles() -
     server = HttpServer({}, posts={port: routes}, host="127.0.0.1", max_posts=1)
     await server.start()
     try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        _reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(
             b"POST /hooks/quay HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
             + f"Authorization: Bearer {TOKEN}\r\n\r\n{{".encode()
