@@ -262,8 +262,14 @@ def test_a_notification_naming_too_many_images_is_refused() -> None:
         parse_notification(Sender.QUAY, body)
 
 
-def test_a_deeply_nested_body_is_decoded_bounded() -> None:
-    body = b'{"events": [' + b"[" * 50_000 + b"]" * 50_000 + b"]}"
+def test_a_deeply_nested_body_is_refused() -> None:
+    body = b'{"events": [' + b"[" * 500_000 + b"]" * 500_000 + b"]}"
+    with pytest.raises(PayloadError, match="nests too deep"):
+        parse_notification(Sender.DISTRIBUTION, body)
+
+
+def test_a_body_nested_a_few_hundred_deep_is_read_like_any_other() -> None:
+    body = b'{"events": [' + b"[" * 300 + b"]" * 300 + b"]}"
     assert parse_notification(Sender.DISTRIBUTION, body) == ()
 
 
