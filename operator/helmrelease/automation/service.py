@@ -185,6 +185,14 @@ class _Cycle:
         return self.only is None or target.image.ref.canonical in self.only
 
 
+def _uses(obj: Mapping[str, Any], cycle: _Cycle) -> bool:
+    """Whether the release has an image ``cycle`` wants; one that cannot be read is processed (and reported)."""
+    try:
+        return any(map(cycle.wants, read_release(obj).targets))
+    except Exception:
+        return True
+
+
 def _object_ref(view: WatchedRelease) -> ObjectRef:
     return ObjectRef(API_VERSION, KIND, view.release.namespace, view.release.name, view.uid)
 
@@ -268,7 +276,7 @@ class ImagePolicyService:
             only=names,
         )
         objects, list_failures = await self._list_releases()
-        using = [obj for obj in objects if any(map(cycle.wants, read_release(obj).targets))]
+        using = [obj for obj in objects if _uses(obj, cycle)]
         outcomes = await asyncio.gather(*(self._process_guarded(obj, cycle) for obj in using))
         report = CycleReport(tuple(outcomes), list_failures, self._clock() - started)
         _log.info(
