@@ -47,6 +47,13 @@ def pushed(host: str, path: str, tag: str | None = None) -> Pushed:
             (pushed("example.com", "library/test", "latest"),),
             id="distribution-tag-push",
         ),
+        pytest.param(
+            Sender.DISTRIBUTION,
+            "distribution-v3-recorded.json",
+            None,
+            (pushed("127.0.0.1:53129", "team/app", "1.2.3"),),
+            id="distribution-v3-recorded",
+        ),
         pytest.param(Sender.DISTRIBUTION, "distribution.json", None, (), id="distribution-documented-no-tag"),
         pytest.param(Sender.DISTRIBUTION, "distribution-pull.json", None, (), id="distribution-pull"),
         pytest.param(
