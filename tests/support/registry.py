@@ -60,11 +60,17 @@ class Registry:
 
 @dataclass(frozen=True)
 class Notify:
-    """A `notifications.endpoints` entry: the registry POSTs its event envelopes to `url` with `Authorization`."""
+    """A `notifications.endpoints` entry: the registry POSTs its event envelopes to `url` with `Authorization`.
+
+    By default blob events (`application/octet-stream`) and pulls are not sent, as the registry's documented
+    example configures it: each pushed tag is then one request, its manifest's.
+    """
 
     url: str
     authorization: str | None = None
     name: str = "sidecar"
+    ignore_media_types: tuple[str, ...] = ("application/octet-stream",)
+    ignore_actions: tuple[str, ...] = ("pull",)
 
     def config(self) -> str:
         headers = (
@@ -72,9 +78,13 @@ class Notify:
             if self.authorization
             else ""
         )
+        ignore = (
+            f"      ignore:\n        mediatypes: {json.dumps(list(self.ignore_media_types))}\n"
+            f"        actions: {json.dumps(list(self.ignore_actions))}\n"
+        )
         # A short backoff: a refused delivery is retried soon (and forever), as the registry does.
         return (
-            f"    - name: {self.name}\n      url: {self.url}\n{headers}"
+            f"    - name: {self.name}\n      url: {self.url}\n{headers}{ignore}"
             "      timeout: 2s\n      threshold: 3\n      backoff: 1s\n"
         )
 
