@@ -10,11 +10,13 @@ notification would otherwise be delivered late, into the middle of the test.
 
 from __future__ import annotations
 
+import socket
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from tests.integration.test_image_policy import AUTOMATED, Releases, app, releases
 from tests.support import registry as registry_mod
 from tests.support import sidecar as sidecar_mod
@@ -186,3 +188,58 @@ def test_a_burst_of_pushes_is_coalesced_into_one_rescan(stack: Stack, releases: 
     assert [event[2] for event in releases.events("web", "ImageUpdated")] == [
         f"{web} 1.0.0 → 1.0.5 (semver:~1.0)"
     ]
+
+
+def test_hostile_requests_are_refused_cheaply_and_a_push_still_moves_at_once(
+    stack: Stack, releases: Releases
+) -> None:
+    web = stack.seed("team/web", "1.0.0")
+    pusher = stack.start_registry(f"Bearer {TOKEN}")
+    releases.create("web", {"image": f"{web}:1.0.0"}, SEMVER)
+    sidecar = stack.start_sidecar()
+    url = sidecar.hook_url("distribution")
+    # Bodies that trickle in (each holds a reading slot until its 10 s are up) ...
+    trickling = []
+    for _ in range(8):
+        connection = socket.create_connection(("127.0.0.1", sidecar.webhook_port))
+        connection.sendall(
+            f"POST /hooks/distribution HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+            "Content-Length: 1000\r\n\r\n{".encode()
+        )
+        trickling.append(connection)
+    try:
+        # ... a flood of wrong tokens, one body far over the limit and one that is not JSON ...
+        with requests.Session() as session:
+            for _ in range(200):
+                assert (
+                    session.post(
+                        url, data=b"{}", headers={"Authorization": "Bearer guess"}, timeout=5
+                    ).status_code
+                    == 401
+                )
+            big = session.post(
+                url, data=b" " * (2 * 1024 * 1024), headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10
+            )
+            assert big.status_code == 413
+            garbled = session.post(
+                url, data=b"\x00garbage", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5
+            )
+            assert garbled.status_code == 400
+
+        # ... and a real push still moves the release at once.
+        pusher.push("team/web", "1.0.1", created=utc(1))
+        eventually(
+            lambda: releases.values("web") == {"image": f"{web}:1.0.1"},
+            MOVE_TIMEOUT,
+            "the push to move web while hostile requests are around",
+            context=waiting_for(stack),
+        )
+    finally:
+        for connection in trickling:
+            connection.close()
+    assert sidecar.requests_counted("distribution", "unauthorized") == 200
+    assert sidecar.requests_counted("distribution", "too_large") == 1
+    assert sidecar.requests_counted("distribution", "malformed") == 1
+    assert sidecar.cycles() == 1
+    refusals = sidecar.log().count("refused a request from 127.0.0.1 (401 unauthorized)")
+    assert 1 <= refusals < 10  # one line per 10 s, with the count left out, not one per request
