@@ -333,3 +333,31 @@ def test_a_planned_retry_is_a_warning_line_and_no_kopf_event(
     kinds = {(kind, reason) for kind, reason, _ in events_for(core, namespace, "web")}
     assert ("Warning", "ValuesError") in kinds
     assert not {entry for entry in kinds if entry[1] == "Logging"}, kinds  # kopf's own Events
+
+
+#: Under a kilobyte of YAML that stands for 387 million strings when walked as a tree ("billion laughs").
+BILLION_LAUGHS = "".join(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}' if i else 'lol'] * 9)}]\n" for i in range(9))
+
+
+def test_values_whose_yaml_aliases_never_end_are_refused_and_others_install(
+    start_operator: StartOperator,
+    custom: k8s.CustomObjectsApi,
+    core: k8s.CoreV1Api,
+    namespace: str,
+    app_chart: dict[str, str],
+) -> None:
+    """Before the aliases were measured, walking these values held the operator's event loop for hours."""
+    create_config_map(core, namespace, "laughs", {"values.yaml": BILLION_LAUGHS})
+    create_config_map(core, namespace, "ouroboros", {"values.yaml": "a: &a [1, *a]\n"})
+    operator = start_operator()
+    for name in ("laughs", "ouroboros"):
+        create_hr(
+            custom, namespace, helmrelease(name, app_chart, valuesFrom=[{"configMapKeyRef": {"name": name}}])
+        )
+    create_hr(custom, namespace, helmrelease("healthy", app_chart, {"message": "fine"}))
+    for name, message in (("laughs", "aliases expand"), ("ouroboros", "refers to itself")):
+        hr = wait_for_condition(custom, namespace, name, "Released", reason="ValuesError", operator=operator)
+        assert message in condition(hr, "Released")["message"]
+        assert f"ConfigMap {name} key values.yaml" in condition(hr, "Released")["message"]
+    wait_for_hr(custom, namespace, "healthy", ready, operator=operator, what="Ready")
+    no_failures_in(operator.log())

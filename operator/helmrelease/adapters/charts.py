@@ -52,6 +52,7 @@ from helmrelease.adapters.git import (
 from helmrelease.adapters.helm import ChartNotFound, HelmCommand
 from helmrelease.adapters.process import private_directory, write_private_file
 from helmrelease.adapters.source_errors import InvalidChartSource
+from helmrelease.api.aliasing import ExcessiveAliasing, check_aliasing
 from helmrelease.api.constants import DEFAULT_GIT_PROTOCOLS
 
 # ---- Sources
@@ -220,8 +221,11 @@ def read_chart_yaml(chart_directory: Path) -> ChartMetadata:
         raise ChartNotFound("chart", f"no Chart.yaml in {chart_directory.name!r}")
     try:
         meta = YAML(typ="safe").load(chart_file.read_text())
+        check_aliasing(meta)
     except YAMLError as error:
         raise InvalidChartSource("chart", f"Chart.yaml is not valid YAML: {error}") from None
+    except ExcessiveAliasing as error:
+        raise InvalidChartSource("chart", f"Chart.yaml is not accepted: {error}") from None
     if not isinstance(meta, dict) or not meta.get("name") or not meta.get("version"):
         raise InvalidChartSource("chart", "Chart.yaml has no name or version")
     has_dependencies = bool(meta.get("dependencies")) or (chart_directory / "requirements.yaml").is_file()

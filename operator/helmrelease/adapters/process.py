@@ -88,15 +88,26 @@ async def run(
     Raises `TimeoutError` after `deadline` seconds (None: no deadline of our own) and re-raises cancellation,
     both only once the process group is gone; `FileNotFoundError` when the program or `cwd` is missing.
     """
-    process = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=dict(env),
-        cwd=cwd,
-        start_new_session=True,
+    spawning = asyncio.ensure_future(
+        asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=dict(env),
+            cwd=cwd,
+            start_new_session=True,
+        )
     )
+    try:
+        process = await asyncio.shield(spawning)
+    except asyncio.CancelledError:
+        # Cancelled while the child starts: it may run already, and asyncio alone would SIGKILL only the group
+        # leader (helm could not record its failure, its children would live on). Stop it like any other run.
+        await asyncio.wait([spawning])
+        if not spawning.cancelled() and spawning.exception() is None:
+            await _stop_process_group(spawning.result(), grace)
+        raise
     try:
         async with asyncio.timeout(deadline):
             stdout, stderr = await process.communicate(stdin)

@@ -26,6 +26,7 @@ from ruamel.yaml.error import YAMLError
 from ruamel.yaml.nodes import ScalarNode
 from ruamel.yaml.resolver import VersionedResolver
 
+from helmrelease.api.aliasing import ExcessiveAliasing, check_aliasing
 from helmrelease.images.detect import Detection, ValueChange, ValuePath, detect_images, dotted
 from helmrelease.images.reference import check_tag
 
@@ -96,7 +97,12 @@ def _load(text: str) -> list[Any]:
     exceptions for some of it (``!!int abc``, ``2001-99-99`` as a timestamp, nesting past the recursion
     limit): every failure to read is a ``ManifestError``, so one bad file never stops the others."""
     try:
-        return list(YAML(typ="rt").load_all(text))
+        documents = list(YAML(typ="rt").load_all(text))
+        for document in documents:
+            check_aliasing(document)
+        return documents
+    except ExcessiveAliasing as error:
+        raise ManifestError(f"not accepted: {error}") from error
     except YAMLError as error:
         raise ManifestError(f"not valid YAML: {error}") from error
     except (ValueError, TypeError, OverflowError, RecursionError) as error:

@@ -16,6 +16,8 @@ from typing import Any, Final
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from helmrelease.api.aliasing import ExcessiveAliasing, check_aliasing
+
 #: A resource carrying this annotation with the value "disabled" is never reported as drifted (helm-controller
 #: spells it helm.toolkit.fluxcd.io/driftDetection; we accept both).
 DRIFT_ANNOTATIONS: Final = ("helm.fluxcd.io/driftDetection", "helm.toolkit.fluxcd.io/driftDetection")
@@ -67,7 +69,9 @@ def parse_manifest(manifest: str, default_namespace: str) -> list[ManifestObject
     objects: list[ManifestObject] = []
     try:
         documents = list(yaml.load_all(manifest))
-    except YAMLError:
+        for document in documents:
+            check_aliasing(document)
+    except (YAMLError, ExcessiveAliasing):
         return objects
     for document in documents:
         if not isinstance(document, Mapping):

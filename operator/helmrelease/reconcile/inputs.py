@@ -23,6 +23,7 @@ from helmrelease.adapters.credentials import BasicCredentials
 from helmrelease.adapters.git import SshCredentials
 from helmrelease.adapters.kube import ApiUnavailable, Forbidden, KubeError, NotFound
 from helmrelease.adapters.web import WebReadError
+from helmrelease.api.aliasing import ExcessiveAliasing, check_aliasing
 from helmrelease.api.resource import HelmRelease
 from helmrelease.api.spec import (
     ChartFileSelector,
@@ -102,7 +103,6 @@ class Inputs:
         self.state_dir = state_dir
         self.default_git_ref = default_git_ref
         self.git_ssh_key = git_ssh_key
-        self._yaml = YAML(typ="safe", pure=True)
 
     async def chart_source(self, hr: HelmRelease, kube: SourceReader) -> chart_sources.ChartSource:
         """The fetcher's view of spec.chart, with credentials read (by `kube`) from the referenced Secret."""
@@ -170,11 +170,17 @@ class Inputs:
                     continue
                 raise
             try:
-                layers.append(ValuesLayer(source.label, self._yaml.load(text)))
-            except (YAMLError, RecursionError) as error:
+                # A large source takes ruamel's pure-Python parser a while: off the event loop, so the other
+                # releases' passes go on meanwhile.
+                layers.append(ValuesLayer(source.label, await asyncio.to_thread(self._parse, text)))
+            except (YAMLError, RecursionError, ExcessiveAliasing) as error:
                 # ruamel's composer recurses: YAML nested ~1000 deep exhausts the stack, like too-deep JSON.
-                deep = isinstance(error, RecursionError)
-                problem = too_deep_message() if deep else getattr(error, "problem", None) or "not valid YAML"
+                if isinstance(error, RecursionError):
+                    problem = too_deep_message()
+                elif isinstance(error, ExcessiveAliasing):
+                    problem = f"not accepted: {error}"
+                else:
+                    problem = getattr(error, "problem", None) or "not valid YAML"
                 raise UnparsableSource(f"{source.label}: {problem}") from None
             if isinstance(source, SecretKeySelector):
                 secret_values.append(layers[-1].values)
@@ -186,9 +192,16 @@ class Inputs:
         values: list[object] = []
         for source in hr.spec.values_sources:
             if isinstance(source, SecretKeySelector):
-                with contextlib.suppress(SourceError, YAMLError, RecursionError):
-                    values.append(self._yaml.load(await self.read_object_source(hr, source, kube)))
+                with contextlib.suppress(SourceError, YAMLError, RecursionError, ExcessiveAliasing):
+                    text = await self.read_object_source(hr, source, kube)
+                    values.append(await asyncio.to_thread(self._parse, text))
         return masker_for(values)
+
+    def _parse(self, text: str) -> object:
+        """One values source as data, refused when its aliases would make walking it endless (`check_aliasing`)."""
+        document = YAML(typ="safe", pure=True).load(text)
+        check_aliasing(document)
+        return document
 
     async def read_values_source(
         self, hr: HelmRelease, source: ValuesSource, chart_path: Path, kube: SourceReader

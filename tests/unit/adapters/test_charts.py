@@ -234,6 +234,14 @@ def test_a_missing_chart_directory_is_not_found(tmp_path: Path) -> None:
         pytest.param(
             "apiVersion: v2\nname: app\n", InvalidChartSource, "no name or version", id="no-version"
         ),
+        pytest.param(
+            "version: 1.0.0\n"
+            + "".join(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}' if i else 'lol'] * 9)}]\n" for i in range(9))
+            + "name: *a8\n",
+            InvalidChartSource,
+            "aliases expand",
+            id="billion-laughs-as-name",
+        ),
     ],
 )
 def test_unusable_chart_yaml(

@@ -98,6 +98,30 @@ async def test_cancellation_terminates_the_group_gracefully(tmp_path: Path) -> N
     assert await group_gone(pgid)
 
 
+@pytest.mark.parametrize("turns", [1, 2, 3])
+async def test_cancellation_while_the_child_starts_still_stops_its_group(tmp_path: Path, turns: int) -> None:
+    """Cancelled inside the spawn (the child exists, the coroutine has no process object yet): asyncio alone would
+    SIGKILL the leader only, leaving what it started running. The group is stopped like any interrupted run."""
+    pid_file = tmp_path / "pid"
+    script = f"trap '' TERM; echo $$ > {pid_file}; sleep 60 & sleep 60"
+    task = asyncio.create_task(
+        helm.run_process([SH, "-c", script], env=ENV, deadline=60, grace=0.5, operation="x")
+    )
+    for _ in range(turns):  # into create_subprocess_exec, after the fork, before it returns
+        await asyncio.sleep(0)
+    started = time.monotonic()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # Without the fix the call returned only when the orphaned `sleep 60` closed the output pipes, a minute later.
+    assert time.monotonic() - started < 5
+    if (pgid := read_pid(pid_file)) is not None:
+        assert await group_gone(pgid)
+    await asyncio.sleep(0.3)  # a shell that had not written its pid yet may do so now, if it still ran
+    if (pgid := read_pid(pid_file)) is not None:
+        assert await group_gone(pgid)
+
+
 async def test_cancellation_kills_a_group_that_ignores_sigterm(tmp_path: Path) -> None:
     pid_file = tmp_path / "pid"
     script = f"trap '' TERM; echo $$ > {pid_file}; sleep 60 & sleep 60"

@@ -389,6 +389,15 @@ _HEAD = "apiVersion: helm.fluxcd.io/v1\nkind: HelmRelease\nmetadata:\n  name: mo
             "RecursionError",
             id="deep-maps",
         ),
+        pytest.param(
+            _HEAD
+            + "spec:\n  values:\n"
+            + "".join(
+                f"    a{i}: &a{i} [{', '.join([f'*a{i - 1}' if i else 'lol'] * 9)}]\n" for i in range(9)
+            ),
+            "aliases expand",
+            id="billion-laughs",
+        ),
     ],
 )
 def test_every_failure_to_read_a_file_is_a_manifest_error(text: str, message: str) -> None:

@@ -157,3 +157,10 @@ def test_describe_lists_paths() -> None:
     drift = find_drift(_objects()["Deployment"], _live("Deployment", spec__replicas=2))
     assert drift is not None
     assert drift.describe() == "Deployment other/web changed at .spec.replicas"
+
+
+def test_a_manifest_whose_aliases_never_end_is_not_compared() -> None:
+    """Helm itself refuses such a manifest; should one be stored, drift detection skips it rather than walk it."""
+    laughs = "".join(f"  a{i}: &a{i} [{', '.join([f'*a{i - 1}' if i else 'lol'] * 9)}]\n" for i in range(9))
+    manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata:\n" + laughs
+    assert parse_manifest(manifest, "apps") == []

@@ -265,6 +265,28 @@ async def test_values_from_a_url(
     assert "s3cret" not in str(raised.value)
 
 
+LAUGHS = "".join(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}' if i else 'lol'] * 9)}]\n" for i in range(9))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param(LAUGHS, "its YAML aliases expand 28 nodes to 490,329,064", id="billion-laughs"),
+        pytest.param("a: &a [1, *a]\n", "refers to itself", id="self-reference"),
+    ],
+)
+@pytest.mark.parametrize("kind", ["configMapKeyRef", "secretKeyRef"])
+async def test_values_whose_aliases_never_end_are_refused(kind: str, text: str, message: str) -> None:
+    """Refused when read, before the composition or the depth check walks them (which would take hours)."""
+    hr = release_with([{kind: {"name": "hostile"}}])
+    inputs = Inputs(URLS, state_dir=Path("/nonexistent"), default_git_ref="main", git_ssh_key=None)
+    kube = FakeKube(None, None, {"values.yaml": text})
+    with pytest.raises(UnparsableSource, match=message):
+        await inputs.values(hr, Path("/chart"), kube)
+    masker = await inputs.secret_masker(hr, kube)
+    assert masker("no secret here") == "no secret here"
+
+
 async def test_values_from_secrets_are_masked_and_others_are_not() -> None:
     hr = release_with(
         [
