@@ -258,6 +258,11 @@ def test_the_webhook_token_is_read_from_its_file(tmp_path: Path) -> None:
         (("--webhook-port", "9292"), None, "needs --webhook-token-file"),
         (("--webhook-token-file", "TOKEN"), "x", "needs --webhook-port"),
         (("--webhook-port", "9292", "--webhook-token-file", "TOKEN"), " \n", "holds no webhook token"),
+        (
+            ("--webhook-port", "9292", "--webhook-token-file", "TOKEN", "--once"),
+            "x",
+            "does nothing with --once",
+        ),
     ],
 )
 def test_webhook_flags_that_cannot_work_are_refused(
