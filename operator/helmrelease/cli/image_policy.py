@@ -320,6 +320,8 @@ def webhook_token(args: argparse.Namespace) -> str | None:
         if args.webhook_token_file is not None:
             raise ValueError("--webhook-token-file needs --webhook-port")
         return None
+    if args.once:
+        raise ValueError("--webhook-port serves pushes while the sidecar runs: it does nothing with --once")
     if args.webhook_token_file is None:
         raise ValueError(
             "--webhook-port needs --webhook-token-file: webhooks are never served unauthenticated"
