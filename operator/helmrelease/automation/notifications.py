@@ -14,7 +14,8 @@ Formats, as documented by each sender (recorded samples under tests/fixtures/web
   has ``target.tag``; the host is the one in ``target.url`` (the name clients used, or ``http.host``), else
   ``request.host``.
 - ``dockerhub``: ``repository.repo_name`` and ``push_data.tag``, on Docker Hub.
-- ``harbor``: ``type: PUSH_ARTIFACT`` and ``event_data.resources[].resource_url`` (``host/project/repo:tag``).
+- ``harbor``: ``type: PUSH_ARTIFACT`` and ``event_data.resources[].resource_url`` (``host/project/repo:tag``);
+  in the CloudEvents payload format, ``type: harbor.artifact.pushed`` and ``data.resources[]``.
 - ``ghcr``: GitHub's ``package`` (or legacy ``registry_package``) event, ``action`` ``published``/``updated``, a
   container package; ``package_version.package_url`` is ``ghcr.io/owner/name:tag``.
 - ``quay``: a repository push notification: ``docker_url`` and ``updated_tags`` (a list, or a map in older
@@ -143,12 +144,14 @@ def _harbor(document: Mapping[str, Any], event: str | None) -> list[Pushed]:
     kind = document.get("type")
     if not isinstance(kind, str):
         raise PayloadError("type is missing")
-    if kind != "PUSH_ARTIFACT":
+    cloud_event = "specversion" in document
+    if kind != ("harbor.artifact.pushed" if cloud_event else "PUSH_ARTIFACT"):
         return []
-    data = _object(document.get("event_data"), "event_data")
+    key = "data" if cloud_event else "event_data"
+    data = _object(document.get(key), key)
     resources = data.get("resources")
     if not isinstance(resources, list):
-        raise PayloadError("event_data.resources is not a list")
+        raise PayloadError(f"{key}.resources is not a list")
     found = (_reference(_text(_optional_object(item).get("resource_url"))) for item in resources)
     return [pushed for pushed in found if pushed is not None]
 

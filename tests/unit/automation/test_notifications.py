@@ -71,6 +71,13 @@ def pushed(host: str, path: str, tag: str | None = None) -> Pushed:
             id="harbor",
         ),
         pytest.param(
+            Sender.HARBOR,
+            "harbor-cloudevents.json",
+            None,
+            (pushed("localhost", "harbor/alpine"),),
+            id="harbor-cloudevents-by-digest",
+        ),
+        pytest.param(
             Sender.GHCR,
             "ghcr-package.json",
             "package",
@@ -189,6 +196,23 @@ def _bad_repository(document: dict[str, Any]) -> None:
             None,
             (),
             id="harbor-pull",
+        ),
+        pytest.param(
+            Sender.HARBOR,
+            edited("harbor-cloudevents.json", lambda d: d.update(type="harbor.artifact.pulled")),
+            None,
+            (),
+            id="harbor-cloudevents-pull",
+        ),
+        pytest.param(
+            Sender.HARBOR,
+            edited(
+                "harbor-cloudevents.json",
+                lambda d: d["data"]["resources"][0].update(resource_url="harbor.dev/library/busybox:v1.0"),
+            ),
+            None,
+            (pushed("harbor.dev", "library/busybox", "v1.0"),),
+            id="harbor-cloudevents-tag",
         ),
         pytest.param(
             Sender.DOCKERHUB,
