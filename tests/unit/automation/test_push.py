@@ -178,3 +178,21 @@ async def test_a_rescan_of_an_unused_repository_patches_nothing() -> None:
     assert report.releases == ()
     assert kube.calls["patch"] == 0
     assert registry.requests == {}
+
+
+async def test_a_rescan_stays_in_the_sidecars_namespaces() -> None:
+    registry = FakeRegistry({APP: {"1.0.0": at(1), "1.0.1": at(2)}})
+    values = {"app": {"image": f"{APP}:1.0.0"}}
+    kube = FakeKube().add(
+        release("mine", values, APP_ONLY, namespace="team-a"),
+        release("theirs", values, APP_ONLY, namespace="team-b"),
+    )
+    scoped = ImagePolicyService(
+        kube,
+        registry,
+        settings=ImagePolicySettings(namespaces=("team-a",)),
+        metrics=AutomationMetrics.create(CollectorRegistry()),
+    )
+    await scoped.rescan(frozenset({name(APP)}))
+    assert kube.values("mine", "team-a") == {"app": {"image": f"{APP}:1.0.1"}}
+    assert kube.values("theirs", "team-b") == values
