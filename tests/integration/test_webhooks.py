@@ -171,7 +171,7 @@ def test_a_burst_of_pushes_is_coalesced_into_one_rescan(stack: Stack, releases: 
     web = stack.seed("team/web", "1.0.0")
     pusher = stack.start_registry(f"Bearer {TOKEN}")
     releases.create("web", {"image": f"{web}:1.0.0"}, SEMVER)
-    sidecar = stack.start_sidecar(settle=3)  # a burst within 3 s of its first push is one rescan
+    sidecar = stack.start_sidecar(settle=5)  # a burst within 5 s of its first push is one rescan
 
     for patch in range(1, 6):
         pusher.push("team/web", f"1.0.{patch}", created=utc(5 - patch / 10))
