@@ -32,6 +32,7 @@ from helmrelease.automation import (
     AutomationMetrics,
     CycleReport,
     GitWriteback,
+    Hold,
     ImagePolicyService,
     ImagePolicySettings,
     RegistryPool,
@@ -316,6 +317,22 @@ async def test_held_releases_never_change(
     assert releases.values("held") == values
     assert releases.events("held") == events
     assert releases.values("moving")["image"]["tag"] == "1.1.1-rc.1"
+
+
+async def test_a_suspended_release_is_not_moved_until_it_is_resumed(
+    app: str, registry: Registry, releases: Releases, api_client: k8s.ApiClient, namespace: str
+) -> None:
+    values = {"image": {"repository": app, "tag": "1.0.0"}}
+    releases.create("suspended", values, suspend=True)  # the CRD takes spec.suspend
+    releases.create("moving", values)  # the same image, automated: proves the cycle did run
+    report, _ = await one_cycle(api_client, namespace, registry.host)
+    assert releases.values("suspended") == values
+    assert releases.values("moving")["image"]["tag"] == "1.1.1-rc.1"
+    assert {outcome.release.name: outcome.hold for outcome in report.releases}["suspended"] is Hold.SUSPENDED
+    assert releases.events("suspended") == []
+    releases.patch("suspended", {"spec": {"suspend": False}})
+    await one_cycle(api_client, namespace, registry.host)
+    assert releases.values("suspended")["image"]["tag"] == "1.1.1-rc.1"
 
 
 async def test_a_policy_that_does_not_parse_changes_nothing_and_warns(

@@ -13,12 +13,14 @@ import gzip
 import hashlib
 import json
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import bcrypt
 import requests
+from prometheus_client import CollectorRegistry
 
 from tests.support.procs import Process, binary, free_port
 
@@ -247,3 +249,27 @@ class ImagePusher:
 def utc(minutes_ago: float) -> dt.datetime:
     """A creation time `minutes_ago` before now, for ordering pushed images."""
     return dt.datetime.fromtimestamp(time.time() - minutes_ago * 60, dt.UTC)
+
+
+def metric_samples(
+    metrics: CollectorRegistry, name: str, labels: tuple[str, ...]
+) -> Counter[tuple[str, ...]]:
+    """Sum of the samples of ``name`` by ``labels``: how tests and benchmarks count registry requests
+    (``helmrelease_registry_requests_total`` by kind and code, as the sidecar's /metrics shows them)."""
+    counts: Counter[tuple[str, ...]] = Counter()
+    for metric in metrics.collect():
+        for sample in metric.samples:
+            if sample.name == name:
+                counts[tuple(sample.labels[label] for label in labels)] += sample.value
+    return counts
+
+
+def requests_by_kind(metrics: CollectorRegistry, host: str | None = None) -> Counter[str]:
+    """Registry requests made so far by kind (tags, manifest, blob, token), of one registry or all."""
+    counts: Counter[str] = Counter()
+    for (registry, kind), value in metric_samples(
+        metrics, "helmrelease_registry_requests_total", ("registry", "kind")
+    ).items():
+        if host is None or registry == host:
+            counts[kind] += int(value)
+    return counts

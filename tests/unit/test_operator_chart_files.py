@@ -230,6 +230,9 @@ def _value(values: dict[str, object], dotted: str) -> object:
         pytest.param("logLevel", ["run"], "log_level", id="operator-log-level"),
         pytest.param("logLevel", ["image-policy"], "log_level", id="sidecar-log-level"),
         pytest.param("imagePolicy.intervalSeconds", ["image-policy"], "interval", id="interval"),
+        pytest.param(
+            "imagePolicy.tagRecheckPeriodSeconds", ["image-policy"], "tag_recheck_period", id="recheck-period"
+        ),
         pytest.param("imagePolicy.healthPort", ["image-policy"], "health_port", id="health-port"),
         pytest.param("imagePolicy.metricsPort", ["image-policy"], "metrics_port", id="metrics-port"),
         pytest.param(

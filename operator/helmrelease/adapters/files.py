@@ -9,7 +9,10 @@ lies. A root or sub-path that is itself a file is the one file there is.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
+import tempfile
 from pathlib import Path, PurePosixPath
 
 MANIFEST_SUFFIXES = frozenset({".yaml", ".yml"})
@@ -71,3 +74,40 @@ def write_text(path: Path, text: str) -> None:
     """Write ``text`` as UTF-8, line endings as they are in ``text``."""
     with path.open("w", encoding="utf-8", newline="") as stream:
         stream.write(text)
+
+
+def write_atomically(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``data`` so that a crash at any point leaves the old file or the new one, never
+    a mix: a temporary file in the same directory, fsync, rename over ``path``, fsync of the directory."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as stream:
+            os.fchmod(stream.fileno(), mode)
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def read_bounded(path: Path, max_bytes: int) -> bytes | None:
+    """The bytes of the regular file ``path``, or None when it is missing, not a regular file (opened without
+    blocking, so a FIFO put there cannot hang us) or larger than ``max_bytes``."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    with os.fdopen(descriptor, "rb") as stream:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            return None
+        data = stream.read(max_bytes + 1)
+    return data if len(data) <= max_bytes else None

@@ -530,6 +530,26 @@ def deploy_arguments(
     return arguments
 
 
+def template_arguments(
+    release: str, namespace: str, chart: str | Path, values_file: Path, *, is_upgrade: bool
+) -> list[str]:
+    """`helm template` as the release would be installed or upgraded: what `helm get manifest` then shows, so no
+    hooks (Helm stores them apart) and no `crds/` (never part of a manifest); client-side, it needs no cluster."""
+    arguments = [
+        "template",
+        positional(release),
+        positional(chart),
+        "--namespace",
+        positional(namespace),
+        "--values",
+        str(values_file),
+        "--no-hooks",
+    ]
+    if is_upgrade:
+        arguments.append("--is-upgrade")
+    return arguments
+
+
 def rollback_arguments(major: HelmMajor, release: str, namespace: str, options: RollbackOptions) -> list[str]:
     arguments = ["rollback", positional(release)]
     if options.revision is not None:
@@ -942,6 +962,34 @@ class HelmCommand:
             positional(release), computed=all_values, namespace=positional(namespace)
         )
         return values
+
+    async def template(
+        self,
+        release: str,
+        namespace: str,
+        chart: str | Path,
+        values: Mapping[str, Any],
+        *,
+        is_upgrade: bool,
+    ) -> str:
+        """The manifest `chart` renders to with `values` (see `template_arguments`), as multi-document YAML."""
+        with private_values_file(self._settings.temp_root, values) as values_file:
+            stdout = await self.execute(
+                template_arguments(release, namespace, chart, values_file, is_upgrade=is_upgrade),
+                deadline=self._settings.read_timeout,
+            )
+        return stdout.decode()
+
+    async def manifest(self, release: str, namespace: str) -> str | None:
+        """`helm get manifest` of the release's latest revision as Helm stored it; None when there is no release."""
+        try:
+            stdout = await self.execute(
+                ["get", "manifest", positional(release), "--namespace", positional(namespace)],
+                deadline=self._settings.read_timeout,
+            )
+        except ReleaseNotFound:
+            return None
+        return stdout.decode()
 
     async def get_manifest(self, release: str, namespace: str) -> list[dict[str, Any]]:
         """The objects of the release's current manifest (empty documents left out)."""

@@ -36,6 +36,9 @@ IMPERSONATED_CLIENTS = 256
 T = TypeVar("T")
 
 
+#: Where a Pod's service account namespace is mounted.
+SERVICE_ACCOUNT_NAMESPACE: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
 #: Seconds to connect to the API server, and to wait for each read of its answer. The client's own default is to
 #: wait forever: an API server that stopped answering (a blackholed address, a hung proxy) held a worker thread for
 #: good. Every call here is a small read or patch that a working API server answers in milliseconds; the client's
@@ -72,28 +75,66 @@ class TimedApiClient(k8s.ApiClient):
 
 
 def api_client(
-    kubeconfig: Path | None = None, *, request_timeout: tuple[float, float] = REQUEST_TIMEOUT
+    kubeconfig: Path | None = None,
+    *,
+    context: str | None = None,
+    request_timeout: tuple[float, float] = REQUEST_TIMEOUT,
 ) -> TimedApiClient:
     """A client from `kubeconfig`, else the pod's service account, else KUBECONFIG or ~/.kube/config.
 
-    Its configuration is its own: the kubernetes package's global default stays untouched, so one process can
-    hold clients for several clusters (and tests can build one without affecting the next). Raises
-    `ClientConfigError` when there is nothing to build it from.
+    `context` picks a kubeconfig context other than the current one (kubectl's `--context`); naming one means a
+    kubeconfig is wanted, so the service account is not tried. Its configuration is its own: the kubernetes
+    package's global default stays untouched, so one process can hold clients for several clusters (and tests can
+    build one without affecting the next). Raises `ClientConfigError` when there is nothing to build it from.
     """
     configuration = k8s.Configuration()
-    if kubeconfig is None:
+    if kubeconfig is None and context is None:
         try:
             k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         except k8s_config.ConfigException:
             pass  # not in a Pod (or without a service account token): use a kubeconfig
         else:
             return TimedApiClient(configuration, request_timeout=request_timeout)
-    config_file = str(kubeconfig) if kubeconfig is not None else None
+    config_file = _kubeconfig_file(kubeconfig)
     try:
-        k8s_config.load_kube_config(config_file=config_file, client_configuration=configuration)  # type: ignore[no-untyped-call]
-    except k8s_config.ConfigException as error:
-        raise ClientConfigError(str(error)) from None
+        k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=config_file, context=context, client_configuration=configuration
+        )
+    except (k8s_config.ConfigException, OSError) as error:
+        raise ClientConfigError(_config_problem(error)) from None
     return TimedApiClient(configuration, request_timeout=request_timeout)
+
+
+def kubeconfig_namespace(kubeconfig: Path | None = None, context: str | None = None) -> str | None:
+    """The namespace the kubeconfig's context (the current one, or `context`) names, as kubectl defaults to it;
+    None when it names none. Raises `ClientConfigError` for a kubeconfig that cannot be read or lacks `context`."""
+    config_file = _kubeconfig_file(kubeconfig)
+    try:
+        contexts, current = k8s_config.list_kube_config_contexts(config_file=config_file)  # type: ignore[no-untyped-call]
+    except (k8s_config.ConfigException, OSError) as error:
+        if kubeconfig is None and context is None and SERVICE_ACCOUNT_NAMESPACE.is_file():
+            return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or None  # in a Pod: its own, as kubectl does
+        raise ClientConfigError(_config_problem(error)) from None
+    chosen = (
+        current if context is None else next((c for c in contexts or [] if c.get("name") == context), None)
+    )
+    if chosen is None:
+        raise ClientConfigError(f"the kubeconfig has no context {context!r}")
+    namespace = (chosen.get("context") or {}).get("namespace")
+    return str(namespace) if namespace else None
+
+
+def _kubeconfig_file(kubeconfig: Path | None) -> str | None:
+    """The file named, which must exist: the client reads a missing one as an empty configuration."""
+    if kubeconfig is not None and not kubeconfig.is_file():
+        raise ClientConfigError(f"the kubeconfig {kubeconfig} does not exist")
+    return str(kubeconfig) if kubeconfig is not None else None
+
+
+def _config_problem(error: Exception) -> str:
+    if isinstance(error, OSError) and error.filename:
+        return f"cannot read the kubeconfig {error.filename}: {error.strerror}"
+    return str(error)
 
 
 class KubeError(Exception):
@@ -200,6 +241,10 @@ class StoredRelease:
     chart_version: str
     manifest: str
     labels: Mapping[str, str]
+    app_version: str = ""
+    description: str = ""
+    #: When Helm last deployed the revision (its `info.last_deployed`, RFC 3339), "" when it recorded none.
+    updated: str = ""
 
 
 def decode_release(secret_data: str) -> dict[str, Any]:
@@ -209,6 +254,26 @@ def decode_release(secret_data: str) -> dict[str, Any]:
         raw = gzip.decompress(raw)
     decoded: dict[str, Any] = bounded_json.loads(raw)  # values of a release installed by hand may be deep
     return decoded
+
+
+def _stored_release(secret: Any, release: str, namespace: str, revision: int) -> StoredRelease:
+    encoded = str((secret.data or {}).get("release", ""))
+    decoded = decode_release(encoded)
+    chart_meta = (decoded.get("chart") or {}).get("metadata") or {}
+    info = decoded.get("info") or {}
+    return StoredRelease(
+        name=release,
+        namespace=namespace,
+        revision=int(decoded.get("version", revision)),
+        status=str(info.get("status", "unknown")),
+        chart_name=str(chart_meta.get("name", "")),
+        chart_version=str(chart_meta.get("version", "")),
+        manifest=str(decoded.get("manifest", "")),
+        labels=dict((secret.metadata.labels if secret.metadata else None) or {}),
+        app_version=str(chart_meta.get("appVersion") or ""),
+        description=str(info.get("description") or ""),
+        updated=str(info.get("last_deployed") or ""),
+    )
 
 
 class KubeClient:
@@ -368,6 +433,25 @@ class KubeClient:
             {"status": dict(status)},
         )
 
+    async def merge_patch_helmrelease(
+        self, namespace: str, name: str, patch: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Apply a JSON merge patch (RFC 7386): annotations and `spec.suspend` from the command line. Returns the
+        object as the API server stored it, so the caller can see a field the CRD's schema pruned."""
+        raw = await self._call_raw(
+            f"HelmRelease {namespace}/{name}",
+            self.custom.patch_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            dict(patch),
+            _content_type="application/merge-patch+json",
+        )
+        stored: dict[str, Any] = await asyncio.to_thread(bounded_json.loads, raw)
+        return stored
+
     async def json_patch_helmrelease(
         self, namespace: str, name: str, operations: list[dict[str, Any]]
     ) -> None:
@@ -428,19 +512,25 @@ class KubeClient:
             )
         except NotFound:
             return None
-        encoded = str((secret.data or {}).get("release", ""))
-        decoded = await asyncio.to_thread(decode_release, encoded)
-        chart_meta = (decoded.get("chart") or {}).get("metadata") or {}
-        return StoredRelease(
-            name=release,
-            namespace=namespace,
-            revision=int(decoded.get("version", revision)),
-            status=str((decoded.get("info") or {}).get("status", "unknown")),
-            chart_name=str(chart_meta.get("name", "")),
-            chart_version=str(chart_meta.get("version", "")),
-            manifest=str(decoded.get("manifest", "")),
-            labels=dict((secret.metadata.labels if secret.metadata else None) or {}),
+        return await asyncio.to_thread(_stored_release, secret, release, namespace, revision)
+
+    async def stored_releases(self, namespace: str, release: str) -> list[StoredRelease]:
+        """Every stored revision of a release (its history, as `helm history` lists it), oldest first."""
+        secrets = await self._call(
+            f"Helm storage of release {namespace}/{release}",
+            self.core.list_namespaced_secret,
+            namespace,
+            label_selector=f"owner=helm,name={release}",
         )
+        stored = []
+        for secret in secrets.items or []:
+            labels = (secret.metadata.labels if secret.metadata else None) or {}
+            version = str(labels.get("version", ""))
+            if version.isdigit():
+                stored.append(
+                    await asyncio.to_thread(_stored_release, secret, release, namespace, int(version))
+                )
+        return sorted(stored, key=lambda entry: entry.revision)
 
     # --- arbitrary objects (drift detection, ownership annotations) -------------------------------------------
 

@@ -34,6 +34,11 @@ DEFAULT_GIT_REF: Final = "master"
 DEFAULT_GIT_PROTOCOLS: Final[tuple[str, ...]] = ("https", "ssh")
 #: The key read from a ConfigMap or Secret values source when none is given.
 DEFAULT_VALUES_KEY: Final = "values.yaml"
+#: Flux v2's request annotations (fluxcd/pkg/apis/meta): a new token in requestedAt asks for a pass now; forceAt
+#: and resetAt are honoured when their token equals requestedAt's.
+RECONCILE_REQUEST_ANNOTATION: Final = "reconcile.fluxcd.io/requestedAt"
+FORCE_REQUEST_ANNOTATION: Final = "reconcile.fluxcd.io/forceAt"
+RESET_REQUEST_ANNOTATION: Final = "reconcile.fluxcd.io/resetAt"
 
 
 class Phase(StrEnum):
@@ -63,6 +68,10 @@ class ConditionType(StrEnum):
     RELEASED = "Released"
     ROLLED_BACK = "RolledBack"
     TESTED = "Tested"
+    #: True while the release's resources differ from its manifest (drift detection on); names what differs.
+    DRIFTED = "Drifted"
+    #: True while ``spec.suspend`` is set; Ready is then False with its reason.
+    SUSPENDED = "Suspended"
     READY = "Ready"
 
 
@@ -139,6 +148,15 @@ class Reason(StrEnum):
     RETRIES_EXHAUSTED = "RetriesExhausted"
     WAITING_FOR_CHANGE = "WaitingForChange"
     TEST_FAILURE_IGNORED = "TestFailureIgnored"
+    #: reconcile.fluxcd.io/forceAt asked for one install or upgrade, whatever held the release back.
+    FORCE_REQUESTED = "ForceRequested"
+    #: reconcile.fluxcd.io/resetAt zeroed the failure and rollback counters.
+    RESET_REQUESTED = "ResetRequested"
+    #: spec.suspend is true: nothing is done until it is resumed.
+    SUSPENDED = "Suspended"
+    #: A drift check found the resources as the manifest declares them / an upgrade corrected a drift.
+    NO_DRIFT = "NoDrift"
+    DRIFT_CORRECTED = "DriftCorrected"
     # Outcomes of the actions.
     CHART_FETCH_SUCCEEDED = "ChartFetchSucceeded"
     CHART_FETCH_FAILED = "ChartFetchFailed"

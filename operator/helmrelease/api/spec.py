@@ -359,6 +359,8 @@ class HelmReleaseSpec(ApiModel):
     value_file_secrets: tuple[LocalObjectReference, ...] = ()
     #: Our multi-tenancy extension: Helm acts as this ServiceAccount of the HelmRelease's namespace.
     service_account_name: str | None = None
+    #: Flux v2's field: no Helm action (nor image move by the sidecar) while true; resuming reconciles at once.
+    suspend: bool = False
 
     _unset_empty_strings = field_validator(
         "release_name", "target_namespace", "service_account_name", mode="before"

@@ -63,6 +63,11 @@ class HelmReleaseStatus(ApiModel):
     retry_at: datetime | None = None
     #: Consecutive cluster-side failures of the current configuration, which the retry backoff grows with.
     cluster_failures: int = 0
+    #: The tokens of the ``reconcile.fluxcd.io/*`` annotations last handled (see ``reconcile.requests``), as
+    #: Flux v2 echoes them: a token is acted on once, and a client waits for its echo.
+    last_handled_reconcile_at: str | None = None
+    last_handled_force_at: str | None = None
+    last_handled_reset_at: str | None = None
 
     @field_validator("phase", mode="before")
     @classmethod

@@ -43,6 +43,8 @@ class AutomationMetrics:
     last_cycle_finished: Gauge
     updates: Counter
     failures: Counter
+    images_scanned: Counter
+    cycle_images: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry, namespace: str = "helmrelease") -> AutomationMetrics:
@@ -74,6 +76,19 @@ class AutomationMetrics:
                 namespace=namespace,
                 registry=registry,
             ),
+            images_scanned=Counter(
+                "images_scanned",
+                "Images scanned, counted as each one is decided (result: decided or failed).",
+                ["result"],
+                namespace=namespace,
+                registry=registry,
+            ),
+            cycle_images=Gauge(
+                "image_scan_progress_images",
+                "Images scanned so far in the running scan cycle (the last one's total between cycles).",
+                namespace=namespace,
+                registry=registry,
+            ),
         )
 
     def updated(self, target: Target, count: int = 1) -> None:
@@ -81,3 +96,6 @@ class AutomationMetrics:
 
     def failed(self, cause: Failure) -> None:
         self.failures.labels(cause.value).inc()
+
+    def scanned(self, *, failed: bool) -> None:
+        self.images_scanned.labels("failed" if failed else "decided").inc()

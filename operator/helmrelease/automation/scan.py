@@ -1,16 +1,22 @@
 """Asking registries which tags an image could move to, at the least cost a scan cycle allows.
 
 Costs: a repository's tags are listed once per cycle and credentials (``ScanCycle``), however many releases
-use it; build times are looked up only for ``created`` ordering, only for tags the policy admits (and the
-current one), and the registry clients keep manifests and config blobs cached by digest across cycles, so
-an unchanged tag costs one HEAD the next time. A client per distinct credentials keeps one release's
-secret from ever being sent on behalf of another, and keeps a 401 for one from being remembered for all.
+use it; build times are needed only for ``created`` ordering, only for tags the policy admits (and the
+current one), and of those only the few ``lookups.plan_lookups`` names are asked for (new tags, the current
+tag, the best candidate, a rolling slice): the rest come from the pool's tag cache, kept in the state
+directory across restarts (``adapters.registry.tagcache``). The registry clients keep manifests and config
+blobs cached by digest, so a re-check of an unchanged tag costs one HEAD. A client per distinct credentials
+keeps one release's secret from ever being sent on behalf of another, and keeps a 401 for one from being
+remembered for all.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -26,10 +32,18 @@ from helmrelease.adapters.registry import (
     ScanCycle,
 )
 from helmrelease.adapters.registry.client import SessionFactory
+from helmrelease.adapters.registry.tagcache import TagCache, TagCacheFile, TagRecord
+from helmrelease.automation.lookups import KnownBuild, RecheckBudget, plan_lookups, unconfirmed_best
+from helmrelease.automation.metrics import AutomationMetrics
 from helmrelease.automation.watched import ImageTarget, TagMove, tag_move
 from helmrelease.images.policy import TagOrder
 from helmrelease.images.reference import CanonicalName
 from helmrelease.images.select import TagCandidate, UpdateDecision, rank_tags, select_update
+
+_log = logging.getLogger(__name__)
+
+DEFAULT_SAVE_EVERY = 60.0  # seconds between writes of the tag cache during a cycle
+DEFAULT_PROGRESS_EVERY = 100  # images between progress log lines
 
 
 class TagSource(Protocol):
@@ -42,6 +56,10 @@ class TagSource(Protocol):
     async def image_created(
         self, name: CanonicalName, tag: str, credentials: BasicCredentials | None
     ) -> datetime | None: ...
+
+    def known_builds(self, name: CanonicalName) -> Mapping[str, KnownBuild]:
+        """The tag cache's records of ``name`` as the cycle found them (after its tag list)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -67,11 +85,23 @@ class RegistryPool:
         metrics: RegistryMetrics,
         *,
         session_factory: SessionFactory | None = None,
+        state: TagCacheFile | None = None,
+        save_every: float = DEFAULT_SAVE_EVERY,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.metrics = metrics
         self._session_factory = session_factory
         self._clients: dict[BasicCredentials | None, RegistryClient] = {}
+        self._state = state
+        # One tag cache for every set of credentials: a cycle only reads a repository's records after
+        # listing its tags with the caller's own credentials, and the records say no more than that list
+        # and the manifests the caller could read.
+        self.tags = state.load() if state is not None else TagCache()
+        self._save_every = save_every
+        self._clock = clock
+        self._last_save = clock()
+        self._saving: asyncio.Task[None] | None = None
 
     def client_for(self, credentials: BasicCredentials | None) -> RegistryClient:
         client = self._clients.get(credentials)
@@ -90,7 +120,31 @@ class RegistryPool:
         """A ``TagSource`` for one scan cycle: tag lists are memoised until it is dropped."""
         return PoolCycle(self)
 
+    def recorded(self) -> None:
+        """A record changed: write the cache now and then during a long cycle (a cold one at 10 requests
+        per second takes hours; a restart in its middle should not lose what it found)."""
+        if self._clock() - self._last_save >= self._save_every and (
+            self._saving is None or self._saving.done()
+        ):
+            self._saving = asyncio.create_task(self.checkpoint(), name="tag-cache-save")
+
+    async def checkpoint(self) -> None:
+        """Write the tag cache to the state directory if it changed; a failure is logged, never raised (the
+        cache is an optimisation: the next cycle simply costs more)."""
+        self._last_save = self._clock()
+        if self._state is None or not self.tags.changed:
+            return
+        data = self.tags.dump()  # on the loop: the cache must not change while it is serialised
+        try:
+            await asyncio.to_thread(self._state.save, data)
+        except OSError as error:
+            self.tags.changed = True
+            _log.warning("cannot write the tag cache %s: %s", self._state.path, error)
+
     async def close(self) -> None:
+        if self._saving is not None:
+            await asyncio.gather(self._saving, return_exceptions=True)
+        await self.checkpoint()
         for client in self._clients.values():
             await client.close()
         self._clients.clear()
@@ -102,6 +156,7 @@ class PoolCycle:
     def __init__(self, pool: RegistryPool) -> None:
         self._pool = pool
         self._scans: dict[BasicCredentials | None, ScanCycle] = {}
+        self._known: dict[CanonicalName, dict[str, TagRecord]] = {}
 
     def _scan(self, credentials: BasicCredentials | None) -> ScanCycle:
         scan = self._scans.get(credentials)
@@ -110,12 +165,27 @@ class PoolCycle:
         return scan
 
     async def list_tags(self, name: CanonicalName, credentials: BasicCredentials | None) -> tuple[str, ...]:
-        return await self._scan(credentials).list_tags(name)
+        tags = await self._scan(credentials).list_tags(name)
+        if name not in self._known:
+            self._pool.tags.retain(name, tags)
+            self._known[name] = dict(self._pool.tags.records(name))
+        return tags
+
+    def known_builds(self, name: CanonicalName) -> Mapping[str, TagRecord]:
+        return self._known.get(name, {})
 
     async def image_created(
         self, name: CanonicalName, tag: str, credentials: BasicCredentials | None
     ) -> datetime | None:
-        return await self._scan(credentials).image_created(name, tag)
+        record = await self._scan(credentials).resolve_tag(name, tag, self._pool.tags.get(name, tag))
+        self._pool.tags.put(name, tag, record)
+        self._pool.recorded()
+        known = self._known.get(name)
+        if known is not None and tag not in known:
+            # New this cycle: later images of the repository need not look it up (or queue to) again.
+            # Re-checked tags keep their cycle-start record, so images pick the same rolling slice.
+            known[tag] = record
+        return record.created
 
 
 @dataclass(frozen=True)
@@ -176,23 +246,53 @@ def needs_build_times(order: TagOrder) -> bool:
 
 
 DEFAULT_LOOKUP_WIDTH = 16
+#: Repositories per registry host whose many new tags are read at once: the rest queue in order, so a cold
+#: cycle finishes (and decides) repositories one after another instead of all of them at its very end.
+BULK_REPOSITORIES_PER_HOST = 2
+
+ScanObserver = Callable[[ImageScan], None]
 
 
 class ImageScanner:
     """Scans images against a ``TagSource``; knows which registry calls each tag order needs.
 
     ``lookup_width`` bounds the build-time lookups in flight per image; the registry client's own per-host
-    limits decide how many requests actually go out.
+    limits decide how many requests actually go out. ``recheck`` sizes the rolling re-check of cached tags
+    (``lookups``); without it every eligible tag is looked up each cycle. ``observe`` hears of every image
+    as soon as it is decided (for progress reporting).
+
+    An image whose lookups are few (known tags, re-checks, tags another image resolved this cycle) goes at
+    once; one with more new tags than ``lookup_width`` waits until its repository has one of
+    ``BULK_REPOSITORIES_PER_HOST`` places on its registry host (the images of one repository share its
+    place), so images whose tags are known are never held back by a repository still being read, and a slow
+    registry only holds back itself.
     """
 
-    def __init__(self, source: TagSource, *, lookup_width: int = DEFAULT_LOOKUP_WIDTH) -> None:
+    def __init__(
+        self,
+        source: TagSource,
+        *,
+        lookup_width: int = DEFAULT_LOOKUP_WIDTH,
+        recheck: RecheckBudget | None = None,
+        observe: ScanObserver | None = None,
+    ) -> None:
         if lookup_width < 1:
             raise ValueError("lookup_width must be at least 1")
         self.source = source
         self.lookup_width = lookup_width
+        self.recheck = recheck
+        self._observe = observe
+        self._places: dict[str, asyncio.Semaphore] = {}
+        self._admissions: dict[CanonicalName, _Admission] = {}
 
     async def scan(self, target: ImageTarget, credentials: CredentialProvider) -> ImageScan:
         """The registry's view of ``target``; registry failures come back as ``error``, not raised."""
+        result = await self._scan(target, credentials)
+        if self._observe is not None and (target.policy is not None and target.order is not None):
+            self._observe(result)
+        return result
+
+    async def _scan(self, target: ImageTarget, credentials: CredentialProvider) -> ImageScan:
         policy, order = target.policy, target.order
         if policy is None or order is None:
             return ImageScan(target, error=target.policy_error)
@@ -204,10 +304,8 @@ class ImageScanner:
             eligible = [tag for tag in tags if policy.matches(tag)]
             times: dict[str, datetime | None] = {}
             if needs_build_times(order):
-                lookups = list(eligible)
-                if current is not None and current in tags and current not in eligible:
-                    lookups.append(current)  # for "is the best one newer than what runs now?"
-                times = await _build_times(self.source, name, lookups, secret, self.lookup_width)
+                listed_current = current if current is not None and current in tags else None
+                times = await self._build_times(name, eligible, listed_current, secret)
         except RegistryError as error:
             return ImageScan(target, error=str(error))
         candidates = [TagCandidate(tag, times.get(tag)) for tag in eligible]
@@ -222,3 +320,97 @@ class ImageScanner:
                 current_created=times.get(current) if current is not None else None,
             )
         return ImageScan(target, ranked[0] if ranked else None, decision)
+
+    async def _build_times(
+        self,
+        name: CanonicalName,
+        eligible: Sequence[str],
+        current: str | None,
+        secret: BasicCredentials | None,
+    ) -> dict[str, datetime | None]:
+        """Build times of ``eligible`` and ``current``: looked up per the plan, the rest from the cache."""
+        known = self.source.known_builds(name) if self.recheck is not None else {}
+        needed = [*eligible, *([current] if current is not None and current not in eligible else [])]
+        rolling = self.recheck.rolling(sum(tag in known for tag in needed)) if self.recheck else 0
+        plan = plan_lookups(eligible=eligible, current=current, known=known, rolling=rolling)
+        if self.recheck is None:
+            lookups: Sequence[str] = needed
+        else:
+            lookups = plan.tags
+        times = {tag: known[tag].created for tag in needed if tag in known}
+        if len(plan.new) > self.lookup_width:
+            async with self._bulk_place(name):
+                fresh = await _build_times(self.source, name, lookups, secret, self.lookup_width)
+        else:
+            fresh = await _build_times(self.source, name, lookups, secret, self.lookup_width)
+        times.update(fresh)
+        while (best := unconfirmed_best(eligible, times, fresh)) is not None:
+            confirmed = await _build_times(self.source, name, [best], secret, 1)
+            fresh.update(confirmed)
+            times.update(confirmed)
+        return times
+
+    @contextlib.asynccontextmanager
+    async def _bulk_place(self, name: CanonicalName) -> AsyncIterator[None]:
+        """Hold (with the other images of ``name``) one of its host's places for reading many tags."""
+        admission = self._admissions.get(name)
+        if admission is None:
+            places = self._places.setdefault(name.host, asyncio.Semaphore(BULK_REPOSITORIES_PER_HOST))
+            admission = self._admissions[name] = _Admission(places, asyncio.ensure_future(places.acquire()))
+        admission.users += 1
+        try:
+            await asyncio.shield(admission.granted)
+            yield
+        finally:
+            admission.users -= 1
+            if admission.users == 0:
+                del self._admissions[name]
+                if admission.granted.done() and not admission.granted.cancelled():
+                    admission.places.release()
+                else:
+                    admission.granted.cancel()
+
+
+@dataclass
+class _Admission:
+    """A repository's claim on a host place: granted once, released when its last image is done."""
+
+    places: asyncio.Semaphore
+    granted: asyncio.Future[bool]
+    users: int = 0
+
+
+class ScanProgress:
+    """Counts images decided (or failed) in a cycle: a metric as each one is, a log line every ``every``."""
+
+    def __init__(
+        self,
+        metrics: AutomationMetrics,
+        every: int = DEFAULT_PROGRESS_EVERY,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if every < 1:
+            raise ValueError("progress must be reported every 1 image or more")
+        self.metrics = metrics
+        self.every = every
+        self._clock = clock
+        self._started = clock()
+        self.decided = 0
+        self.failed = 0
+        metrics.cycle_images.set(0)
+
+    def __call__(self, scan: ImageScan) -> None:
+        if scan.error is None:
+            self.decided += 1
+        else:
+            self.failed += 1
+        self.metrics.scanned(failed=scan.error is not None)
+        done = self.decided + self.failed
+        self.metrics.cycle_images.set(done)
+        if done % self.every == 0:
+            _log.info(
+                "scan progress: %d images scanned (%d failed), %.1fs into the cycle",
+                done,
+                self.failed,
+                self._clock() - self._started,
+            )

@@ -28,8 +28,9 @@ from helmrelease.adapters.registry import CredentialStore
 from helmrelease.api.constants import API_VERSION, KIND
 from helmrelease.automation.credentials import CycleCredentials, PullSecretError, SecretReader
 from helmrelease.automation.health import Heartbeat
+from helmrelease.automation.lookups import DEFAULT_RECHECK_PERIOD, RecheckBudget
 from helmrelease.automation.metrics import AutomationMetrics, Failure, Target
-from helmrelease.automation.scan import ImageScanner, TagSource
+from helmrelease.automation.scan import DEFAULT_PROGRESS_EVERY, ImageScanner, ScanProgress, TagSource
 from helmrelease.automation.watched import (
     GIT_WRITEBACK_ANNOTATION,
     Hold,
@@ -81,6 +82,10 @@ class TagSourceFactory(Protocol):
 
     def cycle(self) -> TagSource: ...
 
+    async def checkpoint(self) -> None:
+        """Persist what the cycle learnt (the tag cache); never raises."""
+        ...
+
 
 @dataclass(frozen=True)
 class ImagePolicySettings:
@@ -91,10 +96,16 @@ class ImagePolicySettings:
     namespaces: tuple[str, ...] = ()
     conflict_attempts: int = 3
     git: GitWriteback | None = None
+    tag_recheck_period: float = DEFAULT_RECHECK_PERIOD
+    progress_every: int = DEFAULT_PROGRESS_EVERY
 
     def __post_init__(self) -> None:
         if self.interval <= 0:
             raise ValueError("interval must be positive")
+        if self.tag_recheck_period <= 0:
+            raise ValueError("tag_recheck_period must be positive")
+        if self.progress_every < 1:
+            raise ValueError("progress_every must be at least 1")
         if self.conflict_attempts < 1:
             raise ValueError("conflict_attempts must be at least 1")
 
@@ -246,11 +257,15 @@ class ImagePolicyService:
     async def run_cycle(self) -> CycleReport:
         """One scan of every HelmRelease in scope; never raises for a single release's trouble."""
         started = self._clock()
-        cycle = _Cycle(
-            ImageScanner(self.registries.cycle()), CycleCredentials(self.kube, self.operator_credentials)
+        scanner = ImageScanner(
+            self.registries.cycle(),
+            recheck=RecheckBudget(self.settings.interval, self.settings.tag_recheck_period),
+            observe=ScanProgress(self.metrics, self.settings.progress_every, self._clock),
         )
+        cycle = _Cycle(scanner, CycleCredentials(self.kube, self.operator_credentials))
         objects, list_failures = await self._list_releases()
         outcomes = await asyncio.gather(*(self._process_guarded(obj, cycle) for obj in objects))
+        await self.registries.checkpoint()
         self._repeats.end_cycle(complete=list_failures == 0)
         seconds = self._clock() - started
         self.metrics.cycle_seconds.observe(seconds)
@@ -326,6 +341,12 @@ class ImagePolicyService:
         self._repeats.seen(_object_key(view))
         if view.hold is Hold.IGNORED:
             return ReleaseOutcome(view.release, hold=view.hold)
+        if view.hold is Hold.SUSPENDED and self._repeats.is_new(_object_key(view), Hold.SUSPENDED.value):
+            # Said once while it lasts (the repeat filter forgets it once the release is resumed).
+            _log.info(
+                "%s: suspended (spec.suspend: true): its image tags are not moved until it is resumed",
+                view.release,
+            )
         if view.hold is not None:
             # Nothing will change, so only how the annotations were read is news: it may be why (a
             # ``fluxcd.io/automated: "yes"`` is off). Policies and images wait until they can matter.

@@ -2,7 +2,7 @@
 
 Pure functions over the object as the API returns it (a JSON-like mapping), so every rule that decides
 whether a release may change is tested without a cluster: ``ignore`` skips a release entirely; a release
-that is not ``automated``, or is ``locked``, is scanned for ``helmrelease images list`` but never changed;
+that is not ``automated``, is suspended (``spec.suspend``) or is ``locked``, is scanned for ``helmrelease images list`` but never changed;
 an image whose policy does not parse is never changed. Two images whose tags live at the same value path
 are left alone: moving one would move the other, and nobody chose that.
 """
@@ -34,6 +34,8 @@ class Hold(StrEnum):
 
     IGNORED = "ignored"
     NOT_AUTOMATED = "not automated"
+    #: ``spec.suspend: true``: the operator does nothing with the release, so neither do we.
+    SUSPENDED = "suspended"
     LOCKED = "locked"
 
 
@@ -89,6 +91,7 @@ class WatchedRelease:
     pull_secret: str | None
     service_account: str
     git_writeback: bool
+    suspended: bool = False
 
     @property
     def hold(self) -> Hold | None:
@@ -97,6 +100,8 @@ class WatchedRelease:
             return Hold.IGNORED
         if not self.settings.automated:
             return Hold.NOT_AUTOMATED
+        if self.suspended:
+            return Hold.SUSPENDED
         if self.settings.locked:
             return Hold.LOCKED
         return None
@@ -164,6 +169,7 @@ def read_release(obj: Mapping[str, Any]) -> WatchedRelease:
         if isinstance(service_account, str) and service_account
         else DEFAULT_SERVICE_ACCOUNT,
         git_writeback=annotations.get(GIT_WRITEBACK_ANNOTATION) == _TRUE,
+        suspended=spec.get("suspend") is True,
     )
 
 

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from helmrelease import __version__
-from helmrelease.cli import image_policy, images, run
+from helmrelease.cli import diff, image_policy, images, operate, run
 from helmrelease.cli.settings import CliSettings, SettingsError
 
 #: Exit status of a usage error, as argparse uses it: a bad flag, a bad HELMRELEASE_* variable.
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"helmrelease {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (run, images, image_policy):
+    for module in (run, images, image_policy, operate, diff):
         module.register(subparsers)
     return parser
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, TypeVar
 from urllib.parse import urlsplit
 
+import durationpy
 from pydantic import BeforeValidator
 from pydantic_settings import NoDecode
 
@@ -22,6 +24,7 @@ TRUE_WORDS = frozenset({"true", "1", "yes"})
 FALSE_WORDS = frozenset({"false", "0", "no"})
 
 T = TypeVar("T")
+_NUMBER = re.compile(r"[0-9]+(\.[0-9]*)?")
 
 
 class InvalidValue(argparse.ArgumentTypeError, ValueError):
@@ -62,6 +65,21 @@ def positive_seconds(value: str | float) -> float:
 
 def positive_number(value: str | float) -> float:
     return _positive_float(value, "")
+
+
+def duration(value: str | float) -> float:
+    """Seconds from a Go duration as kubectl and flux take it (``5m``, ``1h30m``, ``90s``, ``1.5h``); a bare number
+    is seconds. Positive and finite, like every timeout here."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return positive_seconds(value)
+    text = str(value).strip()
+    try:
+        seconds = float(text) if _NUMBER.fullmatch(text) else durationpy.from_str(text).total_seconds()
+    except (durationpy.DurationError, ValueError, OverflowError):
+        raise InvalidValue(f"must be a duration such as 30s, 5m or 1h30m, not {value!r}") from None
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise InvalidValue(f"must be a positive duration such as 30s, 5m or 1h30m, not {value!r}")
+    return seconds
 
 
 def boolean(value: str | bool) -> bool:
@@ -151,6 +169,7 @@ def optional(check: Callable[[str], T]) -> Callable[[str | None], T | None]:
 PositiveInt = Annotated[int, BeforeValidator(positive_int)]
 Integer = Annotated[int, BeforeValidator(integer)]
 PositiveSeconds = Annotated[float, BeforeValidator(positive_seconds)]
+Duration = Annotated[float, BeforeValidator(duration)]
 Boolean = Annotated[bool, BeforeValidator(boolean)]
 LogLevel = Annotated[str, BeforeValidator(log_level)]
 Text = Annotated[str, BeforeValidator(text)]

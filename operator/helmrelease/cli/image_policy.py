@@ -43,6 +43,7 @@ from helmrelease.adapters.registry import (
     RegistryConfig,
     RegistryMetrics,
 )
+from helmrelease.adapters.registry.tagcache import FILE_NAME, TagCacheFile
 from helmrelease.api.constants import DEFAULT_GIT_REF
 from helmrelease.automation import (
     AutomationMetrics,
@@ -134,8 +135,8 @@ def add_registry_arguments(parser: argparse.ArgumentParser) -> None:
         type=positive_int,
         default=DEFAULT_CACHE_ENTRIES,
         metavar="ENTRIES",
-        help="manifests and config blobs remembered by digest across scans; keep it above the number of "
-        "tags scanned per cycle (default %(default)s)",
+        help="manifests and config blobs remembered by digest across scans, and tags in the tag cache; keep "
+        "it above the number of tags scanned per cycle (default %(default)s)",
     )
     group.add_argument(
         "--registry-rps",
@@ -235,7 +236,17 @@ def register(subparsers: Any) -> None:
         "--state-dir",
         type=Path,
         default=Path(tempfile.gettempdir()) / "helmrelease-image-policy",
-        help="where the git clone is kept (default %(default)s)",
+        help=f"where the git clone and the tag cache ({FILE_NAME}: tag -> digest -> build time, so a "
+        "restart scans as cheaply as a second cycle; safe to delete) are kept (default %(default)s)",
+    )
+    parser.add_argument(
+        "--tag-recheck-period",
+        type=positive_seconds,
+        default=ImagePolicySettings.tag_recheck_period,
+        metavar="SECONDS",
+        help="every cached tag's digest is re-checked within this time (plus the scans' own duration), a "
+        "rolling slice of ceil(tags x interval / period) per image and cycle, so re-pushed tags are "
+        "noticed; the current tag and the best candidate are re-checked every cycle (default %(default)g)",
     )
     parser.add_argument(
         "--health-port", type=_port, default=8081, help="HTTP /healthz port (default %(default)s; 0: off)"
@@ -348,6 +359,7 @@ def _config(args: argparse.Namespace) -> _Config:
         interval=args.interval,
         namespaces=tuple(dict.fromkeys(args.namespace)),
         git=git_writeback(args),
+        tag_recheck_period=args.tag_recheck_period,
     )
     return _Config(
         settings, registry_config(args), operator_credentials(args.docker_config), webhook_token(args)
@@ -366,7 +378,8 @@ def main(args: argparse.Namespace) -> int:
 
 async def _run(args: argparse.Namespace, config: _Config) -> int:
     metrics = CollectorRegistry()
-    pool = RegistryPool(config.registry, RegistryMetrics.create(metrics))
+    state = TagCacheFile(args.state_dir / FILE_NAME, max_entries=args.registry_cache_size)
+    pool = RegistryPool(config.registry, RegistryMetrics.create(metrics), state=state)
     api = api_client(args.kubeconfig)
     service = ImagePolicyService(
         KubeClient(api),

@@ -39,6 +39,7 @@ from helmrelease.cli.image_policy import (
     operator_credentials,
     registry_config,
 )
+from helmrelease.cli.output import table
 from helmrelease.images.annotations import AutomationSettings, read_automation_settings
 from helmrelease.images.detect import DetectedImage, dotted
 from helmrelease.images.manifests import (
@@ -302,12 +303,9 @@ LIST_COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], object]], ...] = (
 
 def list_table(records: Sequence[dict[str, Any]]) -> str:
     """Aligned columns, as ``kubectl get`` prints them."""
-    rows = [[header for header, _ in LIST_COLUMNS]]
-    rows.extend([str(cell(record)) for _, cell in LIST_COLUMNS] for record in records)
-    widths = [max(len(row[index]) for row in rows) for index in range(len(LIST_COLUMNS) - 1)]
-    return "\n".join(
-        "   ".join([*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[-1]]).rstrip()
-        for row in rows
+    return table(
+        [header for header, _ in LIST_COLUMNS],
+        [[str(cell(record)) for _, cell in LIST_COLUMNS] for record in records],
     )
 
 

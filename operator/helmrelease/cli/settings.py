@@ -129,7 +129,8 @@ def _describe(model: type[CliSettings], problem: Any, flags: Mapping[str, Any]) 
     else:
         source = name
     cause = problem.get("ctx", {}).get("error")
-    return f"{source}: {cause if cause is not None else problem['msg']}"
+    text = str(cause) if cause is not None else str(problem["msg"])
+    return f"{source}: {text}" if source else text  # a check across fields names its flags itself
 
 
 def _help(spec: Flag, variable: str, field: FieldInfo) -> str:

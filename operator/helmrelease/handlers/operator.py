@@ -25,6 +25,7 @@ from helmrelease.handlers.bookkeeping import (
 from helmrelease.reconcile.errors import ReconcileError
 from helmrelease.reconcile.inputs import sources_of
 from helmrelease.reconcile.releases import IndexedRelease, ReleaseIndexView, release_index_entry
+from helmrelease.reconcile.requests import wants_a_pass
 from helmrelease.reconcile.service import Reconciler
 from helmrelease.reconcile.settings import OperatorSettings
 
@@ -136,6 +137,16 @@ def build_registry(operator_settings: OperatorSettings, dependencies: Any) -> ko
     @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", id="reconcile", registry=registry)
     async def reconcile(memo: kopf.Memo, body: kopf.Body, **kwargs: Any) -> None:
         await _reconcile(memo, body, kwargs["helm_releases"], check_drift=False)
+
+    # Flux v2's reconcile.fluxcd.io/* annotations: a change of them moves no generation, so the spec handler above
+    # does not see it. Any other annotation change (kubectl's, a tool's) costs a look at the tokens. Not a `when`
+    # filter: kopf evaluates it again before a retry, and by then the failed pass has echoed its tokens, so the
+    # retry (a rollback's retry upgrade, say) would be dropped; a retry goes on whatever the tokens say.
+    @kopf.on.update(GROUP, VERSION, PLURAL, field="metadata.annotations", id="requested", registry=registry)
+    async def requested(memo: kopf.Memo, body: kopf.Body, retry: int, **kwargs: Any) -> None:
+        if not wants_a_pass(body, retrying=retry > 0):
+            return
+        await _reconcile(memo, body, kwargs["helm_releases"], check_drift=settings.drift_detection)
 
     @kopf.timer(
         GROUP,

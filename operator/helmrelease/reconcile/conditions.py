@@ -5,7 +5,9 @@ friends), ``status_after_action`` (the outcome of a Helm action), ``status_after
 that the operator had not recorded), ``status_after_decision`` (the loop settled on nothing, wait-retry or
 refuse: only then is ``observedGeneration`` written), and for the steps before a plan exists,
 ``status_after_chart_fetch`` and ``status_after_problem`` (an invalid spec or unreadable values);
-``status_after_drift_check`` stamps a drift check.
+``status_after_drift_check`` stamps a drift check and sets ``Drifted`` (``status_after_drift_corrected`` clears it).
+Flux v2's requests and ``spec.suspend``: ``status_after_reset`` zeroes the counters, ``status_with_handled`` echoes
+the tokens a pass handled, ``status_when_suspended`` and ``status_after_resume`` set and clear ``Suspended``.
 
 Every change to a status goes through one ``StatusUpdate`` (a TypedDict of the status fields), so mypy refuses a
 misspelled field or a value of the wrong type (a phase that is not a ``Phase``) that ``model_copy`` would accept.
@@ -14,7 +16,8 @@ A failure caused by the cluster (``Outcome.cluster_side``) plans its own retry: 
 grows with ``clusterFailures`` (``plan.cluster_retry_delay``), and the message says when and which attempt.
 
 Conditions keep the Flux v1 meaning (``ChartFetched``, ``Deployed``, ``Released``, ``RolledBack``,
-``Tested``); ``Ready`` is derived from them and never set directly. A condition's ``lastUpdateTime`` moves
+``Tested``), plus ``Drifted`` and ``Suspended`` (True is the abnormal state of both); ``Ready`` is derived from them
+and never set directly: ``Suspended`` first, then a failed fetch, release or test. A condition's ``lastUpdateTime`` moves
 when its status, reason or message changes and its ``lastTransitionTime`` only when its status flips, so a
 pass that changes nothing produces an identical status, and no write.
 """
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TypedDict
+from typing import Final, TypedDict
 
 from helmrelease.api.constants import Action, ConditionStatus, ConditionType, HelmStatus, Phase, Reason
 from helmrelease.api.spec import HelmReleaseSpec
@@ -60,6 +63,9 @@ class StatusUpdate(TypedDict, total=False):
     last_drift_check: datetime | None
     retry_at: datetime | None
     cluster_failures: int
+    last_handled_reconcile_at: str | None
+    last_handled_force_at: str | None
+    last_handled_reset_at: str | None
 
 
 @dataclass(frozen=True)
@@ -261,10 +267,99 @@ def status_after_problem(
     return _finish(previous, update, conditions, stamp)
 
 
-def status_after_drift_check(previous: HelmReleaseStatus, now: datetime) -> HelmReleaseStatus:
-    """Record when the release's resources were last compared with its manifest."""
-    update: StatusUpdate = {"last_drift_check": _stamp(now)}
+def status_after_drift_check(
+    previous: HelmReleaseStatus, now: datetime, *, release: str, drift: str | None
+) -> HelmReleaseStatus:
+    """Record a comparison of the release's resources with its manifest: when, and ``Drifted`` with what
+    differs (``drift``, from ``drift.drift_summary``) or False when nothing does."""
+    stamp = _stamp(now)
+    update: StatusUpdate = {"last_drift_check": stamp}
+    if drift is not None:
+        status, reason, message = ConditionStatus.TRUE, Reason.DRIFT_DETECTED, trim_message(drift)
+    else:
+        status, reason = ConditionStatus.FALSE, Reason.NO_DRIFT
+        message = f"The resources of release {release} are as its manifest declares"
+    conditions = _set(previous.conditions, ConditionType.DRIFTED, status, reason, message, stamp)
+    return _finish(previous, update, conditions, stamp)
+
+
+def status_after_drift_corrected(
+    previous: HelmReleaseStatus, *, release: str, revision: int | None, now: datetime
+) -> HelmReleaseStatus:
+    """The upgrade run to correct a drift succeeded: ``Drifted`` is False until a check finds drift again."""
+    if previous.condition(ConditionType.DRIFTED) is None:
+        return previous
+    stamp = _stamp(now)
+    message = f"Upgraded release {release} (revision {revision}) to correct the drift"
+    conditions = _set(
+        previous.conditions,
+        ConditionType.DRIFTED,
+        ConditionStatus.FALSE,
+        Reason.DRIFT_CORRECTED,
+        message,
+        stamp,
+    )
+    return _finish(previous, {}, conditions, stamp)
+
+
+def status_after_reset(previous: HelmReleaseStatus) -> HelmReleaseStatus:
+    """``reconcile.fluxcd.io/resetAt``: zero the failure and rollback counters and forget the last attempt.
+
+    Forgetting the attempt (digest, generation, action) is what makes the counters' reset count: the plan then
+    decides from the release and the last applied chart and values alone, so a failed install, upgrade or test
+    is tried again, and retries after a rollback start over. Conditions stay until that decision is recorded.
+    """
+    update: StatusUpdate = {
+        "failures": 0,
+        "rollback_count": 0,
+        "cluster_failures": 0,
+        "retry_at": None,
+        "last_attempted_digest": None,
+        "last_attempted_generation": None,
+        "last_action": None,
+    }
     return previous.model_copy(update=update)
+
+
+def status_with_handled(
+    previous: HelmReleaseStatus, *, reconcile: str | None, force: str | None, reset: str | None
+) -> HelmReleaseStatus:
+    """Echo the request tokens a finished pass handled (None: that request was not handled by it)."""
+    update: StatusUpdate = {}
+    if reconcile is not None:
+        update["last_handled_reconcile_at"] = reconcile
+    if force is not None:
+        update["last_handled_force_at"] = force
+    if reset is not None:
+        update["last_handled_reset_at"] = reset
+    return previous.model_copy(update=update) if update else previous
+
+
+#: How to resume, in every Suspended message (the CLI command and the field).
+RESUME_HINT: Final = "resume it with `helmrelease resume NAME` or by setting spec.suspend to false"
+
+
+def status_when_suspended(
+    previous: HelmReleaseStatus, *, generation: int, now: datetime
+) -> HelmReleaseStatus:
+    """``spec.suspend: true``: a final outcome for this generation, saying so in ``Ready`` and how to resume."""
+    stamp = _stamp(now)
+    message = (
+        "The HelmRelease is suspended (spec.suspend: true): no Helm action, drift correction or image update "
+        f"runs until it is resumed; {RESUME_HINT}"
+    )
+    conditions = _set(
+        previous.conditions, ConditionType.SUSPENDED, ConditionStatus.TRUE, Reason.SUSPENDED, message, stamp
+    )
+    return _finish(previous, {"observed_generation": generation}, conditions, stamp)
+
+
+def status_after_resume(previous: HelmReleaseStatus, now: datetime) -> HelmReleaseStatus:
+    """``spec.suspend`` is off (again): the ``Suspended`` condition goes, and ``Ready`` says what the rest says."""
+    if previous.condition(ConditionType.SUSPENDED) is None:
+        return previous
+    stamp = _stamp(now)
+    return _finish(previous, {}, _without(previous.conditions, ConditionType.SUSPENDED), stamp)
 
 
 def _after_deploy(
@@ -534,6 +629,9 @@ def _without(conditions: Conditions, condition_type: ConditionType) -> Condition
 def _ready(conditions: Conditions) -> tuple[ConditionStatus, str, str]:
     """The summary: the first condition that holds the release back decides, else Released."""
     by_type = {c.type: c for c in conditions}
+    suspended = by_type.get(ConditionType.SUSPENDED)
+    if suspended is not None and suspended.status is ConditionStatus.TRUE:
+        return ConditionStatus.FALSE, suspended.reason, suspended.message
     fetched = by_type.get(ConditionType.CHART_FETCHED)
     released = by_type.get(ConditionType.RELEASED)
     tested = by_type.get(ConditionType.TESTED)

@@ -5,10 +5,15 @@ status, managed fields, our own annotations). So the comparison is one-sided: ev
 be present and equal in the live object; anything extra in the live object is not drift. Lists compare position by
 position with the same rule, so a container list whose image was edited is drift, while a defaulted
 `terminationMessagePath` inside it is not.
+
+What drifted is told in a few lines (`drift_summary`): the first `SUMMARY_OBJECTS` objects with their first
+`PATHS_SHOWN` field paths, each path at most `PATH_MAX` characters, then how many more. Only what is shown is kept;
+the rest is counted, so a hostile release that drifts in thousands of fields costs a counter, not a list.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -27,6 +32,12 @@ _IGNORED_METADATA: Final = frozenset(
     {"creationTimestamp", "generation", "managedFields", "resourceVersion", "uid", "selfLink", "namespace"}
 )
 _IGNORED_TOP: Final = frozenset({"status"})
+#: Objects named in a drift summary, field paths named per object, characters of one path shown.
+SUMMARY_OBJECTS: Final = 5
+PATHS_SHOWN: Final = 3
+PATH_MAX: Final = 120
+#: Characters of an object's kind, namespace and name shown (Kubernetes allows 253 for a name).
+LABEL_MAX: Final = 300
 
 
 @dataclass(frozen=True)
@@ -52,11 +63,39 @@ class Drift:
     obj: ManifestObject
     missing: bool
     paths: tuple[str, ...] = ()
+    #: How many more paths differ than `paths` holds.
+    more: int = 0
 
     def describe(self) -> str:
+        """One line, whatever the manifest says: names and paths shortened, control characters escaped."""
+        label = _shortened(self.obj.label, LABEL_MAX)
         if self.missing:
-            return f"{self.obj.label} is missing"
-        return f"{self.obj.label} changed at {', '.join(self.paths)}"
+            return f"{label} is missing"
+        more = f" and {self.more} more" if self.more else ""
+        return f"{label} changed at {', '.join(_shortened(path) for path in self.paths)}{more}"
+
+
+def drift_summary(release: str, drifts: Sequence[Drift]) -> str | None:
+    """A person's account of the drift of `release`, one line per object, or None when nothing drifted."""
+    if not drifts:
+        return None
+    objects = "1 object differs" if len(drifts) == 1 else f"{len(drifts)} objects differ"
+    lines = [f"Drift in release {release}: {objects} from the release manifest"]
+    lines.extend(drift.describe() for drift in drifts[:SUMMARY_OBJECTS])
+    if len(drifts) > SUMMARY_OBJECTS:
+        lines.append(f"and {len(drifts) - SUMMARY_OBJECTS} more objects")
+    return "\n".join(lines)
+
+
+def _shortened(text: str, limit: int = PATH_MAX) -> str:
+    """`text` on one line in at most `limit` characters: its start and its end (the field that differs) kept.
+
+    The manifest is tenant-writable: a key or name may hold newlines or terminal escapes, shown escaped.
+    """
+    if len(text) > limit:
+        head = limit // 2
+        text = f"{text[:head]}…{text[-(limit - head - 1) :]}"
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def parse_manifest(manifest: str, default_namespace: str) -> list[ManifestObject]:
@@ -92,16 +131,22 @@ def drift_disabled(live: Mapping[str, Any]) -> bool:
     return any(annotations.get(key) == "disabled" for key in DRIFT_ANNOTATIONS)
 
 
-def find_drift(obj: ManifestObject, live: Mapping[str, Any] | None, *, max_paths: int = 5) -> Drift | None:
-    """The drift of one object, or None when the live object still says everything the manifest declares."""
+def find_drift(
+    obj: ManifestObject, live: Mapping[str, Any] | None, *, max_paths: int = PATHS_SHOWN
+) -> Drift | None:
+    """The drift of one object, or None when the live object still says everything the manifest declares.
+
+    The first `max_paths` differing paths are kept, the others only counted.
+    """
     if live is None:
         return Drift(obj, missing=True)
     if drift_disabled(live):
         return None
-    paths = list(_differences(obj.body, live, "", top=True))
+    differences = iter(_differences(obj.body, live, "", top=True))
+    paths = tuple(itertools.islice(differences, max_paths))
     if not paths:
         return None
-    return Drift(obj, missing=False, paths=tuple(paths[:max_paths]))
+    return Drift(obj, missing=False, paths=paths, more=sum(1 for _ in differences))
 
 
 def _differences(declared: Any, live: Any, path: str, *, top: bool = False) -> Iterable[str]:

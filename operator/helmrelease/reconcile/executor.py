@@ -23,7 +23,7 @@ from helmrelease.reconcile.conditions import Outcome, timeout_note
 from helmrelease.reconcile.drift import parse_manifest
 from helmrelease.reconcile.masking import Masker
 from helmrelease.reconcile.plan import Desired, ObservedRelease
-from helmrelease.reconcile.releases import helm_status, owner_labels
+from helmrelease.reconcile.releases import deploy_description, helm_status, owner_labels
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ class ActionExecutor:
             disable_openapi_validation=spec.disable_openapi_validation,
             reset_values=not spec.reuse_values,
             max_history=spec.max_history,
-            description=f"{action.value} by HelmRelease {hr.metadata.namespace}/{hr.metadata.name}",
+            description=deploy_description(action.value, hr.metadata.namespace, hr.metadata.name),
             force_conflicts=True,
             # The digest too: a restart after helm returned knows what this revision holds.
             labels=owner_labels(hr.metadata.namespace, hr.metadata.name, desired.digest),

@@ -12,6 +12,7 @@ State machine, checked in this order (the first matching row decides)::
     object deleting, release absent or uninstalled ........... nothing     ReleaseAbsent
     object deleting, release not ours ........................ nothing     NotOurs (never uninstall theirs)
     object deleting, release ours ............................ uninstall   Deleting
+    release absent or uninstalled, a force requested ......... install     ForceRequested
     release absent or uninstalled, our install/upgrade of
         this config failed on the cluster's side ......... install     ClusterRetry, once the retry is due
                                                            wait-retry  InstallFailed / UpgradeFailed until then
@@ -21,6 +22,7 @@ State machine, checked in this order (the first matching row decides)::
     release marked for another HelmRelease ................... refuse      OwnedByOther
     release unmarked, adoption allowed / not allowed ......... adopt / refuse  UnmanagedRelease
     release pending-* or uninstalling (and not ours running) . unlock      StaleLock
+    a force requested (reconcile.fluxcd.io/forceAt) .......... upgrade     ForceRequested
     --- "this config" = same digest and same generation as our last attempt ---
     our install/upgrade/test/rollback of this config failed
         on the cluster's side ............................ the same again (an install whose release now exists:
@@ -50,6 +52,10 @@ State machine, checked in this order (the first matching row decides)::
         failed before the object changed) ................ test        TestPending
     test failed and test.ignoreFailures ...................... nothing     TestFailureIgnored
     otherwise ................................................ nothing     InSync
+
+A force (``forced``) is one install or upgrade whatever the failures recorded: the caller asks for it until a
+deploy of the pass has run, and never for a release that is not ours, is locked or is being deleted. Suspension
+(``spec.suspend``) is decided before any of this, by the caller: a suspended HelmRelease is not planned for.
 
 Consequences worth stating: an unchanged digest on a deployed release with no drift never upgrades; a failing
 configuration is not retried in a loop (drift and resyncs included) until the object changes (its generation
@@ -224,10 +230,12 @@ def next_action(
     previous: ObservedRelease | None = None,
     drifted: bool = False,
     deleting: bool = False,
+    forced: bool = False,
 ) -> Plan:
     """The single next step; see the module docstring for the table this implements.
 
-    `previous` is the release at `recorded.previous_release(desired)`, if there is one and it exists.
+    `previous` is the release at `recorded.previous_release(desired)`, if there is one and it exists; `forced`:
+    a force request (reconcile.fluxcd.io/forceAt) still to carry out.
     """
     name = desired.release
     renamed = _previous_release(desired, recorded, previous)
@@ -237,6 +245,13 @@ def next_action(
     if deleting:
         return _on_delete(desired, release, absent)
     if absent:
+        if forced:
+            return Plan(
+                Action.INSTALL,
+                Reason.FORCE_REQUESTED,
+                f"A force was requested (reconcile.fluxcd.io/forceAt); installing chart {desired.chart_revision} "
+                f"as release {name}",
+            )
         return _on_absent(desired, recorded, now)
     assert release is not None  # for mypy: absent covers None
     if release.ownership is Ownership.OTHER:
@@ -265,6 +280,13 @@ def next_action(
             Reason.STALE_LOCK,
             f"Helm release {name} is stuck in {release.status} by an operation that is no longer running; "
             "recovering it",
+        )
+    if forced:
+        return Plan(
+            Action.UPGRADE,
+            Reason.FORCE_REQUESTED,
+            f"A force was requested (reconcile.fluxcd.io/forceAt); upgrading release {name} to chart "
+            f"{desired.chart_revision} whatever failed before",
         )
     if recorded.attempted(desired):
         blocked = _after_failure(desired, release, recorded, now)

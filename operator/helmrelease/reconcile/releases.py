@@ -63,6 +63,12 @@ def owner_labels(namespace: str, name: str, digest: str | None = None) -> dict[s
     return labels
 
 
+def deploy_description(action: str, namespace: str, name: str) -> str:
+    """The description our installs and upgrades give a revision (`helm --description`): `helm history` and
+    `helmrelease history` show who made it. Helm keeps it only when the action succeeds."""
+    return f"{action} by HelmRelease {namespace}/{name}"
+
+
 def release_index_entry(
     namespace: str, labels: Mapping[str, str]
 ) -> dict[tuple[str, str], IndexedRelease] | None:

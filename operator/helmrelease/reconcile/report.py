@@ -1,6 +1,10 @@
-"""Where a pass tells the user what happened: the HelmRelease's status (written only when it changed) and Events.
+"""Where a pass tells the user what happened: the HelmRelease's status (written only when it changed), Events and
+the log.
 
-Every write and Event goes through a `Reporter`, whose API is a Protocol: the unit tests' fakes see each one.
+Every write and Event goes through a `Reporter`, whose API is a Protocol: the unit tests' fakes see each one. Every
+decision of a pass (an action run, a settled plan, a suspension) is one log line, `Decision`: INFO, or WARNING
+when it failed or was refused, with the same fields as `extra` keys for JSON logs. The Event a decision posts is
+then not logged again (`event(..., logged=True)`); an Event of its own (a problem before any decision) is.
 """
 
 from __future__ import annotations
@@ -9,10 +13,11 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Final, Protocol
 
 from helmrelease.adapters.kube import KubeError, NotFound, ObjectRef
-from helmrelease.api.constants import Reason
+from helmrelease.api.constants import Action, Reason
 from helmrelease.api.status import HelmReleaseStatus
 from helmrelease.reconcile import conditions
 from helmrelease.reconcile.errors import ReconcileError
@@ -33,6 +38,58 @@ class StatusApi(Protocol):
     ) -> None: ...
 
     async def post_event(self, ref: ObjectRef, event_type: str, reason: str, message: str) -> None: ...
+
+
+class Result(StrEnum):
+    """How a decision ended: a Helm action's outcome, or a plan that settled the pass."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    #: No Helm action: nothing to do, waiting (for a change, a retry), refused, suspended, recorded.
+    DECIDED = "decided"
+    #: An action planned for the next pass (never the same action twice in one).
+    DEFERRED = "deferred"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One decision of a pass, as its log line says it (fields for JSON logs: `fields`)."""
+
+    helmrelease: str
+    action: Action
+    reason: str
+    result: Result
+    #: Seconds the decision took: the Helm action's run, or the pass until it settled.
+    duration: float
+    #: Helm's revision of the release afterwards (None: there is no release).
+    revision: int | None
+    #: Chart version or git commit it concerns (None: not known, e.g. on deletion).
+    chart: str | None
+    message: str
+
+    @property
+    def level(self) -> int:
+        failed = self.result in (Result.FAILED, Result.CANCELLED) or self.action is Action.REFUSE
+        return logging.WARNING if failed else logging.INFO
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "helmrelease": self.helmrelease,
+            "action": self.action.value,
+            "reason": str(self.reason),
+            "result": self.result.value,
+            "duration": round(self.duration, 3),
+            "revision": self.revision,
+            "chart": self.chart,
+        }
+
+    def line(self) -> str:
+        where = [f"{self.duration:.2f}s", f"revision {self.revision if self.revision is not None else '-'}"]
+        if self.chart:
+            where.append(f"chart {self.chart}")
+        head = f"HelmRelease {self.helmrelease}: {self.action.value} {self.reason} {self.result.value}"
+        return f"{head} ({', '.join(where)}): {self.message}"
 
 
 @dataclass
@@ -63,10 +120,17 @@ class Reporter:
             return
         report.written = report.status
 
-    async def event(self, report: Report, event_type: str, reason: str, message: str) -> None:
+    def decided(self, decision: Decision) -> None:
+        """The one log line of a decision."""
+        log.log(decision.level, "%s", decision.line(), extra=decision.fields())
+
+    async def event(
+        self, report: Report, event_type: str, reason: str, message: str, *, logged: bool = False
+    ) -> None:
+        """Post an Event; `logged`: the decision it tells of has its own log line, so this one is debug only."""
         ref = report.ref
         level = logging.WARNING if event_type == WARNING else logging.INFO
-        log.log(level, "%s/%s %s: %s", ref.namespace, ref.name, reason, message)
+        log.log(logging.DEBUG if logged else level, "%s/%s %s: %s", ref.namespace, ref.name, reason, message)
         try:
             await self.api.post_event(ref, event_type, str(reason), message)
         except KubeError as error:

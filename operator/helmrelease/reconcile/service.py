@@ -4,7 +4,12 @@ Decisions live in `plan` and `conditions` (pure). A pass reads its inputs (`inpu
 `observe` says where the release stands, `plan` picks the one next action, `executor` runs it, `conditions` records
 the outcome and `report` writes the status and the Event. One pass never runs the same action twice, never runs two
 Helm operations on one release at once, and runs at most `settings.workers` Helm operations overall. Every outcome
-reaches the user as a status condition and an Event before any error is raised to the handler.
+reaches the user as a status condition and an Event before any error is raised to the handler, and every decision
+is one log line (`report.Decision`).
+
+Flux v2's requests (`requests`): a reset is applied before the pass decides, a force is planned until a deploy of
+the pass ran, and the tokens are echoed in the status once the pass is done, whatever its outcome. A suspended
+HelmRelease (`spec.suspend`) gets no pass at all: its status says so, and that is all.
 """
 
 from __future__ import annotations
@@ -13,14 +18,15 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from helmrelease.adapters import helm as helm_adapter
 from helmrelease.adapters.charts import FetchedChart
 from helmrelease.adapters.kube import ApiUnavailable, KubeError, NotFound, ObjectRef
-from helmrelease.api.constants import API_VERSION, KIND, Action, Reason
+from helmrelease.api.constants import API_VERSION, KIND, Action, ConditionType, Reason
 from helmrelease.api.errors import SpecError
 from helmrelease.api.resource import HelmRelease, parse_helmrelease
 from helmrelease.api.spec import mask_urls
@@ -29,6 +35,7 @@ from helmrelease.reconcile import conditions
 from helmrelease.reconcile.actions import deploys, terms
 from helmrelease.reconcile.apis import ChartApi, HelmApi, KubeApi, acting_for
 from helmrelease.reconcile.digest import release_digest
+from helmrelease.reconcile.drift import drift_summary
 from helmrelease.reconcile.errors import ReconcileError
 from helmrelease.reconcile.executor import ActionExecutor
 from helmrelease.reconcile.inputs import Inputs, SourceError, UrlReader, chart_identity
@@ -36,7 +43,17 @@ from helmrelease.reconcile.masking import Masker
 from helmrelease.reconcile.observe import ReleaseObserver, left_by, may_check_drift
 from helmrelease.reconcile.plan import Desired, ObservedRelease, Plan, Recorded, next_action
 from helmrelease.reconcile.releases import ReleaseView
-from helmrelease.reconcile.report import NORMAL, RETRY_LATER, WARNING, Report, Reporter, conditions_changed
+from helmrelease.reconcile.report import (
+    NORMAL,
+    RETRY_LATER,
+    WARNING,
+    Decision,
+    Report,
+    Reporter,
+    Result,
+    conditions_changed,
+)
+from helmrelease.reconcile.requests import Requests, pending_requests
 from helmrelease.reconcile.settings import OperatorSettings
 from helmrelease.reconcile.values import ValuesError
 
@@ -79,6 +96,16 @@ class PassState(Report):
     after_action: ObservedRelease | None = None
     #: Masks the values that came from Secrets in helm's error text (built with the values).
     masker: Masker = field(default_factory=Masker)
+    #: Flux v2's requests this pass is asked to handle; `force` goes once a deploy of the pass ran.
+    requests: Requests = field(default_factory=Requests)
+    #: The force token, once the forced deploy ran (then it is echoed).
+    forced: str | None = None
+    #: When the pass began (time.monotonic), for the duration of a settled decision.
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def name(self) -> str:
+        return f"{self.hr.metadata.namespace}/{self.hr.metadata.name}"
 
 
 class Reconciler:
@@ -139,7 +166,25 @@ class Reconciler:
                 current = await self._start(fresh)
                 if current.hr.deleting:
                     return
-                await self._run_pass(current, releases, check_drift=check_drift)
+                try:
+                    await self._run_pass(current, releases, check_drift=check_drift)
+                except ReconcileError:
+                    await self._echo_requests(current)
+                    raise
+                await self._echo_requests(current)
+
+    async def _echo_requests(self, current: PassState) -> None:
+        """The pass is done, whatever its outcome: echo the tokens it handled (a force only once it ran)."""
+        if current.requests:
+            self._mark_handled(current)
+            await self.report.write(current)
+
+    @staticmethod
+    def _mark_handled(current: PassState) -> None:
+        requests = current.requests
+        current.status = conditions.status_with_handled(
+            current.status, reconcile=requests.reconcile, force=current.forced, reset=requests.reset
+        )
 
     async def reconcile_by_name(self, namespace: str, name: str, releases: ReleaseView) -> None:
         """Reconcile after something it depends on changed (a values ConfigMap or Secret)."""
@@ -161,6 +206,27 @@ class Reconciler:
         current = PassState(_ref(body), hr.status, hr.status, hr)
         desired = self._desired(hr, digest="", chart_revision="")
         recorded = Recorded.from_status(hr.status)
+        if hr.spec.suspend:
+            # As Flux v2 does: suspended means no Helm action, deletion included. Suspending before deleting is
+            # how a HelmRelease is removed (or moved) without uninstalling what it installed.
+            message = (
+                f"The HelmRelease was deleted while suspended (spec.suspend: true): release {desired.release} is "
+                "left installed; uninstall it with helm, or recreate the HelmRelease to manage it again"
+            )
+            await self.report.event(current, NORMAL, Reason.SUSPENDED, message, logged=True)
+            self.report.decided(
+                Decision(
+                    current.name,
+                    Action.NOTHING,
+                    Reason.SUSPENDED,
+                    Result.DECIDED,
+                    time.monotonic() - current.started,
+                    hr.status.helm_revision,
+                    hr.status.revision,
+                    message,
+                )
+            )
+            return
         with _api_errors():
             async with self._release_lock(hr):
                 # A release left under an earlier releaseName or targetNamespace goes first, then the current one.
@@ -176,7 +242,8 @@ class Reconciler:
                         previous = None
                         continue
                     if plan.action is not Action.UNINSTALL:
-                        await self.report.event(current, NORMAL, plan.reason, plan.message)
+                        await self.report.event(current, NORMAL, plan.reason, plan.message, logged=True)
+                        self._decided(current, desired, plan, observed, Result.DECIDED)
                         return
                     await self._uninstall_on_delete(current, hr.target_namespace, hr.release_name)
                     return
@@ -191,16 +258,33 @@ class Reconciler:
                 Reason.SERVICE_ACCOUNT_NOT_FOUND, message, temporary=True, retry_after=RETRY_LATER
             )
         masker = await self.inputs.secret_masker(hr, acting_for(self.kube, hr))
+        started = time.monotonic()
+
+        def decided(reason: Reason, result: Result, message: str) -> None:
+            self.report.decided(
+                Decision(
+                    current.name,
+                    Action.UNINSTALL,
+                    reason,
+                    result,
+                    time.monotonic() - started,
+                    None,
+                    hr.status.revision,
+                    message,
+                )
+            )
+
         try:
             async with self._workers:
                 await self.executor.uninstall(hr, namespace, name, masker)
         except helm_adapter.HelmError as error:
             message = f"Uninstalling release {namespace}/{name} failed: {error.cause}"
-            await self.report.event(current, WARNING, Reason.UNINSTALL_FAILED, message)
+            await self.report.event(current, WARNING, Reason.UNINSTALL_FAILED, message, logged=True)
+            decided(Reason.UNINSTALL_FAILED, Result.FAILED, message)
             raise ReconcileError(Reason.UNINSTALL_FAILED, message, temporary=True) from error
-        await self.report.event(
-            current, NORMAL, Reason.UNINSTALLED, f"Uninstalled release {namespace}/{name}"
-        )
+        message = f"Uninstalled release {namespace}/{name}"
+        await self.report.event(current, NORMAL, Reason.UNINSTALLED, message, logged=True)
+        decided(Reason.UNINSTALLED, Result.SUCCEEDED, message)
 
     # --- one pass -----------------------------------------------------------------------------------------------
 
@@ -211,16 +295,22 @@ class Reconciler:
             hr = parse_helmrelease(body)
         except SpecError as error:
             status = _status_of(body)
+            # The requested pass is done: it found the object invalid (a reset or force waits for a valid one).
+            requested = pending_requests(_annotations(body), status).reconcile
+            stamped = conditions.status_with_handled(status, reconcile=requested, force=None, reset=None)
             raise await self.report.problem(
-                Report(ref, status, status),
+                Report(ref, stamped, status),
                 error.reason,
                 f"Invalid HelmRelease: {error}",
                 generation=_generation(body),
                 temporary=False,
             ) from None
         current = PassState(ref, hr.status, hr.status, hr)
+        current.requests = pending_requests(hr.metadata.annotations, hr.status)
         tenancy = self._tenancy_problem(hr)
         if tenancy:
+            current.requests = Requests(reconcile=current.requests.reconcile)
+            self._mark_handled(current)
             raise await self.report.problem(
                 current, Reason.INVALID_SPEC, tenancy, generation=hr.metadata.generation, temporary=False
             )
@@ -228,6 +318,13 @@ class Reconciler:
 
     async def _run_pass(self, current: PassState, releases: ReleaseView, *, check_drift: bool) -> None:
         hr = current.hr
+        if current.requests.reset is not None:
+            # Before anything decides: the zeroed counters are what this pass (and the next) decide on.
+            current.status = conditions.status_after_reset(current.status)
+        if hr.spec.suspend:
+            await self._suspended(current)
+            return
+        current.status = conditions.status_after_resume(current.status, self.clock())
         await self._require_target(current)
         chart = await self._fetch_chart(current)
         values = await self._values(current, chart)
@@ -247,13 +344,23 @@ class Reconciler:
             )
             previous = await self._observe_previous(hr, recorded, desired, releases)
             # Drift is looked for once, before anything ran: what this pass deployed has not drifted yet.
-            drifted = check_drift and not done and await self._drifted(current, desired, observed)
+            drift = await self._drift(current, desired, observed) if check_drift and not done else None
+            forced = current.requests.force is not None and current.forced is None
             plan = next_action(
-                desired, observed, recorded, now=self.clock(), previous=previous, drifted=drifted
+                desired,
+                observed,
+                recorded,
+                now=self.clock(),
+                previous=previous,
+                drifted=drift is not None,
+                forced=forced,
             )
+            if drift is not None:
+                await self._tell_drift(current, drift, plan)
             if plan.action in done:
                 # Never the same action twice in one pass: the next pass (a retry or the resync) decides again.
                 await self.report.write(current)
+                self._decided(current, desired, plan, observed, Result.DEFERRED)
                 raise ReconcileError(plan.reason, plan.message, temporary=True, retry_after=RETRY_SOON)
             if plan.action is Action.RECORD and observed is not None:
                 done.add(plan.action)
@@ -263,6 +370,8 @@ class Reconciler:
                 await self._settle(current, desired, plan, observed)
                 return
             done.add(plan.action)
+            if forced and deploys(plan.action):
+                current.forced = current.requests.force
             await self._act(current, desired, plan, chart, values, observed)
         # Not reached while MAX_STEPS covers the longest pass; should it be, the next pass goes on from here.
         await self.report.write(current)
@@ -278,29 +387,64 @@ class Reconciler:
         )
         warn = plan.action is Action.REFUSE or (plan.action is Action.WAIT_RETRY and plan.settled)
         if warn and conditions_changed(before, current.status):
-            await self.report.event(current, WARNING, plan.reason, plan.message)
+            await self.report.event(current, WARNING, plan.reason, plan.message, logged=True)
         await self.report.write(current)
+        self._decided(current, desired, plan, observed, Result.DECIDED)
         if plan.retry_after is not None:
             # A planned retry (a cluster-side failure): run again by ourselves then.
             raise ReconcileError(plan.reason, plan.message, temporary=True, retry_after=plan.retry_after)
+
+    def _decided(
+        self,
+        current: PassState,
+        desired: Desired,
+        plan: Plan,
+        observed: ObservedRelease | None,
+        result: Result,
+    ) -> None:
+        self.report.decided(
+            _decision(
+                current, plan.action, plan.reason, result, current.started, observed, desired, plan.message
+            )
+        )
+
+    async def _suspended(self, current: PassState) -> None:
+        """spec.suspend: no Helm action and no drift check; the status says so (once), a force waits."""
+        hr = current.hr
+        # A force is not carried out while suspended: it stays pending, and runs when the release is resumed.
+        current.requests = replace(current.requests, force=None)
+        before = current.status
+        current.status = conditions.status_when_suspended(
+            current.status, generation=hr.metadata.generation, now=self.clock()
+        )
+        condition = current.status.condition(ConditionType.SUSPENDED)
+        message = condition.message if condition is not None else "suspended"
+        if conditions_changed(before, current.status):
+            await self.report.event(current, NORMAL, Reason.SUSPENDED, message, logged=True)
+        await self.report.write(current)
+        self.report.decided(
+            Decision(
+                current.name,
+                Action.NOTHING,
+                Reason.SUSPENDED,
+                Result.DECIDED,
+                time.monotonic() - current.started,
+                current.status.helm_revision,
+                current.status.revision,
+                message,
+            )
+        )
 
     async def _record(
         self, current: PassState, desired: Desired, plan: Plan, observed: ObservedRelease
     ) -> None:
         """Record a deploy Helm finished before the operator was stopped, as its own outcome would have been."""
         hr = current.hr
-        log.info(
-            "%s/%s: %s (%s) %s",
-            hr.metadata.namespace,
-            hr.metadata.name,
-            plan.action,
-            plan.reason,
-            plan.message,
-        )
         current.status = conditions.status_after_record(current.status, desired, observed, self.clock())
         await self.report.write(current)
         await self.executor.mark_resources(hr)
-        await self.report.event(current, NORMAL, plan.reason, plan.message)
+        await self.report.event(current, NORMAL, plan.reason, plan.message, logged=True)
+        self._decided(current, desired, plan, observed, Result.DECIDED)
 
     async def _act(
         self,
@@ -315,9 +459,9 @@ class Reconciler:
         hr, action = current.hr, plan.action
         current.status = conditions.status_before_action(current.status, desired, action, self.clock())
         await self.report.write(current)
-        log.info(
-            "%s/%s: %s (%s) %s", hr.metadata.namespace, hr.metadata.name, action, plan.reason, plan.message
-        )
+        # The decision's line comes with its outcome; this one says what runs meanwhile, for debugging.
+        log.debug("HelmRelease %s: %s %s: %s", current.name, action, plan.reason, plan.message)
+        started = time.monotonic()
         run = self.executor.run(
             action,
             hr,
@@ -335,21 +479,33 @@ class Reconciler:
             message = (
                 f"The HelmRelease is being deleted: {action.value} of release {hr.release_name} was cancelled"
             )
-            await self.report.event(current, WARNING, reason, message)
+            await self.report.event(current, WARNING, reason, message, logged=True)
+            self.report.decided(
+                _decision(current, action, reason, Result.CANCELLED, started, observed, desired, message)
+            )
             raise ReconcileError(reason, "cancelled by deletion", temporary=True, retry_after=1)
         current.after_action = left_by(action, desired, outcome) or current.after_action
         current.status = conditions.status_after_action(
             current.status, desired, action, outcome, self.clock()
         )
+        if outcome.succeeded and plan.reason is Reason.DRIFT_DETECTED:
+            current.status = conditions.status_after_drift_corrected(
+                current.status, release=desired.release, revision=outcome.helm_revision, now=self.clock()
+            )
         await self.report.write(current)
         if outcome.succeeded and deploys(action):
             await self.executor.mark_resources(hr)
+        told = _told(current, action, chart, outcome.succeeded)
         await self.report.event(
             current,
             NORMAL if outcome.succeeded else WARNING,
             terms(action).succeeded if outcome.succeeded else terms(action).failed,
-            _told(current, action, chart, outcome.succeeded),
+            told,
+            logged=True,
         )
+        result = Result.SUCCEEDED if outcome.succeeded else Result.FAILED
+        after = current.after_action or observed
+        self.report.decided(_decision(current, action, plan.reason, result, started, after, desired, told))
 
     async def _unless_deleted(
         self, ref: ObjectRef, operation: Coroutine[Any, Any, conditions.Outcome]
@@ -481,21 +637,30 @@ class Reconciler:
             return None
         return await self.observer.release(hr, *old, releases)
 
-    async def _drifted(self, current: PassState, desired: Desired, observed: ObservedRelease | None) -> bool:
-        """Whether the release's resources differ from its manifest; a drift found is a Warning Event."""
+    async def _drift(
+        self, current: PassState, desired: Desired, observed: ObservedRelease | None
+    ) -> str | None:
+        """What of the release's resources differs from its manifest (`drift.drift_summary`), recorded in the
+        `Drifted` condition; None when nothing does or they could not be compared."""
         if observed is None or not may_check_drift(current.status, desired, observed):
-            return False
-        hr = current.hr
-        drifts = await self.observer.drift(hr, observed)
+            return None
+        drifts = await self.observer.drift(current.hr, observed)
         if drifts is None:
-            return False
-        current.status = conditions.status_after_drift_check(current.status, self.clock())
-        if drifts:
-            summary = "; ".join(drift.describe() for drift in drifts[:5])
-            more = f" (and {len(drifts) - 5} more)" if len(drifts) > 5 else ""
-            message = f"Drift in release {hr.release_name}: {summary}{more}; correcting it"
-            await self.report.event(current, WARNING, Reason.DRIFT_DETECTED, message)
-        return bool(drifts)
+            return None
+        summary = drift_summary(desired.release, drifts)
+        current.status = conditions.status_after_drift_check(
+            current.status, self.clock(), release=desired.release, drift=summary
+        )
+        return summary
+
+    async def _tell_drift(self, current: PassState, summary: str, plan: Plan) -> None:
+        """The DriftDetected Event: what differs, and what the pass does about it."""
+        if plan.reason is Reason.DRIFT_DETECTED:
+            then = "upgrading the release to correct it"
+        else:
+            then = f"not corrected now: {plan.message}"
+        message = conditions.trim_message(f"{summary}\n{then}")
+        await self.report.event(current, WARNING, Reason.DRIFT_DETECTED, message)
 
     @contextlib.asynccontextmanager
     async def _release_lock(self, hr: HelmRelease) -> AsyncIterator[None]:
@@ -522,6 +687,28 @@ def _told(current: PassState, action: Action, chart: FetchedChart, succeeded: bo
     return f"{terms(action).verb} release {name} {'succeeded' if succeeded else 'failed'}"
 
 
+def _decision(
+    current: PassState,
+    action: Action,
+    reason: str,
+    result: Result,
+    started: float,
+    release: ObservedRelease | None,
+    desired: Desired,
+    message: str,
+) -> Decision:
+    return Decision(
+        helmrelease=current.name,
+        action=action,
+        reason=reason,
+        result=result,
+        duration=time.monotonic() - started,
+        revision=release.revision if release is not None and release.revision > 0 else None,
+        chart=desired.chart_revision or None,
+        message=message,
+    )
+
+
 def _ref(body: Mapping[str, Any]) -> ObjectRef:
     metadata = body.get("metadata") or {}
     return ObjectRef(
@@ -536,6 +723,15 @@ def _ref(body: Mapping[str, Any]) -> ObjectRef:
 def _name(body: Mapping[str, Any]) -> str:
     ref = _ref(body)
     return f"{ref.namespace}/{ref.name}"
+
+
+def _annotations(body: Mapping[str, Any]) -> dict[str, str]:
+    annotations = (body.get("metadata") or {}).get("annotations") or {}
+    return (
+        {str(k): v for k, v in annotations.items() if isinstance(v, str)}
+        if isinstance(annotations, Mapping)
+        else {}
+    )
 
 
 def _generation(body: Mapping[str, Any]) -> int | None:

@@ -101,6 +101,8 @@ class FakeRegistry:
         self.send_digest_header = True
         self.blob_redirect: str | None = None
         self.delay = 0.0
+        self.headers: dict[str, dict[str, str]] = defaultdict(dict)  # added to answers, by kind
+        self.sent_at: list[tuple[str, str, float]] = []  # (method, kind, time.monotonic())
         self.in_flight = 0
         self.peak_in_flight = 0
 
@@ -200,7 +202,10 @@ class FakeRegistry:
                 return web.Response(status=fault.status, headers=fault.headers, body=fault.body)
             if kind != "token" and not self._authorized(request):
                 return self._challenge(request)
-            return await handler(request)
+            self.sent_at.append((request.method, kind, time.monotonic()))
+            response = await handler(request)
+            response.headers.update(self.headers[kind])
+            return response
         finally:
             self.in_flight -= 1
 
@@ -984,3 +989,106 @@ async def test_a_closed_client_refuses_work(fake: FakeRegistry) -> None:
     await client.close()
     with pytest.raises(RuntimeError, match="after close"):
         await client.list_tags(f"{fake.host}/{REPO}")
+
+
+# Tag resolution with a known record (the tag cache)
+
+
+async def test_a_new_tag_costs_its_manifest_and_config_blob_only(fake: FakeRegistry) -> None:
+    fake.add_image(REPO, "t", {"created": T_AMD64.isoformat()})
+    async with make_client(fake) as client:
+        record = await client.resolve_tag(f"{fake.host}/{REPO}", "t")
+        assert record.created == T_AMD64
+        assert record.digest == _digest(fake.manifests[(REPO, "t")][0])
+        assert (fake.count("manifest", "HEAD"), fake.count("manifest", "GET"), fake.count("blob")) == (
+            0,
+            1,
+            1,
+        )
+
+
+async def test_a_known_tag_costs_one_head_while_its_digest_holds(fake: FakeRegistry) -> None:
+    fake.add_image(REPO, "t", {"created": T_AMD64.isoformat()})
+    async with make_client(fake) as first:
+        known = await first.resolve_tag(f"{fake.host}/{REPO}", "t")
+    fake.requests.clear()
+    async with make_client(fake) as restarted:  # empty digest caches, as after a restart
+        again = await restarted.resolve_tag(f"{fake.host}/{REPO}", "t", known)
+    assert (again.digest, again.created) == (known.digest, known.created)
+    assert again.checked >= known.checked
+    assert [(method, kind) for method, kind, _ in fake.requests] == [("HEAD", "manifest")]
+
+
+async def test_a_repushed_tag_is_resolved_again(fake: FakeRegistry) -> None:
+    fake.add_image(REPO, "t", {"created": T_AMD64.isoformat()})
+    async with make_client(fake) as client:
+        known = await client.resolve_tag(f"{fake.host}/{REPO}", "t")
+        fake.add_image(REPO, "t", {"created": T_ARM64.isoformat()})
+        fake.requests.clear()
+        moved = await client.resolve_tag(f"{fake.host}/{REPO}", "t", known)
+    assert moved.created == T_ARM64
+    assert moved.digest != known.digest
+    assert (fake.count("manifest", "HEAD"), fake.count("manifest", "GET"), fake.count("blob")) == (1, 1, 1)
+
+
+async def test_scan_cycle_resolves_each_tag_once(fake: FakeRegistry) -> None:
+    fake.add_image(REPO, "t", {"created": T_AMD64.isoformat()})
+    async with make_client(fake) as client:
+        cycle = ScanCycle(client)
+        results = await asyncio.gather(*(cycle.resolve_tag(f"{fake.host}/{REPO}", "t") for _ in range(5)))
+    assert {r.created for r in results} == {T_AMD64}
+    assert fake.count("manifest") == 1
+
+
+# Budgets the registry announces: slow down before the 429
+
+
+async def test_an_announced_budget_spaces_the_gets_out(fake: FakeRegistry) -> None:
+    for n in range(3):
+        fake.add_image(REPO, f"t{n}", {"created": T_AMD64.isoformat()})
+    fake.headers["manifest"] = {"RateLimit-Remaining": "1;w=21600", "RateLimit-Reset": "1"}
+    async with make_client(fake) as client:
+        for n in range(3):
+            await client.resolve_tag(f"{fake.host}/{REPO}", f"t{n}")
+    gets = [at for method, kind, at in fake.sent_at if (method, kind) == ("GET", "manifest")]
+    assert len(gets) == 3
+    assert gets[2] - gets[1] >= 0.9  # one left for a second: the third waits for the reset
+    assert fake.count("manifest") == 3  # and no 429 was needed
+
+
+async def test_a_spent_budget_with_a_long_reset_fails_without_sending(fake: FakeRegistry) -> None:
+    for n in range(2):
+        fake.add_image(REPO, f"t{n}", {"created": T_AMD64.isoformat()})
+    fake.headers["manifest"] = {"RateLimit-Remaining": "0;w=21600"}
+    async with make_client(fake) as client:
+        known = await client.resolve_tag(f"{fake.host}/{REPO}", "t0")
+        sent = len(fake.requests)
+        with pytest.raises(RegistryRateLimited, match="request budget is spent"):
+            await client.resolve_tag(f"{fake.host}/{REPO}", "t1")
+        assert len(fake.requests) == sent
+        # HEADs are free on Docker Hub: a re-check still goes out
+        assert (await client.resolve_tag(f"{fake.host}/{REPO}", "t0", known)).digest == known.digest
+        assert fake.count("manifest", "HEAD") == 1
+
+
+async def test_a_spent_budget_with_a_short_reset_waits_for_it(fake: FakeRegistry) -> None:
+    for n in range(2):
+        fake.add_image(REPO, f"t{n}", {"created": T_AMD64.isoformat()})
+    fake.headers["manifest"] = {"RateLimit-Remaining": "0", "RateLimit-Reset": "1"}
+    async with make_client(fake) as client:
+        await client.resolve_tag(f"{fake.host}/{REPO}", "t0")
+        fake.headers["manifest"] = {}
+        await client.resolve_tag(f"{fake.host}/{REPO}", "t1")
+    gets = [at for method, kind, at in fake.sent_at if (method, kind) == ("GET", "manifest")]
+    assert gets[1] - gets[0] >= 0.9
+
+
+async def test_retry_after_on_a_success_pauses_the_registry(fake: FakeRegistry) -> None:
+    fake.tags[REPO] = ["1"]
+    fake.headers["tags"] = {"Retry-After": "1"}
+    async with make_client(fake) as client:
+        await client.list_tags(f"{fake.host}/{REPO}")
+        fake.headers["tags"] = {}
+        await client.list_tags(f"{fake.host}/{REPO}")
+    first, second = (at for _, kind, at in fake.sent_at if kind == "tags")
+    assert second - first >= 0.9

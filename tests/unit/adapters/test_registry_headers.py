@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 
 from helmrelease.adapters.registry.headers import (
     Challenge,
+    RateBudget,
     parse_next_link,
+    parse_rate_budget,
     parse_www_authenticate,
     preferred_challenge,
     retry_after_seconds,
@@ -213,3 +215,30 @@ def test_retry_after_date_round_trip(seconds: int) -> None:
 def test_retry_after_never_raises_and_is_never_negative(header: str) -> None:
     result = retry_after_seconds(header, NOW)
     assert result is None or result >= 0
+
+
+@pytest.mark.parametrize(
+    ("remaining", "reset", "expected"),
+    [
+        pytest.param("76;w=21600", None, RateBudget(76, 21600.0), id="docker-hub"),
+        pytest.param("76; W=60", None, RateBudget(76, 60.0), id="window-any-case"),
+        pytest.param("50", "30", RateBudget(50, 30.0), id="ietf-draft"),
+        pytest.param("50;w=60", "7", RateBudget(50, 7.0), id="reset-beats-window"),
+        pytest.param("0", None, RateBudget(0, None), id="spent-no-horizon"),
+        pytest.param("100;w=3600, 5;w=60", None, RateBudget(5, 60.0), id="lowest-of-several"),
+        pytest.param("10", "1735689600", RateBudget(10, None), id="epoch-reset-is-not-a-delay"),
+        pytest.param("10", "soon", RateBudget(10, None), id="unreadable-reset"),
+        pytest.param(None, "30", None, id="no-remaining"),
+        pytest.param("", None, None, id="empty"),
+        pytest.param("-1", None, None, id="negative"),
+        pytest.param("many", None, None, id="not-a-number"),
+    ],
+)
+def test_parse_rate_budget(remaining: str | None, reset: str | None, expected: RateBudget | None) -> None:
+    assert parse_rate_budget(remaining, reset) == expected
+
+
+@given(st.text(max_size=60), st.one_of(st.none(), st.text(max_size=30)))
+def test_parse_rate_budget_never_raises(remaining: str, reset: str | None) -> None:
+    budget = parse_rate_budget(remaining, reset)
+    assert budget is None or (budget.remaining >= 0 and (budget.seconds is None or budget.seconds >= 0))

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from helmrelease.adapters.registry.limits import HostLimiter, TokenBucket
+from helmrelease.adapters.registry.limits import HostLimiter, LimitTooLong, TokenBucket
 
 
 @pytest.mark.parametrize(
@@ -55,3 +55,80 @@ async def test_host_limiter_pause_holds_later_requests() -> None:
     async with limiter.slot():
         waited = loop.time() - started
     assert waited >= 0.19
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_an_announced_budget_is_spread_over_the_time_left() -> None:
+    clock = Clock()
+    limiter = HostLimiter(concurrency=4, rate=1000, burst=1000, clock=clock)
+    limiter.observe_budget("manifest", 4, 20.0, spent=False)
+    taken = []
+    for _ in range(4):
+        while (wait := limiter.budget_wait("manifest")[0]) > 0:
+            clock.now += wait
+        taken.append(clock.now - 100.0)
+    assert taken == pytest.approx([0.0, 5.0, 10.0, 15.0])
+    assert limiter.budget_wait("tags")[0] == 0.0  # other kinds are not held
+
+
+def test_a_spent_budget_blocks_until_its_reset_then_lapses() -> None:
+    clock = Clock()
+    limiter = HostLimiter(concurrency=4, rate=1000, burst=1000, clock=clock)
+    limiter.observe_budget("manifest", 0, 30.0, spent=False)
+    delay, reason = limiter.budget_wait("manifest")
+    assert delay == pytest.approx(30.0)
+    assert "budget is spent" in reason
+    clock.now += 31
+    assert limiter.budget_wait("manifest")[0] == 0.0
+
+
+def test_a_budget_without_a_horizon_holds_for_a_minute() -> None:
+    clock = Clock()
+    limiter = HostLimiter(concurrency=4, rate=1000, burst=1000, clock=clock)
+    limiter.observe_budget("manifest", 0, None, spent=False)
+    assert limiter.budget_wait("manifest")[0] == pytest.approx(60.0)
+
+
+async def test_requests_in_flight_are_taken_off_the_budget() -> None:
+    clock = Clock()
+    limiter = HostLimiter(concurrency=8, rate=1000, burst=1000, clock=clock)
+    entered = asyncio.Event()
+    leave = asyncio.Event()
+
+    async def in_flight() -> None:
+        async with limiter.slot("manifest"):
+            entered.set()
+            await leave.wait()
+
+    tasks = [asyncio.create_task(in_flight()) for _ in range(3)]
+    await entered.wait()
+    await asyncio.sleep(0)
+    async with limiter.slot("manifest"):
+        # this answer says 3 remain, but the three others still in flight will spend them
+        limiter.observe_budget("manifest", 3, 10.0, spent=True)
+    assert limiter.budget_wait("manifest")[0] == pytest.approx(10.0)
+    leave.set()
+    await asyncio.gather(*tasks)
+
+
+async def test_a_wait_longer_than_accepted_raises_instead() -> None:
+    limiter = HostLimiter(concurrency=1, rate=1000, burst=1000)
+    limiter.pause(120)
+    with pytest.raises(LimitTooLong, match="Retry-After"):
+        async with limiter.slot(max_wait=60):
+            pass
+
+
+def test_a_late_answer_to_an_earlier_request_does_not_replace_a_newer_budget() -> None:
+    clock = Clock()
+    limiter = HostLimiter(concurrency=4, rate=1000, burst=1000, clock=clock)
+    limiter.observe_budget("manifest", 0, 10.0, spent=False, sent_at=100.5)  # the newer request: spent
+    limiter.observe_budget("manifest", 3, 10.0, spent=False, sent_at=100.2)  # an older one, answered later
+    assert limiter.budget_wait("manifest")[0] == pytest.approx(10.0)

@@ -75,6 +75,7 @@ def test_flux_v1_defaults() -> None:
     assert spec.values == {}
     assert spec.values_sources == ()
     assert spec.service_account_name is None
+    assert spec.suspend is False, "old manifests, without spec.suspend, are not suspended"
 
 
 def test_every_field_is_read_from_its_camel_case_name() -> None:
@@ -91,6 +92,7 @@ def test_every_field_is_read_from_its_camel_case_name() -> None:
             "skipCRDs": True,
             "disableOpenAPIValidation": True,
             "serviceAccountName": "deployer",
+            "suspend": True,
             "rollback": {
                 "enable": True,
                 "retry": True,
@@ -137,6 +139,7 @@ def test_every_field_is_read_from_its_camel_case_name() -> None:
         "values_from": (),
         "value_file_secrets": (),
         "service_account_name": "deployer",
+        "suspend": True,
     }
 
 

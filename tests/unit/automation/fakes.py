@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +22,7 @@ from helmrelease.adapters.registry import (
     RegistryNotFound,
     RegistryUnauthorized,
 )
+from helmrelease.adapters.registry.tagcache import TagRecord
 from helmrelease.images.reference import CanonicalName
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -151,10 +152,19 @@ class FakeRegistry:
     failures: dict[str, RegistryError] = field(default_factory=dict)
     requests: Counter[tuple[str, str]] = field(default_factory=Counter)
     cycles: int = 0
+    checkpoints: int = 0
+    known: dict[str, dict[str, TagRecord]] = field(default_factory=dict)
 
     def cycle(self) -> FakeRegistry:
         self.cycles += 1
         return self
+
+    async def checkpoint(self) -> None:
+        self.checkpoints += 1
+
+    def known_builds(self, name: CanonicalName) -> Mapping[str, TagRecord]:
+        """What a test put in ``known`` (``RegistryPool`` keeps the real tag cache)."""
+        return self.known.get(str(name), {})
 
     def _check(self, name: CanonicalName, credentials: BasicCredentials | None) -> dict[str, datetime | None]:
         key = str(name)

@@ -16,6 +16,7 @@ from helmrelease.adapters.registry import BasicCredentials, DockerConfigError, P
 from helmrelease.automation.inspect import inspect_releases
 from helmrelease.cli import build_parser
 from helmrelease.cli.image_policy import (
+    _config,
     git_writeback,
     host_path,
     operator_credentials,
@@ -101,6 +102,13 @@ def test_registry_flags(tmp_path: Path) -> None:
     assert (config.config_cache_size, config.manifest_cache_size) == (5000, 5000)
 
 
+def test_the_tag_recheck_period_and_the_state_dir(tmp_path: Path) -> None:
+    assert _config(parse()).settings.tag_recheck_period == 86400.0
+    args = parse("--tag-recheck-period", "3600", "--state-dir", str(tmp_path))
+    assert _config(args).settings.tag_recheck_period == 3600.0
+    assert args.state_dir == tmp_path
+
+
 @pytest.mark.parametrize(
     "flags",
     [
@@ -111,6 +119,7 @@ def test_registry_flags(tmp_path: Path) -> None:
         pytest.param(["--registry-rps", "nan"], id="rate-not-a-number"),
         pytest.param(["--health-port", "http"], id="port-not-a-number"),
         pytest.param(["--log-format", "xml"], id="bad-log-format"),
+        pytest.param(["--tag-recheck-period", "0"], id="zero-recheck-period"),
     ],
 )
 def test_bad_flags_are_usage_errors(flags: list[str], capsys: pytest.CaptureFixture[str]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from helmrelease.automation.service import (
     ObjectKey,
     RepeatFilter,
 )
+from helmrelease.automation.watched import Hold
 from helmrelease.automation.writeback import GitWriteback
 from helmrelease.images.manifests import ReleaseId
 
@@ -97,6 +99,23 @@ async def test_held_releases_cost_nothing_and_say_nothing(annotations: dict[str,
     assert harness.kube.values("web") == IMAGE
     assert (harness.kube.events, harness.kube.patches, dict(harness.registry.requests)) == ([], [], {})
     assert report.releases[0].hold is not None
+
+
+async def test_a_suspended_release_moves_no_image_and_says_why_once(caplog: pytest.LogCaptureFixture) -> None:
+    harness = Harness()
+    harness.kube.add(release("web", IMAGE, AUTOMATED, suspend=True))
+    with caplog.at_level(logging.INFO, logger="helmrelease.automation"):
+        reports = [await harness.cycle(), await harness.cycle()]
+    assert harness.kube.values("web") == IMAGE
+    assert (harness.kube.patches, dict(harness.registry.requests)) == ([], {}), "not even scanned"
+    assert [report.releases[0].hold for report in reports] == [Hold.SUSPENDED, Hold.SUSPENDED]
+    said = [r.getMessage() for r in caplog.records if "suspended" in r.getMessage()]
+    assert said == [
+        "apps/web: suspended (spec.suspend: true): its image tags are not moved until it is resumed"
+    ]
+    harness.kube.add(release("web", IMAGE, AUTOMATED))  # resumed
+    await harness.cycle()
+    assert harness.kube.values("web")["image"]["tag"] == "1.0.5"
 
 
 @pytest.mark.parametrize(

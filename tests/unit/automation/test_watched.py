@@ -45,6 +45,25 @@ def test_hold(annotations: dict[str, str], hold: Hold | None) -> None:
 
 
 @pytest.mark.parametrize(
+    ("annotations", "suspend", "hold"),
+    [
+        pytest.param({"fluxcd.io/automated": "true"}, True, Hold.SUSPENDED, id="suspended"),
+        pytest.param({"fluxcd.io/automated": "true"}, False, None, id="resumed"),
+        pytest.param({"fluxcd.io/automated": "true"}, "true", None, id="not-a-boolean-is-not-suspended"),
+        pytest.param({}, True, Hold.NOT_AUTOMATED, id="not-automated-says-that-first"),
+        pytest.param(
+            {"fluxcd.io/automated": "true", "fluxcd.io/ignore": "true"}, True, Hold.IGNORED, id="ignored"
+        ),
+        pytest.param(
+            {"fluxcd.io/automated": "true", "fluxcd.io/locked": "true"}, True, Hold.SUSPENDED, id="and-locked"
+        ),
+    ],
+)
+def test_a_suspended_release_is_held(annotations: dict[str, str], suspend: object, hold: Hold | None) -> None:
+    assert read_release(release("hr", IMAGE, annotations, suspend=suspend)).hold is hold
+
+
+@pytest.mark.parametrize(
     ("annotations", "spec", "pull_secret", "account", "git"),
     [
         pytest.param({}, {}, None, DEFAULT_SERVICE_ACCOUNT, False, id="defaults"),

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import durationpy
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from helmrelease.cli.argtypes import (
     InvalidValue,
     boolean,
+    duration,
     http_url,
     integer,
     log_level,
@@ -150,3 +155,31 @@ def test_a_refusal_is_what_argparse_prints_and_what_pydantic_keeps() -> None:
         argparse.ArgumentError, match=r"^argument --workers: must be a positive integer, not '0'$"
     ):
         parser.parse_args(["--workers", "0"])
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        pytest.param("5m", 300.0, id="minutes"),
+        pytest.param("1h30m", 5400.0, id="hours-and-minutes"),
+        pytest.param("90s", 90.0, id="seconds"),
+        pytest.param("1.5h", 5400.0, id="fractional-hours"),
+        pytest.param("250ms", 0.25, id="milliseconds"),
+        pytest.param("45", 45.0, id="bare-number-is-seconds"),
+        pytest.param(" 2m ", 120.0, id="spaces"),
+        pytest.param(300.0, 300.0, id="default-already-seconds"),
+    ],
+)
+def test_duration_reads_go_durations(value: str | float, seconds: float) -> None:
+    assert duration(value) == seconds
+
+
+@pytest.mark.parametrize("value", ["0s", "-5m", "5x", "m", "", "five minutes", "0", True])
+def test_duration_refuses_what_is_no_positive_duration(value: str) -> None:
+    with pytest.raises(InvalidValue, match="duration such as 30s, 5m or 1h30m"):
+        duration(value)
+
+
+@given(st.integers(min_value=1, max_value=10**6))
+def test_duration_round_trips_go_formatting(seconds: int) -> None:
+    assert duration(durationpy.to_str(dt.timedelta(seconds=seconds))) == seconds

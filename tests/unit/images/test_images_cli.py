@@ -290,4 +290,4 @@ def test_list_without_a_kubeconfig_says_so_in_one_line(
 ) -> None:
     code, out, err = run(["images", "list", "--kubeconfig", str(tmp_path / "missing")], capsys)
     assert (code, out) == (3, "")
-    assert err == "helmrelease images list: Invalid kube-config file. No configuration found.\n"
+    assert err == f"helmrelease images list: the kubeconfig {tmp_path / 'missing'} does not exist\n"

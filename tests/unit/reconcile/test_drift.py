@@ -5,8 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from helmrelease.reconcile.drift import ManifestObject, find_drift, parse_manifest
+from helmrelease.reconcile.drift import (
+    LABEL_MAX,
+    PATH_MAX,
+    PATHS_SHOWN,
+    SUMMARY_OBJECTS,
+    Drift,
+    ManifestObject,
+    drift_summary,
+    find_drift,
+    parse_manifest,
+)
 
 MANIFEST = """\
 ---
@@ -157,6 +169,92 @@ def test_describe_lists_paths() -> None:
     drift = find_drift(_objects()["Deployment"], _live("Deployment", spec__replicas=2))
     assert drift is not None
     assert drift.describe() == "Deployment other/web changed at .spec.replicas"
+
+
+# --- telling what drifted, bounded --------------------------------------------------------------------------
+
+
+def _drift(name: str, paths: tuple[str, ...] = (), more: int = 0, *, missing: bool = False) -> Drift:
+    obj = ManifestObject("v1", "ConfigMap", name, "apps", {})
+    return Drift(obj, missing=missing, paths=paths, more=more)
+
+
+@pytest.mark.parametrize(
+    ("drifts", "expected"),
+    [
+        pytest.param([], None, id="nothing"),
+        pytest.param(
+            [_drift("a", (".data.x",))],
+            "Drift in release apps/web: 1 object differs from the release manifest\n"
+            "ConfigMap apps/a changed at .data.x",
+            id="one",
+        ),
+        pytest.param(
+            [_drift("a", (".data.x", ".data.y", ".data.z"), 40), _drift("b", missing=True)],
+            "Drift in release apps/web: 2 objects differ from the release manifest\n"
+            "ConfigMap apps/a changed at .data.x, .data.y, .data.z and 40 more\n"
+            "ConfigMap apps/b is missing",
+            id="more-fields",
+        ),
+        pytest.param(
+            [_drift(f"o{n}", (".data.x",)) for n in range(7)],
+            "Drift in release apps/web: 7 objects differ from the release manifest\n"
+            + "".join(f"ConfigMap apps/o{n} changed at .data.x\n" for n in range(5))
+            + "and 2 more objects",
+            id="more-objects",
+        ),
+    ],
+)
+def test_drift_summary(drifts: list[Drift], expected: str | None) -> None:
+    assert drift_summary("apps/web", drifts) == expected
+
+
+def test_a_drift_keeps_the_first_paths_and_counts_the_rest() -> None:
+    declared = {f"k{n}": "v" for n in range(5000)}
+    obj = ManifestObject("v1", "ConfigMap", "big", "apps", {"data": declared})
+    drift = find_drift(obj, {"data": dict.fromkeys(declared, "edited")})
+    assert drift is not None
+    assert (drift.paths, drift.more) == ((".data.k0", ".data.k1", ".data.k2"), 4997)
+
+
+def test_a_long_path_is_shortened_keeping_its_end() -> None:
+    key = "k" * 500
+    drift = _drift("a", (f".data.{key}.leaf",))
+    described = drift.describe()
+    assert described.endswith(".leaf")
+    assert "…" in described
+    assert len(described) < len("ConfigMap apps/a changed at ") + PATH_MAX + 1
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.text(min_size=1, max_size=300),
+            st.lists(st.text(min_size=1, max_size=400), max_size=PATHS_SHOWN),
+            st.integers(0, 10**6),
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_a_drift_summary_is_a_few_bounded_lines_whatever_drifted(
+    found: list[tuple[str, list[str], int]],
+) -> None:
+    drifts = [_drift(name, tuple(paths), more, missing=not paths) for name, paths, more in found]
+    summary = drift_summary("apps/web", drifts)
+    assert summary is not None
+    lines = summary.splitlines()
+    assert len(lines) <= 1 + SUMMARY_OBJECTS + 1
+    # Shortened before escaping: an escaped character takes at most 10 (\\U0001f600).
+    bound = 10 * (LABEL_MAX + PATHS_SHOWN * (PATH_MAX + 2)) + 40
+    assert all(len(line) <= bound for line in lines)
+
+
+def test_control_characters_in_a_hostile_manifest_stay_on_one_line() -> None:
+    drift = _drift("web\nConfigMap apps/fake is missing", (".data.a\rb", ".data.\x1b[31mred"))
+    assert drift.describe() == (
+        "ConfigMap apps/web\\nConfigMap apps/fake is missing changed at .data.a\\rb, .data.\\x1b[31mred"
+    )
 
 
 def test_a_manifest_whose_aliases_never_end_is_not_compared() -> None:

@@ -23,9 +23,14 @@ from helmrelease.reconcile.conditions import (
     status_after_chart_fetch,
     status_after_decision,
     status_after_drift_check,
+    status_after_drift_corrected,
     status_after_problem,
     status_after_record,
+    status_after_reset,
+    status_after_resume,
     status_before_action,
+    status_when_suspended,
+    status_with_handled,
     timeout_note,
     trim_message,
 )
@@ -224,9 +229,13 @@ def test_a_status_update_names_exactly_the_status_fields() -> None:
 
 
 def test_a_drift_check_is_stamped_in_whole_seconds() -> None:
-    checked = status_after_drift_check(RELEASED, NOW)
+    checked = status_after_drift_check(RELEASED, NOW, release="apps/web", drift=None)
     assert checked.last_drift_check == NOW.replace(microsecond=0)
-    assert checked.model_copy(update={"last_drift_check": None}) == RELEASED
+    drifted = checked.condition(ConditionType.DRIFTED)
+    assert drifted is not None
+    assert (drifted.status, drifted.reason) == (ConditionStatus.FALSE, Reason.NO_DRIFT)
+    without = tuple(c for c in checked.conditions if c.type != ConditionType.DRIFTED)
+    assert checked.model_copy(update={"last_drift_check": None, "conditions": without}) == RELEASED
 
 
 def test_successful_deploy_records_what_was_applied() -> None:
@@ -717,3 +726,102 @@ def test_trimmed_messages_fit(text: str, limit: int) -> None:
     assert len(trimmed) <= limit
     if len(text.strip()) <= limit:
         assert trimmed == text.strip()
+
+
+# --- suspend, requests, Drifted -------------------------------------------------------------------------------
+
+
+def _summary(status: HelmReleaseStatus, condition_type: ConditionType) -> tuple[str, str] | None:
+    found = status.condition(condition_type)
+    return None if found is None else (found.status, found.reason)
+
+
+@pytest.mark.parametrize(
+    "before",
+    [
+        pytest.param(RELEASED, id="ready"),
+        pytest.param(status_after_action(RELEASED, DESIRED, Action.UPGRADE, failure(), NOW), id="failed"),
+        pytest.param(EMPTY, id="never-reconciled"),
+    ],
+)
+def test_suspended_says_so_in_ready_whatever_else_holds_and_resuming_gives_the_rest_back(
+    before: HelmReleaseStatus,
+) -> None:
+    suspended = status_when_suspended(before, generation=9, now=LATER)
+    assert _summary(suspended, ConditionType.SUSPENDED) == (ConditionStatus.TRUE, Reason.SUSPENDED)
+    assert _summary(suspended, ConditionType.READY) == (ConditionStatus.FALSE, Reason.SUSPENDED)
+    ready = suspended.condition(ConditionType.READY)
+    assert ready is not None
+    assert "helmrelease resume" in ready.message
+    assert suspended.observed_generation == 9
+    assert status_when_suspended(suspended, generation=9, now=LATER + timedelta(hours=1)) == suspended
+    resumed = status_after_resume(suspended, LATER)
+    assert resumed.condition(ConditionType.SUSPENDED) is None
+    assert _summary(resumed, ConditionType.READY) == _summary(before, ConditionType.READY) or before is EMPTY
+    assert status_after_resume(before, LATER) is before, "not suspended: nothing to resume"
+
+
+def test_a_reset_zeroes_the_counters_and_forgets_the_attempt_but_not_the_release() -> None:
+    failed = RELEASED.model_copy(
+        update={"failures": 3, "rollback_count": 2, "cluster_failures": 4, "retry_at": LATER}
+    )
+    reset = status_after_reset(failed)
+    assert (reset.failures, reset.rollback_count, reset.cluster_failures, reset.retry_at) == (0, 0, 0, None)
+    assert (reset.last_attempted_digest, reset.last_attempted_generation, reset.last_action) == (
+        None,
+        None,
+        None,
+    )
+    assert (reset.last_applied_digest, reset.helm_revision, reset.conditions) == (
+        failed.last_applied_digest,
+        failed.helm_revision,
+        failed.conditions,
+    )
+
+
+@pytest.mark.parametrize(
+    ("tokens", "expected"),
+    [
+        pytest.param({"reconcile": "a", "force": None, "reset": None}, ("a", None, None), id="reconcile"),
+        pytest.param({"reconcile": "a", "force": "a", "reset": "a"}, ("a", "a", "a"), id="all"),
+        pytest.param({"reconcile": None, "force": "b", "reset": None}, ("old", "b", None), id="force-only"),
+        pytest.param({"reconcile": None, "force": None, "reset": None}, ("old", None, None), id="nothing"),
+    ],
+)
+def test_handled_tokens_are_echoed(tokens: dict[str, str | None], expected: tuple[str | None, ...]) -> None:
+    before = RELEASED.model_copy(update={"last_handled_reconcile_at": "old"})
+    after = status_with_handled(before, **tokens)
+    assert (
+        after.last_handled_reconcile_at,
+        after.last_handled_force_at,
+        after.last_handled_reset_at,
+    ) == expected
+
+
+def test_drifted_names_what_drifted_until_corrected_and_does_not_hold_ready_back() -> None:
+    found = "Drift in release apps/podinfo: 1 object differs from the release manifest\nConfigMap apps/a is missing"
+    drifted = status_after_drift_check(RELEASED, NOW, release="apps/podinfo", drift=found)
+    condition = drifted.condition(ConditionType.DRIFTED)
+    assert condition is not None
+    assert (condition.status, condition.reason, condition.message) == (
+        ConditionStatus.TRUE,
+        Reason.DRIFT_DETECTED,
+        found,
+    )
+    assert _summary(drifted, ConditionType.READY) == _summary(RELEASED, ConditionType.READY)
+    corrected = status_after_drift_corrected(drifted, release="apps/podinfo", revision=4, now=LATER)
+    assert _summary(corrected, ConditionType.DRIFTED) == (ConditionStatus.FALSE, Reason.DRIFT_CORRECTED)
+    clean = status_after_drift_check(corrected, LATER, release="apps/podinfo", drift=None)
+    assert _summary(clean, ConditionType.DRIFTED) == (ConditionStatus.FALSE, Reason.NO_DRIFT)
+    assert status_after_drift_corrected(RELEASED, release="apps/podinfo", revision=4, now=LATER) is RELEASED
+
+
+def test_a_huge_drift_message_is_trimmed_keeping_its_last_line() -> None:
+    found = "\n".join(
+        ["Drift in release apps/podinfo: 6 objects differ", *["x" * 400] * 5, "and 1 more objects"]
+    )
+    drifted = status_after_drift_check(RELEASED, NOW, release="apps/podinfo", drift=found)
+    condition = drifted.condition(ConditionType.DRIFTED)
+    assert condition is not None
+    assert len(condition.message) <= MESSAGE_LIMIT
+    assert condition.message.endswith("and 1 more objects")

@@ -13,6 +13,7 @@ pass decides on what its own actions reported) and with an index that has always
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,7 +106,13 @@ class Harness:
         body.update(
             apiVersion="helm.fluxcd.io/v1",
             kind="HelmRelease",
-            metadata={"name": NAME, "namespace": NAMESPACE, "uid": "uid-web", "generation": generation},
+            metadata={
+                "name": NAME,
+                "namespace": NAMESPACE,
+                "uid": "uid-web",
+                "generation": generation,
+                "annotations": dict((current or {}).get("metadata", {}).get("annotations", {})),
+            },
             spec={
                 "chart": {"repository": "https://charts.example/", "name": "podinfo", "version": "6.5.0"},
                 "values": dict(GOOD if values is None else values),
@@ -113,6 +120,13 @@ class Harness:
             },
         )
         self.kube.state.helmreleases[key] = body
+
+    def annotate(self, **annotations: str) -> None:
+        """Set `reconcile.fluxcd.io/<key>` annotations (requestedAt=..., forceAt=...): the generation stays."""
+        metadata = self.kube.state.helmreleases[NAMESPACE, NAME]["metadata"]
+        metadata.setdefault("annotations", {}).update(
+            {f"reconcile.fluxcd.io/{key}": value for key, value in annotations.items()}
+        )
 
     async def reconcile(self, *, check_drift: bool = False) -> Pass:
         """One pass, as a handler call: the index has caught up with everything before it."""
@@ -198,13 +212,18 @@ async def test_drift_is_corrected_once(harness: Harness) -> None:
     assert await harness.reconcile(check_drift=True) == Pass(
         [Reason.DRIFT_DETECTED, Reason.UPGRADE_SUCCEEDED]
     )
-    assert harness.messages(Reason.DRIFT_DETECTED) == [
-        f"Drift in release {RELEASE}: ConfigMap apps/web-config changed at .data.greeting; correcting it"
-    ]
+    found = (
+        f"Drift in release {NAMESPACE}/{RELEASE}: 1 object differs from the release manifest\n"
+        "ConfigMap apps/web-config changed at .data.greeting"
+    )
+    assert harness.messages(Reason.DRIFT_DETECTED) == [f"{found}\nupgrading the release to correct it"]
     assert harness.status.last_drift_check == harness.clock.now
+    assert harness.condition(ConditionType.DRIFTED) == (ConditionStatus.FALSE, Reason.DRIFT_CORRECTED)
+    assert harness.condition(ConditionType.READY) == (ConditionStatus.TRUE, Reason.UPGRADE_SUCCEEDED)
     harness.kube.state.objects["ConfigMap", NAMESPACE, "web-config"]["data"]["greeting"] = "hello"  # helm did
     assert await harness.reconcile(check_drift=True) == Pass([])
     assert harness.revisions()[-1] == (2, HelmStatus.DEPLOYED)
+    assert harness.condition(ConditionType.DRIFTED) == (ConditionStatus.FALSE, Reason.NO_DRIFT)
 
 
 async def test_a_failed_upgrade_without_rollback_waits_for_a_change(harness: Harness) -> None:
@@ -503,3 +522,209 @@ async def test_the_longest_pass_fits_in_max_steps(tmp_path: Path) -> None:
     assert len(ran.events) + 1 <= MAX_STEPS
     assert ran.error is not None
     assert ran.error.reason == Reason.RETRY_AFTER_ROLLBACK
+
+
+# --- Flux v2's requests (reconcile.fluxcd.io/*), spec.suspend, decisions in the log ---------------------------
+
+
+async def test_a_requested_pass_echoes_its_token_once_done_and_a_token_is_handled_once(
+    harness: Harness,
+) -> None:
+    harness.apply()
+    await harness.reconcile()
+    harness.annotate(requestedAt="2026-03-01T12:05:00Z")
+    assert await harness.reconcile() == Pass([])
+    assert harness.status.last_handled_reconcile_at == "2026-03-01T12:05:00Z"
+    writes, operations = len(harness.kube.state.status_writes), harness.helm.operations()
+    assert await harness.reconcile() == Pass([]), "the same token again asks for nothing"
+    assert len(harness.kube.state.status_writes) == writes
+    assert harness.helm.operations() == operations == ["install"]
+
+
+async def test_a_requested_pass_that_fails_still_echoes_its_token(harness: Harness) -> None:
+    harness.apply()
+    await harness.reconcile()
+    harness.apply(BAD)
+    harness.annotate(requestedAt="t1")
+    assert (await harness.reconcile()).events == [Reason.UPGRADE_FAILED]
+    assert harness.status.last_handled_reconcile_at == "t1"
+    assert harness.condition(ConditionType.READY) == (ConditionStatus.FALSE, Reason.UPGRADE_FAILED)
+
+
+async def test_an_invalid_helmrelease_echoes_the_requested_token(harness: Harness) -> None:
+    harness.apply(timeout=0)
+    harness.annotate(requestedAt="t1")
+    ran = await harness.reconcile()
+    assert ran.error is not None
+    assert not ran.error.temporary
+    assert harness.status.last_handled_reconcile_at == "t1"
+
+
+async def test_a_force_upgrades_once_after_retries_are_exhausted(harness: Harness) -> None:
+    rollback = {"enable": True, "retry": True, "maxRetries": 1}
+    harness.apply(rollback=rollback)
+    await harness.reconcile()
+    harness.apply(BAD, rollback=rollback)
+    await harness.reconcile()  # fails, rolled back, retry planned
+    assert (await harness.reconcile()).events[-1] == Reason.RETRIES_EXHAUSTED
+    assert await harness.reconcile() == Pass([]), "exhausted: waits for a change"
+    upgrades = harness.helm.operations().count("upgrade")
+    harness.annotate(requestedAt="f1", forceAt="f1")
+    ran = await harness.reconcile()
+    assert ran.events[:2] == [Reason.UPGRADE_FAILED, Reason.ROLLBACK_SUCCEEDED], (
+        "one upgrade, still bad values"
+    )
+    assert harness.helm.operations().count("upgrade") == upgrades + 1
+    assert (harness.status.last_handled_reconcile_at, harness.status.last_handled_force_at) == ("f1", "f1")
+    assert await harness.reconcile() == Pass([]), "the same force token again does nothing"
+    assert harness.helm.operations().count("upgrade") == upgrades + 1
+
+
+async def test_a_force_upgrades_an_unchanged_release_and_needs_the_same_token_as_requested_at(
+    harness: Harness,
+) -> None:
+    harness.apply()
+    await harness.reconcile()
+    harness.annotate(requestedAt="a", forceAt="b")
+    assert await harness.reconcile() == Pass([]), "forceAt without the same requestedAt is no force"
+    assert harness.status.last_handled_force_at is None
+    harness.annotate(requestedAt="b")
+    assert await harness.reconcile() == Pass([Reason.UPGRADE_SUCCEEDED])
+    assert harness.revisions()[-1] == (2, HelmStatus.DEPLOYED)
+    assert harness.status.last_handled_force_at == "b"
+
+
+async def test_a_reset_zeroes_the_counters_so_retries_start_over(harness: Harness) -> None:
+    rollback = {"enable": True, "retry": True, "maxRetries": 1}
+    harness.apply(rollback=rollback)
+    await harness.reconcile()
+    harness.apply(BAD, rollback=rollback)
+    await harness.reconcile()
+    await harness.reconcile()
+    assert harness.condition(ConditionType.READY) == (ConditionStatus.FALSE, Reason.RETRIES_EXHAUSTED)
+    assert harness.status.rollback_count == 2
+    harness.annotate(requestedAt="r1", resetAt="r1")
+    ran = await harness.reconcile()
+    assert ran.events == FAILED_AND_ROLLED_BACK, "the counters zeroed: the upgrade is tried again"
+    assert ran.error is not None
+    assert ran.error.reason == Reason.RETRY_AFTER_ROLLBACK, "and retried after it"
+    assert (harness.status.rollback_count, harness.status.last_handled_reset_at) == (1, "r1")
+    assert (await harness.reconcile()).events[-1] == Reason.RETRIES_EXHAUSTED, "the retry budget, once more"
+    assert await harness.reconcile() == Pass([]), "the same reset token again does nothing"
+
+
+async def test_a_reset_of_a_failed_test_runs_the_test_again(harness: Harness) -> None:
+    harness.apply(TESTS_FAIL, test={"enable": True})
+    assert (await harness.reconcile()).events == [Reason.INSTALL_SUCCEEDED, Reason.TEST_FAILED]
+    assert await harness.reconcile() == Pass([])
+    harness.annotate(requestedAt="r1", resetAt="r1")
+    assert await harness.reconcile() == Pass([Reason.TEST_FAILED])
+    assert harness.helm.operations() == ["install", "test", "test"]
+
+
+async def test_a_suspended_release_is_not_upgraded_when_values_change_and_resumes_at_once(
+    harness: Harness,
+) -> None:
+    harness.helm.state.manifest = MANIFEST
+    harness.apply()
+    await harness.reconcile()
+    harness.apply({"replicas": 7}, suspend=True)
+    assert await harness.reconcile() == Pass([Reason.SUSPENDED])
+    assert harness.helm.operations() == ["install"]
+    assert harness.status.observed_generation == 2, "the pass for the change ran, and settled"
+    ready = harness.status.condition(ConditionType.READY)
+    assert ready is not None
+    assert (ready.status, ready.reason) == (ConditionStatus.FALSE, Reason.SUSPENDED)
+    assert "helmrelease resume" in ready.message
+    assert "spec.suspend" in ready.message
+    # No drift correction either: the resync does not even look.
+    harness.kube.state.objects["ConfigMap", NAMESPACE, "web-config"] = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "web-config"},
+        "data": {"greeting": "edited"},
+    }
+    checked = harness.status.last_drift_check
+    assert await harness.reconcile(check_drift=True) == Pass([]), "an Event once, not every resync"
+    assert harness.helm.operations() == ["install"]
+    assert harness.status.last_drift_check == checked
+    harness.apply({"replicas": 7}, suspend=False)
+    assert await harness.reconcile() == Pass([Reason.UPGRADE_SUCCEEDED])
+    assert harness.helm.state.values[NAMESPACE, RELEASE, 2] == {"replicas": 7}
+    assert harness.status.condition(ConditionType.SUSPENDED) is None
+    assert harness.condition(ConditionType.READY) == (ConditionStatus.TRUE, Reason.UPGRADE_SUCCEEDED)
+
+
+async def test_a_force_asked_while_suspended_waits_for_the_resume(harness: Harness) -> None:
+    harness.apply()
+    await harness.reconcile()
+    harness.apply(suspend=True)
+    harness.annotate(requestedAt="f1", forceAt="f1", resetAt="f1")
+    assert await harness.reconcile() == Pass([Reason.SUSPENDED])
+    assert harness.helm.operations() == ["install"]
+    status = harness.status
+    assert (status.last_handled_reconcile_at, status.last_handled_reset_at) == ("f1", "f1")
+    assert status.last_handled_force_at is None, "not carried out, so not handled"
+    harness.apply(suspend=False)
+    assert await harness.reconcile() == Pass([Reason.UPGRADE_SUCCEEDED])
+    assert harness.status.last_handled_force_at == "f1"
+
+
+async def test_a_helmrelease_deleted_while_suspended_leaves_its_release(harness: Harness) -> None:
+    harness.apply()
+    await harness.reconcile()
+    harness.apply(suspend=True)
+    await harness.reconcile()
+    assert await harness.finalize() == Pass([Reason.SUSPENDED])
+    assert harness.helm.operations() == ["install"]
+    assert harness.revisions() == [(1, HelmStatus.DEPLOYED)]
+    assert "left installed" in harness.messages(Reason.SUSPENDED)[-1]
+
+
+async def test_drift_in_thousands_of_fields_is_told_in_a_few_lines(harness: Harness) -> None:
+    keys = [f"key{index}" for index in range(3000)]
+    documents = [
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm{}\ndata:\n{}".format(
+            number, "".join(f"  {key}: declared\n" for key in keys)
+        )
+        for number in range(8)
+    ]
+    harness.helm.state.manifest = "---\n".join(documents)
+    harness.apply()
+    await harness.reconcile()
+    for number in range(8):
+        harness.kube.state.objects["ConfigMap", NAMESPACE, f"cm{number}"] = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": f"cm{number}"},
+            "data": dict.fromkeys(keys, "edited"),
+        }
+    assert (await harness.reconcile(check_drift=True)).events == [
+        Reason.DRIFT_DETECTED,
+        Reason.UPGRADE_SUCCEEDED,
+    ]
+    (message,) = harness.messages(Reason.DRIFT_DETECTED)
+    lines = message.splitlines()
+    assert lines[0] == f"Drift in release {NAMESPACE}/{RELEASE}: 8 objects differ from the release manifest"
+    assert lines[1] == "ConfigMap apps/cm0 changed at .data.key0, .data.key1, .data.key2 and 2997 more"
+    assert lines[6:] == ["and 3 more objects", "upgrading the release to correct it"]
+    assert len(message) <= 1024
+
+
+async def test_each_decision_is_one_log_line_with_its_fields(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    harness.apply()
+    with caplog.at_level(logging.DEBUG, logger="helmrelease"):
+        await harness.reconcile()
+    told = [r for r in caplog.records if r.name.startswith("helmrelease") and r.levelno >= logging.INFO]
+    decisions = [(r.action, r.reason, r.result, r.revision, r.chart) for r in told]  # type: ignore[attr-defined]
+    assert decisions == [
+        ("install", Reason.RELEASE_ABSENT, "succeeded", 1, "6.5.0"),
+        ("nothing", Reason.IN_SYNC, "decided", 1, "6.5.0"),
+    ], "no other line at INFO: the Events of these decisions are logged at debug"
+    assert all(r.helmrelease == f"{NAMESPACE}/{NAME}" for r in told)  # type: ignore[attr-defined]
+    assert all(isinstance(r.duration, float) and r.duration >= 0 for r in told)  # type: ignore[attr-defined]
+    assert (
+        told[0].getMessage().startswith(f"HelmRelease {NAMESPACE}/{NAME}: install ReleaseAbsent succeeded (")
+    )

@@ -100,6 +100,7 @@ class Row:
     drifted: bool = False
     deleting: bool = False
     previous: ObservedRelease | None = None
+    forced: bool = False
 
 
 ROWS = {
@@ -489,6 +490,59 @@ ROWS = {
         Reason.NOT_OURS,
         deleting=True,
     ),
+    # A force (reconcile.fluxcd.io/forceAt): one deploy whatever held the release back, never more than that.
+    "force-upgrades-after-retries-are-exhausted": Row(
+        WITH_RETRY,
+        deployed(5),
+        replace(ROLLED_BACK, rollback_count=3),
+        Action.UPGRADE,
+        Reason.FORCE_REQUESTED,
+        forced=True,
+    ),
+    "force-upgrades-a-failed-upgrade-waiting-for-a-change": Row(
+        DESIRED,
+        with_status(HelmStatus.FAILED, 4),
+        failed(Action.UPGRADE),
+        Action.UPGRADE,
+        Reason.FORCE_REQUESTED,
+        forced=True,
+    ),
+    "force-upgrades-before-a-cluster-retry-is-due": Row(
+        DESIRED,
+        with_status(HelmStatus.FAILED, 4),
+        cluster_failed(Action.UPGRADE, LATER),
+        Action.UPGRADE,
+        Reason.FORCE_REQUESTED,
+        forced=True,
+    ),
+    "force-upgrades-an-unchanged-release": Row(
+        DESIRED, deployed(), IN_SYNC, Action.UPGRADE, Reason.FORCE_REQUESTED, forced=True
+    ),
+    "force-installs-after-a-failed-install": Row(
+        DESIRED, None, failed(Action.INSTALL), Action.INSTALL, Reason.FORCE_REQUESTED, forced=True
+    ),
+    "force-upgrades-instead-of-recording": Row(
+        DESIRED, deployed(digest=DIGEST), OUTDATED, Action.UPGRADE, Reason.FORCE_REQUESTED, forced=True
+    ),
+    "force-does-not-touch-someone-elses-release": Row(
+        DESIRED,
+        deployed(ownership=Ownership.OTHER),
+        Recorded(),
+        Action.REFUSE,
+        Reason.OWNED_BY_OTHER,
+        forced=True,
+    ),
+    "force-unlocks-first": Row(
+        DESIRED,
+        with_status(HelmStatus.PENDING_UPGRADE),
+        IN_SYNC,
+        Action.UNLOCK,
+        Reason.STALE_LOCK,
+        forced=True,
+    ),
+    "force-does-not-stop-a-deletion": Row(
+        DESIRED, deployed(), IN_SYNC, Action.UNINSTALL, Reason.DELETING, deleting=True, forced=True
+    ),
 }
 
 
@@ -501,6 +555,7 @@ def decide(row: Row) -> Plan:
         previous=row.previous,
         drifted=row.drifted,
         deleting=row.deleting,
+        forced=row.forced,
     )
 
 
@@ -706,6 +761,7 @@ class Case:
     drifted: bool
     deleting: bool
     previous: ObservedRelease | None = None
+    forced: bool = False
 
     def plan(self, **changes: bool) -> Plan:
         case = replace(self, **changes) if changes else self
@@ -717,6 +773,7 @@ class Case:
             previous=case.previous,
             drifted=case.drifted,
             deleting=case.deleting,
+            forced=case.forced,
         )
 
 
@@ -741,6 +798,8 @@ def cases() -> Iterator[Case]:
     ):
         desired = chooser.choice(DESIREDS)
         yield Case(desired, release, recorded, *flags)
+        if record_index % 7 == 0:  # a force requested: without a draw, so the cases above stay the same
+            yield Case(desired, release, recorded, *flags, forced=True)
         retry, names = chooser.randrange(len(RETRY_ATS)), chooser.randrange(len(RECORDED_RELEASES))
         key = (record_index, retry, names)
         if key not in extended:
@@ -810,6 +869,7 @@ def never_upgrades_an_unchanged_deployed_release(case: Case, plan: Plan) -> bool
         and not case.drifted
         and not rolled_back
         and not _cluster_retry_due(case)
+        and not case.forced
     )
     return not unchanged or plan.action is not Action.UPGRADE
 
@@ -822,6 +882,7 @@ def never_retries_a_failed_deploy_of_the_same_config(case: Case, plan: Plan) -> 
         and recorded.last_action_failed
         and recorded.last_action in {Action.INSTALL, Action.UPGRADE}
         and not _cluster_retry_due(case)
+        and not case.forced
     )
     return not failed_deploy or plan.action not in {Action.INSTALL, Action.UPGRADE}
 
@@ -833,7 +894,7 @@ def never_retries_before_the_planned_time(case: Case, plan: Plan) -> bool:
     if plan.reason is Reason.CLUSTER_RETRY:
         return _cluster_retry_due(case) and plan.action is not Action.WAIT_RETRY
     early = _cluster_failure(case) and not _cluster_retry_due(case) and case.recorded.last_action in RETRIED
-    return not (early and plan.action is case.recorded.last_action)
+    return case.forced or not (early and plan.action is case.recorded.last_action)
 
 
 def a_plan_that_runs_again_by_itself_only_waits(case: Case, plan: Plan) -> bool:
@@ -926,6 +987,24 @@ def retries_within_max_retries(case: Case, plan: Plan) -> bool:
     return case.desired.retry and (limit == 0 or case.recorded.rollback_count <= limit)
 
 
+def a_force_deploys_what_is_ours_and_free(case: Case, plan: Plan) -> bool:
+    """A force installs or upgrades unless the release is someone else's, locked, being deleted or renamed
+    (those rows come first); without a force it is never the reason."""
+    if not case.forced:
+        return plan.reason is not Reason.FORCE_REQUESTED
+    absent = case.release is None or case.release.status is HelmStatus.UNINSTALLED
+    free = absent or (
+        _ours_and_present(case)
+        and case.release is not None
+        and not case.release.status.is_pending
+        and case.release.status is not HelmStatus.UNINSTALLING
+    )
+    if case.deleting or not free or plan.action is Action.UNINSTALL_PREVIOUS:
+        return plan.reason is not Reason.FORCE_REQUESTED
+    expected = Action.INSTALL if absent else Action.UPGRADE
+    return (plan.action, plan.reason) == (expected, Reason.FORCE_REQUESTED)
+
+
 def messages_name_the_release(case: Case, plan: Plan) -> bool:
     return case.desired.release in plan.message
 
@@ -949,6 +1028,7 @@ INVARIANTS: dict[str, Callable[[Case, Plan], bool]] = {
         rolls_back_only_when_enabled_and_failed,
         runs_tests_only_when_enabled,
         retries_within_max_retries,
+        a_force_deploys_what_is_ours_and_free,
         messages_name_the_release,
     )
 }

@@ -56,13 +56,15 @@ from helmrelease.adapters.registry.formats import (
 from helmrelease.adapters.registry.headers import (
     Challenge,
     parse_next_link,
+    parse_rate_budget,
     parse_www_authenticate,
     preferred_challenge,
     retry_after_seconds,
 )
-from helmrelease.adapters.registry.limits import HostLimiter
+from helmrelease.adapters.registry.limits import HostLimiter, LimitTooLong
 from helmrelease.adapters.registry.metrics import RegistryMetrics
 from helmrelease.adapters.registry.names import api_host, as_canonical, pull_scope
+from helmrelease.adapters.registry.tagcache import TagRecord
 from helmrelease.images.reference import CanonicalName
 
 _log = logging.getLogger(__name__)
@@ -243,6 +245,37 @@ class RegistryClient:
                     digest = digest_of(preloaded.body)
             return await self._created_by_digest(name, digest, preloaded, 0)
 
+    async def resolve_tag(
+        self, repository: CanonicalName | str, tag: str, known: TagRecord | None = None
+    ) -> TagRecord:
+        """What ``repository:tag`` points at now and when that image was built.
+
+        With a ``known`` record this is a re-check: one HEAD, and nothing more while the digest is the one
+        recorded (a re-pushed tag shows as a new digest, resolved as below). Without one, the manifest is
+        fetched by tag at once (its digest, when already resolved, ends the lookup), then the config blob:
+        two requests for a tag never seen, where a HEAD first would cost three.
+        """
+        name = as_canonical(repository)
+        call = _Call(name, "manifest", f"manifest {tag}")
+        with self.metrics.time_operation(name.host, "resolve_tag"):
+            url = self._api_url(name, f"manifests/{quote(tag, safe='')}")
+            preloaded = None
+            digest = ""
+            if known is not None:
+                head = await self._fetch(call, "HEAD", url, accept=MANIFEST_ACCEPT)
+                digest = head.headers.get("Docker-Content-Digest", "")
+                if digest == known.digest:
+                    return TagRecord(known.digest, known.created, time.time())
+            if not is_digest(digest):
+                preloaded = await self._fetch(call, "GET", url, accept=MANIFEST_ACCEPT)
+                digest = preloaded.headers.get("Docker-Content-Digest", "")
+                if not is_digest(digest):
+                    digest = digest_of(preloaded.body)
+                if known is not None and digest == known.digest:
+                    return TagRecord(known.digest, known.created, time.time())
+            created = await self._created_by_digest(name, digest, preloaded, 0)
+            return TagRecord(digest, created, time.time())
+
     # Resolution: manifest -> (index -> platform manifest) -> config blob, each step cached by digest.
     # Content is verified against its digest, so an index can never lead back to itself through the cache.
 
@@ -391,9 +424,21 @@ class RegistryClient:
             headers["Authorization"] = authorization
         problem = "no attempt made"
         error_type: type[RegistryError] = RegistryUnavailable
+        # GETs spend the budgets registries announce (Docker Hub counts manifest GETs; HEADs are free).
+        spends = method == "GET" and call.kind != "token"
         for attempt in range(policy.attempts):
-            async with limiter.slot():
-                response, problem = await self._attempt(call, method, url, headers)
+            try:
+                async with limiter.slot(
+                    call.kind if spends else None, max_wait=policy.max_retry_after
+                ) as sent_at:
+                    response, problem = await self._attempt(call, method, url, headers)
+                    if response is not None:
+                        self._observe_limits(limiter, call, response, spent=spends, sent_at=sent_at)
+            except LimitTooLong as error:
+                raise call.error(
+                    RegistryRateLimited,
+                    f"not sent: {error}, longer than the {policy.max_retry_after:g}s we wait",
+                ) from None
             delay = backoff_delay(attempt, policy.base_delay, policy.max_delay, self._jitter())
             if response is None:
                 error_type = RegistryUnavailable
@@ -416,6 +461,23 @@ class RegistryClient:
                 _log.info("%s: %s %s: %s; retrying in %.2fs", call.name.host, method, url, problem, delay)
                 await asyncio.sleep(delay)
         raise call.error(error_type, f"{problem} (after {policy.attempts} attempts)")
+
+    def _observe_limits(
+        self, limiter: HostLimiter, call: _Call, response: _Response, *, spent: bool, sent_at: float
+    ) -> None:
+        """Slow down before the registry has to say 429: its announced budget, and a Retry-After on a
+        response that is not an error (an error's Retry-After is handled with its retry)."""
+        if call.kind == "token":
+            return
+        budget = parse_rate_budget(
+            response.headers.get("RateLimit-Remaining"), response.headers.get("RateLimit-Reset")
+        )
+        if budget is not None:
+            limiter.observe_budget(call.kind, budget.remaining, budget.seconds, spent=spent, sent_at=sent_at)
+        if response.status < 400:
+            retry_after = retry_after_seconds(response.headers.get("Retry-After"), datetime.now(UTC))
+            if retry_after:
+                limiter.pause(retry_after)
 
     async def _attempt(
         self, call: _Call, method: str, url: URL, headers: dict[str, str]
@@ -500,6 +562,7 @@ class ScanCycle:
         self.client = client
         self._tags: TaskMemo[CanonicalName, tuple[str, ...]] = TaskMemo(forget_failures=False)
         self._created: TaskMemo[tuple[CanonicalName, str], datetime | None] = TaskMemo(forget_failures=False)
+        self._resolved: TaskMemo[tuple[CanonicalName, str], TagRecord] = TaskMemo(forget_failures=False)
 
     async def list_tags(self, repository: CanonicalName | str) -> tuple[str, ...]:
         name = as_canonical(repository)
@@ -510,3 +573,11 @@ class ScanCycle:
         key = (as_canonical(repository), tag)
         self.client.metrics.observe_cache("cycle_created", key in self._created)
         return await self._created.run(key, lambda: self.client.image_created(key[0], tag))
+
+    async def resolve_tag(
+        self, repository: CanonicalName | str, tag: str, known: TagRecord | None = None
+    ) -> TagRecord:
+        """``RegistryClient.resolve_tag`` at most once per tag per cycle."""
+        key = (as_canonical(repository), tag)
+        self.client.metrics.observe_cache("cycle_resolved", key in self._resolved)
+        return await self._resolved.run(key, lambda: self.client.resolve_tag(key[0], tag, known))

@@ -99,3 +99,36 @@ def retry_after_seconds(value: str | None, now: datetime) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - now).total_seconds())
+
+
+@dataclass(frozen=True)
+class RateBudget:
+    """Requests the registry says remain, and for how many seconds (None: it did not say)."""
+
+    remaining: int
+    seconds: float | None
+
+
+_BUDGET_ITEM = re.compile(r"\s*([0-9]+)\s*((?:;[^,]*)?)")
+_WINDOW = re.compile(r";\s*w\s*=\s*([0-9]+)", re.IGNORECASE)
+_MAX_BUDGET_SECONDS = 7 * 24 * 3600.0  # a reset further away is not a delay (an epoch, or nonsense)
+
+
+def parse_rate_budget(remaining: str | None, reset: str | None) -> RateBudget | None:
+    """``RateLimit-Remaining`` (``76`` or Docker Hub's ``76;w=21600``) with ``RateLimit-Reset`` (delay
+    seconds until the budget is renewed) or else the window ``w``; None when there is no usable remaining.
+    With several comma-separated budgets the smallest remaining one counts."""
+    if not remaining:
+        return None
+    items = [match for item in remaining.split(",") if (match := _BUDGET_ITEM.fullmatch(item))]
+    if not items:
+        return None
+    lowest = min(items, key=lambda match: int(match.group(1)))
+    seconds: float | None = None
+    if reset is not None and _DELAY_SECONDS.fullmatch(reset.strip()):
+        seconds = float(reset.strip())
+    elif (window := _WINDOW.search(lowest.group(2))) is not None:
+        seconds = float(window.group(1))
+    if seconds is not None and seconds > _MAX_BUDGET_SECONDS:
+        seconds = None
+    return RateBudget(int(lowest.group(1)), seconds)

@@ -1,0 +1,147 @@
+"""An HTTP proxy in front of the test registry: a registry host of its own that can stall, or that keeps a
+Docker Hub style pull budget (``RateLimit-Remaining: N;w=W`` and ``RateLimit-Reset``, a 429 once it is spent).
+
+The registry behind it answers everything; the proxy only holds requests back (``hold``/``release``) or
+counts manifest GETs against a fixed window and says so in headers, as Docker Hub does. It records what it
+forwarded and every 429 it gave, so a test can prove the client slowed down before one.
+"""
+
+from __future__ import annotations
+
+import http.client
+import math
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from tests.support.procs import free_port
+
+_HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "server", "date"})
+
+
+@dataclass(frozen=True)
+class PullBudget:
+    """``limit`` manifest GETs per ``window`` seconds (windows start at the first request)."""
+
+    limit: int
+    window: float
+
+
+class RegistryProxy:
+    def __init__(self, target: str, budget: PullBudget | None = None) -> None:
+        self.target = target  # host:port of the registry
+        self.port = free_port()
+        self.budget = budget
+        self.forwarded: list[tuple[str, str, float]] = []  # (method, path, time.monotonic())
+        self.refused: list[tuple[str, float]] = []  # (path, time.monotonic()) of every 429 given
+        self._open = threading.Event()
+        self._open.set()
+        self._lock = threading.Lock()
+        self._window_start: float | None = None
+        self._used = 0
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
+        self._server.daemon_threads = True
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> RegistryProxy:
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._open.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+    def hold(self) -> None:
+        """Stall every request until ``release`` (a registry that stopped answering)."""
+        self._open.clear()
+
+    def release(self) -> None:
+        self._open.set()
+
+    def manifest_gets(self) -> list[float]:
+        return [at for method, path, at in self.forwarded if method == "GET" and "/manifests/" in path]
+
+    def _spend(self, method: str, path: str) -> tuple[bool, dict[str, str]]:
+        """Whether this request may go on, and the budget headers of the answer."""
+        if self.budget is None or "/manifests/" not in path:
+            return True, {}
+        with self._lock:
+            now = time.monotonic()
+            if self._window_start is None or now >= self._window_start + self.budget.window:
+                self._window_start, self._used = now, 0
+            allowed = True
+            if method == "GET":
+                allowed = self._used < self.budget.limit
+                if allowed:
+                    self._used += 1
+                else:
+                    self.refused.append((path, now))
+            left = self._window_start + self.budget.window - now
+            headers = {
+                "RateLimit-Limit": f"{self.budget.limit};w={self.budget.window:g}",
+                "RateLimit-Remaining": f"{self.budget.limit - self._used};w={self.budget.window:g}",
+                "RateLimit-Reset": str(max(1, math.ceil(left))),
+            }
+            if not allowed:
+                headers["Retry-After"] = str(max(1, math.ceil(left)))
+            return allowed, headers
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def do_HEAD(self) -> None:
+                self._forward()
+
+            def do_GET(self) -> None:
+                self._forward()
+
+            def _forward(self) -> None:
+                proxy._open.wait()
+                allowed, extra = proxy._spend(self.command, self.path)
+                if not allowed:
+                    body = b'{"errors":[{"code":"TOOMANYREQUESTS","message":"pull rate limit"}]}'
+                    self.send_response(429)
+                    for name, value in extra.items():
+                        self.send_header(name, value)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
+                with proxy._lock:
+                    proxy.forwarded.append((self.command, self.path, time.monotonic()))
+                upstream = http.client.HTTPConnection(proxy.target, timeout=30)
+                try:
+                    headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+                    headers["Host"] = proxy.target
+                    upstream.request(self.command, self.path, headers=headers)
+                    response = upstream.getresponse()
+                    body = response.read()
+                    self.send_response(response.status)
+                    for name, value in response.getheaders():
+                        if name.lower() not in _HOP_BY_HOP:
+                            self.send_header(name, value)
+                    for name, value in extra.items():
+                        self.send_header(name, value)
+                    length = response.getheader("Content-Length")
+                    self.send_header(
+                        "Content-Length", length if self.command == "HEAD" and length else str(len(body))
+                    )
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(body)
+                finally:
+                    upstream.close()
+
+        return Handler
