@@ -402,6 +402,22 @@ def test_pod_runs_non_root_on_a_read_only_root_with_emptydirs_for_writable_paths
             },
             id="git-write-back-every-setting",
         ),
+        pytest.param(
+            sets(
+                "imagePolicy.webhooks.enabled=true",
+                "imagePolicy.webhooks.tokenSecret.name=registry-hooks",
+                "imagePolicy.webhooks.port=9393",
+                "imagePolicy.webhooks.settleSeconds=0.5",
+            ),
+            {
+                "image-policy": [
+                    "--webhook-port=9393",
+                    "--webhook-token-file=/etc/helmrelease/webhook/token",
+                    "--webhook-settle=0.5",
+                ]
+            },
+            id="webhooks",
+        ),
     ],
 )
 def test_values_become_flags(helm: Helm, set_args: tuple[str, ...], expected: dict[str, list[str]]) -> None:
@@ -434,6 +450,9 @@ def test_values_that_remove_defaults(
             assert name not in names
         else:
             assert not set(flags) & set(args(manifests, name))
+
+
+WEBHOOKS = sets("imagePolicy.webhooks.enabled=true", "imagePolicy.webhooks.tokenSecret.name=registry-hooks")
 
 
 # --- The real `helmrelease` parser accepts what the chart renders. ---
@@ -503,6 +522,7 @@ def check_against_cli(spec: Manifest, monkeypatch: pytest.MonkeyPatch) -> None:
         pytest.param(PEERING, id="peering"),
         pytest.param(PEERING + NAMESPACED_MULTI_TENANT, id="namespaced-peering"),
         pytest.param(EVERY_OPERATOR_SETTING, id="every-operator-setting"),
+        pytest.param(WEBHOOKS, id="webhooks"),
     ],
 )
 def test_the_cli_accepts_every_container_the_chart_renders(
@@ -574,6 +594,7 @@ def test_every_mounted_file_a_flag_names_comes_from_the_configured_object(helm: 
     manifests = render(
         helm,
         *GIT_WRITE_BACK,
+        *WEBHOOKS,
         *sets(
             "operator.gitSSHKeySecret.name=charts-git",
             "imagePolicy.registry.dockerConfigSecret=registry-credentials",
@@ -605,6 +626,7 @@ def test_every_mounted_file_a_flag_names_comes_from_the_configured_object(helm: 
         ("image-policy", "--git-known-hosts"): ("git-known-hosts", "known_hosts"),
         ("image-policy", "--docker-config"): ("registry-credentials", ".dockerconfigjson"),
         ("image-policy", "--registry-ca"): ("registry-cas", "internal.crt"),
+        ("image-policy", "--webhook-token-file"): ("registry-hooks", "token"),
     }
 
 
@@ -868,10 +890,41 @@ def test_the_service_monitor_scrapes_every_port_of_the_metrics_service(helm: Hel
     assert [port["name"] for port in service["spec"]["ports"]] == ["operator-metrics", "metrics"]
 
 
+def test_webhooks_are_off_by_default(helm: Helm) -> None:
+    manifests = render(helm)
+    assert not [arg for arg in args(manifests, "image-policy") if arg.startswith("--webhook")]
+    assert "webhooks" not in {p["name"] for p in container(manifests, "image-policy")["ports"]}
+    assert objects(manifests, "Service") == []
+
+
+def test_the_webhook_service_targets_the_sidecar_webhook_port(helm: Helm) -> None:
+    manifests = render(helm, *WEBHOOKS)
+    [service] = objects(manifests, "Service")
+    assert service["metadata"]["name"].endswith("-webhooks")
+    [port] = service["spec"]["ports"]
+    [deployment] = objects(manifests, "Deployment")
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    ports = {p["name"]: p["containerPort"] for p in container(manifests, "image-policy")["ports"]}
+    assert (port["port"], port["targetPort"], ports[port["targetPort"]]) == (9292, "webhooks", 9292)
+    no_service = render(helm, *WEBHOOKS, *sets("imagePolicy.webhooks.service.enabled=false"))
+    assert objects(no_service, "Service") == []
+    assert "--webhook-port=9292" in args(no_service, "image-policy")
+
+
 @pytest.mark.parametrize(
     ("set_args", "message"),
     [
         pytest.param(sets("replicaCount=2"), "replicaCount must be 0 or 1", id="two-replicas"),
+        pytest.param(
+            sets("imagePolicy.webhooks.enabled=true"),
+            "needs imagePolicy.webhooks.tokenSecret.name: webhooks are never served unauthenticated",
+            id="webhooks-without-token",
+        ),
+        pytest.param(
+            (*WEBHOOKS, *sets("imagePolicy.enabled=false")),
+            "imagePolicy.webhooks.enabled serves the image-policy sidecar's webhooks: it needs imagePolicy.enabled",
+            id="webhooks-without-sidecar",
+        ),
         pytest.param(sets("logFormat=xml"), "logFormat must be text or json", id="log-format"),
         pytest.param(sets("logLevel=verbose"), "logLevel must be DEBUG, INFO", id="log-level"),
         pytest.param(

@@ -14,6 +14,7 @@ import hashlib
 import json
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,10 +60,55 @@ class Registry:
         self.process.stop()
 
 
-def start(workdir: Path, *, username: str | None = None, password: str | None = None) -> Registry:
-    """Run `registry serve` with filesystem storage, deletes enabled, and htpasswd auth when credentials are given."""
+@dataclass(frozen=True)
+class Notify:
+    """A `notifications.endpoints` entry: the registry POSTs its event envelopes to `url` with `Authorization`.
+
+    By default blob events (`application/octet-stream`) and pulls are not sent, as the registry's documented
+    example configures it: each pushed tag is then one request, its manifest's.
+    """
+
+    url: str
+    authorization: str | None = None
+    name: str = "sidecar"
+    ignore_media_types: tuple[str, ...] = ("application/octet-stream",)
+    ignore_actions: tuple[str, ...] = ("pull",)
+
+    def config(self) -> str:
+        headers = (
+            f"      headers:\n        Authorization: [{json.dumps(self.authorization)}]\n"
+            if self.authorization
+            else ""
+        )
+        ignore = (
+            f"      ignore:\n        mediatypes: {json.dumps(list(self.ignore_media_types))}\n"
+            f"        actions: {json.dumps(list(self.ignore_actions))}\n"
+        )
+        # A short backoff: a refused delivery is retried soon (and forever), as the registry does.
+        return (
+            f"    - name: {self.name}\n      url: {self.url}\n{headers}{ignore}"
+            "      timeout: 2s\n      threshold: 3\n      backoff: 1s\n"
+        )
+
+
+def start(
+    workdir: Path,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    notify: Sequence[Notify] = (),
+    port: int | None = None,
+) -> Registry:
+    """Run `registry serve` with filesystem storage, deletes enabled, and htpasswd auth when credentials are given.
+
+    `notify`: endpoints the registry sends its notifications to (its own `notifications.endpoints`). `port`: listen
+    there (to restart a registry over the same storage under the same name).
+    """
     workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
+    notifications = ""
+    if notify:
+        notifications = "notifications:\n  endpoints:\n" + "".join(endpoint.config() for endpoint in notify)
     auth = ""
     if username and password:
         htpasswd = workdir / "htpasswd"
@@ -87,7 +133,7 @@ storage:
 http:
   addr: 127.0.0.1:{port}
   secret: helmrelease-test-only
-{auth}"""
+{auth}{notifications}"""
     )
     process = Process(
         "registry", [binary("registry"), "serve", str(config)], workdir / "registry.log"

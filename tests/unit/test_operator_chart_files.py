@@ -243,6 +243,7 @@ def _value(values: dict[str, object], dotted: str) -> object:
         pytest.param(
             "imagePolicy.registry.cacheSize", ["image-policy"], "registry_cache_size", id="cache-size"
         ),
+        pytest.param("imagePolicy.webhooks.settleSeconds", ["image-policy"], "webhook_settle", id="settle"),
     ],
 )
 def test_chart_defaults_are_the_cli_defaults(

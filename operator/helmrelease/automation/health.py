@@ -1,4 +1,5 @@
-"""Liveness and metrics over HTTP: ``/healthz`` for the kubelet, ``/metrics`` for Prometheus.
+"""Liveness, metrics and webhooks over HTTP: ``/healthz`` for the kubelet, ``/metrics`` for Prometheus,
+``/hooks/<sender>`` for registries (``webhooks``), all from one server.
 
 The loop is healthy while it runs and its last cycle finished within ``STALE_AFTER_INTERVALS`` intervals
 (counting from the start until the first cycle finishes): a cycle stuck on a hung connection or a deadlock
@@ -8,13 +9,13 @@ then gets the container restarted, while one slow cycle does not.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
 from prometheus_client import CollectorRegistry
 
-from helmrelease.adapters.http_server import METRICS_PATH, HttpServer, Reply, Route, metrics_route
+from helmrelease.adapters.http_server import METRICS_PATH, HttpServer, PostRoute, Reply, Route, metrics_route
 
 STALE_AFTER_INTERVALS: Final = 3
 HEALTH_PATH: Final = "/healthz"
@@ -57,7 +58,7 @@ def _health_reply(healthy: Callable[[], bool]) -> Route:
 
 
 class Endpoints:
-    """The health and metrics servers (one server when both use the same port). ``start`` then ``stop``."""
+    """The health, metrics and webhook endpoints (one listener per distinct port). ``start`` then ``stop``."""
 
     def __init__(
         self,
@@ -66,6 +67,8 @@ class Endpoints:
         metrics: CollectorRegistry,
         health_port: int | None,
         metrics_port: int | None,
+        webhook_port: int | None = None,
+        webhooks: Mapping[str, PostRoute] | None = None,
         host: str | None = None,
     ) -> None:
         routes: dict[int, dict[str, Route]] = {}
@@ -73,7 +76,8 @@ class Endpoints:
             routes.setdefault(health_port, {})[HEALTH_PATH] = _health_reply(healthy)
         if metrics_port is not None:
             routes.setdefault(metrics_port, {})[METRICS_PATH] = metrics_route(metrics)
-        self._server = HttpServer(routes, host=host)
+        posts = {webhook_port: dict(webhooks)} if webhook_port is not None and webhooks else {}
+        self._server = HttpServer(routes, posts=posts, host=host)
 
     async def start(self) -> None:
         await self._server.start()

@@ -59,6 +59,7 @@ from helmrelease.automation.writeback import GitWriteback, write_back
 from helmrelease.images.annotations import PAUSED_PREFIX, WRITTEN_PREFIX
 from helmrelease.images.manifests import ReleaseId
 from helmrelease.images.patch import JsonPatchOperation, annotation_operation, changes_patch, json_pointer
+from helmrelease.images.reference import CanonicalName
 
 _log = logging.getLogger(__name__)
 
@@ -250,10 +251,23 @@ class _Retry:
 
 @dataclass(frozen=True)
 class _Cycle:
-    """What the releases of one cycle share: registry memos and credential reads."""
+    """What the releases of one cycle share: registry memos and credential reads; ``only`` limits a rescan
+    on push to the images of the pushed repositories."""
 
     scanner: ImageScanner
     credentials: CycleCredentials
+    only: frozenset[CanonicalName] | None = None
+
+    def wants(self, target: ImageTarget) -> bool:
+        return self.only is None or target.image.ref.canonical in self.only
+
+
+def _uses(obj: Mapping[str, Any], cycle: _Cycle) -> bool:
+    """Whether the release has an image ``cycle`` wants; one that cannot be read is processed (and reported)."""
+    try:
+        return any(map(cycle.wants, read_release(obj).targets))
+    except Exception:
+        return True
 
 
 def _object_ref(view: WatchedRelease) -> ObjectRef:
@@ -350,6 +364,34 @@ class ImagePolicyService:
             await asyncio.to_thread(save_first_seen, path, self.first_seen)
         except OSError as error:
             _log.warning("cannot write %s: %s; soak time restarts if the sidecar does", path, error)
+
+    async def rescan(self, names: frozenset[CanonicalName]) -> CycleReport:
+        """Scan only the images named ``names``, in the releases that use them (a registry said they were
+        pushed); the other images and releases wait for the cycle. Never raises for one release's trouble."""
+        started = self._clock()
+        cycle = _Cycle(
+            ImageScanner(
+                self.registries.cycle(),
+                recheck=RecheckBudget(self.settings.interval, self.settings.tag_recheck_period),
+                first_seen=self.first_seen,
+                clock=self._wall_clock,
+            ),
+            CycleCredentials(self.kube, self.operator_credentials),
+            only=names,
+        )
+        objects, list_failures = await self._list_releases()
+        using = [obj for obj in objects if _uses(obj, cycle)]
+        outcomes = await asyncio.gather(*(self._process_guarded(obj, cycle) for obj in using))
+        report = CycleReport(tuple(outcomes), list_failures, self._clock() - started)
+        _log.info(
+            "push rescan of %s: %d HelmReleases, %d tag updates, %s in %.1fs",
+            ", ".join(sorted(map(str, names))),
+            len(outcomes),
+            len(report.moves),
+            "with failures" if report.failed else "no failures",
+            report.seconds,
+        )
+        return report
 
     async def _list_releases(self) -> tuple[list[Mapping[str, Any]], int]:
         scopes: Sequence[str | None] = self.settings.namespaces or (None,)
@@ -493,7 +535,7 @@ class ImagePolicyService:
     async def _decide(
         self, view: WatchedRelease, cycle: _Cycle, failures: list[Failure]
     ) -> tuple[list[TagMove], list[Pause]]:
-        targets = view.changeable
+        targets = [target for target in view.changeable if cycle.wants(target)]
         if not targets:
             return [], []
         try:

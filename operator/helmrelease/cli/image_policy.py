@@ -8,6 +8,12 @@ Registry credentials, most specific first: the Secret a release names in ``image
 the ``imagePullSecrets`` of its ServiceAccount (``spec.serviceAccountName``, else ``default``), and the
 ``--docker-config`` file. The registry flags are shared with ``helmrelease images list`` and ``update``.
 
+Push, not only poll: ``--webhook-port`` serves ``POST /hooks/distribution``, ``/hooks/dockerhub``,
+``/hooks/harbor``, ``/hooks/ghcr`` and ``/hooks/quay``; a push notification rescans the releases that use the
+pushed repository at once (the polling cycle stays, as the fallback). Senders authenticate with the token in
+``--webhook-token-file`` (a mounted Secret): ``Authorization: Bearer <token>``, ``?token=<token>`` for Docker
+Hub and Quay, which cannot send headers, and as the webhook secret GitHub signs with.
+
 Git write-back (``--git-url``) commits each tag move to the manifests in git before the cluster is patched,
 for releases annotated ``image.helm.fluxcd.io/git-writeback: "true"`` or, with ``--git-writeback-all``, for
 every automated release.
@@ -47,6 +53,8 @@ from helmrelease.automation import (
     ImagePolicySettings,
     RegistryPool,
 )
+from helmrelease.automation.push import DEFAULT_SETTLE, PushRescans
+from helmrelease.automation.webhooks import WebhookMetrics, hook_routes
 from helmrelease.cli.argtypes import (
     InvalidValue,
     log_level,
@@ -244,6 +252,26 @@ def register(subparsers: Any) -> None:
         default=9090,
         help="Prometheus /metrics port (default %(default)s; 0: off)",
     )
+    hooks = parser.add_argument_group("webhooks (off unless --webhook-port is given)")
+    hooks.add_argument(
+        "--webhook-port",
+        type=port,
+        default=0,
+        help="serve POST /hooks/{distribution,dockerhub,harbor,ghcr,quay} on this port (default 0: off)",
+    )
+    hooks.add_argument(
+        "--webhook-token-file",
+        type=Path,
+        metavar="PATH",
+        help="file holding the token webhook senders authenticate with (required with --webhook-port)",
+    )
+    hooks.add_argument(
+        "--webhook-settle",
+        type=non_negative_seconds,
+        default=DEFAULT_SETTLE,
+        metavar="SECONDS",
+        help="seconds a rescan waits after a push for the rest of a burst (default %(default)g)",
+    )
     parser.add_argument(
         "--log-format", type=one_of(*LOG_FORMATS), metavar="|".join(LOG_FORMATS), default=DEFAULT_LOG_FORMAT
     )
@@ -288,6 +316,36 @@ def git_writeback(args: argparse.Namespace) -> GitWriteback | None:
     )
 
 
+def non_negative_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise InvalidValue(f"{text!r} is not a number of seconds (0 or more)")
+    return value
+
+
+def webhook_token(args: argparse.Namespace) -> str | None:
+    """The webhook token from ``--webhook-token-file``, None without ``--webhook-port``; raises ``ValueError``
+    or ``OSError`` for a missing or empty file, or a token file without a port."""
+    if not args.webhook_port:
+        if args.webhook_token_file is not None:
+            raise ValueError("--webhook-token-file needs --webhook-port")
+        return None
+    if args.once:
+        raise ValueError("--webhook-port serves pushes while the sidecar runs: it does nothing with --once")
+    if args.webhook_token_file is None:
+        raise ValueError(
+            "--webhook-port needs --webhook-token-file: webhooks are never served unauthenticated"
+        )
+    token_file: Path = args.webhook_token_file
+    token = token_file.read_text(encoding="utf-8").strip()
+    if not token:
+        raise ValueError(f"{token_file} holds no webhook token")
+    return token
+
+
 @dataclass(frozen=True)
 class _Config:
     """Everything validated before anything starts."""
@@ -295,6 +353,7 @@ class _Config:
     settings: ImagePolicySettings
     registry: RegistryConfig
     credentials: CredentialStore
+    webhook_token: str | None = None
 
 
 def _config(args: argparse.Namespace) -> _Config:
@@ -306,7 +365,9 @@ def _config(args: argparse.Namespace) -> _Config:
         first_seen_file=args.state_dir / "first-seen.json",
         tag_recheck_period=args.tag_recheck_period,
     )
-    return _Config(settings, registry_config(args), operator_credentials(args.docker_config))
+    return _Config(
+        settings, registry_config(args), operator_credentials(args.docker_config), webhook_token(args)
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -338,18 +399,28 @@ async def _run(args: argparse.Namespace, config: _Config) -> int:
                 for move in outcome.moves:
                     print(f"{outcome.release} {move.target.container}: {move.summary}", flush=True)
             return EXIT_FAILURES if report.failed else EXIT_OK
-        return await _serve(args, service, metrics)
+        return await _serve(args, service, metrics, config.webhook_token)
     finally:
         await pool.close()
         api.close()  # type: ignore[no-untyped-call]
 
 
-async def _serve(args: argparse.Namespace, service: ImagePolicyService, metrics: CollectorRegistry) -> int:
+async def _serve(
+    args: argparse.Namespace, service: ImagePolicyService, metrics: CollectorRegistry, token: str | None
+) -> int:
+    pushes = None
+    webhooks = None
+    if token is not None:
+        webhook_metrics = WebhookMetrics.create(metrics)
+        pushes = PushRescans(service.rescan, webhook_metrics, settle=args.webhook_settle)
+        webhooks = hook_routes(token, pushes.notify, webhook_metrics)
     endpoints = Endpoints(
         healthy=service.heartbeat.healthy,
         metrics=metrics,
         health_port=args.health_port or None,
         metrics_port=args.metrics_port or None,
+        webhook_port=args.webhook_port or None,
+        webhooks=webhooks,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -357,8 +428,13 @@ async def _serve(args: argparse.Namespace, service: ImagePolicyService, metrics:
         loop.add_signal_handler(signum, stop.set)
     await endpoints.start()
     _log.info("image-policy: scanning every %gs; %s", service.settings.interval, service.settings)
+    if pushes is not None:
+        _log.info("image-policy: webhooks on port %d: %s", args.webhook_port, ", ".join(webhooks or ()))
     try:
-        await service.run(stop)
+        if pushes is None:
+            await service.run(stop)
+        else:
+            await asyncio.gather(service.run(stop), pushes.run(stop))
     finally:
         await endpoints.stop()
     return EXIT_OK

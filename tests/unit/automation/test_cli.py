@@ -21,6 +21,7 @@ from helmrelease.cli.image_policy import (
     host_path,
     operator_credentials,
     registry_config,
+    webhook_token,
 )
 from helmrelease.cli.images import list_records, list_table
 from helmrelease.images.reference import CanonicalName
@@ -296,3 +297,54 @@ def test_a_bad_shard_name_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -
         parse("--shard", "Team_A")
     assert raised.value.code == 2
     assert "lowercase letters, digits and '-'" in capsys.readouterr().err
+
+
+# --- webhooks -----------------------------------------------------------------------------------------
+
+
+def test_webhooks_are_off_by_default() -> None:
+    assert webhook_token(parse()) is None
+
+
+def test_the_webhook_token_is_read_from_its_file(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("  s3cret\n")
+    args = parse("--webhook-port", "9292", "--webhook-token-file", str(token_file))
+    assert webhook_token(args) == "s3cret"
+    assert args.webhook_settle == 0.2
+
+
+@pytest.mark.parametrize(
+    ("flags", "content", "message"),
+    [
+        (("--webhook-port", "9292"), None, "needs --webhook-token-file"),
+        (("--webhook-token-file", "TOKEN"), "x", "needs --webhook-port"),
+        (("--webhook-port", "9292", "--webhook-token-file", "TOKEN"), " \n", "holds no webhook token"),
+        (
+            ("--webhook-port", "9292", "--webhook-token-file", "TOKEN", "--once"),
+            "x",
+            "does nothing with --once",
+        ),
+    ],
+)
+def test_webhook_flags_that_cannot_work_are_refused(
+    tmp_path: Path, flags: tuple[str, ...], content: str | None, message: str
+) -> None:
+    token_file = tmp_path / "token"
+    if content is not None:
+        token_file.write_text(content)
+    args = parse(*(str(token_file) if flag == "TOKEN" else flag for flag in flags))
+    with pytest.raises(ValueError, match=message):
+        webhook_token(args)
+
+
+def test_a_missing_token_file_is_an_os_error(tmp_path: Path) -> None:
+    args = parse("--webhook-port", "9292", "--webhook-token-file", str(tmp_path / "absent"))
+    with pytest.raises(FileNotFoundError):
+        webhook_token(args)
+
+
+@pytest.mark.parametrize("text", ["-1", "inf", "nan", "soon"])
+def test_a_settle_time_must_be_seconds(text: str) -> None:
+    with pytest.raises(SystemExit):
+        parse("--webhook-settle", text)

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Counter
 from tests.support.procs import free_port
 
 from helmrelease.automation.health import Endpoints, Heartbeat, is_healthy
+from helmrelease.automation.webhooks import WebhookMetrics, hook_routes
 
 
 @pytest.mark.parametrize(
@@ -90,5 +91,33 @@ async def test_an_endpoint_can_be_off(session: aiohttp.ClientSession) -> None:
     await endpoints.start()
     try:
         assert (await _get(session, port, "/metrics"))[0] == 404
+    finally:
+        await endpoints.stop()
+
+
+async def test_webhooks_are_served_beside_health_and_metrics(session: aiohttp.ClientSession) -> None:
+    registry = CollectorRegistry()
+    notified: list[object] = []
+    health_port, webhook_port = free_port(), free_port()
+    endpoints = Endpoints(
+        healthy=lambda: True,
+        metrics=registry,
+        health_port=health_port,
+        metrics_port=health_port,
+        webhook_port=webhook_port,
+        webhooks=hook_routes("t0ken", notified.append, WebhookMetrics.create(registry)),
+        host="127.0.0.1",
+    )
+    await endpoints.start()
+    try:
+        body = b'{"repository": {"repo_name": "team/app"}, "push_data": {"tag": "1.2.3"}}'
+        url = f"http://127.0.0.1:{webhook_port}/hooks/dockerhub?token=t0ken"
+        async with session.post(url, data=body) as response:
+            assert response.status == 202
+        assert len(notified) == 1
+        status, exposition = await _get(session, health_port, "/metrics")
+        assert status == 200
+        assert 'helmrelease_webhook_requests_total{outcome="accepted",receiver="dockerhub"} 1.0' in exposition
+        assert (await _get(session, webhook_port, "/healthz"))[0] == 404
     finally:
         await endpoints.stop()

@@ -37,6 +37,7 @@ from helmrelease.api.constants import Reason
 from helmrelease.api.resource import parse_helmrelease
 from helmrelease.automation.metrics import AutomationMetrics
 from helmrelease.automation.service import EventReason
+from helmrelease.automation.webhooks import WebhookMetrics
 from helmrelease.images.annotations import read_automation_settings
 from helmrelease.images.detect import detect_images
 from helmrelease.images.policy import PolicyError, parse_policy
@@ -189,6 +190,7 @@ def metric_names() -> set[str]:
     AutomationMetrics.create(registry)
     RegistryMetrics.create(registry)
     OperatorMetrics.create(registry)
+    WebhookMetrics.create(registry)
     suffixes = {"counter": ("_total",), "histogram": ("", "_bucket", "_count", "_sum"), "gauge": ("",)}
     return {family.name + suffix for family in registry.collect() for suffix in suffixes[family.type]}
 
