@@ -167,13 +167,13 @@ the reconciler's unless operator.metricsPort is 0, the sidecar's when it runs.
 {{- end }}
 {{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.service.enabled) }}
 {{- fail "metrics.serviceMonitor.enabled scrapes the metrics Service: it needs metrics.service.enabled" }}
+{{- end }}
 {{- with .Values.imagePolicy.webhooks }}
 {{- if and .enabled (not $.Values.imagePolicy.enabled) }}
 {{- fail "imagePolicy.webhooks.enabled serves the image-policy sidecar's webhooks: it needs imagePolicy.enabled" }}
 {{- end }}
 {{- if and .enabled (not .tokenSecret.name) }}
 {{- fail "imagePolicy.webhooks.enabled needs imagePolicy.webhooks.tokenSecret.name: webhooks are never served unauthenticated" }}
-{{- end }}
 {{- end }}
 {{- end }}
 {{- end }}
