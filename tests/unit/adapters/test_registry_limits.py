@@ -132,3 +132,35 @@ def test_a_late_answer_to_an_earlier_request_does_not_replace_a_newer_budget() -
     limiter.observe_budget("manifest", 0, 10.0, spent=False, sent_at=100.5)  # the newer request: spent
     limiter.observe_budget("manifest", 3, 10.0, spent=False, sent_at=100.2)  # an older one, answered later
     assert limiter.budget_wait("manifest")[0] == pytest.approx(10.0)
+
+
+async def test_an_answer_overtaken_by_another_request_does_not_hand_out_that_requests_place_again() -> None:
+    """A is sent, then B; the registry counts B first (3 left), then A (2 left), and A's answer comes first.
+    B's answer, to the newer request, must not count A's place as free again: 2 may go, not 3."""
+    clock = Clock()
+    limiter = HostLimiter(concurrency=8, rate=1000, burst=1000, clock=clock)
+    b_sent = asyncio.Event()
+    a_answered = asyncio.Event()
+
+    async def request_a() -> None:
+        async with limiter.slot("manifest") as sent:
+            await b_sent.wait()
+            clock.now += 0.1
+            limiter.observe_budget("manifest", 2, 10.0, spent=True, sent_at=sent)
+        a_answered.set()
+
+    a = asyncio.create_task(request_a())
+    await asyncio.sleep(0)
+    clock.now += 0.01
+    async with limiter.slot("manifest") as sent:
+        b_sent.set()
+        await a_answered.wait()
+        clock.now += 0.1
+        limiter.observe_budget("manifest", 3, 10.0, spent=True, sent_at=sent)
+    await a
+    until, granted = clock.now + 10.0, 0
+    while clock.now < until - 0.01:  # every place the budget gives before it lapses
+        wait, _ = limiter.budget_wait("manifest")
+        granted += wait == 0.0
+        clock.now += max(wait, 0.001)
+    assert granted == 2

@@ -13,13 +13,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 #: How long an announced budget holds when the registry says neither its window nor its reset.
 DEFAULT_BUDGET_HORIZON = 60.0
+
+#: How many finish times of budgeted requests are kept per kind (far more than can overlap one request).
+_FINISHED_KEPT = 256
 
 
 class TokenBucket:
@@ -92,6 +95,8 @@ class HostLimiter:
         self._paused_until = 0.0
         self._budgets: dict[str, Budget] = {}
         self._in_flight: Counter[str] = Counter()
+        # When recent requests of each kind finished: an answer's count may predate some of them.
+        self._finished: dict[str, deque[float]] = {}
         self._changed = asyncio.Event()  # set (and replaced) whenever a budget is announced
 
     def pause(self, seconds: float) -> None:
@@ -106,6 +111,8 @@ class HostLimiter:
 
         Requests of that kind already in flight will spend some of it, so they are taken off first; the
         one this answers (``spent``: it was a spending request, still holding its slot) is not among them.
+        So are those that finished after this one was sent: the registry may have counted them after it
+        answered (answers overtake each other), and counting them twice only errs on the slow side.
         Requests waiting for this budget look again at once.
         """
         now = self._clock()
@@ -114,7 +121,9 @@ class HostLimiter:
         if budget is not None and budget.until > now and sent < budget.source_sent:
             return  # a slower answer to an earlier request: the budget it reports is already out of date
         horizon = seconds if seconds is not None and seconds > 0 else DEFAULT_BUDGET_HORIZON
-        usable = max(0, remaining - max(0, self._in_flight[kind] - (1 if spent else 0)))
+        finished_since = sum(1 for at in self._finished.get(kind, ()) if at > sent)
+        others = max(0, self._in_flight[kind] - (1 if spent else 0)) + finished_since
+        usable = max(0, remaining - others)
         next_at = budget.next_at if budget is not None and budget.until > now else now
         self._budgets[kind] = Budget(now + horizon, usable, min(next_at, now + horizon), sent)
         self._changed.set()
@@ -182,5 +191,7 @@ class HostLimiter:
                 yield self._clock()
             finally:
                 self._in_flight[kind] -= 1
+                if budget_kind is not None:
+                    self._finished.setdefault(kind, deque(maxlen=_FINISHED_KEPT)).append(self._clock())
         finally:
             self._slots.release()
