@@ -127,6 +127,15 @@ class RunSettings(CliSettings):
         OptionalHttpUrl,
         flag("--liveness", metavar="URL", help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz"),
     ] = None
+    watch_stall_after: Annotated[
+        PositiveSeconds,
+        flag(
+            "--watch-stall-after",
+            metavar="SECONDS",
+            help="the --liveness probe fails once a watch has delivered nothing (no event, no bookmark) for this "
+            "long: a stalled stream or an API server unreachable that long",
+        ),
+    ] = _DEFAULTS.watch_stall_after
     metrics_port: Annotated[
         Port,
         flag(
@@ -172,6 +181,7 @@ class RunSettings(CliSettings):
             require_service_account=self.require_service_account,
             adopt_unmarked=not self.no_adopt,
             drift_detection=not self.no_drift_detection,
+            watch_stall_after=self.watch_stall_after,
         )
 
 

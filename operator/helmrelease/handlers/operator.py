@@ -15,6 +15,7 @@ from typing import Any, Final
 
 import kopf
 
+from helmrelease.adapters import watch_health
 from helmrelease.adapters.kube import KubeError, ObjectRef
 from helmrelease.api.constants import API_VERSION, GROUP, KIND, PLURAL, VERSION, Reason
 from helmrelease.handlers.bookkeeping import (
@@ -65,9 +66,11 @@ def build_registry(operator_settings: OperatorSettings, dependencies: Any) -> ko
         # bookkeeping of either kind reads as absent (see handlers.bookkeeping).
         settings_.persistence.progress_storage = TolerantProgressStorage(prefix=ANNOTATIONS_PREFIX)
         settings_.persistence.diffbase_storage = DigestDiffBaseStorage(prefix=ANNOTATIONS_PREFIX)
-        # Watches that stall silently are kopf's best-known pitfall: bound both sides.
-        settings_.watching.server_timeout = 300
-        settings_.watching.client_timeout = 330
+        # Watches that stall silently are kopf's best-known pitfall: bound both sides. The server closes each watch
+        # request well within the liveness bound, after a bookmark: even a quiet stream shows it is alive.
+        renew = watch_health.server_timeout(settings.watch_stall_after)
+        settings_.watching.server_timeout = renew
+        settings_.watching.client_timeout = renew + 30
         settings_.watching.connect_timeout = 30
         # No kopf worker limit: with indexes, every object's worker waits until all objects are indexed, so a
         # limit below the object count deadlocks at startup. Helm concurrency is bounded by --workers instead.

@@ -5,11 +5,12 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import kopf
 from prometheus_client import CollectorRegistry
 
-from helmrelease.adapters import kopf_decoding
+from helmrelease.adapters import kopf_decoding, watch_health
 from helmrelease.adapters.charts import ChartFetcher, FetcherSettings
 from helmrelease.adapters.helm import HelmCommand, HelmSettings
 from helmrelease.adapters.http_server import METRICS_PATH, HttpServer, metrics_route
@@ -58,6 +59,16 @@ async def build_reconciler(settings: OperatorSettings, metrics: OperatorMetrics)
     )
 
 
+def liveness_server(url: str, health: watch_health.WatchHealth) -> HttpServer:
+    """``--liveness http://HOST:PORT/PATH``: the watch-health probe on that address (kopf's would stay green with
+    its watches stalled; see adapters.watch_health)."""
+    parts = urlsplit(url)
+    return HttpServer(
+        {parts.port or 80: {parts.path or "/": watch_health.liveness_route(health)}},
+        host=parts.hostname or "localhost",
+    )
+
+
 async def run_operator(
     settings: OperatorSettings,
     *,
@@ -71,18 +82,29 @@ async def run_operator(
     # Before any watch starts: kopf decodes with the bounded decoder, and logs planned retries as such.
     kopf_decoding.install()
     retry_logging.install()
+    health = watch_health.WatchHealth(settings.watch_stall_after)
+    watch_health.install(health)
     collectors = CollectorRegistry()
     # The resync passes every live HelmRelease at least once an interval (jittered by 10%): three intervals without
     # any sign of an object is a deletion the watch did not report.
     metrics = OperatorMetrics.create(collectors, stale_after=3 * settings.resync_interval)
     registry = build_registry(settings, functools.partial(build_reconciler, metrics=metrics))
     server = HttpServer({metrics_port: {METRICS_PATH: metrics_route(collectors)}} if metrics_port else {})
+    probe = liveness_server(liveness, health) if liveness else None
     try:
         await server.start()
     except OSError as error:  # a port in use: before kopf starts, one line and the exit status
         raise StartupError(
             f"cannot serve metrics on port {metrics_port}: {error.strerror or error}"
         ) from None
+    if probe is not None:
+        try:
+            await probe.start()
+        except OSError as error:
+            await server.stop()
+            raise StartupError(
+                f"cannot serve the liveness probe at {liveness}: {error.strerror or error}"
+            ) from None
     try:
         await kopf.operator(
             registry=registry,
@@ -91,8 +113,9 @@ async def run_operator(
             standalone=peering is None,
             peering_name=peering,
             priority=priority,
-            liveness_endpoint=liveness,
             memo=kopf.Memo(),
         )
     finally:
+        if probe is not None:
+            await probe.stop()
         await server.stop()

@@ -45,6 +45,9 @@ class OperatorSettings:
     #: Take over releases that exist without any owner mark (Flux v1 did). Off: refuse and report.
     adopt_unmarked: bool = True
     drift_detection: bool = True
+    #: The liveness probe fails once a watch stream has delivered nothing (no event, no bookmark) for this long;
+    #: watch requests are renewed at a third of it, so a quiet stream gets the API server's bookmark well within.
+    watch_stall_after: float = 180.0
 
     def __post_init__(self) -> None:
         # Zero workers would queue every helm action forever; refuse it here too, not only in the CLI.
@@ -52,3 +55,5 @@ class OperatorSettings:
             raise ValueError(f"workers must be at least 1, not {self.workers}")
         if not self.resync_interval > 0:
             raise ValueError(f"resync_interval must be positive, not {self.resync_interval}")
+        if not self.watch_stall_after > 0:
+            raise ValueError(f"watch_stall_after must be positive, not {self.watch_stall_after}")
