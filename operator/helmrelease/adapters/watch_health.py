@@ -3,11 +3,13 @@
 kopf's own liveness endpoint answers 200 as long as its event loop runs: a watch that has stopped delivering (a
 half-open connection, an API server that has been unreachable for minutes, a stream kopf keeps reconnecting in
 vain) stayed green, and the operator silently stopped reconciling. This adapter sits on kopf's watch streams (it
-replaces ``kopf._cogs.clients.watching.infinite_watch`` and ``streaming_block``, which kopf looks up at call time)
-and remembers, per stream (resource and namespace), when it last delivered anything: an event, the end of a
-listing, or a bookmark, which the API server sends on every watch request shortly before its server-side timeout
-(and roughly every minute). A stream that has delivered nothing for longer than ``stall_after`` is stalled, and
-the probe fails naming it.
+replaces ``kopf._cogs.clients.watching.infinite_watch`` and ``streaming_block`` and ``kopf._cogs.clients.api.request``,
+which kopf looks up at call time) and remembers, per stream (resource and namespace), when it last showed life: an
+event, a listing, a bookmark, or the API server accepting one of its watch requests. kopf's watch requests end at
+a server-side timeout of a third of the bound, and the next one follows at once, so a quiet stream shows life
+every third of the bound while the API server answers (bookmarks alone would not do: the API server sends them
+only once its cache has moved past the watch's resource version, which a quiet cluster may not do for minutes).
+A stream that has shown no life for longer than ``stall_after`` is stalled, and the probe fails naming it.
 
 A stream paused by peering (a peer of higher priority runs) is not stalled however long it is quiet: kopf closes
 it on purpose. Its clock starts again when kopf resumes it. The operator also counts as stalled when it has run
@@ -25,13 +27,14 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
+from kopf._cogs.clients import api as kopf_api
 from kopf._cogs.clients import watching as kopf_watching
 
 from helmrelease.adapters.http_server import Reply, Route
 
 _INSTALLED: Final = "_helmrelease_watch_health"
-#: The server-side timeout of a watch request is this part of the stall bound (at most kopf's 300s), so that the
-#: bookmark the API server sends shortly before it closes a quiet stream arrives well within the bound.
+#: The server-side timeout of a watch request is this part of the stall bound (at most kopf's 300s), so that even
+#: a quiet stream makes a new watch request, which the API server accepts, well within the bound.
 RENEWALS_PER_BOUND: Final = 3
 #: A watch request shorter than this would get no bookmark (the API server sends it ~2s before the deadline).
 SERVER_TIMEOUT_MIN: Final = 5
@@ -92,11 +95,23 @@ class WatchHealth:
         self._clock = clock
         self.started = clock()
         self._streams: dict[tuple[Any, str | None], Stream] = {}
+        #: The URL path of each stream's watch requests, to tell which stream a request is for.
+        self._paths: dict[str, tuple[Any, str | None]] = {}
         self._lock = threading.Lock()
 
-    def opened(self, resource: Any, namespace: str | None) -> None:
+    def opened(self, resource: Any, namespace: str | None, path: str | None = None) -> None:
         with self._lock:
             self._streams[(resource, namespace)] = Stream(_describe(resource, namespace), self._clock())
+            if path is not None:
+                self._paths[path] = (resource, namespace)
+
+    def accepted(self, path: str) -> None:
+        """The API server accepted a watch request at ``path`` (a URL path, without the query)."""
+        with self._lock:
+            key = self._paths.get(path)
+            stream = self._streams.get(key) if key is not None else None
+            if stream is not None:
+                stream.last_delivery = self._clock()
 
     def delivered(self, resource: Any, namespace: str | None) -> None:
         with self._lock:
@@ -121,6 +136,8 @@ class WatchHealth:
     def closed(self, resource: Any, namespace: str | None) -> None:
         with self._lock:
             self._streams.pop((resource, namespace), None)
+            for path in [path for path, key in self._paths.items() if key == (resource, namespace)]:
+                del self._paths[path]
 
     def verdict(self) -> Verdict:
         with self._lock:
@@ -149,7 +166,7 @@ def _infinite_watch(original: Callable[..., AsyncIterator[Any]]) -> Callable[...
         health = _current
         resource, namespace = kwargs.get("resource"), kwargs.get("namespace")
         if health is not None:
-            health.opened(resource, namespace)
+            health.opened(resource, namespace, _watch_path(resource, namespace))
         try:
             async for item in original(**kwargs):
                 if health is not None:
@@ -162,6 +179,26 @@ def _infinite_watch(original: Callable[..., AsyncIterator[Any]]) -> Callable[...
     setattr(infinite_watch, _INSTALLED, True)
     infinite_watch.__wrapped__ = original  # type: ignore[attr-defined]
     return infinite_watch
+
+
+def _watch_path(resource: Any, namespace: str | None) -> str | None:
+    get_url = getattr(resource, "get_url", None)
+    return str(get_url(namespace=namespace)).split("?", 1)[0] if get_url is not None else None
+
+
+def _request(original: Callable[..., Any]) -> Callable[..., Any]:
+    async def request(*args: Any, **kwargs: Any) -> Any:
+        response = await original(*args, **kwargs)  # raises for a refused connection or an error status
+        health = _current
+        url = str(kwargs.get("url", ""))
+        if health is not None and "watch=true" in url:
+            health.accepted(url.split("?", 1)[0])
+        return response
+
+    request.__dict__.update(original.__dict__)  # other hooks' marks (kopf_decoding's) stay visible
+    setattr(request, _INSTALLED, True)
+    request.__wrapped__ = original  # type: ignore[attr-defined]
+    return request
 
 
 def _streaming_block(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -182,20 +219,31 @@ def _streaming_block(original: Callable[..., Any]) -> Callable[..., Any]:
     return streaming_block
 
 
+def _hooked(function: Any) -> bool:
+    """Whether our hook is anywhere in the chain of wrappers (another hook may have wrapped ours)."""
+    while function is not None:
+        if getattr(function, _INSTALLED, False):
+            return True
+        function = getattr(function, "__wrapped__", None)
+    return False
+
+
 def install(health: WatchHealth) -> None:
     """Report kopf's watch streams to ``health`` from now on; call before ``kopf.operator`` starts its watches."""
     global _current
     _current = health
-    if not getattr(kopf_watching.infinite_watch, _INSTALLED, False):
+    if not _hooked(kopf_watching.infinite_watch):
         kopf_watching.infinite_watch = _infinite_watch(kopf_watching.infinite_watch)
-    if not getattr(kopf_watching.streaming_block, _INSTALLED, False):
+    if not _hooked(kopf_watching.streaming_block):
         kopf_watching.streaming_block = _streaming_block(kopf_watching.streaming_block)
+    if not _hooked(kopf_api.request):
+        kopf_api.request = _request(kopf_api.request)
 
 
 def installed() -> bool:
-    return bool(
-        getattr(kopf_watching.infinite_watch, _INSTALLED, False)
-        and getattr(kopf_watching.streaming_block, _INSTALLED, False)
+    return all(
+        _hooked(function)
+        for function in (kopf_watching.infinite_watch, kopf_watching.streaming_block, kopf_api.request)
     )
 
 

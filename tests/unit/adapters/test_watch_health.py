@@ -18,12 +18,13 @@ import kopf
 import pytest
 from aiohttp import web
 from kopf._cogs.aiokits import aiotoggles
+from kopf._cogs.clients import api as kopf_api
 from kopf._cogs.clients import auth
 from kopf._cogs.clients import watching as kopf_watching
 from kopf._cogs.structs import credentials, references
 from kopf._core.reactor import queueing
 
-from helmrelease.adapters import watch_health
+from helmrelease.adapters import kopf_decoding, watch_health
 from helmrelease.adapters.watch_health import Stream, Verdict, WatchHealth, judge, server_timeout
 
 HELMRELEASES = references.Resource("helm.fluxcd.io", "v1", "helmreleases", namespaced=True)
@@ -56,7 +57,10 @@ def test_a_stream_is_stalled_when_quiet_beyond_the_bound_and_not_paused(
 
 def test_the_verdict_names_each_stalled_stream() -> None:
     verdict = judge(
-        [Stream("helmreleases.helm.fluxcd.io in namespace apps", 900.0), Stream("secrets in namespace apps", 990)],
+        [
+            Stream("helmreleases.helm.fluxcd.io in namespace apps", 900.0),
+            Stream("secrets in namespace apps", 990),
+        ],
         now=1000.0,
         started=0.0,
         stall_after=30.0,
@@ -122,6 +126,8 @@ class FakeApiServer:
 
     def __init__(self) -> None:
         self.hang = False
+        self.refuse = False  # every request answered 503, as by an API server that lost its backend
+        self.quiet = False  # watch requests accepted and ended without a byte, as a quiet cluster's can be
         self.watches = 0
         self.released = asyncio.Event()  # set at teardown: a hung watch ends then
 
@@ -133,12 +139,18 @@ class FakeApiServer:
                     "items": [{"metadata": {"name": "one", "namespace": "apps", "uid": "u1"}}],
                 }
             )
+        if self.refuse:
+            return web.json_response({"kind": "Status", "code": 503, "message": "gone"}, status=503)
         self.watches += 1
         response = web.StreamResponse()
         response.content_type = "application/json"
         await response.prepare(request)
         if self.hang:
             await self.released.wait()
+            return response
+        if self.quiet:
+            await asyncio.sleep(0.05)
+            await response.write_eof()
             return response
         bookmark = {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": str(1 + self.watches)}}}
         await response.write(json.dumps(bookmark).encode() + b"\n")
@@ -210,6 +222,34 @@ async def test_kopf_listing_and_bookmarks_count_as_deliveries_and_a_hung_stream_
     assert problems[0].startswith("no watch stream is open"), problems
 
 
+async def test_a_quiet_stream_whose_watch_requests_the_server_accepts_is_alive_and_a_dead_server_stalls_it(
+    api_server: tuple[FakeApiServer, kopf.OperatorSettings],
+) -> None:
+    fake, settings = api_server
+    fake.quiet = True
+    health = WatchHealth(0.5)
+    with watch_health.reporting_to(health):
+        stream = kopf_watching.infinite_watch(settings=settings, resource=HELMRELEASES, namespace="apps")
+        task = asyncio.create_task(consume(stream, []))
+        try:
+            for _ in range(30):  # 1.5s, three bounds: no event and no bookmark after the listing
+                await asyncio.sleep(0.05)
+                assert health.verdict().healthy, health.verdict()
+            assert fake.watches > 3
+            # The server goes away: its requests fail (kopf retries them), nothing is accepted any more.
+            settings.networking.error_backoffs = [0.1] * 100
+            fake.refuse = True
+            for _ in range(100):
+                if not health.verdict().healthy:
+                    break
+                await asyncio.sleep(0.05)
+            assert not health.verdict().healthy
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
 async def test_a_stream_paused_by_peering_is_not_stalled_and_restarts_its_clock_when_resumed(
     api_server: tuple[FakeApiServer, kopf.OperatorSettings],
 ) -> None:
@@ -241,16 +281,38 @@ async def test_a_stream_paused_by_peering_is_not_stalled_and_restarts_its_clock_
                 await task
 
 
-def test_install_is_idempotent_and_visible() -> None:
+def test_install_is_idempotent_and_leaves_the_bounded_decoder_installed() -> None:
     health = WatchHealth(30.0)
+    kopf_decoding.install()
     with watch_health.reporting_to(health):
-        hooked = kopf_watching.infinite_watch
+        hooked = (kopf_watching.infinite_watch, kopf_watching.streaming_block, kopf_api.request)
         watch_health.install(health)
-        assert kopf_watching.infinite_watch is hooked
+        kopf_decoding.install()
+        assert (kopf_watching.infinite_watch, kopf_watching.streaming_block, kopf_api.request) == hooked
         assert watch_health.installed()
+        assert kopf_decoding.installed()
+
+
+def test_an_accepted_watch_request_counts_for_its_own_stream_only() -> None:
+    clock = Clock()
+    health = WatchHealth(30.0, clock)
+    secrets = references.Resource("", "v1", "secrets", namespaced=True)
+    health.opened(HELMRELEASES, "apps", "/apis/helm.fluxcd.io/v1/namespaces/apps/helmreleases")
+    health.opened(secrets, "apps", "/api/v1/namespaces/apps/secrets")
+    clock.now += 31
+    health.accepted("/apis/helm.fluxcd.io/v1/namespaces/apps/helmreleases")
+    health.accepted("/api/v1/namespaces/other/secrets")
+    assert health.verdict().problems == (
+        "the watch of secrets in namespace apps has delivered nothing (no event, no bookmark) for 31s (bound 30s)",
+    )
 
 
 def test_kopf_still_looks_the_hooked_functions_up_at_call_time() -> None:
     # If this fails after a kopf upgrade, move watch_health.install to wherever kopf now streams.
     assert "watching.infinite_watch(" in inspect.getsource(queueing.watcher)
     assert "async with streaming_block(" in inspect.getsource(inspect.unwrap(kopf_watching.infinite_watch))
+    assert "await request(" in inspect.getsource(kopf_api.stream)
+    assert "params['watch'] = 'true'" in inspect.getsource(inspect.unwrap(kopf_watching.watch_objs))
+    assert "resource.get_url(namespace=namespace, params=params)" in inspect.getsource(
+        kopf_watching.watch_objs
+    )
