@@ -42,8 +42,7 @@ PEERING = "ops"
 #: kopf's default peering lifetime: a peer not heard of for this long is dead.
 PEERING_LIFETIME = 60
 RELEASES = 4
-#: kopf's lines (kopf._core.engines.peering) when a replica pauses for a peer and resumes after it is gone.
-PAUSING = "Pausing operations in favour of"
+#: kopf's line (kopf._core.engines.peering) when a replica resumes after the peer it paused for is gone.
 RESUMING = "Resuming operations after the pause"
 
 
@@ -102,8 +101,17 @@ def running(invocations: list[Invocation]) -> bool:
     )
 
 
-def replica(start_operator: StartOperator, wrapper: HelmWrapper, priority: int) -> Operator:
-    return start_operator("--peering", PEERING, "--priority", str(priority), helm=str(wrapper.path))
+def replica(start_operator: StartOperator, wrapper: HelmWrapper, priority: int, state: Path) -> Operator:
+    """A replica with a state directory of its own, as each Pod has."""
+    return start_operator(
+        "--peering", PEERING, "--priority", str(priority), "--state-dir", str(state), helm=str(wrapper.path)
+    )
+
+
+def peers(custom: k8s.CustomObjectsApi, namespace: str) -> dict[str, int]:
+    """The live peers' priorities by identity, as kopf keeps them in the KopfPeering's status."""
+    body = custom.get_namespaced_custom_object("kopf.dev", "v1", namespace, "kopfpeerings", PEERING)
+    return {identity: int(info["priority"]) for identity, info in (body.get("status") or {}).items() if info}
 
 
 def patch_values(custom: k8s.CustomObjectsApi, namespace: str, name: str, values: dict[str, Any]) -> None:
@@ -132,12 +140,13 @@ def test_two_replicas_never_run_helm_on_one_release_at_once_and_the_standby_take
     wrapper = HelmWrapper.create(tmp_path / "helm-wrapper")
     chart = {"repository": chart_repo.url, "name": "app", "version": "0.1.0"}
     names = [f"p{index}" for index in range(RELEASES)]
-    active = replica(start_operator, wrapper, priority=2)
-    standby = replica(start_operator, wrapper, priority=1)
+    active = replica(start_operator, wrapper, 2, tmp_path / "state-active")
+    standby = replica(start_operator, wrapper, 1, tmp_path / "state-standby")
+    # Both keep-alives are in: the standby (started paused, as kopf starts every peer) knows of the active one.
     eventually(
-        lambda: PAUSING in standby.log(),
+        lambda: sorted(peers(custom, namespace).values()) == [1, 2],
         60,
-        "the standby to pause for the active replica",
+        "both replicas to announce themselves in the KopfPeering",
         context=standby.tail,
     )
 
