@@ -2,7 +2,8 @@
 
 One cycle lists the HelmReleases, and for each automated, unlocked one (concurrently, each failure its own):
 reads its credentials, asks the registries (``scan``), and when a newer tag qualifies, patches exactly the
-value paths of the moved tags with a JSON patch that first tests the values it read. If the user changed the
+value paths of the moved tags with a JSON patch that first tests the values, the annotations and the spec's
+generation it read (so a lock, a new policy or ``suspend`` set meanwhile is never overwritten). If the user changed the
 release meanwhile the API server refuses the patch (a 409, or the same bare 422 it gives an invalid patch: a
 re-read tells the two apart); we re-read the release and decide again from what they wrote, so their edit
 always survives. With git write-back, the manifests in git are changed first and the
@@ -467,6 +468,7 @@ class ImagePolicyService:
             commit = committed or commit
         changes = [change for move in moves for change in move.changes]
         operations = [
+            *(view.precondition if changes or pauses else []),
             *changes_patch(changes),
             *(annotation_operation(WRITTEN_PREFIX + m.target.container, m.new_version) for m in moves),
             *(operation for pause in pauses for operation in pause.operations()),
@@ -481,7 +483,7 @@ class ImagePolicyService:
                 obj = await self.kube.get_helmrelease(view.release.namespace, view.release.name)
             except NotFound:
                 return ReleaseOutcome(view.release, failures=tuple(failures), commit=commit)
-            if not isinstance(error, Invalid) or not values_hold(obj, changes):
+            if not isinstance(error, Invalid) or view.changed_in(obj) or not values_hold(obj, changes):
                 return _Retry(read_release(obj), commit)
             failures.append(Failure.PATCH)
             await self._warn(view, EventReason.UPDATE_FAILED, f"cannot update the image tags: {error}")

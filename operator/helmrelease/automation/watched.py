@@ -162,6 +162,32 @@ class WatchedRelease:
         return field_setter(self.managed_fields, ("spec", "values", *location.path))
 
     suspended: bool = False
+    #: ``metadata.generation`` and ``metadata.annotations`` as read: what the decision was made from besides the
+    #: values (the spec's ``suspend``, the automation annotations). The patch tests both (``precondition``).
+    generation: int | None = None
+    annotations: Mapping[str, Any] | None = None
+
+    @property
+    def precondition(self) -> list[dict[str, Any]]:
+        """JSON-patch ``test`` operations that refuse our write if the user changed the spec or the annotations
+        since we read them: a lock, a new policy, ``suspend`` or a pinned tag set meanwhile is never overwritten.
+        The operator's status writes change neither, so they do not get in the way."""
+        operations: list[dict[str, Any]] = []
+        if self.generation is not None:
+            operations.append({"op": "test", "path": "/metadata/generation", "value": self.generation})
+        if self.annotations is not None:
+            operations.append(
+                {"op": "test", "path": "/metadata/annotations", "value": dict(self.annotations)}
+            )
+        return operations
+
+    def changed_in(self, obj: Mapping[str, Any]) -> bool:
+        """Whether ``obj`` (a re-read) differs from what we decided from, in the parts ``precondition`` tests."""
+        metadata = _mapping(obj.get("metadata"))
+        return (self.generation is not None and metadata.get("generation") != self.generation) or (
+            self.annotations is not None
+            and dict(_mapping(metadata.get("annotations"))) != dict(self.annotations)
+        )
 
     @property
     def hold(self) -> Hold | None:
@@ -246,6 +272,8 @@ def read_release(obj: Mapping[str, Any]) -> WatchedRelease:
         if isinstance(managed, list)
         else (),
         suspended=spec.get("suspend") is True,
+        generation=generation if isinstance(generation := metadata.get("generation"), int) else None,
+        annotations=dict(raw) if isinstance(raw := metadata.get("annotations"), Mapping) else None,
     )
 
 

@@ -67,6 +67,7 @@ async def test_an_automated_release_moves_by_a_tested_patch_and_says_so() -> Non
 
     assert harness.kube.patches == [
         [
+            {"op": "test", "path": "/metadata/annotations", "value": AUTOMATED},
             {"op": "test", "path": "/spec/values/image/tag", "value": "1.0.0"},
             {"op": "replace", "path": "/spec/values/image/tag", "value": "1.0.5"},
             {
@@ -146,7 +147,7 @@ async def test_a_concurrent_edit_is_read_again_and_decided_again(
     assert harness.kube.calls["get"] == 1
     assert len(harness.kube.patches) == patches
     if patches == 2:
-        assert harness.kube.patches[1][0] == {
+        assert harness.kube.patches[1][1] == {
             "op": "test",
             "path": "/spec/values/image/tag",
             "value": "1.0.1",
@@ -539,3 +540,38 @@ async def test_unavailable_registry_message_reaches_the_event() -> None:
     [(_, kind, reason, message)] = harness.kube.events
     assert (kind, reason) == ("Warning", "ImageScanFailed")
     assert "check that reg.example.com is up and reachable" in message
+
+
+@pytest.mark.parametrize(
+    "user_edit",
+    [
+        pytest.param({"fluxcd.io/locked": "true"}, id="locks"),
+        pytest.param({"fluxcd.io/automated": "false"}, id="stops-automation"),
+        pytest.param({"fluxcd.io/tag.chart-image": "glob:0.*"}, id="changes-the-policy"),
+    ],
+)
+async def test_an_annotation_edit_between_our_read_and_write_is_never_overwritten(
+    user_edit: dict[str, str],
+) -> None:
+    """The tag test alone let a lock (or a new policy) set meanwhile through: the annotations are tested too."""
+    harness = Harness()
+    harness.kube.add(release("web", IMAGE, AUTOMATED))
+
+    def edit(kube: FakeKube) -> None:
+        kube.objects["apps", "web"]["metadata"]["annotations"].update(user_edit)
+
+    harness.kube.before_patch = edit
+    report = await harness.cycle()
+    assert harness.kube.values("web")["image"]["tag"] == "1.0.0"
+    assert harness.kube.calls["get"] == 1  # re-read, decided again from the edit: nothing to write
+    assert "ImageUpdated" not in harness.kube.reasons()
+    assert not report.failed
+
+
+async def test_the_patch_tests_the_generation_it_read() -> None:
+    harness = Harness()
+    obj = release("web", IMAGE, AUTOMATED)
+    obj["metadata"]["generation"] = 4
+    harness.kube.add(obj)
+    await harness.cycle()
+    assert harness.kube.patches[0][0] == {"op": "test", "path": "/metadata/generation", "value": 4}
