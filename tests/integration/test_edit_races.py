@@ -120,6 +120,7 @@ async def test_100_edits_landing_between_the_sidecars_read_and_write(
     assert not kube.edits, f"releases the sidecar never patched: {sorted(kube.edits)}"
     lost: list[str] = []
     stale: list[str] = []
+    unraced: list[str] = []
     for name, kind in rounds.items():
         edit = EDITS[kind]
         hr = releases.get(name)
@@ -134,9 +135,10 @@ async def test_100_edits_landing_between_the_sidecars_read_and_write(
             lost.append(f"{name} ({kind}): {hr['spec']} {annotations}")
         if values["image"]["tag"] != edit.tag:
             stale.append(f"{name} ({kind}): tag {values['image']['tag']}, expected {edit.tag}")
-        assert kube.rereads[name] == 1, (name, kind)  # every patch was refused once: each race was real
+        if kube.rereads[name] != 1:  # every patch is refused once: each race was real
+            unraced.append(f"{name} ({kind}): re-read {kube.rereads[name]} times")
     print(f"\ncertain races: {len(rounds)} rounds, lost edits {len(lost)}, stale writes {len(stale)}")
-    assert (lost, stale) == ([], [])
+    assert (lost, stale, unraced) == ([], [], [])
 
 
 def edit_as_a_user(
