@@ -1,7 +1,7 @@
 """Races between a user's edit of a HelmRelease and the image-policy sidecar's update of the same object.
 
-The sidecar reads the release, asks the registry, then patches the tag with a JSON patch that tests the value, the
-annotations and the spec's generation it read. First 100 races made certain: the user's edit lands between the
+The sidecar reads the release, asks the registry, then patches the tag with a JSON patch that tests the value and the
+resourceVersion it read. First 100 races made certain: the user's edit lands between the
 sidecar's read and its write (a kube client that runs the edit right before the patch goes out), over every kind of
 edit (elsewhere in the values, the same tag newer or older, a lock, a new policy, ``suspend``). Then 100 loose
 rounds: users editing from threads at random moments while a cycle runs. No user edit may be lost, and no tag

@@ -67,7 +67,6 @@ async def test_an_automated_release_moves_by_a_tested_patch_and_says_so() -> Non
 
     assert harness.kube.patches == [
         [
-            {"op": "test", "path": "/metadata/annotations", "value": AUTOMATED},
             {"op": "test", "path": "/spec/values/image/tag", "value": "1.0.0"},
             {"op": "replace", "path": "/spec/values/image/tag", "value": "1.0.5"},
             {
@@ -147,7 +146,7 @@ async def test_a_concurrent_edit_is_read_again_and_decided_again(
     assert harness.kube.calls["get"] == 1
     assert len(harness.kube.patches) == patches
     if patches == 2:
-        assert harness.kube.patches[1][1] == {
+        assert harness.kube.patches[1][0] == {
             "op": "test",
             "path": "/spec/values/image/tag",
             "value": "1.0.1",
@@ -555,23 +554,37 @@ async def test_an_annotation_edit_between_our_read_and_write_is_never_overwritte
 ) -> None:
     """The tag test alone let a lock (or a new policy) set meanwhile through: the annotations are tested too."""
     harness = Harness()
-    harness.kube.add(release("web", IMAGE, AUTOMATED))
+    obj = release("web", IMAGE, AUTOMATED)
+    obj["metadata"]["resourceVersion"] = "7"
+    harness.kube.add(obj)
 
     def edit(kube: FakeKube) -> None:
-        kube.objects["apps", "web"]["metadata"]["annotations"].update(user_edit)
+        metadata = kube.objects["apps", "web"]["metadata"]
+        metadata["annotations"].update(user_edit)
+        metadata["resourceVersion"] = "8"  # what the API server does on every write
 
     harness.kube.before_patch = edit
     report = await harness.cycle()
+    assert harness.kube.patches[0][0] == {"op": "test", "path": "/metadata/resourceVersion", "value": "7"}
     assert harness.kube.values("web")["image"]["tag"] == "1.0.0"
     assert harness.kube.calls["get"] == 1  # re-read, decided again from the edit: nothing to write
     assert "ImageUpdated" not in harness.kube.reasons()
     assert not report.failed
 
 
-async def test_the_patch_tests_the_generation_it_read() -> None:
+async def test_a_write_that_changed_nothing_we_decided_from_is_retried_not_failed() -> None:
+    """The operator's status write moves the resourceVersion too: the patch is made again, not reported."""
     harness = Harness()
     obj = release("web", IMAGE, AUTOMATED)
-    obj["metadata"]["generation"] = 4
+    obj["metadata"]["resourceVersion"] = "7"
     harness.kube.add(obj)
-    await harness.cycle()
-    assert harness.kube.patches[0][0] == {"op": "test", "path": "/metadata/generation", "value": 4}
+
+    def status_write(kube: FakeKube) -> None:
+        kube.objects["apps", "web"]["metadata"]["resourceVersion"] = "8"
+
+    harness.kube.before_patch = status_write
+    report = await harness.cycle()
+    assert [patch[0]["value"] for patch in harness.kube.patches] == ["7", "8"]
+    assert harness.kube.values("web")["image"]["tag"] == "1.0.5"
+    assert harness.kube.reasons() == ["ImageUpdated"]
+    assert not report.failed
