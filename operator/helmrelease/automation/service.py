@@ -34,6 +34,7 @@ from helmrelease.adapters.git import GitError
 from helmrelease.adapters.kube import Conflict, Invalid, KubeError, NotFound, ObjectRef
 from helmrelease.adapters.registry import CredentialStore
 from helmrelease.api.constants import API_VERSION, KIND
+from helmrelease.api.sharding import shard_selector
 from helmrelease.automation.credentials import CycleCredentials, PullSecretError, SecretReader
 from helmrelease.automation.health import Heartbeat
 from helmrelease.automation.lookups import DEFAULT_RECHECK_PERIOD, RecheckBudget
@@ -83,7 +84,9 @@ class EventReason(StrEnum):
 class ReleaseApi(SecretReader, Protocol):
     """The Kubernetes calls the loop makes (``adapters.kube.KubeClient`` has them)."""
 
-    async def list_helmreleases(self, namespace: str | None = None) -> list[dict[str, Any]]: ...
+    async def list_helmreleases(
+        self, namespace: str | None = None, *, label_selector: str | None = None
+    ) -> list[dict[str, Any]]: ...
 
     async def get_helmrelease(self, namespace: str, name: str) -> dict[str, Any]: ...
 
@@ -107,10 +110,12 @@ class TagSourceFactory(Protocol):
 @dataclass(frozen=True)
 class ImagePolicySettings:
     """How the loop runs. No namespaces: the whole cluster. ``conflict_attempts`` bounds the re-reads of a
-    release that keeps changing under us within one cycle."""
+    release that keeps changing under us within one cycle. ``shard``: the HelmReleases of that shard only, as the
+    operator next to us (``api.sharding``; None: those without the shard label)."""
 
     interval: float = 300.0
     namespaces: tuple[str, ...] = ()
+    shard: str | None = None
     conflict_attempts: int = 3
     git: GitWriteback | None = None
     #: Where the first sight of tags (soak time) is kept across restarts; None: in memory only.
@@ -398,7 +403,11 @@ class ImagePolicyService:
     async def _list_releases(self) -> tuple[list[Mapping[str, Any]], int]:
         scopes: Sequence[str | None] = self.settings.namespaces or (None,)
         results = await asyncio.gather(
-            *(self.kube.list_helmreleases(namespace) for namespace in scopes), return_exceptions=True
+            *(
+                self.kube.list_helmreleases(namespace, label_selector=shard_selector(self.settings.shard))
+                for namespace in scopes
+            ),
+            return_exceptions=True,
         )
         objects: list[Mapping[str, Any]] = []
         failures = 0

@@ -31,6 +31,7 @@ from helmrelease.adapters.kube import ApiUnavailable, KubeError, NotFound, Objec
 from helmrelease.api.constants import API_VERSION, KIND, Action, ConditionStatus, ConditionType, Reason
 from helmrelease.api.errors import SpecError
 from helmrelease.api.resource import HelmRelease, parse_helmrelease
+from helmrelease.api.sharding import in_shard
 from helmrelease.api.spec import mask_urls
 from helmrelease.api.status import HelmReleaseStatus
 from helmrelease.reconcile import conditions
@@ -199,6 +200,10 @@ class Reconciler:
                 try:
                     fresh = await self.kube.get_helmrelease(current.ref.namespace, current.ref.name)
                 except NotFound:
+                    return None
+                if not in_shard((fresh.get("metadata") or {}).get("labels"), self.settings.shard):
+                    # Relabelled to another shard meanwhile: that shard's operator reconciles it now.
+                    log.info("%s moved to another shard; not reconciled here", _name(fresh))
                     return None
                 current = await self._start(fresh)
                 if current.hr.deleting:
@@ -545,6 +550,14 @@ class Reconciler:
             )
             raise ReconcileError(reason, "cancelled by deletion", temporary=True, retry_after=1)
         current.after_action = left_by(action, desired, outcome) or current.after_action
+        if outcome.manifest and outcome.helm_revision is not None and current.after_action is not None:
+            self.observer.remember_manifest(
+                hr.target_namespace,
+                hr.release_name,
+                outcome.helm_revision,
+                current.after_action.digest_label,
+                outcome.manifest,
+            )
         current.status = conditions.status_after_action(
             current.status, desired, action, outcome, self.clock()
         )
@@ -554,7 +567,7 @@ class Reconciler:
             )
         await self.report.write(current)
         if outcome.succeeded and deploys(action):
-            await self.executor.mark_resources(hr)
+            await self.executor.mark_resources(hr, outcome.manifest)
         if outcome.succeeded and plan.reason is Reason.DRIFT_DETECTED:
             self.metrics.drift_corrected()
         told = _told(current, action, chart, outcome.succeeded)

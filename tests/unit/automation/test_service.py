@@ -588,3 +588,32 @@ async def test_a_write_that_changed_nothing_we_decided_from_is_retried_not_faile
     assert harness.kube.values("web")["image"]["tag"] == "1.0.5"
     assert harness.kube.reasons() == ["ImageUpdated"]
     assert not report.failed
+
+
+@pytest.mark.parametrize(
+    ("shard", "scanned"),
+    [
+        pytest.param(None, ["plain"], id="unsharded-scans-the-unlabelled"),
+        pytest.param("a", ["in-a"], id="shard-a-scans-its-own"),
+    ],
+)
+async def test_a_sharded_sidecar_scans_only_its_shard(shard: str | None, scanned: list[str]) -> None:
+    harness = Harness(settings={"shard": shard})
+    for name, value in (("plain", None), ("in-a", "a"), ("in-b", "b")):
+        obj = release(name, IMAGE, AUTOMATED)
+        if value is not None:
+            obj["metadata"]["labels"] = {"sharding.helm.fluxcd.io/key": value}
+        harness.kube.add(obj)
+
+    report = await harness.cycle()
+
+    assert [outcome.release.name for outcome in report.releases] == scanned
+    assert harness.kube.selectors == [
+        "!sharding.helm.fluxcd.io/key" if shard is None else f"sharding.helm.fluxcd.io/key={shard}"
+    ]
+    assert (
+        sorted(
+            name for (_, name) in harness.kube.objects if harness.kube.values(name)["image"]["tag"] != "1.0.0"
+        )
+        == scanned
+    )

@@ -37,6 +37,7 @@ from helmrelease.adapters.helm import HelmError
 from helmrelease.api.constants import ConditionStatus, ConditionType, HelmStatus, Reason
 from helmrelease.api.ownership import ANTECEDENT_ANNOTATION
 from helmrelease.api.status import HelmReleaseStatus
+from helmrelease.reconcile.drift import parse_manifest
 from helmrelease.reconcile.errors import ReconcileError
 from helmrelease.reconcile.releases import owner_labels
 from helmrelease.reconcile.service import MAX_STEPS, RETRY_SOON, Reconciler
@@ -54,6 +55,12 @@ metadata:
 data:
   greeting: hello
 """
+
+
+def yaml_object(manifest: str) -> dict[str, Any]:
+    """A live object exactly as the manifest declares it."""
+    [obj] = [o.body for o in parse_manifest(manifest, NAMESPACE)]
+    return copy.deepcopy(dict(obj))
 
 
 def rejects(values: Mapping[str, Any]) -> bool:
@@ -99,6 +106,19 @@ class Harness:
             settings=OperatorSettings(state_dir=self.tmp / "state", **self.settings),
             clock=self.clock,
         )
+
+    def restart(self) -> Reconciler:
+        """A new operator process over the same cluster (nothing remembered in memory); returns the old one."""
+        old = self.reconciler
+        self.reconciler = Reconciler(
+            kube=self.kube,
+            helm=self.helm,
+            charts=FakeCharts(self.tmp / "chart"),
+            urls=NoUrls(),
+            settings=OperatorSettings(state_dir=self.tmp / "state", **self.settings),
+            clock=self.clock,
+        )
+        return old
 
     def apply(self, values: Mapping[str, Any] | None = None, **spec: Any) -> None:
         """Create the HelmRelease, or change its spec (the generation moves, the status stays)."""
@@ -189,6 +209,62 @@ async def test_an_install_then_rest_and_a_resync_costs_nothing(harness: Harness)
     assert await harness.reconcile() == Pass([])
     assert harness.helm.operations() == operations, "a resync of an unchanged release runs no helm"
     assert len(harness.kube.state.status_writes) == writes, "and writes no status"
+
+
+async def test_a_deploy_marks_its_resources_from_what_helm_printed_without_asking_helm_again(
+    harness: Harness,
+) -> None:
+    harness.helm.state.manifest = MANIFEST
+    harness.apply()
+    assert await harness.reconcile() == Pass([Reason.INSTALL_SUCCEEDED])
+    assert harness.kube.state.annotated == [("ConfigMap", "web-config")]
+    assert harness.helm.state.status_reads == 0, "no `helm status` process after the install"
+
+
+async def test_resync_drift_checks_read_helms_storage_not_at_all_after_our_own_deploy(
+    harness: Harness,
+) -> None:
+    harness.helm.state.manifest = MANIFEST
+    harness.kube.state.objects["ConfigMap", NAMESPACE, "web-config"] = yaml_object(MANIFEST)
+    harness.apply()
+    await harness.reconcile()
+    for _ in range(3):
+        assert await harness.reconcile(check_drift=True) == Pass([])
+    assert harness.status.last_drift_check is not None, "the drift checks ran"
+    assert harness.kube.state.stored_reads == 0, "the manifest helm printed is the one compared"
+
+
+async def test_a_drift_check_after_a_restart_reads_the_stored_manifest_once(harness: Harness) -> None:
+    harness.helm.state.manifest = MANIFEST
+    harness.kube.state.objects["ConfigMap", NAMESPACE, "web-config"] = yaml_object(MANIFEST)
+    harness.apply()
+    await harness.reconcile()
+    harness.restart()
+    for _ in range(3):
+        assert await harness.reconcile(check_drift=True) == Pass([])
+    assert harness.kube.state.stored_reads == 1
+
+
+async def test_a_revision_remade_after_an_uninstall_is_compared_with_its_own_manifest(
+    harness: Harness,
+) -> None:
+    harness.helm.state.manifest = MANIFEST
+    harness.kube.state.objects["ConfigMap", NAMESPACE, "web-config"] = yaml_object(MANIFEST)
+    harness.apply()
+    await harness.reconcile()
+    assert await harness.reconcile(check_drift=True) == Pass([])
+    # Gone by hand, made again as revision 1 from other values, with another manifest, by another operator.
+    harness.helm.state.releases.clear()
+    harness.helm.state.manifest = MANIFEST.replace("hello", "bonjour")
+    harness.apply({"replicas": 3})
+    first = harness.restart()
+    await harness.reconcile()
+    assert harness.revisions() == [(1, HelmStatus.DEPLOYED)]
+    harness.reconciler = first
+    # The live object still says hello: drift against revision 1's own manifest, not the one cached before.
+    assert await harness.reconcile(check_drift=True) == Pass(
+        [Reason.DRIFT_DETECTED, Reason.UPGRADE_SUCCEEDED]
+    )
 
 
 async def test_new_values_upgrade_once(harness: Harness) -> None:
