@@ -228,15 +228,18 @@ class HelmWrapper:
     _ids: Iterator[int] = field(default_factory=itertools.count)
 
     @classmethod
-    def create(cls, directory: Path, real: str = "helm") -> HelmWrapper:
-        """Write the script into `directory`, wrapping `real` (a bin/ tool name or a path: helm, helm3)."""
+    def create(cls, directory: Path, real: str = "helm", *, name: str = "helm") -> HelmWrapper:
+        """Write the script `directory/<name>`, wrapping `real` (a bin/ tool name or a path: helm, helm3).
+
+        Any command whose first argument is its subcommand can be wrapped the same way: `create(d, "git",
+        name="git")` and `d` first on a process's PATH records and gates its git commands."""
         directory.mkdir(parents=True, exist_ok=True)
         gates = directory / "gates"
         gates.mkdir(exist_ok=True)
         log = directory / "invocations.jsonl"
         log.touch()
         executable = binary(real)
-        script = directory / "helm"
+        script = directory / name
         script.write_text(
             _SCRIPT.format(python=sys.executable, real=executable, log=str(log), gates=str(gates))
         )
@@ -304,6 +307,10 @@ class HelmWrapper:
             for invocation in self.invocations()
             if invocation.subcommand == subcommand and (release is None or invocation.release == release)
         ]
+
+
+#: The wrapper is not helm-specific (see `HelmWrapper.create`).
+CommandWrapper = HelmWrapper
 
 
 def overlaps(

@@ -35,6 +35,8 @@ class RegistryProxy:
         self.budget = budget
         self.forwarded: list[tuple[str, str, float]] = []  # (method, path, time.monotonic())
         self.refused: list[tuple[str, float]] = []  # (path, time.monotonic()) of every 429 given
+        #: Requests waiting for `release` right now.
+        self.stalled = 0
         self._open = threading.Event()
         self._open.set()
         self._lock = threading.Lock()
@@ -107,7 +109,11 @@ class RegistryProxy:
                 self._forward()
 
             def _forward(self) -> None:
+                with proxy._lock:
+                    proxy.stalled += 1
                 proxy._open.wait()
+                with proxy._lock:
+                    proxy.stalled -= 1
                 allowed, extra = proxy._spend(self.command, self.path)
                 if not allowed:
                     body = b'{"errors":[{"code":"TOOMANYREQUESTS","message":"pull rate limit"}]}'

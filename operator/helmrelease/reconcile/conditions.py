@@ -32,7 +32,14 @@ from helmrelease.api.constants import Action, ConditionStatus, ConditionType, He
 from helmrelease.api.spec import HelmReleaseSpec
 from helmrelease.api.status import Condition, HelmReleaseStatus
 from helmrelease.reconcile.actions import terms
-from helmrelease.reconcile.plan import Desired, ObservedRelease, Plan, cluster_retry_delay
+from helmrelease.reconcile.plan import (
+    Desired,
+    ObservedRelease,
+    Plan,
+    Recorded,
+    cluster_retry_delay,
+    rolled_back_unrecorded,
+)
 
 #: Condition messages are read in ``kubectl get``/``describe``; Helm's errors can run to many kilobytes.
 MESSAGE_LIMIT = 1024
@@ -214,13 +221,17 @@ def status_after_decision(
 def status_after_record(
     previous: HelmReleaseStatus, desired: Desired, release: ObservedRelease, now: datetime
 ) -> HelmReleaseStatus:
-    """Record a deploy that Helm finished but the operator did not live to record (``Action.RECORD``).
+    """Record a deploy (or a rollback) that Helm finished but the operator did not live to record
+    (``Action.RECORD``).
 
     It is the outcome the interrupted install (revision 1) or upgrade would have recorded, so the plan goes on
     from there (a test, if enabled) instead of deploying the same chart and values again.
     """
-    action = Action.INSTALL if release.revision == 1 else Action.UPGRADE
     outcome = Outcome(True, helm_revision=release.revision, release_status=release.status)
+    if rolled_back_unrecorded(desired, release, Recorded.from_status(previous)):
+        # The interrupted action was the rollback after a failure: record it as its own outcome would have.
+        return status_after_action(previous, desired, Action.ROLLBACK, outcome, now)
+    action = Action.INSTALL if release.revision == 1 else Action.UPGRADE
     return status_after_action(previous, desired, action, outcome, now)
 
 

@@ -46,16 +46,18 @@ class ActionExecutor:
         observed: ObservedRelease | None,
         previous: tuple[str, str] | None,
         masker: Masker,
+        force_request: str | None = None,
     ) -> Outcome:
         """Run `action`; a Helm failure is a failed outcome (with where the release stands), never an exception.
 
-        `previous` is the (namespace, name) of the release `uninstall-previous` removes.
+        `previous` is the (namespace, name) of the release `uninstall-previous` removes; `force_request` the
+        force token a deploy carries out, labelled on the revision it makes.
         """
         helm = helm_for(self.helm, hr, masker)
         try:
             match action:
                 case Action.INSTALL | Action.UPGRADE | Action.ADOPT:
-                    return await self._deploy(helm, hr, desired, action, chart, values)
+                    return await self._deploy(helm, hr, desired, action, chart, values, force_request)
                 case Action.TEST:
                     return await self._test(helm, hr)
                 case Action.ROLLBACK:
@@ -135,6 +137,7 @@ class ActionExecutor:
         action: Action,
         chart: FetchedChart,
         values: Mapping[str, Any],
+        force_request: str | None = None,
     ) -> Outcome:
         """Install, upgrade, or adopt (an upgrade of a release found without an owner)."""
         spec = hr.spec
@@ -149,7 +152,7 @@ class ActionExecutor:
             description=deploy_description(action.value, hr.metadata.namespace, hr.metadata.name),
             force_conflicts=True,
             # The digest too: a restart after helm returned knows what this revision holds.
-            labels=owner_labels(hr.metadata.namespace, hr.metadata.name, desired.digest),
+            labels=owner_labels(hr.metadata.namespace, hr.metadata.name, desired.digest, force_request),
         )
         deploy = (
             helm_adapter.DeployAction.INSTALL

@@ -173,4 +173,5 @@ def _observed(entry: IndexedRelease, ownership: Ownership, owner: str | None) ->
         ownership=ownership,
         owner=owner,
         digest_label=entry.digest_label,
+        force_label=entry.force_label,
     )

@@ -26,11 +26,16 @@ State machine, checked in this order (the first matching row decides)::
     release unmarked, adoption allowed / not allowed ......... adopt / refuse  UnmanagedRelease
     release pending-* or uninstalling (and not ours running) . unlock      StaleLock
     a force requested (reconcile.fluxcd.io/forceAt) .......... upgrade     ForceRequested
+    the latest revision is the finished deploy of the pending
+        force, from this config, not recorded yet ........ record      AlreadyApplied
     --- "this config" = same digest and same generation as our last attempt ---
     our install/upgrade/test/rollback of this config failed
         on the cluster's side ............................ the same again (an install whose release now exists:
                                                            upgrade)  ClusterRetry, once the retry is due;
                                                            wait-retry  <its failure reason> until then
+    our upgrade or test of this config failed, rollback.enable,
+        and the release moved on to a deployed revision
+        not made from it (our rollback, unrecorded) ...... record      AlreadyApplied (as the rollback)
     our upgrade of this config failed, release failed,
         rollback.enable .................................. rollback    UpgradeFailed
     our install/upgrade of this config failed ................ wait-retry  InstallFailed / UpgradeFailed
@@ -159,6 +164,8 @@ class ObservedRelease:
     owner: str | None = None
     #: The revision's digest label (`releases.digest_label`): the chart and values we made it from.
     digest_label: str | None = None
+    #: The revision's force label (`releases.force_label`): the force request it was deployed for, if any.
+    force_label: str | None = None
 
 
 @dataclass(frozen=True)
@@ -234,11 +241,13 @@ def next_action(
     drifted: bool = False,
     deleting: bool = False,
     forced: bool = False,
+    force_applied: bool = False,
 ) -> Plan:
     """The single next step; see the module docstring for the table this implements.
 
     `previous` is the release at `recorded.previous_release(desired)`, if there is one and it exists; `forced`:
-    a force request (reconcile.fluxcd.io/forceAt) still to carry out.
+    a force request (reconcile.fluxcd.io/forceAt) still to carry out; `force_applied`: the release's latest
+    revision is a finished deploy of the pending force request (the operator was killed before recording it).
     """
     name = desired.release
     renamed = _previous_release(desired, recorded, previous)
@@ -286,6 +295,18 @@ def next_action(
             Reason.FORCE_REQUESTED,
             f"A force was requested (reconcile.fluxcd.io/forceAt); upgrading release {name} to chart "
             f"{desired.chart_revision} whatever failed before",
+        )
+    if (
+        force_applied
+        and release.status is HelmStatus.DEPLOYED
+        and release.revision != recorded.helm_revision
+        and release.digest_label == digest_label(desired.digest)
+    ):
+        return Plan(
+            Action.RECORD,
+            Reason.ALREADY_APPLIED,
+            f"Helm release {name} revision {release.revision} is the deploy forced by reconcile.fluxcd.io/forceAt, "
+            "but the operator stopped before recording it; recording it without running Helm again",
         )
     if recorded.attempted(desired):
         blocked = _after_failure(desired, release, recorded, now)
@@ -437,6 +458,14 @@ def _after_failure(
         return _cluster_retry(desired, release, recorded, now)
     name = desired.release
     action, failed = recorded.last_action, recorded.last_action_failed
+    if rolled_back_unrecorded(desired, release, recorded):
+        return Plan(
+            Action.RECORD,
+            Reason.ALREADY_APPLIED,
+            f"Helm release {name} revision {release.revision} is the rollback after the failed "
+            f"{'test' if action is Action.TEST else 'upgrade'}, but the operator stopped before recording it; "
+            "recording it without rolling back again",
+        )
     if failed and action is Action.UPGRADE and desired.rollback and release.status is HelmStatus.FAILED:
         return Plan(
             Action.ROLLBACK,
@@ -469,6 +498,21 @@ def _after_failure(
     if not failed and action is Action.ROLLBACK:
         return _after_rollback(desired, release, recorded)
     return None
+
+
+def rolled_back_unrecorded(desired: Desired, release: ObservedRelease, recorded: Recorded) -> bool:
+    """Our upgrade or test of this configuration failed, and the release has since moved past the revision we
+    recorded to a deployed one not made from this configuration: the rollback we ran, which the operator did not
+    live to record (killed after `helm rollback` returned). Rolling back again would go back to the failed one."""
+    return (
+        recorded.last_action_failed
+        and recorded.last_action in (Action.UPGRADE, Action.TEST)
+        and desired.rollback
+        and recorded.helm_revision is not None
+        and release.revision > recorded.helm_revision
+        and release.status is HelmStatus.DEPLOYED
+        and release.digest_label != digest_label(desired.digest)
+    )
 
 
 def _after_rollback(desired: Desired, release: ObservedRelease, recorded: Recorded) -> Plan:

@@ -9,6 +9,7 @@ not live to record (killed right after helm returned) is recognised as applied i
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
@@ -20,6 +21,9 @@ OWNER_NAMESPACE_LABEL: Final = "helm.fluxcd.io/owner-namespace"
 OWNER_NAME_LABEL: Final = "helm.fluxcd.io/owner-name"
 #: The release digest (`reconcile.digest`) a revision was made from, as `digest_label` shortens it.
 DIGEST_LABEL: Final = "helm.fluxcd.io/digest"
+#: The force request (reconcile.fluxcd.io/forceAt) a revision was deployed for, as `force_label` hashes its token:
+#: a restart after helm returned knows the force was carried out, and does not deploy it a second time.
+FORCE_LABEL: Final = "helm.fluxcd.io/force"
 #: A label value holds at most 63 characters and no ":"; the first 63 of sha256's 64 hex digits (252 bits) are
 #: as good an identity as all of them.
 DIGEST_LABEL_LENGTH: Final = 63
@@ -34,6 +38,7 @@ class IndexedRelease:
     owner_namespace: str | None = None
     owner_name: str | None = None
     digest_label: str | None = None
+    force_label: str | None = None
 
     @property
     def owner(self) -> str | None:
@@ -55,11 +60,21 @@ def digest_label(digest: str) -> str:
     return digest.removeprefix(DIGEST_PREFIX)[:DIGEST_LABEL_LENGTH]
 
 
-def owner_labels(namespace: str, name: str, digest: str | None = None) -> dict[str, str]:
-    """The labels that mark a release as made by HelmRelease `namespace/name` (from `digest`, when given)."""
+def force_label(token: str) -> str:
+    """The label value for a force token (any text up to `requests.TOKEN_MAX`): 63 hex digits of its sha256."""
+    return hashlib.sha256(token.encode()).hexdigest()[:DIGEST_LABEL_LENGTH]
+
+
+def owner_labels(
+    namespace: str, name: str, digest: str | None = None, force: str | None = None
+) -> dict[str, str]:
+    """The labels that mark a release as made by HelmRelease `namespace/name` (from `digest`, when given; for the
+    force request `force`, when it is one)."""
     labels = {OWNER_NAMESPACE_LABEL: namespace, OWNER_NAME_LABEL: name}
     if digest:
         labels[DIGEST_LABEL] = digest_label(digest)
+    if force:
+        labels[FORCE_LABEL] = force_label(force)
     return labels
 
 
@@ -83,6 +98,7 @@ def release_index_entry(
             owner_namespace=labels.get(OWNER_NAMESPACE_LABEL),
             owner_name=labels.get(OWNER_NAME_LABEL),
             digest_label=labels.get(DIGEST_LABEL),
+            force_label=labels.get(FORCE_LABEL),
         )
     }
 

@@ -30,6 +30,7 @@ from helmrelease.adapters.charts import FetchedChart
 from helmrelease.adapters.kube import ApiUnavailable, KubeError, NotFound, ObjectRef
 from helmrelease.api.constants import API_VERSION, KIND, Action, ConditionStatus, ConditionType, Reason
 from helmrelease.api.errors import SpecError
+from helmrelease.api.ownership import Ownership
 from helmrelease.api.resource import HelmRelease, parse_helmrelease
 from helmrelease.api.sharding import in_shard
 from helmrelease.api.spec import mask_urls
@@ -46,7 +47,7 @@ from helmrelease.reconcile.masking import Masker
 from helmrelease.reconcile.metrics import ActionResult, OperatorMetrics, PassResult
 from helmrelease.reconcile.observe import ReleaseObserver, left_by, may_check_drift
 from helmrelease.reconcile.plan import Desired, ObservedRelease, Plan, Recorded, next_action
-from helmrelease.reconcile.releases import ReleaseView
+from helmrelease.reconcile.releases import ReleaseView, force_label
 from helmrelease.reconcile.report import (
     NORMAL,
     RETRY_LATER,
@@ -409,6 +410,10 @@ class Reconciler:
             # Drift is looked for once, before anything ran: what this pass deployed has not drifted yet.
             drift = await self._drift(current, desired, observed) if check_drift and not done else None
             forced = current.requests.force is not None and current.forced is None
+            force_applied = forced and _deployed_for(observed, current.requests.force)
+            if force_applied:
+                # Killed after the forced deploy finished: the force is done (echoed with this pass), not repeated.
+                current.forced, forced = current.requests.force, False
             plan = next_action(
                 desired,
                 observed,
@@ -417,6 +422,7 @@ class Reconciler:
                 previous=previous,
                 drifted=drift is not None,
                 forced=forced,
+                force_applied=force_applied,
             )
             if drift is not None:
                 await self._tell_drift(current, drift, plan)
@@ -534,6 +540,7 @@ class Reconciler:
             observed=observed,
             previous=Recorded.from_status(current.status).previous_release(desired),
             masker=current.masker,
+            force_request=current.forced if deploys(action) else None,
         )
         async with self._worker():
             running = time.monotonic()  # helm's own time; `started` includes the wait for a worker
@@ -564,6 +571,12 @@ class Reconciler:
         if outcome.succeeded and plan.reason is Reason.DRIFT_DETECTED:
             current.status = conditions.status_after_drift_corrected(
                 current.status, release=desired.release, revision=outcome.helm_revision, now=self.clock()
+            )
+        if current.forced is not None:
+            # The force is handled in the write that records the deploy it asked for: echoed only at the end of
+            # the pass, a crash in between would have the restart deploy it a second time.
+            current.status = conditions.status_with_handled(
+                current.status, reconcile=None, force=current.forced, reset=None
             )
         await self.report.write(current)
         if outcome.succeeded and deploys(action):
@@ -764,6 +777,17 @@ class Reconciler:
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             yield
+
+
+def _deployed_for(observed: ObservedRelease | None, force: str | None) -> bool:
+    """Whether the release's latest revision is ours and a finished deploy carrying out force request `force`."""
+    return (
+        observed is not None
+        and force is not None
+        and observed.ownership is Ownership.OURS
+        and not observed.status.is_pending
+        and observed.force_label == force_label(force)
+    )
 
 
 def _action_result(outcome: conditions.Outcome | None) -> ActionResult:

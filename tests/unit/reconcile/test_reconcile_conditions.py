@@ -35,6 +35,7 @@ from helmrelease.reconcile.conditions import (
     trim_message,
 )
 from helmrelease.reconcile.plan import Desired, ObservedRelease, Plan, Recorded, next_action
+from helmrelease.reconcile.releases import digest_label
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, 250_000, tzinfo=UTC)
 LATER = NOW + timedelta(minutes=5)
@@ -430,6 +431,23 @@ def test_recording_a_deploy_found_done_is_its_outcome(revision: int, recorded_as
         revision,
         recorded_as,
     )
+
+
+@pytest.mark.parametrize("failed", [Action.UPGRADE, Action.TEST])
+def test_recording_a_rollback_found_done_is_the_rollback_s_outcome(failed: Action) -> None:
+    """Killed after `helm rollback` returned: what the restart records is that rollback, counted once."""
+    broken = Outcome(False, error=HELM_ERROR, helm_revision=4, release_status=HelmStatus.FAILED)
+    if failed is Action.TEST:
+        upgraded = status_after_action(RELEASED, replace(DESIRED, test=True), Action.UPGRADE, ok(4), NOW)
+        before = status_after_action(upgraded, replace(DESIRED, test=True), Action.TEST, broken, NOW)
+    else:
+        before = status_after_action(RELEASED, DESIRED, Action.UPGRADE, broken, NOW)
+    desired = replace(DESIRED, rollback=True, test=failed is Action.TEST)
+    release = ObservedRelease(5, HelmStatus.DEPLOYED, Ownership.OURS, digest_label=digest_label(OLD_DIGEST))
+    status = status_after_record(before, desired, release, LATER)
+    assert status == status_after_action(before, desired, Action.ROLLBACK, ok(5), LATER)
+    assert (status.phase, status.rollback_count, status.helm_revision) == (Phase.ROLLED_BACK, 1, 5)
+    assert next_action(desired, release, Recorded.from_status(status), now=LATER).action is Action.WAIT_RETRY
 
 
 def test_uninstalling_the_previous_release_keeps_its_name_until_it_is_gone() -> None:

@@ -530,6 +530,61 @@ async def test_a_deploy_helm_finished_before_a_crash_is_recorded_not_repeated(
     assert await harness.reconcile() == Pass([])
 
 
+@pytest.mark.parametrize("failure", ["upgrade", "test"])
+async def test_a_rollback_helm_finished_before_a_crash_is_recorded_not_repeated(
+    harness: Harness, failure: str
+) -> None:
+    """A second rollback would go back from the rollback to the revision that failed."""
+    spec: dict[str, Any] = {"rollback": {"enable": True}, "test": {"enable": failure == "test"}}
+    harness.apply(GOOD, **spec)
+    await harness.reconcile()
+    harness.helm.state.killed_after = "rollback"
+    harness.apply(BAD if failure == "upgrade" else TESTS_FAIL, **spec)
+    with pytest.raises(OperatorKilled):
+        await harness.reconcile()
+    revisions = harness.revisions()
+    assert revisions[-1] == (3, HelmStatus.DEPLOYED), "rolled back to 1 as revision 3, not recorded"
+    assert (await harness.reconcile()).events[0] == Reason.ALREADY_APPLIED
+    assert harness.revisions() == revisions, "no second rollback"
+    assert (harness.status.phase, harness.status.rollback_count, harness.status.helm_revision) == (
+        "RolledBack",
+        1,
+        3,
+    )
+    assert harness.helm.operations().count("rollback") == 1
+    assert await harness.reconcile() == Pass([])
+
+
+async def test_a_forced_upgrade_helm_finished_before_a_crash_is_recorded_not_repeated(
+    harness: Harness,
+) -> None:
+    """The force token's label on the revision tells the next operator that the force was carried out."""
+    harness.apply()
+    await harness.reconcile()
+    harness.annotate(requestedAt="f1", forceAt="f1")
+    harness.helm.state.killed_after = "upgrade"
+    with pytest.raises(OperatorKilled):
+        await harness.reconcile()
+    assert harness.revisions()[-1] == (2, HelmStatus.DEPLOYED)
+    assert harness.status.last_handled_force_at is None, "never recorded"
+    assert (await harness.reconcile()).events == [Reason.ALREADY_APPLIED]
+    assert harness.revisions() == [(1, HelmStatus.SUPERSEDED), (2, HelmStatus.DEPLOYED)], "no second upgrade"
+    assert (harness.status.last_handled_force_at, harness.status.helm_revision) == ("f1", 2)
+    assert harness.helm.operations().count("upgrade") == 1
+    assert await harness.reconcile() == Pass([])
+
+
+async def test_a_forced_upgrade_is_handled_in_the_write_that_records_it(harness: Harness) -> None:
+    """Not only in the echo at the end of the pass: a crash between the two must not force it again."""
+    harness.apply()
+    await harness.reconcile()
+    harness.annotate(requestedAt="f1", forceAt="f1")
+    await harness.reconcile()
+    recorded = [write for write in harness.kube.state.status_writes if write.get("helmRevision") == 2]
+    assert recorded
+    assert recorded[0].get("lastHandledForceAt") == "f1"
+
+
 async def test_a_renamed_release_is_uninstalled_then_installed_under_its_new_name(harness: Harness) -> None:
     harness.apply()
     await harness.reconcile()

@@ -101,6 +101,7 @@ class Row:
     deleting: bool = False
     previous: ObservedRelease | None = None
     forced: bool = False
+    force_applied: bool = False
 
 
 ROWS = {
@@ -419,6 +420,29 @@ ROWS = {
         Action.UPGRADE,
         Reason.CONFIG_CHANGED,
     ),
+    # Killed after `helm rollback` returned, before recording it: the rollback is recorded, never run again (a
+    # second one would go back to the failed revision).
+    "failed-upgrade-rolled-back-unrecorded-records-the-rollback": Row(
+        WITH_ROLLBACK,
+        deployed(5, digest=OLD_DIGEST),
+        failed(Action.UPGRADE),
+        Action.RECORD,
+        Reason.ALREADY_APPLIED,
+    ),
+    "failed-test-rolled-back-unrecorded-records-the-rollback": Row(
+        replace(WITH_TEST, rollback=True),
+        deployed(4, digest=OLD_DIGEST),
+        replace(IN_SYNC, last_action=Action.TEST, last_action_failed=True),
+        Action.RECORD,
+        Reason.ALREADY_APPLIED,
+    ),
+    "failed-upgrade-without-rollback-then-moved-on-waits": Row(
+        DESIRED,
+        deployed(5, digest=OLD_DIGEST),
+        failed(Action.UPGRADE),
+        Action.WAIT_RETRY,
+        Reason.UPGRADE_FAILED,
+    ),
     "failed-rollback-waits": Row(
         WITH_RETRY,
         with_status(HelmStatus.FAILED, 5),
@@ -572,6 +596,34 @@ ROWS = {
     "force-does-not-stop-a-deletion": Row(
         DESIRED, deployed(), IN_SYNC, Action.UNINSTALL, Reason.DELETING, deleting=True, forced=True
     ),
+    # The forced deploy finished, and the operator was killed before recording it: recorded, not forced again.
+    "forced-upgrade-found-done-is-recorded": Row(
+        DESIRED,
+        deployed(4, digest=DIGEST),
+        IN_SYNC,
+        Action.RECORD,
+        Reason.ALREADY_APPLIED,
+        force_applied=True,
+    ),
+    "forced-upgrade-found-done-after-retries-is-recorded": Row(
+        WITH_RETRY,
+        deployed(6, digest=DIGEST),
+        replace(ROLLED_BACK, rollback_count=3),
+        Action.RECORD,
+        Reason.ALREADY_APPLIED,
+        force_applied=True,
+    ),
+    "forced-upgrade-found-done-and-recorded-rests": Row(
+        DESIRED, deployed(3, digest=DIGEST), IN_SYNC, Action.NOTHING, Reason.IN_SYNC, force_applied=True
+    ),
+    "forced-deploy-of-older-values-found-done-upgrades-to-these": Row(
+        DESIRED,
+        deployed(4, digest=OLD_DIGEST),
+        OUTDATED,
+        Action.UPGRADE,
+        Reason.CONFIG_CHANGED,
+        force_applied=True,
+    ),
 }
 
 
@@ -585,6 +637,7 @@ def decide(row: Row) -> Plan:
         drifted=row.drifted,
         deleting=row.deleting,
         forced=row.forced,
+        force_applied=row.force_applied,
     )
 
 
