@@ -15,6 +15,7 @@ import time
 from tests.bench.scale import (
     CONCURRENCY,
     bench,
+    control_plane_cpu,
     cpu_seconds,
     helm_times,
     load_average,
@@ -36,13 +37,15 @@ def main() -> None:
         try:
             for size, (plain_ns, op_ns) in namespaces.items():
                 t0 = time.time()
+                plane_cpu = control_plane_cpu(b)
                 plain = plain_helm_installs(b, plain_ns, size)
                 t1 = time.time()
-                cpu = cpu_seconds(pid)
+                plane_plain = control_plane_cpu(b) - plane_cpu
+                cpu, plane_cpu = cpu_seconds(pid), control_plane_cpu(b)
                 with profiled(pid, f"install-{size}"):
                     through = operator_installs(b, op_ns, size, operator)
                 t2 = time.time()
-                cpu = cpu_seconds(pid) - cpu
+                cpu, plane_through = cpu_seconds(pid) - cpu, control_plane_cpu(b) - plane_cpu
                 rows.append(
                     (
                         size,
@@ -51,6 +54,8 @@ def main() -> None:
                         cpu,
                         helm_times(b.helm_log, t0, t1),
                         helm_times(b.helm_log, t1, t2),
+                        plane_plain,
+                        plane_through,
                     )
                 )
         finally:
@@ -58,15 +63,17 @@ def main() -> None:
     print(f"load average at the end: {load_average()} (2 cores shared with other work: compare ratios)")
     print(
         "| releases | plain `helm upgrade --install` | through the operator | ratio | operator CPU "
-        "| helm runs (operator) | mean helm run, plain / operator | helm at once, plain / operator |"
+        "| helm runs (operator) | mean helm run, plain / operator | helm at once, plain / operator "
+        "| apiserver + etcd CPU, plain / operator |"
     )
-    print("|---|---|---|---|---|---|---|---|")
-    for size, plain, through, cpu, plain_helm, op_helm in rows:
+    print("|---|---|---|---|---|---|---|---|---|")
+    for size, plain, through, cpu, plain_helm, op_helm, plane_plain, plane_through in rows:
         mark = "" if through / plain <= TARGET else f" (target {TARGET})"
         print(
             f"| {size} | {plain:.1f} s | {through:.1f} s | {through / plain:.2f}{mark} | {cpu:.1f} s "
             f"| {op_helm.runs} {op_helm.commands} | {plain_helm.mean:.2f} / {op_helm.mean:.2f} s "
-            f"| {plain_helm.concurrency:.1f} / {op_helm.concurrency:.1f} |"
+            f"| {plain_helm.concurrency:.1f} / {op_helm.concurrency:.1f} "
+            f"| {plane_plain:.1f} / {plane_through:.1f} s |"
         )
 
 

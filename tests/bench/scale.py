@@ -166,6 +166,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def control_plane_cpu(bench: Bench) -> float:
+    """CPU seconds kube-apiserver and etcd have used so far: the API calls and watch events either side causes."""
+    pids = [proc.popen.pid for proc in (bench.plane.apiserver, bench.plane.etcd) if proc.popen is not None]
+    return sum(cpu_seconds(pid) for pid in pids)
+
+
 def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 

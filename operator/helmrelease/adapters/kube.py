@@ -288,6 +288,8 @@ class KubeClient:
         self.core = k8s.CoreV1Api(api_client)
         self.custom = k8s.CustomObjectsApi(api_client)
         self._dynamic: DynamicClient | None = None
+        #: Resources discovery found, by (apiVersion, kind): the dynamic client searches its cache on every call.
+        self._resources: dict[tuple[str, str], Any] = {}
         #: Who the requests act as, for messages: None for the operator's own identity.
         self.identity: str | None = None
         self._impersonate: dict[str, str] = {}
@@ -553,6 +555,19 @@ class KubeClient:
             operator._dynamic = await self._call("API discovery", DynamicClient, operator.api_client)
         return operator._dynamic
 
+    async def _resource(self, api_version: str, kind: str) -> Any:
+        """The API resource of a kind, as discovery knows it; raises `ResourceNotFoundError` (not remembered: the
+        kind may be installed later)."""
+        operator = self._operator
+        found = operator._resources.get((api_version, kind))
+        if found is None:
+            dynamic = await self._dynamic_client()
+            found = await self._call(
+                f"API discovery of {kind}", dynamic.resources.get, api_version=api_version, kind=kind
+            )
+            operator._resources[api_version, kind] = found
+        return found
+
     def _headers(self) -> dict[str, Any]:
         """Headers for a dynamic-client request, fresh each time (the client adds to the dict it is given)."""
         return {"header_params": dict(self._impersonate)} if self._impersonate else {}
@@ -561,11 +576,8 @@ class KubeClient:
         self, api_version: str, kind: str, namespace: str | None, name: str
     ) -> dict[str, Any] | None:
         """The live object, or None if it (or its kind) does not exist."""
-        dynamic = await self._dynamic_client()
         try:
-            resource = await self._call(
-                f"API discovery of {kind}", dynamic.resources.get, api_version=api_version, kind=kind
-            )
+            resource = await self._resource(api_version, kind)
         except ResourceNotFoundError:
             return None
         ns = namespace if resource.namespaced else None
@@ -587,16 +599,10 @@ class KubeClient:
 
     async def annotate(self, objects: Iterable[ObjectRef], annotations: Mapping[str, str]) -> None:
         """Merge-patch annotations onto objects (Flux v1's antecedent marker on every resource of a release)."""
-        dynamic = await self._dynamic_client()
         body = {"metadata": {"annotations": dict(annotations)}}
         for ref in objects:
             try:
-                resource = await self._call(
-                    f"API discovery of {ref.kind}",
-                    dynamic.resources.get,
-                    api_version=ref.api_version,
-                    kind=ref.kind,
-                )
+                resource = await self._resource(ref.api_version, ref.kind)
             except ResourceNotFoundError:
                 continue
             ns = ref.namespace if resource.namespaced else None

@@ -7,6 +7,10 @@ as Events of type Error: every retry looked like a crash and added an Event. Thi
 turns those two lines into a WARNING (a retry is coming: something is still wrong) or an INFO (a permanent outcome
 already reported) and keeps them out of Events. Unexpected exceptions are logged by kopf with ``logger.exception``;
 they carry a traceback and are left alone, at ERROR.
+
+kopf also logs "Handler 'x' succeeded." at INFO for each run of a handler; for the handlers that run on every watch
+event of their kind (``EVERY_EVENT_HANDLERS``) that was a line per status write, ConfigMap and Secret change, saying
+nothing, and about a twentieth of the operator's CPU during installs: those are DEBUG.
 """
 
 from __future__ import annotations
@@ -18,12 +22,21 @@ from typing import Final
 #: kopf's wording (``kopf._core.actions.execution.execute_handler_once``); tests fail if it changes.
 _PLANNED: Final = re.compile(r"^(?:Handler|Timer|Daemon) '[^']+' failed (temporarily|permanently): ")
 KOPF_OBJECT_LOGGER: Final = "kopf.objects"
+#: The ids of the on-event handlers (`handlers.operator`), which run for every watch event of their kind.
+EVERY_EVENT_HANDLERS: Final = ("metrics", "config_map_changed", "secret_changed")
+_EVERY_EVENT_SUCCESS: Final = frozenset(f"Handler '{handler}' succeeded." for handler in EVERY_EVENT_HANDLERS)
 
 
 class PlannedOutcomeFilter(logging.Filter):
-    """Re-level kopf's "failed temporarily/permanently" lines; drop them if the new level is not enabled."""
+    """Re-level kopf's "failed temporarily/permanently" lines, and the on-event handlers' "succeeded"; drop them if
+    the new level is not enabled."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO:
+            if not (isinstance(record.msg, str) and record.msg in _EVERY_EVENT_SUCCESS):
+                return True
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
         if record.levelno != logging.ERROR or record.exc_info:
             return True
         match = _PLANNED.match(record.getMessage())

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
+import yaml as pyyaml  # type: ignore[import-untyped]  # PyYAML ships no type information
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
@@ -124,6 +125,44 @@ def parse_manifest(manifest: str, default_namespace: str) -> list[ManifestObject
         namespace = metadata.get("namespace") or default_namespace
         objects.append(ManifestObject(api_version, kind, name, str(namespace), document))
     return objects
+
+
+def manifest_identities(manifest: str, default_namespace: str) -> list[ManifestObject]:
+    """The objects of a manifest as `parse_manifest` finds them, by identity only (`body` is empty): what marking
+    them takes, at libyaml's speed.
+
+    The pure-Python parse of `parse_manifest` was a sixth of the operator's CPU during installs, for three names.
+    Names, kinds and namespaces are strings that read alike in YAML 1.1 and 1.2 (the apiserver refused any other
+    when helm applied them); no value is walked, so aliases cost nothing. Without libyaml, or on YAML libyaml
+    refuses, `parse_manifest` decides.
+    """
+    loader = getattr(pyyaml, "CSafeLoader", None)
+    if loader is None:
+        return [replace(obj, body={}) for obj in parse_manifest(manifest, default_namespace)]
+    objects: list[ManifestObject] = []
+    try:
+        for document in pyyaml.load_all(manifest, Loader=loader):
+            obj = _identity(document, default_namespace)
+            if obj is not None:
+                objects.append(obj)
+    except (pyyaml.YAMLError, RecursionError):
+        return [replace(obj, body={}) for obj in parse_manifest(manifest, default_namespace)]
+    return objects
+
+
+def _identity(document: Any, default_namespace: str) -> ManifestObject | None:
+    if not isinstance(document, Mapping):
+        return None
+    metadata = document.get("metadata")
+    if not isinstance(metadata, Mapping):
+        metadata = {}
+    api_version, kind, name = document.get("apiVersion"), document.get("kind"), metadata.get("name")
+    if not (isinstance(api_version, str) and isinstance(kind, str) and isinstance(name, str)):
+        return None
+    if kind.endswith("List"):
+        return None
+    namespace = metadata.get("namespace") or default_namespace
+    return ManifestObject(api_version, kind, name, str(namespace), {})
 
 
 def drift_disabled(live: Mapping[str, Any]) -> bool:

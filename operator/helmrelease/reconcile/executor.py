@@ -20,7 +20,7 @@ from helmrelease.api.ownership import ANTECEDENT_ANNOTATION
 from helmrelease.api.resource import HelmRelease
 from helmrelease.reconcile.apis import HelmApi, KubeApi, acting_for, helm_for
 from helmrelease.reconcile.conditions import Outcome, timeout_note
-from helmrelease.reconcile.drift import parse_manifest
+from helmrelease.reconcile.drift import manifest_identities
 from helmrelease.reconcile.masking import Masker
 from helmrelease.reconcile.plan import Desired, ObservedRelease
 from helmrelease.reconcile.releases import deploy_description, helm_status, owner_labels
@@ -108,7 +108,7 @@ class ActionExecutor:
                 if stored is None:
                     return
                 manifest = stored.manifest
-            for obj in parse_manifest(manifest, hr.target_namespace):
+            for obj in manifest_identities(manifest, hr.target_namespace):
                 ref = ObjectRef(obj.api_version, obj.kind, obj.namespace or hr.target_namespace, obj.name)
                 try:
                     await kube.annotate([ref], {ANTECEDENT_ANNOTATION: hr.antecedent})

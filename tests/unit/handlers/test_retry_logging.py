@@ -5,11 +5,19 @@ from __future__ import annotations
 import inspect
 import logging
 import sys
+from pathlib import Path
 
 import pytest
 from kopf._core.actions import execution
 
-from helmrelease.handlers.retry_logging import KOPF_OBJECT_LOGGER, PlannedOutcomeFilter, install
+from helmrelease.handlers.operator import build_registry
+from helmrelease.handlers.retry_logging import (
+    EVERY_EVENT_HANDLERS,
+    KOPF_OBJECT_LOGGER,
+    PlannedOutcomeFilter,
+    install,
+)
+from helmrelease.reconcile.settings import OperatorSettings
 
 
 def record(message: str, *, level: int = logging.ERROR, exc: bool = False) -> logging.LogRecord:
@@ -49,6 +57,9 @@ def record(message: str, *, level: int = logging.ERROR, exc: bool = False) -> lo
         ),
         ("Handler 'reconcile' failed temporarily: but with a traceback", logging.ERROR, True, "ERROR", False),
         ("Handler 'reconcile' succeeded.", logging.INFO, False, "INFO", False),
+        ("Handler 'metrics' succeeded.", logging.INFO, False, "DEBUG", False),
+        ("Handler 'secret_changed' succeeded.", logging.INFO, False, "DEBUG", False),
+        ("Handler 'metrics' failed temporarily: x", logging.ERROR, False, "WARNING", True),
         ("Request attempt #1/9 failed; will retry", logging.ERROR, False, "ERROR", False),
     ],
 )
@@ -67,6 +78,18 @@ def test_a_relevelled_line_below_the_configured_level_is_dropped(caplog: pytest.
     caplog.set_level(logging.WARNING, logger=KOPF_OBJECT_LOGGER)
     assert not PlannedOutcomeFilter().filter(record("Handler 'r' failed permanently: x"))
     assert PlannedOutcomeFilter().filter(record("Handler 'r' failed temporarily: x"))
+
+
+def test_an_every_event_success_is_dropped_unless_debugging(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger=KOPF_OBJECT_LOGGER)
+    assert not PlannedOutcomeFilter().filter(record("Handler 'metrics' succeeded.", level=logging.INFO))
+    assert PlannedOutcomeFilter().filter(record("Handler 'reconcile' succeeded.", level=logging.INFO))
+
+
+def test_every_event_handlers_are_the_registered_on_event_handlers(tmp_path: Path) -> None:
+    registry = build_registry(OperatorSettings(state_dir=tmp_path), None)
+    watching = {handler.id for handler in registry._watching.get_all_handlers()}
+    assert watching == set(EVERY_EVENT_HANDLERS)
 
 
 def test_install_is_idempotent() -> None:

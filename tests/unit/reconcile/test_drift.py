@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from helmrelease.reconcile import drift
 from helmrelease.reconcile.drift import (
     LABEL_MAX,
     PATH_MAX,
@@ -17,6 +18,7 @@ from helmrelease.reconcile.drift import (
     ManifestObject,
     drift_summary,
     find_drift,
+    manifest_identities,
     parse_manifest,
 )
 
@@ -79,6 +81,42 @@ def test_parse_manifest_fills_the_release_namespace_and_keeps_explicit_ones() ->
 )
 def test_parse_manifest_skips_what_is_not_an_object(manifest: str) -> None:
     assert parse_manifest(manifest, "ns") == []
+
+
+def _identities(objects: list[ManifestObject]) -> list[tuple[str, str, str, str | None]]:
+    return [(o.api_version, o.kind, o.name, o.namespace) for o in objects]
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        pytest.param(MANIFEST, id="objects"),
+        pytest.param("", id="empty"),
+        pytest.param("---\n# only a comment\n", id="comment-only"),
+        pytest.param("- a list\n", id="not-a-mapping"),
+        pytest.param("kind: ConfigMap\nmetadata: {name: x}\n", id="no-apiVersion"),
+        pytest.param("a: [unclosed\n", id="broken-yaml"),
+        pytest.param("apiVersion: v1\nkind: List\nmetadata: {name: x}\nitems: []\n", id="list-kind"),
+        pytest.param(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: 'on', namespace: \"1e3\"}\n", id="quoted"
+        ),
+    ],
+)
+@pytest.mark.parametrize("libyaml", [True, False], ids=["libyaml", "pure"])
+def test_manifest_identities_are_those_parse_manifest_finds(
+    manifest: str, libyaml: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not libyaml:
+        monkeypatch.delattr(drift.pyyaml, "CSafeLoader")
+    found = manifest_identities(manifest, "apps")
+    assert _identities(found) == _identities(parse_manifest(manifest, "apps"))
+    assert all(obj.body == {} for obj in found), "identities only: no document is kept"
+
+
+def test_manifest_identities_of_endless_aliases_are_read_without_walking_them() -> None:
+    laughs = "".join(f"  a{i}: &a{i} [{', '.join([f'*a{i - 1}' if i else 'lol'] * 9)}]\n" for i in range(9))
+    manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata:\n" + laughs
+    assert _identities(manifest_identities(manifest, "apps")) == [("v1", "ConfigMap", "x", "apps")]
 
 
 def _live(kind: str, **changes: Any) -> dict[str, Any]:
