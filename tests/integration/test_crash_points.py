@@ -200,9 +200,7 @@ def completed(calls: list[Any]) -> list[Any]:
 # --- install ------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "point", ["before-helm", "while-helm-runs", "after-helm-returned", "before-status-written"]
-)
+@pytest.mark.parametrize("point", ["before-helm", "while-helm-runs", "after-helm-returned"])
 def test_killed_during_install(point: str, crash: Crash, app_chart: dict[str, str]) -> None:
     name, release = "inst", f"{crash.namespace}-inst"
     values: dict[str, Any] = {"message": "v1", "deploymentAnnotations": SOON_READY}
@@ -244,9 +242,7 @@ def test_killed_during_install(point: str, crash: Crash, app_chart: dict[str, st
 # --- upgrade ------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "point", ["before-helm", "while-helm-runs", "after-helm-returned", "before-status-written"]
-)
+@pytest.mark.parametrize("point", ["before-helm", "while-helm-runs", "after-helm-returned"])
 def test_killed_during_upgrade(point: str, crash: Crash, app_chart: dict[str, str]) -> None:
     name, release = "upg", f"{crash.namespace}-upg"
     values = {"message": "v1", "deploymentAnnotations": SOON_READY}
@@ -421,9 +417,7 @@ def test_killed_during_uninstall(point: str, crash: Crash, app_chart: dict[str, 
 # --- adoption -----------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "point", ["before-helm", "while-helm-runs", "after-helm-returned", "before-status-written"]
-)
+@pytest.mark.parametrize("point", ["before-helm", "while-helm-runs", "after-helm-returned"])
 def test_killed_while_adopting_a_release(
     point: str, crash: Crash, app_chart: dict[str, str], chart_repo: ChartRepository
 ) -> None:
@@ -473,7 +467,7 @@ def test_killed_while_adopting_a_release(
 # --- a forced upgrade ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("point", ["after-helm-returned", "before-status-written"])
+@pytest.mark.parametrize("point", ["after-helm-returned"])
 def test_killed_during_a_forced_upgrade(point: str, crash: Crash, app_chart: dict[str, str]) -> None:
     name, release = "frc", f"{crash.namespace}-frc"
     create_hr(crash.custom, crash.namespace, helmrelease(name, app_chart, {"message": "v1"}))

@@ -26,6 +26,8 @@ class ControlPlane:
     etcd: Process
     apiserver: Process
     started_in: float
+    #: etcd's client URL (its /health tells whether it serves).
+    etcd_url: str = ""
 
     def ssl_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=str(self.pki.ca_cert))
@@ -43,6 +45,23 @@ class ControlPlane:
     def stop(self) -> None:
         self.apiserver.stop()
         self.etcd.stop()
+
+    # Restarts, for tests of a control plane going away and coming back: the same ports, certificates and data,
+    # as when a static Pod restarts. Only on a control plane of the test's own (never the session's).
+
+    def stop_apiserver(self) -> None:
+        self.apiserver.stop()
+
+    def start_apiserver(self, timeout: float = 60.0) -> None:
+        self.apiserver.start()
+        self.apiserver.wait_until(lambda: self.get("/readyz") == "ok", timeout, "ready again (/readyz)")
+
+    def stop_etcd(self) -> None:
+        self.etcd.stop()
+
+    def start_etcd(self, timeout: float = 60.0) -> None:
+        self.etcd.start()
+        self.etcd.wait_until(lambda: _http_ok(f"{self.etcd_url}/health"), timeout, "healthy again")
 
 
 def write_kubeconfig(path: Path, server: str, pki: pki_mod.Pki, context: str = "helmrelease-test") -> None:
@@ -115,7 +134,9 @@ def start(workdir: Path, timeout: float = 60.0) -> ControlPlane:
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             "--api-audiences=https://kubernetes.default.svc.cluster.local",
             "--authorization-mode=RBAC",
-            "--service-cluster-ip-range=10.0.0.0/24",
+            # 65,534 Services: the scale benchmark installs 1000 releases of a chart with a Service each (a /24
+            # holds 254, and the 255th install fails with "range is full").
+            "--service-cluster-ip-range=10.0.0.0/16",
             "--allow-privileged=true",
             "--enable-priority-and-fairness=false",  # one client at a time in tests; APF only adds startup work
             "--storage-backend=etcd3",
@@ -128,7 +149,7 @@ def start(workdir: Path, timeout: float = 60.0) -> ControlPlane:
     apiserver.start()
     kubeconfig = workdir / "kubeconfig"
     write_kubeconfig(kubeconfig, server, certs)
-    plane = ControlPlane(server, kubeconfig, certs, etcd, apiserver, 0.0)
+    plane = ControlPlane(server, kubeconfig, certs, etcd, apiserver, 0.0, f"http://127.0.0.1:{etcd_client}")
     try:
         apiserver.wait_until(lambda: plane.get("/readyz") == "ok", timeout, "ready (/readyz)")
     except Exception:

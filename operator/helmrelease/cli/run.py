@@ -17,6 +17,7 @@ from helmrelease.cli.argtypes import (
     LogLevel,
     OptionalHttpUrl,
     OptionalPath,
+    OptionalShard,
     OptionalText,
     Port,
     PositiveInt,
@@ -115,6 +116,15 @@ class RunSettings(CliSettings):
         Boolean,
         switch("--no-drift-detection", help="do not compare live objects with release manifests on resync"),
     ] = not _DEFAULTS.drift_detection
+    shard: Annotated[
+        OptionalShard,
+        flag(
+            "--shard",
+            metavar="NAME",
+            help="reconcile only HelmReleases labelled sharding.helm.fluxcd.io/key=NAME (and use the peering "
+            "object PEERING-NAME); default: only those without that label",
+        ),
+    ] = _DEFAULTS.shard
     log_format: Annotated[
         str,
         BeforeValidator(one_of(*LOG_FORMATS)),
@@ -127,6 +137,15 @@ class RunSettings(CliSettings):
         OptionalHttpUrl,
         flag("--liveness", metavar="URL", help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz"),
     ] = None
+    watch_stall_after: Annotated[
+        PositiveSeconds,
+        flag(
+            "--watch-stall-after",
+            metavar="SECONDS",
+            help="the --liveness probe fails once a watch has delivered nothing (no event, no bookmark) for this "
+            "long: a stalled stream or an API server unreachable that long",
+        ),
+    ] = _DEFAULTS.watch_stall_after
     metrics_port: Annotated[
         Port,
         flag(
@@ -172,6 +191,8 @@ class RunSettings(CliSettings):
             require_service_account=self.require_service_account,
             adopt_unmarked=not self.no_adopt,
             drift_detection=not self.no_drift_detection,
+            watch_stall_after=self.watch_stall_after,
+            shard=self.shard,
         )
 
 

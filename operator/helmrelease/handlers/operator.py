@@ -15,8 +15,10 @@ from typing import Any, Final
 
 import kopf
 
+from helmrelease.adapters import watch_health
 from helmrelease.adapters.kube import KubeError, ObjectRef
 from helmrelease.api.constants import API_VERSION, GROUP, KIND, PLURAL, VERSION, Reason
+from helmrelease.api.sharding import SHARD_LABEL, shard_finalizer
 from helmrelease.handlers.bookkeeping import (
     DigestDiffBaseStorage,
     TolerantProgressStorage,
@@ -29,7 +31,6 @@ from helmrelease.reconcile.requests import wants_a_pass
 from helmrelease.reconcile.service import Reconciler
 from helmrelease.reconcile.settings import OperatorSettings
 
-FINALIZER = "helm.fluxcd.io/finalizer"
 ANNOTATIONS_PREFIX = "helmrelease.helm.fluxcd.io"
 #: Unreadable annotations remembered as reported (a hostile tenant could garble them endlessly).
 REPORTED_MAX: Final = 4096
@@ -49,6 +50,11 @@ def build_registry(operator_settings: OperatorSettings, dependencies: Any) -> ko
     registry = kopf.OperatorRegistry()
     settings = operator_settings
     jitter = settings.resync_interval * 0.1
+    # Every HelmRelease handler, timer and index serves this operator's shard only (api.sharding), by kopf's label
+    # filters: an object relabelled away gets its resync timer stopped and this shard's finalizer removed (each
+    # shard has its own, see api.sharding.shard_finalizer). Not by a label selector on the watch: an object that
+    # leaves a selected watch arrives as DELETED with its old labels, and kopf would keep its timer running.
+    shard: Mapping[str, Any] = {SHARD_LABEL: kopf.ABSENT if settings.shard is None else settings.shard}
 
     # A registry of our own has no login handler: kopf's, by the kubernetes client's rules (in a Pod its service
     # account, elsewhere KUBECONFIG or ~/.kube/config), as the adapters log in. A failure leaves kopf without
@@ -60,14 +66,16 @@ def build_registry(operator_settings: OperatorSettings, dependencies: Any) -> ko
     @kopf.on.startup(id="configure", registry=registry)
     async def configure(memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
         settings_: kopf.OperatorSettings = kwargs["settings"]
-        settings_.persistence.finalizer = FINALIZER
+        settings_.persistence.finalizer = shard_finalizer(operator_settings.shard)
         # Digests, not the spec, in the diff-base annotation (annotations are capped at 256 KiB); unreadable
         # bookkeeping of either kind reads as absent (see handlers.bookkeeping).
         settings_.persistence.progress_storage = TolerantProgressStorage(prefix=ANNOTATIONS_PREFIX)
         settings_.persistence.diffbase_storage = DigestDiffBaseStorage(prefix=ANNOTATIONS_PREFIX)
-        # Watches that stall silently are kopf's best-known pitfall: bound both sides.
-        settings_.watching.server_timeout = 300
-        settings_.watching.client_timeout = 330
+        # Watches that stall silently are kopf's best-known pitfall: bound both sides. The server closes each watch
+        # request well within the liveness bound, after a bookmark: even a quiet stream shows it is alive.
+        renew = watch_health.server_timeout(settings.watch_stall_after)
+        settings_.watching.server_timeout = renew
+        settings_.watching.client_timeout = renew + 30
         settings_.watching.connect_timeout = 30
         # No kopf worker limit: with indexes, every object's worker waits until all objects are indexed, so a
         # limit below the object count deadlocks at startup. Helm concurrency is bounded by --workers instead.
@@ -91,7 +99,7 @@ def build_registry(operator_settings: OperatorSettings, dependencies: Any) -> ko
         return release_index_entry(namespace or "", labels)
 
     # Which HelmReleases read which ConfigMaps and Secrets, so a change there reconciles exactly those.
-    @kopf.index(GROUP, VERSION, PLURAL, id="values_sources", registry=registry)
+    @kopf.index(GROUP, VERSION, PLURAL, id="values_sources", labels=shard, registry=registry)
     async def values_sources(
         namespace: str | None, name: str, spec: Mapping[str, Any], **_: Any
     ) -> dict[tuple[str, str, str], tuple[str, str]]:
@@ -133,14 +141,19 @@ def build_registry(operator_settings: OperatorSettings, dependencies: Any) -> ko
             raise _map(error) from None
 
     # Every HelmRelease event, the initial listing included: the per-object metrics follow the objects.
-    @kopf.on.event(GROUP, VERSION, PLURAL, id="metrics", registry=registry)
+    @kopf.on.event(GROUP, VERSION, PLURAL, id="metrics", labels=shard, registry=registry)
     async def helmrelease_seen(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         reconciler: Reconciler = memo.reconciler
         reconciler.seen(body, deleted=type == "DELETED")
 
-    @kopf.on.resume(GROUP, VERSION, PLURAL, id="reconcile", registry=registry)
-    @kopf.on.create(GROUP, VERSION, PLURAL, id="reconcile", registry=registry)
-    @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", id="reconcile", registry=registry)
+    @kopf.on.resume(GROUP, VERSION, PLURAL, id="reconcile", labels=shard, registry=registry)
+    @kopf.on.create(GROUP, VERSION, PLURAL, id="reconcile", labels=shard, registry=registry)
+    @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", id="reconcile", labels=shard, registry=registry)
+    # A HelmRelease relabelled into this shard arrives with the old shard's diff base: its labels changed, its
+    # spec did not. Any label change reconciles (a pass of an unchanged release runs no helm).
+    @kopf.on.update(
+        GROUP, VERSION, PLURAL, field="metadata.labels", id="reconcile", labels=shard, registry=registry
+    )
     async def reconcile(memo: kopf.Memo, body: kopf.Body, **kwargs: Any) -> None:
         await _reconcile(memo, body, kwargs["helm_releases"], check_drift=False)
 
@@ -148,7 +161,9 @@ def build_registry(operator_settings: OperatorSettings, dependencies: Any) -> ko
     # does not see it. Any other annotation change (kubectl's, a tool's) costs a look at the tokens. Not a `when`
     # filter: kopf evaluates it again before a retry, and by then the failed pass has echoed its tokens, so the
     # retry (a rollback's retry upgrade, say) would be dropped; a retry goes on whatever the tokens say.
-    @kopf.on.update(GROUP, VERSION, PLURAL, field="metadata.annotations", id="requested", registry=registry)
+    @kopf.on.update(
+        GROUP, VERSION, PLURAL, field="metadata.annotations", id="requested", labels=shard, registry=registry
+    )
     async def requested(memo: kopf.Memo, body: kopf.Body, retry: int, **kwargs: Any) -> None:
         if not wants_a_pass(body, retrying=retry > 0):
             return
@@ -162,6 +177,7 @@ def build_registry(operator_settings: OperatorSettings, dependencies: Any) -> ko
         initial_delay=settings.resync_interval,
         idle=settings.resync_interval / 2,
         id="resync",
+        labels=shard,
         registry=registry,
     )
     async def resync(memo: kopf.Memo, body: kopf.Body, logger: kopf.Logger, **kwargs: Any) -> None:
@@ -176,7 +192,7 @@ def build_registry(operator_settings: OperatorSettings, dependencies: Any) -> ko
             # Already in the status and an Event; the next resync looks again, no need to shout every interval.
             logger.debug("resync: %s", error)
 
-    @kopf.on.delete(GROUP, VERSION, PLURAL, id="uninstall", registry=registry)
+    @kopf.on.delete(GROUP, VERSION, PLURAL, id="uninstall", labels=shard, registry=registry)
     async def uninstall(memo: kopf.Memo, body: kopf.Body, **kwargs: Any) -> None:
         reconciler: Reconciler = memo.reconciler
         await _report_unreadable_bookkeeping(reconciler, body)

@@ -45,6 +45,12 @@ class OperatorSettings:
     #: Take over releases that exist without any owner mark (Flux v1 did). Off: refuse and report.
     adopt_unmarked: bool = True
     drift_detection: bool = True
+    #: The liveness probe fails once a watch stream has shown no life (no event, no bookmark, no accepted watch
+    #: request) for this long; watch requests are renewed at a third of it, so a quiet stream shows life within.
+    watch_stall_after: float = 180.0
+    #: The shard this operator serves: HelmReleases labelled ``sharding.helm.fluxcd.io/key`` with this value;
+    #: None serves those without the label (``api.sharding``).
+    shard: str | None = None
 
     def __post_init__(self) -> None:
         # Zero workers would queue every helm action forever; refuse it here too, not only in the CLI.
@@ -52,3 +58,5 @@ class OperatorSettings:
             raise ValueError(f"workers must be at least 1, not {self.workers}")
         if not self.resync_interval > 0:
             raise ValueError(f"resync_interval must be positive, not {self.resync_interval}")
+        if not self.watch_stall_after > 0:
+            raise ValueError(f"watch_stall_after must be positive, not {self.watch_stall_after}")

@@ -104,6 +104,7 @@ TABLE: dict[str, Row] = {
         "0.0.0.0:8080",
         "must be an http:// URL such as http://0.0.0.0:8080/healthz, not {!r}",
     ),
+    "HELMRELEASE_WATCH_STALL_AFTER": Row("90", 90.0, "-1", "must be a positive number of seconds, not {!r}"),
     "HELMRELEASE_METRICS_PORT": Row(
         "0", 0, "65536", "must be a TCP port, 0 to 65535 (0 turns the endpoint off), not {!r}"
     ),
@@ -127,6 +128,13 @@ TABLE: dict[str, Row] = {
     ),
     "HELMRELEASE_BASE": Row("main.yaml", Path("main.yaml"), " ", NOT_EMPTY),
     "HELMRELEASE_SELECT": Row("web", "web", " ", NOT_EMPTY),
+    "HELMRELEASE_SHARD": Row(
+        " team-a ",
+        "team-a",
+        "Team_A",
+        "must be lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 "
+        "characters, not {!r}",
+    ),
 }
 
 
@@ -309,6 +317,7 @@ def test_no_code_reads_a_helmrelease_variable_but_the_settings_models() -> None:
     [
         pytest.param({"workers": 0}, "workers must be at least 1, not 0", id="zero-workers"),
         pytest.param({"resync_interval": 0.0}, "resync_interval must be positive", id="zero-resync"),
+        pytest.param({"watch_stall_after": 0.0}, "watch_stall_after must be positive", id="zero-stall-bound"),
     ],
 )
 def test_the_operator_settings_refuse_what_would_hang(settings: dict[str, object], message: str) -> None:

@@ -1,0 +1,283 @@
+"""Two operator replicas with kopf peering, and a HelmRelease deleted and recreated under a running install.
+
+Every helm call goes through the recording wrapper (tests/support/helm_wrapper.py), so "never two helm operations
+on one release at once" is checked on what helm actually ran, with start and end times, not inferred from logs.
+Replicas are given distinct priorities, as docs/operating.md says they must be: kopf pauses a replica while a
+peer of higher priority lives, and a SIGKILLed peer counts as alive until its keep-alive expires (kopf's peering
+lifetime, 60s), after which the standby resumes.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+from tests.conftest import REPO_ROOT
+from tests.support.helm_wrapper import HelmWrapper, Invocation, overlaps
+from tests.support.helmtool import Helm
+from tests.support.kubectl import kubectl
+from tests.support.operator import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    Operator,
+    StartOperator,
+    create_hr,
+    find_hr,
+    get_hr,
+    helmrelease,
+    ready,
+)
+from tests.support.wait import eventually
+
+pytestmark = pytest.mark.usefixtures("crd_installed", "node_simulator")
+
+PEERING_CRDS = REPO_ROOT / "tests" / "fixtures" / "kopf-peering-crds.yaml"
+PEERING = "ops"
+#: kopf's default peering lifetime: a peer not heard of for this long is dead.
+PEERING_LIFETIME = 60
+RELEASES = 4
+#: kopf's line (kopf._core.engines.peering) when a replica resumes after the peer it paused for is gone.
+RESUMING = "Resuming operations after the pause"
+
+
+@pytest.fixture(scope="module")
+def peering_crds(kubeconfig: Path, crd_installed: None) -> None:
+    kubectl(kubeconfig, "apply", "--server-side", "-f", str(PEERING_CRDS))
+    for name in ("kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"):
+        kubectl(kubeconfig, "wait", "--for=condition=Established", "--timeout=60s", f"crd/{name}")
+
+
+@pytest.fixture
+def peering(peering_crds: None, custom: k8s.CustomObjectsApi, namespace: str) -> str:
+    """The KopfPeering object the namespaced replicas share (kopf requires it when --peering is given)."""
+    custom.create_namespaced_custom_object(
+        "kopf.dev",
+        "v1",
+        namespace,
+        "kopfpeerings",
+        {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": PEERING}},
+    )
+    return PEERING
+
+
+def items(custom: k8s.CustomObjectsApi, namespace: str) -> list[dict[str, Any]]:
+    listed: list[dict[str, Any]] = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)[
+        "items"
+    ]
+    return listed
+
+
+def converged(custom: k8s.CustomObjectsApi, namespace: str, names: list[str], generation: int) -> bool:
+    found = {item["metadata"]["name"]: item for item in items(custom, namespace)}
+    return all(
+        name in found and ready(found[name]) and found[name]["metadata"]["generation"] == generation
+        for name in names
+    )
+
+
+def pid_of(operator: Operator) -> int:
+    assert operator.process.popen is not None
+    return operator.process.popen.pid
+
+
+def mutating(invocations: list[Invocation], operator: Operator | None = None) -> list[Invocation]:
+    return [
+        invocation
+        for invocation in invocations
+        if invocation.mutating and (operator is None or invocation.ppid == pid_of(operator))
+    ]
+
+
+def running(invocations: list[Invocation]) -> bool:
+    """One of them has its real helm spawned and not returned."""
+    return any(
+        invocation.helm_start is not None and invocation.helm_end is None for invocation in invocations
+    )
+
+
+def replica(start_operator: StartOperator, wrapper: HelmWrapper, priority: int, state: Path) -> Operator:
+    """A replica with a state directory of its own, as each Pod has."""
+    return start_operator(
+        "--peering", PEERING, "--priority", str(priority), "--state-dir", str(state), helm=str(wrapper.path)
+    )
+
+
+def peers(custom: k8s.CustomObjectsApi, namespace: str) -> dict[str, int]:
+    """The live peers' priorities by identity, as kopf keeps them in the KopfPeering's status."""
+    body = custom.get_namespaced_custom_object("kopf.dev", "v1", namespace, "kopfpeerings", PEERING)
+    return {identity: int(info["priority"]) for identity, info in (body.get("status") or {}).items() if info}
+
+
+def patch_values(custom: k8s.CustomObjectsApi, namespace: str, name: str, values: dict[str, Any]) -> None:
+    custom.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, name, {"spec": {"values": values}}
+    )
+
+
+def slow(message: str, seconds: int) -> dict[str, Any]:
+    """Values whose Deployment the node simulator reports ready only after `seconds`: helm --wait holds that long."""
+    return {
+        "message": message,
+        "deploymentAnnotations": {"test.helmrelease.dev/ready-after-seconds": str(seconds)},
+    }
+
+
+def test_two_replicas_never_run_helm_on_one_release_at_once_and_the_standby_takes_over_a_sigkill(
+    start_operator: StartOperator,
+    custom: k8s.CustomObjectsApi,
+    namespace: str,
+    peering: str,
+    chart_repo: Any,
+    helm: Helm,
+    tmp_path: Path,
+) -> None:
+    wrapper = HelmWrapper.create(tmp_path / "helm-wrapper")
+    chart = {"repository": chart_repo.url, "name": "app", "version": "0.1.0"}
+    names = [f"p{index}" for index in range(RELEASES)]
+    active = replica(start_operator, wrapper, 2, tmp_path / "state-active")
+    standby = replica(start_operator, wrapper, 1, tmp_path / "state-standby")
+    # Both keep-alives are in: the standby (started paused, as kopf starts every peer) knows of the active one.
+    eventually(
+        lambda: sorted(peers(custom, namespace).values()) == [1, 2],
+        60,
+        "both replicas to announce themselves in the KopfPeering",
+        context=standby.tail,
+    )
+
+    for name in names:
+        create_hr(custom, namespace, helmrelease(name, chart, slow("one", 1), wait=True))
+    eventually(
+        lambda: converged(custom, namespace, names, 1), 180, "all releases installed", context=active.tail
+    )
+    for name in names:
+        patch_values(custom, namespace, name, slow("two", 1))
+    eventually(
+        lambda: converged(custom, namespace, names, 2), 180, "all releases upgraded", context=active.tail
+    )
+
+    # The third change is slow on p0: the active replica is SIGKILLed while helm waits for it (release pending).
+    release = f"{namespace}-p0"
+    upgrades_before = len(wrapper.calls("upgrade", release=release))
+    for name in names:
+        patch_values(custom, namespace, name, slow("three", 30 if name == "p0" else 1))
+    eventually(
+        lambda: running(wrapper.calls("upgrade", release=release)[upgrades_before:]),
+        120,
+        "the active replica's third upgrade of p0 to be running",
+        context=active.tail,
+    )
+    assert not mutating(wrapper.invocations(), standby), "the standby ran helm while the active replica lived"
+    active.kill()
+    killed_at = time.time()
+    killed = time.monotonic()
+
+    eventually(
+        lambda: RESUMING in standby.log(),
+        PEERING_LIFETIME + 60,
+        "the standby to resume",
+        context=standby.tail,
+    )
+    took_over = time.monotonic() - killed
+    eventually(
+        lambda: converged(custom, namespace, names, 3),
+        240,
+        "the standby to converge every release",
+        context=standby.tail,
+    )
+
+    invocations = wrapper.invocations()
+    found = overlaps(invocations, killed_at=killed_at)
+    assert not found, "\n".join(f"{a.argv} ({a.ppid}) overlaps {b.argv} ({b.ppid})" for a, b in found)
+    for invocation in mutating(invocations, standby):
+        assert invocation.start > killed_at, f"the standby ran {invocation.argv} before the kill"
+    for name in names:
+        statuses = [
+            entry["status"] for entry in helm.json("history", f"{namespace}-{name}", "--namespace", namespace)
+        ]
+        assert statuses[-1] == "deployed", (name, statuses)
+        values = helm.json("get", "values", f"{namespace}-{name}", "--namespace", namespace)
+        assert values["message"] == "three", (name, values)
+    for item in items(custom, namespace):
+        assert item["metadata"].get("finalizers"), item["metadata"]
+    assert took_over <= PEERING_LIFETIME + 15, f"the standby took {took_over:.0f}s to resume"
+    print(
+        f"\nreplicas: {len(mutating(invocations))} mutating helm runs, 0 overlapping; the standby resumed "
+        f"{took_over:.0f}s after the SIGKILL (peering lifetime {PEERING_LIFETIME}s)"
+    )
+
+
+def test_a_helmrelease_recreated_while_its_uninstall_runs_ends_deployed_once_with_the_new_spec(
+    start_operator: StartOperator,
+    custom: k8s.CustomObjectsApi,
+    core: k8s.CoreV1Api,
+    namespace: str,
+    chart_repo: Any,
+    helm: Helm,
+    tmp_path: Path,
+) -> None:
+    wrapper = HelmWrapper.create(tmp_path / "helm-wrapper")
+    chart = {"repository": chart_repo.url, "name": "app", "version": "0.1.0"}
+    operator = start_operator(helm=str(wrapper.path))
+    # No readiness annotation: the Deployment never becomes ready, so `--wait` holds the install until deleted.
+    create_hr(
+        custom,
+        namespace,
+        helmrelease("again", chart, {"deploymentAnnotations": None}, wait=True, timeout=600),
+    )
+    release = f"{namespace}-again"
+    eventually(
+        lambda: helm.json("list", "--namespace", namespace, "--pending"),
+        60,
+        "the install to be under way (a pending release)",
+        context=operator.tail,
+    )
+    old_uid = get_hr(custom, namespace, "again")["metadata"]["uid"]
+    custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "again")
+    new_spec = helmrelease("again", chart, slow("new", 1), wait=True)
+
+    def recreate() -> bool:
+        try:
+            create_hr(custom, namespace, new_spec)
+        except ApiException as error:
+            if error.status == 409:  # the old one still holds our finalizer: its uninstall runs
+                return False
+            raise
+        return True
+
+    eventually(recreate, 120, "the HelmRelease to be recreated", interval=0.05, context=operator.tail)
+    new = get_hr(custom, namespace, "again")
+    assert new["metadata"]["uid"] != old_uid
+    eventually(
+        lambda: (hr := find_hr(custom, namespace, "again")) is not None and ready(hr),
+        180,
+        "the recreated HelmRelease to be Ready",
+        context=operator.tail,
+    )
+    history = helm.json("history", release, "--namespace", namespace)
+    values = helm.json("get", "values", release, "--namespace", namespace)
+    assert [entry["status"] for entry in history] == ["deployed"], history
+    assert values["message"] == "new", values
+    # Helm's storage holds one revision of one release: nothing left of the cancelled install.
+    storage = core.list_namespaced_secret(namespace, label_selector="owner=helm").items
+    assert [(secret.metadata.labels["name"], secret.metadata.labels["version"]) for secret in storage] == [
+        (release, "1")
+    ], storage
+    found = overlaps(wrapper.invocations())
+    assert not found, found
+    assert not re.search(r"Traceback", operator.log()), operator.log()
+    # No finalizer stuck: the new object goes away when deleted, its release with it.
+    custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "again")
+    eventually(
+        lambda: find_hr(custom, namespace, "again") is None,
+        120,
+        "the new HelmRelease to be gone",
+        context=operator.tail,
+    )
+    assert helm.run("status", release, "--namespace", namespace, check=False).returncode != 0
+    print(f"\ndelete-recreate: {len(mutating(wrapper.invocations()))} mutating helm runs, history {history}")
