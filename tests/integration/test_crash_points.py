@@ -4,7 +4,8 @@ The operator runs helm through `tests/support/helm_wrapper.py`, which stops one 
 helm starts or after it returned (its output not yet read), so each kill lands where it is named, without sleeps.
 "While helm runs" is a release Helm holds in `pending-*` (a Deployment that is not ready for ten minutes), and
 "before the status is written" is the helm read the operator makes between an action and its status write (`helm get
-metadata` after a test, `helm history` after a rollback), held at its start. After the restart every release must
+metadata` after a deploy, to mark its resources, or after a test; `helm history` after a rollback), held at its
+start. After the restart every release must
 end `deployed` with the latest values, nothing `pending-*`, every HelmRelease deletable (its finalizer released), and
 `helm history` must show each change applied once.
 """
@@ -71,6 +72,13 @@ class Crash:
         self.operator.kill()
         gate.open()  # nothing stands there any more; the restarted operator must not be held
 
+    def kill_after(self, first: Gate, point: str, subcommand: str, release: str) -> None:
+        """Kill at the next `helm <subcommand>` of `release` after the one standing at `first` (at `point`)."""
+        first.wait_held(TIMEOUT, context=self.operator.tail)
+        then = self.wrapper.arm(point, subcommand, release=release)
+        first.open()
+        self.kill_at(then)
+
     def kill_while_pending(self, release: str, status: str) -> None:
         """Kill the operator while helm holds `release` in `status` (pending-install, pending-upgrade)."""
         eventually(
@@ -120,7 +128,13 @@ class Crash:
         return dict(self.core.read_namespaced_config_map(config_map, self.namespace).data or {})
 
     def converged(
-        self, name: str, release: str, *, message: str, config_map: str | None = None
+        self,
+        name: str,
+        release: str,
+        *,
+        message: str,
+        config_map: str | None = None,
+        interrupted: frozenset[int] = frozenset(),
     ) -> dict[str, Any]:
         """Ready at the latest generation, deployed, the latest values live, nothing pending; returns the object."""
         generation = get_hr(self.custom, self.namespace, name)["metadata"]["generation"]
@@ -128,9 +142,15 @@ class Crash:
         assert hr["status"]["releaseStatus"] == "deployed"
         revisions = self.history(release)
         assert revisions[-1][1] == "deployed", revisions
-        assert not [status for _, status in revisions if status.startswith("pending")], revisions
+        # Helm's rollback (our unlock) leaves the revision it abandons marked pending-* in the history: only
+        # the revision the kill interrupted may read so, and the release itself is not locked.
+        pending = [number for number, status in revisions if status.startswith("pending")]
+        assert set(pending) <= interrupted, revisions
         assert hr["status"]["helmRevision"] == revisions[-1][0]
-        assert self.data(config_map or release)["message"] == message
+        live = self.core.read_namespaced_config_map(config_map or release, self.namespace)
+        assert (live.data or {})["message"] == message
+        antecedent = (live.metadata.annotations or {}).get("helm.fluxcd.io/antecedent")
+        assert antecedent == f"{self.namespace}:helmrelease/{name}", "its resources are marked as ours"
         return hr
 
     def deleted(self, name: str, release: str) -> None:
@@ -186,33 +206,35 @@ def test_killed_during_install(point: str, crash: Crash, app_chart: dict[str, st
     values: dict[str, Any] = {"message": "v1", "deploymentAnnotations": SOON_READY}
     if point == "while-helm-runs":
         values["deploymentAnnotations"] = NEVER_READY
-    gate = None
+    first = None
     if point == "before-helm":
-        gate = crash.wrapper.arm(BEFORE, "install", release=release)
-    elif point == "after-helm-returned":
-        gate = crash.wrapper.arm(AFTER, "install", release=release)
+        first = crash.wrapper.arm(BEFORE, "install", release=release)
+    elif point in ("after-helm-returned", "before-status-written"):
+        first = crash.wrapper.arm(AFTER, "install", release=release)
     create_hr(crash.custom, crash.namespace, helmrelease(name, app_chart, values, wait=True, timeout=900))
-    if gate is not None:
-        crash.kill_at(gate)
-    else:
-        crash.kill_while_pending(release, "pending-install")
     message = "v1"
-    if point == "while-helm-runs":
+    if first is None:
+        crash.kill_while_pending(release, "pending-install")
         # The latest values: ready soon, and a new message; the restart must install these.
         message = "v2"
         crash.patch_spec(name, {"values": {"message": message, "deploymentAnnotations": SOON_READY}})
+    elif point == "before-status-written":
+        # Once helm returned the operator marks the release's resources (`helm get metadata` first), then writes.
+        crash.kill_after(first, BEFORE, "get", release)
+        assert "helmRevision" not in (get_hr(crash.custom, crash.namespace, name).get("status") or {})
+    else:
+        crash.kill_at(first)
     crash.restart()
     crash.converged(name, release, message=message)
     installs = crash.wrapper.calls("install", release=release)
-    if point == "before-helm":
-        assert len(ran_helm(installs)) == 1, "the install ran once, after the restart"
-    if point == "after-helm-returned":
-        assert len(ran_helm(installs)) == 1, "the install that returned is recorded, not run again"
-        assert "AlreadyApplied" in {reason for _, reason, _ in events_for(crash.core, crash.namespace, name)}
     if point == "while-helm-runs":
         # The interrupted install is removed (nothing to go back to) and the latest values installed once.
         assert len(completed(crash.wrapper.calls("uninstall", release=release))) == 1
         assert len(completed(installs)) == 1
+    else:
+        assert len(ran_helm(installs)) == 1, "one install, not two"
+    if point in ("after-helm-returned", "before-status-written"):
+        assert "AlreadyApplied" in {reason for _, reason, _ in events_for(crash.core, crash.namespace, name)}
     assert crash.history(release) == [(1, "deployed")]
     crash.deleted(name, release)
 
@@ -220,42 +242,29 @@ def test_killed_during_install(point: str, crash: Crash, app_chart: dict[str, st
 # --- upgrade ------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "point", ["before-helm", "while-helm-runs", "after-helm-returned", "after-status-written"]
-)
+@pytest.mark.parametrize("point", ["before-helm", "while-helm-runs", "after-helm-returned"])
 def test_killed_during_upgrade(point: str, crash: Crash, app_chart: dict[str, str]) -> None:
     name, release = "upg", f"{crash.namespace}-upg"
     values = {"message": "v1", "deploymentAnnotations": SOON_READY}
     create_hr(crash.custom, crash.namespace, helmrelease(name, app_chart, values, wait=True, timeout=900))
     crash.wait_ready(name, 1)
     message = "v2"
-    if point == "before-helm":
-        gate = crash.wrapper.arm(BEFORE, "upgrade", release=release)
-        crash.patch_spec(name, {"values": {"message": message}})
-        crash.kill_at(gate)
-    elif point == "after-helm-returned":
-        gate = crash.wrapper.arm(AFTER, "upgrade", release=release)
-        crash.patch_spec(name, {"values": {"message": message}})
-        crash.kill_at(gate)
-    elif point == "after-status-written":
-        # After the upgrade's outcome is written the operator reads the release once more (`helm get metadata`,
-        # to annotate its resources): held there, the status is written and the Event and the marks are not.
-        upgraded = crash.wrapper.arm(AFTER, "upgrade", release=release)
-        crash.patch_spec(name, {"values": {"message": message}})
-        upgraded.wait_held(TIMEOUT, context=crash.operator.tail)
-        gate = crash.wrapper.arm(BEFORE, "get", release=release)
-        upgraded.open()
-        crash.kill_at(gate)
-        assert get_hr(crash.custom, crash.namespace, name)["status"]["helmRevision"] == 2, (
-            "the outcome was written"
-        )
-    else:
+    if point == "while-helm-runs":
         crash.patch_spec(name, {"values": {"message": "v2", "deploymentAnnotations": NEVER_READY}})
         crash.kill_while_pending(release, "pending-upgrade")
         message = "v3"
         crash.patch_spec(name, {"values": {"message": message, "deploymentAnnotations": SOON_READY}})
+    else:
+        first = crash.wrapper.arm(BEFORE if point == "before-helm" else AFTER, "upgrade", release=release)
+        crash.patch_spec(name, {"values": {"message": message}})
+        if point == "before-status-written":
+            crash.kill_after(first, BEFORE, "get", release)
+            assert get_hr(crash.custom, crash.namespace, name)["status"]["helmRevision"] == 1, "not recorded"
+        else:
+            crash.kill_at(first)
     crash.restart()
-    crash.converged(name, release, message=message)
+    interrupted = frozenset({2}) if point == "while-helm-runs" else frozenset()
+    crash.converged(name, release, message=message, interrupted=interrupted)
     upgrades = crash.wrapper.calls("upgrade", release=release)
     if point == "while-helm-runs":
         # The interrupted upgrade (2) is rolled back (3), then the latest values go in once (4).
@@ -274,20 +283,14 @@ def test_killed_during_upgrade(point: str, crash: Crash, app_chart: dict[str, st
 @pytest.mark.parametrize("point", ["before-helm", "after-helm-returned", "before-status-written"])
 def test_killed_during_helm_test(point: str, crash: Crash, tested_chart: dict[str, str]) -> None:
     name, release = "tst", f"{crash.namespace}-tst"
-    if point == "before-status-written":
-        tested = crash.wrapper.arm(AFTER, "test", release=release)
-    else:
-        tested = crash.wrapper.arm(BEFORE if point == "before-helm" else AFTER, "test", release=release)
+    first = crash.wrapper.arm(BEFORE if point == "before-helm" else AFTER, "test", release=release)
     body = helmrelease(name, tested_chart, {"message": "v1"}, test={"enable": True, "timeout": 120})
     create_hr(crash.custom, crash.namespace, body)
     if point == "before-status-written":
         # After the test returned the operator reads where the release stands (`helm get metadata`), then writes.
-        tested.wait_held(TIMEOUT, context=crash.operator.tail)
-        gate = crash.wrapper.arm(BEFORE, "get", release=release)
-        tested.open()
-        crash.kill_at(gate)
+        crash.kill_after(first, BEFORE, "get", release)
     else:
-        crash.kill_at(tested)
+        crash.kill_at(first)
     crash.restart()
     hr = crash.converged(name, release, message="v1", config_map=f"{release}-config")
     assert condition(hr, "Tested")["status"] == "True"
@@ -297,6 +300,21 @@ def test_killed_during_helm_test(point: str, crash: Crash, tested_chart: dict[st
 
 
 # --- rollback -----------------------------------------------------------------------------------------------------
+
+
+def arm_rollback(crash: Crash, point: str, release: str) -> Gate | None:
+    """The gate for `point` of the rollback to come (for before-status-written: the rollback returned, see below)."""
+    if point == "before-helm":
+        return crash.wrapper.arm(BEFORE, "rollback", release=release)
+    return crash.wrapper.arm(AFTER, "rollback", release=release)
+
+
+def kill_at_rollback(crash: Crash, point: str, gate: Gate, release: str) -> None:
+    if point == "before-status-written":
+        # After the rollback the operator reads `helm history` (which revision it went back to), then writes.
+        crash.kill_after(gate, BEFORE, "history", release)
+    else:
+        crash.kill_at(gate)
 
 
 @pytest.mark.parametrize("point", ["before-helm", "after-helm-returned", "before-status-written"])
@@ -313,17 +331,9 @@ def test_killed_during_rollback_after_a_failed_test(
     )
     create_hr(crash.custom, crash.namespace, body)
     crash.wait_ready(name, 1)
-    if point == "before-status-written":
-        # After the rollback the operator reads `helm history` (which revision it went back to), then writes.
-        rolled = crash.wrapper.arm(AFTER, "rollback", release=release)
-        crash.patch_spec(name, {"values": {"message": "v2", "testExitCode": 1}})
-        rolled.wait_held(TIMEOUT, context=crash.operator.tail)
-        gate = crash.wrapper.arm(BEFORE, "history", release=release)
-        rolled.open()
-    else:
-        gate = crash.wrapper.arm(BEFORE if point == "before-helm" else AFTER, "rollback", release=release)
-        crash.patch_spec(name, {"values": {"message": "v2", "testExitCode": 1}})
-    crash.kill_at(gate)
+    gate = arm_rollback(crash, point, release)
+    crash.patch_spec(name, {"values": {"message": "v2", "testExitCode": 1}})
+    kill_at_rollback(crash, point, gate, release)
     crash.restart()
     hr = wait_for_hr(
         crash.custom,
@@ -348,7 +358,7 @@ def test_killed_during_rollback_after_a_failed_test(
     crash.deleted(name, release)
 
 
-@pytest.mark.parametrize("point", ["after-helm-returned", "before-status-written"])
+@pytest.mark.parametrize("point", ["before-helm", "after-helm-returned", "before-status-written"])
 def test_killed_during_rollback_after_a_failed_upgrade(
     point: str, crash: Crash, app_chart: dict[str, str]
 ) -> None:
@@ -356,27 +366,23 @@ def test_killed_during_rollback_after_a_failed_upgrade(
     body = helmrelease(name, app_chart, {"message": "v1"}, rollback={"enable": True}, timeout=60)
     create_hr(crash.custom, crash.namespace, body)
     crash.wait_ready(name, 1)
-    rolled = crash.wrapper.arm(AFTER, "rollback", release=release)
+    gate = arm_rollback(crash, point, release)
     crash.patch_spec(name, {"values": {"message": "v2", "failure": "apply"}})
-    if point == "before-status-written":
-        rolled.wait_held(TIMEOUT, context=crash.operator.tail)
-        gate = crash.wrapper.arm(BEFORE, "history", release=release)
-        rolled.open()
-        crash.kill_at(gate)
-    else:
-        crash.kill_at(rolled)
+    kill_at_rollback(crash, point, gate, release)
     crash.restart()
     hr = wait_for_hr(
         crash.custom,
         crash.namespace,
         name,
-        lambda hr: hr.get("status", {}).get("observedGeneration") == 2,
+        lambda hr: (
+            hr.get("status", {}).get("phase") == "RolledBack" and hr["status"].get("observedGeneration") == 2
+        ),
         timeout=TIMEOUT,
         operator=crash.operator,
-        what="a final outcome at generation 2",
+        what="phase RolledBack at generation 2",
     )
+    assert (hr["status"]["rollbackCount"], hr["status"]["helmRevision"]) == (1, 3)
     assert crash.history(release) == [(1, "superseded"), (2, "failed"), (3, "deployed")], "one rollback"
-    assert hr["status"]["helmRevision"] == 3
     assert crash.data(release)["message"] == "v1"
     crash.patch_spec(name, {"values": {"message": "v3", "failure": "none"}})
     crash.converged(name, release, message="v3")
@@ -395,9 +401,8 @@ def test_killed_during_uninstall(point: str, crash: Crash, app_chart: dict[str, 
     gate = crash.wrapper.arm(BEFORE if point == "before-helm" else AFTER, "uninstall", release=release)
     crash.custom.delete_namespaced_custom_object(GROUP, VERSION, crash.namespace, PLURAL, name)
     crash.kill_at(gate)
-    hr = find_hr(crash.custom, crash.namespace, name)
-    assert hr is not None, "the finalizer holds the object while the operator is down"
-    assert crash.history(release) == ([] if point != "before-helm" else [(1, "deployed")])
+    assert find_hr(crash.custom, crash.namespace, name) is not None, "the finalizer holds it meanwhile"
+    assert crash.history(release) == ([(1, "deployed")] if point == "before-helm" else [])
     crash.restart()
     eventually(
         lambda: find_hr(crash.custom, crash.namespace, name) is None,
@@ -431,21 +436,24 @@ def test_killed_while_adopting_a_release(
         "message=by-hand",
     )
     values: dict[str, Any] = {"message": "v1", "deploymentAnnotations": SOON_READY}
-    gate = None
+    first = None
     if point == "while-helm-runs":
         values["deploymentAnnotations"] = NEVER_READY
     else:
-        gate = crash.wrapper.arm(BEFORE if point == "before-helm" else AFTER, "upgrade", release=release)
+        first = crash.wrapper.arm(BEFORE if point == "before-helm" else AFTER, "upgrade", release=release)
     create_hr(crash.custom, crash.namespace, helmrelease(name, app_chart, values, wait=True, timeout=900))
     message = "v1"
-    if gate is not None:
-        crash.kill_at(gate)
-    else:
+    if first is None:
         crash.kill_while_pending(release, "pending-upgrade")
         message = "v2"
         crash.patch_spec(name, {"values": {"message": message, "deploymentAnnotations": SOON_READY}})
+    elif point == "before-status-written":
+        crash.kill_after(first, BEFORE, "get", release)
+    else:
+        crash.kill_at(first)
     crash.restart()
-    crash.converged(name, release, message=message)
+    interrupted = frozenset({2}) if point == "while-helm-runs" else frozenset()
+    crash.converged(name, release, message=message, interrupted=interrupted)
     upgrades = crash.wrapper.calls("upgrade", release=release)
     if point == "while-helm-runs":
         assert [revision for revision, _ in crash.history(release)] == [1, 2, 3, 4]
@@ -459,21 +467,19 @@ def test_killed_while_adopting_a_release(
 # --- a forced upgrade ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("point", ["after-helm-returned", "before-force-echoed"])
+@pytest.mark.parametrize("point", ["after-helm-returned"])
 def test_killed_during_a_forced_upgrade(point: str, crash: Crash, app_chart: dict[str, str]) -> None:
     name, release = "frc", f"{crash.namespace}-frc"
     create_hr(crash.custom, crash.namespace, helmrelease(name, app_chart, {"message": "v1"}))
     crash.wait_ready(name, 1)
     upgraded = crash.wrapper.arm(AFTER, "upgrade", release=release)
     crash.annotate(name, {REQUESTED: "f1", FORCE: "f1"})
-    if point == "before-force-echoed":
-        # The upgrade's outcome is written, then the release is read once more before the token is echoed.
-        upgraded.wait_held(TIMEOUT, context=crash.operator.tail)
-        gate = crash.wrapper.arm(BEFORE, "get", release=release)
-        upgraded.open()
-        crash.kill_at(gate)
+    if point == "before-status-written":
+        # The write that records the forced upgrade echoes the token too: killed before it, neither is written.
+        crash.kill_after(upgraded, BEFORE, "get", release)
     else:
         crash.kill_at(upgraded)
+    assert "lastHandledForceAt" not in get_hr(crash.custom, crash.namespace, name)["status"]
     crash.restart()
     hr = wait_for_hr(
         crash.custom,

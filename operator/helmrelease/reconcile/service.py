@@ -510,8 +510,8 @@ class Reconciler:
         """Record a deploy Helm finished before the operator was stopped, as its own outcome would have been."""
         hr = current.hr
         current.status = conditions.status_after_record(current.status, desired, observed, self.clock())
-        await self.report.write(current)
         await self.executor.mark_resources(hr)
+        await self.report.write(current)
         await self.report.event(current, NORMAL, plan.reason, plan.message, logged=True)
         self._decided(current, desired, plan, observed, Result.DECIDED)
 
@@ -578,9 +578,11 @@ class Reconciler:
             current.status = conditions.status_with_handled(
                 current.status, reconcile=None, force=current.forced, reset=None
             )
-        await self.report.write(current)
         if outcome.succeeded and deploys(action):
+            # Before the write that records the deploy: killed in between, the restart records the deploy again
+            # (AlreadyApplied) and marks them then; marked after it, they would stay unmarked for good.
             await self.executor.mark_resources(hr, outcome.manifest)
+        await self.report.write(current)
         if outcome.succeeded and plan.reason is Reason.DRIFT_DETECTED:
             self.metrics.drift_corrected()
         told = _told(current, action, chart, outcome.succeeded)
