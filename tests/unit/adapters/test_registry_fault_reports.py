@@ -5,7 +5,7 @@ that is not JSON where JSON belongs says what it was served as (a login page is 
 from __future__ import annotations
 
 import pytest
-from tests.unit.adapters.test_registry_client import REPO, Fault, FakeRegistry, fake, make_client
+from tests.unit.adapters.test_registry_client import REPO, FakeRegistry, Fault, fake, make_client
 
 from helmrelease.adapters.registry import (
     RegistryError,
