@@ -9,6 +9,7 @@ logged with its arrival and answer times, so a test can prove a ``Retry-After`` 
 
 from __future__ import annotations
 
+import bisect
 import json
 import socket
 import struct
@@ -47,6 +48,7 @@ class Kind(StrEnum):
 RETRY_AFTER = 2  # seconds, what a 429-retry-after says
 HUGE_TAGS = 100_000
 DRIP_EVERY = 0.3  # seconds between the bytes of a slow drip: under the client's read timeout
+_HUGE = [f"0-build-{n:06d}" for n in range(HUGE_TAGS)]
 _ERROR_JSON = b'{"errors":[{"code":"UNAVAILABLE","message":"injected fault"}]}'
 _BAD_GATEWAY = b"<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
 _LOGIN = b"<!DOCTYPE html><html><body><form action=/login>Please sign in</form></body></html>"
@@ -147,12 +149,12 @@ class FaultProxy:
         parts = urlsplit(path)
         _, _, body = forward(self.target, "GET", parts.path, headers)
         document = json.loads(body)
-        tags = [f"0-build-{n:06d}" for n in range(HUGE_TAGS)] + sorted(document.get("tags") or [])
+        tags = _HUGE + sorted(document.get("tags") or [])  # sorted: the real tags sort after "0-"
         query = _query(path)
         size = min(int(query.get("n", "100")), 1000)
         start = 0
         if "last" in query:
-            start = tags.index(query["last"]) + 1
+            start = bisect.bisect_right(tags, query["last"])
         page = tags[start : start + size]
         headers_out = [("Content-Type", "application/json")]
         if start + size < len(tags):
@@ -179,8 +181,12 @@ class FaultProxy:
                 arrived = time.monotonic()
                 fault = proxy.fault
                 if fault is not None and fault.hits(self.command, self.path):
+                    hangs = fault.kind in (Kind.TIMEOUT, Kind.DRIP)  # logged as they begin
+                    if hangs:
+                        proxy._record(self.command, self.path, f"fault {fault.kind}", arrived)
                     self._fault(fault)
-                    proxy._record(self.command, self.path, f"fault {fault.kind}", arrived)
+                    if not hangs:
+                        proxy._record(self.command, self.path, f"fault {fault.kind}", arrived)
                     return
                 status, headers, body = proxy._upstream(self.command, self.path, list(self.headers.items()))
                 send(self, status, headers, body)
@@ -236,6 +242,7 @@ class FaultProxy:
             def _reset(self) -> None:
                 """Close with a TCP RST (SO_LINGER 0) instead of an answer."""
                 self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.connection.close()
                 self.close_connection = True
 
             def _drip(self, answer: tuple[int, list[tuple[str, str]], bytes]) -> None:
