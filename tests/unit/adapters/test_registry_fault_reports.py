@@ -98,3 +98,15 @@ async def test_a_token_service_answering_html_says_so(fake: FakeRegistry) -> Non
     async with make_client(fake) as client:
         with pytest.raises(RegistryMalformedResponse, match=r"token response is not JSON .*'text/html'"):
             await client.list_tags(f"{fake.host}/{REPO}")
+
+
+async def test_a_redirect_loop_is_named_as_one(fake: FakeRegistry) -> None:
+    fake.tags[REPO] = ["1.0"]
+    location = f"/v2/{REPO}/tags/list"
+    fake.faults["tags"].extend([Fault(307, {"Location": location})] * 20)
+    async with make_client(fake) as client:
+        with pytest.raises(RegistryMalformedResponse) as raised:
+            await client.list_tags(f"{fake.host}/{REPO}")
+        assert "tag list: redirected 10 times without an answer: a redirect loop; " in str(raised.value)
+        assert fake.count("tags") == 10  # ten answers, each a redirect; the loop is not retried
+        assert errors(client, error="malformed") == 1

@@ -530,6 +530,9 @@ class RegistryClient:
             )
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as error:
             return None, f"{type(error).__name__}: {error}"
+        except aiohttp.TooManyRedirects as error:
+            redirects = f"redirected {len(error.history)} times without an answer: a redirect loop"
+            raise call.error(RegistryMalformedResponse, redirects) from None
         except aiohttp.ClientError as error:
             raise call.error(RegistryMalformedResponse, f"{type(error).__name__}: {error}") from error
         finally:
