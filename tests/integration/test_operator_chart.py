@@ -148,6 +148,11 @@ WATCHED_NAMESPACE_RULES = (
     | grants("", "secrets", "get", "list", "watch", "create", "update", "patch", "delete")
     | grants("", "serviceaccounts", "get")
 )
+#: With operator.requireServiceAccount helm writes its release storage as each release's ServiceAccount: the
+#: operator's own identity only reads Secrets.
+TENANT_WATCHED_NAMESPACE_RULES = WATCHED_NAMESPACE_RULES - grants(
+    "", "secrets", "create", "update", "patch", "delete"
+)
 CLUSTER_RULES = grants("apiextensions.k8s.io", "customresourcedefinitions", "list", "watch") | grants(
     "", "namespaces", "get", "list", "watch"
 )
@@ -636,8 +641,8 @@ def test_namespaced_multi_tenant_rbac_is_per_namespace_with_service_account_impe
     manifests = render(helm, *MULTI_TENANT_GIT)
     roles = {r["metadata"]["namespace"]: rules(r) for r in objects(manifests, "Role")}
     assert roles == {
-        "team-a": WATCHED_NAMESPACE_RULES | IMPERSONATE_SERVICE_ACCOUNTS,
-        "team-b": WATCHED_NAMESPACE_RULES | IMPERSONATE_SERVICE_ACCOUNTS,
+        "team-a": TENANT_WATCHED_NAMESPACE_RULES | IMPERSONATE_SERVICE_ACCOUNTS,
+        "team-b": TENANT_WATCHED_NAMESPACE_RULES | IMPERSONATE_SERVICE_ACCOUNTS,
     }
     bindings = {
         b["metadata"]["namespace"]: (b["roleRef"], b["subjects"]) for b in objects(manifests, "RoleBinding")
@@ -754,6 +759,72 @@ def test_peering_objects_kopf_requires(
         if m["apiVersion"] == "kopf.dev/v1" and m["metadata"]["name"] == "ops"
     ]
     assert found == peerings
+
+
+def test_shards_render_one_deployment_each_beside_the_unsharded_one(helm: Helm) -> None:
+    manifests = render(helm, *sets("shards={a,b}"))
+    deployments = {d["metadata"]["name"]: d for d in objects(manifests, "Deployment")}
+    assert list(deployments) == [FULLNAME, f"{FULLNAME}-a", f"{FULLNAME}-b"]
+    selectors = {name: d["spec"]["selector"]["matchLabels"] for name, d in deployments.items()}
+    unsharded = {"app.kubernetes.io/name": "helmrelease-operator", "app.kubernetes.io/instance": RELEASE}
+    assert selectors == {
+        FULLNAME: unsharded,
+        f"{FULLNAME}-a": {**unsharded, "helmrelease.helm.fluxcd.io/shard": "a"},
+        f"{FULLNAME}-b": {**unsharded, "helmrelease.helm.fluxcd.io/shard": "b"},
+    }
+    for name, deployment in deployments.items():
+        pod = deployment["spec"]["template"]
+        assert selectors[name].items() <= pod["metadata"]["labels"].items()
+        shard = [f"--shard={name.removeprefix(FULLNAME + '-')}"] if name != FULLNAME else []
+        for spec in pod["spec"]["containers"]:
+            assert [arg for arg in spec["args"] if arg.startswith("--shard")] == shard, (name, spec["name"])
+    # The unsharded Deployment renders exactly as without shards (its selector cannot change on upgrade).
+    assert deployments[FULLNAME] == objects(render(helm), "Deployment")[0]
+
+
+def test_the_cli_accepts_every_container_of_every_shard(helm: Helm, monkeypatch: pytest.MonkeyPatch) -> None:
+    for deployment in objects(render(helm, *PEERING, *sets("shards={a,b}")), "Deployment"):
+        for spec in deployment["spec"]["template"]["spec"]["containers"]:
+            check_against_cli(spec, monkeypatch)
+
+
+@pytest.mark.parametrize(
+    ("set_args", "expected"),
+    [
+        pytest.param(
+            sets("shards={a,b}"),
+            [
+                ("ClusterKopfPeering", "ops", None),
+                ("ClusterKopfPeering", "ops-a", None),
+                ("ClusterKopfPeering", "ops-b", None),
+            ],
+            id="cluster",
+        ),
+        pytest.param(
+            sets("shards={a}", "watchNamespaces={team-a}"),
+            [("KopfPeering", "ops", "team-a"), ("KopfPeering", "ops-a", "team-a")],
+            id="namespaced",
+        ),
+    ],
+)
+def test_each_shard_peers_under_its_own_name(
+    helm: Helm, set_args: tuple[str, ...], expected: list[tuple[str, str, str | None]]
+) -> None:
+    manifests = render(helm, *sets("operator.peering.name=ops"), *set_args)
+    found = [
+        (m["kind"], m["metadata"]["name"], m["metadata"].get("namespace"))
+        for m in manifests
+        if m["apiVersion"] == "kopf.dev/v1"
+    ]
+    assert found == expected
+    # What the operator of each shard will look for: --peering=ops plus its --shard.
+    for deployment in objects(manifests, "Deployment"):
+        [operator] = [
+            c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "operator"
+        ]
+        settings = parse(operator["args"]).settings
+        peering = settings.peering if settings.shard is None else f"{settings.peering}-{settings.shard}"
+        assert peering in {name for _, name, _ in found}
 
 
 def served_ports(manifests: list[Manifest]) -> dict[str, tuple[str, int]]:
@@ -894,6 +965,8 @@ def test_the_webhook_service_targets_the_sidecar_webhook_port(helm: Helm) -> Non
             "serviceAccount.name is required",
             id="no-service-account",
         ),
+        pytest.param(sets("shards={a,Team_B}"), "shards: Team_B is not a shard name", id="bad-shard-name"),
+        pytest.param(sets("shards={a,b,a}"), "shards: each name once", id="shard-twice"),
     ],
 )
 def test_values_that_cannot_work_are_refused(helm: Helm, set_args: tuple[str, ...], message: str) -> None:
@@ -929,6 +1002,12 @@ COMMON_CHECKS = {
     "list namespaces": (Access("list", "namespaces"), True),
     "get serviceaccounts": (Access("get", "serviceaccounts", namespace=WATCHED), True),
 }
+#: What the operator's identity may not do with Secrets when helm runs as each release's ServiceAccount.
+TENANT_SECRET_CHECKS = {
+    "delete helm storage secrets": (Access("delete", "secrets", namespace=WATCHED), False),
+    "create secrets": (Access("create", "secrets", namespace=WATCHED), False),
+    "patch secrets": (Access("patch", "secrets", namespace=WATCHED), False),
+}
 LEAST_PRIVILEGE_CHECKS = {
     "delete namespaces": (Access("delete", "namespaces", name="kube-system"), False),
     "create deployments": (Access("create", "deployments", "apps", namespace=WATCHED), False),
@@ -948,6 +1027,7 @@ SCENARIOS = [
         sets("rbac.clusterAdmin=false", "operator.requireServiceAccount=true"),
         COMMON_CHECKS
         | LEAST_PRIVILEGE_CHECKS
+        | TENANT_SECRET_CHECKS
         | {
             "watch helmreleases in all namespaces": (Access("watch", "helmreleases", "helm.fluxcd.io"), True),
             "patch helmreleases/status elsewhere": (
@@ -967,6 +1047,7 @@ SCENARIOS = [
         ),
         COMMON_CHECKS
         | LEAST_PRIVILEGE_CHECKS
+        | TENANT_SECRET_CHECKS
         | {
             "impersonate a ServiceAccount of the watched namespace": (
                 Access("impersonate", "serviceaccounts", namespace=WATCHED, name="deployer"),

@@ -625,6 +625,8 @@ class Release:
     chart_name: str
     chart_version: str
     app_version: str
+    #: The rendered manifest, when helm printed it (`install|upgrade --output json` does).
+    manifest: str = ""
 
 
 @dataclass(frozen=True)
@@ -681,6 +683,7 @@ def parse_release(document: Mapping[str, Any]) -> Release:
         chart_name=str(metadata.get("name", "")),
         chart_version=str(metadata.get("version", "")),
         app_version=str(metadata.get("appVersion", "")),
+        manifest=str(document.get("manifest") or ""),
     )
 
 

@@ -351,7 +351,8 @@ class KubeClient:
 
     async def namespace_exists(self, namespace: str) -> bool:
         try:
-            await self._call(f"Namespace {namespace}", self.core.read_namespace, namespace)
+            # Undecoded: only whether it exists matters (every pass asks).
+            await self._call_raw(f"Namespace {namespace}", self.core.read_namespace, namespace)
         except NotFound:
             return False
         return True
@@ -389,9 +390,9 @@ class KubeClient:
 
         return await self._call(what, read)
 
-    async def _call_json(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+    async def _call_json(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """A call whose response is decoded with the bounded decoder (a HelmRelease is tenant input)."""
-        raw = await self._call_raw(what, fn, *args)
+        raw = await self._call_raw(what, fn, *args, **kwargs)
         return await asyncio.to_thread(bounded_json.loads, raw)
 
     async def get_helmrelease(self, namespace: str, name: str) -> dict[str, Any]:
@@ -406,8 +407,12 @@ class KubeClient:
         )
         return dict(obj)
 
-    async def list_helmreleases(self, namespace: str | None = None) -> list[dict[str, Any]]:
+    async def list_helmreleases(
+        self, namespace: str | None = None, *, label_selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        """HelmReleases of a namespace (None: all), only those matching ``label_selector`` if given."""
         result: Any
+        selector = {"label_selector": label_selector} if label_selector else {}
         if namespace:
             result = await self._call_json(
                 f"HelmReleases in {namespace}",
@@ -416,10 +421,11 @@ class KubeClient:
                 VERSION,
                 namespace,
                 PLURAL,
+                **selector,
             )
         else:
             result = await self._call_json(
-                "HelmReleases", self.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL
+                "HelmReleases", self.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL, **selector
             )
         items: list[dict[str, Any]] = result.get("items", [])
         return items
@@ -564,12 +570,19 @@ class KubeClient:
             return None
         ns = namespace if resource.namespaced else None
         try:
-            obj = await self._call(
-                f"{kind} {namespace}/{name}", resource.get, name=name, namespace=ns, **self._headers()
+            # The response as JSON, not as the dynamic client's ResourceInstance: building that and turning it
+            # back into a dict was most of a drift check's CPU. Bounded: the object is tenant input.
+            response = await self._call(
+                f"{kind} {namespace}/{name}",
+                resource.get,
+                name=name,
+                namespace=ns,
+                serialize=False,
+                **self._headers(),
             )
         except NotFound:
             return None
-        as_dict: dict[str, Any] = obj.to_dict()
+        as_dict: dict[str, Any] = bounded_json.loads(response.data)
         return as_dict
 
     async def annotate(self, objects: Iterable[ObjectRef], annotations: Mapping[str, str]) -> None:

@@ -2,7 +2,8 @@
 
 One cycle lists the HelmReleases, and for each automated, unlocked one (concurrently, each failure its own):
 reads its credentials, asks the registries (``scan``), and when a newer tag qualifies, patches exactly the
-value paths of the moved tags with a JSON patch that first tests the values it read. If the user changed the
+value paths of the moved tags with a JSON patch that first tests the values and the resourceVersion it read (so a
+lock, a new policy or ``suspend`` set meanwhile is never overwritten). If the user changed the
 release meanwhile the API server refuses the patch (a 409, or the same bare 422 it gives an invalid patch: a
 re-read tells the two apart); we re-read the release and decide again from what they wrote, so their edit
 always survives. With git write-back, the manifests in git are changed first and the
@@ -33,6 +34,7 @@ from helmrelease.adapters.git import GitError
 from helmrelease.adapters.kube import Conflict, Invalid, KubeError, NotFound, ObjectRef
 from helmrelease.adapters.registry import CredentialStore
 from helmrelease.api.constants import API_VERSION, KIND
+from helmrelease.api.sharding import shard_selector
 from helmrelease.automation.credentials import CycleCredentials, PullSecretError, SecretReader
 from helmrelease.automation.health import Heartbeat
 from helmrelease.automation.lookups import DEFAULT_RECHECK_PERIOD, RecheckBudget
@@ -82,7 +84,9 @@ class EventReason(StrEnum):
 class ReleaseApi(SecretReader, Protocol):
     """The Kubernetes calls the loop makes (``adapters.kube.KubeClient`` has them)."""
 
-    async def list_helmreleases(self, namespace: str | None = None) -> list[dict[str, Any]]: ...
+    async def list_helmreleases(
+        self, namespace: str | None = None, *, label_selector: str | None = None
+    ) -> list[dict[str, Any]]: ...
 
     async def get_helmrelease(self, namespace: str, name: str) -> dict[str, Any]: ...
 
@@ -106,10 +110,12 @@ class TagSourceFactory(Protocol):
 @dataclass(frozen=True)
 class ImagePolicySettings:
     """How the loop runs. No namespaces: the whole cluster. ``conflict_attempts`` bounds the re-reads of a
-    release that keeps changing under us within one cycle."""
+    release that keeps changing under us within one cycle. ``shard``: the HelmReleases of that shard only, as the
+    operator next to us (``api.sharding``; None: those without the shard label)."""
 
     interval: float = 300.0
     namespaces: tuple[str, ...] = ()
+    shard: str | None = None
     conflict_attempts: int = 3
     git: GitWriteback | None = None
     #: Where the first sight of tags (soak time) is kept across restarts; None: in memory only.
@@ -273,6 +279,12 @@ def _object_key(view: WatchedRelease) -> ObjectKey:
     return ObjectKey(view.release, view.uid)
 
 
+def _resource_version(obj: Mapping[str, Any]) -> str | None:
+    metadata = obj.get("metadata")
+    version = metadata.get("resourceVersion") if isinstance(metadata, Mapping) else None
+    return str(version) if version else None
+
+
 def _release_id(obj: Mapping[str, Any]) -> ReleaseId:
     """Namespace and name however broken the rest of the object is (for the log of a failure)."""
     metadata = obj.get("metadata")
@@ -391,7 +403,11 @@ class ImagePolicyService:
     async def _list_releases(self) -> tuple[list[Mapping[str, Any]], int]:
         scopes: Sequence[str | None] = self.settings.namespaces or (None,)
         results = await asyncio.gather(
-            *(self.kube.list_helmreleases(namespace) for namespace in scopes), return_exceptions=True
+            *(
+                self.kube.list_helmreleases(namespace, label_selector=shard_selector(self.settings.shard))
+                for namespace in scopes
+            ),
+            return_exceptions=True,
         )
         objects: list[Mapping[str, Any]] = []
         failures = 0
@@ -467,6 +483,7 @@ class ImagePolicyService:
             commit = committed or commit
         changes = [change for move in moves for change in move.changes]
         operations = [
+            *(view.precondition if changes or pauses else []),
             *changes_patch(changes),
             *(annotation_operation(WRITTEN_PREFIX + m.target.container, m.new_version) for m in moves),
             *(operation for pause in pauses for operation in pause.operations()),
@@ -481,7 +498,13 @@ class ImagePolicyService:
                 obj = await self.kube.get_helmrelease(view.release.namespace, view.release.name)
             except NotFound:
                 return ReleaseOutcome(view.release, failures=tuple(failures), commit=commit)
-            if not isinstance(error, Invalid) or not values_hold(obj, changes):
+            written_since = _resource_version(obj) != view.resource_version
+            if (
+                not isinstance(error, Invalid)
+                or written_since
+                or view.changed_in(obj)
+                or not values_hold(obj, changes)
+            ):
                 return _Retry(read_release(obj), commit)
             failures.append(Failure.PATCH)
             await self._warn(view, EventReason.UPDATE_FAILED, f"cannot update the image tags: {error}")

@@ -19,6 +19,8 @@ import durationpy
 from pydantic import BeforeValidator
 from pydantic_settings import NoDecode
 
+from helmrelease.api import sharding
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 TRUE_WORDS = frozenset({"true", "1", "yes"})
 FALSE_WORDS = frozenset({"false", "0", "no"})
@@ -165,6 +167,14 @@ def subset_of(*choices: str) -> Callable[[str | Iterable[str]], tuple[str, ...]]
     return check
 
 
+def shard(value: str) -> str:
+    """A shard name (``sharding.shard_name``): an RFC 1123 label, since it is a label value and part of names."""
+    try:
+        return sharding.shard_name(value)
+    except ValueError as error:
+        raise InvalidValue(str(error)) from None
+
+
 def optional(check: Callable[[str], T]) -> Callable[[str | None], T | None]:
     """``check``, letting ``None`` (a flag that switches the setting off, as ``--standalone`` does) through."""
 
@@ -188,4 +198,5 @@ OptionalText = Annotated[str | None, BeforeValidator(optional(text))]
 #: A list: comma-separated in a variable (not JSON, pydantic-settings' default for sequences), repeated as a flag.
 Words = Annotated[tuple[str, ...], NoDecode, BeforeValidator(word_list)]
 OptionalHttpUrl = Annotated[str | None, BeforeValidator(optional(http_url))]
+OptionalShard = Annotated[str | None, BeforeValidator(optional(shard))]
 OptionalPath = Annotated[Path | None, BeforeValidator(optional(path))]

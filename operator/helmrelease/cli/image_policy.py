@@ -63,6 +63,7 @@ from helmrelease.cli.argtypes import (
     positive_int,
     positive_number,
     positive_seconds,
+    shard,
 )
 from helmrelease.cli.logs import DEFAULT_LOG_FORMAT, DEFAULT_LOG_LEVEL, LOG_FORMATS, configure_logging
 from helmrelease.images.manifests import DEFAULT_NAMESPACE
@@ -276,6 +277,13 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--log-level", type=log_level, metavar="LEVEL", default=DEFAULT_LOG_LEVEL)
     parser.add_argument("--once", action="store_true", help="run one scan cycle and exit (for CI and tests)")
+    parser.add_argument(
+        "--shard",
+        type=shard,
+        metavar="NAME",
+        help="scan only HelmReleases labelled sharding.helm.fluxcd.io/key=NAME, as the operator of that shard "
+        "(give both the same --shard); default: only those without that label",
+    )
     parser.set_defaults(handler=main)
 
 
@@ -352,6 +360,7 @@ def _config(args: argparse.Namespace) -> _Config:
     settings = ImagePolicySettings(
         interval=args.interval,
         namespaces=tuple(dict.fromkeys(args.namespace)),
+        shard=args.shard,
         git=git_writeback(args),
         first_seen_file=args.state_dir / "first-seen.json",
         tag_recheck_period=args.tag_recheck_period,

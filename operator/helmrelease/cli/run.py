@@ -17,6 +17,7 @@ from helmrelease.cli.argtypes import (
     LogLevel,
     OptionalHttpUrl,
     OptionalPath,
+    OptionalShard,
     OptionalText,
     Port,
     PositiveInt,
@@ -115,6 +116,15 @@ class RunSettings(CliSettings):
         Boolean,
         switch("--no-drift-detection", help="do not compare live objects with release manifests on resync"),
     ] = not _DEFAULTS.drift_detection
+    shard: Annotated[
+        OptionalShard,
+        flag(
+            "--shard",
+            metavar="NAME",
+            help="reconcile only HelmReleases labelled sharding.helm.fluxcd.io/key=NAME (and use the peering "
+            "object PEERING-NAME); default: only those without that label",
+        ),
+    ] = _DEFAULTS.shard
     log_format: Annotated[
         str,
         BeforeValidator(one_of(*LOG_FORMATS)),
@@ -172,6 +182,7 @@ class RunSettings(CliSettings):
             require_service_account=self.require_service_account,
             adopt_unmarked=not self.no_adopt,
             drift_detection=not self.no_drift_detection,
+            shard=self.shard,
         )
 
 

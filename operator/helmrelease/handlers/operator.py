@@ -17,6 +17,7 @@ import kopf
 
 from helmrelease.adapters.kube import KubeError, ObjectRef
 from helmrelease.api.constants import API_VERSION, GROUP, KIND, PLURAL, VERSION, Reason
+from helmrelease.api.sharding import SHARD_LABEL, shard_finalizer
 from helmrelease.handlers.bookkeeping import (
     DigestDiffBaseStorage,
     TolerantProgressStorage,
@@ -29,7 +30,6 @@ from helmrelease.reconcile.requests import wants_a_pass
 from helmrelease.reconcile.service import Reconciler
 from helmrelease.reconcile.settings import OperatorSettings
 
-FINALIZER = "helm.fluxcd.io/finalizer"
 ANNOTATIONS_PREFIX = "helmrelease.helm.fluxcd.io"
 #: Unreadable annotations remembered as reported (a hostile tenant could garble them endlessly).
 REPORTED_MAX: Final = 4096
@@ -49,6 +49,11 @@ def build_registry(operator_settings: OperatorSettings, dependencies: Any) -> ko
     registry = kopf.OperatorRegistry()
     settings = operator_settings
     jitter = settings.resync_interval * 0.1
+    # Every HelmRelease handler, timer and index serves this operator's shard only (api.sharding), by kopf's label
+    # filters: an object relabelled away gets its resync timer stopped and this shard's finalizer removed (each
+    # shard has its own, see api.sharding.shard_finalizer). Not by a label selector on the watch: an object that
+    # leaves a selected watch arrives as DELETED with its old labels, and kopf would keep its timer running.
+    shard: Mapping[str, Any] = {SHARD_LABEL: kopf.ABSENT if settings.shard is None else settings.shard}
 
     # A registry of our own has no login handler: kopf's, by the kubernetes client's rules (in a Pod its service
     # account, elsewhere KUBECONFIG or ~/.kube/config), as the adapters log in. A failure leaves kopf without
@@ -60,7 +65,7 @@ def build_registry(operator_settings: OperatorSettings, dependencies: Any) -> ko
     @kopf.on.startup(id="configure", registry=registry)
     async def configure(memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
         settings_: kopf.OperatorSettings = kwargs["settings"]
-        settings_.persistence.finalizer = FINALIZER
+        settings_.persistence.finalizer = shard_finalizer(operator_settings.shard)
         # Digests, not the spec, in the diff-base annotation (annotations are capped at 256 KiB); unreadable
         # bookkeeping of either kind reads as absent (see handlers.bookkeeping).
         settings_.persistence.progress_storage = TolerantProgressStorage(prefix=ANNOTATIONS_PREFIX)
@@ -91,7 +96,7 @@ def build_registry(operator_settings: OperatorSettings, dependencies: Any) -> ko
         return release_index_entry(namespace or "", labels)
 
     # Which HelmReleases read which ConfigMaps and Secrets, so a change there reconciles exactly those.
-    @kopf.index(GROUP, VERSION, PLURAL, id="values_sources", registry=registry)
+    @kopf.index(GROUP, VERSION, PLURAL, id="values_sources", labels=shard, registry=registry)
     async def values_sources(
         namespace: str | None, name: str, spec: Mapping[str, Any], **_: Any
     ) -> dict[tuple[str, str, str], tuple[str, str]]:
@@ -133,14 +138,19 @@ def build_registry(operator_settings: OperatorSettings, dependencies: Any) -> ko
             raise _map(error) from None
 
     # Every HelmRelease event, the initial listing included: the per-object metrics follow the objects.
-    @kopf.on.event(GROUP, VERSION, PLURAL, id="metrics", registry=registry)
+    @kopf.on.event(GROUP, VERSION, PLURAL, id="metrics", labels=shard, registry=registry)
     async def helmrelease_seen(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         reconciler: Reconciler = memo.reconciler
         reconciler.seen(body, deleted=type == "DELETED")
 
-    @kopf.on.resume(GROUP, VERSION, PLURAL, id="reconcile", registry=registry)
-    @kopf.on.create(GROUP, VERSION, PLURAL, id="reconcile", registry=registry)
-    @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", id="reconcile", registry=registry)
+    @kopf.on.resume(GROUP, VERSION, PLURAL, id="reconcile", labels=shard, registry=registry)
+    @kopf.on.create(GROUP, VERSION, PLURAL, id="reconcile", labels=shard, registry=registry)
+    @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", id="reconcile", labels=shard, registry=registry)
+    # A HelmRelease relabelled into this shard arrives with the old shard's diff base: its labels changed, its
+    # spec did not. Any label change reconciles (a pass of an unchanged release runs no helm).
+    @kopf.on.update(
+        GROUP, VERSION, PLURAL, field="metadata.labels", id="reconcile", labels=shard, registry=registry
+    )
     async def reconcile(memo: kopf.Memo, body: kopf.Body, **kwargs: Any) -> None:
         await _reconcile(memo, body, kwargs["helm_releases"], check_drift=False)
 
@@ -148,7 +158,9 @@ def build_registry(operator_settings: OperatorSettings, dependencies: Any) -> ko
     # does not see it. Any other annotation change (kubectl's, a tool's) costs a look at the tokens. Not a `when`
     # filter: kopf evaluates it again before a retry, and by then the failed pass has echoed its tokens, so the
     # retry (a rollback's retry upgrade, say) would be dropped; a retry goes on whatever the tokens say.
-    @kopf.on.update(GROUP, VERSION, PLURAL, field="metadata.annotations", id="requested", registry=registry)
+    @kopf.on.update(
+        GROUP, VERSION, PLURAL, field="metadata.annotations", id="requested", labels=shard, registry=registry
+    )
     async def requested(memo: kopf.Memo, body: kopf.Body, retry: int, **kwargs: Any) -> None:
         if not wants_a_pass(body, retrying=retry > 0):
             return
@@ -162,6 +174,7 @@ def build_registry(operator_settings: OperatorSettings, dependencies: Any) -> ko
         initial_delay=settings.resync_interval,
         idle=settings.resync_interval / 2,
         id="resync",
+        labels=shard,
         registry=registry,
     )
     async def resync(memo: kopf.Memo, body: kopf.Body, logger: kopf.Logger, **kwargs: Any) -> None:
@@ -176,7 +189,7 @@ def build_registry(operator_settings: OperatorSettings, dependencies: Any) -> ko
             # Already in the status and an Event; the next resync looks again, no need to shout every interval.
             logger.debug("resync: %s", error)
 
-    @kopf.on.delete(GROUP, VERSION, PLURAL, id="uninstall", registry=registry)
+    @kopf.on.delete(GROUP, VERSION, PLURAL, id="uninstall", labels=shard, registry=registry)
     async def uninstall(memo: kopf.Memo, body: kopf.Body, **kwargs: Any) -> None:
         reconciler: Reconciler = memo.reconciler
         await _report_unreadable_bookkeeping(reconciler, body)

@@ -15,6 +15,7 @@ from helmrelease.adapters.helm import HelmCommand, HelmSettings
 from helmrelease.adapters.http_server import METRICS_PATH, HttpServer, metrics_route
 from helmrelease.adapters.kube import KubeClient, api_client
 from helmrelease.adapters.web import WebReader
+from helmrelease.api.sharding import sharded_name
 from helmrelease.handlers import retry_logging
 from helmrelease.handlers.operator import build_registry
 from helmrelease.reconcile.metrics import OperatorMetrics
@@ -89,7 +90,8 @@ async def run_operator(
             clusterwide=not settings.namespaces,
             namespaces=list(settings.namespaces),
             standalone=peering is None,
-            peering_name=peering,
+            # Each shard peers under its own name: shards of one peering object would pause each other by priority.
+            peering_name=None if peering is None else sharded_name(peering, settings.shard),
             priority=priority,
             liveness_endpoint=liveness,
             memo=kopf.Memo(),

@@ -82,6 +82,8 @@ class Outcome:
     cluster_side: bool = False
     #: After a rollback: the revision it went back to (Helm records the rollback itself as a new revision).
     rolled_back_to: int | None = None
+    #: What a deploy applied, as helm printed it: the objects to mark, without asking helm or the API again.
+    manifest: str | None = None
 
 
 def timeout_note(action: Action, spec: HelmReleaseSpec) -> str:

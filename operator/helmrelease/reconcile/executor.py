@@ -90,20 +90,23 @@ class ActionExecutor:
         helm = helm_for(self.helm, hr, masker)
         await helm.uninstall(name, namespace, timeout_seconds=hr.spec.timeout)
 
-    async def mark_resources(self, hr: HelmRelease) -> None:
+    async def mark_resources(self, hr: HelmRelease, manifest: str | None = None) -> None:
         """Annotate the release's resources with the antecedent, as Flux v1 did (its users' tooling reads it).
 
-        The list comes from Helm's stored release, which whoever may write Secrets in the release's namespace may
-        edit: the writes are made as the HelmRelease's ServiceAccount, and one it may not make is only a warning.
+        The list comes from `manifest`, what the deploy just applied as helm printed it, or else from Helm's stored
+        release, which whoever may write Secrets in the release's namespace may edit: the writes are made as the
+        HelmRelease's ServiceAccount, and one it may not make is only a warning.
         """
         kube = acting_for(self.kube, hr)
         refused: list[str] = []
         try:
-            latest = await helm_for(self.helm, hr).status(hr.release_name, hr.target_namespace)
-            stored = await self.kube.stored_release(hr.target_namespace, hr.release_name, latest.revision)
-            if stored is None:
-                return
-            for obj in parse_manifest(stored.manifest, hr.target_namespace):
+            if manifest is None:
+                latest = await helm_for(self.helm, hr).status(hr.release_name, hr.target_namespace)
+                stored = await self.kube.stored_release(hr.target_namespace, hr.release_name, latest.revision)
+                if stored is None:
+                    return
+                manifest = stored.manifest
+            for obj in parse_manifest(manifest, hr.target_namespace):
                 ref = ObjectRef(obj.api_version, obj.kind, obj.namespace or hr.target_namespace, obj.name)
                 try:
                     await kube.annotate([ref], {ANTECEDENT_ANNOTATION: hr.antecedent})
@@ -156,7 +159,12 @@ class ActionExecutor:
         release = await helm.upgrade_install(
             hr.release_name, hr.target_namespace, chart.path, values, options, action=deploy
         )
-        return Outcome(True, helm_revision=release.revision, release_status=helm_status(release.status))
+        return Outcome(
+            True,
+            helm_revision=release.revision,
+            release_status=helm_status(release.status),
+            manifest=release.manifest or None,
+        )
 
     async def _test(self, helm: HelmApi, hr: HelmRelease) -> Outcome:
         """Run the release's tests; a failing test is a failed outcome, and its Pods go if `test.cleanup` says so."""

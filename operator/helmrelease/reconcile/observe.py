@@ -10,6 +10,8 @@ ServiceAccount, since whoever may write Helm's storage in that namespace may wri
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
+from typing import Final
 
 from helmrelease.adapters.kube import Forbidden, KubeError
 from helmrelease.api.constants import Action, HelmStatus
@@ -19,7 +21,7 @@ from helmrelease.api.status import HelmReleaseStatus
 from helmrelease.reconcile.actions import deploys
 from helmrelease.reconcile.apis import KubeApi, acting_for
 from helmrelease.reconcile.conditions import Outcome
-from helmrelease.reconcile.drift import Drift, find_drift, parse_manifest
+from helmrelease.reconcile.drift import Drift, ManifestObject, find_drift, parse_manifest
 from helmrelease.reconcile.plan import Desired, ObservedRelease
 from helmrelease.reconcile.releases import IndexedRelease, ReleaseView, digest_label, helm_status
 
@@ -27,6 +29,12 @@ log = logging.getLogger(__name__)
 
 #: Objects of an unmarked release looked at for Flux v1's antecedent annotation.
 ANTECEDENT_PROBES = 5
+#: Manifests of revisions kept parsed for drift checks: one per release in steady state, each a few KiB.
+MANIFESTS_MAX: Final = 4096
+
+#: A stored revision: (namespace, release, revision, digest label). The digest label tells a revision apart from
+#: one of the same number made after an uninstall from another chart or values.
+RevisionKey = tuple[str, str, int, str]
 
 
 def may_check_drift(status: HelmReleaseStatus, desired: Desired, observed: ObservedRelease) -> bool:
@@ -60,6 +68,42 @@ class ReleaseObserver:
 
     def __init__(self, kube: KubeApi) -> None:
         self.kube = kube
+        # The manifest of a revision does not change: a resync's drift check reads and parses it once, not every
+        # time (most of a resync's cost was that: the Secret read, its decoding and the YAML).
+        self._manifests: OrderedDict[RevisionKey, tuple[ManifestObject, ...] | str] = OrderedDict()
+
+    def remember_manifest(
+        self, namespace: str, release: str, revision: int, digest_label: str | None, manifest: str
+    ) -> None:
+        """What helm printed for a revision it just made, for its drift checks (parsed when first used)."""
+        if digest_label:
+            self._keep((namespace, release, revision, digest_label), manifest)
+
+    def _keep(self, key: RevisionKey, manifest: tuple[ManifestObject, ...] | str) -> None:
+        self._manifests[key] = manifest
+        self._manifests.move_to_end(key)
+        while len(self._manifests) > MANIFESTS_MAX:
+            self._manifests.popitem(last=False)
+
+    async def _manifest(
+        self, hr: HelmRelease, observed: ObservedRelease
+    ) -> tuple[ManifestObject, ...] | None:
+        """The objects of the observed revision's manifest; None when Helm's storage has no such revision."""
+        namespace, release = hr.target_namespace, hr.release_name
+        key = (namespace, release, observed.revision, observed.digest_label or "")
+        known = self._manifests.get(key) if observed.digest_label else None
+        if isinstance(known, tuple):
+            self._manifests.move_to_end(key)
+            return known
+        if known is None:
+            stored = await self.kube.stored_release(namespace, release, observed.revision)
+            if stored is None:
+                return None
+            known = stored.manifest
+        objects = tuple(parse_manifest(known, namespace))
+        if observed.digest_label:
+            self._keep(key, objects)
+        return objects
 
     async def release(
         self,
@@ -88,13 +132,13 @@ class ReleaseObserver:
     async def drift(self, hr: HelmRelease, observed: ObservedRelease) -> list[Drift] | None:
         """The objects of the release that differ from its manifest; None when they could not be compared."""
         try:
-            stored = await self.kube.stored_release(hr.target_namespace, hr.release_name, observed.revision)
-            if stored is None:
+            objects = await self._manifest(hr, observed)
+            if objects is None:
                 return None
             drifts: list[Drift] = []
             # The manifest is tenant-writable: compare only what the HelmRelease's account may read.
             kube = acting_for(self.kube, hr)
-            for obj in parse_manifest(stored.manifest, hr.target_namespace):
+            for obj in objects:
                 live = await kube.get_object(obj.api_version, obj.kind, obj.namespace, obj.name)
                 drift = find_drift(obj, live)
                 if drift is not None:

@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 from prometheus_client import CollectorRegistry
 
@@ -31,6 +31,7 @@ from helmrelease.adapters.kube import ApiUnavailable, KubeError, NotFound, Objec
 from helmrelease.api.constants import API_VERSION, KIND, Action, ConditionStatus, ConditionType, Reason
 from helmrelease.api.errors import SpecError
 from helmrelease.api.resource import HelmRelease, parse_helmrelease
+from helmrelease.api.sharding import in_shard
 from helmrelease.api.spec import mask_urls
 from helmrelease.api.status import HelmReleaseStatus
 from helmrelease.reconcile import conditions
@@ -143,6 +144,7 @@ class Reconciler:
         self.metrics.workers.set(settings.workers)
         self.report = Reporter(kube, clock, written=self.metrics.status_written)
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._object_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._workers = asyncio.Semaphore(settings.workers)
 
     def describe(self) -> str:
@@ -198,6 +200,10 @@ class Reconciler:
                 try:
                     fresh = await self.kube.get_helmrelease(current.ref.namespace, current.ref.name)
                 except NotFound:
+                    return None
+                if not in_shard((fresh.get("metadata") or {}).get("labels"), self.settings.shard):
+                    # Relabelled to another shard meanwhile: that shard's operator reconciles it now.
+                    log.info("%s moved to another shard; not reconciled here", _name(fresh))
                     return None
                 current = await self._start(fresh)
                 if current.hr.deleting:
@@ -339,17 +345,8 @@ class Reconciler:
         try:
             hr = parse_helmrelease(body)
         except SpecError as error:
-            status = _status_of(body)
-            # The requested pass is done: it found the object invalid (a reset or force waits for a valid one).
-            requested = pending_requests(_annotations(body), status).reconcile
-            stamped = conditions.status_with_handled(status, reconcile=requested, force=None, reset=None)
-            raise await self.report.problem(
-                Report(ref, stamped, status),
-                error.reason,
-                f"Invalid HelmRelease: {error}",
-                generation=_generation(body),
-                temporary=False,
-            ) from None
+            async with self._object_lock(ref):
+                await self._report_invalid(ref, body, error)
         current = PassState(ref, hr.status, hr.status, hr)
         current.requests = pending_requests(hr.metadata.annotations, hr.status)
         tenancy = self._tenancy_problem(hr)
@@ -360,6 +357,27 @@ class Reconciler:
                 current, Reason.INVALID_SPEC, tenancy, generation=hr.metadata.generation, temporary=False
             )
         return current
+
+    async def _report_invalid(self, ref: ObjectRef, body: Mapping[str, Any], error: SpecError) -> NoReturn:
+        """Report an object that does not parse, from its status as it is now (under the object's lock).
+
+        Two passes of one object can start from the same body (the create handler and a resync timer, which kopf
+        runs side by side); each would see no condition yet and post the Event. The one that waits here reads the
+        status the first one wrote, finds nothing new to say, and posts nothing.
+        """
+        status = _status_of(body)
+        with contextlib.suppress(KubeError):
+            status = _status_of(await self.kube.get_helmrelease(ref.namespace, ref.name))
+        # The requested pass is done: it found the object invalid (a reset or force waits for a valid one).
+        requested = pending_requests(_annotations(body), status).reconcile
+        stamped = conditions.status_with_handled(status, reconcile=requested, force=None, reset=None)
+        raise await self.report.problem(
+            Report(ref, stamped, status),
+            error.reason,
+            f"Invalid HelmRelease: {error}",
+            generation=_generation(body),
+            temporary=False,
+        ) from None
 
     async def _run_pass(self, current: PassState, releases: ReleaseView, *, check_drift: bool) -> None:
         hr = current.hr
@@ -532,6 +550,14 @@ class Reconciler:
             )
             raise ReconcileError(reason, "cancelled by deletion", temporary=True, retry_after=1)
         current.after_action = left_by(action, desired, outcome) or current.after_action
+        if outcome.manifest and outcome.helm_revision is not None and current.after_action is not None:
+            self.observer.remember_manifest(
+                hr.target_namespace,
+                hr.release_name,
+                outcome.helm_revision,
+                current.after_action.digest_label,
+                outcome.manifest,
+            )
         current.status = conditions.status_after_action(
             current.status, desired, action, outcome, self.clock()
         )
@@ -541,7 +567,7 @@ class Reconciler:
             )
         await self.report.write(current)
         if outcome.succeeded and deploys(action):
-            await self.executor.mark_resources(hr)
+            await self.executor.mark_resources(hr, outcome.manifest)
         if outcome.succeeded and plan.reason is Reason.DRIFT_DETECTED:
             self.metrics.drift_corrected()
         told = _told(current, action, chart, outcome.succeeded)
@@ -652,10 +678,12 @@ class Reconciler:
             raise  # not the chart's fault: the pass is retried soon
         except (helm_adapter.HelmError, KubeError) as error:
             message = mask_urls(error.cause if isinstance(error, helm_adapter.HelmError) else str(error))
+            before = current.status
             current.status = conditions.status_after_chart_fetch(
                 current.status, chart=hr.spec.chart.label, error=message, now=self.clock()
             )
-            await self.report.event(current, WARNING, Reason.CHART_FETCH_FAILED, message)
+            if conditions_changed(before, current.status):  # a retry that fails the same way says nothing new
+                await self.report.event(current, WARNING, Reason.CHART_FETCH_FAILED, message)
             await self.report.write(current)
             raise ReconcileError(
                 Reason.CHART_FETCH_FAILED, message, temporary=True, retry_after=RETRY_LATER
@@ -722,6 +750,13 @@ class Reconciler:
                 yield
         finally:
             self._workers.release()
+
+    @contextlib.asynccontextmanager
+    async def _object_lock(self, ref: ObjectRef) -> AsyncIterator[None]:
+        """One HelmRelease object at a time, for what happens before its release name is known."""
+        lock = self._object_locks.setdefault((ref.namespace, ref.name), asyncio.Lock())
+        async with lock:
+            yield
 
     @contextlib.asynccontextmanager
     async def _release_lock(self, hr: HelmRelease) -> AsyncIterator[None]:

@@ -45,6 +45,9 @@ class OperatorSettings:
     #: Take over releases that exist without any owner mark (Flux v1 did). Off: refuse and report.
     adopt_unmarked: bool = True
     drift_detection: bool = True
+    #: The shard this operator serves: HelmReleases labelled ``sharding.helm.fluxcd.io/key`` with this value;
+    #: None serves those without the label (``api.sharding``).
+    shard: str | None = None
 
     def __post_init__(self) -> None:
         # Zero workers would queue every helm action forever; refuse it here too, not only in the CLI.

@@ -311,7 +311,7 @@ INSTALL_OUTPUT = {
     "version": 2,
     "info": {"status": "deployed", "description": "Upgrade complete"},
     "chart": {"metadata": {"name": "app", "version": "0.2.0", "appVersion": "1.0.0"}},
-    "manifest": "---\n",
+    "manifest": "---\napiVersion: v1\nkind: ConfigMap\n",
 }
 METADATA_OUTPUT = {
     "name": "t",
@@ -327,7 +327,7 @@ METADATA_OUTPUT = {
 
 def test_release_from_install_output_and_from_metadata() -> None:
     assert helm.parse_release(INSTALL_OUTPUT) == helm.Release(
-        "big", "team", 2, "deployed", "app", "0.2.0", "1.0.0"
+        "big", "team", 2, "deployed", "app", "0.2.0", "1.0.0", "---\napiVersion: v1\nkind: ConfigMap\n"
     )
     assert helm.parse_metadata(METADATA_OUTPUT) == helm.Release(
         "t", "team", 1, "deployed", "tested", "0.1.0", ""

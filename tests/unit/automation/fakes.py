@@ -60,6 +60,17 @@ def _pointer_keys(pointer: str) -> list[str]:
     return [key.replace("~1", "/").replace("~0", "~") for key in pointer.split("/")[1:]]
 
 
+def _selected(obj: dict[str, Any], selector: str | None) -> bool:
+    """The two label selectors the sidecar sends (``api.sharding.shard_selector``): ``!key`` and ``key=value``."""
+    labels = obj["metadata"].get("labels") or {}
+    if not selector:
+        return True
+    if selector.startswith("!"):
+        return selector[1:] not in labels
+    key, _, value = selector.partition("=")
+    return labels.get(key) == value
+
+
 @dataclass
 class FakeKube:
     """HelmReleases, Secrets and ServiceAccounts in memory; Events and calls recorded."""
@@ -73,6 +84,7 @@ class FakeKube:
     events: list[tuple[str, str, str, str]] = field(default_factory=list)
     patches: list[list[dict[str, Any]]] = field(default_factory=list)
     calls: Counter[str] = field(default_factory=Counter)
+    selectors: list[str | None] = field(default_factory=list)
 
     def add(self, *objects: dict[str, Any]) -> FakeKube:
         for obj in objects:
@@ -86,12 +98,17 @@ class FakeKube:
     def reasons(self, name: str | None = None) -> list[str]:
         return [reason for obj, _, reason, _ in self.events if name in (None, obj)]
 
-    async def list_helmreleases(self, namespace: str | None = None) -> list[dict[str, Any]]:
+    async def list_helmreleases(
+        self, namespace: str | None = None, *, label_selector: str | None = None
+    ) -> list[dict[str, Any]]:
         self.calls["list"] += 1
+        self.selectors.append(label_selector)
         if namespace in self.list_errors:
             raise self.list_errors[namespace]
         return [
-            copy.deepcopy(obj) for (ns, _), obj in sorted(self.objects.items()) if namespace in (None, ns)
+            copy.deepcopy(obj)
+            for (ns, _), obj in sorted(self.objects.items())
+            if namespace in (None, ns) and _selected(obj, label_selector)
         ]
 
     async def get_helmrelease(self, namespace: str, name: str) -> dict[str, Any]:

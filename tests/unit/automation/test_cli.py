@@ -287,6 +287,18 @@ async def test_list_shows_paused_set_back_and_pinned_images() -> None:
     ]
 
 
+def test_the_sidecar_serves_the_shard_it_is_given() -> None:
+    assert parse().shard is None
+    assert parse("--shard", "team-a").shard == "team-a"
+
+
+def test_a_bad_shard_name_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as raised:
+        parse("--shard", "Team_A")
+    assert raised.value.code == 2
+    assert "lowercase letters, digits and '-'" in capsys.readouterr().err
+
+
 # --- webhooks -----------------------------------------------------------------------------------------
 
 

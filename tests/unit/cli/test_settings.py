@@ -127,6 +127,13 @@ TABLE: dict[str, Row] = {
     ),
     "HELMRELEASE_BASE": Row("main.yaml", Path("main.yaml"), " ", NOT_EMPTY),
     "HELMRELEASE_SELECT": Row("web", "web", " ", NOT_EMPTY),
+    "HELMRELEASE_SHARD": Row(
+        " team-a ",
+        "team-a",
+        "Team_A",
+        "must be lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 "
+        "characters, not {!r}",
+    ),
 }
 
 

@@ -11,6 +11,7 @@ wait for, so a pass decides on what its own actions reported, as in production.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -89,6 +90,8 @@ class HelmState:
     manifest: str = ""
     #: (operation, namespace/release, identity) of every mutating call, in order.
     calls: list[tuple[str, str, str | None]] = field(default_factory=list)
+    #: `helm status` (`get metadata`) runs: each is a helm process of its own.
+    status_reads: int = 0
     #: The values each revision was deployed with, by (namespace, release, revision).
     values: dict[tuple[str, str, int], Mapping[str, Any]] = field(default_factory=dict)
 
@@ -157,7 +160,8 @@ class FakeHelm:
             raise helm_adapter.InvalidResource(action.value, self.redact(detail))
         stored = self._store(namespace, release, HelmStatus.DEPLOYED, labels, values)
         self._killed(operation)
-        return self._release(namespace, release, stored)
+        # `--output json` prints the release with its manifest.
+        return dataclasses.replace(self._release(namespace, release, stored), manifest=stored.manifest)
 
     async def test(self, release: str, namespace: str, *, timeout_seconds: int = 300) -> TestRun:
         self._call("test", namespace, release)
@@ -194,6 +198,7 @@ class FakeHelm:
         return existed
 
     async def status(self, release: str, namespace: str) -> Release:
+        self.state.status_reads += 1
         revisions = self.revisions(namespace, release)
         if not revisions:
             raise helm_adapter.ReleaseNotFound("get", "Error: release: not found")
@@ -283,6 +288,8 @@ class KubeState:
     status_writes: list[Mapping[str, Any]] = field(default_factory=list)
     deleted_pods: list[tuple[str, str, str | None]] = field(default_factory=list)
     annotated: list[tuple[str, str | None]] = field(default_factory=list)
+    #: Reads of Helm's storage Secrets (each one a GET and a decoding).
+    stored_reads: int = 0
 
 
 class FakeKube:
@@ -329,6 +336,7 @@ class FakeKube:
         return self._data(self.state.secrets, "Secret", namespace, name)
 
     async def stored_release(self, namespace: str, release: str, revision: int) -> StoredRelease | None:
+        self.state.stored_reads += 1
         for stored in self.helm.revisions(namespace, release):
             if stored.number == revision:
                 return StoredRelease(
@@ -366,10 +374,14 @@ class FakeCharts:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.fetched: list[ChartSource] = []
+        #: Raised by every fetch while set (a repository that is down, a chart that is not there).
+        self.error: Exception | None = None
 
     async def fetch(self, source: ChartSource) -> FetchedChart:
         assert isinstance(source, RepositoryChart), "these tests use repository charts"
         self.fetched.append(source)
+        if self.error is not None:
+            raise self.error
         return FetchedChart(self.path, source.name, source.version, f"sha256:{source.version:0>64}")
 
 

@@ -300,3 +300,44 @@ async def test_values_from_secrets_are_masked_and_others_are_not() -> None:
     )
     assert values["password"] == "hunter22"
     assert masker("rejected: password hunter22, replicas 2") == "rejected: password ***, replicas 2"
+
+
+@pytest.mark.parametrize(
+    ("failure", "error", "message"),
+    [
+        pytest.param(
+            NotFound('secrets "pull" not found', 404),
+            NotFound,
+            "Secret apps/pull (chart.chartPullSecret) does not exist; create it in this HelmRelease's namespace "
+            "or fix chart.chartPullSecret.name",
+            id="missing-names-the-field",
+        ),
+        pytest.param(
+            Forbidden('secrets "pull" is forbidden', 403),
+            Forbidden,
+            "Secret apps/pull (chart.chartPullSecret) is forbidden for ServiceAccount team-a/deployer",
+            id="forbidden-names-the-account",
+        ),
+    ],
+)
+async def test_a_chart_pull_secret_that_cannot_be_read_names_the_field(
+    failure: KubeError, error: type[KubeError], message: str
+) -> None:
+    """A pull secret is a name in the HelmRelease's namespace; one that is not there says which field named it."""
+    hr = parse_helmrelease(
+        {
+            "metadata": {"name": "web", "namespace": "apps"},
+            "spec": {
+                "chart": {
+                    "repository": "https://charts.example/",
+                    "name": "app",
+                    "version": "1.0.0",
+                    "chartPullSecret": {"name": "pull"},
+                }
+            },
+        }
+    )
+    inputs = Inputs(URLS, state_dir=Path("/nonexistent"), default_git_ref="main", git_ssh_key=None)
+    with pytest.raises(error) as raised:
+        await inputs.chart_source(hr, FakeKube(TENANT, failure, {}))
+    assert str(raised.value).startswith(message)

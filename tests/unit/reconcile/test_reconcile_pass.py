@@ -12,6 +12,7 @@ pass decides on what its own actions reported) and with an index that has always
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 from collections.abc import Mapping
@@ -32,9 +33,11 @@ from tests.unit.reconcile.fakes import (
     StoredRevision,
 )
 
+from helmrelease.adapters.helm import HelmError
 from helmrelease.api.constants import ConditionStatus, ConditionType, HelmStatus, Reason
 from helmrelease.api.ownership import ANTECEDENT_ANNOTATION
 from helmrelease.api.status import HelmReleaseStatus
+from helmrelease.reconcile.drift import parse_manifest
 from helmrelease.reconcile.errors import ReconcileError
 from helmrelease.reconcile.releases import owner_labels
 from helmrelease.reconcile.service import MAX_STEPS, RETRY_SOON, Reconciler
@@ -52,6 +55,12 @@ metadata:
 data:
   greeting: hello
 """
+
+
+def yaml_object(manifest: str) -> dict[str, Any]:
+    """A live object exactly as the manifest declares it."""
+    [obj] = [o.body for o in parse_manifest(manifest, NAMESPACE)]
+    return copy.deepcopy(dict(obj))
 
 
 def rejects(values: Mapping[str, Any]) -> bool:
@@ -88,6 +97,19 @@ class Harness:
         self.index = self.index_type(self.helm)
         self.clock = Clock()
         (self.tmp / "chart").mkdir(exist_ok=True)
+        self.charts = FakeCharts(self.tmp / "chart")
+        self.reconciler = Reconciler(
+            kube=self.kube,
+            helm=self.helm,
+            charts=self.charts,
+            urls=NoUrls(),
+            settings=OperatorSettings(state_dir=self.tmp / "state", **self.settings),
+            clock=self.clock,
+        )
+
+    def restart(self) -> Reconciler:
+        """A new operator process over the same cluster (nothing remembered in memory); returns the old one."""
+        old = self.reconciler
         self.reconciler = Reconciler(
             kube=self.kube,
             helm=self.helm,
@@ -96,6 +118,7 @@ class Harness:
             settings=OperatorSettings(state_dir=self.tmp / "state", **self.settings),
             clock=self.clock,
         )
+        return old
 
     def apply(self, values: Mapping[str, Any] | None = None, **spec: Any) -> None:
         """Create the HelmRelease, or change its spec (the generation moves, the status stays)."""
@@ -186,6 +209,62 @@ async def test_an_install_then_rest_and_a_resync_costs_nothing(harness: Harness)
     assert await harness.reconcile() == Pass([])
     assert harness.helm.operations() == operations, "a resync of an unchanged release runs no helm"
     assert len(harness.kube.state.status_writes) == writes, "and writes no status"
+
+
+async def test_a_deploy_marks_its_resources_from_what_helm_printed_without_asking_helm_again(
+    harness: Harness,
+) -> None:
+    harness.helm.state.manifest = MANIFEST
+    harness.apply()
+    assert await harness.reconcile() == Pass([Reason.INSTALL_SUCCEEDED])
+    assert harness.kube.state.annotated == [("ConfigMap", "web-config")]
+    assert harness.helm.state.status_reads == 0, "no `helm status` process after the install"
+
+
+async def test_resync_drift_checks_read_helms_storage_not_at_all_after_our_own_deploy(
+    harness: Harness,
+) -> None:
+    harness.helm.state.manifest = MANIFEST
+    harness.kube.state.objects["ConfigMap", NAMESPACE, "web-config"] = yaml_object(MANIFEST)
+    harness.apply()
+    await harness.reconcile()
+    for _ in range(3):
+        assert await harness.reconcile(check_drift=True) == Pass([])
+    assert harness.status.last_drift_check is not None, "the drift checks ran"
+    assert harness.kube.state.stored_reads == 0, "the manifest helm printed is the one compared"
+
+
+async def test_a_drift_check_after_a_restart_reads_the_stored_manifest_once(harness: Harness) -> None:
+    harness.helm.state.manifest = MANIFEST
+    harness.kube.state.objects["ConfigMap", NAMESPACE, "web-config"] = yaml_object(MANIFEST)
+    harness.apply()
+    await harness.reconcile()
+    harness.restart()
+    for _ in range(3):
+        assert await harness.reconcile(check_drift=True) == Pass([])
+    assert harness.kube.state.stored_reads == 1
+
+
+async def test_a_revision_remade_after_an_uninstall_is_compared_with_its_own_manifest(
+    harness: Harness,
+) -> None:
+    harness.helm.state.manifest = MANIFEST
+    harness.kube.state.objects["ConfigMap", NAMESPACE, "web-config"] = yaml_object(MANIFEST)
+    harness.apply()
+    await harness.reconcile()
+    assert await harness.reconcile(check_drift=True) == Pass([])
+    # Gone by hand, made again as revision 1 from other values, with another manifest, by another operator.
+    harness.helm.state.releases.clear()
+    harness.helm.state.manifest = MANIFEST.replace("hello", "bonjour")
+    harness.apply({"replicas": 3})
+    first = harness.restart()
+    await harness.reconcile()
+    assert harness.revisions() == [(1, HelmStatus.DEPLOYED)]
+    harness.reconciler = first
+    # The live object still says hello: drift against revision 1's own manifest, not the one cached before.
+    assert await harness.reconcile(check_drift=True) == Pass(
+        [Reason.DRIFT_DETECTED, Reason.UPGRADE_SUCCEEDED]
+    )
 
 
 async def test_new_values_upgrade_once(harness: Harness) -> None:
@@ -490,6 +569,39 @@ async def test_an_invalid_helmrelease_is_reported_once_and_not_retried(harness: 
     assert not ran.error.temporary
     assert harness.status.observed_generation == 1
     assert (await harness.reconcile()).events == []
+
+
+async def test_two_passes_of_an_invalid_helmrelease_from_one_body_post_one_event(harness: Harness) -> None:
+    """kopf runs the create handler and the resync timer side by side, both with the body as it was before
+    either wrote a status: the hostile corpus saw each invalid object get two identical Warning Events."""
+    harness.apply(values=nested_values(120))
+    body = await harness.kube.get_helmrelease(NAMESPACE, NAME)
+    results = await asyncio.gather(
+        harness.reconciler.reconcile(copy.deepcopy(body), harness.index),
+        harness.reconciler.reconcile(copy.deepcopy(body), harness.index),
+        return_exceptions=True,
+    )
+    assert all(isinstance(result, ReconcileError) for result in results), results
+    assert harness.reasons() == [Reason.VALUES_TOO_DEEP]
+
+
+async def test_a_chart_fetch_that_keeps_failing_the_same_way_is_one_event(harness: Harness) -> None:
+    harness.charts.error = HelmError("pull", 'chart "podinfo" matching 6.5.0 not found in source index')
+    harness.apply()
+    first, second = await harness.reconcile(), await harness.reconcile()
+    assert (first.events, second.events) == ([Reason.CHART_FETCH_FAILED], [])
+    assert second.error is not None  # still retried: the repository may get the chart
+    harness.charts.error = HelmError("pull", "connection refused")  # failing differently is news
+    assert (await harness.reconcile()).events == [Reason.CHART_FETCH_FAILED]
+    harness.charts.error = None
+    assert (await harness.reconcile()).events[-1] == Reason.INSTALL_SUCCEEDED
+
+
+def nested_values(depth: int) -> dict[str, Any]:
+    tree: dict[str, Any] = {"leaf": 1}
+    for _ in range(depth - 1):
+        tree = {"n": tree}
+    return tree
 
 
 async def test_helm_acts_as_the_service_account_the_helmrelease_names(harness: Harness) -> None:

@@ -37,6 +37,24 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
+{{/*
+Shards: the Deployment of shard .shard (empty: the HelmReleases without a shard label) and the label that tells its
+Pods apart. The unsharded Deployment keeps the chart's name and selector (a Deployment's selector cannot change).
+*/}}
+{{- define "helmrelease-operator.shardName" -}}
+{{- if .shard }}
+{{- printf "%s-%s" (include "helmrelease-operator.fullname" .) .shard }}
+{{- else }}
+{{- include "helmrelease-operator.fullname" . }}
+{{- end }}
+{{- end }}
+
+{{- define "helmrelease-operator.shardLabel" -}}
+{{- with .shard }}
+helmrelease.helm.fluxcd.io/shard: {{ . }}
+{{- end }}
+{{- end }}
+
 {{- define "helmrelease-operator.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "helmrelease-operator.fullname" .) .Values.serviceAccount.name }}
@@ -88,10 +106,14 @@ clusterkopfpeerings, the peering kind this scope uses).
 - apiGroups: [""]
   resources: [configmaps]
   verbs: [get, list, watch]
-# valuesFrom sources, chart credentials, and helm's release storage (sh.helm.release.v1.* Secrets).
+# Secrets: valuesFrom sources and chart credentials (get), the index of helm's release storage and the watch that
+# notices a values Secret change (list, watch), the sidecar's registry pull secrets (get). Helm writes its release
+# storage (sh.helm.release.v1.* Secrets) as the operator (create, update, patch, delete), except when every release
+# must run as its own ServiceAccount (operator.requireServiceAccount): then helm writes it as that account, and the
+# operator's own identity can read Secrets but never write or delete one.
 - apiGroups: [""]
   resources: [secrets]
-  verbs: [get, list, watch, create, update, patch, delete]
+  verbs: [get, list, watch{{ if not $root.Values.operator.requireServiceAccount }}, create, update, patch, delete{{ end }}]
 # imagePullSecrets of the ServiceAccounts releases run as; whether a spec.serviceAccountName exists (never
 # impersonate one that does not).
 - apiGroups: [""]
@@ -161,6 +183,15 @@ the reconciler's unless operator.metricsPort is 0, the sidecar's when it runs.
 {{- end }}
 {{- if and .Values.imagePolicy.registry.caBundles.hosts (not .Values.imagePolicy.registry.caBundles.configMapName) }}
 {{- fail "imagePolicy.registry.caBundles.hosts needs imagePolicy.registry.caBundles.configMapName" }}
+{{- end }}
+{{- $shards := .Values.shards | default list }}
+{{- range $shards }}
+{{- if not (and (kindIs "string" .) (regexMatch "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$" .) (le (len .) 63)) }}
+{{- fail (printf "shards: %v is not a shard name (lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters)" .) }}
+{{- end }}
+{{- end }}
+{{- if ne (len $shards) (len (uniq $shards)) }}
+{{- fail "shards: each name once: two Deployments of one shard would reconcile the same HelmReleases" }}
 {{- end }}
 {{- if and .Values.metrics.service.enabled (not (include "helmrelease-operator.metricsPorts" . | fromJsonArray)) }}
 {{- fail "metrics.service.enabled needs metrics to serve: operator.metricsPort is 0 and imagePolicy.enabled is false" }}

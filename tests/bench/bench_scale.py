@@ -1,0 +1,90 @@
+"""B4: 1000 HelmReleases installed and watched: operator and sidecar memory, time to Ready, and the B1 ratio.
+
+BENCH_SCALE_RELEASES (default 1000) HelmReleases of the small test chart are created at once and installed by one
+operator (4 workers); the image-policy sidecar runs beside it over the same releases. Reported: time to Ready for
+all, the operator's RSS at steady state and its peak, the sidecar's RSS after a full scan cycle, and (unless
+BENCH_SCALE_BASELINE=0) the same N plain `helm upgrade --install`, 4 at a time, for the ratio. Targets: RSS <= 150
+MiB each (Flux v2's helm-controller peaks at 361 MiB for 1000 HelmReleases).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from tests.bench.scale import (
+    CONCURRENCY,
+    bench,
+    load_average,
+    operator_installs,
+    plain_helm_installs,
+    rss_kib,
+)
+from tests.support.procs import Process
+from tests.support.wait import eventually
+
+RELEASES = int(os.environ.get("BENCH_SCALE_RELEASES", "1000"))
+BASELINE = os.environ.get("BENCH_SCALE_BASELINE", "1") != "0"
+TARGET_MIB = 150
+
+
+def main() -> None:
+    with bench("bench-scale-") as b:
+        namespace = b.namespace("scale")
+        plain = plain_helm_installs(b, b.namespace("plain"), RELEASES) if BASELINE else None
+        operator = b.operator([namespace], f"--workers={CONCURRENCY}").start()
+        sidecar_log = b.work / "sidecar.log"
+        sidecar = Process(
+            "image-policy",
+            [
+                sys.executable,
+                "-m",
+                "helmrelease",
+                "image-policy",
+                "--namespace",
+                namespace,
+                "--interval",
+                "20",
+                "--health-port",
+                "0",
+                "--metrics-port",
+                "0",
+                "--state-dir",
+                str(b.work / "sidecar-state"),
+            ],
+            sidecar_log,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        )
+        sidecar.start()
+        try:
+            pid = operator.process.popen.pid if operator.process.popen else 0
+            through = operator_installs(b, namespace, RELEASES, operator)
+            operator_rss, operator_peak = rss_kib(pid), rss_kib(pid, "VmHWM")
+
+            def scanned() -> bool:
+                return f"scan cycle: {RELEASES} HelmReleases" in sidecar_log.read_text(errors="replace")
+
+            eventually(scanned, 120, f"a sidecar scan cycle over {RELEASES} HelmReleases")
+            sidecar_pid = sidecar.popen.pid if sidecar.popen else 0
+            sidecar_rss, sidecar_peak = rss_kib(sidecar_pid), rss_kib(sidecar_pid, "VmHWM")
+        finally:
+            sidecar.stop(timeout=30)
+            operator.stop()
+    print(f"load average at the end: {load_average()} (2 cores shared with other work)")
+    print(f"| {RELEASES} HelmReleases | figure | target |")
+    print("|---|---|---|")
+    print(f"| time to Ready, operator ({CONCURRENCY} workers) | {through:.0f} s | |")
+    if plain is not None:
+        print(f"| plain `helm upgrade --install`, {CONCURRENCY} at a time | {plain:.0f} s | |")
+        print(f"| B1 ratio at {RELEASES} | {through / plain:.2f} | <= 1.10 |")
+    print(
+        f"| operator RSS, steady / peak | {operator_rss / 1024:.0f} / {operator_peak / 1024:.0f} MiB | <= {TARGET_MIB} MiB |"
+    )
+    print(
+        f"| sidecar RSS, after a scan / peak | {sidecar_rss / 1024:.0f} / {sidecar_peak / 1024:.0f} MiB | <= {TARGET_MIB} MiB |"
+    )
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)
