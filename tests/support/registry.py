@@ -91,6 +91,23 @@ class Notify:
         )
 
 
+@dataclass(frozen=True)
+class TokenAuth:
+    """`auth: token`: the registry sends clients to `realm` for a JWT issued by `issuer` for `service`, and
+    trusts the tokens whose `x5c` chain leads to a certificate in `rootcertbundle`."""
+
+    realm: str
+    service: str
+    issuer: str
+    rootcertbundle: Path
+
+    def config(self) -> str:
+        return (
+            f"auth:\n  token:\n    realm: {self.realm}\n    service: {self.service}\n"
+            f"    issuer: {self.issuer}\n    rootcertbundle: {self.rootcertbundle}\n"
+        )
+
+
 def start(
     workdir: Path,
     *,
@@ -98,11 +115,14 @@ def start(
     password: str | None = None,
     notify: Sequence[Notify] = (),
     port: int | None = None,
+    token: TokenAuth | None = None,
+    storage: Path | None = None,
 ) -> Registry:
     """Run `registry serve` with filesystem storage, deletes enabled, and htpasswd auth when credentials are given.
 
     `notify`: endpoints the registry sends its notifications to (its own `notifications.endpoints`). `port`: listen
-    there (to restart a registry over the same storage under the same name).
+    there (to restart a registry over the same storage under the same name). `token`: bearer token auth instead.
+    `storage`: the storage directory (another registry's, to serve its images under other auth).
     """
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
@@ -115,6 +135,8 @@ def start(
         hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=5)).decode()
         htpasswd.write_text(f"{username}:{hashed}\n")
         auth = f"auth:\n  htpasswd:\n    realm: helmrelease-test\n    path: {htpasswd}\n"
+    if token is not None:
+        auth = token.config()
     config = workdir / "config.yml"
     config.write_text(
         f"""version: 0.1
@@ -124,7 +146,7 @@ log:
     disabled: true
 storage:
   filesystem:
-    rootdirectory: {workdir / "data"}
+    rootdirectory: {storage or workdir / "data"}
   delete:
     enabled: true
   maintenance:

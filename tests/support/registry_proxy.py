@@ -12,12 +12,48 @@ import http.client
 import math
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from tests.support.procs import free_port
 
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "server", "date"})
+
+
+def forward(
+    target: str, method: str, path: str, headers: Iterable[tuple[str, str]]
+) -> tuple[int, list[tuple[str, str]], bytes]:
+    """Send one request on to the registry at ``target``: its status, end-to-end headers and body."""
+    upstream = http.client.HTTPConnection(target, timeout=30)
+    try:
+        sent = {name: value for name, value in headers if name.lower() not in _HOP_BY_HOP | {"host"}}
+        sent["Host"] = target
+        upstream.request(method, path, headers=sent)
+        response = upstream.getresponse()
+        body = response.read()
+        kept = [(name, value) for name, value in response.getheaders() if name.lower() not in _HOP_BY_HOP]
+        if method == "HEAD" and (length := response.getheader("Content-Length")):
+            kept.append(("Content-Length", length))
+        return response.status, kept, body
+    finally:
+        upstream.close()
+
+
+def send(
+    handler: BaseHTTPRequestHandler, status: int, headers: Iterable[tuple[str, str]], body: bytes
+) -> None:
+    """Answer ``handler``'s request; a Content-Length of the body unless the headers (a HEAD's) carry one."""
+    handler.send_response(status)
+    has_length = False
+    for name, value in headers:
+        has_length = has_length or name.lower() == "content-length"
+        handler.send_header(name, value)
+    if not has_length:
+        handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    if handler.command != "HEAD":
+        handler.wfile.write(body)
 
 
 @dataclass(frozen=True)
@@ -117,37 +153,11 @@ class RegistryProxy:
                 allowed, extra = proxy._spend(self.command, self.path)
                 if not allowed:
                     body = b'{"errors":[{"code":"TOOMANYREQUESTS","message":"pull rate limit"}]}'
-                    self.send_response(429)
-                    for name, value in extra.items():
-                        self.send_header(name, value)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
+                    send(self, 429, [*extra.items(), ("Content-Type", "application/json")], body)
                     return
                 with proxy._lock:
                     proxy.forwarded.append((self.command, self.path, time.monotonic()))
-                upstream = http.client.HTTPConnection(proxy.target, timeout=30)
-                try:
-                    headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
-                    headers["Host"] = proxy.target
-                    upstream.request(self.command, self.path, headers=headers)
-                    response = upstream.getresponse()
-                    body = response.read()
-                    self.send_response(response.status)
-                    for name, value in response.getheaders():
-                        if name.lower() not in _HOP_BY_HOP:
-                            self.send_header(name, value)
-                    for name, value in extra.items():
-                        self.send_header(name, value)
-                    length = response.getheader("Content-Length")
-                    self.send_header(
-                        "Content-Length", length if self.command == "HEAD" and length else str(len(body))
-                    )
-                    self.end_headers()
-                    if self.command != "HEAD":
-                        self.wfile.write(body)
-                finally:
-                    upstream.close()
+                status, headers, body = forward(proxy.target, self.command, self.path, self.headers.items())
+                send(self, status, headers + list(extra.items()), body)
 
         return Handler

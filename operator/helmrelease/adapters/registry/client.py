@@ -105,6 +105,14 @@ class _Call:
         except DocumentError as error:
             raise self.error(RegistryMalformedResponse, str(error)) from None
 
+    def json_document(self, parse: Callable[[bytes], _T], response: _Response) -> _T:
+        """``parsed`` for a JSON answer: a refusal names the Content-Type when it was not JSON's, since an
+        HTML page where JSON belongs is a login page or a proxy's error page, not a broken registry."""
+        try:
+            return parse(response.body)
+        except DocumentError as error:
+            raise self.error(RegistryMalformedResponse, f"{error}{_served_as(response)}") from None
+
 
 @dataclass(frozen=True)
 class _Token:
@@ -207,7 +215,7 @@ class RegistryClient:
             url, seen, tags = first, {first}, dict[str, None]()
             for _ in range(self.config.max_tag_pages):
                 response = await self._fetch(call, "GET", url, accept="application/json")
-                tags.update(dict.fromkeys(call.parsed(parse_tag_page, response.body)))
+                tags.update(dict.fromkeys(call.json_document(parse_tag_page, response)))
                 link = parse_next_link(response.headers.get("Link"))
                 if link is None:
                     return tuple(tags)
@@ -413,7 +421,7 @@ class RegistryClient:
         )
         if response.status != 200:
             raise _status_error(token_call, response)
-        value, lifetime = token_call.parsed(parse_token, response.body)
+        value, lifetime = token_call.json_document(parse_token, response)
         lifetime = lifetime if lifetime is not None else _DEFAULT_TOKEN_LIFETIME
         return _Token(value, started + max(0.0, lifetime - _TOKEN_EXPIRY_MARGIN))
 
@@ -522,6 +530,9 @@ class RegistryClient:
             )
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as error:
             return None, f"{type(error).__name__}: {error}"
+        except aiohttp.TooManyRedirects as error:
+            redirects = f"redirected {len(error.history)} times without an answer: a redirect loop"
+            raise call.error(RegistryMalformedResponse, redirects) from None
         except aiohttp.ClientError as error:
             raise call.error(RegistryMalformedResponse, f"{type(error).__name__}: {error}") from error
         finally:
@@ -549,6 +560,14 @@ class RegistryClient:
                 raise _BodyTooLarge
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def _served_as(response: _Response) -> str:
+    content_type = response.headers.get("Content-Type", "")
+    if "json" in content_type.lower():
+        return ""
+    described = repr(content_type) if content_type else "no Content-Type"
+    return f"; it was served as {described}, not JSON"
 
 
 def _status_error(call: _Call, response: _Response) -> RegistryError:

@@ -13,6 +13,8 @@ class RegistryError(Exception):
     """A registry request failed. Unclassified HTTP statuses raise this base class itself."""
 
     hint_template: ClassVar[str] = "see the registry's message above; the next scan cycle retries"
+    #: The ``error`` label of ``helmrelease_registry_errors_total``.
+    metric_label: ClassVar[str] = "other"
 
     def __init__(self, registry: str, repository: str, detail: str, *, status: int | None = None) -> None:
         self.registry = registry
@@ -26,6 +28,8 @@ class RegistryError(Exception):
 class RegistryUnauthorized(RegistryError):
     """401: no credentials, wrong credentials, or a token the registry would not issue."""
 
+    metric_label = "unauthorized"
+
     hint_template = (
         "add a kubernetes.io/dockerconfigjson Secret with credentials for {registry}, "
         "or check that the existing one is current"
@@ -35,6 +39,8 @@ class RegistryUnauthorized(RegistryError):
 class RegistryForbidden(RegistryError):
     """403: the credentials are valid but may not pull this repository."""
 
+    metric_label = "forbidden"
+
     hint_template = (
         "grant the credentials used for {registry} pull access to {repository}, or use other credentials"
     )
@@ -43,6 +49,8 @@ class RegistryForbidden(RegistryError):
 class RegistryNotFound(RegistryError):
     """404: the repository, tag or blob does not exist (or is hidden from these credentials)."""
 
+    metric_label = "not_found"
+
     hint_template = (
         "check the image name and tag in the HelmRelease values and that {repository} exists on {registry}"
     )
@@ -50,6 +58,8 @@ class RegistryNotFound(RegistryError):
 
 class RegistryRateLimited(RegistryError):
     """429 after every retry, or a Retry-After longer than the configured patience."""
+
+    metric_label = "rate_limited"
 
     hint_template = (
         "{registry} is throttling this client; lower the scan rate or concurrency for it, "
@@ -60,6 +70,8 @@ class RegistryRateLimited(RegistryError):
 class RegistryUnavailable(RegistryError):
     """5xx, connection failures or timeouts after every retry, and TLS failures at once."""
 
+    metric_label = "unavailable"
+
     hint_template = (
         "check that {registry} is up and reachable from the operator (network, DNS, TLS: ca_bundles and "
         "insecure_hosts); the next scan cycle retries"
@@ -68,6 +80,8 @@ class RegistryUnavailable(RegistryError):
 
 class RegistryMalformedResponse(RegistryError):
     """The answer is not a valid OCI Distribution response: bad JSON, missing fields, wrong digests."""
+
+    metric_label = "malformed"
 
     hint_template = (
         "{registry} did not answer like an OCI Distribution registry; check that the host is a registry "

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from helmrelease.adapters.registry.errors import RegistryError
+
 _REQUEST_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _OPERATION_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
@@ -16,11 +18,14 @@ _OPERATION_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120
 @dataclass(frozen=True)
 class RegistryMetrics:
     """Requests by registry, kind (tags, manifest, blob, token) and status code ("error"/"timeout" when
-    there is none); request and operation durations; hits and misses of the digest caches and cycle memos."""
+    there is none); request and operation durations; failed operations by what went wrong (a malformed
+    answer, a refusal, an outage: every failure, also those whose requests all said 200); hits and misses of
+    the digest caches and cycle memos."""
 
     requests: Counter
     request_seconds: Histogram
     operation_seconds: Histogram
+    errors: Counter
     cache_lookups: Counter
 
     @classmethod
@@ -49,6 +54,13 @@ class RegistryMetrics:
                 registry=registry,
                 buckets=_OPERATION_BUCKETS,
             ),
+            errors=Counter(
+                "registry_errors",
+                "Registry operations that failed, by registry, operation and error (after every retry).",
+                ["registry", "operation", "error"],
+                namespace=namespace,
+                registry=registry,
+            ),
             cache_lookups=Counter(
                 "registry_cache_lookups",
                 "Lookups in the registry client's caches and per-cycle memos.",
@@ -67,8 +79,12 @@ class RegistryMetrics:
 
     @contextmanager
     def time_operation(self, registry: str, operation: str) -> Iterator[None]:
+        """Time one operation; a ``RegistryError`` out of it is counted by its kind (and goes on)."""
         started = time.monotonic()
         try:
             yield
+        except RegistryError as error:
+            self.errors.labels(registry, operation, error.metric_label).inc()
+            raise
         finally:
             self.operation_seconds.labels(registry, operation).observe(time.monotonic() - started)
