@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gzip
 import hashlib
 import hmac
 import json
@@ -29,6 +30,7 @@ import shutil
 import tarfile
 import time
 import uuid
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -288,8 +290,14 @@ def _unpack(package: Path, staging: Path) -> tuple[Path, str]:
     """Unpack a chart package into `staging`: its chart directory and the package's digest."""
     digest = "sha256:" + hashlib.sha256(package.read_bytes()).hexdigest()
     unpacked = staging / "chart"
-    with tarfile.open(package) as archive:
-        archive.extractall(unpacked, filter="data")  # refuses absolute paths, `..` and links leading out
+    try:
+        with tarfile.open(package, "r:gz") as archive:
+            archive.extractall(unpacked, filter="data")  # refuses absolute paths, `..` and links leading out
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as error:
+        # helm pull saves whatever the server sent (an HTML error page, a truncated download) without looking.
+        raise InvalidChartSource(
+            "chart", f"{package.name} is not a chart package (a gzip-compressed tar archive): {error}"
+        ) from None
     charts = [path.parent for path in unpacked.glob("*/Chart.yaml")]
     if len(charts) != 1:
         raise InvalidChartSource("chart", f"the package holds {len(charts)} charts at its top level, not one")

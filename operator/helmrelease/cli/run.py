@@ -80,6 +80,15 @@ class RunSettings(CliSettings):
             help="private key for git charts over SSH (mount it from a Secret)",
         ),
     ] = _DEFAULTS.git_ssh_key
+    git_known_hosts: Annotated[
+        OptionalPath,
+        flag(
+            "--git-known-hosts",
+            metavar="PATH",
+            help="known_hosts for git charts over SSH: host keys are checked against it, and without it no "
+            "SSH host is trusted",
+        ),
+    ] = _DEFAULTS.git_known_hosts
     git_protocols: Annotated[
         tuple[str, ...],
         NoDecode,
@@ -167,6 +176,7 @@ class RunSettings(CliSettings):
             state_dir=self.state_dir,
             default_git_ref=self.default_git_ref,
             git_ssh_key=self.git_ssh_key,
+            git_known_hosts=self.git_known_hosts,
             git_protocols=self.git_protocols,
             insecure_registries=self.insecure_registries,
             require_service_account=self.require_service_account,

@@ -136,6 +136,7 @@ class Reconciler:
             state_dir=settings.state_dir,
             default_git_ref=settings.default_git_ref,
             git_ssh_key=settings.git_ssh_key,
+            git_known_hosts=settings.git_known_hosts,
         )
         self.observer = ReleaseObserver(kube)
         self.executor = ActionExecutor(helm, kube)
@@ -652,10 +653,13 @@ class Reconciler:
             raise  # not the chart's fault: the pass is retried soon
         except (helm_adapter.HelmError, KubeError) as error:
             message = mask_urls(error.cause if isinstance(error, helm_adapter.HelmError) else str(error))
+            before = current.status
             current.status = conditions.status_after_chart_fetch(
                 current.status, chart=hr.spec.chart.label, error=message, now=self.clock()
             )
-            await self.report.event(current, WARNING, Reason.CHART_FETCH_FAILED, message)
+            # Once per failure, not once per retry or resync: a repository down for an hour is one Event.
+            if conditions_changed(before, current.status):
+                await self.report.event(current, WARNING, Reason.CHART_FETCH_FAILED, message)
             await self.report.write(current)
             raise ReconcileError(
                 Reason.CHART_FETCH_FAILED, message, temporary=True, retry_after=RETRY_LATER

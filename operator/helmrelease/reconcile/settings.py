@@ -35,6 +35,9 @@ class OperatorSettings:
     default_git_ref: str = DEFAULT_GIT_REF
     #: Private key for git charts over SSH (an operator-level Secret mounted as a file).
     git_ssh_key: Path | None = None
+    #: known_hosts the SSH host keys of git chart servers are checked against (with `git_ssh_key`); without it
+    #: no SSH host is trusted, since a fetch keeps no host list of its own to learn keys into.
+    git_known_hosts: Path | None = None
     #: Transports git charts may use; `file` would let a tenant read repositories on the operator's disk.
     git_protocols: tuple[str, ...] = DEFAULT_GIT_PROTOCOLS
     #: Registries (host[:port]) reached over plain HTTP for OCI charts.

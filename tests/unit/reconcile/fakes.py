@@ -366,10 +366,14 @@ class FakeCharts:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.fetched: list[ChartSource] = []
+        #: Raised by every fetch while set: a repository that is down, or answers garbage.
+        self.failure: Exception | None = None
 
     async def fetch(self, source: ChartSource) -> FetchedChart:
         assert isinstance(source, RepositoryChart), "these tests use repository charts"
         self.fetched.append(source)
+        if self.failure is not None:
+            raise self.failure
         return FetchedChart(self.path, source.name, source.version, f"sha256:{source.version:0>64}")
 
 
