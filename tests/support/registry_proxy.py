@@ -4,6 +4,11 @@ Docker Hub style pull budget (``RateLimit-Remaining: N;w=W`` and ``RateLimit-Res
 The registry behind it answers everything; the proxy only holds requests back (``hold``/``release``) or
 counts manifest GETs against a fixed window and says so in headers, as Docker Hub does. It records what it
 forwarded and every 429 it gave, so a test can prove the client slowed down before one.
+
+It also stands in front of the chart repository: ``route`` maps the path asked for to the path forwarded (one
+proxy, many repository URLs: ``/<scenario>/index.yaml`` → ``/index.yaml``), and ``fault`` answers a request
+itself instead (a status, a body of the test's choosing, a slow drip), decided per request, so a test heals a
+fault by changing what ``fault`` returns.
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ import http.client
 import math
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from tests.support.procs import free_port
@@ -28,15 +34,43 @@ class PullBudget:
     window: float
 
 
+@dataclass(frozen=True)
+class Fault:
+    """An answer the proxy gives instead of forwarding: ``status`` and ``body`` (bytes, or a callable giving the
+    chunks, for a body too large to hold twice), after ``delay`` seconds, with ``drip`` seconds between chunks."""
+
+    status: int = 200
+    body: bytes | Callable[[], Iterable[bytes]] = b""
+    length: int | None = None  # Content-Length of a chunked body (None: the body is bytes)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    drip: float = 0.0
+
+
+#: Decides per request (method, path as asked) whether the proxy answers itself.
+FaultPlan = Callable[[str, str], Fault | None]
+
+
 class RegistryProxy:
-    def __init__(self, target: str, budget: PullBudget | None = None) -> None:
+    def __init__(
+        self,
+        target: str,
+        budget: PullBudget | None = None,
+        *,
+        route: Callable[[str], str] | None = None,
+        fault: FaultPlan | None = None,
+    ) -> None:
         self.target = target  # host:port of the registry
         self.port = free_port()
         self.budget = budget
+        self.route = route
+        self.fault = fault
+        self.asked: list[tuple[str, str, float]] = []  # every request, faulted or not, as asked
         self.forwarded: list[tuple[str, str, float]] = []  # (method, path, time.monotonic())
         self.refused: list[tuple[str, float]] = []  # (path, time.monotonic()) of every 429 given
         self._open = threading.Event()
         self._open.set()
+        self._stopped = threading.Event()  # ends the delays of faults still being answered
         self._lock = threading.Lock()
         self._window_start: float | None = None
         self._used = 0
@@ -52,6 +86,7 @@ class RegistryProxy:
         return self
 
     def stop(self) -> None:
+        self._stopped.set()
         self._open.set()
         self._server.shutdown()
         self._server.server_close()
@@ -108,6 +143,12 @@ class RegistryProxy:
 
             def _forward(self) -> None:
                 proxy._open.wait()
+                with proxy._lock:
+                    proxy.asked.append((self.command, self.path, time.monotonic()))
+                fault = proxy.fault(self.command, self.path) if proxy.fault else None
+                if fault is not None:
+                    self._answer(fault)
+                    return
                 allowed, extra = proxy._spend(self.command, self.path)
                 if not allowed:
                     body = b'{"errors":[{"code":"TOOMANYREQUESTS","message":"pull rate limit"}]}'
@@ -125,7 +166,8 @@ class RegistryProxy:
                 try:
                     headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
                     headers["Host"] = proxy.target
-                    upstream.request(self.command, self.path, headers=headers)
+                    path = proxy.route(self.path) if proxy.route else self.path
+                    upstream.request(self.command, path, headers=headers)
                     response = upstream.getresponse()
                     body = response.read()
                     self.send_response(response.status)
@@ -143,5 +185,27 @@ class RegistryProxy:
                         self.wfile.write(body)
                 finally:
                     upstream.close()
+
+            def _answer(self, fault: Fault) -> None:
+                """Answer with ``fault``; a client that gives up meanwhile (a timeout) ends it quietly."""
+                if fault.delay:
+                    proxy._stopped.wait(fault.delay)
+                chunks = [fault.body] if isinstance(fault.body, bytes) else fault.body()
+                length = len(fault.body) if isinstance(fault.body, bytes) else fault.length
+                try:
+                    self.send_response(fault.status)
+                    for name, value in fault.headers.items():
+                        self.send_header(name, value)
+                    self.send_header("Content-Length", str(length))
+                    self.end_headers()
+                    if self.command == "HEAD":
+                        return
+                    for chunk in chunks:
+                        self.wfile.write(chunk)
+                        self.wfile.flush()
+                        if fault.drip:
+                            proxy._stopped.wait(fault.drip)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True
 
         return Handler

@@ -72,6 +72,15 @@ class RunSettings(CliSettings):
     default_git_ref: Annotated[
         Text, flag("--default-git-ref", metavar="REF", help="ref of git charts that name none")
     ] = _DEFAULTS.default_git_ref
+    chart_timeout: Annotated[
+        PositiveSeconds,
+        flag(
+            "--chart-timeout",
+            metavar="SECONDS",
+            help="seconds a chart fetch may take (a repository, registry or git server that stalls) before "
+            "it is stopped and reported as ChartFetchFailed",
+        ),
+    ] = _DEFAULTS.chart_timeout
     git_ssh_key: Annotated[
         OptionalPath,
         flag(
@@ -175,6 +184,7 @@ class RunSettings(CliSettings):
             helm_executable=self.helm,
             state_dir=self.state_dir,
             default_git_ref=self.default_git_ref,
+            chart_timeout=self.chart_timeout,
             git_ssh_key=self.git_ssh_key,
             git_known_hosts=self.git_known_hosts,
             git_protocols=self.git_protocols,

@@ -44,6 +44,7 @@ async def build_reconciler(settings: OperatorSettings, metrics: OperatorMetrics)
         helm,
         FetcherSettings(
             cache_dir=state / "charts",
+            deadline=settings.chart_timeout,
             plain_http_hosts=frozenset(settings.insecure_registries),
             git_protocols=settings.git_protocols,
         ),

@@ -33,6 +33,8 @@ class OperatorSettings:
     state_dir: Path = field(default_factory=default_state_dir)
     #: Ref of git charts that name none.
     default_git_ref: str = DEFAULT_GIT_REF
+    #: Seconds one chart fetch may take (index, package, git, dependencies) before it is stopped and retried.
+    chart_timeout: float = 300.0
     #: Private key for git charts over SSH (an operator-level Secret mounted as a file).
     git_ssh_key: Path | None = None
     #: known_hosts the SSH host keys of git chart servers are checked against (with `git_ssh_key`); without it
@@ -53,5 +55,7 @@ class OperatorSettings:
         # Zero workers would queue every helm action forever; refuse it here too, not only in the CLI.
         if self.workers < 1:
             raise ValueError(f"workers must be at least 1, not {self.workers}")
+        if not self.chart_timeout > 0:
+            raise ValueError(f"chart_timeout must be positive, not {self.chart_timeout}")
         if not self.resync_interval > 0:
             raise ValueError(f"resync_interval must be positive, not {self.resync_interval}")

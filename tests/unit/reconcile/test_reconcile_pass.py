@@ -508,6 +508,10 @@ async def test_a_chart_that_cannot_be_fetched_is_one_event_while_it_lasts(harnes
     )
     harness.apply({"replicas": 5})
     assert (await harness.reconcile()).events == [Reason.CHART_FETCH_FAILED], "and the same one again, later"
+    assert harness.messages(Reason.CHART_FETCH_FAILED)[-1] == (
+        "failed to fetch https://charts.example/index.yaml : 404; the release keeps chart 6.5.0"
+    )
+    assert harness.messages(Reason.CHART_FETCH_FAILED)[0].endswith(": 404"), "no release to keep before"
 
 
 async def test_an_invalid_helmrelease_is_reported_once_and_not_retried(harness: Harness) -> None:
