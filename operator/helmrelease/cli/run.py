@@ -81,6 +81,15 @@ class RunSettings(CliSettings):
             "it is stopped and reported as ChartFetchFailed",
         ),
     ] = _DEFAULTS.chart_timeout
+    max_index_size: Annotated[
+        PositiveInt,
+        flag(
+            "--max-index-size",
+            metavar="MIB",
+            help="largest index.yaml of a Helm repository, in MiB, that helm is given (it holds the whole index "
+            "in memory); a larger one is ChartFetchFailed",
+        ),
+    ] = _DEFAULTS.max_index_size
     git_ssh_key: Annotated[
         OptionalPath,
         flag(
@@ -185,6 +194,7 @@ class RunSettings(CliSettings):
             state_dir=self.state_dir,
             default_git_ref=self.default_git_ref,
             chart_timeout=self.chart_timeout,
+            max_index_size=self.max_index_size,
             git_ssh_key=self.git_ssh_key,
             git_known_hosts=self.git_known_hosts,
             git_protocols=self.git_protocols,

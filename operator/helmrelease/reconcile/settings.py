@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from helmrelease.api.constants import DEFAULT_GIT_PROTOCOLS, DEFAULT_GIT_REF
+from helmrelease.api.limits import INDEX_SIZE_MAX
 
 
 def default_state_dir() -> Path:
@@ -35,6 +36,8 @@ class OperatorSettings:
     default_git_ref: str = DEFAULT_GIT_REF
     #: Seconds one chart fetch may take (index, package, git, dependencies) before it is stopped and retried.
     chart_timeout: float = 300.0
+    #: MiB of a Helm repository's index.yaml that helm is given at most (it holds the whole index in memory).
+    max_index_size: int = INDEX_SIZE_MAX // 1_048_576
     #: Private key for git charts over SSH (an operator-level Secret mounted as a file).
     git_ssh_key: Path | None = None
     #: known_hosts the SSH host keys of git chart servers are checked against (with `git_ssh_key`); without it

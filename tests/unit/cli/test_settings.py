@@ -83,6 +83,7 @@ TABLE: dict[str, Row] = {
     "HELMRELEASE_HELM": Row("/opt/helm3", "/opt/helm3", " ", NOT_EMPTY),
     "HELMRELEASE_STATE_DIR": Row("/data/state", Path("/data/state"), " ", NOT_EMPTY),
     "HELMRELEASE_DEFAULT_GIT_REF": Row("main", "main", " ", NOT_EMPTY),
+    "HELMRELEASE_MAX_INDEX_SIZE": Row("64", 64, "0", "must be a positive integer, not {!r}"),
     "HELMRELEASE_CHART_TIMEOUT": Row("45", 45.0, "-1", "must be a positive number of seconds, not {!r}"),
     "HELMRELEASE_GIT_SSH_KEY": Row("/etc/git/identity", Path("/etc/git/identity"), " ", NOT_EMPTY),
     "HELMRELEASE_GIT_KNOWN_HOSTS": Row("/etc/git/known_hosts", Path("/etc/git/known_hosts"), " ", NOT_EMPTY),
