@@ -97,8 +97,8 @@ async def test_a_refused_connection_is_left_to_helm(unused_tcp_port: int) -> Non
 
 async def test_the_credentials_are_sent(server: str) -> None:
     await charts.check_index_size(charts.RepositoryChart(f"{server}/private/", "a", "1"), LIMIT, deadline=10)
+    source = charts.RepositoryChart(f"{server}/private/", "a", "1", BasicCredentials("robot", "pw"))
     with pytest.raises(charts.IndexTooLarge):
-        source = charts.RepositoryChart(f"{server}/private/", "a", "1", BasicCredentials("robot", "pw"))
         await charts.check_index_size(source, LIMIT, deadline=10)
 
 
