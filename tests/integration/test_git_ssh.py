@@ -147,7 +147,7 @@ def test_a_host_key_that_is_not_known_fails_clearly_and_heals_with_known_hosts(
         what="ChartFetchFailed",
     )
     message = condition(hr, "ChartFetched")["message"]
-    assert message.startswith(f"Fetching chart charts/app from {url} failed: git ls-remote failed: ")
+    assert message.startswith(f"Fetching chart charts/app from {url} failed: ")
     assert says.format(port=ssh_server.port) in message
     assert message.endswith(f"Host key verification failed.; {HOST_KEY_ADVICE}")
     # Resyncs try again (each one a refused connection), and say nothing new.
