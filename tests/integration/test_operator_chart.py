@@ -148,6 +148,11 @@ WATCHED_NAMESPACE_RULES = (
     | grants("", "secrets", "get", "list", "watch", "create", "update", "patch", "delete")
     | grants("", "serviceaccounts", "get")
 )
+#: With operator.requireServiceAccount helm writes its release storage as each release's ServiceAccount: the
+#: operator's own identity only reads Secrets.
+TENANT_WATCHED_NAMESPACE_RULES = WATCHED_NAMESPACE_RULES - grants(
+    "", "secrets", "create", "update", "patch", "delete"
+)
 CLUSTER_RULES = grants("apiextensions.k8s.io", "customresourcedefinitions", "list", "watch") | grants(
     "", "namespaces", "get", "list", "watch"
 )
@@ -636,8 +641,8 @@ def test_namespaced_multi_tenant_rbac_is_per_namespace_with_service_account_impe
     manifests = render(helm, *MULTI_TENANT_GIT)
     roles = {r["metadata"]["namespace"]: rules(r) for r in objects(manifests, "Role")}
     assert roles == {
-        "team-a": WATCHED_NAMESPACE_RULES | IMPERSONATE_SERVICE_ACCOUNTS,
-        "team-b": WATCHED_NAMESPACE_RULES | IMPERSONATE_SERVICE_ACCOUNTS,
+        "team-a": TENANT_WATCHED_NAMESPACE_RULES | IMPERSONATE_SERVICE_ACCOUNTS,
+        "team-b": TENANT_WATCHED_NAMESPACE_RULES | IMPERSONATE_SERVICE_ACCOUNTS,
     }
     bindings = {
         b["metadata"]["namespace"]: (b["roleRef"], b["subjects"]) for b in objects(manifests, "RoleBinding")
@@ -929,6 +934,12 @@ COMMON_CHECKS = {
     "list namespaces": (Access("list", "namespaces"), True),
     "get serviceaccounts": (Access("get", "serviceaccounts", namespace=WATCHED), True),
 }
+#: What the operator's identity may not do with Secrets when helm runs as each release's ServiceAccount.
+TENANT_SECRET_CHECKS = {
+    "delete helm storage secrets": (Access("delete", "secrets", namespace=WATCHED), False),
+    "create secrets": (Access("create", "secrets", namespace=WATCHED), False),
+    "patch secrets": (Access("patch", "secrets", namespace=WATCHED), False),
+}
 LEAST_PRIVILEGE_CHECKS = {
     "delete namespaces": (Access("delete", "namespaces", name="kube-system"), False),
     "create deployments": (Access("create", "deployments", "apps", namespace=WATCHED), False),
@@ -948,6 +959,7 @@ SCENARIOS = [
         sets("rbac.clusterAdmin=false", "operator.requireServiceAccount=true"),
         COMMON_CHECKS
         | LEAST_PRIVILEGE_CHECKS
+        | TENANT_SECRET_CHECKS
         | {
             "watch helmreleases in all namespaces": (Access("watch", "helmreleases", "helm.fluxcd.io"), True),
             "patch helmreleases/status elsewhere": (
@@ -967,6 +979,7 @@ SCENARIOS = [
         ),
         COMMON_CHECKS
         | LEAST_PRIVILEGE_CHECKS
+        | TENANT_SECRET_CHECKS
         | {
             "impersonate a ServiceAccount of the watched namespace": (
                 Access("impersonate", "serviceaccounts", namespace=WATCHED, name="deployer"),

@@ -561,9 +561,14 @@ def test_bad_input_is_reported_and_others_still_reconcile(
     )
     messages = " ".join(str(c.get("message")) for c in hr["status"]["conditions"])
     assert message_part in messages
-    assert any(
-        event_reason == reason and message_part in message
-        for _, event_reason, message in events_for(core, namespace, "bad")
+    # The action's Event follows its status write: wait for it rather than race it.
+    eventually(
+        lambda: any(
+            event_reason == reason and message_part in message
+            for _, event_reason, message in events_for(core, namespace, "bad")
+        ),
+        30,
+        f"a {reason} Event naming {message_part!r}",
     )
     wait_for_hr(custom, namespace, "good", ready, operator=operator)
     assert operator.process.running

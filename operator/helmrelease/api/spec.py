@@ -8,7 +8,7 @@ prune them anyway, and explicit nulls count as unset, which is also what the api
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import (
@@ -66,6 +66,46 @@ def _relative_path(value: str) -> str:
     """Paths inside a chart or git checkout must stay inside it: reject absolute paths and ``..``."""
     if value.startswith("/") or ".." in value.split("/"):
         raise PydanticCustomError("relative_path", "must be a relative path that stays inside its directory")
+    return value
+
+
+#: A Kubernetes object name (DNS-1123 subdomain) and a namespace name (DNS-1123 label), as the CRD declares them.
+OBJECT_NAME_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+NAMESPACE_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+_REPOSITORY_SCHEME = re.compile(r"^(https?|oci)://", re.IGNORECASE)
+_HTTP_SCHEME = re.compile(r"^https?://", re.IGNORECASE)
+#: git's ``<transport>::<address>`` remote-helper syntax; ``ext::`` runs its address as a command.
+_REMOTE_HELPER = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*::")
+_GIT_REF = re.compile(r"^[A-Za-z0-9._/][A-Za-z0-9._/-]*$")
+
+
+def _git_url(value: str) -> str:
+    """A git URL git cannot read as an option or as a command to run (the CRD's rule, for older objects)."""
+    if value.startswith("-") or _REMOTE_HELPER.match(value):
+        raise PydanticCustomError(
+            "git_url",
+            "must be a git URL (https://..., ssh://..., git@host:org/repo); a URL starting with '-' or naming a "
+            "remote helper (transport::address, such as ext::) is refused, since git would run it as a command",
+        )
+    return value
+
+
+def _git_ref(value: str | None) -> str | None:
+    """A branch, tag or commit name: nothing git reads as an option or a revision range."""
+    if value is not None and (not _GIT_REF.match(value) or ".." in value):
+        raise PydanticCustomError(
+            "git_ref",
+            "must be a branch, tag or commit name (letters, digits, '.', '_', '/' and '-', not first, no '..'); "
+            "git would read a leading '-' as an option",
+        )
+    return value
+
+
+def _http_url(value: str) -> str:
+    if not _HTTP_SCHEME.match(value):
+        raise PydanticCustomError(
+            "url_scheme", "must be an http:// or https:// URL; other schemes (file://) are refused"
+        )
     return value
 
 
@@ -140,7 +180,7 @@ def too_deep_message() -> str:
 class LocalObjectReference(ApiModel):
     """A Secret in the HelmRelease's namespace."""
 
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=253, pattern=OBJECT_NAME_PATTERN)
 
 
 class RepoChartSource(ApiModel):
@@ -154,6 +194,11 @@ class RepoChartSource(ApiModel):
     @field_validator("repository")
     @classmethod
     def _clean(cls, value: str) -> str:
+        if not _REPOSITORY_SCHEME.match(value):
+            raise PydanticCustomError(
+                "url_scheme",
+                "must be an http://, https:// or oci:// URL; other schemes (file://, ftp://) are refused",
+            )
         try:
             return clean_repository_url(value)
         except ValueError as error:
@@ -185,6 +230,8 @@ class GitChartSource(ApiModel):
 
     _unset_empty_ref = field_validator("ref", mode="before")(_empty_is_unset)
     _check_path = field_validator("path")(_relative_path)
+    _check_url = field_validator("url")(_git_url)
+    _check_ref = field_validator("ref")(_git_ref)
 
     @property
     def label(self) -> str:
@@ -225,8 +272,8 @@ ChartSource = Annotated[
 
 
 class _KeySelector(ApiModel):
-    name: str = Field(min_length=1)
-    namespace: str | None = None
+    name: str = Field(min_length=1, max_length=253, pattern=OBJECT_NAME_PATTERN)
+    namespace: str | None = Field(None, max_length=63, pattern=NAMESPACE_PATTERN)
     key: str = DEFAULT_VALUES_KEY
     optional: bool = False
 
@@ -259,6 +306,8 @@ class ExternalSourceSelector(ApiModel):
 
     url: str = Field(min_length=1)
     optional: bool = False
+
+    _check_url = field_validator("url")(_http_url)
 
     @property
     def label(self) -> str:

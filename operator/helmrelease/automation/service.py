@@ -2,7 +2,8 @@
 
 One cycle lists the HelmReleases, and for each automated, unlocked one (concurrently, each failure its own):
 reads its credentials, asks the registries (``scan``), and when a newer tag qualifies, patches exactly the
-value paths of the moved tags with a JSON patch that first tests the values it read. If the user changed the
+value paths of the moved tags with a JSON patch that first tests the values and the resourceVersion it read (so a
+lock, a new policy or ``suspend`` set meanwhile is never overwritten). If the user changed the
 release meanwhile the API server refuses the patch (a 409, or the same bare 422 it gives an invalid patch: a
 re-read tells the two apart); we re-read the release and decide again from what they wrote, so their edit
 always survives. With git write-back, the manifests in git are changed first and the
@@ -273,6 +274,12 @@ def _object_key(view: WatchedRelease) -> ObjectKey:
     return ObjectKey(view.release, view.uid)
 
 
+def _resource_version(obj: Mapping[str, Any]) -> str | None:
+    metadata = obj.get("metadata")
+    version = metadata.get("resourceVersion") if isinstance(metadata, Mapping) else None
+    return str(version) if version else None
+
+
 def _release_id(obj: Mapping[str, Any]) -> ReleaseId:
     """Namespace and name however broken the rest of the object is (for the log of a failure)."""
     metadata = obj.get("metadata")
@@ -467,6 +474,7 @@ class ImagePolicyService:
             commit = committed or commit
         changes = [change for move in moves for change in move.changes]
         operations = [
+            *(view.precondition if changes or pauses else []),
             *changes_patch(changes),
             *(annotation_operation(WRITTEN_PREFIX + m.target.container, m.new_version) for m in moves),
             *(operation for pause in pauses for operation in pause.operations()),
@@ -481,7 +489,13 @@ class ImagePolicyService:
                 obj = await self.kube.get_helmrelease(view.release.namespace, view.release.name)
             except NotFound:
                 return ReleaseOutcome(view.release, failures=tuple(failures), commit=commit)
-            if not isinstance(error, Invalid) or not values_hold(obj, changes):
+            written_since = _resource_version(obj) != view.resource_version
+            if (
+                not isinstance(error, Invalid)
+                or written_since
+                or view.changed_in(obj)
+                or not values_hold(obj, changes)
+            ):
                 return _Retry(read_release(obj), commit)
             failures.append(Failure.PATCH)
             await self._warn(view, EventReason.UPDATE_FAILED, f"cannot update the image tags: {error}")

@@ -162,6 +162,33 @@ class WatchedRelease:
         return field_setter(self.managed_fields, ("spec", "values", *location.path))
 
     suspended: bool = False
+    #: ``metadata.resourceVersion``, ``metadata.generation`` and ``metadata.annotations`` as read: what the
+    #: decision was made from besides the values (the spec's ``suspend``, the automation annotations).
+    resource_version: str | None = None
+    generation: int | None = None
+    annotations: Mapping[str, Any] | None = None
+
+    @property
+    def precondition(self) -> list[dict[str, Any]]:
+        """A JSON-patch ``test`` of the resourceVersion we read: any write since (a lock, a new policy,
+        ``suspend``, another value, or a status write) refuses our patch, and ``changed_in`` then tells a user's
+        edit, decided again, from a write that changed nothing we decided from.
+
+        Not a ``test`` of the annotations themselves: kube-apiserver compares a ``test`` value with the stored
+        JSON as Go encoded it, where ``>``, ``<`` and ``&`` are escaped, so an annotation such as
+        ``semver:>=1.1`` never tests equal."""
+        if self.resource_version is None:
+            return []
+        return [{"op": "test", "path": "/metadata/resourceVersion", "value": self.resource_version}]
+
+    def changed_in(self, obj: Mapping[str, Any]) -> bool:
+        """Whether ``obj`` (a re-read) differs from what we decided from besides the values: the spec (its
+        generation) or the annotations."""
+        metadata = _mapping(obj.get("metadata"))
+        return (self.generation is not None and metadata.get("generation") != self.generation) or (
+            self.annotations is not None
+            and dict(_mapping(metadata.get("annotations"))) != dict(self.annotations)
+        )
 
     @property
     def hold(self) -> Hold | None:
@@ -246,6 +273,9 @@ def read_release(obj: Mapping[str, Any]) -> WatchedRelease:
         if isinstance(managed, list)
         else (),
         suspended=spec.get("suspend") is True,
+        resource_version=str(version) if (version := metadata.get("resourceVersion")) else None,
+        generation=generation if isinstance(generation := metadata.get("generation"), int) else None,
+        annotations=dict(raw) if isinstance(raw := metadata.get("annotations"), Mapping) else None,
     )
 
 

@@ -127,10 +127,20 @@ def fail(command: str, message: str, code: int = EXIT_ERROR) -> int:
     return code
 
 
+class HelmReleaseMissing(Exception):
+    """The HelmRelease a command names does not exist: one line and exit 2, mapped in ``run_command``."""
+
+    def __init__(self, namespace: str, name: str) -> None:
+        super().__init__(f"HelmRelease {namespace}/{name} not found")
+
+
 def run_command(command: str, work: Callable[[], Coroutine[Any, Any, int]]) -> int:
-    """Run one command's coroutine; an API failure (none reachable, forbidden, ...) is one line and exit 2."""
+    """Run one command's coroutine; an API failure (none reachable, forbidden, ...) or a HelmRelease that is
+    not there is one line and exit 2."""
     try:
         return asyncio.run(work())
+    except HelmReleaseMissing as error:
+        return fail(command, str(error))
     except NotFound as error:
         return fail(command, f"{error}: not found")
     except KubeError as error:
@@ -144,8 +154,18 @@ async def read_helmrelease(kube: KubeClient, namespace: str, name: str) -> dict[
         return None
 
 
-def _not_found(command: str, namespace: str, name: str) -> int:
-    return fail(command, f"HelmRelease {namespace}/{name} not found")
+async def require_helmrelease(kube: KubeClient, namespace: str, name: str) -> dict[str, Any]:
+    """The HelmRelease a command acts on; ``HelmReleaseMissing`` when there is none."""
+    obj = await read_helmrelease(kube, namespace, name)
+    if obj is None:
+        raise HelmReleaseMissing(namespace, name)
+    return obj
+
+
+def _requested_token(obj: Mapping[str, Any]) -> str | None:
+    """The reconcile request token the HelmRelease carries now, so a new one is never the same."""
+    token = ((obj.get("metadata") or {}).get("annotations") or {}).get(RECONCILE_REQUEST_ANNOTATION)
+    return token if isinstance(token, str) else None
 
 
 # --- get ------------------------------------------------------------------------------------------------------
@@ -160,10 +180,7 @@ def run_get(args: argparse.Namespace) -> int:
             if args.name:
                 if namespace is None:
                     return fail("get", "a NAME needs one namespace, not --all-namespaces")
-                obj = await read_helmrelease(kube, namespace, args.name)
-                if obj is None:
-                    return _not_found("get", namespace, args.name)
-                objects = [obj]
+                objects = [await require_helmrelease(kube, namespace, args.name)]
             else:
                 try:
                     objects = await kube.list_helmreleases(namespace)
@@ -201,9 +218,7 @@ def run_suspend(args: argparse.Namespace) -> int:
     async def work() -> int:
         async with kube_client(settings) as kube:
             namespace = settings.resolved_namespace()
-            obj = await read_helmrelease(kube, namespace, args.name)
-            if obj is None:
-                return _not_found("suspend", namespace, args.name)
+            obj = await require_helmrelease(kube, namespace, args.name)
             if _suspended(obj):
                 print(f"HelmRelease {namespace}/{args.name} is already suspended")
                 return EXIT_OK
@@ -228,13 +243,8 @@ def run_resume(args: argparse.Namespace) -> int:
     async def work() -> int:
         async with kube_client(settings) as kube:
             namespace = settings.resolved_namespace()
-            obj = await read_helmrelease(kube, namespace, args.name)
-            if obj is None:
-                return _not_found("resume", namespace, args.name)
-            previous = ((obj.get("metadata") or {}).get("annotations") or {}).get(
-                RECONCILE_REQUEST_ANNOTATION
-            )
-            token = fresh_token(dt.datetime.now(dt.UTC), previous)
+            obj = await require_helmrelease(kube, namespace, args.name)
+            token = fresh_token(dt.datetime.now(dt.UTC), _requested_token(obj))
             patch = {**request_patch(token, Mode.RECONCILE), "spec": {"suspend": None}}
             await kube.merge_patch_helmrelease(namespace, args.name, patch)
         was = "resumed" if _suspended(obj) else "was not suspended"
@@ -298,19 +308,14 @@ def run_reconcile(args: argparse.Namespace) -> int:
         async with kube_client(settings) as kube:
             namespace = settings.resolved_namespace()
             where = f"HelmRelease {namespace}/{args.name}"
-            obj = await read_helmrelease(kube, namespace, args.name)
-            if obj is None:
-                return _not_found("reconcile", namespace, args.name)
+            obj = await require_helmrelease(kube, namespace, args.name)
             if _suspended(obj):
                 return fail(
                     "reconcile",
                     f"{where} is suspended: resume it first (helmrelease resume {args.name} -n {namespace})",
                     EXIT_NO,
                 )
-            previous = ((obj.get("metadata") or {}).get("annotations") or {}).get(
-                RECONCILE_REQUEST_ANNOTATION
-            )
-            token = fresh_token(dt.datetime.now(dt.UTC), previous)
+            token = fresh_token(dt.datetime.now(dt.UTC), _requested_token(obj))
             await kube.merge_patch_helmrelease(namespace, args.name, request_patch(token, mode))
             print(f"{where}: {mode} requested ({token})", flush=True)
             display = ProgressDisplay(sys.stdout, interactive=sys.stdout.isatty())
@@ -343,9 +348,7 @@ def run_history(args: argparse.Namespace) -> int:
     async def work() -> int:
         async with kube_client(settings) as kube:
             namespace = settings.resolved_namespace()
-            obj = await read_helmrelease(kube, namespace, args.name)
-            if obj is None:
-                return _not_found("history", namespace, args.name)
+            obj = await require_helmrelease(kube, namespace, args.name)
             status = obj.get("status") or {}
             release, target = status.get("releaseName"), status.get("releaseNamespace")
             if not (release and target):

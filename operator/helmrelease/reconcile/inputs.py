@@ -290,9 +290,16 @@ def forbidden_message(what: str, kind: str, kube: SourceReader, error: KubeError
 
 
 async def _chart_secret(kube: SourceReader, namespace: str, name: str, field: str) -> dict[str, str]:
-    """A Secret with chart credentials; a forbidden read says for whom, like a values source."""
+    """A Secret with chart credentials; a forbidden read says for whom, like a values source, and a missing one
+    which field names it (always a Secret of the HelmRelease's own namespace: the field has no namespace)."""
     try:
         return await kube.secret_data(namespace, name)
+    except NotFound as error:
+        raise NotFound(
+            f"Secret {namespace}/{name} ({field}) does not exist; create it in this HelmRelease's namespace or fix "
+            f"{field}.name",
+            error.status,
+        ) from None
     except Forbidden as error:
         raise Forbidden(
             forbidden_message(f"Secret {namespace}/{name} ({field})", "Secret", kube, error), error.status

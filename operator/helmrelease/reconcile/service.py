@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 from prometheus_client import CollectorRegistry
 
@@ -144,6 +144,7 @@ class Reconciler:
         self.metrics.workers.set(settings.workers)
         self.report = Reporter(kube, clock, written=self.metrics.status_written)
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._object_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._workers = asyncio.Semaphore(settings.workers)
 
     def describe(self) -> str:
@@ -340,17 +341,8 @@ class Reconciler:
         try:
             hr = parse_helmrelease(body)
         except SpecError as error:
-            status = _status_of(body)
-            # The requested pass is done: it found the object invalid (a reset or force waits for a valid one).
-            requested = pending_requests(_annotations(body), status).reconcile
-            stamped = conditions.status_with_handled(status, reconcile=requested, force=None, reset=None)
-            raise await self.report.problem(
-                Report(ref, stamped, status),
-                error.reason,
-                f"Invalid HelmRelease: {error}",
-                generation=_generation(body),
-                temporary=False,
-            ) from None
+            async with self._object_lock(ref):
+                await self._report_invalid(ref, body, error)
         current = PassState(ref, hr.status, hr.status, hr)
         current.requests = pending_requests(hr.metadata.annotations, hr.status)
         tenancy = self._tenancy_problem(hr)
@@ -361,6 +353,27 @@ class Reconciler:
                 current, Reason.INVALID_SPEC, tenancy, generation=hr.metadata.generation, temporary=False
             )
         return current
+
+    async def _report_invalid(self, ref: ObjectRef, body: Mapping[str, Any], error: SpecError) -> NoReturn:
+        """Report an object that does not parse, from its status as it is now (under the object's lock).
+
+        Two passes of one object can start from the same body (the create handler and a resync timer, which kopf
+        runs side by side); each would see no condition yet and post the Event. The one that waits here reads the
+        status the first one wrote, finds nothing new to say, and posts nothing.
+        """
+        status = _status_of(body)
+        with contextlib.suppress(KubeError):
+            status = _status_of(await self.kube.get_helmrelease(ref.namespace, ref.name))
+        # The requested pass is done: it found the object invalid (a reset or force waits for a valid one).
+        requested = pending_requests(_annotations(body), status).reconcile
+        stamped = conditions.status_with_handled(status, reconcile=requested, force=None, reset=None)
+        raise await self.report.problem(
+            Report(ref, stamped, status),
+            error.reason,
+            f"Invalid HelmRelease: {error}",
+            generation=_generation(body),
+            temporary=False,
+        ) from None
 
     async def _run_pass(self, current: PassState, releases: ReleaseView, *, check_drift: bool) -> None:
         hr = current.hr
@@ -660,8 +673,7 @@ class Reconciler:
             current.status = conditions.status_after_chart_fetch(
                 current.status, chart=hr.spec.chart.label, error=message, now=self.clock()
             )
-            # Once per failure, not once per retry or resync: a repository down for an hour is one Event.
-            if conditions_changed(before, current.status):
+            if conditions_changed(before, current.status):  # a retry that fails the same way says nothing new
                 await self.report.event(current, WARNING, Reason.CHART_FETCH_FAILED, message)
             await self.report.write(current)
             raise ReconcileError(
@@ -729,6 +741,13 @@ class Reconciler:
                 yield
         finally:
             self._workers.release()
+
+    @contextlib.asynccontextmanager
+    async def _object_lock(self, ref: ObjectRef) -> AsyncIterator[None]:
+        """One HelmRelease object at a time, for what happens before its release name is known."""
+        lock = self._object_locks.setdefault((ref.namespace, ref.name), asyncio.Lock())
+        async with lock:
+            yield
 
     @contextlib.asynccontextmanager
     async def _release_lock(self, hr: HelmRelease) -> AsyncIterator[None]:

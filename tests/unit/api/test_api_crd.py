@@ -31,7 +31,7 @@ from helmrelease.api.constants import (
 )
 from helmrelease.api.errors import SpecError
 from helmrelease.api.resource import HelmRelease, parse_helmrelease
-from helmrelease.api.spec import ChartFileSelector, HelmReleaseSpec
+from helmrelease.api.spec import NAMESPACE_PATTERN, OBJECT_NAME_PATTERN, ChartFileSelector, HelmReleaseSpec
 from helmrelease.api.status import HelmReleaseStatus
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -288,3 +288,30 @@ def test_release_name_pattern_agrees_with_the_model(name: str) -> None:
         and len(name) <= SPEC["properties"]["releaseName"]["maxLength"]
     )
     assert in_crd == _model_accepts_release_name(name)
+
+
+def test_object_name_fields_share_the_model_patterns() -> None:
+    """Every name of a Secret or ConfigMap the spec points at is a DNS-1123 subdomain, every namespace a label,
+    in the CRD and in the models alike (the first parse refuses what older objects stored)."""
+    chart = SPEC["properties"]["chart"]["properties"]
+    sources = SPEC["properties"]["valuesFrom"]["items"]["properties"]
+    names = [
+        chart["chartPullSecret"]["properties"]["name"],
+        chart["secretRef"]["properties"]["name"],
+        sources["configMapKeyRef"]["properties"]["name"],
+        sources["secretKeyRef"]["properties"]["name"],
+        SPEC["properties"]["valueFileSecrets"]["items"]["properties"]["name"],
+    ]
+    assert {(node["pattern"], node["maxLength"]) for node in names} == {(OBJECT_NAME_PATTERN, 253)}
+    namespaces = [sources[kind]["properties"]["namespace"] for kind in ("configMapKeyRef", "secretKeyRef")]
+    assert {node["pattern"] for node in namespaces} == {f"^({NAMESPACE_PATTERN[1:-1]})?$"}
+
+
+def test_urls_and_refs_that_run_commands_have_rules() -> None:
+    chart = SPEC["properties"]["chart"]["properties"]
+    external = SPEC["properties"]["valuesFrom"]["items"]["properties"]["externalSourceRef"]["properties"][
+        "url"
+    ]
+    for node in (chart["repository"], chart["git"], chart["ref"], external):
+        assert node["maxLength"] <= 2048  # bounds the cost of the CEL rules
+        assert len(node["x-kubernetes-validations"]) == 1

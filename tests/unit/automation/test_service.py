@@ -539,3 +539,52 @@ async def test_unavailable_registry_message_reaches_the_event() -> None:
     [(_, kind, reason, message)] = harness.kube.events
     assert (kind, reason) == ("Warning", "ImageScanFailed")
     assert "check that reg.example.com is up and reachable" in message
+
+
+@pytest.mark.parametrize(
+    "user_edit",
+    [
+        pytest.param({"fluxcd.io/locked": "true"}, id="locks"),
+        pytest.param({"fluxcd.io/automated": "false"}, id="stops-automation"),
+        pytest.param({"fluxcd.io/tag.chart-image": "glob:0.*"}, id="changes-the-policy"),
+    ],
+)
+async def test_an_annotation_edit_between_our_read_and_write_is_never_overwritten(
+    user_edit: dict[str, str],
+) -> None:
+    """The tag test alone let a lock (or a new policy) set meanwhile through: the annotations are tested too."""
+    harness = Harness()
+    obj = release("web", IMAGE, AUTOMATED)
+    obj["metadata"]["resourceVersion"] = "7"
+    harness.kube.add(obj)
+
+    def edit(kube: FakeKube) -> None:
+        metadata = kube.objects["apps", "web"]["metadata"]
+        metadata["annotations"].update(user_edit)
+        metadata["resourceVersion"] = "8"  # what the API server does on every write
+
+    harness.kube.before_patch = edit
+    report = await harness.cycle()
+    assert harness.kube.patches[0][0] == {"op": "test", "path": "/metadata/resourceVersion", "value": "7"}
+    assert harness.kube.values("web")["image"]["tag"] == "1.0.0"
+    assert harness.kube.calls["get"] == 1  # re-read, decided again from the edit: nothing to write
+    assert "ImageUpdated" not in harness.kube.reasons()
+    assert not report.failed
+
+
+async def test_a_write_that_changed_nothing_we_decided_from_is_retried_not_failed() -> None:
+    """The operator's status write moves the resourceVersion too: the patch is made again, not reported."""
+    harness = Harness()
+    obj = release("web", IMAGE, AUTOMATED)
+    obj["metadata"]["resourceVersion"] = "7"
+    harness.kube.add(obj)
+
+    def status_write(kube: FakeKube) -> None:
+        kube.objects["apps", "web"]["metadata"]["resourceVersion"] = "8"
+
+    harness.kube.before_patch = status_write
+    report = await harness.cycle()
+    assert [patch[0]["value"] for patch in harness.kube.patches] == ["7", "8"]
+    assert harness.kube.values("web")["image"]["tag"] == "1.0.5"
+    assert harness.kube.reasons() == ["ImageUpdated"]
+    assert not report.failed

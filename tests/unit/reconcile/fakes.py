@@ -366,14 +366,14 @@ class FakeCharts:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.fetched: list[ChartSource] = []
-        #: Raised by every fetch while set: a repository that is down, or answers garbage.
-        self.failure: Exception | None = None
+        #: Raised by every fetch while set (a repository that is down, a chart that is not there).
+        self.error: Exception | None = None
 
     async def fetch(self, source: ChartSource) -> FetchedChart:
         assert isinstance(source, RepositoryChart), "these tests use repository charts"
         self.fetched.append(source)
-        if self.failure is not None:
-            raise self.failure
+        if self.error is not None:
+            raise self.error
         return FetchedChart(self.path, source.name, source.version, f"sha256:{source.version:0>64}")
 
 

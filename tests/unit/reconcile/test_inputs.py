@@ -341,3 +341,44 @@ async def test_git_charts_over_ssh_use_the_operator_key_and_known_hosts(
     source = await inputs.chart_source(hr, FakeKube(None, None, {}))
     assert isinstance(source, GitChart)
     assert source.credentials == expected
+
+
+@pytest.mark.parametrize(
+    ("failure", "error", "message"),
+    [
+        pytest.param(
+            NotFound('secrets "pull" not found', 404),
+            NotFound,
+            "Secret apps/pull (chart.chartPullSecret) does not exist; create it in this HelmRelease's namespace "
+            "or fix chart.chartPullSecret.name",
+            id="missing-names-the-field",
+        ),
+        pytest.param(
+            Forbidden('secrets "pull" is forbidden', 403),
+            Forbidden,
+            "Secret apps/pull (chart.chartPullSecret) is forbidden for ServiceAccount team-a/deployer",
+            id="forbidden-names-the-account",
+        ),
+    ],
+)
+async def test_a_chart_pull_secret_that_cannot_be_read_names_the_field(
+    failure: KubeError, error: type[KubeError], message: str
+) -> None:
+    """A pull secret is a name in the HelmRelease's namespace; one that is not there says which field named it."""
+    hr = parse_helmrelease(
+        {
+            "metadata": {"name": "web", "namespace": "apps"},
+            "spec": {
+                "chart": {
+                    "repository": "https://charts.example/",
+                    "name": "app",
+                    "version": "1.0.0",
+                    "chartPullSecret": {"name": "pull"},
+                }
+            },
+        }
+    )
+    inputs = Inputs(URLS, state_dir=Path("/nonexistent"), default_git_ref="main", git_ssh_key=None)
+    with pytest.raises(error) as raised:
+        await inputs.chart_source(hr, FakeKube(TENANT, failure, {}))
+    assert str(raised.value).startswith(message)

@@ -12,6 +12,7 @@ pass decides on what its own actions reported) and with an index that has always
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 from collections.abc import Mapping
@@ -32,7 +33,7 @@ from tests.unit.reconcile.fakes import (
     StoredRevision,
 )
 
-from helmrelease.adapters.helm import ChartNotFound, RepositoryUnreachable
+from helmrelease.adapters.helm import ChartNotFound, HelmError, RepositoryUnreachable
 from helmrelease.api.constants import ConditionStatus, ConditionType, HelmStatus, Reason
 from helmrelease.api.ownership import ANTECEDENT_ANNOTATION
 from helmrelease.api.status import HelmReleaseStatus
@@ -89,10 +90,11 @@ class Harness:
         self.index = self.index_type(self.helm)
         self.clock = Clock()
         (self.tmp / "chart").mkdir(exist_ok=True)
+        self.charts = FakeCharts(self.tmp / "chart")
         self.reconciler = Reconciler(
             kube=self.kube,
             helm=self.helm,
-            charts=FakeCharts(self.tmp / "chart"),
+            charts=self.charts,
             urls=NoUrls(),
             settings=OperatorSettings(state_dir=self.tmp / "state", **self.settings),
             clock=self.clock,
@@ -487,7 +489,7 @@ async def test_a_chart_that_cannot_be_fetched_is_one_event_while_it_lasts(harnes
     charts = harness.reconciler.charts
     assert isinstance(charts, FakeCharts)
     harness.apply()
-    charts.failure = ChartNotFound(
+    charts.error = ChartNotFound(
         "helm repo update", "failed to fetch https://charts.example/index.yaml : 404"
     )
     failed = [await harness.reconcile() for _ in range(3)]
@@ -498,12 +500,12 @@ async def test_a_chart_that_cannot_be_fetched_is_one_event_while_it_lasts(harnes
         (Reason.CHART_FETCH_FAILED, 120)
     }
     assert harness.condition(ConditionType.READY) == (ConditionStatus.FALSE, Reason.CHART_FETCH_FAILED)
-    charts.failure = RepositoryUnreachable("helm repo update", "dial tcp 127.0.0.1:1: connection refused")
+    charts.error = RepositoryUnreachable("helm repo update", "dial tcp 127.0.0.1:1: connection refused")
     assert (await harness.reconcile()).events == [Reason.CHART_FETCH_FAILED], "another failure is told"
-    charts.failure = None
+    charts.error = None
     assert (await harness.reconcile()).events == [Reason.INSTALL_SUCCEEDED]
     assert harness.condition(ConditionType.READY) == READY
-    charts.failure = ChartNotFound(
+    charts.error = ChartNotFound(
         "helm repo update", "failed to fetch https://charts.example/index.yaml : 404"
     )
     harness.apply({"replicas": 5})
@@ -522,6 +524,39 @@ async def test_an_invalid_helmrelease_is_reported_once_and_not_retried(harness: 
     assert not ran.error.temporary
     assert harness.status.observed_generation == 1
     assert (await harness.reconcile()).events == []
+
+
+async def test_two_passes_of_an_invalid_helmrelease_from_one_body_post_one_event(harness: Harness) -> None:
+    """kopf runs the create handler and the resync timer side by side, both with the body as it was before
+    either wrote a status: the hostile corpus saw each invalid object get two identical Warning Events."""
+    harness.apply(values=nested_values(120))
+    body = await harness.kube.get_helmrelease(NAMESPACE, NAME)
+    results = await asyncio.gather(
+        harness.reconciler.reconcile(copy.deepcopy(body), harness.index),
+        harness.reconciler.reconcile(copy.deepcopy(body), harness.index),
+        return_exceptions=True,
+    )
+    assert all(isinstance(result, ReconcileError) for result in results), results
+    assert harness.reasons() == [Reason.VALUES_TOO_DEEP]
+
+
+async def test_a_chart_fetch_that_keeps_failing_the_same_way_is_one_event(harness: Harness) -> None:
+    harness.charts.error = HelmError("pull", 'chart "podinfo" matching 6.5.0 not found in source index')
+    harness.apply()
+    first, second = await harness.reconcile(), await harness.reconcile()
+    assert (first.events, second.events) == ([Reason.CHART_FETCH_FAILED], [])
+    assert second.error is not None  # still retried: the repository may get the chart
+    harness.charts.error = HelmError("pull", "connection refused")  # failing differently is news
+    assert (await harness.reconcile()).events == [Reason.CHART_FETCH_FAILED]
+    harness.charts.error = None
+    assert (await harness.reconcile()).events[-1] == Reason.INSTALL_SUCCEEDED
+
+
+def nested_values(depth: int) -> dict[str, Any]:
+    tree: dict[str, Any] = {"leaf": 1}
+    for _ in range(depth - 1):
+        tree = {"n": tree}
+    return tree
 
 
 async def test_helm_acts_as_the_service_account_the_helmrelease_names(harness: Harness) -> None:

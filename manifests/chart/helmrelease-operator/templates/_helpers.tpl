@@ -88,10 +88,14 @@ clusterkopfpeerings, the peering kind this scope uses).
 - apiGroups: [""]
   resources: [configmaps]
   verbs: [get, list, watch]
-# valuesFrom sources, chart credentials, and helm's release storage (sh.helm.release.v1.* Secrets).
+# Secrets: valuesFrom sources and chart credentials (get), the index of helm's release storage and the watch that
+# notices a values Secret change (list, watch), the sidecar's registry pull secrets (get). Helm writes its release
+# storage (sh.helm.release.v1.* Secrets) as the operator (create, update, patch, delete), except when every release
+# must run as its own ServiceAccount (operator.requireServiceAccount): then helm writes it as that account, and the
+# operator's own identity can read Secrets but never write or delete one.
 - apiGroups: [""]
   resources: [secrets]
-  verbs: [get, list, watch, create, update, patch, delete]
+  verbs: [get, list, watch{{ if not $root.Values.operator.requireServiceAccount }}, create, update, patch, delete{{ end }}]
 # imagePullSecrets of the ServiceAccounts releases run as; whether a spec.serviceAccountName exists (never
 # impersonate one that does not).
 - apiGroups: [""]
