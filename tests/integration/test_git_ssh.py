@@ -32,6 +32,7 @@ from tests.support.operator import (
     wait_for_hr,
 )
 from tests.support.registry import Registry
+from tests.support.wait import eventually
 
 from helmrelease.adapters.git import HOST_KEY_ADVICE
 
@@ -102,6 +103,8 @@ def test_a_git_chart_over_ssh_installs_and_follows_commits(
         1,
         2,
     ]
+    # The upgrade's Event may follow the status write that said Ready: wait for it, then expect no Warning.
+    eventually(lambda: len(events_for(core, namespace, "sshapp")) >= 2, 60, "the install and upgrade Events")
     assert [event[0] for event in events_for(core, namespace, "sshapp")] == ["Normal", "Normal"]
 
 
