@@ -89,6 +89,24 @@ def serve_repository(
 ) -> ChartRepository:
     """Package every test chart at every version in VERSIONS and serve them (over HTTPS with `tls`'s serving
     certificate, for 127.0.0.1, signed by its own CA)."""
+    repo = serve_directory(directory, username=username, password=password, tls=tls)
+    url = repo.url
+    for chart in sorted(p.name for p in CHARTS_DIR.iterdir() if (p / "Chart.yaml").exists()):
+        for version in VERSIONS:
+            package(helm, chart, version, directory)
+            repo.charts.setdefault(chart, []).append(version)
+    helm.run("repo", "index", str(directory), "--url", url.rstrip("/"))
+    return repo
+
+
+def serve_directory(
+    directory: Path,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    tls: Pki | None = None,
+) -> ChartRepository:
+    """Serve `directory` as it is (its index.yaml and packages) over HTTP, or HTTPS with `tls`."""
     directory.mkdir(parents=True, exist_ok=True)
     auth = None
     if username and password:
@@ -104,13 +122,7 @@ def serve_repository(
     url = f"{scheme}://127.0.0.1:{server.server_address[1]}/"
     thread = threading.Thread(target=server.serve_forever, name="chart-repo", daemon=True)
     thread.start()
-    repo = ChartRepository(directory, url, server, thread, username, password)
-    for chart in sorted(p.name for p in CHARTS_DIR.iterdir() if (p / "Chart.yaml").exists()):
-        for version in VERSIONS:
-            package(helm, chart, version, directory)
-            repo.charts.setdefault(chart, []).append(version)
-    helm.run("repo", "index", str(directory), "--url", url.rstrip("/"))
-    return repo
+    return ChartRepository(directory, url, server, thread, username, password)
 
 
 def push_oci_charts(helm: Helm, registry: Registry, packages: Path, namespace: str = "charts") -> str:

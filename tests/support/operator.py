@@ -260,3 +260,37 @@ def create_secret(core: k8s.CoreV1Api, namespace: str, name: str, data: Mapping[
     core.create_namespaced_secret(
         namespace, k8s.V1Secret(metadata=k8s.V1ObjectMeta(name=name), string_data=dict(data))
     )
+
+
+def request_passes(
+    custom: k8s.CustomObjectsApi,
+    namespace: str,
+    name: str,
+    count: int,
+    *,
+    operator: Operator,
+    timeout: float = 90,
+) -> None:
+    """Ask for `count` passes one after the other (``reconcile.fluxcd.io/requestedAt``, as ``helmrelease
+    reconcile`` does) and wait until each is done (``status.lastHandledReconcileAt`` echoes it, failed or not): a
+    retry on demand, so a test proves "told once" without waiting out a retry delay. After a failed pass kopf holds
+    the next one back for the failure's retry delay (2 minutes for a chart fetch), so ask for one after a failure."""
+    for _ in range(count):
+        token = f"pass-{time.time_ns()}"
+        custom.patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": token}}},
+        )
+        wait_for_hr(
+            custom,
+            namespace,
+            name,
+            lambda hr, token=token: (hr.get("status") or {}).get("lastHandledReconcileAt") == token,  # type: ignore[misc]
+            operator=operator,
+            timeout=timeout,
+            what=f"the requested pass {token} done",
+        )

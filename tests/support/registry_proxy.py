@@ -4,6 +4,11 @@ Docker Hub style pull budget (``RateLimit-Remaining: N;w=W`` and ``RateLimit-Res
 The registry behind it answers everything; the proxy only holds requests back (``hold``/``release``) or
 counts manifest GETs against a fixed window and says so in headers, as Docker Hub does. It records what it
 forwarded and every 429 it gave, so a test can prove the client slowed down before one.
+
+It also stands in front of the chart repository: ``route`` maps the path asked for to the path forwarded (one
+proxy, many repository URLs: ``/<scenario>/index.yaml`` → ``/index.yaml``), and ``fault`` answers a request
+itself instead (a status, a body of the test's choosing, a slow drip), decided per request, so a test heals a
+fault by changing what ``fault`` returns.
 """
 
 from __future__ import annotations
@@ -12,8 +17,8 @@ import http.client
 import math
 import threading
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from tests.support.procs import free_port
@@ -64,17 +69,45 @@ class PullBudget:
     window: float
 
 
+@dataclass(frozen=True)
+class Fault:
+    """An answer the proxy gives instead of forwarding: ``status`` and ``body`` (bytes, or a callable giving the
+    chunks, for a body too large to hold twice), after ``delay`` seconds, with ``drip`` seconds between chunks."""
+
+    status: int = 200
+    body: bytes | Callable[[], Iterable[bytes]] = b""
+    length: int | None = None  # Content-Length of a chunked body (None: the body is bytes)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    drip: float = 0.0
+
+
+#: Decides per request (method, path as asked) whether the proxy answers itself.
+FaultPlan = Callable[[str, str], Fault | None]
+
+
 class RegistryProxy:
-    def __init__(self, target: str, budget: PullBudget | None = None) -> None:
+    def __init__(
+        self,
+        target: str,
+        budget: PullBudget | None = None,
+        *,
+        route: Callable[[str], str] | None = None,
+        fault: FaultPlan | None = None,
+    ) -> None:
         self.target = target  # host:port of the registry
         self.port = free_port()
         self.budget = budget
+        self.route = route
+        self.fault = fault
+        self.asked: list[tuple[str, str, float]] = []  # every request, faulted or not, as asked
         self.forwarded: list[tuple[str, str, float]] = []  # (method, path, time.monotonic())
         self.refused: list[tuple[str, float]] = []  # (path, time.monotonic()) of every 429 given
         #: Requests waiting for `release` right now.
         self.stalled = 0
         self._open = threading.Event()
         self._open.set()
+        self._stopped = threading.Event()  # ends the delays of faults still being answered
         self._lock = threading.Lock()
         self._window_start: float | None = None
         self._used = 0
@@ -90,6 +123,7 @@ class RegistryProxy:
         return self
 
     def stop(self) -> None:
+        self._stopped.set()
         self._open.set()
         self._server.shutdown()
         self._server.server_close()
@@ -150,6 +184,11 @@ class RegistryProxy:
                 proxy._open.wait()
                 with proxy._lock:
                     proxy.stalled -= 1
+                    proxy.asked.append((self.command, self.path, time.monotonic()))
+                fault = proxy.fault(self.command, self.path) if proxy.fault else None
+                if fault is not None:
+                    self._answer(fault)
+                    return
                 allowed, extra = proxy._spend(self.command, self.path)
                 if not allowed:
                     body = b'{"errors":[{"code":"TOOMANYREQUESTS","message":"pull rate limit"}]}'
@@ -157,7 +196,30 @@ class RegistryProxy:
                     return
                 with proxy._lock:
                     proxy.forwarded.append((self.command, self.path, time.monotonic()))
-                status, headers, body = forward(proxy.target, self.command, self.path, self.headers.items())
+                path = proxy.route(self.path) if proxy.route else self.path
+                status, headers, body = forward(proxy.target, self.command, path, self.headers.items())
                 send(self, status, headers + list(extra.items()), body)
+
+            def _answer(self, fault: Fault) -> None:
+                """Answer with ``fault``; a client that gives up meanwhile (a timeout) ends it quietly."""
+                if fault.delay:
+                    proxy._stopped.wait(fault.delay)
+                chunks = [fault.body] if isinstance(fault.body, bytes) else fault.body()
+                length = len(fault.body) if isinstance(fault.body, bytes) else fault.length
+                try:
+                    self.send_response(fault.status)
+                    for name, value in fault.headers.items():
+                        self.send_header(name, value)
+                    self.send_header("Content-Length", str(length))
+                    self.end_headers()
+                    if self.command == "HEAD":
+                        return
+                    for chunk in chunks:
+                        self.wfile.write(chunk)
+                        self.wfile.flush()
+                        if fault.drip:
+                            proxy._stopped.wait(fault.drip)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True
 
         return Handler

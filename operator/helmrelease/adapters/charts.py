@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gzip
 import hashlib
 import hmac
 import json
@@ -26,14 +27,17 @@ import os
 import re
 import secrets
 import shutil
+import ssl as ssl_module
 import tarfile
 import time
 import uuid
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 import semver
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
@@ -49,11 +53,13 @@ from helmrelease.adapters.git import (
     git_environment,
     write_credential_files,
 )
-from helmrelease.adapters.helm import ChartNotFound, HelmCommand
+from helmrelease.adapters.helm import ChartNotFound, HelmCommand, Timeout
 from helmrelease.adapters.process import private_directory, write_private_file
 from helmrelease.adapters.source_errors import InvalidChartSource
 from helmrelease.api.aliasing import ExcessiveAliasing, check_aliasing
 from helmrelease.api.constants import DEFAULT_GIT_PROTOCOLS
+from helmrelease.api.limits import INDEX_SIZE_MAX
+from helmrelease.api.spec import mask_urls
 
 # ---- Sources
 
@@ -123,6 +129,8 @@ class FetcherSettings:
     max_entries: int = 256
     # Transports git may use (GIT_ALLOW_PROTOCOL). `file` lets a tenant read repositories on our disk.
     git_protocols: tuple[str, ...] = DEFAULT_GIT_PROTOCOLS
+    # Bytes of a repository's index.yaml helm is given at most: it holds the whole index in memory, many times over.
+    max_index_bytes: int = INDEX_SIZE_MAX
 
 
 # ---- Pure parts
@@ -197,6 +205,55 @@ def cache_key(*parts: object) -> str:
 def normalized_version(version: str) -> str:
     """Helm accepts `v1.2.3` for the chart version 1.2.3: both name one cache entry."""
     return version.removeprefix("v")
+
+
+class IndexTooLarge(InvalidChartSource):
+    """The repository's index.yaml is larger than the operator lets helm read."""
+
+
+def index_url(repository: str) -> str:
+    return repository.rstrip("/") + "/index.yaml"
+
+
+def index_too_large(repository: str, limit: int) -> IndexTooLarge:
+    mib = limit / 1_048_576
+    return IndexTooLarge(
+        "index.yaml",
+        f"{mask_urls(index_url(repository))} is larger than {mib:g} MiB, the limit of --max-index-size (helm "
+        "holds the whole index in memory); raise the limit, or use a repository that publishes fewer chart "
+        "versions, or an OCI chart",
+    )
+
+
+async def check_index_size(source: RepositoryChart, limit: int, deadline: float) -> None:
+    """Read the repository's index.yaml as far as `limit` bytes, counting and keeping nothing, before helm reads it
+    whole: `IndexTooLarge` past the limit, `Timeout` past the deadline. Any other failure (refused, 401, 404, TLS)
+    is left for helm to meet and report in its words, as for any repository."""
+    ssl: ssl_module.SSLContext | bool = True
+    if source.ca_file is not None:
+        ssl = ssl_module.create_default_context(cafile=str(source.ca_file))
+    headers = {"Authorization": source.auth.authorization} if source.auth else {}
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=deadline)) as session,
+            session.get(index_url(source.repository), headers=headers, ssl=ssl) as response,
+        ):
+            if response.status != 200:
+                return
+            if (response.content_length or 0) > limit:
+                raise index_too_large(source.repository, limit)
+            seen = 0
+            async for chunk in response.content.iter_chunked(1 << 16):
+                seen += len(chunk)
+                if seen > limit:
+                    raise index_too_large(source.repository, limit)
+    except TimeoutError:
+        raise Timeout(
+            "index.yaml",
+            f"reading {mask_urls(index_url(source.repository))} did not finish within {deadline:g}s and was stopped",
+        ) from None
+    except (aiohttp.ClientError, ValueError, OSError):
+        return
 
 
 # ---- Filesystem steps (blocking: run in a thread)
@@ -288,8 +345,14 @@ def _unpack(package: Path, staging: Path) -> tuple[Path, str]:
     """Unpack a chart package into `staging`: its chart directory and the package's digest."""
     digest = "sha256:" + hashlib.sha256(package.read_bytes()).hexdigest()
     unpacked = staging / "chart"
-    with tarfile.open(package) as archive:
-        archive.extractall(unpacked, filter="data")  # refuses absolute paths, `..` and links leading out
+    try:
+        with tarfile.open(package, "r:gz") as archive:
+            archive.extractall(unpacked, filter="data")  # refuses absolute paths, `..` and links leading out
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as error:
+        # helm pull saves whatever the server sent (an HTML error page, a truncated download) without looking.
+        raise InvalidChartSource(
+            "chart", f"{package.name} is not a chart package (a gzip-compressed tar archive): {error}"
+        ) from None
     charts = [path.parent for path in unpacked.glob("*/Chart.yaml")]
     if len(charts) != 1:
         raise InvalidChartSource("chart", f"the package holds {len(charts)} charts at its top level, not one")
@@ -423,6 +486,7 @@ class ChartFetcher:
             package_dir = work / "package"
             package_dir.mkdir()
             if isinstance(source, RepositoryChart):
+                await check_index_size(source, self._settings.max_index_bytes, deadline)
                 config = repositories_file(source.repository, source.auth, source.ca_file)
                 write_private_file(work / "repositories.json", json.dumps(config).encode(), 0o600)
                 await self._helm.update_repository("source", extra_environment=environment, deadline=deadline)

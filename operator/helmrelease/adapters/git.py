@@ -92,6 +92,10 @@ class AuthFailed(GitError, Unauthorized):
     """The remote refused our credentials (or we had none and it wanted some)."""
 
 
+class HostKeyRejected(GitError, Unauthorized):
+    """ssh did not trust the server: its host key is not the one known_hosts has for it, or there is none."""
+
+
 class RemoteUnreachable(GitError, RepositoryUnreachable):
     """The remote could not be reached or does not exist at that address."""
 
@@ -142,6 +146,8 @@ def clean_detail(output: str, secrets: Iterable[str] = ()) -> str:
 # Refusals and missing refs are only ever said by a remote that answered, so they come before both.
 _FAILURE_PATTERNS: tuple[tuple[re.Pattern[str], type[GitError]], ...] = (
     (re.compile(r"transport '[^']+' not allowed", re.IGNORECASE), TransportRefused),
+    # ssh's own refusal, before it said anything to the server: ahead of "Could not read from remote repository".
+    (re.compile(r"Host key verification failed", re.IGNORECASE), HostKeyRejected),
     (
         re.compile(
             r"couldn't find remote ref|not our ref|Remote branch \S+ not found in upstream", re.IGNORECASE
@@ -168,6 +174,18 @@ _FAILURE_PATTERNS: tuple[tuple[re.Pattern[str], type[GitError]], ...] = (
         RemoteUnreachable,
     ),
 )
+
+
+_HOST_KEY_LINE = re.compile(
+    r"^(No \S+ host key is known for|Host key for|Offending \S+ key in|Host key verification failed)"
+)
+HOST_KEY_ADVICE = "the server's SSH host key must be in the known_hosts given (--git-known-hosts)"
+
+
+def host_key_detail(stderr: str) -> str:
+    """What ssh said about the host key, without its banner of @ signs, and what to do about it."""
+    said = [line.strip() for line in stderr.splitlines() if _HOST_KEY_LINE.match(line.strip())]
+    return "; ".join([*dict.fromkeys(said), HOST_KEY_ADVICE])
 
 
 def failure_kind(stderr: str) -> type[GitError]:
@@ -482,7 +500,10 @@ class GitRunner:
     def error(self, operation: str, output: GitOutput) -> GitError:
         """The error a failed command's output describes."""
         text = output.stderr or output.stdout
-        return failure_kind(text)(operation, text, returncode=output.returncode, secrets=self.secrets)
+        kind = failure_kind(text)
+        if kind is HostKeyRejected:
+            text = host_key_detail(text)
+        return kind(operation, text, returncode=output.returncode, secrets=self.secrets)
 
 
 class PushOutcome(enum.Enum):

@@ -21,6 +21,10 @@ TOO_DEEP: Final = "<nested too deep: left out by helmrelease-operator>"
 ANNOTATIONS_SIZE_MAX: Final = 262_144
 #: Helm stores each release revision in one Secret, and a Secret's data is limited to 1 MiB.
 HELM_RELEASE_STORAGE_MAX: Final = 1_048_576
+#: Bytes of a Helm repository's index.yaml, by default (``--max-index-size``, in MiB). helm reads the whole index
+#: into memory twice per fetch and takes about 20 bytes of memory per byte of it (a 58 MiB index: 1.2 GB, 50 s);
+#: the largest public repositories publish under 30 MiB.
+INDEX_SIZE_MAX: Final = 32 * 1_048_576
 #: Nodes that YAML aliases may add to a document when it is walked as a tree (beyond the nodes written out).
 #: Anchors used as intended add a few; "billion laughs" adds hundreds of millions from under a kilobyte.
 ALIAS_EXPANSION_MAX: Final = 1_000_000

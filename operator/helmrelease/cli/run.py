@@ -73,6 +73,24 @@ class RunSettings(CliSettings):
     default_git_ref: Annotated[
         Text, flag("--default-git-ref", metavar="REF", help="ref of git charts that name none")
     ] = _DEFAULTS.default_git_ref
+    chart_timeout: Annotated[
+        PositiveSeconds,
+        flag(
+            "--chart-timeout",
+            metavar="SECONDS",
+            help="seconds a chart fetch may take (a repository, registry or git server that stalls) before "
+            "it is stopped and reported as ChartFetchFailed",
+        ),
+    ] = _DEFAULTS.chart_timeout
+    max_index_size: Annotated[
+        PositiveInt,
+        flag(
+            "--max-index-size",
+            metavar="MIB",
+            help="largest index.yaml of a Helm repository, in MiB, that helm is given (it holds the whole index "
+            "in memory); a larger one is ChartFetchFailed",
+        ),
+    ] = _DEFAULTS.max_index_size
     git_ssh_key: Annotated[
         OptionalPath,
         flag(
@@ -81,6 +99,15 @@ class RunSettings(CliSettings):
             help="private key for git charts over SSH (mount it from a Secret)",
         ),
     ] = _DEFAULTS.git_ssh_key
+    git_known_hosts: Annotated[
+        OptionalPath,
+        flag(
+            "--git-known-hosts",
+            metavar="PATH",
+            help="known_hosts for git charts over SSH: host keys are checked against it, and without it no "
+            "SSH host is trusted",
+        ),
+    ] = _DEFAULTS.git_known_hosts
     git_protocols: Annotated[
         tuple[str, ...],
         NoDecode,
@@ -185,7 +212,10 @@ class RunSettings(CliSettings):
             helm_executable=self.helm,
             state_dir=self.state_dir,
             default_git_ref=self.default_git_ref,
+            chart_timeout=self.chart_timeout,
+            max_index_size=self.max_index_size,
             git_ssh_key=self.git_ssh_key,
+            git_known_hosts=self.git_known_hosts,
             git_protocols=self.git_protocols,
             insecure_registries=self.insecure_registries,
             require_service_account=self.require_service_account,

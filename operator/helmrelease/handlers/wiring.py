@@ -46,6 +46,8 @@ async def build_reconciler(settings: OperatorSettings, metrics: OperatorMetrics)
         helm,
         FetcherSettings(
             cache_dir=state / "charts",
+            deadline=settings.chart_timeout,
+            max_index_bytes=settings.max_index_size * 1_048_576,
             plain_http_hosts=frozenset(settings.insecure_registries),
             git_protocols=settings.git_protocols,
         ),

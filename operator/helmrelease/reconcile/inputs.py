@@ -98,11 +98,13 @@ class Inputs:
         state_dir: Path,
         default_git_ref: str,
         git_ssh_key: Path | None,
+        git_known_hosts: Path | None = None,
     ) -> None:
         self.urls = urls
         self.state_dir = state_dir
         self.default_git_ref = default_git_ref
         self.git_ssh_key = git_ssh_key
+        self.git_known_hosts = git_known_hosts
 
     async def chart_source(self, hr: HelmRelease, kube: SourceReader) -> chart_sources.ChartSource:
         """The fetcher's view of spec.chart, with credentials read (by `kube`) from the referenced Secret."""
@@ -115,7 +117,7 @@ class Inputs:
                 )
                 credentials = BasicCredentials(data.get("username", ""), data.get("password", ""))
             elif self.git_ssh_key is not None and not chart.url.startswith(("https://", "http://")):
-                credentials = SshCredentials(self.git_ssh_key)
+                credentials = SshCredentials(self.git_ssh_key, self.git_known_hosts, "yes")
             return chart_sources.GitChart(
                 url=chart.url,
                 ref=chart.ref_or(self.default_git_ref),

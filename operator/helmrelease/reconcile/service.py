@@ -138,6 +138,7 @@ class Reconciler:
             state_dir=settings.state_dir,
             default_git_ref=settings.default_git_ref,
             git_ssh_key=settings.git_ssh_key,
+            git_known_hosts=settings.git_known_hosts,
         )
         self.observer = ReleaseObserver(kube)
         self.executor = ActionExecutor(helm, kube)
@@ -693,6 +694,9 @@ class Reconciler:
             raise  # not the chart's fault: the pass is retried soon
         except (helm_adapter.HelmError, KubeError) as error:
             message = mask_urls(error.cause if isinstance(error, helm_adapter.HelmError) else str(error))
+            if current.status.revision and current.status.helm_revision:
+                # Nothing is undone for a source that failed: say what keeps running meanwhile.
+                message += f"; the release keeps chart {current.status.revision}"
             before = current.status
             current.status = conditions.status_after_chart_fetch(
                 current.status, chart=hr.spec.chart.label, error=message, now=self.clock()

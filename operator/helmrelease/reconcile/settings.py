@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from helmrelease.api.constants import DEFAULT_GIT_PROTOCOLS, DEFAULT_GIT_REF
+from helmrelease.api.limits import INDEX_SIZE_MAX
 
 
 def default_state_dir() -> Path:
@@ -33,8 +34,15 @@ class OperatorSettings:
     state_dir: Path = field(default_factory=default_state_dir)
     #: Ref of git charts that name none.
     default_git_ref: str = DEFAULT_GIT_REF
+    #: Seconds one chart fetch may take (index, package, git, dependencies) before it is stopped and retried.
+    chart_timeout: float = 300.0
+    #: MiB of a Helm repository's index.yaml that helm is given at most (it holds the whole index in memory).
+    max_index_size: int = INDEX_SIZE_MAX // 1_048_576
     #: Private key for git charts over SSH (an operator-level Secret mounted as a file).
     git_ssh_key: Path | None = None
+    #: known_hosts the SSH host keys of git chart servers are checked against (with `git_ssh_key`); without it
+    #: no SSH host is trusted, since a fetch keeps no host list of its own to learn keys into.
+    git_known_hosts: Path | None = None
     #: Transports git charts may use; `file` would let a tenant read repositories on the operator's disk.
     git_protocols: tuple[str, ...] = DEFAULT_GIT_PROTOCOLS
     #: Registries (host[:port]) reached over plain HTTP for OCI charts.
@@ -56,6 +64,8 @@ class OperatorSettings:
         # Zero workers would queue every helm action forever; refuse it here too, not only in the CLI.
         if self.workers < 1:
             raise ValueError(f"workers must be at least 1, not {self.workers}")
+        if not self.chart_timeout > 0:
+            raise ValueError(f"chart_timeout must be positive, not {self.chart_timeout}")
         if not self.resync_interval > 0:
             raise ValueError(f"resync_interval must be positive, not {self.resync_interval}")
         if not self.watch_stall_after > 0:

@@ -6,7 +6,9 @@ How git failures are classified is one table, for chart fetches and write-back a
 from __future__ import annotations
 
 import base64
+import gzip
 import os
+import tarfile
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -320,3 +322,32 @@ def test_prune_cache_drops_least_recently_used_but_never_a_chart_in_use(
     # keep=1 would drop "recent" as well, but it was used 60 s ago (a helm command may be reading it): it stays.
     assert [p.name for p in charts.prune_cache(tmp_path, keep=1, min_idle=600)] == ["middle"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".credential-salt", ".staging-x", "fresh", "recent"]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param(b"<html><body>502 Bad Gateway</body></html>\n", id="an-error-page"),
+        pytest.param(b"", id="empty"),
+        pytest.param(gzip.compress(b"not a tar archive at all" * 100), id="gzip-of-no-tar"),
+        pytest.param(None, id="truncated"),
+    ],
+)
+def test_a_package_that_is_not_a_chart_archive_is_refused(tmp_path: Path, content: bytes | None) -> None:
+    """helm pull keeps whatever the server sent: the unpacking says what it is, not a traceback."""
+    package = tmp_path / "app-0.1.0.tgz"
+    if content is None:
+        whole = tmp_path / "whole.tgz"
+        (tmp_path / "src" / "app").mkdir(parents=True)
+        (tmp_path / "src" / "app" / "Chart.yaml").write_text("name: app\nversion: 0.1.0\n")
+        (tmp_path / "src" / "app" / "values.yaml").write_bytes(os.urandom(64 * 1024))
+        with tarfile.open(whole, "w:gz") as archive:
+            archive.add(tmp_path / "src" / "app", arcname="app")
+        content = whole.read_bytes()[: len(whole.read_bytes()) // 2]
+    package.write_bytes(content)
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    with pytest.raises(
+        InvalidChartSource, match=r"app-0\.1\.0\.tgz is not a chart package \(a gzip-compressed tar"
+    ):
+        charts._unpack(package, staging)

@@ -15,14 +15,18 @@ from helmrelease.adapters.credentials import BasicCredentials
 from helmrelease.adapters.files import checked_relative_path
 from helmrelease.adapters.git import (
     ASKPASS_SCRIPT,
+    HOST_KEY_ADVICE,
     PASSWORD_VARIABLE,
     REDACTED,
     USERNAME_VARIABLE,
     AuthFailed,
     Author,
     GitError,
+    GitOutput,
     GitRemote,
+    GitRunner,
     GitTimeout,
+    HostKeyRejected,
     ImageUpdate,
     PushOutcome,
     PushRejected,
@@ -183,6 +187,53 @@ def test_clean_detail_is_bounded() -> None:
     assert detail.endswith("…")
 
 
+# ssh 9.2's words (OpenSSH, StrictHostKeyChecking=yes) for a server not in known_hosts and for one whose key changed.
+UNKNOWN_HOST_KEY = (
+    "No ED25519 host key is known for [127.0.0.1]:40123 and you have requested strict checking.\r\n"
+    "Host key verification failed.\r\n"
+)
+CHANGED_HOST_KEY = (
+    "@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\n"
+    "@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @\n"
+    "@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\n"
+    "IT IS POSSIBLE THAT SOMEONE IS DOING SOMETHING NASTY!\n"
+    "Someone could be eavesdropping on you right now (man-in-the-middle attack)!\n"
+    "It is also possible that a host key has just been changed.\n"
+    "The fingerprint for the ED25519 key sent by the remote host is\n"
+    "SHA256:3p0m2cH0m8jT3w3H6b0d0A8ZbkVY2aZ8m0T0M4h5c9Q.\n"
+    "Please contact your system administrator.\n"
+    "Add correct host key in /tmp/known_hosts to get rid of this message.\n"
+    "Offending ED25519 key in /tmp/known_hosts:1\n"
+    "Host key for [127.0.0.1]:40123 has changed and you have requested strict checking.\n"
+    "Host key verification failed.\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("stderr", "said"),
+    [
+        pytest.param(
+            UNKNOWN_HOST_KEY,
+            "No ED25519 host key is known for [127.0.0.1]:40123 and you have requested strict checking.; "
+            "Host key verification failed.",
+            id="unknown",
+        ),
+        pytest.param(
+            CHANGED_HOST_KEY,
+            "Offending ED25519 key in /tmp/known_hosts:1; "
+            "Host key for [127.0.0.1]:40123 has changed and you have requested strict checking.; "
+            "Host key verification failed.",
+            id="changed",
+        ),
+    ],
+)
+def test_a_refused_host_key_says_which_and_what_to_do(stderr: str, said: str) -> None:
+    output = GitOutput(128, "", stderr + "fatal: Could not read from remote repository.\n")
+    error = GitRunner({}, Path("/nonexistent")).error("ls-remote", output)
+    assert isinstance(error, HostKeyRejected)
+    assert str(error) == f"git ls-remote failed: {said}; {HOST_KEY_ADVICE}"
+
+
 # stderr captured from git 2.39 against a local bare repository, git http-backend and unreachable ports; the
 # third column is the chart source kind the same error is, which is what a chart fetch reports.
 @pytest.mark.parametrize(
@@ -277,6 +328,18 @@ def test_clean_detail_is_bounded() -> None:
             TransportRefused,
             InvalidChartSource,
             id="transport-refused",
+        ),
+        pytest.param(
+            UNKNOWN_HOST_KEY + "fatal: Could not read from remote repository.\n",
+            HostKeyRejected,
+            helm.Unauthorized,
+            id="ssh-unknown-host-key",
+        ),
+        pytest.param(
+            CHANGED_HOST_KEY + "fatal: Could not read from remote repository.\n",
+            HostKeyRejected,
+            helm.Unauthorized,
+            id="ssh-changed-host-key",
         ),
         pytest.param("error: pathspec 'x' did not match", GitError, helm.HelmError, id="local"),
         pytest.param("fatal: something new", GitError, helm.HelmError, id="unrecognised"),

@@ -83,7 +83,10 @@ TABLE: dict[str, Row] = {
     "HELMRELEASE_HELM": Row("/opt/helm3", "/opt/helm3", " ", NOT_EMPTY),
     "HELMRELEASE_STATE_DIR": Row("/data/state", Path("/data/state"), " ", NOT_EMPTY),
     "HELMRELEASE_DEFAULT_GIT_REF": Row("main", "main", " ", NOT_EMPTY),
+    "HELMRELEASE_MAX_INDEX_SIZE": Row("64", 64, "0", "must be a positive integer, not {!r}"),
+    "HELMRELEASE_CHART_TIMEOUT": Row("45", 45.0, "-1", "must be a positive number of seconds, not {!r}"),
     "HELMRELEASE_GIT_SSH_KEY": Row("/etc/git/identity", Path("/etc/git/identity"), " ", NOT_EMPTY),
+    "HELMRELEASE_GIT_KNOWN_HOSTS": Row("/etc/git/known_hosts", Path("/etc/git/known_hosts"), " ", NOT_EMPTY),
     "HELMRELEASE_GIT_PROTOCOLS": Row(
         "https",
         ("https",),
@@ -318,6 +321,7 @@ def test_no_code_reads_a_helmrelease_variable_but_the_settings_models() -> None:
         pytest.param({"workers": 0}, "workers must be at least 1, not 0", id="zero-workers"),
         pytest.param({"resync_interval": 0.0}, "resync_interval must be positive", id="zero-resync"),
         pytest.param({"watch_stall_after": 0.0}, "watch_stall_after must be positive", id="zero-stall-bound"),
+        pytest.param({"chart_timeout": 0.0}, "chart_timeout must be positive", id="zero-chart-timeout"),
     ],
 )
 def test_the_operator_settings_refuse_what_would_hang(settings: dict[str, object], message: str) -> None:

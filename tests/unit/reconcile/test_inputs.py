@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 
+from helmrelease.adapters.charts import GitChart
+from helmrelease.adapters.git import SshCredentials
 from helmrelease.adapters.kube import Forbidden, KubeError, NotFound
 from helmrelease.adapters.web import WebReadError
 from helmrelease.api.resource import HelmRelease, parse_helmrelease
@@ -300,6 +302,45 @@ async def test_values_from_secrets_are_masked_and_others_are_not() -> None:
     )
     assert values["password"] == "hunter22"
     assert masker("rejected: password hunter22, replicas 2") == "rejected: password ***, replicas 2"
+
+
+@pytest.mark.parametrize(
+    ("url", "known_hosts", "expected"),
+    [
+        pytest.param(
+            "ssh://git@127.0.0.1:2222/charts.git",
+            Path("/etc/known_hosts"),
+            SshCredentials(Path("/etc/key"), Path("/etc/known_hosts"), "yes"),
+            id="ssh-url-checked-against-known-hosts",
+        ),
+        pytest.param(
+            "git@github.com:org/charts",
+            None,
+            SshCredentials(Path("/etc/key"), None, "yes"),
+            id="scp-like-without-known-hosts-trusts-no-host",
+        ),
+        pytest.param("https://github.com/org/charts", Path("/etc/known_hosts"), None, id="https-has-no-key"),
+    ],
+)
+async def test_git_charts_over_ssh_use_the_operator_key_and_known_hosts(
+    url: str, known_hosts: Path | None, expected: SshCredentials | None
+) -> None:
+    hr = parse_helmrelease(
+        {
+            "metadata": {"name": "web", "namespace": "apps"},
+            "spec": {"chart": {"git": url, "path": "charts/app"}},
+        }
+    )
+    inputs = Inputs(
+        FakeUrls(),
+        state_dir=Path("/nonexistent"),
+        default_git_ref="main",
+        git_ssh_key=Path("/etc/key"),
+        git_known_hosts=known_hosts,
+    )
+    source = await inputs.chart_source(hr, FakeKube(None, None, {}))
+    assert isinstance(source, GitChart)
+    assert source.credentials == expected
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,7 @@ from tests.unit.reconcile.fakes import (
     StoredRevision,
 )
 
-from helmrelease.adapters.helm import HelmError
+from helmrelease.adapters.helm import ChartNotFound, HelmError, RepositoryUnreachable
 from helmrelease.api.constants import ConditionStatus, ConditionType, HelmStatus, Reason
 from helmrelease.api.ownership import ANTECEDENT_ANNOTATION
 from helmrelease.api.status import HelmReleaseStatus
@@ -614,6 +614,37 @@ async def test_a_missing_values_secret_stops_the_pass_before_helm(harness: Harne
     again = await harness.reconcile()
     assert (again.events, str(again.error)) == ([], str(ran.error)), "reported once while it lasts"
     assert harness.helm.operations() == []
+
+
+async def test_a_chart_that_cannot_be_fetched_is_one_event_while_it_lasts(harness: Harness) -> None:
+    charts = harness.reconciler.charts
+    assert isinstance(charts, FakeCharts)
+    harness.apply()
+    charts.error = ChartNotFound(
+        "helm repo update", "failed to fetch https://charts.example/index.yaml : 404"
+    )
+    failed = [await harness.reconcile() for _ in range(3)]
+    assert [ran.events for ran in failed] == [[Reason.CHART_FETCH_FAILED], [], []], (
+        "one Event, not one a retry"
+    )
+    assert {(ran.error.reason, ran.retry_after) for ran in failed if ran.error} == {
+        (Reason.CHART_FETCH_FAILED, 120)
+    }
+    assert harness.condition(ConditionType.READY) == (ConditionStatus.FALSE, Reason.CHART_FETCH_FAILED)
+    charts.error = RepositoryUnreachable("helm repo update", "dial tcp 127.0.0.1:1: connection refused")
+    assert (await harness.reconcile()).events == [Reason.CHART_FETCH_FAILED], "another failure is told"
+    charts.error = None
+    assert (await harness.reconcile()).events == [Reason.INSTALL_SUCCEEDED]
+    assert harness.condition(ConditionType.READY) == READY
+    charts.error = ChartNotFound(
+        "helm repo update", "failed to fetch https://charts.example/index.yaml : 404"
+    )
+    harness.apply({"replicas": 5})
+    assert (await harness.reconcile()).events == [Reason.CHART_FETCH_FAILED], "and the same one again, later"
+    assert harness.messages(Reason.CHART_FETCH_FAILED)[-1] == (
+        "failed to fetch https://charts.example/index.yaml : 404; the release keeps chart 6.5.0"
+    )
+    assert harness.messages(Reason.CHART_FETCH_FAILED)[0].endswith(": 404"), "no release to keep before"
 
 
 async def test_an_invalid_helmrelease_is_reported_once_and_not_retried(harness: Harness) -> None:
