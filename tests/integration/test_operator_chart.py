@@ -88,6 +88,7 @@ EVERY_OPERATOR_SETTING = sets(
     "operator.helmPath=/opt/helm3",
     "operator.defaultGitRef=main",
     "operator.gitSSHKeySecret.name=charts-git",
+    "operator.gitKnownHosts.configMapName=charts-git-hosts",
     "operator.insecureRegistries={charts.lab:5000,oci.lab}",
     "operator.extraEnv[0].name=HELMRELEASE_GIT_PROTOCOLS",
     "operator.extraEnv[0].value=https",
@@ -326,6 +327,11 @@ def test_pod_runs_non_root_on_a_read_only_root_with_emptydirs_for_writable_paths
             sets("operator.gitSSHKeySecret.name=charts-git"),
             {"operator": ["--git-ssh-key=/etc/helmrelease/chart-git/identity"]},
             id="chart-git-ssh-key",
+        ),
+        pytest.param(
+            sets("operator.gitKnownHosts.configMapName=charts-git-hosts"),
+            {"operator": ["--git-known-hosts=/etc/helmrelease/chart-git-known-hosts/known_hosts"]},
+            id="chart-git-known-hosts",
         ),
         pytest.param(
             sets("operator.insecureRegistries={charts.lab:5000,oci.lab}"),
@@ -602,6 +608,7 @@ def test_every_mounted_file_a_flag_names_comes_from_the_configured_object(helm: 
         *WEBHOOKS,
         *sets(
             "operator.gitSSHKeySecret.name=charts-git",
+            "operator.gitKnownHosts.configMapName=charts-git-hosts",
             "imagePolicy.registry.dockerConfigSecret=registry-credentials",
             "imagePolicy.registry.caBundles.configMapName=registry-cas",
             "imagePolicy.registry.caBundles.hosts[0].host=registry.internal:5000",
@@ -627,6 +634,7 @@ def test_every_mounted_file_a_flag_names_comes_from_the_configured_object(helm: 
                 found[name, flag] = (volume["configMap"]["name"], file_name)
     assert found == {
         ("operator", "--git-ssh-key"): ("charts-git", "identity"),
+        ("operator", "--git-known-hosts"): ("charts-git-hosts", "known_hosts"),
         ("image-policy", "--git-ssh-key"): ("image-policy-git", "identity"),
         ("image-policy", "--git-known-hosts"): ("git-known-hosts", "known_hosts"),
         ("image-policy", "--docker-config"): ("registry-credentials", ".dockerconfigjson"),
