@@ -26,6 +26,7 @@ from kubernetes.client.exceptions import ApiException
 from tests.conftest import CRD_PATH
 from tests.support import controlplane
 from tests.support.charts import ChartRepository
+from tests.support.helm_wrapper import BEFORE, HelmWrapper
 from tests.support.helmtool import Helm
 from tests.support.kubectl import kubectl
 from tests.support.operator import GROUP, PLURAL, VERSION, Operator, condition, find_hr, helmrelease, ready
@@ -116,12 +117,15 @@ def red(url: str) -> tuple[int, str] | None:
     return answer if answer[0] == 503 else None
 
 
-def start_operator(cluster: OwnCluster, namespace: str, kubeconfig: Path) -> tuple[Operator, str]:
+def start_operator(
+    cluster: OwnCluster, namespace: str, kubeconfig: Path, helm: str = "helm"
+) -> tuple[Operator, str]:
     url = f"http://127.0.0.1:{free_port()}/healthz"
     operator = Operator(
         cluster.workdir / namespace,
         kubeconfig,
         [namespace],
+        helm=helm,
         extra_args=("--liveness", url, "--watch-stall-after", str(STALL_AFTER)),
     ).start()
     return operator, url
@@ -274,7 +278,8 @@ def test_an_etcd_restart_loses_no_change_and_leaves_the_probe_green_afterwards(
     plane = cluster.plane
     chart = {"repository": chart_repo.url, "name": "app", "version": "0.1.0"}
     names = [f"e{index}" for index in range(RELEASES)]
-    operator, url = start_operator(cluster, namespace, plane.kubeconfig)
+    wrapper = HelmWrapper.create(cluster.workdir / namespace / "helm-wrapper")
+    operator, url = start_operator(cluster, namespace, plane.kubeconfig, helm=str(wrapper.path))
     answers: list[tuple[int, str]] = []
     try:
         for name in names:
@@ -284,15 +289,20 @@ def test_an_etcd_restart_loses_no_change_and_leaves_the_probe_green_afterwards(
         eventually(
             lambda: all_ready(cluster, namespace, names, 1), 120, "all releases Ready", context=operator.tail
         )
-        baseline = len(operator.log().splitlines())
 
         # A change the operator acts on while etcd is gone: its upgrade, or the status it writes, fails.
+        # The upgrade is held before helm starts until etcd is down, so the outage meets it for certain.
+        upgrade = wrapper.arm(BEFORE, "upgrade", release=f"{namespace}-e0")
         cluster.patch_values(namespace, "e0", {"message": "two"})
+        upgrade.wait_held(context=operator.tail)
         plane.stop_etcd()
+        upgrade.open()
         eventually(
-            lambda: len(operator.log().splitlines()) > baseline,
+            lambda: any(
+                call.helm_start is not None for call in wrapper.calls("upgrade", release=f"{namespace}-e0")
+            ),
             60,
-            "the operator to act on the change while etcd is down",
+            "the operator's helm upgrade to run while etcd is down",
             context=operator.tail,
         )
         answers.append(probe(url))
