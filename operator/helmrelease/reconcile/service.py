@@ -573,12 +573,6 @@ class Reconciler:
             current.status = conditions.status_after_drift_corrected(
                 current.status, release=desired.release, revision=outcome.helm_revision, now=self.clock()
             )
-        if current.forced is not None:
-            # The force is handled in the write that records the deploy it asked for: echoed only at the end of
-            # the pass, a crash in between would have the restart deploy it a second time.
-            current.status = conditions.status_with_handled(
-                current.status, reconcile=None, force=current.forced, reset=None
-            )
         if outcome.succeeded and deploys(action):
             # Before the write that records the deploy: killed in between, the restart records the deploy again
             # (AlreadyApplied) and marks them then; marked after it, they would stay unmarked for good.
