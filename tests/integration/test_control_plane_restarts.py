@@ -199,9 +199,10 @@ def test_an_apiserver_restart_loses_no_change_and_the_probe_reports_the_stalled_
                 context=operator.tail,
             )
             reported_after = time.monotonic() - cut
+            plane.start_apiserver()  # before any assertion: the next test shares this control plane
+            # Whichever watch passed the bound first is named (the HelmReleases', the CRDs', ...): one suffices.
             assert "delivered nothing (no event, no bookmark)" in body, body
-            assert "helmreleases.helm.fluxcd.io in namespace" in body, body
-            plane.start_apiserver()
+            assert body.startswith("the watch of "), body
 
             # Changes the operator cannot see yet: an update, a creation and a deletion.
             apply_until_accepted(
