@@ -179,7 +179,8 @@ def load_average() -> str:
 @contextlib.contextmanager
 def profiled(pid: int, what: str) -> Iterator[None]:
     """With BENCH_PROFILE=DIR, a py-spy profile of process `pid` while the block runs, as DIR/<what>.txt (collapsed
-    stacks: `sort -k2 -n` or any flame graph tool reads them); without it, nothing."""
+    stacks: `sort -k2 -n` or any flame graph tool reads them); without it, nothing. With BENCH_PROFILE_GIL=1 too,
+    only samples of the thread holding the GIL: where the CPU goes, without threads waiting on sockets and queues."""
     directory = os.environ.get("BENCH_PROFILE")
     if not directory:
         yield
@@ -188,7 +189,8 @@ def profiled(pid: int, what: str) -> Iterator[None]:
     output = Path(directory) / f"{what}.txt"
     spy = subprocess.Popen(
         [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid), "--format", "raw",
-         "--output", str(output), "--rate", "200", "--nonblocking", "--subprocesses"],
+         "--output", str(output), "--rate", "200", "--nonblocking", "--subprocesses",
+         *(["--gil"] if os.environ.get("BENCH_PROFILE_GIL") == "1" else [])],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
 import kopf
+from kopf._cogs.structs import dicts
 from kopf._core.actions.progression import parse_iso8601
 
 from helmrelease.api import bounded_json
@@ -170,11 +171,38 @@ def unreadable_bookkeeping(annotations: Mapping[str, str], prefix: str) -> list[
     return found
 
 
+#: The metadata kopf's essence keeps (`kopf.DiffBaseStorage.build`).
+_KEPT_METADATA: Final = ("labels", "annotations")
+
+
+def _outside_essence(field: tuple[str, ...]) -> bool:
+    """Whether an extra field lies in what kopf's essence drops (the status, other metadata)."""
+    if not field:
+        return False
+    if field[0] == "status":
+        return True
+    return field[0] == "metadata" and (len(field) == 1 or field[1] not in _KEPT_METADATA)
+
+
 class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
     """kopf's annotation diff base, holding digests instead of the essence (see the module docstring)."""
 
     def __init__(self, *, prefix: str) -> None:
         super().__init__(prefix=prefix, key=DIFFBASE_KEY)
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[dicts.FieldSpec] | None = None
+    ) -> kopf.BodyEssence:
+        """kopf's essence, without kopf's deep copy of the whole object first: on every watch event (a status
+        write is one, every resync) it copied the status and all of the metadata (managedFields) only to drop
+        them. The same essence from the stanzas it keeps; kopf's own way when a field outside them is asked for."""
+        fields = [dicts.parse_field(field) for field in extra_fields or ()]
+        if any(_outside_essence(field) for field in fields):
+            return super().build(body=body, extra_fields=extra_fields)
+        metadata = body.get("metadata") or {}
+        kept = {key: value for key, value in body.items() if key not in ("metadata", "status")}
+        kept["metadata"] = {key: metadata[key] for key in _KEPT_METADATA if key in metadata}
+        return super().build(body=kopf.Body(cast(kopf.RawBody, kept)), extra_fields=fields)
 
     def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
         for full_key in self.make_keys(self.key, body=body):

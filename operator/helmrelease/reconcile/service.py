@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
@@ -146,6 +147,8 @@ class Reconciler:
         self.metrics.workers.set(settings.workers)
         self.report = Reporter(kube, clock, written=self.metrics.status_written)
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        #: Per HelmRelease (namespace, name): `status_key` of the status its last finished pass left in the API.
+        self._known_status: dict[tuple[str, str], bytes] = {}
         self._object_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._workers = asyncio.Semaphore(settings.workers)
 
@@ -162,7 +165,9 @@ class Reconciler:
         """A HelmRelease as the watch delivered it: its metrics series follow it, and go with it."""
         if deleted:
             metadata = body.get("metadata") or {}
-            self.metrics.forget(str(metadata.get("namespace", "")), str(metadata.get("name", "")))
+            key = (str(metadata.get("namespace", "")), str(metadata.get("name", "")))
+            self._known_status.pop(key, None)
+            self.metrics.forget(*key)
         else:
             self.metrics.observe(body, default_git_ref=self.settings.default_git_ref)
 
@@ -198,24 +203,32 @@ class Reconciler:
                 return None
             async with self._release_lock(current.hr):
                 # Another pass (a resync, a values change) may have finished while this one waited for the lock:
-                # the status in `body` is then stale, and deciding on it would repeat that pass's upgrade.
-                try:
-                    fresh = await self.kube.get_helmrelease(current.ref.namespace, current.ref.name)
-                except NotFound:
-                    return None
-                if not in_shard((fresh.get("metadata") or {}).get("labels"), self.settings.shard):
+                # the status in `body` is then stale, and deciding on it would repeat that pass's upgrade. Only
+                # this operator writes the status, so a body carrying the status its last pass left is not stale
+                # in that way, and needs no second read (a resync of an unchanged release makes none).
+                key = (current.ref.namespace, current.ref.name)
+                if not _is_known(self._known_status.pop(key, None), current.hr.status):
+                    try:
+                        body = await self.kube.get_helmrelease(current.ref.namespace, current.ref.name)
+                    except NotFound:
+                        return None
+                    current = await self._start(body)
+                if not in_shard((body.get("metadata") or {}).get("labels"), self.settings.shard):
                     # Relabelled to another shard meanwhile: that shard's operator reconciles it now.
-                    log.info("%s moved to another shard; not reconciled here", _name(fresh))
+                    log.info("%s moved to another shard; not reconciled here", _name(body))
                     return None
-                current = await self._start(fresh)
                 if current.hr.deleting:
                     return None
                 try:
                     await self._run_pass(current, releases, check_drift=check_drift)
                 except ReconcileError:
                     await self._echo_requests(current)
+                    self._known_status[key] = status_key(current.written)
                     raise
                 await self._echo_requests(current)
+                # Reached only when every write of the pass was answered: a failed one (a timeout, say) may or
+                # may not have landed, and the next pass reads the object afresh.
+                self._known_status[key] = status_key(current.written)
                 return current.status
 
     async def _echo_requests(self, current: PassState) -> None:
@@ -390,7 +403,7 @@ class Reconciler:
             await self._suspended(current)
             return
         current.status = conditions.status_after_resume(current.status, self.clock())
-        await self._require_target(current)
+        await self._require_target(current, releases)
         chart = await self._fetch_chart(current)
         values = await self._values(current, chart)
         try:
@@ -645,10 +658,15 @@ class Reconciler:
             )
         return None
 
-    async def _require_target(self, current: PassState) -> None:
-        """The target namespace and the ServiceAccount to act as exist; else the pass stops, to retry later."""
+    async def _require_target(self, current: PassState, releases: ReleaseView) -> None:
+        """The target namespace and the ServiceAccount to act as exist; else the pass stops, to retry later.
+
+        A namespace that holds the release's storage Secret (as the watch-fed index has it) exists: the API is
+        asked only about one that does not, so a resync of an installed release makes no call for it.
+        """
         namespace = current.hr.target_namespace
-        if not await self.kube.namespace_exists(namespace):
+        stored = releases.latest(namespace, current.hr.release_name) is not None
+        if not stored and not await self.kube.namespace_exists(namespace):
             raise await self.report.problem(
                 current,
                 Reason.TARGET_NAMESPACE_NOT_FOUND,
@@ -777,6 +795,16 @@ class Reconciler:
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             yield
+
+
+def status_key(status: HelmReleaseStatus) -> bytes:
+    """A short digest of a status, to recognise it again without keeping it (16 bytes per HelmRelease)."""
+    return hashlib.blake2b(status.model_dump_json().encode(), digest_size=16).digest()
+
+
+def _is_known(known: bytes | None, status: HelmReleaseStatus) -> bool:
+    """Whether `status` (as a pass found it) is the one the last finished pass of the object left."""
+    return known is not None and known == status_key(status)
 
 
 def _deployed_for(observed: ObservedRelease | None, force: str | None) -> bool:

@@ -195,3 +195,49 @@ def test_digests_ignore_our_own_annotations() -> None:
         {"spec": {"a": 1}, "metadata": {"annotations": {"x": "1", f"{PREFIX}/reconcile": "{}"}}}, PREFIX
     )
     assert plain == with_ours
+
+
+def busy_hr() -> dict[str, Any]:
+    """A HelmRelease as the watch delivers it after a while: managed fields, kopf's and kubectl's annotations,
+    another kopf operator's bookkeeping, a status with conditions."""
+    raw = hr(
+        {"nested": {"list": [1, {"x": "y"}]}},
+        **{
+            DIFFBASE: encode_digests({"spec": {"old": True}}, PREFIX),
+            PROGRESS: json.dumps({"started": "2026-01-01T00:00:00.000000", "success": True}),
+            f"{PREFIX}/kopf-managed": "yes",
+            "other.example.com/kopf-managed": "yes",
+            "other.example.com/last-handled-configuration": "{}",
+            "kubectl.kubernetes.io/last-applied-configuration": "{}",
+        },
+    )
+    raw["metadata"]["managedFields"] = [{"manager": "helmrelease", "fieldsV1": {"f:status": {}}}]
+    raw["metadata"]["finalizers"] = ["helm.fluxcd.io/finalizer"]
+    raw["status"] = {"phase": "Succeeded", "conditions": [{"type": "Ready", "status": "True"}]}
+    return raw
+
+
+@pytest.mark.parametrize(
+    "extra_fields",
+    [
+        None,
+        [],
+        [("spec",), ("metadata", "labels"), ("metadata", "annotations")],  # the operator's own handlers
+        ["spec.values"],
+        [("status", "phase")],
+        [("metadata", "finalizers")],
+        [("metadata",)],
+        [("kind",)],
+    ],
+    ids=["none", "empty", "handlers", "dotted", "status", "finalizers", "metadata", "kind"],
+)
+def test_the_essence_is_kopfs_own_without_its_copy_of_the_whole_object(extra_fields: Any) -> None:
+    ours = DigestDiffBaseStorage(prefix=PREFIX)
+    stock = kopf.AnnotationsDiffBaseStorage(prefix=PREFIX, key=DIFFBASE_KEY)
+    raw = busy_hr()
+    before = copy.deepcopy(raw)
+    built = ours.build(body=kopf.Body(raw), extra_fields=extra_fields)
+    assert built == stock.build(body=kopf.Body(raw), extra_fields=extra_fields)
+    assert "status" not in built or extra_fields == [("status", "phase")]
+    built.setdefault("spec", {})["changed"] = True  # type: ignore[index]
+    assert raw == before, "the essence is a copy: changing it leaves the object alone"

@@ -31,7 +31,7 @@ from helmrelease.adapters.helm import (
     TestHook,
     TestRun,
 )
-from helmrelease.adapters.kube import NotFound, ObjectRef, StoredRelease
+from helmrelease.adapters.kube import ApiUnavailable, NotFound, ObjectRef, StoredRelease
 from helmrelease.api.constants import HelmStatus
 from helmrelease.reconcile.releases import IndexedRelease, release_index_entry
 
@@ -290,6 +290,12 @@ class KubeState:
     annotated: list[tuple[str, str | None]] = field(default_factory=list)
     #: Reads of Helm's storage Secrets (each one a GET and a decoding).
     stored_reads: int = 0
+    #: GETs of a HelmRelease, and of a Namespace.
+    helmrelease_reads: int = 0
+    namespace_reads: int = 0
+    #: Status writes, numbered from 1 as `status_writes` counts them, that land but whose answer is lost (a read
+    #: timeout): ApiUnavailable.
+    lost_answers: set[int] = field(default_factory=set)
 
 
 class FakeKube:
@@ -310,6 +316,7 @@ class FakeKube:
     async def get_helmrelease(self, namespace: str, name: str) -> dict[str, Any]:
         if (namespace, name) not in self.state.helmreleases:
             raise NotFound(f"HelmRelease {namespace}/{name}: not found", 404)
+        self.state.helmrelease_reads += 1
         return copy.deepcopy(self.state.helmreleases[namespace, name])
 
     async def patch_helmrelease_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
@@ -319,11 +326,14 @@ class FakeKube:
         body = self.state.helmreleases[namespace, name]
         merged = {**body.get("status", {}), **status}
         body["status"] = {key: value for key, value in merged.items() if value is not None}
+        if len(self.state.status_writes) in self.state.lost_answers:
+            raise ApiUnavailable(f"status of HelmRelease {namespace}/{name}: read timed out")
 
     async def post_event(self, ref: ObjectRef, event_type: str, reason: str, message: str) -> None:
         self.state.events.append((ref.name, event_type, reason, message))
 
     async def namespace_exists(self, namespace: str) -> bool:
+        self.state.namespace_reads += 1
         return namespace in self.state.namespaces
 
     async def service_account_exists(self, namespace: str, name: str) -> bool:

@@ -151,13 +151,19 @@ class Harness:
             {f"reconcile.fluxcd.io/{key}": value for key, value in annotations.items()}
         )
 
-    async def reconcile(self, *, check_drift: bool = False) -> Pass:
-        """One pass, as a handler call: the index has caught up with everything before it."""
+    def body(self) -> dict[str, Any]:
+        """The HelmRelease as the watch delivers it now (not a read of the pass's)."""
+        return copy.deepcopy(self.kube.state.helmreleases[NAMESPACE, NAME])
+
+    async def reconcile(self, *, check_drift: bool = False, body: dict[str, Any] | None = None) -> Pass:
+        """One pass, as a handler call: the index has caught up with everything before it. `body`: the object as
+        the handler got it (by default, as it is now)."""
         self.index.sync()
         seen = len(self.kube.state.events)
-        body = await self.kube.get_helmrelease(NAMESPACE, NAME)
         try:
-            await self.reconciler.reconcile(body, self.index, check_drift=check_drift)
+            await self.reconciler.reconcile(
+                self.body() if body is None else body, self.index, check_drift=check_drift
+            )
         except ReconcileError as error:
             return Pass(self.reasons(seen), error)
         return Pass(self.reasons(seen))
@@ -209,6 +215,60 @@ async def test_an_install_then_rest_and_a_resync_costs_nothing(harness: Harness)
     assert await harness.reconcile() == Pass([])
     assert harness.helm.operations() == operations, "a resync of an unchanged release runs no helm"
     assert len(harness.kube.state.status_writes) == writes, "and writes no status"
+
+
+async def test_a_resync_reads_neither_the_helmrelease_nor_its_namespace_again(harness: Harness) -> None:
+    harness.helm.state.manifest = MANIFEST
+    harness.kube.state.objects["ConfigMap", NAMESPACE, "web-config"] = yaml_object(MANIFEST)
+    harness.apply()
+    await harness.reconcile()
+    state = harness.kube.state
+    reads = (state.helmrelease_reads, state.namespace_reads)
+    for _ in range(3):
+        stamp = harness.status.last_drift_check
+        harness.clock.advance(30)
+        assert await harness.reconcile(check_drift=True) == Pass([])
+        assert harness.status.last_drift_check != stamp, "the drift check ran and its stamp was written"
+    assert (state.helmrelease_reads, state.namespace_reads) == reads, (
+        "the body carries the status the last pass left, and the index shows the release in its namespace"
+    )
+
+
+async def test_a_body_older_than_the_last_pass_is_read_again_and_the_pass_decides_on_the_fresh_status(
+    harness: Harness,
+) -> None:
+    harness.apply()
+    await harness.reconcile()
+    harness.apply({"replicas": 4})
+    stale = harness.body()  # the new spec, with the status from before its upgrade
+    assert await harness.reconcile() == Pass([Reason.UPGRADE_SUCCEEDED])
+    status, operations = harness.status, harness.helm.operations()
+    assert await harness.reconcile(body=stale) == Pass([]), "no second upgrade, nothing recorded again"
+    assert (harness.status, harness.helm.operations()) == (status, operations)
+
+
+async def test_after_a_status_write_whose_answer_was_lost_the_next_pass_reads_the_helmrelease_again(
+    harness: Harness,
+) -> None:
+    harness.apply()
+    await harness.reconcile()
+    assert await harness.reconcile() == Pass([]), "the status of this body is known from now on"
+    harness.apply({"replicas": 4})
+    stale = harness.body()
+    # The write after the upgrade lands, but its answer is lost: the pass cannot know what the object holds.
+    harness.kube.state.lost_answers = {len(harness.kube.state.status_writes) + 2}
+    failed = await harness.reconcile()
+    assert failed.error is not None
+    assert failed.error.reason == "ApiUnavailable"
+    applied, operations = harness.status.last_applied_digest, harness.helm.operations()
+    assert applied != HelmReleaseStatus.model_validate(stale["status"]).last_applied_digest, (
+        "the write landed"
+    )
+    reads = harness.kube.state.helmrelease_reads
+    # Decided on the stale status, the pass would record the upgrade a second time (an Event).
+    assert await harness.reconcile(body=stale) == Pass([]), "decided on what the object holds: nothing to do"
+    assert harness.kube.state.helmrelease_reads == reads + 1
+    assert (harness.status.last_applied_digest, harness.helm.operations()) == (applied, operations)
 
 
 async def test_a_deploy_marks_its_resources_from_what_helm_printed_without_asking_helm_again(
