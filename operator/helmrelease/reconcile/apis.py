@@ -7,7 +7,7 @@ tests, which drive the production pass with them. Who acts for a HelmRelease is 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -57,6 +57,8 @@ class KubeApi(Protocol):
     async def get_object(
         self, api_version: str, kind: str, namespace: str | None, name: str
     ) -> dict[str, Any] | None: ...
+
+    async def get_objects(self, refs: Sequence[ObjectRef]) -> list[dict[str, Any] | None]: ...
 
     async def annotate(self, objects: Iterable[ObjectRef], annotations: Mapping[str, str]) -> None: ...
 

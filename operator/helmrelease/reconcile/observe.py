@@ -13,7 +13,7 @@ import logging
 from collections import OrderedDict
 from typing import Final
 
-from helmrelease.adapters.kube import Forbidden, KubeError
+from helmrelease.adapters.kube import Forbidden, KubeError, ObjectRef
 from helmrelease.api.constants import Action, HelmStatus
 from helmrelease.api.ownership import ANTECEDENT_ANNOTATION, Ownership, antecedent_value, ownership_of
 from helmrelease.api.resource import HelmRelease
@@ -135,14 +135,15 @@ class ReleaseObserver:
             objects = await self._manifest(hr, observed)
             if objects is None:
                 return None
-            drifts: list[Drift] = []
             # The manifest is tenant-writable: compare only what the HelmRelease's account may read.
-            kube = acting_for(self.kube, hr)
-            for obj in objects:
-                live = await kube.get_object(obj.api_version, obj.kind, obj.namespace, obj.name)
-                drift = find_drift(obj, live)
-                if drift is not None:
-                    drifts.append(drift)
+            lives = await acting_for(self.kube, hr).get_objects(
+                [ObjectRef(obj.api_version, obj.kind, obj.namespace or "", obj.name) for obj in objects]
+            )
+            drifts = [
+                drift
+                for obj, live in zip(objects, lives, strict=True)
+                if (drift := find_drift(obj, live)) is not None
+            ]
         except KubeError as error:
             log.warning("drift check of %s/%s failed: %s", hr.target_namespace, hr.release_name, error)
             return None

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime as dt
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -359,6 +359,11 @@ class FakeKube:
     ) -> dict[str, Any] | None:
         found = self.state.objects.get((kind, namespace, name))
         return copy.deepcopy(found) if found is not None else None
+
+    async def get_objects(self, refs: Sequence[ObjectRef]) -> list[dict[str, Any] | None]:
+        return [
+            await self.get_object(ref.api_version, ref.kind, ref.namespace or None, ref.name) for ref in refs
+        ]
 
     async def annotate(self, objects: Iterable[ObjectRef], annotations: Mapping[str, str]) -> None:
         for ref in objects:
