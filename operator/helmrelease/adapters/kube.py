@@ -443,16 +443,12 @@ class KubeClient:
         return items
 
     async def patch_helmrelease_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        # The whole object comes back: left undecoded (see _call_raw).
-        await self._call_raw(
-            f"status of HelmRelease {namespace}/{name}",
-            self.custom.patch_namespaced_custom_object_status,
-            GROUP,
-            VERSION,
-            namespace,
-            PLURAL,
-            name,
-            {"status": dict(status)},
+        # Every pass that changed something (a resync's drift check stamp) sends one: the plain request, and the
+        # whole object that comes back left undecoded (see _call_raw).
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace, safe='')}/{PLURAL}/{quote(name, safe='')}/status"
+        what = f"status of HelmRelease {namespace}/{name}"
+        await self._call(
+            what, self._send, what, "PATCH", path, {"status": dict(status)}, "application/merge-patch+json"
         )
 
     async def merge_patch_helmrelease(
@@ -613,13 +609,28 @@ class KubeClient:
 
     def _read_object(self, what: str, path: str) -> dict[str, Any] | None:
         """One GET, blocking: the object decoded, None when it does not exist; a failure as `KubeError`."""
+        try:
+            data = self._send(what, "GET", path)
+        except NotFound:
+            return None
+        found: dict[str, Any] = bounded_json.loads(data)
+        return found
+
+    def _send(
+        self, what: str, method: str, path: str, body: Any = None, content_type: str | None = None
+    ) -> bytes:
+        """One request, blocking, without the generated APIs' per-call work (argument validation, models): the
+        response body undecoded; a failure as `KubeError`. Through the client's own serialization: its default
+        headers (impersonation) and credentials (refreshed tokens)."""
         api = self.api_client
-        # The client's own serialization: its default headers (impersonation) and credentials (refreshed tokens).
-        method, url, headers, _, _ = api.param_serialize(
-            "GET", path, header_params={"Accept": "application/json"}, auth_settings=["BearerToken"]
+        headers = {"Accept": "application/json"}
+        if content_type is not None:
+            headers["Content-Type"] = content_type
+        method, url, headers, body, _ = api.param_serialize(
+            method, path, header_params=headers, body=body, auth_settings=["BearerToken"]
         )
         try:
-            response = api.call_api(method, url, headers)
+            response = api.call_api(method, url, headers, body)
             try:
                 data: bytes = response.read()  # type: ignore[no-untyped-call]
                 if not 200 <= response.status <= 299:
@@ -627,14 +638,10 @@ class KubeClient:
             finally:
                 response.response.release_conn()
         except ApiException as error:
-            converted = _convert(error, what)
-            if isinstance(converted, NotFound):
-                return None
-            raise converted from None
+            raise _convert(error, what) from None
         except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as error:
             raise _unavailable(error, what) from None
-        found: dict[str, Any] = bounded_json.loads(data)
-        return found
+        return data
 
     async def annotate(self, objects: Iterable[ObjectRef], annotations: Mapping[str, str]) -> None:
         """Merge-patch annotations onto objects (Flux v1's antecedent marker on every resource of a release)."""

@@ -123,19 +123,35 @@ def readable_status(body: Mapping[str, Any]) -> HelmReleaseStatus:
 def release_info(body: Mapping[str, Any], *, default_git_ref: str) -> ReleaseInfo:
     """What ``helmrelease_info`` says of an object; an unusable spec leaves release, chart and version empty."""
     revision = readable_status(body).revision or ""
+    return replace(spec_info(body, default_git_ref=default_git_ref), revision=label_value(revision))
+
+
+def spec_info(body: Mapping[str, Any], *, default_git_ref: str) -> ReleaseInfo:
+    """The part of `release_info` the spec decides (the revision left empty)."""
     spec = body.get("spec")
     if isinstance(spec, Mapping):
         spec = {key: value for key, value in spec.items() if key not in _UNREAD_SPEC_FIELDS}
     try:
         hr = parse_helmrelease({"metadata": body.get("metadata"), "spec": spec})
     except SpecError:
-        return ReleaseInfo(revision=label_value(revision))
+        return ReleaseInfo()
     chart = hr.spec.chart
     if isinstance(chart, GitChartSource):
         name, version = chart.path, chart.ref_or(default_git_ref)
     else:
         name, version = chart.name, chart.version
-    return ReleaseInfo(*(label_value(value) for value in (hr.release_name, name, version, revision)))
+    return ReleaseInfo(*(label_value(value) for value in (hr.release_name, name, version)))
+
+
+def spec_identity(body: Mapping[str, Any]) -> tuple[str, int] | None:
+    """(uid, generation): the API server moves the generation with every change of the spec (never with one of
+    the status or the metadata), so two bodies with the same identity have the same `spec_info`. None when the
+    body lacks either."""
+    metadata = body.get("metadata") or {}
+    uid, generation = metadata.get("uid"), metadata.get("generation")
+    if not isinstance(uid, str) or not uid or not isinstance(generation, int):
+        return None
+    return uid, generation
 
 
 def condition_states(status: HelmReleaseStatus) -> tuple[tuple[ConditionType, ConditionStatus], ...]:
@@ -161,12 +177,6 @@ def _key(namespace: str, name: str) -> tuple[str, str]:
     return (label_value(namespace), label_value(name))
 
 
-def release_series(body: Mapping[str, Any], *, default_git_ref: str) -> ReleaseSeries:
-    return ReleaseSeries(
-        release_info(body, default_git_ref=default_git_ref), condition_states(readable_status(body))
-    )
-
-
 class ReleaseCollector(Collector):
     """The per-object series, built from the entries at each scrape (a forgotten object has none).
 
@@ -182,6 +192,9 @@ class ReleaseCollector(Collector):
 
     def __init__(self, stale_after: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.releases: dict[tuple[str, str], ReleaseSeries] = {}
+        #: `spec_info` by object, with the `spec_identity` it was read at: a watch event of a status write (every
+        #: resync has one) parses no spec.
+        self.spec_infos: dict[tuple[str, str], tuple[tuple[str, int], ReleaseInfo]] = {}
         self.stale_after = stale_after
         self.clock = clock
         self._refreshed: dict[tuple[str, str], float] = {}
@@ -196,6 +209,7 @@ class ReleaseCollector(Collector):
 
     def remove(self, key: tuple[str, str]) -> None:
         self.releases.pop(key, None)
+        self.spec_infos.pop(key, None)
         self._refreshed.pop(key, None)
 
     @contextmanager
@@ -358,7 +372,18 @@ class OperatorMetrics:
         """The object as the watch delivered it."""
         metadata = body.get("metadata") or {}
         key = _key(str(metadata.get("namespace", "")), str(metadata.get("name", "")))
-        self.releases.releases[key] = release_series(body, default_git_ref=default_git_ref)
+        identity, known = spec_identity(body), self.releases.spec_infos.get(key)
+        if identity is not None and known is not None and known[0] == identity:
+            info = known[1]
+        else:
+            info = spec_info(body, default_git_ref=default_git_ref)
+            if identity is not None:
+                self.releases.spec_infos[key] = (identity, info)
+        status = readable_status(body)
+        revision = label_value(status.revision or "")
+        self.releases.releases[key] = ReleaseSeries(
+            replace(info, revision=revision), condition_states(status)
+        )
         self.releases.refresh(key)
 
     def status_written(self, namespace: str, name: str, status: HelmReleaseStatus) -> None:

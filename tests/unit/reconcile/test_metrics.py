@@ -241,6 +241,32 @@ def test_series_follow_the_object_and_go_with_it() -> None:
     assert scrape(registry) == {"helmrelease_condition": [], "helmrelease_info": []}
 
 
+def test_the_spec_is_read_once_per_generation_and_the_status_at_every_event() -> None:
+    registry = CollectorRegistry()
+    metrics = OperatorMetrics.create(registry)
+
+    def seen(generation: int, version: str, revision: str, uid: str = "u-1") -> dict[str, str]:
+        event = body(
+            {**REPO_CHART, "version": version}, {**conditions(("Ready", "True")), "revision": revision}
+        )
+        event["metadata"].update(uid=uid, generation=generation)
+        metrics.observe(event, default_git_ref="master")
+        [info] = scrape(registry)["helmrelease_info"]
+        return {key: info[key] for key in ("version", "revision")}
+
+    assert seen(1, "6.5.0", "6.5.0") == {"version": "6.5.0", "revision": "6.5.0"}
+    # The same generation cannot carry another spec: what it said is kept, the status still followed.
+    assert seen(1, "6.6.0", "6.6.0") == {"version": "6.5.0", "revision": "6.6.0"}
+    assert seen(2, "6.6.0", "6.6.0") == {"version": "6.6.0", "revision": "6.6.0"}, "a new generation is read"
+    assert seen(2, "7.0.0", "6.6.0", uid="u-2") == {"version": "7.0.0", "revision": "6.6.0"}, (
+        "a new object too"
+    )
+    metrics.forget("apps", "web")
+    assert seen(2, "7.1.0", "6.6.0", uid="u-2") == {"version": "7.1.0", "revision": "6.6.0"}, (
+        "forgotten is forgotten"
+    )
+
+
 def test_a_status_written_moves_the_series_of_a_seen_object_only() -> None:
     registry = CollectorRegistry()
     metrics = OperatorMetrics.create(registry)
