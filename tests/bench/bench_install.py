@@ -14,12 +14,14 @@ import time
 
 from tests.bench.scale import (
     CONCURRENCY,
+    api_requests,
     bench,
     control_plane_cpu,
     cpu_seconds,
     helm_times,
     load_average,
     operator_installs,
+    per_release,
     plain_helm_installs,
     profiled,
 )
@@ -34,18 +36,27 @@ def main() -> None:
         operator = b.operator([ns for _, ns in namespaces.values()], f"--workers={CONCURRENCY}").start()
         pid = operator.process.popen.pid if operator.process.popen else 0
         rows = []
+        calls = []
         try:
             for size, (plain_ns, op_ns) in namespaces.items():
                 t0 = time.time()
-                plane_cpu = control_plane_cpu(b)
+                plane_cpu, requests = control_plane_cpu(b), api_requests(b)
                 plain = plain_helm_installs(b, plain_ns, size)
                 t1 = time.time()
                 plane_plain = control_plane_cpu(b) - plane_cpu
+                requests_plain = api_requests(b)
                 cpu, plane_cpu = cpu_seconds(pid), control_plane_cpu(b)
                 with profiled(pid, f"install-{size}"):
                     through = operator_installs(b, op_ns, size, operator)
                 t2 = time.time()
                 cpu, plane_through = cpu_seconds(pid) - cpu, control_plane_cpu(b) - plane_cpu
+                calls.append(
+                    (
+                        size,
+                        per_release(requests, requests_plain, size),
+                        per_release(requests_plain, api_requests(b), size),
+                    )
+                )
                 rows.append(
                     (
                         size,
@@ -74,6 +85,11 @@ def main() -> None:
             f"| {op_helm.runs} {op_helm.commands} | {plain_helm.mean:.2f} / {op_helm.mean:.2f} s "
             f"| {plain_helm.concurrency:.1f} / {op_helm.concurrency:.1f} "
             f"| {plane_plain:.1f} / {plane_through:.1f} s |"
+        )
+    for size, plain_calls, operator_calls in calls:
+        print(f"API requests per release at N={size}, plain helm: {plain_calls}")
+        print(
+            f"API requests per release at N={size}, through the operator (helm's included): {operator_calls}"
         )
 
 
