@@ -350,12 +350,13 @@ class FakeKube:
         found = self.state.objects.get((kind, namespace, name))
         return copy.deepcopy(found) if found is not None else None
 
-    async def annotate(self, objects: Iterable[ObjectRef], annotations: Mapping[str, str]) -> None:
+    async def annotate(self, objects: Iterable[ObjectRef], annotations: Mapping[str, str]) -> list[ObjectRef]:
         for ref in objects:
             self.state.annotated.append((ref.kind, ref.name))
             live = self.state.objects.get((ref.kind, ref.namespace, ref.name))
             if live is not None:
                 live.setdefault("metadata", {}).setdefault("annotations", {}).update(annotations)
+        return []
 
     async def delete_pod(self, namespace: str, name: str) -> None:
         self.state.deleted_pods.append((namespace, name, self._identity))
