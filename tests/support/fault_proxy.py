@@ -179,6 +179,7 @@ class FaultProxy:
         self._healed = threading.Event()
         self._open = threading.Event()
         self._open.set()
+        self._holding: Callable[[str, str], bool] | None = None  # None: `hold` stalls every request
         self._window_start: float | None = None
         self._used = 0
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
@@ -207,8 +208,10 @@ class FaultProxy:
         self.faults = ()
         self._healed.set()
 
-    def hold(self) -> None:
-        """Stall every request until ``release`` (a server that stopped answering)."""
+    def hold(self, matching: Callable[[str, str], bool] | None = None) -> None:
+        """Stall every request (or those ``matching`` picks by method and path) until ``release``: a server
+        that stopped answering, or one request held at a known point of a scan."""
+        self._holding = matching
         self._open.clear()
 
     def release(self) -> None:
@@ -311,11 +314,13 @@ class FaultProxy:
                 self._serve()
 
             def _serve(self) -> None:
-                with proxy._lock:
-                    proxy.stalled += 1
-                proxy._open.wait()
-                with proxy._lock:
-                    proxy.stalled -= 1
+                holding = proxy._holding
+                if holding is None or holding(self.command, self.path):
+                    with proxy._lock:
+                        proxy.stalled += 1
+                    proxy._open.wait()
+                    with proxy._lock:
+                        proxy.stalled -= 1
                 arrived = time.monotonic()
                 fault = proxy._hit(self.command, self.path)
                 if fault is not None:
