@@ -107,6 +107,7 @@ class RegistryProxy:
         self.stalled = 0
         self._open = threading.Event()
         self._open.set()
+        self._holding: Callable[[str, str], bool] | None = None  # None: `hold` stalls every request
         self._stopped = threading.Event()  # ends the delays of faults still being answered
         self._lock = threading.Lock()
         self._window_start: float | None = None
@@ -128,8 +129,10 @@ class RegistryProxy:
         self._server.shutdown()
         self._server.server_close()
 
-    def hold(self) -> None:
-        """Stall every request until ``release`` (a registry that stopped answering)."""
+    def hold(self, matching: Callable[[str, str], bool] | None = None) -> None:
+        """Stall every request (or those ``matching`` picks by method and path) until ``release``: a registry
+        that stopped answering, or one request held at a known point of a scan."""
+        self._holding = matching
         self._open.clear()
 
     def release(self) -> None:
@@ -179,11 +182,14 @@ class RegistryProxy:
                 self._forward()
 
             def _forward(self) -> None:
+                holding = proxy._holding
+                if holding is None or holding(self.command, self.path):
+                    with proxy._lock:
+                        proxy.stalled += 1
+                    proxy._open.wait()
+                    with proxy._lock:
+                        proxy.stalled -= 1
                 with proxy._lock:
-                    proxy.stalled += 1
-                proxy._open.wait()
-                with proxy._lock:
-                    proxy.stalled -= 1
                     proxy.asked.append((self.command, self.path, time.monotonic()))
                 fault = proxy.fault(self.command, self.path) if proxy.fault else None
                 if fault is not None:
