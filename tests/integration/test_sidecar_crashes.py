@@ -100,6 +100,12 @@ class Sidecars:
     writes: WriteGates
     state_dir: Path
     started: list[Process]
+    git_flags: tuple[str, ...] = ()
+    registry_host: str = ""
+
+    def start_git(self) -> Process:
+        """Start with the git remote of the test (`git_flags`), reaching the registry at `registry_host`."""
+        return self.start(self.registry_host, *self.git_flags)
 
     def start(self, registry_host: str, *extra: str) -> Process:
         args = sidecar_args(self.kubeconfig, self.namespace, _registry(registry_host), "--interval", "1", *extra)
@@ -373,9 +379,36 @@ GIT_POINTS = {
 }
 #: Held by the server's hook, the client killed, then the orphaned push refused or accepted by the server.
 SERVER_POINTS = {"mid-push-refused": False, "mid-push-landed": True}
+#: `git commit` killed while it updates the branch, holding the ref's lock: a reference-transaction hook put
+#: into the sidecar's clone holds it in the "prepared" state (every ref to update locked, none moved yet).
+HOLD_REF_UPDATE = """#!/bin/sh
+cat >/dev/null
+if [ "$1" = prepared ] && mv "{gates}/commit.armed" "{gates}/commit.held" 2>/dev/null; then
+  while [ -e "{gates}/commit.held" ]; do sleep 0.05; done
+fi
+exit 0
+"""
 
 
-@pytest.mark.parametrize("point", [*GIT_POINTS, *SERVER_POINTS])
+def hold_the_commit(sidecars: Sidecars, gates: Path) -> Process:
+    """Start the sidecar with its first `git commit` held mid-run, the branch's ref locked; return it."""
+    gates.mkdir()
+    committing = sidecars.git.arm(BEFORE, "commit")
+    process = sidecars.start_git()
+    committing.wait_held(TIMEOUT, context=process.log_path.read_text)
+    clone = sidecars.state_dir / "git" / "worktree" / ".git"
+    hook = clone / "hooks" / "reference-transaction"
+    hook.parent.mkdir(exist_ok=True)
+    hook.write_text(HOLD_REF_UPDATE.format(gates=gates))
+    hook.chmod(0o755)
+    (gates / "commit.armed").touch()
+    committing.open()
+    process.wait_until((gates / "commit.held").exists, TIMEOUT, "its git commit held by the hook")
+    assert (clone / "refs" / "heads" / "main.lock").exists(), "git commit runs, holding the branch's lock"
+    return process
+
+
+@pytest.mark.parametrize("point", [*GIT_POINTS, "mid-commit", *SERVER_POINTS])
 def test_killed_during_git_writeback_the_move_lands_once_in_git_and_in_the_cluster(
     point: str,
     sidecars: Sidecars,
@@ -386,13 +419,18 @@ def test_killed_during_git_writeback_the_move_lands_once_in_git_and_in_the_clust
     namespace: str,
 ) -> None:
     cluster = Cluster(releases)
+    sidecars.registry_host = registry.host
     manifest = MANIFEST.format(namespace=namespace, image=image.reference)
     seed(git_server.remote, {"apps/hr.yaml": manifest})
     seeded = git_server.remote.count()
     releases.create("hr", {"image": {"repository": image.reference, "tag": "1.0.0"}, "replicas": 1}, WRITEBACK)
     flags = ("--git-url", git_server.url, "--git-branch", "main")
+    sidecars.git_flags = flags
     wait_killed: Callable[[], object]
-    if point in SERVER_POINTS:
+    if point == "mid-commit":
+        first = hold_the_commit(sidecars, sidecars.tmp / "commit-gates")
+        first.kill()
+    elif point in SERVER_POINTS:
         git_server.hold_next_push()
         first = sidecars.start(registry.host, *flags)
         first.wait_until(git_server.push_held, TIMEOUT, "its push held by the server's pre-receive hook")
