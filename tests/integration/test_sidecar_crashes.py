@@ -108,7 +108,9 @@ class Sidecars:
         return self.start(self.registry_host, *self.git_flags)
 
     def start(self, registry_host: str, *extra: str) -> Process:
-        args = sidecar_args(self.kubeconfig, self.namespace, _registry(registry_host), "--interval", "1", *extra)
+        args = sidecar_args(
+            self.kubeconfig, self.namespace, _registry(registry_host), "--interval", "1", *extra
+        )
         args += ["--state-dir", str(self.state_dir), "--health-port", "0", "--metrics-port", "0"]
         env = dict(_environment(), PYTHONUNBUFFERED="1")
         env["PATH"] = os.pathsep.join([str(self.git.path.parent), env.get("PATH", "")])
@@ -423,7 +425,9 @@ def test_killed_during_git_writeback_the_move_lands_once_in_git_and_in_the_clust
     manifest = MANIFEST.format(namespace=namespace, image=image.reference)
     seed(git_server.remote, {"apps/hr.yaml": manifest})
     seeded = git_server.remote.count()
-    releases.create("hr", {"image": {"repository": image.reference, "tag": "1.0.0"}, "replicas": 1}, WRITEBACK)
+    releases.create(
+        "hr", {"image": {"repository": image.reference, "tag": "1.0.0"}, "replicas": 1}, WRITEBACK
+    )
     flags = ("--git-url", git_server.url, "--git-branch", "main")
     sidecars.git_flags = flags
     wait_killed: Callable[[], object]
@@ -461,6 +465,8 @@ def test_killed_during_git_writeback_the_move_lands_once_in_git_and_in_the_clust
     assert git_server.remote.changed_lines() == ["-      tag: 1.0.0", "+      tag: 1.0.5"]
     assert git_server.remote.show("apps/hr.yaml") == manifest.replace("tag: 1.0.0", "tag: 1.0.5")
     assert_moved_once(cluster, "1.0.5")
+    if point == "mid-commit":
+        assert "left by a git command that was stopped midway; cloning again" in restarted.log_path.read_text()
     heard = [call for call in sidecars.git.calls("push") if call.returncode == 0]
     assert len(heard) == 1 - (point == "mid-push-landed"), "pushed again only if the killed push did not land"
     restarted.stop()
