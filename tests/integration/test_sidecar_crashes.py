@@ -266,6 +266,7 @@ def test_killed_while_writing_the_tag_cache_the_old_file_stands_and_moves_land_o
     restarted.wait_until(lambda: TAG_CACHE in sidecars.state_files(), TIMEOUT, "its tag cache written")
     wait_for_cycles(restarted, 2)
     assert_moved_once(cluster, moved)
+    assert not sidecars.temporaries(), "the temporary of the killed write removed at start"
     before = sidecars.state_files()[TAG_CACHE]
 
     # A write that replaces the file: a new tag, a move, and the cache written after it.
@@ -276,6 +277,7 @@ def test_killed_while_writing_the_tag_cache_the_old_file_stands_and_moves_land_o
     assert_moved_once(cluster, newer, changes=2)
     restarted.kill()
     assert sidecars.state_files()[TAG_CACHE] == before, "the old file, whole, until the new one replaces it"
+    assert len(sidecars.temporaries()) == 1
 
     again = sidecars.start(registry.host)
     wait_for_cycles(again, 3)
@@ -286,13 +288,8 @@ def test_killed_while_writing_the_tag_cache_the_old_file_stands_and_moves_land_o
     again.stop()
     assert_no_traceback(again)
     assert b"1.0.6" in sidecars.state_files()[TAG_CACHE]
-    record(
-        f"state write {point}",
-        temporaries_left=len(sidecars.temporaries()),
-        converged=True,
-        lost=0,
-        duplicated=0,
-    )
+    assert not sidecars.temporaries()
+    record(f"state write {point}", converged=True, lost=0, duplicated=0)
 
 
 # --- git write-back ------------------------------------------------------------------------------------------
