@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 from tests.integration.test_git_writeback import Remote
 from tests.integration.test_image_policy import AUTOMATED, MANIFEST, Releases, releases, remote, seed
-from tests.integration.test_image_policy_cli import _environment, sidecar_args
+from tests.integration.test_image_policy_cli import _environment
 from tests.support.helm_wrapper import AFTER, BEFORE, CommandWrapper
 from tests.support.procs import Process, free_port
 from tests.support.registry import ImagePusher, Registry, utc
@@ -81,13 +81,6 @@ def image(pusher: ImagePusher) -> Image:
 # --- the sidecar, restartable over one --state-dir ---------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _registry:
-    """What `sidecar_args` needs of a registry: the host it is reached at (maybe a proxy's)."""
-
-    host: str
-
-
 @dataclass
 class Sidecars:
     """Starts the sidecar (a cycle every second) through the write-gating launcher, with a recorded, gated git
@@ -108,9 +101,18 @@ class Sidecars:
         return self.start(self.registry_host, *self.git_flags)
 
     def start(self, registry_host: str, *extra: str) -> Process:
-        args = sidecar_args(
-            self.kubeconfig, self.namespace, _registry(registry_host), "--interval", "1", *extra
-        )
+        args = [
+            "image-policy",
+            "--kubeconfig",
+            str(self.kubeconfig),
+            "--namespace",
+            self.namespace,
+            "--insecure-registry",
+            registry_host,
+            "--interval",
+            "1",
+            *extra,
+        ]
         args += ["--state-dir", str(self.state_dir), "--health-port", "0", "--metrics-port", "0"]
         env = dict(_environment(), PYTHONUNBUFFERED="1")
         env["PATH"] = os.pathsep.join([str(self.git.path.parent), env.get("PATH", "")])
@@ -180,7 +182,8 @@ class Cluster:
 
     def written(self) -> str | None:
         annotations = self.releases.get(self.name)["metadata"].get("annotations", {})
-        return annotations.get(f"image.helm.fluxcd.io/written.{CONTAINER}")
+        written = annotations.get(f"image.helm.fluxcd.io/written.{CONTAINER}")
+        return None if written is None else str(written)
 
 
 def record(scenario: str, **facts: object) -> None:
@@ -463,7 +466,9 @@ def test_killed_during_git_writeback_the_move_lands_once_in_git_and_in_the_clust
     assert git_server.remote.show("apps/hr.yaml") == manifest.replace("tag: 1.0.0", "tag: 1.0.5")
     assert_moved_once(cluster, "1.0.5")
     if point == "mid-commit":
-        assert "left by a git command that was stopped midway; cloning again" in restarted.log_path.read_text()
+        assert (
+            "left by a git command that was stopped midway; cloning again" in restarted.log_path.read_text()
+        )
     heard = [call for call in sidecars.git.calls("push") if call.returncode == 0]
     assert len(heard) == 1 - (point == "mid-push-landed"), "pushed again only if the killed push did not land"
     restarted.stop()

@@ -128,7 +128,7 @@ def remove_leftover_temporaries(path: Path) -> list[str]:
     Call it before this process writes ``path`` (at start): a temporary found then belongs to no running write.
     Never raises: a temporary that cannot be removed only costs disk space, said in the log.
     """
-    removed = []
+    removed: list[str] = []
     try:
         entries = list(os.scandir(path.parent))
     except OSError:
