@@ -2,7 +2,7 @@
 move lands once in the cluster and once in git, and every state file in --state-dir is whole.
 
 Each kill lands where it is named, never by timing:
-- mid-cycle, a registry request held by `RegistryProxy.hold(matching)`: the tag list in flight, or (pinned
+- mid-cycle, a registry request held by `FaultProxy.hold(matching)`: the tag list in flight, or (pinned
   digest) the digest lookup of the tag already chosen, i.e. between listing the tags and patching;
 - at a state write, an audit hook in the sidecar (`tests/support/write_gate.py`) holding
   `write_atomically` once the temporary exists and before it is renamed over the file; the first tag-cache
@@ -36,7 +36,7 @@ from tests.integration.test_image_policy_cli import _environment
 from tests.support.helm_wrapper import AFTER, BEFORE, CommandWrapper
 from tests.support.procs import Process, free_port
 from tests.support.registry import ImagePusher, Registry, utc
-from tests.support.registry_proxy import RegistryProxy
+from tests.support.fault_proxy import FaultProxy, manifest_of
 from tests.support.wait import eventually
 from tests.support.write_gate import WriteGates
 
@@ -206,15 +206,15 @@ def assert_no_traceback(process: Process) -> None:
 
 
 @pytest.fixture
-def proxy(registry: Registry) -> Iterator[RegistryProxy]:
-    proxy = RegistryProxy(registry.host).start()
+def proxy(registry: Registry) -> Iterator[FaultProxy]:
+    proxy = FaultProxy(registry.host).start()
     yield proxy
     proxy.stop()
 
 
 @pytest.mark.parametrize("point", ["listing-tags", "digest-of-the-chosen-tag"])
 def test_killed_mid_cycle_the_restart_moves_the_tag_once(
-    point: str, sidecars: Sidecars, releases: Releases, proxy: RegistryProxy, image: Image
+    point: str, sidecars: Sidecars, releases: Releases, proxy: FaultProxy, image: Image
 ) -> None:
     cluster = Cluster(releases)
     annotations, expected = {**AUTOMATED, **SEMVER}, "1.0.5"
@@ -222,7 +222,7 @@ def test_killed_mid_cycle_the_restart_moves_the_tag_once(
         proxy.hold(lambda method, path: "/tags/list" in path)
     else:  # the tags were listed and 1.0.5 chosen; its digest is what the patch still waits for
         annotations, expected = {**AUTOMATED, **PINNED}, f"1.0.5@{image.digests['1.0.5']}"
-        proxy.hold(lambda method, path: path.endswith("/manifests/1.0.5"))
+        proxy.hold(manifest_of("1.0.5"))
     releases.create("hr", {"image": {"repository": image.through(proxy.host), "tag": "1.0.0"}}, annotations)
     first = sidecars.start(proxy.host)
     first.wait_until(lambda: proxy.stalled > 0, TIMEOUT, f"its first scan held at {point}")
