@@ -33,10 +33,10 @@ import pytest
 from tests.integration.test_git_writeback import Remote
 from tests.integration.test_image_policy import AUTOMATED, MANIFEST, Releases, releases, remote, seed
 from tests.integration.test_image_policy_cli import _environment
+from tests.support.fault_proxy import FaultProxy, manifest_of
 from tests.support.helm_wrapper import AFTER, BEFORE, CommandWrapper
 from tests.support.procs import Process, free_port
 from tests.support.registry import ImagePusher, Registry, utc
-from tests.support.fault_proxy import FaultProxy, manifest_of
 from tests.support.wait import eventually
 from tests.support.write_gate import WriteGates
 
