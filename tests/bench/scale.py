@@ -62,7 +62,13 @@ class Bench:
         kubectl(self.plane.kubeconfig, "create", "namespace", name)
         return name
 
-    def operator(self, namespaces: list[str], *extra: str, resync_interval: float = 300) -> Operator:
+    def operator(
+        self,
+        namespaces: list[str],
+        *extra: str,
+        resync_interval: float = 300,
+        env: dict[str, str] | None = None,
+    ) -> Operator:
         return Operator(
             self.work,
             self.plane.kubeconfig,
@@ -70,6 +76,7 @@ class Bench:
             helm=str(self.helm_path),
             resync_interval=resync_interval,
             extra_args=extra,
+            extra_env=env,
         )
 
 

@@ -12,6 +12,11 @@ handler runs. kopf has no setting for its decoder, so ``install`` replaces the t
 ``get``, ``post``, ``patch`` and ``delete`` decode) with the bounded decoder, which gives kopf the same objects
 within ``DOCUMENT_DEPTH_MAX`` levels and cuts deeper subtrees, keeping metadata intact. The parse then refuses the
 values with ``ValuesTooDeep``. ``tests/unit/adapters/test_kopf_decoding.py`` fails if a kopf upgrade moves these.
+
+The same two places drop ``metadata.managedFields`` from every object kopf reads (a watch event's, a list's items,
+a single object). kopf keeps the last body of every object that has a timer, and the managed fields were more than
+half of a HelmRelease's (13 of 22 KiB as Python objects): at 1000 releases, 13 MiB held for nothing. Neither kopf
+nor the reconciler reads them (the image-policy sidecar does, through its own client, untouched by this).
 """
 
 from __future__ import annotations
@@ -29,12 +34,31 @@ from helmrelease.api import bounded_json
 _INSTALLED = "_helmrelease_bounded_decoder"
 
 
+def without_managed_fields(document: Any) -> Any:
+    """`document` (an object, a watch event or a list) without its objects' ``metadata.managedFields``."""
+    if not isinstance(document, dict):
+        return document
+    objects: list[Any] = [document, document.get("object")]
+    items = document.get("items")
+    if isinstance(items, list):
+        objects.extend(items)
+    for obj in objects:
+        metadata = obj.get("metadata") if isinstance(obj, dict) else None
+        if isinstance(metadata, dict):
+            metadata.pop("managedFields", None)
+    return document
+
+
+def _lean_loads(data: str | bytes) -> Any:
+    return without_managed_fields(bounded_json.loads(data))
+
+
 async def _bounded_body(response: aiohttp.ClientResponse, **_: Any) -> Any:
     """``ClientResponse.json`` with the bounded decoder (an empty body is None, as in aiohttp)."""
     body = await response.read()
     if not body.strip():
         return None
-    return bounded_json.loads(body)
+    return _lean_loads(body)
 
 
 def _bounded_request(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -57,7 +81,7 @@ def install() -> None:
     if getattr(kopf_api.request, _INSTALLED, False):
         return
     kopf_api.json = SimpleNamespace(  # type: ignore[assignment,attr-defined]
-        loads=bounded_json.loads, dumps=json.dumps, JSONDecodeError=json.JSONDecodeError
+        loads=_lean_loads, dumps=json.dumps, JSONDecodeError=json.JSONDecodeError
     )
     kopf_api.request = _bounded_request(kopf_api.request)
 
@@ -65,6 +89,5 @@ def install() -> None:
 def installed() -> bool:
     decoder = getattr(kopf_api, "json", None)
     return (
-        bool(getattr(kopf_api.request, _INSTALLED, False))
-        and getattr(decoder, "loads", None) is bounded_json.loads
+        bool(getattr(kopf_api.request, _INSTALLED, False)) and getattr(decoder, "loads", None) is _lean_loads
     )

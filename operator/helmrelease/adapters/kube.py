@@ -274,8 +274,8 @@ def decode_release(secret_data: str) -> dict[str, Any]:
     return decoded
 
 
-def _stored_release(secret: Any, release: str, namespace: str, revision: int) -> StoredRelease:
-    encoded = str((secret.data or {}).get("release", ""))
+def _stored_release(secret: Mapping[str, Any], release: str, namespace: str, revision: int) -> StoredRelease:
+    encoded = str((secret.get("data") or {}).get("release", ""))
     decoded = decode_release(encoded)
     chart_meta = (decoded.get("chart") or {}).get("metadata") or {}
     info = decoded.get("info") or {}
@@ -287,20 +287,38 @@ def _stored_release(secret: Any, release: str, namespace: str, revision: int) ->
         chart_name=str(chart_meta.get("name", "")),
         chart_version=str(chart_meta.get("version", "")),
         manifest=str(decoded.get("manifest", "")),
-        labels=dict((secret.metadata.labels if secret.metadata else None) or {}),
+        labels=dict(_metadata(secret).get("labels") or {}),
         app_version=str(chart_meta.get("appVersion") or ""),
         description=str(info.get("description") or ""),
         updated=str(info.get("last_deployed") or ""),
     )
 
 
+def _metadata(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    metadata = obj.get("metadata")
+    return metadata if isinstance(metadata, Mapping) else {}
+
+
+def _path(*segments: str) -> str:
+    return "/".join(quote(segment, safe="") for segment in segments)
+
+
+#: Where the HelmReleases of a namespace live in the API.
+def _helmreleases(namespace: str) -> str:
+    return f"/apis/{GROUP}/{VERSION}/namespaces/{_path(namespace)}/{PLURAL}"
+
+
 class KubeClient:
-    """Async facade over the parts of the Kubernetes API this operator uses."""
+    """Async facade over the parts of the Kubernetes API this operator uses.
+
+    Requests go through the client's `ApiClient` (its configuration, authentication, impersonation header and
+    timeouts) as plain REST calls answered with JSON, not through the generated `CoreV1Api`: importing that module
+    builds a pydantic model of every core type, about 20 MiB of the operator's and of the sidecar's memory for the
+    five kinds read here.
+    """
 
     def __init__(self, api_client: k8s.ApiClient) -> None:
         self.api_client = api_client
-        self.core = k8s.CoreV1Api(api_client)
-        self.custom = k8s.CustomObjectsApi(api_client)
         self._dynamic: DynamicClient | None = None
         #: Resources discovery found, by (apiVersion, kind): the dynamic client searches its cache on every call.
         self._resources: dict[tuple[str, str], Any] = {}
@@ -350,109 +368,123 @@ class KubeClient:
     # --- values sources and credentials -------------------------------------------------------------------------
 
     async def config_map_data(self, namespace: str, name: str) -> dict[str, str]:
-        cm = await self._call(
-            f"ConfigMap {namespace}/{name}", self.core.read_namespaced_config_map, name, namespace
+        cm = await self._get(
+            f"ConfigMap {namespace}/{name}", f"/api/v1/namespaces/{_path(namespace, 'configmaps', name)}"
         )
-        return dict(cm.data or {})
+        return {str(key): str(value) for key, value in (cm.get("data") or {}).items()}
 
     async def secret_data(self, namespace: str, name: str) -> dict[str, str]:
         """Decoded Secret data. Callers must never log or report the values."""
-        secret = await self._call(
-            f"Secret {namespace}/{name}", self.core.read_namespaced_secret, name, namespace
+        secret = await self._get(
+            f"Secret {namespace}/{name}", f"/api/v1/namespaces/{_path(namespace, 'secrets', name)}"
         )
         return {
             key: base64.b64decode(value).decode("utf-8", "replace")
-            for key, value in (secret.data or {}).items()
+            for key, value in (secret.get("data") or {}).items()
         }
 
     async def namespace_exists(self, namespace: str) -> bool:
         try:
             # Undecoded: only whether it exists matters (every pass asks).
-            await self._call_raw(f"Namespace {namespace}", self.core.read_namespace, namespace)
+            await self._request(f"Namespace {namespace}", "GET", f"/api/v1/namespaces/{_path(namespace)}")
         except NotFound:
             return False
         return True
 
     async def service_account_exists(self, namespace: str, name: str) -> bool:
         try:
-            await self._call(
+            await self._request(
                 f"ServiceAccount {namespace}/{name}",
-                self.core.read_namespaced_service_account,
-                name,
-                namespace,
+                "GET",
+                f"/api/v1/namespaces/{_path(namespace, 'serviceaccounts', name)}",
             )
         except NotFound:
             return False
         return True
 
     async def service_account_pull_secrets(self, namespace: str, name: str) -> list[str]:
-        account = await self._call(
-            f"ServiceAccount {namespace}/{name}", self.core.read_namespaced_service_account, name, namespace
+        account = await self._get(
+            f"ServiceAccount {namespace}/{name}",
+            f"/api/v1/namespaces/{_path(namespace, 'serviceaccounts', name)}",
         )
-        return [ref.name for ref in account.image_pull_secrets or [] if ref.name]
+        refs = account.get("imagePullSecrets") or []
+        return [str(ref["name"]) for ref in refs if isinstance(ref, Mapping) and ref.get("name")]
 
     # --- HelmRelease objects --------------------------------------------------------------------------------------
 
-    async def _call_raw(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> bytes:
-        """A call whose response body is returned undecoded: the client's own ``json.loads`` raises
-        RecursionError on the objects nested 10,000 deep that the apiserver accepts."""
+    def _send(
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str | None = None,
+    ) -> bytes:
+        """One blocking REST call; the response body undecoded (the client's own ``json.loads`` raises
+        RecursionError on the objects nested 10,000 deep that the apiserver accepts). A status that is not 2xx
+        raises the client's `ApiException`, as its generated APIs do."""
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type or "application/json"
+        request = self.api_client.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=list((query or {}).items()),
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        response = self.api_client.call_api(*request)
+        try:
+            data = bytes(response.read() or b"")  # type: ignore[no-untyped-call]  # the client is untyped here
+        finally:
+            response.response.release_conn()
+        if not 200 <= response.status <= 299:
+            raise ApiException.from_response(
+                http_resp=response, body=data.decode("utf-8", "replace"), data=None
+            )
+        return data
 
-        def read() -> bytes:
-            response = fn(*args, _preload_content=False, **kwargs)
-            try:
-                return bytes(response.data)
-            finally:
-                response.release_conn()
+    async def _request(
+        self,
+        what: str,
+        method: str,
+        path: str,
+        query: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str | None = None,
+    ) -> bytes:
+        return await self._call(what, self._send, method, path, query, body, content_type)
 
-        return await self._call(what, read)
-
-    async def _call_json(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """A call whose response is decoded with the bounded decoder (a HelmRelease is tenant input)."""
-        raw = await self._call_raw(what, fn, *args, **kwargs)
-        return await asyncio.to_thread(bounded_json.loads, raw)
+    async def _get(self, what: str, path: str, query: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """A GET whose answer is decoded with the bounded decoder (objects are tenant input)."""
+        raw = await self._request(what, "GET", path, query)
+        decoded = await asyncio.to_thread(bounded_json.loads, raw)
+        return decoded if isinstance(decoded, dict) else {}
 
     async def get_helmrelease(self, namespace: str, name: str) -> dict[str, Any]:
-        obj: Any = await self._call_json(
-            f"HelmRelease {namespace}/{name}",
-            self.custom.get_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            namespace,
-            PLURAL,
-            name,
-        )
-        return dict(obj)
+        return await self._get(f"HelmRelease {namespace}/{name}", f"{_helmreleases(namespace)}/{_path(name)}")
 
     async def list_helmreleases(
         self, namespace: str | None = None, *, label_selector: str | None = None
     ) -> list[dict[str, Any]]:
         """HelmReleases of a namespace (None: all), only those matching ``label_selector`` if given."""
-        result: Any
-        selector = {"label_selector": label_selector} if label_selector else {}
+        selector = {"labelSelector": label_selector} if label_selector else {}
         if namespace:
-            result = await self._call_json(
-                f"HelmReleases in {namespace}",
-                self.custom.list_namespaced_custom_object,
-                GROUP,
-                VERSION,
-                namespace,
-                PLURAL,
-                **selector,
-            )
+            result = await self._get(f"HelmReleases in {namespace}", _helmreleases(namespace), selector)
         else:
-            result = await self._call_json(
-                "HelmReleases", self.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL, **selector
-            )
-        items: list[dict[str, Any]] = result.get("items", [])
+            result = await self._get("HelmReleases", f"/apis/{GROUP}/{VERSION}/{PLURAL}", selector)
+        items: list[dict[str, Any]] = result.get("items") or []
         return items
 
     async def patch_helmrelease_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        # Every pass that changed something (a resync's drift check stamp) sends one: the plain request, and the
-        # whole object that comes back left undecoded (see _call_raw).
-        path = f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace, safe='')}/{PLURAL}/{quote(name, safe='')}/status"
-        what = f"status of HelmRelease {namespace}/{name}"
-        await self._call(
-            what, self._send, what, "PATCH", path, {"status": dict(status)}, "application/merge-patch+json"
+        # The whole object comes back: left undecoded.
+        await self._request(
+            f"status of HelmRelease {namespace}/{name}",
+            "PATCH",
+            f"{_helmreleases(namespace)}/{_path(name)}/status",
+            body={"status": dict(status)},
+            content_type="application/merge-patch+json",
         )
 
     async def merge_patch_helmrelease(
@@ -460,16 +492,12 @@ class KubeClient:
     ) -> dict[str, Any]:
         """Apply a JSON merge patch (RFC 7386): annotations and `spec.suspend` from the command line. Returns the
         object as the API server stored it, so the caller can see a field the CRD's schema pruned."""
-        raw = await self._call_raw(
+        raw = await self._request(
             f"HelmRelease {namespace}/{name}",
-            self.custom.patch_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            namespace,
-            PLURAL,
-            name,
-            dict(patch),
-            _content_type="application/merge-patch+json",
+            "PATCH",
+            f"{_helmreleases(namespace)}/{_path(name)}",
+            body=dict(patch),
+            content_type="application/merge-patch+json",
         )
         stored: dict[str, Any] = await asyncio.to_thread(bounded_json.loads, raw)
         return stored
@@ -479,50 +507,49 @@ class KubeClient:
     ) -> None:
         """Apply a JSON patch (RFC 6902). A failed `test` op comes back from the apiserver as a bare 422, like an
         invalid patch: callers re-read the object to tell a concurrent edit from a bad patch."""
-        await self._call_raw(  # the patched object comes back: left undecoded (see _call_raw)
+        await self._request(  # the patched object comes back: left undecoded
             f"HelmRelease {namespace}/{name}",
-            self.custom.patch_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            namespace,
-            PLURAL,
-            name,
-            operations,
-            # The client defaults to merge-patch, which reads a list body as garbage.
-            _content_type="application/json-patch+json",
+            "PATCH",
+            f"{_helmreleases(namespace)}/{_path(name)}",
             # Our name in managedFields, so a value someone else set back shows their manager, not a client's.
-            field_manager=IMAGE_POLICY_FIELD_MANAGER,
+            query={"fieldManager": IMAGE_POLICY_FIELD_MANAGER},
+            body=operations,
+            content_type="application/json-patch+json",
         )
 
     # --- Events ---------------------------------------------------------------------------------------------------
 
     async def post_event(self, ref: ObjectRef, event_type: str, reason: str, message: str) -> None:
         """A core/v1 Event on the object, as `kubectl describe` shows them. Failing to post is not fatal."""
-        now = dt.datetime.now(dt.UTC)
-        event = k8s.CoreV1Event(
-            metadata=k8s.V1ObjectMeta(name=f"{ref.name}.{uuid.uuid4().hex[:12]}", namespace=ref.namespace),
-            involved_object=k8s.V1ObjectReference(
-                api_version=ref.api_version,
-                kind=ref.kind,
-                namespace=ref.namespace,
-                name=ref.name,
-                uid=ref.uid or None,
-            ),
-            type=event_type,
-            reason=reason,
-            message=message[:1024],
-            source=k8s.V1EventSource(component=COMPONENT),
-            reporting_component=COMPONENT,
-            reporting_instance=COMPONENT,
-            first_timestamp=now,
-            last_timestamp=now,
-            count=1,
-        )
-        await self._call(
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        involved = {
+            "apiVersion": ref.api_version,
+            "kind": ref.kind,
+            "namespace": ref.namespace,
+            "name": ref.name,
+        }
+        if ref.uid:
+            involved["uid"] = ref.uid
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{ref.name}.{uuid.uuid4().hex[:12]}", "namespace": ref.namespace},
+            "involvedObject": involved,
+            "type": event_type,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "reportingInstance": COMPONENT,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        await self._request(
             f"Event for {ref.kind} {ref.namespace}/{ref.name}",
-            self.core.create_namespaced_event,
-            ref.namespace,
-            event,
+            "POST",
+            f"/api/v1/namespaces/{_path(ref.namespace)}/events",
+            body=event,
         )
 
     # --- Helm's own release storage -------------------------------------------------------------------------------
@@ -531,8 +558,9 @@ class KubeClient:
         """Read one revision from Helm's Secret storage without spawning helm."""
         secret_name = f"sh.helm.release.v1.{release}.v{revision}"
         try:
-            secret = await self._call(
-                f"Secret {namespace}/{secret_name}", self.core.read_namespaced_secret, secret_name, namespace
+            secret = await self._get(
+                f"Secret {namespace}/{secret_name}",
+                f"/api/v1/namespaces/{_path(namespace, 'secrets', secret_name)}",
             )
         except NotFound:
             return None
@@ -540,15 +568,14 @@ class KubeClient:
 
     async def stored_releases(self, namespace: str, release: str) -> list[StoredRelease]:
         """Every stored revision of a release (its history, as `helm history` lists it), oldest first."""
-        secrets = await self._call(
+        secrets = await self._get(
             f"Helm storage of release {namespace}/{release}",
-            self.core.list_namespaced_secret,
-            namespace,
-            label_selector=f"owner=helm,name={release}",
+            f"/api/v1/namespaces/{_path(namespace)}/secrets",
+            {"labelSelector": f"owner=helm,name={release}"},
         )
         stored = []
-        for secret in secrets.items or []:
-            labels = (secret.metadata.labels if secret.metadata else None) or {}
+        for secret in secrets.get("items") or []:
+            labels = _metadata(secret).get("labels") or {}
             version = str(labels.get("version", ""))
             if version.isdigit():
                 stored.append(
@@ -614,38 +641,16 @@ class KubeClient:
     def _read_object(self, what: str, path: str) -> dict[str, Any] | None:
         """One GET, blocking: the object decoded, None when it does not exist; a failure as `KubeError`."""
         try:
-            data = self._send(what, "GET", path)
-        except NotFound:
-            return None
-        found: dict[str, Any] = bounded_json.loads(data)
-        return found
-
-    def _send(
-        self, what: str, method: str, path: str, body: Any = None, content_type: str | None = None
-    ) -> bytes:
-        """One request, blocking, without the generated APIs' per-call work (argument validation, models): the
-        response body undecoded; a failure as `KubeError`. Through the client's own serialization: its default
-        headers (impersonation) and credentials (refreshed tokens)."""
-        api = self.api_client
-        headers = {"Accept": "application/json"}
-        if content_type is not None:
-            headers["Content-Type"] = content_type
-        method, url, headers, body, _ = api.param_serialize(
-            method, path, header_params=headers, body=body, auth_settings=["BearerToken"]
-        )
-        try:
-            response = api.call_api(method, url, headers, body)
-            try:
-                data: bytes = response.read()  # type: ignore[no-untyped-call]
-                if not 200 <= response.status <= 299:
-                    api.response_deserialize(response, {})  # raises the client's ApiException for the status
-            finally:
-                response.response.release_conn()
+            data = self._send("GET", path)
         except ApiException as error:
-            raise _convert(error, what) from None
+            converted = _convert(error, what)
+            if isinstance(converted, NotFound):
+                return None
+            raise converted from None
         except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as error:
             raise _unavailable(error, what) from None
-        return data
+        found: dict[str, Any] = bounded_json.loads(data)
+        return found
 
     async def annotate(self, objects: Iterable[ObjectRef], annotations: Mapping[str, str]) -> list[ObjectRef]:
         """Merge-patch annotations onto objects (Flux v1's antecedent marker on every resource of a release),
@@ -684,6 +689,8 @@ class KubeClient:
     async def delete_pod(self, namespace: str, name: str) -> None:
         """Delete a Pod (helm test hooks, when `test.cleanup` asks for it); a missing one is fine."""
         try:
-            await self._call(f"Pod {namespace}/{name}", self.core.delete_namespaced_pod, name, namespace)
+            await self._request(
+                f"Pod {namespace}/{name}", "DELETE", f"/api/v1/namespaces/{_path(namespace, 'pods', name)}"
+            )
         except NotFound:
             return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 import pytest
@@ -300,3 +301,38 @@ def test_a_manifest_whose_aliases_never_end_is_not_compared() -> None:
     laughs = "".join(f"  a{i}: &a{i} [{', '.join([f'*a{i - 1}' if i else 'lol'] * 9)}]\n" for i in range(9))
     manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata:\n" + laughs
     assert parse_manifest(manifest, "apps") == []
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        MANIFEST,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata: {n: 1, f: 1.5, b: true, z: null, e: '', l: [1, x]}\n",
+        "",
+    ],
+)
+def test_packed_objects_unpack_to_what_was_parsed(manifest: str) -> None:
+    objects = parse_manifest(manifest, "apps")
+    packed = drift.pack_objects(objects)
+    assert packed is not None
+    assert list(drift.unpack_objects(packed)) == objects
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"data": {1: "an integer key reads back as a string"}},
+        {"data": {"when": datetime.date(2024, 1, 1)}},
+        {"data": {"x": float("nan")}},
+        {"data": {"x": b"binary"}},
+    ],
+    ids=["integer key", "timestamp", "nan", "binary"],
+)
+def test_objects_json_would_change_are_not_packed(body: dict[str, Any]) -> None:
+    assert drift.pack_objects([ManifestObject("v1", "ConfigMap", "a", "apps", body)]) is None
+
+
+def test_a_packed_manifest_is_smaller_than_its_text() -> None:
+    packed = drift.pack_objects(parse_manifest(MANIFEST, "apps"))
+    assert packed is not None
+    assert len(packed) < len(MANIFEST.encode())
