@@ -252,9 +252,9 @@ def test_a_higher_priority_replica_joining_mid_upgrade_waits_for_it_instead_of_u
 
     upgrades_before = len(wrapper.calls("upgrade", release=release))
     gate = wrapper.arm(BEFORE, "upgrade", release=release) if held == "before-helm" else None
-    # Two replicas instead of one and no readiness annotation: a spec change whose Deployment never becomes ready
-    # until the test annotates it, so `helm upgrade --wait` runs (release pending-upgrade) as long as the test holds.
-    patch_values(custom, namespace, "j0", {"message": "two", "replicas": 2, "deploymentAnnotations": None})
+    # A spec change (two replicas) whose Deployment the node simulator reports ready only after ten minutes, or
+    # when the test annotates it again: `helm upgrade --wait` runs (release pending-upgrade) as long as the test holds.
+    patch_values(custom, namespace, "j0", {**slow("two", 600), "replicas": 2})
     if gate is not None:
         gate.wait_held(context=first.tail)
     else:
@@ -277,6 +277,8 @@ def test_a_higher_priority_replica_joining_mid_upgrade_waits_for_it_instead_of_u
         "the second replica to act on j0",
         context=second.tail,
     )
+    first_upgrade = wrapper.calls("upgrade", release=release)[upgrades_before]
+    assert first_upgrade.ppid == pid_of(first) and first_upgrade.helm_end is None, "the hold did not hold"
     patch_values(custom, namespace, "j0", slow("three", 1))
     eventually(
         lambda: get_hr(custom, namespace, "j0")["metadata"]["generation"] == 3, 30, "the third change stored"
@@ -307,7 +309,9 @@ def test_a_higher_priority_replica_joining_mid_upgrade_waits_for_it_instead_of_u
     digests = digests_deployed(core, namespace, release)
     assert len(digests) == len(set(digests)) == 3, f"a revision applied twice: {digests}"
     assert not re.search(r"Traceback", first.log() + second.log())
-    print(f"\njoin ({held}): history {[(e['revision'], e['status']) for e in history]}")
+    decisions = [line for line in second.log().splitlines() if f"HelmRelease {namespace}/j0: " in line]
+    print(f"\njoin ({held}): history {[(e['revision'], e['status']) for e in history]}; the second replica:")
+    print("\n".join(decisions))
 
 
 def test_a_helmrelease_recreated_while_its_uninstall_runs_ends_deployed_once_with_the_new_spec(
