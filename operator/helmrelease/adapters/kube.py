@@ -280,6 +280,34 @@ def _stored_release(secret: Any, release: str, namespace: str, revision: int) ->
     )
 
 
+@dataclass(frozen=True)
+class StoredLease:
+    """A coordination.k8s.io Lease as read: its holder, its last renewal and duration, and the version a write
+    that replaces it must match (so two replicas never both take it)."""
+
+    name: str
+    namespace: str
+    holder: str | None
+    renewed: dt.datetime | None
+    duration: float
+    resource_version: str
+
+
+def _stored_lease(lease: Any) -> StoredLease:
+    spec = lease.spec or k8s.V1LeaseSpec()
+    renewed = spec.renew_time or spec.acquire_time
+    if isinstance(renewed, dt.datetime) and renewed.tzinfo is None:
+        renewed = renewed.replace(tzinfo=dt.UTC)
+    return StoredLease(
+        name=str(lease.metadata.name),
+        namespace=str(lease.metadata.namespace),
+        holder=spec.holder_identity or None,
+        renewed=renewed if isinstance(renewed, dt.datetime) else None,
+        duration=float(spec.lease_duration_seconds or 0),
+        resource_version=str(lease.metadata.resource_version or ""),
+    )
+
+
 class KubeClient:
     """Async facade over the parts of the Kubernetes API this operator uses."""
 
@@ -287,6 +315,7 @@ class KubeClient:
         self.api_client = api_client
         self.core = k8s.CoreV1Api(api_client)
         self.custom = k8s.CustomObjectsApi(api_client)
+        self.coordination = k8s.CoordinationV1Api(api_client)
         self._dynamic: DynamicClient | None = None
         #: Resources discovery found, by (apiVersion, kind): the dynamic client searches its cache on every call.
         self._resources: dict[tuple[str, str], Any] = {}
@@ -545,6 +574,61 @@ class KubeClient:
                     await asyncio.to_thread(_stored_release, secret, release, namespace, int(version))
                 )
         return sorted(stored, key=lambda entry: entry.revision)
+
+    # --- Leases: a replica's claim on a release (peering) ---------------------------------------------------------
+
+    async def read_lease(self, namespace: str, name: str) -> StoredLease | None:
+        try:
+            lease = await self._call(
+                f"Lease {namespace}/{name}", self.coordination.read_namespaced_lease, name, namespace
+            )
+        except NotFound:
+            return None
+        return _stored_lease(lease)
+
+    async def write_lease(
+        self, namespace: str, name: str, holder: str, duration: float, *, replacing: str | None
+    ) -> StoredLease:
+        """Create the Lease (`replacing` None) or replace the version `replacing` of it, held by `holder` and renewed
+        now; raises `Conflict` when another write came first (created meanwhile, or a newer version)."""
+        now = dt.datetime.now(dt.UTC)
+        body = k8s.V1Lease(
+            metadata=k8s.V1ObjectMeta(
+                name=name,
+                namespace=namespace,
+                resource_version=replacing,
+                labels={"app.kubernetes.io/managed-by": COMPONENT},
+            ),
+            spec=k8s.V1LeaseSpec(
+                holder_identity=holder,
+                lease_duration_seconds=max(1, round(duration)),
+                acquire_time=now,
+                renew_time=now,
+            ),
+        )
+        what = f"Lease {namespace}/{name}"
+        if replacing is None:
+            created = await self._call(what, self.coordination.create_namespaced_lease, namespace, body)
+        else:
+            created = await self._call(
+                what, self.coordination.replace_namespaced_lease, name, namespace, body
+            )
+        return _stored_lease(created)
+
+    async def delete_lease(self, namespace: str, name: str, resource_version: str) -> None:
+        """Delete the Lease if it is still at `resource_version` (ours, not taken meanwhile); gone already is fine."""
+        try:
+            await self._call(
+                f"Lease {namespace}/{name}",
+                self.coordination.delete_namespaced_lease,
+                name,
+                namespace,
+                body=k8s.V1DeleteOptions(
+                    preconditions=k8s.V1Preconditions(resource_version=resource_version)
+                ),
+            )
+        except NotFound:
+            return
 
     # --- arbitrary objects (drift detection, ownership annotations) -------------------------------------------
 

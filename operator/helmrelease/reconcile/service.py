@@ -38,6 +38,7 @@ from helmrelease.api.status import HelmReleaseStatus
 from helmrelease.reconcile import conditions
 from helmrelease.reconcile.actions import deploys, terms
 from helmrelease.reconcile.apis import ChartApi, HelmApi, KubeApi, acting_for
+from helmrelease.reconcile.claims import HeldClaim, ReleaseClaims
 from helmrelease.reconcile.digest import release_digest
 from helmrelease.reconcile.drift import drift_summary
 from helmrelease.reconcile.errors import ReconcileError
@@ -46,7 +47,7 @@ from helmrelease.reconcile.inputs import Inputs, SourceError, UrlReader, chart_i
 from helmrelease.reconcile.masking import Masker
 from helmrelease.reconcile.metrics import ActionResult, OperatorMetrics, PassResult
 from helmrelease.reconcile.observe import ReleaseObserver, left_by, may_check_drift
-from helmrelease.reconcile.plan import Desired, ObservedRelease, Plan, Recorded, next_action
+from helmrelease.reconcile.plan import Claim, Desired, ObservedRelease, Plan, Recorded, next_action
 from helmrelease.reconcile.releases import ReleaseView, force_label
 from helmrelease.reconcile.report import (
     NORMAL,
@@ -107,6 +108,8 @@ class PassState(Report):
     forced: str | None = None
     #: When the pass began (time.monotonic), for the duration of a settled decision.
     started: float = field(default_factory=time.monotonic)
+    #: With peering: this replica's claim on the release, taken before the pass's first Helm action.
+    claim: HeldClaim | None = None
 
     @property
     def name(self) -> str:
@@ -148,6 +151,10 @@ class Reconciler:
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._object_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._workers = asyncio.Semaphore(settings.workers)
+        #: With peering, replicas claim a release before running Helm on it (`claims`); standalone needs no claim.
+        self.claims = (
+            ReleaseClaims(kube, settings.claim_identity) if settings.claim_identity is not None else None
+        )
 
     def describe(self) -> str:
         scope = ", ".join(self.settings.namespaces) or "all namespaces"
@@ -215,6 +222,8 @@ class Reconciler:
                 except ReconcileError:
                     await self._echo_requests(current)
                     raise
+                finally:
+                    await self._release_claim(current)
                 await self._echo_requests(current)
                 return current.status
 
@@ -274,24 +283,45 @@ class Reconciler:
             return
         with _api_errors():
             async with self._release_lock(hr):
-                # A release left under an earlier releaseName or targetNamespace goes first, then the current one.
-                previous = await self._observe_previous(hr, recorded, desired, releases)
-                while True:
-                    observed = await self.observer.release(hr, hr.target_namespace, hr.release_name, releases)
+                try:
+                    await self._finalize_release(current, desired, recorded, releases)
+                finally:
+                    await self._release_claim(current)
+
+    async def _finalize_release(
+        self, current: PassState, desired: Desired, recorded: Recorded, releases: ReleaseView
+    ) -> None:
+        """Uninstall what the HelmRelease being deleted made (under the release lock)."""
+        hr = current.hr
+        # A release left under an earlier releaseName or targetNamespace goes first, then the current one.
+        previous = await self._observe_previous(hr, recorded, desired, releases)
+        while True:
+            observed = await self.observer.release(hr, hr.target_namespace, hr.release_name, releases)
+            plan = next_action(
+                desired, observed, recorded, now=self.clock(), previous=previous, deleting=True
+            )
+            old = recorded.previous_release(desired)
+            if plan.action.runs_helm and current.claim is None and self.claims is not None:
+                taken = await self.claims.take(hr.target_namespace, hr.release_name)
+                if isinstance(taken, Claim):
                     plan = next_action(
-                        desired, observed, recorded, now=self.clock(), previous=previous, deleting=True
+                        desired, observed, recorded, now=self.clock(), deleting=True, claimed_by=taken
                     )
-                    old = recorded.previous_release(desired)
-                    if plan.action is Action.UNINSTALL_PREVIOUS and old is not None:
-                        await self._uninstall_on_delete(current, *old)
-                        previous = None
-                        continue
-                    if plan.action is not Action.UNINSTALL:
-                        await self.report.event(current, NORMAL, plan.reason, plan.message, logged=True)
-                        self._decided(current, desired, plan, observed, Result.DECIDED)
-                        return
-                    await self._uninstall_on_delete(current, hr.target_namespace, hr.release_name)
-                    return
+                    self._decided(current, desired, plan, observed, Result.DECIDED)
+                    raise ReconcileError(
+                        plan.reason, plan.message, temporary=True, retry_after=plan.retry_after or RETRY_SOON
+                    )
+                current.claim = taken
+            if plan.action is Action.UNINSTALL_PREVIOUS and old is not None:
+                await self._uninstall_on_delete(current, *old)
+                previous = None
+                continue
+            if plan.action is not Action.UNINSTALL:
+                await self.report.event(current, NORMAL, plan.reason, plan.message, logged=True)
+                self._decided(current, desired, plan, observed, Result.DECIDED)
+                return
+            await self._uninstall_on_delete(current, hr.target_namespace, hr.release_name)
+            return
 
     async def _uninstall_on_delete(self, current: PassState, namespace: str, name: str) -> None:
         hr = current.hr
@@ -439,6 +469,16 @@ class Reconciler:
             if not plan.action.runs_helm:
                 await self._settle(current, desired, plan, observed)
                 return
+            if current.claim is None and self.claims is not None:
+                taken = await self.claims.take(hr.target_namespace, hr.release_name)
+                if isinstance(taken, Claim):
+                    # Another replica's pass runs Helm on this release (it was paused by peering mid-operation).
+                    plan = next_action(
+                        desired, observed, recorded, now=self.clock(), previous=previous, claimed_by=taken
+                    )
+                    await self._settle(current, desired, plan, observed)
+                    return
+                current.claim = taken
             done.add(plan.action)
             if forced and deploys(plan.action):
                 current.forced = current.requests.force
@@ -545,13 +585,19 @@ class Reconciler:
         )
         async with self._worker():
             running = time.monotonic()  # helm's own time; `started` includes the wait for a worker
-            outcome = await self._unless_deleted(current.ref, run)
+            outcome = await self._unless_deleted(current.ref, run, current.claim)
         self.metrics.helm_action(action, _action_result(outcome), time.monotonic() - running)
         if outcome is None:
             reason = terms(action).failed
             message = (
                 f"The HelmRelease is being deleted: {action.value} of release {hr.release_name} was cancelled"
             )
+            lost = current.claim.lost if current.claim is not None else None
+            if lost is not None:
+                message = (
+                    f"This replica lost its claim on release {desired.release} ({lost}): {action.value} was "
+                    "cancelled, so that two replicas never run Helm on it at once; the next pass recovers it"
+                )
             await self.report.event(current, WARNING, reason, message, logged=True)
             self.report.decided(
                 _decision(current, action, reason, Result.CANCELLED, started, observed, desired, message)
@@ -593,17 +639,21 @@ class Reconciler:
         self.report.decided(_decision(current, action, plan.reason, result, started, after, desired, told))
 
     async def _unless_deleted(
-        self, ref: ObjectRef, operation: Coroutine[Any, Any, conditions.Outcome]
+        self,
+        ref: ObjectRef,
+        operation: Coroutine[Any, Any, conditions.Outcome],
+        claim: HeldClaim | None = None,
     ) -> conditions.Outcome | None:
         """Run a helm operation, cancelling it (helm's process group goes with it) if the HelmRelease is deleted
-        meanwhile, so a long `--wait` does not hold up the uninstall. None when cancelled."""
+        meanwhile, so a long `--wait` does not hold up the uninstall, or if this replica lost its `claim` on the
+        release (a peer may take it). None when cancelled."""
         task = asyncio.ensure_future(operation)
         try:
             while True:
                 done, _ = await asyncio.wait({task}, timeout=DELETION_POLL)
                 if done:
                     return task.result()
-                if await self._being_deleted(ref):
+                if (claim is not None and claim.lost is not None) or await self._being_deleted(ref):
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
@@ -763,6 +813,12 @@ class Reconciler:
                 yield
         finally:
             self._workers.release()
+
+    async def _release_claim(self, current: PassState) -> None:
+        """The pass is over: let the release's claim go, so a peer waits no longer than needed."""
+        if current.claim is not None and self.claims is not None:
+            claim, current.claim = current.claim, None
+            await self.claims.release(claim)
 
     @contextlib.asynccontextmanager
     async def _object_lock(self, ref: ObjectRef) -> AsyncIterator[None]:
