@@ -252,9 +252,11 @@ def test_a_higher_priority_replica_joining_mid_upgrade_waits_for_it_instead_of_u
 
     upgrades_before = len(wrapper.calls("upgrade", release=release))
     gate = wrapper.arm(BEFORE, "upgrade", release=release) if held == "before-helm" else None
-    # A spec change (two replicas) whose Deployment the node simulator reports ready only after ten minutes, or
-    # when the test annotates it again: `helm upgrade --wait` runs (release pending-upgrade) as long as the test holds.
-    patch_values(custom, namespace, "j0", {**slow("two", 600), "replicas": 2})
+    # A spec change (two replicas); without the gate, one whose Deployment the node simulator reports ready only
+    # after ten minutes, or when the test annotates it again: `helm upgrade --wait` runs (release pending-upgrade) as
+    # long as the test holds it.
+    held_seconds = 1 if gate is not None else 600
+    patch_values(custom, namespace, "j0", {**slow("two", held_seconds), "replicas": 2})
     if gate is not None:
         gate.wait_held(context=first.tail)
     else:
@@ -298,10 +300,16 @@ def test_a_higher_priority_replica_joining_mid_upgrade_waits_for_it_instead_of_u
         context=second.tail,
     )
 
+    history = helm.json("history", release, "--namespace", namespace)
+    for who, operator in (("first", first), ("second", second)):
+        print(f"\nthe {who} replica decided:")
+        print(
+            "\n".join(line for line in operator.log().splitlines() if f"HelmRelease {namespace}/j0: " in line)
+        )
+    print(f"join ({held}): history {[(e['revision'], e['status'], e.get('description')) for e in history]}")
     invocations = wrapper.invocations()
     found = overlaps(invocations)
     assert not found, "\n".join(f"{a.argv} ({a.ppid}) overlaps {b.argv} ({b.ppid})" for a, b in found)
-    history = helm.json("history", release, "--namespace", namespace)
     assert history[-1]["status"] == "deployed", history
     assert not [entry for entry in history if "ollback" in entry.get("description", "")], history
     values = helm.json("get", "values", release, "--namespace", namespace)
@@ -309,9 +317,6 @@ def test_a_higher_priority_replica_joining_mid_upgrade_waits_for_it_instead_of_u
     digests = digests_deployed(core, namespace, release)
     assert len(digests) == len(set(digests)) == 3, f"a revision applied twice: {digests}"
     assert not re.search(r"Traceback", first.log() + second.log())
-    decisions = [line for line in second.log().splitlines() if f"HelmRelease {namespace}/j0: " in line]
-    print(f"\njoin ({held}): history {[(e['revision'], e['status']) for e in history]}; the second replica:")
-    print("\n".join(decisions))
 
 
 def test_a_helmrelease_recreated_while_its_uninstall_runs_ends_deployed_once_with_the_new_spec(
