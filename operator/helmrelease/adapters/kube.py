@@ -630,6 +630,19 @@ class KubeClient:
         except NotFound:
             return
 
+    async def release_storage_labels(self, namespace: str, release: str) -> list[dict[str, str]]:
+        """The labels of every storage Secret of a release (what the index keeps), read from the API now."""
+        secrets = await self._call(
+            f"Helm storage of release {namespace}/{release}",
+            self.core.list_namespaced_secret,
+            namespace,
+            label_selector=f"owner=helm,name={release}",
+        )
+        return [
+            dict((secret.metadata.labels if secret.metadata else None) or {})
+            for secret in secrets.items or []
+        ]
+
     # --- arbitrary objects (drift detection, ownership annotations) -------------------------------------------
 
     async def _dynamic_client(self) -> DynamicClient:

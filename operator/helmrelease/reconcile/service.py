@@ -48,7 +48,7 @@ from helmrelease.reconcile.masking import Masker
 from helmrelease.reconcile.metrics import ActionResult, OperatorMetrics, PassResult
 from helmrelease.reconcile.observe import ReleaseObserver, left_by, may_check_drift
 from helmrelease.reconcile.plan import Claim, Desired, ObservedRelease, Plan, Recorded, next_action
-from helmrelease.reconcile.releases import ReleaseView, force_label
+from helmrelease.reconcile.releases import ReleaseView, StoredReleaseView, force_label
 from helmrelease.reconcile.report import (
     NORMAL,
     RETRY_LATER,
@@ -67,8 +67,9 @@ log = logging.getLogger(__name__)
 
 #: Plans in one pass, at most. No action runs twice in a pass, so a pass ends by itself: the longest one the plan
 #: allows acts six times (uninstall-previous → adopt, which fails and leaves the release pending → unlock →
-#: upgrade → test, which fails → rollback), and its seventh plan, the retry upgrade, is left to the next pass.
-MAX_STEPS: Final = 8
+#: upgrade → test, which fails → rollback), and its seventh plan, the retry upgrade, is left to the next pass; with
+#: peering, taking the release's claim adds one plan (made again on the release read from the API).
+MAX_STEPS: Final = 9
 #: Retry delay (seconds) for problems that can clear by themselves.
 RETRY_SOON: Final = 30.0
 #: The API server could not be reached or answer: it is usually back within seconds (a restart, a failover).
@@ -432,14 +433,21 @@ class Reconciler:
         desired = self._desired(hr, digest=digest, chart_revision=chart.revision)
 
         done: set[Action] = set()
+        drift_checked = False
         for _ in range(MAX_STEPS):
             recorded = Recorded.from_status(current.status)
+            # Once claimed, the release is read from the API: the index may lag far behind under peering (a peer of
+            # higher priority pauses our watches, not the pass that waited for this release's lock meanwhile).
+            view = releases if current.claim is None else await self._stored_view(hr)
             observed = await self.observer.release(
-                hr, hr.target_namespace, hr.release_name, releases, current.after_action
+                hr, hr.target_namespace, hr.release_name, view, current.after_action
             )
             previous = await self._observe_previous(hr, recorded, desired, releases)
             # Drift is looked for once, before anything ran: what this pass deployed has not drifted yet.
-            drift = await self._drift(current, desired, observed) if check_drift and not done else None
+            drift = None
+            if check_drift and not done and not drift_checked:
+                drift_checked = True
+                drift = await self._drift(current, desired, observed)
             forced = current.requests.force is not None and current.forced is None
             force_applied = forced and _deployed_for(observed, current.requests.force)
             if force_applied:
@@ -479,6 +487,7 @@ class Reconciler:
                     await self._settle(current, desired, plan, observed)
                     return
                 current.claim = taken
+                continue  # decide again on the release as the API has it now
             done.add(plan.action)
             if forced and deploys(plan.action):
                 current.forced = current.requests.force
@@ -813,6 +822,11 @@ class Reconciler:
                 yield
         finally:
             self._workers.release()
+
+    async def _stored_view(self, hr: HelmRelease) -> ReleaseView:
+        """The release's revisions as Helm's storage holds them now (one list call), for a claimed pass."""
+        labels = await self.kube.release_storage_labels(hr.target_namespace, hr.release_name)
+        return StoredReleaseView(hr.target_namespace, labels)
 
     async def _release_claim(self, current: PassState) -> None:
         """The pass is over: let the release's claim go, so a peer waits no longer than needed."""
