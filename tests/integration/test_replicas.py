@@ -280,7 +280,8 @@ def test_a_higher_priority_replica_joining_mid_upgrade_waits_for_it_instead_of_u
         context=second.tail,
     )
     first_upgrade = wrapper.calls("upgrade", release=release)[upgrades_before]
-    assert first_upgrade.ppid == pid_of(first) and first_upgrade.helm_end is None, "the hold did not hold"
+    assert first_upgrade.ppid == pid_of(first), "the first replica ran the upgrade"
+    assert first_upgrade.helm_end is None, "the hold did not hold"
     patch_values(custom, namespace, "j0", slow("three", 1))
     eventually(
         lambda: get_hr(custom, namespace, "j0")["metadata"]["generation"] == 3, 30, "the third change stored"
