@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -170,6 +172,29 @@ def control_plane_cpu(bench: Bench) -> float:
     """CPU seconds kube-apiserver and etcd have used so far: the API calls and watch events either side causes."""
     pids = [proc.popen.pid for proc in (bench.plane.apiserver, bench.plane.etcd) if proc.popen is not None]
     return sum(cpu_seconds(pid) for pid in pids)
+
+
+_REQUEST_SAMPLE = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$", re.MULTILINE)
+
+
+def api_requests(bench: Bench) -> Counter[str]:
+    """Requests kube-apiserver has answered so far, by ``verb resource`` (its ``apiserver_request_total``): what
+    each side costs the control plane, call by call. Watches count once, when they open."""
+    counts: Counter[str] = Counter()
+    for sample in _REQUEST_SAMPLE.finditer(kubectl(bench.plane.kubeconfig, "get", "--raw", "/metrics")):
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', sample["labels"]))
+        resource = labels.get("resource", "")
+        if labels.get("subresource"):
+            resource += "/" + labels["subresource"]
+        counts[f"{labels.get('verb', '?')} {resource}"] += int(float(sample["value"]))
+    return counts
+
+
+def per_release(before: Counter[str], after: Counter[str], count: int) -> str:
+    """The requests between two ``api_requests`` readings, per release, most first (the noise of under 0.1 left out)."""
+    spent = after - before
+    rows = [f"{key} {value / count:.1f}" for key, value in spent.most_common() if value / count >= 0.1]
+    return ", ".join(rows) or "none"
 
 
 def load_average() -> str:

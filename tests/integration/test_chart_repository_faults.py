@@ -25,6 +25,7 @@ import pytest
 from kubernetes import client as k8s
 from tests.support import charts as charts_mod
 from tests.support.charts import ChartRepository
+from tests.support.fault_proxy import Answer, Fault, FaultProxy, Kind
 from tests.support.helmtool import Helm
 from tests.support.operator import (
     StartOperator,
@@ -37,7 +38,6 @@ from tests.support.operator import (
     wait_for_hr,
 )
 from tests.support.procs import binary
-from tests.support.registry_proxy import Fault, RegistryProxy
 from tests.support.wait import eventually
 
 from helmrelease.api.constants import GROUP, PLURAL, VERSION
@@ -91,19 +91,26 @@ def huge_index(entries: int, real_index: bytes) -> bytes:
 
 @dataclass(frozen=True)
 class Scenario:
-    """One fault: what the proxy answers for a path of the repository, and what the condition must say."""
+    """One fault: what the proxy answers for which paths of the repository, and what the condition must say."""
 
     name: str
-    fault: Callable[[str], Fault | None]
+    answer: Answer
+    where: Callable[[str], bool]  # the path within the scenario's repository
     says: str  # a regular expression the ChartFetched message must match
 
 
-def answer_index(fault: Fault) -> Callable[[str], Fault | None]:
-    return lambda path: fault if path == "/index.yaml" else None
+def the_index(path: str) -> bool:
+    return path == "/index.yaml"
 
 
-def answer_packages(fault: Fault) -> Callable[[str], Fault | None]:
-    return lambda path: fault if path.endswith(".tgz") else None
+def the_packages(path: str) -> bool:
+    return path.endswith(".tgz")
+
+
+def within(name: str, path: str) -> str | None:
+    """The path inside scenario ``name``'s repository, or None for another one's."""
+    scenario, _, rest = path.lstrip("/").partition("/")
+    return "/" + rest if scenario == name else None
 
 
 @dataclass
@@ -111,7 +118,7 @@ class FaultyRepository:
     """The proxy in front of a copy of the chart repository whose index names packages by relative URL (so that
     the packages, too, are fetched through the proxy), and the faults it injects until each is healed."""
 
-    proxy: RegistryProxy
+    proxy: FaultProxy
     upstream: ChartRepository
     scenarios: list[Scenario]
     healed: set[str]
@@ -121,9 +128,9 @@ class FaultyRepository:
 
     def asked(self, scenario: str, suffix: str) -> list[float]:
         return [
-            at
-            for _, path, at in list(self.proxy.asked)
-            if path.startswith(f"/{scenario}/") and path.endswith(suffix)
+            entry.arrived
+            for entry in self.proxy.entries()
+            if entry.path.startswith(f"/{scenario}/") and entry.path.endswith(suffix)
         ]
 
 
@@ -135,33 +142,36 @@ def scenarios(real_index: bytes) -> list[Scenario]:
     body_length = len(huge_index(HUGE_ENTRIES, real_index))
     return [
         Scenario(
-            "not-found", answer_index(Fault(404, b"404 page not found\n")), r"index\.yaml : 404 Not Found"
+            "not-found", Answer(404, b"404 page not found\n"), the_index, r"index\.yaml : 404 Not Found"
         ),
         Scenario(
             "server-error",
-            answer_index(Fault(500, b"upstream exploded\n")),
+            Answer(500, b"upstream exploded\n"),
+            the_index,
             r"index\.yaml : 500 Internal Server Error",
         ),
         Scenario(
             "malformed",
-            answer_index(
-                Fault(200, b"apiVersion: v1\nentries:\n  app: [{name: app, version: 0.1.0, urls: [\n")
-            ),
+            Answer(200, b"apiVersion: v1\nentries:\n  app: [{name: app, version: 0.1.0, urls: [\n"),
+            the_index,
             r"(?i)yaml",
         ),
         Scenario(
             "not-gzip",
-            answer_packages(Fault(200, b"<html><body>502 Bad Gateway</body></html>\n")),
+            Answer(200, b"<html><body>502 Bad Gateway</body></html>\n"),
+            the_packages,
             r"app-0\.1\.0\.tgz is not a chart package \(a gzip-compressed tar archive\)",
         ),
         Scenario(
             "slow",
-            answer_index(Fault(200, real_index, delay=3600)),
+            Answer(200, real_index, delay=3600),
+            the_index,
             rf"did not finish within {CHART_TIMEOUT}s and was stopped",
         ),
         Scenario(
             "huge",
-            answer_index(Fault(200, huge_body, length=body_length)),
+            Answer(200, huge_body, length=body_length),
+            the_index,
             r"index\.yaml is larger than 32 MiB, the limit of --max-index-size \(helm holds the whole index in memory\)",
         ),
     ]
@@ -176,21 +186,22 @@ def faulty_repository(helm: Helm, chart_repo: ChartRepository, workdir: Path) ->
     helm.run("repo", "index", str(directory))  # no --url: packages by relative URL, through the proxy
     upstream = charts_mod.serve_directory(directory)
     real_index = (directory / "index.yaml").read_bytes()
-    plans = {scenario.name: scenario for scenario in scenarios(real_index)}
+    plans = scenarios(real_index)
     healed: set[str] = set()
 
-    def fault(method: str, path: str) -> Fault | None:
-        name, _, rest = path.lstrip("/").partition("/")
-        if name in healed or name not in plans:
-            return None
-        return plans[name].fault("/" + rest)
+    def hits(scenario: Scenario) -> Callable[[str, str], bool]:
+        def hit(method: str, path: str) -> bool:
+            inside = within(scenario.name, path)
+            return scenario.name not in healed and inside is not None and scenario.where(inside)
 
-    proxy = RegistryProxy(
+        return hit
+
+    proxy = FaultProxy(
         upstream.url.removeprefix("http://").rstrip("/"),
         route=lambda path: "/" + path.lstrip("/").partition("/")[2],
-        fault=fault,
     ).start()
-    yield FaultyRepository(proxy, upstream, list(plans.values()), healed)
+    proxy.inject(*(Fault(Kind.ANSWER, hits(scenario), answer=scenario.answer) for scenario in plans))
+    yield FaultyRepository(proxy, upstream, plans, healed)
     proxy.stop()
     upstream.stop()
 

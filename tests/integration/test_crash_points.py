@@ -495,3 +495,46 @@ def test_killed_during_a_forced_upgrade(point: str, crash: Crash, app_chart: dic
     assert len(ran_helm(crash.wrapper.calls("upgrade", release=release))) == 1
     crash.converged(name, release, message="v1")
     crash.deleted(name, release)
+
+
+def test_killed_after_a_failed_forced_upgrade_was_rolled_back(
+    crash: Crash, app_chart: dict[str, str]
+) -> None:
+    """The force ran (its upgrade failed, the rollback returned) but was not echoed yet: the restart records the
+    rollback and echoes the force; it does not force, fail and roll back a second time."""
+    name, release = "frb", f"{crash.namespace}-frb"
+    body = helmrelease(name, app_chart, {"message": "v1"}, rollback={"enable": True}, timeout=60)
+    create_hr(crash.custom, crash.namespace, body)
+    crash.wait_ready(name, 1)
+    rolled_back = crash.wrapper.arm(AFTER, "rollback", release=release)
+    crash.custom.patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        crash.namespace,
+        PLURAL,
+        name,
+        {
+            "metadata": {"annotations": {REQUESTED: "f1", FORCE: "f1"}},
+            "spec": {"values": {"message": "v2", "failure": "apply"}},
+        },
+    )
+    crash.kill_at(rolled_back)
+    assert "lastHandledForceAt" not in get_hr(crash.custom, crash.namespace, name)["status"]
+    assert crash.history(release) == [(1, "superseded"), (2, "failed"), (3, "deployed")]
+    crash.restart()
+    hr = wait_for_hr(
+        crash.custom,
+        crash.namespace,
+        name,
+        lambda hr: hr.get("status", {}).get("lastHandledForceAt") == "f1",
+        timeout=TIMEOUT,
+        operator=crash.operator,
+        what="the force echoed",
+    )
+    assert (hr["status"]["phase"], hr["status"]["helmRevision"]) == ("RolledBack", 3)
+    assert crash.history(release) == [(1, "superseded"), (2, "failed"), (3, "deployed")], "forced once"
+    assert len(ran_helm(crash.wrapper.calls("upgrade", release=release))) == 1
+    assert len(ran_helm(crash.wrapper.calls("rollback", release=release))) == 1
+    crash.patch_spec(name, {"values": {"message": "v3", "failure": "none"}})
+    crash.converged(name, release, message="v3")
+    crash.deleted(name, release)

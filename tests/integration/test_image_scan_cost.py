@@ -19,8 +19,8 @@ import pytest
 from kubernetes import client as k8s
 from prometheus_client import CollectorRegistry
 from tests.integration.test_image_policy import Releases
+from tests.support.fault_proxy import FaultProxy, PullBudget
 from tests.support.registry import ImagePusher, Registry, requests_by_kind, utc
-from tests.support.registry_proxy import PullBudget, RegistryProxy
 from tests.support.wait import eventually
 
 from helmrelease.adapters.kube import KubeClient
@@ -209,14 +209,14 @@ async def test_a_new_tag_costs_its_own_lookups_once(
 
 
 @pytest.fixture
-def proxy(registry: Registry) -> Iterator[RegistryProxy]:
-    proxy = RegistryProxy(registry.host).start()
+def proxy(registry: Registry) -> Iterator[FaultProxy]:
+    proxy = FaultProxy(registry.host).start()
     yield proxy
     proxy.stop()
 
 
 async def test_a_stalled_registry_does_not_hold_back_another_registrys_decision(
-    sidecars: Any, releases: Releases, pusher: ImagePusher, registry: Registry, proxy: RegistryProxy
+    sidecars: Any, releases: Releases, pusher: ImagePusher, registry: Registry, proxy: FaultProxy
 ) -> None:
     fast = f"{registry.host}/{push_repository(pusher)}"
     slow = f"{proxy.host}/{push_repository(pusher)}"  # the same registry, reached as another host
@@ -238,14 +238,14 @@ async def test_a_stalled_registry_does_not_hold_back_another_registrys_decision(
 
 
 @pytest.fixture
-def budget_proxy(registry: Registry) -> Iterator[RegistryProxy]:
-    proxy = RegistryProxy(registry.host, PullBudget(limit=4, window=2.0)).start()
+def budget_proxy(registry: Registry) -> Iterator[FaultProxy]:
+    proxy = FaultProxy(registry.host, budget=PullBudget(limit=4, window=2.0)).start()
     yield proxy
     proxy.stop()
 
 
 async def test_an_announced_pull_budget_slows_the_client_before_a_429(
-    sidecars: Any, releases: Releases, pusher: ImagePusher, budget_proxy: RegistryProxy
+    sidecars: Any, releases: Releases, pusher: ImagePusher, budget_proxy: FaultProxy
 ) -> None:
     image = f"{budget_proxy.host}/{push_repository(pusher, tags=12)}"
     releases.create("glob", {"image": f"{image}:{tag(0)}"}, GLOB)
@@ -253,5 +253,5 @@ async def test_an_announced_pull_budget_slows_the_client_before_a_429(
     assert [move.new_tag for move in report.moves] == [tag(11)]
     gets = budget_proxy.manifest_gets()
     assert len(gets) == costs["manifest"] == 12
-    assert budget_proxy.refused == []  # never told "too many requests"
+    assert budget_proxy.refused() == []  # never told "too many requests"
     assert gets[-1] - gets[0] >= 2 * 2.0 * 0.9  # 12 GETs at 4 per 2s window span at least two windows

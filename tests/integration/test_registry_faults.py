@@ -81,7 +81,7 @@ CASES = [
 
 @pytest.fixture
 def proxy(registry: Registry) -> Iterator[FaultProxy]:
-    proxy = FaultProxy(registry.host).start()
+    proxy = FaultProxy(registry.host, page_size=1).start()
     yield proxy
     proxy.stop()
 

@@ -1,28 +1,72 @@
-"""An HTTP proxy in front of the test registry that breaks chosen requests in chosen ways, until healed.
+"""The one HTTP proxy of the tests: in front of the test registry or chart repository, it breaks chosen
+requests in chosen ways until healed, holds requests back, or keeps a Docker Hub style pull budget.
 
-The registry behind it answers everything (``registry_proxy.forward``); the proxy pages tag lists one tag per
-page (it asks the registry for ``n=1``), so a fault can hit the page that holds the newest tag while the
-earlier pages answer: a client that decided from a partial list would write a wrong tag. A ``Fault`` names
-what goes wrong and which requests it hits; ``heal`` makes the proxy an honest one again. Every request is
-logged with its arrival and answer times, so a test can prove a ``Retry-After`` was honoured.
+The server behind it answers everything (``forward``). A ``Fault`` names what goes wrong (``Kind``) and which
+requests it hits; several can be injected at once (the first that hits a request answers it), and ``heal``
+makes the proxy an honest one again. ``Kind.ANSWER`` answers with a body of the test's choosing (a status, a
+slow start, a drip, a body too large to hold twice). With ``page_size=1`` the proxy pages tag lists one tag per
+page, so a fault can hit the page that holds the newest tag while the earlier pages answer: a client that
+decided from a partial list would write a wrong tag. ``hold`` stalls every request (a server that stopped
+answering); a ``PullBudget`` counts manifest GETs against a fixed window and says so in headers
+(``RateLimit-Remaining: N;w=W``, ``RateLimit-Reset``, a 429 once it is spent), as Docker Hub does. ``route``
+maps the path asked for to the path forwarded (one proxy, many chart repository URLs). Every request is logged
+with its arrival and answer times, so a test can prove a ``Retry-After`` was honoured or a budget kept.
 """
 
 from __future__ import annotations
 
 import bisect
+import http.client
 import json
+import math
 import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from tests.support.procs import free_port
-from tests.support.registry_proxy import forward, send
+
+_HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "server", "date"})
+
+
+def forward(
+    target: str, method: str, path: str, headers: Iterable[tuple[str, str]]
+) -> tuple[int, list[tuple[str, str]], bytes]:
+    """Send one request on to the server at ``target``: its status, end-to-end headers and body."""
+    upstream = http.client.HTTPConnection(target, timeout=30)
+    try:
+        sent = {name: value for name, value in headers if name.lower() not in _HOP_BY_HOP | {"host"}}
+        sent["Host"] = target
+        upstream.request(method, path, headers=sent)
+        response = upstream.getresponse()
+        body = response.read()
+        kept = [(name, value) for name, value in response.getheaders() if name.lower() not in _HOP_BY_HOP]
+        if method == "HEAD" and (length := response.getheader("Content-Length")):
+            kept.append(("Content-Length", length))
+        return response.status, kept, body
+    finally:
+        upstream.close()
+
+
+def send(
+    handler: BaseHTTPRequestHandler, status: int, headers: Iterable[tuple[str, str]], body: bytes
+) -> None:
+    """Answer ``handler``'s request; a Content-Length of the body unless the headers (a HEAD's) carry one."""
+    handler.send_response(status)
+    has_length = False
+    for name, value in headers:
+        has_length = has_length or name.lower() == "content-length"
+        handler.send_header(name, value)
+    if not has_length:
+        handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    if handler.command != "HEAD":
+        handler.wfile.write(body)
 
 
 class Kind(StrEnum):
@@ -43,6 +87,7 @@ class Kind(StrEnum):
     REDIRECT_LOOP = "redirect-loop"
     HUGE = "100k-tags"
     LINK_LOOP = "link-to-first-page"
+    ANSWER = "answer"  # the fault's ``answer``, whatever the server would say
 
 
 RETRY_AFTER = 2  # seconds, what a 429-retry-after says
@@ -55,20 +100,42 @@ _LOGIN = b"<!DOCTYPE html><html><body><form action=/login>Please sign in</form><
 
 
 @dataclass(frozen=True)
+class Answer:
+    """What ``Kind.ANSWER`` sends: ``status`` and ``body`` (bytes, or a callable giving the chunks, for a body
+    too large to hold twice, with its ``length``), after ``delay`` seconds, ``drip`` seconds between chunks."""
+
+    status: int = 200
+    body: bytes | Callable[[], Iterable[bytes]] = b""
+    length: int | None = None  # Content-Length of a chunked body (None: the body is bytes)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    drip: float = 0.0
+
+
+@dataclass(frozen=True)
 class Fault:
-    """``kind`` for every request ``hits`` picks (method, path with query); ``swap`` for a digest mismatch:
-    the tag whose manifest body is served under the hit tag's digest."""
+    """``kind`` for every request ``hits`` picks (method, path with query, as asked); ``swap`` for a digest
+    mismatch: the tag whose manifest body is served under the hit tag's digest; ``answer`` for ``Kind.ANSWER``."""
 
     kind: Kind
     hits: Callable[[str, str], bool]
     swap: str | None = None
+    answer: Answer | None = None
+
+
+@dataclass(frozen=True)
+class PullBudget:
+    """``limit`` manifest GETs per ``window`` seconds (windows start at the first request)."""
+
+    limit: int
+    window: float
 
 
 @dataclass(frozen=True)
 class Logged:
     method: str
     path: str
-    status: str  # the status sent, or the fault's kind when there was none
+    status: str  # the status forwarded, "fault <kind>", or "refused" for a 429 of the pull budget
     arrived: float  # time.monotonic()
     answered: float
 
@@ -91,13 +158,30 @@ def manifest_of(tag: str) -> Callable[[str, str], bool]:
 
 
 class FaultProxy:
-    def __init__(self, target: str) -> None:
-        self.target = target
+    def __init__(
+        self,
+        target: str,
+        *,
+        page_size: int | None = None,
+        budget: PullBudget | None = None,
+        route: Callable[[str], str] | None = None,
+    ) -> None:
+        self.target = target  # host:port of the server behind
         self.port = free_port()
-        self.fault: Fault | None = None
+        self.page_size = page_size
+        self.budget = budget
+        self.route = route
+        self.faults: tuple[Fault, ...] = ()
         self.log: list[Logged] = []
+        #: Requests waiting for `release` right now.
+        self.stalled = 0
         self._lock = threading.Lock()
         self._healed = threading.Event()
+        self._open = threading.Event()
+        self._open.set()
+        self._holding: Callable[[str, str], bool] | None = None  # None: `hold` stalls every request
+        self._window_start: float | None = None
+        self._used = 0
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
         self._server.daemon_threads = True
 
@@ -111,36 +195,88 @@ class FaultProxy:
 
     def stop(self) -> None:
         self._healed.set()
+        self._open.set()
         self._server.shutdown()
         self._server.server_close()
 
-    def inject(self, fault: Fault) -> None:
+    def inject(self, *faults: Fault) -> None:
+        """Break what ``faults`` hit (the first that hits a request answers it), instead of what broke before."""
         self._healed.clear()
-        self.fault = fault
+        self.faults = faults
 
     def heal(self) -> None:
-        self.fault = None
+        self.faults = ()
         self._healed.set()
 
-    def faulted(self) -> list[Logged]:
-        """Requests that met the fault."""
+    def hold(self, matching: Callable[[str, str], bool] | None = None) -> None:
+        """Stall every request (or those ``matching`` picks by method and path) until ``release``: a server
+        that stopped answering, or one request held at a known point of a scan."""
+        self._holding = matching
+        self._open.clear()
+
+    def release(self) -> None:
+        self._open.set()
+
+    def entries(self) -> list[Logged]:
         with self._lock:
-            return [entry for entry in self.log if entry.status.startswith("fault ")]
+            return list(self.log)
+
+    def faulted(self) -> list[Logged]:
+        """Requests that met a fault."""
+        return [entry for entry in self.entries() if entry.status.startswith("fault ")]
+
+    def forwarded(self) -> list[Logged]:
+        """Requests the server behind answered."""
+        return [entry for entry in self.entries() if entry.status.isdigit()]
+
+    def refused(self) -> list[Logged]:
+        """Requests the pull budget answered with a 429."""
+        return [entry for entry in self.entries() if entry.status == "refused"]
+
+    def manifest_gets(self) -> list[float]:
+        """When each forwarded manifest GET arrived."""
+        return [e.arrived for e in self.forwarded() if e.method == "GET" and "/manifests/" in e.path]
+
+    def _hit(self, method: str, path: str) -> Fault | None:
+        return next((fault for fault in self.faults if fault.hits(method, path)), None)
+
+    def _spend(self, method: str, path: str) -> tuple[bool, dict[str, str]]:
+        """Whether this request may go on, and the budget headers of the answer."""
+        if self.budget is None or "/manifests/" not in path:
+            return True, {}
+        with self._lock:
+            now = time.monotonic()
+            if self._window_start is None or now >= self._window_start + self.budget.window:
+                self._window_start, self._used = now, 0
+            allowed = True
+            if method == "GET":
+                allowed = self._used < self.budget.limit
+                if allowed:
+                    self._used += 1
+            left = self._window_start + self.budget.window - now
+            headers = {
+                "RateLimit-Limit": f"{self.budget.limit};w={self.budget.window:g}",
+                "RateLimit-Remaining": f"{self.budget.limit - self._used};w={self.budget.window:g}",
+                "RateLimit-Reset": str(max(1, math.ceil(left))),
+            }
+            if not allowed:
+                headers["Retry-After"] = str(max(1, math.ceil(left)))
+            return allowed, headers
 
     def _record(self, method: str, path: str, status: str, arrived: float) -> None:
         with self._lock:
             self.log.append(Logged(method, path, status, arrived, time.monotonic()))
 
-    # What the registry says, paged by one tag or (for the huge list) by what the client asked
+    # What the server says, routed, and tag lists paged by ``page_size`` or (for the huge list) as asked
 
     def _upstream(
         self, method: str, path: str, headers: list[tuple[str, str]]
     ) -> tuple[int, list[tuple[str, str]], bytes]:
-        if "/tags/list" in path:
+        if self.page_size is not None and "/tags/list" in path:
             parts = urlsplit(path)
-            query = {**_query(path), "n": "1"}
+            query = {**_query(path), "n": str(self.page_size)}
             path = f"{parts.path}?{urlencode(query)}"
-        return forward(self.target, method, path, headers)
+        return forward(self.target, method, self.route(path) if self.route else path, headers)
 
     def _huge_page(
         self, method: str, path: str, headers: list[tuple[str, str]]
@@ -178,18 +314,31 @@ class FaultProxy:
                 self._serve()
 
             def _serve(self) -> None:
+                holding = proxy._holding
+                if holding is None or holding(self.command, self.path):
+                    with proxy._lock:
+                        proxy.stalled += 1
+                    proxy._open.wait()
+                    with proxy._lock:
+                        proxy.stalled -= 1
                 arrived = time.monotonic()
-                fault = proxy.fault
-                if fault is not None and fault.hits(self.command, self.path):
-                    hangs = fault.kind in (Kind.TIMEOUT, Kind.DRIP)  # logged as they begin
+                fault = proxy._hit(self.command, self.path)
+                if fault is not None:
+                    hangs = fault.kind in (Kind.TIMEOUT, Kind.DRIP, Kind.ANSWER)  # logged as they begin
                     if hangs:
                         proxy._record(self.command, self.path, f"fault {fault.kind}", arrived)
                     self._fault(fault)
                     if not hangs:
                         proxy._record(self.command, self.path, f"fault {fault.kind}", arrived)
                     return
+                allowed, extra = proxy._spend(self.command, self.path)
+                if not allowed:
+                    body = b'{"errors":[{"code":"TOOMANYREQUESTS","message":"pull rate limit"}]}'
+                    send(self, 429, [*extra.items(), ("Content-Type", "application/json")], body)
+                    proxy._record(self.command, self.path, "refused", arrived)
+                    return
                 status, headers, body = proxy._upstream(self.command, self.path, list(self.headers.items()))
-                send(self, status, headers, body)
+                send(self, status, headers + list(extra.items()), body)
                 proxy._record(self.command, self.path, str(status), arrived)
 
             def _fault(self, fault: Fault) -> None:
@@ -233,11 +382,36 @@ class FaultProxy:
                 elif kind is Kind.HUGE:
                     headers, body = proxy._huge_page(self.command, self.path, incoming)
                     send(self, 200, headers, body)
+                elif kind is Kind.ANSWER:
+                    assert fault.answer is not None
+                    self._answer(fault.answer)
                 elif kind is Kind.LINK_LOOP:
                     status, headers, body = proxy._upstream(self.command, self.path, incoming)
                     first = f"{urlsplit(self.path).path}?n=1000"
                     kept = [(n, v) for n, v in headers if n.lower() != "link"]
                     send(self, status, [*kept, ("Link", f'<{first}>; rel="next"')], body)
+
+            def _answer(self, answer: Answer) -> None:
+                """Send ``answer``; a client that gives up meanwhile (a timeout) ends it quietly."""
+                if answer.delay:
+                    proxy._healed.wait(answer.delay)
+                chunks = [answer.body] if isinstance(answer.body, bytes) else answer.body()
+                length = len(answer.body) if isinstance(answer.body, bytes) else answer.length
+                try:
+                    self.send_response(answer.status)
+                    for name, value in answer.headers.items():
+                        self.send_header(name, value)
+                    self.send_header("Content-Length", str(length))
+                    self.end_headers()
+                    if self.command == "HEAD":
+                        return
+                    for chunk in chunks:
+                        self.wfile.write(chunk)
+                        self.wfile.flush()
+                        if answer.drip:
+                            proxy._healed.wait(answer.drip)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True
 
             def _reset(self) -> None:
                 """Close with a TCP RST (SO_LINGER 0) instead of an answer."""

@@ -272,11 +272,12 @@ class HelmWrapper:
 
     def invocations(self) -> list[Invocation]:
         """Every invocation so far, in the order they started."""
-        found: dict[int, Invocation] = {}
+        found: dict[object, Invocation] = {}
         for event in self.events():
             pid = int(event["pid"])
+            key = event.get("call", pid)  # a process may log several calls (tests/support/write_gate.py)
             if event["event"] == "start":
-                found[pid] = Invocation(
+                found[key] = Invocation(
                     pid=pid,
                     ppid=int(event["ppid"]),
                     argv=list(event["argv"]),
@@ -286,7 +287,7 @@ class HelmWrapper:
                     start=float(event["time"]),
                 )
                 continue
-            invocation = found.get(pid)
+            invocation = found.get(key)
             if invocation is None:
                 continue
             if event["event"] == "helm-start":

@@ -10,10 +10,13 @@ lies. A root or sub-path that is itself a file is the one file there is.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import stat
 import tempfile
 from pathlib import Path, PurePosixPath
+
+_log = logging.getLogger(__name__)
 
 MANIFEST_SUFFIXES = frozenset({".yaml", ".yml"})
 
@@ -76,11 +79,31 @@ def write_text(path: Path, text: str) -> None:
         stream.write(text)
 
 
+_TEMPORARY_SUFFIX = ".tmp"
+
+
+def is_temporary_of(name: str, candidate: str) -> bool:
+    """Whether the file name ``candidate`` is a temporary `write_atomically` made for the file ``name``:
+    ``.<name>.<random>.tmp``."""
+    prefix = f".{name}."
+    return (
+        candidate.startswith(prefix)
+        and candidate.endswith(_TEMPORARY_SUFFIX)
+        and len(candidate) > len(prefix) + len(_TEMPORARY_SUFFIX)
+        and "/" not in candidate
+    )
+
+
 def write_atomically(path: Path, data: bytes, *, mode: int = 0o600) -> None:
     """Replace ``path`` with ``data`` so that a crash at any point leaves the old file or the new one, never
-    a mix: a temporary file in the same directory, fsync, rename over ``path``, fsync of the directory."""
+    a mix: a temporary file in the same directory, fsync, rename over ``path``, fsync of the directory.
+
+    A process killed before the rename leaves its temporary behind (nothing reads it); whoever loads ``path``
+    at start removes those with `remove_leftover_temporaries`, so crashes do not fill the directory."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    descriptor, temporary = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=_TEMPORARY_SUFFIX, dir=path.parent
+    )
     try:
         with os.fdopen(descriptor, "wb") as stream:
             os.fchmod(stream.fileno(), mode)
@@ -97,6 +120,35 @@ def write_atomically(path: Path, data: bytes, *, mode: int = 0o600) -> None:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def remove_leftover_temporaries(path: Path) -> list[str]:
+    """Remove the temporaries of ``path`` that `write_atomically` calls killed midway left; return their names.
+
+    Call it before this process writes ``path`` (at start): a temporary found then belongs to no running write.
+    Never raises: a temporary that cannot be removed only costs disk space, said in the log.
+    """
+    removed: list[str] = []
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not is_temporary_of(path.name, entry.name):
+            continue
+        try:
+            if entry.is_file(follow_symlinks=False):
+                os.unlink(entry.path)
+                removed.append(entry.name)
+        except OSError as error:
+            _log.warning("cannot remove %s, left by a write that was stopped midway: %s", entry.path, error)
+    if removed:
+        _log.info(
+            "removed %s in %s, left by writes that were stopped midway",
+            ", ".join(sorted(removed)),
+            path.parent,
+        )
+    return sorted(removed)
 
 
 def read_bounded(path: Path, max_bytes: int) -> bytes | None:

@@ -26,7 +26,7 @@ import shlex
 import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -515,6 +515,17 @@ class PushOutcome(enum.Enum):
     FAILED = "failed"  # the push never got an answer about the ref (auth, network, ...)
 
 
+def leftover_locks(git_files: Iterable[PurePosixPath]) -> tuple[str, ...]:
+    """The lock files among ``git_files`` (paths inside a ``.git`` directory), sorted.
+
+    git takes ``index.lock``, ``HEAD.lock``, ``shallow.lock``, ``refs/.../<branch>.lock`` and the like while it
+    changes a file and renames it into place when done; a git killed meanwhile (the sidecar's container
+    SIGKILLed, a command stopped by its deadline) leaves the lock behind, and every later git command that needs
+    the file fails with "File exists". No ref may end in ``.lock``, so every such name is a lock.
+    """
+    return tuple(sorted(path.as_posix() for path in git_files if path.suffix == ".lock"))
+
+
 def push_outcome(returncode: int, porcelain: str) -> PushOutcome:
     """Read ``git push --porcelain``: ref lines are ``flag<TAB>from:to<TAB>summary``, flag ``!`` a refusal."""
     if returncode == 0:
@@ -651,8 +662,26 @@ class GitRepository:
         write_credential_files(self.layout, self.remote.credentials)
 
     async def _has_clone(self) -> bool:
-        """Whether the kept clone serves this remote (a changed URL or a broken clone means a new clone)."""
-        if not (self.worktree / ".git").is_dir():
+        """Whether the kept clone serves this remote (a changed URL or a broken clone means a new clone).
+
+        A clone holding lock files was left by a git command that was killed midway: none of ours runs now
+        (they are serialised and each is waited for, or killed, before the next), and what that command left
+        half done is unknown, so it is cloned again rather than repaired.
+        """
+        git_dir = self.worktree / ".git"
+        if not git_dir.is_dir():
+            return False
+        locks = await asyncio.to_thread(
+            lambda: leftover_locks(
+                PurePosixPath(path.relative_to(git_dir)) for path in git_dir.rglob("*.lock")
+            )
+        )
+        if locks:
+            logger.warning(
+                "the git clone in %s holds %s, left by a git command that was stopped midway; cloning again",
+                self.worktree,
+                ", ".join(locks),
+            )
             return False
         origin = await self._git.output("config", "--get", "remote.origin.url")
         return origin.returncode == 0 and origin.stdout.strip() == self.remote.url

@@ -222,6 +222,8 @@ class ImageScan:
     newest: TagCandidate | None = None
     decision: UpdateDecision | None = None
     error: str | None = None
+    #: What stays the same while the same failure lasts (``RegistryError.identity``); None: the ``error`` text.
+    error_key: str | None = None
     #: For a pinned image: the digest to write with the chosen tag (or with the current one, pushed again).
     digest: str | None = None
     step_back: StepBack | None = None
@@ -358,7 +360,7 @@ class ImageScanner:
                 ):  # "is what values hold older than what we wrote?"
                     times.update(await _build_times(self.source, name, [written_tag], secret, 1))
         except RegistryError as error:
-            return ImageScan(target, error=str(error))
+            return ImageScan(target, error=str(error), error_key=error.identity)
         candidates = [TagCandidate(tag, times.get(tag), seen.get(tag)) for tag in eligible]
         ranked = rank_tags(candidates, order)
         newest = ranked[0] if ranked else None
@@ -389,7 +391,7 @@ class ImageScanner:
         except RegistryNotFound:
             return ImageScan(target, newest, decision)  # deleted since the listing: next cycle decides
         except RegistryError as error:
-            return ImageScan(target, error=str(error))
+            return ImageScan(target, error=str(error), error_key=error.identity)
         return ImageScan(target, newest, decision, digest=digest)
 
     async def _build_times(

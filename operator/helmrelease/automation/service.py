@@ -566,7 +566,12 @@ class ImagePolicyService:
                 pauses.append(self._pause(view, scan.target, scan.step_back))
             if scan.error is not None:
                 failures.append(Failure.REGISTRY)
-                await self._warn(view, EventReason.SCAN_FAILED, f"{scan.target.container}: {scan.error}")
+                await self._warn(
+                    view,
+                    EventReason.SCAN_FAILED,
+                    f"{scan.target.container}: {scan.error}",
+                    key=f"{scan.target.container}: {scan.error_key}" if scan.error_key else None,
+                )
             elif scan.decision is not None:
                 _log.debug("%s %s: %s", view.release, scan.target.container, scan.decision.detail)
             if scan.move is not None:
@@ -608,9 +613,14 @@ class ImagePolicyService:
 
     # --- events ----------------------------------------------------------------------------------------
 
-    async def _warn(self, view: WatchedRelease, reason: EventReason, message: str) -> None:
-        """Log and post an Event when the problem is new for this release; while it lasts, log at debug."""
-        if not self._repeats.is_new(_object_key(view), f"{reason}: {message}"):
+    async def _warn(
+        self, view: WatchedRelease, reason: EventReason, message: str, *, key: str | None = None
+    ) -> None:
+        """Log and post an Event when the problem is new for this release; while it lasts, log at debug.
+
+        ``key`` names the problem when the message carries details that change while it lasts (the
+        registry's own wording); by default the message is the key."""
+        if not self._repeats.is_new(_object_key(view), f"{reason}: {key if key is not None else message}"):
             _log.debug("%s: %s (still)", view.release, message)
             return
         _log.warning("%s: %s", view.release, message)

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from helmrelease.adapters.files import read_bounded, write_atomically
+from helmrelease.adapters.files import read_bounded, remove_leftover_temporaries, write_atomically
 from helmrelease.images.reference import CanonicalName
 
 _log = logging.getLogger(__name__)
@@ -81,6 +81,7 @@ class FirstSeen:
 def load_first_seen(path: Path, record: FirstSeen) -> None:
     """Fill ``record`` from ``path`` (written by ``save_first_seen``); a missing or broken file is a fresh
     start, said in the log, never a failure: the worst it costs is a soak started again."""
+    remove_leftover_temporaries(path)
     try:
         raw = read_bounded(path, MAX_FILE_BYTES)
         if raw is None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from helmrelease.adapters import helm as helm_adapter
 from helmrelease.adapters.charts import FetchedChart
-from helmrelease.adapters.kube import Forbidden, KubeError, ObjectRef
+from helmrelease.adapters.kube import KubeError, ObjectRef
 from helmrelease.api.constants import Action, HelmStatus
 from helmrelease.api.ownership import ANTECEDENT_ANNOTATION
 from helmrelease.api.resource import HelmRelease
@@ -108,12 +108,15 @@ class ActionExecutor:
                 if stored is None:
                     return
                 manifest = stored.manifest
-            for obj in manifest_identities(manifest, hr.target_namespace):
-                ref = ObjectRef(obj.api_version, obj.kind, obj.namespace or hr.target_namespace, obj.name)
-                try:
-                    await kube.annotate([ref], {ANTECEDENT_ANNOTATION: hr.antecedent})
-                except Forbidden:
-                    refused.append(obj.label)
+            objects = {
+                ObjectRef(
+                    obj.api_version, obj.kind, obj.namespace or hr.target_namespace, obj.name
+                ): obj.label
+                for obj in manifest_identities(manifest, hr.target_namespace)
+            }
+            refused = [
+                objects[ref] for ref in await kube.annotate(objects, {ANTECEDENT_ANNOTATION: hr.antecedent})
+            ]
         except (KubeError, helm_adapter.HelmError) as error:
             log.warning(
                 "could not annotate resources of %s/%s: %s", hr.target_namespace, hr.release_name, error

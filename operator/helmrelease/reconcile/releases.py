@@ -10,7 +10,7 @@ not live to record (killed right after helm returned) is recognised as applied i
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -108,10 +108,28 @@ def latest(revisions: Iterable[IndexedRelease]) -> IndexedRelease | None:
     return max(revisions, key=lambda revision: revision.revision, default=None)
 
 
+def force_carried_out(revisions: Iterable[IndexedRelease], owner: tuple[str, str], token: str) -> bool:
+    """Whether a finished revision of ours was deployed for force request `token`, whatever came after it: a
+    forced upgrade that failed and was rolled back counts (the rollback copies the labels of the revision it
+    goes back to, so the latest one does not say it), and a restart before the force was echoed must not force
+    again. A revision still pending was interrupted: that force never finished, and runs again."""
+    label = force_label(token)
+    return any(
+        revision.force_label == label
+        and (revision.owner_namespace, revision.owner_name) == owner
+        and not helm_status(revision.status).is_pending
+        for revision in revisions
+    )
+
+
 class ReleaseView(Protocol):
     """Where the reconciler looks up the current state of a release."""
 
     def latest(self, namespace: str, name: str) -> IndexedRelease | None: ...
+
+    def revisions(self, namespace: str, name: str) -> Sequence[IndexedRelease]:
+        """Every stored revision of the release (its history), in no particular order."""
+        ...
 
 
 class ReleaseIndexView:
@@ -126,6 +144,10 @@ class ReleaseIndexView:
             return None
         return latest(self._index[key])
 
+    def revisions(self, namespace: str, name: str) -> Sequence[IndexedRelease]:
+        key = (namespace, name)
+        return list(self._index[key]) if key in self._index else []
+
 
 class StoredReleaseView:
     """A `ReleaseView` of one namespace from the labels of Helm's storage Secrets as the API listed them just now."""
@@ -139,3 +161,6 @@ class StoredReleaseView:
 
     def latest(self, namespace: str, name: str) -> IndexedRelease | None:
         return latest(self._entries.get((namespace, name), []))
+
+    def revisions(self, namespace: str, name: str) -> Sequence[IndexedRelease]:
+        return list(self._entries.get((namespace, name), []))

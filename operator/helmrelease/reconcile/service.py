@@ -48,7 +48,7 @@ from helmrelease.reconcile.masking import Masker
 from helmrelease.reconcile.metrics import ActionResult, OperatorMetrics, PassResult
 from helmrelease.reconcile.observe import ReleaseObserver, left_by, may_check_drift
 from helmrelease.reconcile.plan import Claim, Desired, ObservedRelease, Plan, Recorded, next_action
-from helmrelease.reconcile.releases import ReleaseView, StoredReleaseView, force_label
+from helmrelease.reconcile.releases import ReleaseView, StoredReleaseView, force_carried_out, force_label
 from helmrelease.reconcile.report import (
     NORMAL,
     RETRY_LATER,
@@ -450,8 +450,9 @@ class Reconciler:
                 drift = await self._drift(current, desired, observed)
             forced = current.requests.force is not None and current.forced is None
             force_applied = forced and _deployed_for(observed, current.requests.force)
-            if force_applied:
-                # Killed after the forced deploy finished: the force is done (echoed with this pass), not repeated.
+            if force_applied or (forced and self._force_carried_out(hr, view, current.requests.force)):
+                # Killed after the forced deploy finished (or failed and was rolled back): the force is done
+                # (echoed with this pass), not repeated.
                 current.forced, forced = current.requests.force, False
             plan = next_action(
                 desired,
@@ -496,6 +497,13 @@ class Reconciler:
         await self.report.write(current)
         message = f"Release {desired.release} took {MAX_STEPS} steps in one pass; deciding again shortly"
         raise ReconcileError(Reason.PROGRESSING, message, temporary=True, retry_after=RETRY_SOON)
+
+    @staticmethod
+    def _force_carried_out(hr: HelmRelease, releases: ReleaseView, token: str | None) -> bool:
+        if token is None:
+            return False
+        history = releases.revisions(hr.target_namespace, hr.release_name)
+        return force_carried_out(history, (hr.metadata.namespace, hr.metadata.name), token)
 
     async def _settle(
         self, current: PassState, desired: Desired, plan: Plan, observed: ObservedRelease | None

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from helmrelease.adapters.files import manifest_files, read_text, resolve_inside, write_text
+from helmrelease.adapters.files import (
+    is_temporary_of,
+    manifest_files,
+    read_text,
+    remove_leftover_temporaries,
+    resolve_inside,
+    write_atomically,
+    write_text,
+)
 
 RELEASE = "kind: HelmRelease\nmetadata:\n  name: prom\n"
 
@@ -99,3 +107,35 @@ def test_text_keeps_its_line_endings(tmp_path: Path) -> None:
     write_text(path, "a: 1\r\nb: é\r\n")
     assert path.read_bytes() == "a: 1\r\nb: é\r\n".encode()
     assert read_text(path) == "a: 1\r\nb: é\r\n"
+
+
+@pytest.mark.parametrize(
+    ("candidate", "is_temporary"),
+    [
+        (".tag-cache.json.k3j9x_2a.tmp", True),
+        ("tag-cache.json", False),  # the file itself
+        (".tag-cache.json..tmp", False),  # no random part: not a name mkstemp gives
+        (".first-seen.json.k3j9x_2a.tmp", False),  # another file's
+        (".tag-cache.json.k3j9x_2a.tmp.keep", False),
+        ("tag-cache.json.k3j9x_2a.tmp", False),  # not hidden: not ours
+        (".tag-cache.jsonx.k3j9x_2a.tmp", False),
+    ],
+)
+def test_is_temporary_of(candidate: str, is_temporary: bool) -> None:
+    assert is_temporary_of("tag-cache.json", candidate) is is_temporary
+
+
+def test_leftover_temporaries_go_and_the_file_and_its_neighbours_stay(tmp_path: Path) -> None:
+    path = tmp_path / "tag-cache.json"
+    write_atomically(path, b"{}")
+    left = [".tag-cache.json.abc12345.tmp", ".tag-cache.json.zz_9.tmp"]
+    kept = [".first-seen.json.abc12345.tmp", "first-seen.json"]
+    for name in left + kept:
+        (tmp_path / name).write_bytes(b"half")
+    (tmp_path / ".tag-cache.json.dir.tmp").mkdir()  # not a file: not one of ours
+    assert remove_leftover_temporaries(path) == sorted(left)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [".tag-cache.json.dir.tmp", "tag-cache.json", *kept]
+    )
+    assert path.read_bytes() == b"{}"
+    assert remove_leftover_temporaries(tmp_path / "missing" / "x.json") == []

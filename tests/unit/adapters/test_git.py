@@ -40,6 +40,7 @@ from helmrelease.adapters.git import (
     failure_kind,
     git_environment,
     is_valid_branch,
+    leftover_locks,
     push_outcome,
     scrub_secrets,
     ssh_command,
@@ -611,3 +612,22 @@ def test_ssh_command_quotes_paths_for_the_shell_git_runs_it_with() -> None:
     command = ssh_command(Path("/a b/key"), Path("/c'd/hosts"), "yes")
     assert shlex.split(command)[:5] == ["ssh", "-F", "/dev/null", "-i", "/a b/key"]
     assert "UserKnownHostsFile=/c'd/hosts" in shlex.split(command)
+
+
+@pytest.mark.parametrize(
+    ("files", "locks"),
+    [
+        pytest.param(
+            ["HEAD", "index", "refs/heads/main", "objects/pack/pack-1.pack"], (), id="a-clean-clone"
+        ),
+        pytest.param(["index", "index.lock"], ("index.lock",), id="killed-while-writing-the-index"),
+        pytest.param(
+            ["refs/heads/main.lock", "HEAD.lock"], ("HEAD.lock", "refs/heads/main.lock"), id="a-ref-update"
+        ),
+        pytest.param(["shallow.lock", "shallow"], ("shallow.lock",), id="a-shallow-fetch"),
+        pytest.param(["refs/remotes/origin/main.lock"], ("refs/remotes/origin/main.lock",), id="a-fetch"),
+        pytest.param(["hooks/pre-commit.sample", "refs/heads/locked"], (), id="lock-in-a-name-is-no-lock"),
+    ],
+)
+def test_leftover_locks_are_the_files_a_killed_git_left(files: list[str], locks: tuple[str, ...]) -> None:
+    assert leftover_locks(PurePosixPath(file) for file in files) == locks

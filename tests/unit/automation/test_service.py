@@ -15,7 +15,7 @@ from tests.unit.automation.fakes import FakeKube, FakeRegistry, FakeRepository, 
 
 from helmrelease.adapters.git import RemoteUnreachable
 from helmrelease.adapters.kube import Conflict, Forbidden, KubeError
-from helmrelease.adapters.registry import RegistryUnavailable
+from helmrelease.adapters.registry import RegistryUnauthorized, RegistryUnavailable
 from helmrelease.automation.metrics import AutomationMetrics
 from helmrelease.automation.service import (
     CycleReport,
@@ -229,6 +229,26 @@ async def test_problems_are_warned_once_while_they_last() -> None:
         "chart-image: registry reg.example.com, repository team/missing:"
     )
     assert harness.sample("image_update_failures_total", cause="registry") == 3.0
+
+
+async def test_a_registry_failure_whose_wording_changes_every_request_is_warned_once() -> None:
+    """A registry's error body may carry a request id or a time; the same failure is still one Warning, and
+    another failure (a 401 after the 503s) is new."""
+    harness = Harness()
+    harness.kube.add(release("web", IMAGE, AUTOMATED))
+    for request_id in ("a1", "b2", "c3"):
+        harness.registry.failures[APP] = RegistryUnavailable(
+            "reg.example.com", "team/app", f"tag list: HTTP 503 (request id {request_id})", status=503
+        )
+        await harness.cycle()
+    harness.registry.failures[APP] = RegistryUnauthorized(
+        "reg.example.com", "team/app", "tag list", status=401
+    )
+    await harness.cycle()
+    assert harness.kube.reasons() == ["ImageScanFailed", "ImageScanFailed"]
+    assert "request id a1" in harness.kube.events[0][3]
+    assert "HTTP 503" not in harness.kube.events[1][3]
+    assert harness.sample("image_update_failures_total", cause="registry") == 4.0
 
 
 async def test_a_bad_policy_warns_and_the_other_images_still_move() -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime as dt
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ from helmrelease.adapters.kube import (
     StoredRelease,
 )
 from helmrelease.api.constants import HelmStatus
-from helmrelease.reconcile.releases import IndexedRelease, release_index_entry
+from helmrelease.reconcile.releases import IndexedRelease, latest, release_index_entry
 
 START = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 QUOTA = 'Error: UPGRADE FAILED: services "web" is forbidden: exceeded quota: q'
@@ -256,20 +256,23 @@ class ReleaseIndex:
 
     def __init__(self, helm: FakeHelm) -> None:
         self.helm = helm
-        self._seen: dict[tuple[str, str], IndexedRelease] = {}
+        self._seen: dict[tuple[str, str], list[IndexedRelease]] = {}
 
     def sync(self) -> None:
         self._seen = {}
         for (namespace, name), revisions in self.helm.state.releases.items():
-            if revisions:
-                latest = revisions[-1]
-                labels = {"name": name, "version": str(latest.number), "status": latest.status.value}
-                entry = release_index_entry(namespace, {**latest.labels, **labels})
+            for revision in revisions:
+                labels = {"name": name, "version": str(revision.number), "status": revision.status.value}
+                entry = release_index_entry(namespace, {**revision.labels, **labels})
                 assert entry is not None
-                self._seen.update(entry)
+                for key, indexed in entry.items():
+                    self._seen.setdefault(key, []).append(indexed)
 
     def latest(self, namespace: str, name: str) -> IndexedRelease | None:
-        return self._seen.get((namespace, name))
+        return latest(self._seen.get((namespace, name), []))
+
+    def revisions(self, namespace: str, name: str) -> Sequence[IndexedRelease]:
+        return list(self._seen.get((namespace, name), []))
 
 
 class LiveIndex(ReleaseIndex):
@@ -278,6 +281,10 @@ class LiveIndex(ReleaseIndex):
     def latest(self, namespace: str, name: str) -> IndexedRelease | None:
         self.sync()
         return super().latest(namespace, name)
+
+    def revisions(self, namespace: str, name: str) -> Sequence[IndexedRelease]:
+        self.sync()
+        return super().revisions(namespace, name)
 
 
 @dataclass
@@ -364,12 +371,13 @@ class FakeKube:
         found = self.state.objects.get((kind, namespace, name))
         return copy.deepcopy(found) if found is not None else None
 
-    async def annotate(self, objects: Iterable[ObjectRef], annotations: Mapping[str, str]) -> None:
+    async def annotate(self, objects: Iterable[ObjectRef], annotations: Mapping[str, str]) -> list[ObjectRef]:
         for ref in objects:
             self.state.annotated.append((ref.kind, ref.name))
             live = self.state.objects.get((ref.kind, ref.namespace, ref.name))
             if live is not None:
                 live.setdefault("metadata", {}).setdefault("annotations", {}).update(annotations)
+        return []
 
     async def delete_pod(self, namespace: str, name: str) -> None:
         self.state.deleted_pods.append((namespace, name, self._identity))

@@ -574,6 +574,28 @@ async def test_a_forced_upgrade_helm_finished_before_a_crash_is_recorded_not_rep
     assert await harness.reconcile() == Pass([])
 
 
+async def test_a_forced_upgrade_that_failed_and_was_rolled_back_before_a_crash_is_not_forced_again(
+    harness: Harness,
+) -> None:
+    """The rollback revision carries the labels of the one it went back to; the failed forced revision still
+    says the force ran, so the restart echoes it instead of forcing (and failing, and rolling back) again."""
+    spec: dict[str, Any] = {"rollback": {"enable": True}}
+    harness.apply(GOOD, **spec)
+    await harness.reconcile()
+    harness.apply(BAD, **spec)
+    harness.annotate(requestedAt="f1", forceAt="f1")
+    harness.helm.state.killed_after = "rollback"
+    with pytest.raises(OperatorKilled):
+        await harness.reconcile()
+    revisions = harness.revisions()
+    assert revisions == [(1, HelmStatus.SUPERSEDED), (2, HelmStatus.FAILED), (3, HelmStatus.DEPLOYED)]
+    assert harness.status.last_handled_force_at is None, "killed before the echo"
+    assert (await harness.reconcile()).events[0] == Reason.ALREADY_APPLIED
+    assert harness.revisions() == revisions, "no second forced upgrade, no second rollback"
+    assert harness.helm.operations().count("upgrade") == 1
+    assert (harness.status.last_handled_force_at, harness.status.phase) == ("f1", "RolledBack")
+
+
 async def test_a_forced_upgrade_is_echoed_once_its_pass_is_done_with_the_reconcile_token(
     harness: Harness,
 ) -> None:

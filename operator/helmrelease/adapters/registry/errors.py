@@ -24,6 +24,12 @@ class RegistryError(Exception):
         self.hint = self.hint_template.format(registry=registry, repository=repository)
         super().__init__(f"registry {registry}, repository {repository}: {detail}; {self.hint}")
 
+    @property
+    def identity(self) -> str:
+        """Which failure this is, without the registry's own wording: a body that carries a request id or a
+        time differs on every request, and a Warning posted "while the problem lasts" must not take that as new."""
+        return f"{self.metric_label} {self.status} {self.registry}/{self.repository}"
+
 
 class RegistryUnauthorized(RegistryError):
     """401: no credentials, wrong credentials, or a token the registry would not issue."""

@@ -25,7 +25,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from helmrelease.adapters.files import read_bounded, write_atomically
+from helmrelease.adapters.files import read_bounded, remove_leftover_temporaries, write_atomically
 from helmrelease.adapters.registry.formats import is_digest
 from helmrelease.images.reference import CanonicalName, ImageReferenceError, is_valid_tag, parse_image_ref
 
@@ -249,6 +249,7 @@ class TagCacheFile:
     def load(self) -> TagCache:
         """The cache as last written, or an empty one (with one log line saying why) if it cannot be used."""
         empty = TagCache(self.max_entries, self.max_bytes)
+        remove_leftover_temporaries(self.path)
         try:
             # A file of the estimated limit may be a little larger in fact; twice the limit is not ours.
             data = read_bounded(self.path, 2 * self.max_bytes)
