@@ -18,9 +18,10 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from tests.conftest import REPO_ROOT
-from tests.support.helm_wrapper import HelmWrapper, Invocation, overlaps
+from tests.support.helm_wrapper import BEFORE, HelmWrapper, Invocation, overlaps
 from tests.support.helmtool import Helm
 from tests.support.kubectl import kubectl
+from tests.support.nodesim import READY_AFTER
 from tests.support.operator import (
     GROUP,
     PLURAL,
@@ -44,6 +45,8 @@ PEERING_LIFETIME = 60
 RELEASES = 4
 #: kopf's line (kopf._core.engines.peering) when a replica resumes after the peer it paused for is gone.
 RESUMING = "Resuming operations after the pause"
+#: kopf's line when a replica pauses because a peer of higher priority appeared.
+PAUSING = "Pausing operations in favour of"
 
 
 @pytest.fixture(scope="module")
@@ -210,6 +213,111 @@ def test_two_replicas_never_run_helm_on_one_release_at_once_and_the_standby_take
         f"\nreplicas: {len(mutating(invocations))} mutating helm runs, 0 overlapping; the standby resumed "
         f"{took_over:.0f}s after the SIGKILL (peering lifetime {PEERING_LIFETIME}s)"
     )
+
+
+def digests_deployed(core: k8s.CoreV1Api, namespace: str, release: str) -> list[str]:
+    """The digest label of every stored revision of `release`, oldest first: what each deploy applied."""
+    storage = core.list_namespaced_secret(namespace, label_selector=f"owner=helm,name={release}").items
+    ordered = sorted(storage, key=lambda secret: int(secret.metadata.labels["version"]))
+    return [secret.metadata.labels.get("helm.fluxcd.io/digest", "") for secret in ordered]
+
+
+def decided_about(operator: Operator, namespace: str, name: str) -> bool:
+    """The operator logged a decision about HelmRelease `namespace/name` (report.Decision.line)."""
+    return f"HelmRelease {namespace}/{name}: " in operator.log()
+
+
+@pytest.mark.parametrize("held", ["helm-running", "before-helm"])
+def test_a_higher_priority_replica_joining_mid_upgrade_waits_for_it_instead_of_unlocking(
+    start_operator: StartOperator,
+    custom: k8s.CustomObjectsApi,
+    core: k8s.CoreV1Api,
+    api_client: k8s.ApiClient,
+    namespace: str,
+    peering: str,
+    chart_repo: Any,
+    helm: Helm,
+    tmp_path: Path,
+    held: str,
+) -> None:
+    """kopf pauses the lower replica's watches when a higher one joins, not its running pass: the newcomer must not
+    take the release that pass is upgrading (`helm-running`: helm waits for a Deployment the test holds unready, the
+    release is pending-upgrade; `before-helm`: the wrapper holds helm before it starts) for a stale lock."""
+    wrapper = HelmWrapper.create(tmp_path / "helm-wrapper")
+    chart = {"repository": chart_repo.url, "name": "app", "version": "0.1.0"}
+    release = f"{namespace}-j0"
+    first = replica(start_operator, wrapper, 1, tmp_path / "state-first")
+    create_hr(custom, namespace, helmrelease("j0", chart, slow("one", 1), wait=True, timeout=600))
+    eventually(lambda: converged(custom, namespace, ["j0"], 1), 120, "j0 installed", context=first.tail)
+
+    upgrades_before = len(wrapper.calls("upgrade", release=release))
+    gate = wrapper.arm(BEFORE, "upgrade", release=release) if held == "before-helm" else None
+    # A spec change (two replicas); without the gate, one whose Deployment the node simulator reports ready only
+    # after ten minutes, or when the test annotates it again: `helm upgrade --wait` runs (release pending-upgrade) as
+    # long as the test holds it.
+    held_seconds = 1 if gate is not None else 600
+    patch_values(custom, namespace, "j0", {**slow("two", held_seconds), "replicas": 2})
+    if gate is not None:
+        gate.wait_held(context=first.tail)
+    else:
+        eventually(
+            lambda: (
+                running(wrapper.calls("upgrade", release=release)[upgrades_before:])
+                and helm.json("list", "--namespace", namespace, "--pending")
+            ),
+            120,
+            "the first replica's upgrade of j0 to be running, the release pending-upgrade",
+            context=first.tail,
+        )
+
+    second = replica(start_operator, wrapper, 2, tmp_path / "state-second")
+    eventually(lambda: PAUSING in first.log(), 60, "the first replica to pause", context=first.tail)
+    # The newcomer had its chance: it decided about j0 (or ran helm on it) while the first one's upgrade was held.
+    eventually(
+        lambda: decided_about(second, namespace, "j0") or mutating(wrapper.invocations(), second),
+        120,
+        "the second replica to act on j0",
+        context=second.tail,
+    )
+    first_upgrade = wrapper.calls("upgrade", release=release)[upgrades_before]
+    assert first_upgrade.ppid == pid_of(first), "the first replica ran the upgrade"
+    assert first_upgrade.helm_end is None, "the hold did not hold"
+    patch_values(custom, namespace, "j0", slow("three", 1))
+    eventually(
+        lambda: get_hr(custom, namespace, "j0")["metadata"]["generation"] == 3, 30, "the third change stored"
+    )
+
+    # Let the first replica's upgrade finish: the gate opens, or the Deployment becomes ready.
+    if gate is not None:
+        gate.open()
+    else:
+        k8s.AppsV1Api(api_client).patch_namespaced_deployment(
+            release, namespace, {"metadata": {"annotations": {READY_AFTER: "0"}}}
+        )
+    eventually(
+        lambda: converged(custom, namespace, ["j0"], 3),
+        240,
+        "the second replica to converge j0 on the third change",
+        context=second.tail,
+    )
+
+    history = helm.json("history", release, "--namespace", namespace)
+    for who, operator in (("first", first), ("second", second)):
+        print(f"\nthe {who} replica decided:")
+        print(
+            "\n".join(line for line in operator.log().splitlines() if f"HelmRelease {namespace}/j0: " in line)
+        )
+    print(f"join ({held}): history {[(e['revision'], e['status'], e.get('description')) for e in history]}")
+    invocations = wrapper.invocations()
+    found = overlaps(invocations)
+    assert not found, "\n".join(f"{a.argv} ({a.ppid}) overlaps {b.argv} ({b.ppid})" for a, b in found)
+    assert history[-1]["status"] == "deployed", history
+    assert not [entry for entry in history if "ollback" in entry.get("description", "")], history
+    values = helm.json("get", "values", release, "--namespace", namespace)
+    assert values["message"] == "three", values
+    digests = digests_deployed(core, namespace, release)
+    assert len(digests) == len(set(digests)) == 3, f"a revision applied twice: {digests}"
+    assert not re.search(r"Traceback", first.log() + second.log())
 
 
 def test_a_helmrelease_recreated_while_its_uninstall_runs_ends_deployed_once_with_the_new_spec(

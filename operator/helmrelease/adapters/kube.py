@@ -308,6 +308,50 @@ def _helmreleases(namespace: str) -> str:
     return f"/apis/{GROUP}/{VERSION}/namespaces/{_path(namespace)}/{PLURAL}"
 
 
+@dataclass(frozen=True)
+class StoredLease:
+    """A coordination.k8s.io Lease as read: its holder, its last renewal and duration, and the version a write
+    that replaces it must match (so two replicas never both take it)."""
+
+    name: str
+    namespace: str
+    holder: str | None
+    renewed: dt.datetime | None
+    duration: float
+    resource_version: str
+
+
+def _stored_lease(lease: Mapping[str, Any]) -> StoredLease:
+    metadata, spec = _metadata(lease), lease.get("spec") or {}
+    return StoredLease(
+        name=str(metadata.get("name", "")),
+        namespace=str(metadata.get("namespace", "")),
+        holder=spec.get("holderIdentity") or None,
+        renewed=_lease_time(spec.get("renewTime") or spec.get("acquireTime")),
+        duration=float(spec.get("leaseDurationSeconds") or 0),
+        resource_version=str(metadata.get("resourceVersion") or ""),
+    )
+
+
+def _lease_time(text: Any) -> dt.datetime | None:
+    """A Lease's MicroTime (RFC 3339 with microseconds), as an aware datetime; None when absent or unreadable."""
+    if not isinstance(text, str):
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
+
+
+def _micro_time(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _leases(namespace: str) -> str:
+    return f"/apis/coordination.k8s.io/v1/namespaces/{_path(namespace)}/leases"
+
+
 class KubeClient:
     """Async facade over the parts of the Kubernetes API this operator uses.
 
@@ -582,6 +626,72 @@ class KubeClient:
                     await asyncio.to_thread(_stored_release, secret, release, namespace, int(version))
                 )
         return sorted(stored, key=lambda entry: entry.revision)
+
+    # --- Leases: a replica's claim on a release (peering) ---------------------------------------------------------
+
+    async def read_lease(self, namespace: str, name: str) -> StoredLease | None:
+        try:
+            lease = await self._get(f"Lease {namespace}/{name}", f"{_leases(namespace)}/{_path(name)}")
+        except NotFound:
+            return None
+        return _stored_lease(lease)
+
+    async def write_lease(
+        self, namespace: str, name: str, holder: str, duration: float, *, replacing: str | None
+    ) -> StoredLease:
+        """Create the Lease (`replacing` None) or replace the version `replacing` of it, held by `holder` and renewed
+        now; raises `Conflict` when another write came first (created meanwhile, or a newer version)."""
+        now = _micro_time(dt.datetime.now(dt.UTC))
+        metadata: dict[str, Any] = {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/managed-by": COMPONENT},
+        }
+        if replacing is not None:
+            metadata["resourceVersion"] = replacing
+        body = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": metadata,
+            "spec": {
+                "holderIdentity": holder,
+                "leaseDurationSeconds": max(1, round(duration)),
+                "acquireTime": now,
+                "renewTime": now,
+            },
+        }
+        what = f"Lease {namespace}/{name}"
+        if replacing is None:
+            raw = await self._request(what, "POST", _leases(namespace), body=body)
+        else:
+            raw = await self._request(what, "PUT", f"{_leases(namespace)}/{_path(name)}", body=body)
+        written = bounded_json.loads(raw)
+        return _stored_lease(written if isinstance(written, dict) else {})
+
+    async def delete_lease(self, namespace: str, name: str, resource_version: str) -> None:
+        """Delete the Lease if it is still at `resource_version` (ours, not taken meanwhile); gone already is fine."""
+        try:
+            await self._request(
+                f"Lease {namespace}/{name}",
+                "DELETE",
+                f"{_leases(namespace)}/{_path(name)}",
+                body={"preconditions": {"resourceVersion": resource_version}},
+            )
+        except NotFound:
+            return
+
+    async def release_storage_labels(self, namespace: str, release: str) -> list[dict[str, str]]:
+        """The labels of every storage Secret of a release (what the index keeps), read from the API now."""
+        secrets = await self._get(
+            f"Helm storage of release {namespace}/{release}",
+            f"/api/v1/namespaces/{_path(namespace)}/secrets",
+            {"labelSelector": f"owner=helm,name={release}"},
+        )
+        return [
+            {str(key): str(value) for key, value in (_metadata(secret).get("labels") or {}).items()}
+            for secret in secrets.get("items") or []
+            if isinstance(secret, Mapping)
+        ]
 
     # --- arbitrary objects (drift detection, ownership annotations) -------------------------------------------
 

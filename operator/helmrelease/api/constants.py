@@ -140,6 +140,8 @@ class Reason(StrEnum):
     RELEASE_RENAMED = "ReleaseRenamed"
     TEST_PENDING = "TestPending"
     STALE_LOCK = "StaleLock"
+    #: Another replica (peering) holds the release's claim, a Lease it renews while its pass runs Helm on it.
+    OPERATION_IN_PROGRESS = "OperationInProgress"
     UNMANAGED_RELEASE = "UnmanagedRelease"
     OWNED_BY_OTHER = "OwnedByOther"
     DELETING = "Deleting"

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import socket
+import uuid
 from typing import Annotated, Any, Final
 
 from pydantic import BeforeValidator, Field
@@ -223,7 +226,14 @@ class RunSettings(CliSettings):
             drift_detection=not self.no_drift_detection,
             watch_stall_after=self.watch_stall_after,
             shard=self.shard,
+            claim_identity=None if self.peering is None else replica_identity(),
         )
+
+
+def replica_identity() -> str:
+    """Who this replica is in its claims on releases (`reconcile.claims`): the Pod's name (its hostname), the
+    process, and a random part, so a restarted container is never taken for the one before it."""
+    return f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
 
 
 def register(subparsers: Any) -> None:

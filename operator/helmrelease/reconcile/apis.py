@@ -22,7 +22,7 @@ from helmrelease.adapters.helm import (
     RollbackOptions,
     TestRun,
 )
-from helmrelease.adapters.kube import ObjectRef, StoredRelease
+from helmrelease.adapters.kube import ObjectRef, StoredLease, StoredRelease
 from helmrelease.api.resource import HelmRelease
 
 
@@ -65,6 +65,16 @@ class KubeApi(Protocol):
     ) -> list[ObjectRef]: ...
 
     async def delete_pod(self, namespace: str, name: str) -> None: ...
+
+    async def release_storage_labels(self, namespace: str, release: str) -> list[dict[str, str]]: ...
+
+    async def read_lease(self, namespace: str, name: str) -> StoredLease | None: ...
+
+    async def write_lease(
+        self, namespace: str, name: str, holder: str, duration: float, *, replacing: str | None
+    ) -> StoredLease: ...
+
+    async def delete_lease(self, namespace: str, name: str, resource_version: str) -> None: ...
 
 
 class HelmApi(Protocol):

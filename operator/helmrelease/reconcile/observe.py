@@ -58,6 +58,22 @@ def may_check_drift(status: HelmReleaseStatus, desired: Desired, observed: Obser
     )
 
 
+def index_caught_up(entry: IndexedRelease | None, after: ObservedRelease) -> bool:
+    """Whether the index entry is at least as new as what this pass's last action left.
+
+    An older revision is not; nor is the same revision still pending when our action saw it finished: Helm never
+    takes a finished revision back to pending, so that entry is the watch's view from before helm returned (a
+    watch paused by peering while helm ran stays there until the pass ends, and was taken for a stale lock).
+    """
+    if entry is None or entry.revision < after.revision:
+        return False
+    return not (
+        entry.revision == after.revision
+        and helm_status(entry.status).is_pending
+        and not after.status.is_pending
+    )
+
+
 def left_by(action: Action, desired: Desired, outcome: Outcome) -> ObservedRelease | None:
     """The release as an action of ours left it, to stand in until the index has seen it; None when the outcome
     does not say (the release as observed before stands)."""
@@ -152,7 +168,7 @@ class ReleaseObserver:
     ) -> ObservedRelease | None:
         """The latest revision of release `namespace/name` for `hr`; `after`: what this pass's last action left."""
         entry = releases.latest(namespace, name)
-        if after is not None and (entry is None or entry.revision < after.revision):
+        if after is not None and not index_caught_up(entry, after):
             return after  # the index has not seen our last action yet
         if entry is None:
             return after if after is not None and after.status is not HelmStatus.UNINSTALLED else None

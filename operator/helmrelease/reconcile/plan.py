@@ -3,10 +3,12 @@
 Like fluxcd/helm-controller's atomic release loop, the caller runs the chosen action, records its outcome in
 the status (``reconcile.conditions``), observes again and asks again, until the answer is ``nothing``,
 ``wait-retry`` or ``refuse``. One call never returns two actions, and nothing here does I/O. Two Helm operations
-never run on one release at once (the caller holds a lock per release), so no row waits for one of ours.
+never run on one release at once: the caller holds a lock per release, and with peering (several replicas) a
+claim on it across replicas (`claim_step`), so no row waits for one of ours.
 
 State machine, checked in this order (the first matching row decides)::
 
+    another replica holds a live claim on the release ....... wait-retry  OperationInProgress (until it ends)
     the release name or target namespace changed and the
         release recorded under the old ones is ours ...... uninstall-previous  ReleaseRenamed (deleting too)
     object deleting, release absent or uninstalled ........... nothing     ReleaseAbsent
@@ -85,7 +87,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Final
 
 from helmrelease.api.constants import DEFAULT_MAX_RETRIES, Action, HelmStatus, Reason
@@ -100,6 +103,12 @@ _UNCHANGED = "not retrying the same chart and values until the HelmRelease chang
 #: The backoff of retries after cluster-side failures, in seconds: the first retry, and the most it grows to.
 CLUSTER_RETRY_FIRST: Final = 10.0
 CLUSTER_RETRY_MAX: Final = 600.0
+
+
+def claim_lease_name(release_name: str) -> str:
+    """The Lease, in the release's namespace, that holds the claim on Helm release `release_name` (at most 53
+    characters, so the name stays a valid object name)."""
+    return f"helmrelease.{release_name}"
 
 
 def cluster_retry_delay(failures: int) -> float:
@@ -216,6 +225,63 @@ class Recorded:
         return None if previous == (desired.namespace, desired.release_name) else previous
 
 
+#: Seconds a claim on a release lasts unless renewed: under kopf's peering lifetime (60 s), so a replica killed
+#: mid-operation has lost its claims by the time its standby resumes; renewed every third of it.
+CLAIM_DURATION: Final = 30.0
+#: Seconds between two looks at a claim held elsewhere, at most (each is one GET).
+CLAIM_POLL_MAX: Final = 10.0
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A replica's claim on a release (a Lease), as read: who holds it and until when, without renewal."""
+
+    holder: str | None
+    renewed: datetime | None
+    duration: float = CLAIM_DURATION
+
+    def expires(self) -> datetime | None:
+        return None if self.renewed is None else self.renewed + timedelta(seconds=self.duration)
+
+    def live(self, now: datetime) -> bool:
+        """Held by someone whose last renewal has not expired. An unreadable time counts as expired."""
+        expires = self.expires()
+        return bool(self.holder) and expires is not None and now < expires
+
+
+class ClaimStep(StrEnum):
+    """What a replica about to run Helm on a release does with its claim."""
+
+    #: Nobody holds it, or its holder stopped renewing it: take it (one write, which fails if another took it first).
+    TAKE = "take"
+    #: It is ours already (renewed by our own running pass, or left by an earlier one of this process).
+    KEEP = "keep"
+    #: Another replica holds it and renews it: its pass runs Helm on the release; wait.
+    WAIT = "wait"
+
+
+def claim_step(claim: Claim | None, me: str, now: datetime) -> ClaimStep:
+    """Whether replica `me` may run Helm on a release whose claim reads `claim` (None: no claim exists).
+
+    A pending release under a live claim of another replica is that replica's operation in progress, not a stale
+    lock: kopf's peering pauses a replica's watches when one of higher priority joins, not its running handlers.
+    Wall clocks are compared, as kopf's peering itself does with its peers' keep-alives.
+    """
+    if claim is None or not claim.holder:
+        return ClaimStep.TAKE
+    if claim.holder == me:
+        return ClaimStep.KEEP
+    return ClaimStep.WAIT if claim.live(now) else ClaimStep.TAKE
+
+
+def claim_wait(claim: Claim, now: datetime) -> float:
+    """Seconds before looking at a claim held elsewhere again: when it would expire, polled at most every
+    `CLAIM_POLL_MAX` (its holder usually lets it go well before), at least a second."""
+    expires = claim.expires()
+    left = (expires - now).total_seconds() if expires is not None else 0.0
+    return float(max(1, min(math.ceil(left), CLAIM_POLL_MAX)))
+
+
 @dataclass(frozen=True)
 class Plan:
     action: Action
@@ -242,14 +308,32 @@ def next_action(
     deleting: bool = False,
     forced: bool = False,
     force_applied: bool = False,
+    claimed_by: Claim | None = None,
 ) -> Plan:
     """The single next step; see the module docstring for the table this implements.
 
     `previous` is the release at `recorded.previous_release(desired)`, if there is one and it exists; `forced`:
     a force request (reconcile.fluxcd.io/forceAt) still to carry out; `force_applied`: the release's latest
-    revision is a finished deploy of the pending force request (the operator was killed before recording it).
+    revision is a finished deploy of the pending force request (the operator was killed before recording it);
+    `claimed_by`: another replica's live claim on the release (`claim_step` said wait).
     """
     name = desired.release
+    if claimed_by is not None and claimed_by.holder:
+        until = claimed_by.expires()
+        when = (
+            ""
+            if until is None
+            else f" (its claim runs to {until.isoformat().replace('+00:00', 'Z')} unless renewed)"
+        )
+        state = f" ({release.status}, revision {release.revision})" if release is not None else ""
+        return Plan(
+            Action.WAIT_RETRY,
+            Reason.OPERATION_IN_PROGRESS,
+            f"Another operator replica, {claimed_by.holder}, is running Helm on release {name}{state}{when}; "
+            "waiting for it to finish. If that replica is gone, its claim (Lease "
+            f"{claim_lease_name(desired.release_name)} in namespace {desired.namespace}) expires by itself",
+            retry_after=claim_wait(claimed_by, now),
+        )
     renamed = _previous_release(desired, recorded, previous)
     if renamed is not None:
         return renamed

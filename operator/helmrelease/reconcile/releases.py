@@ -147,3 +147,20 @@ class ReleaseIndexView:
     def revisions(self, namespace: str, name: str) -> Sequence[IndexedRelease]:
         key = (namespace, name)
         return list(self._index[key]) if key in self._index else []
+
+
+class StoredReleaseView:
+    """A `ReleaseView` of one namespace from the labels of Helm's storage Secrets as the API listed them just now."""
+
+    def __init__(self, namespace: str, labels: Iterable[Mapping[str, str]]) -> None:
+        self._entries: dict[tuple[str, str], list[IndexedRelease]] = {}
+        for each in labels:
+            entry = release_index_entry(namespace, each)
+            for key, revision in (entry or {}).items():
+                self._entries.setdefault(key, []).append(revision)
+
+    def latest(self, namespace: str, name: str) -> IndexedRelease | None:
+        return latest(self._entries.get((namespace, name), []))
+
+    def revisions(self, namespace: str, name: str) -> Sequence[IndexedRelease]:
+        return list(self._entries.get((namespace, name), []))

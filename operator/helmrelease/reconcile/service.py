@@ -39,6 +39,7 @@ from helmrelease.api.status import HelmReleaseStatus
 from helmrelease.reconcile import conditions
 from helmrelease.reconcile.actions import deploys, terms
 from helmrelease.reconcile.apis import ChartApi, HelmApi, KubeApi, acting_for
+from helmrelease.reconcile.claims import HeldClaim, ReleaseClaims
 from helmrelease.reconcile.digest import release_digest
 from helmrelease.reconcile.drift import drift_summary
 from helmrelease.reconcile.errors import ReconcileError
@@ -47,8 +48,8 @@ from helmrelease.reconcile.inputs import Inputs, SourceError, UrlReader, chart_i
 from helmrelease.reconcile.masking import Masker
 from helmrelease.reconcile.metrics import ActionResult, OperatorMetrics, PassResult
 from helmrelease.reconcile.observe import ReleaseObserver, left_by, may_check_drift
-from helmrelease.reconcile.plan import Desired, ObservedRelease, Plan, Recorded, next_action
-from helmrelease.reconcile.releases import ReleaseView, force_carried_out, force_label
+from helmrelease.reconcile.plan import Claim, Desired, ObservedRelease, Plan, Recorded, next_action
+from helmrelease.reconcile.releases import ReleaseView, StoredReleaseView, force_carried_out, force_label
 from helmrelease.reconcile.report import (
     NORMAL,
     RETRY_LATER,
@@ -67,8 +68,9 @@ log = logging.getLogger(__name__)
 
 #: Plans in one pass, at most. No action runs twice in a pass, so a pass ends by itself: the longest one the plan
 #: allows acts six times (uninstall-previous → adopt, which fails and leaves the release pending → unlock →
-#: upgrade → test, which fails → rollback), and its seventh plan, the retry upgrade, is left to the next pass.
-MAX_STEPS: Final = 8
+#: upgrade → test, which fails → rollback), and its seventh plan, the retry upgrade, is left to the next pass; with
+#: peering, taking the release's claim adds one plan (made again on the release read from the API).
+MAX_STEPS: Final = 9
 #: Retry delay (seconds) for problems that can clear by themselves.
 RETRY_SOON: Final = 30.0
 #: The API server could not be reached or answer: it is usually back within seconds (a restart, a failover).
@@ -108,6 +110,8 @@ class PassState(Report):
     forced: str | None = None
     #: When the pass began (time.monotonic), for the duration of a settled decision.
     started: float = field(default_factory=time.monotonic)
+    #: With peering: this replica's claim on the release, taken before the pass's first Helm action.
+    claim: HeldClaim | None = None
 
     @property
     def name(self) -> str:
@@ -151,6 +155,10 @@ class Reconciler:
         self._known_status: dict[tuple[str, str], bytes] = {}
         self._object_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._workers = asyncio.Semaphore(settings.workers)
+        #: With peering, replicas claim a release before running Helm on it (`claims`); standalone needs no claim.
+        self.claims = (
+            ReleaseClaims(kube, settings.claim_identity) if settings.claim_identity is not None else None
+        )
 
     def describe(self) -> str:
         scope = ", ".join(self.settings.namespaces) or "all namespaces"
@@ -225,6 +233,8 @@ class Reconciler:
                     await self._echo_requests(current)
                     self._known_status[key] = status_key(current.written)
                     raise
+                finally:
+                    await self._release_claim(current)
                 await self._echo_requests(current)
                 # Reached only when every write of the pass was answered: a failed one (a timeout, say) may or
                 # may not have landed, and the next pass reads the object afresh.
@@ -287,24 +297,45 @@ class Reconciler:
             return
         with _api_errors():
             async with self._release_lock(hr):
-                # A release left under an earlier releaseName or targetNamespace goes first, then the current one.
-                previous = await self._observe_previous(hr, recorded, desired, releases)
-                while True:
-                    observed = await self.observer.release(hr, hr.target_namespace, hr.release_name, releases)
+                try:
+                    await self._finalize_release(current, desired, recorded, releases)
+                finally:
+                    await self._release_claim(current)
+
+    async def _finalize_release(
+        self, current: PassState, desired: Desired, recorded: Recorded, releases: ReleaseView
+    ) -> None:
+        """Uninstall what the HelmRelease being deleted made (under the release lock)."""
+        hr = current.hr
+        # A release left under an earlier releaseName or targetNamespace goes first, then the current one.
+        previous = await self._observe_previous(hr, recorded, desired, releases)
+        while True:
+            observed = await self.observer.release(hr, hr.target_namespace, hr.release_name, releases)
+            plan = next_action(
+                desired, observed, recorded, now=self.clock(), previous=previous, deleting=True
+            )
+            old = recorded.previous_release(desired)
+            if plan.action.runs_helm and current.claim is None and self.claims is not None:
+                taken = await self.claims.take(hr.target_namespace, hr.release_name)
+                if isinstance(taken, Claim):
                     plan = next_action(
-                        desired, observed, recorded, now=self.clock(), previous=previous, deleting=True
+                        desired, observed, recorded, now=self.clock(), deleting=True, claimed_by=taken
                     )
-                    old = recorded.previous_release(desired)
-                    if plan.action is Action.UNINSTALL_PREVIOUS and old is not None:
-                        await self._uninstall_on_delete(current, *old)
-                        previous = None
-                        continue
-                    if plan.action is not Action.UNINSTALL:
-                        await self.report.event(current, NORMAL, plan.reason, plan.message, logged=True)
-                        self._decided(current, desired, plan, observed, Result.DECIDED)
-                        return
-                    await self._uninstall_on_delete(current, hr.target_namespace, hr.release_name)
-                    return
+                    self._decided(current, desired, plan, observed, Result.DECIDED)
+                    raise ReconcileError(
+                        plan.reason, plan.message, temporary=True, retry_after=plan.retry_after or RETRY_SOON
+                    )
+                current.claim = taken
+            if plan.action is Action.UNINSTALL_PREVIOUS and old is not None:
+                await self._uninstall_on_delete(current, *old)
+                previous = None
+                continue
+            if plan.action is not Action.UNINSTALL:
+                await self.report.event(current, NORMAL, plan.reason, plan.message, logged=True)
+                self._decided(current, desired, plan, observed, Result.DECIDED)
+                return
+            await self._uninstall_on_delete(current, hr.target_namespace, hr.release_name)
+            return
 
     async def _uninstall_on_delete(self, current: PassState, namespace: str, name: str) -> None:
         hr = current.hr
@@ -415,17 +446,24 @@ class Reconciler:
         desired = self._desired(hr, digest=digest, chart_revision=chart.revision)
 
         done: set[Action] = set()
+        drift_checked = False
         for _ in range(MAX_STEPS):
             recorded = Recorded.from_status(current.status)
+            # Once claimed, the release is read from the API: the index may lag far behind under peering (a peer of
+            # higher priority pauses our watches, not the pass that waited for this release's lock meanwhile).
+            view = releases if current.claim is None else await self._stored_view(hr)
             observed = await self.observer.release(
-                hr, hr.target_namespace, hr.release_name, releases, current.after_action
+                hr, hr.target_namespace, hr.release_name, view, current.after_action
             )
             previous = await self._observe_previous(hr, recorded, desired, releases)
             # Drift is looked for once, before anything ran: what this pass deployed has not drifted yet.
-            drift = await self._drift(current, desired, observed) if check_drift and not done else None
+            drift = None
+            if check_drift and not done and not drift_checked:
+                drift_checked = True
+                drift = await self._drift(current, desired, observed)
             forced = current.requests.force is not None and current.forced is None
             force_applied = forced and _deployed_for(observed, current.requests.force)
-            if force_applied or (forced and self._force_carried_out(hr, releases, current.requests.force)):
+            if force_applied or (forced and self._force_carried_out(hr, view, current.requests.force)):
                 # Killed after the forced deploy finished (or failed and was rolled back): the force is done
                 # (echoed with this pass), not repeated.
                 current.forced, forced = current.requests.force, False
@@ -453,6 +491,17 @@ class Reconciler:
             if not plan.action.runs_helm:
                 await self._settle(current, desired, plan, observed)
                 return
+            if current.claim is None and self.claims is not None:
+                taken = await self.claims.take(hr.target_namespace, hr.release_name)
+                if isinstance(taken, Claim):
+                    # Another replica's pass runs Helm on this release (it was paused by peering mid-operation).
+                    plan = next_action(
+                        desired, observed, recorded, now=self.clock(), previous=previous, claimed_by=taken
+                    )
+                    await self._settle(current, desired, plan, observed)
+                    return
+                current.claim = taken
+                continue  # decide again on the release as the API has it now
             done.add(plan.action)
             if forced and deploys(plan.action):
                 current.forced = current.requests.force
@@ -566,13 +615,19 @@ class Reconciler:
         )
         async with self._worker():
             running = time.monotonic()  # helm's own time; `started` includes the wait for a worker
-            outcome = await self._unless_deleted(current.ref, run)
+            outcome = await self._unless_deleted(current.ref, run, current.claim)
         self.metrics.helm_action(action, _action_result(outcome), time.monotonic() - running)
         if outcome is None:
             reason = terms(action).failed
             message = (
                 f"The HelmRelease is being deleted: {action.value} of release {hr.release_name} was cancelled"
             )
+            lost = current.claim.lost if current.claim is not None else None
+            if lost is not None:
+                message = (
+                    f"This replica lost its claim on release {desired.release} ({lost}): {action.value} was "
+                    "cancelled, so that two replicas never run Helm on it at once; the next pass recovers it"
+                )
             await self.report.event(current, WARNING, reason, message, logged=True)
             self.report.decided(
                 _decision(current, action, reason, Result.CANCELLED, started, observed, desired, message)
@@ -614,17 +669,21 @@ class Reconciler:
         self.report.decided(_decision(current, action, plan.reason, result, started, after, desired, told))
 
     async def _unless_deleted(
-        self, ref: ObjectRef, operation: Coroutine[Any, Any, conditions.Outcome]
+        self,
+        ref: ObjectRef,
+        operation: Coroutine[Any, Any, conditions.Outcome],
+        claim: HeldClaim | None = None,
     ) -> conditions.Outcome | None:
         """Run a helm operation, cancelling it (helm's process group goes with it) if the HelmRelease is deleted
-        meanwhile, so a long `--wait` does not hold up the uninstall. None when cancelled."""
+        meanwhile, so a long `--wait` does not hold up the uninstall, or if this replica lost its `claim` on the
+        release (a peer may take it). None when cancelled."""
         task = asyncio.ensure_future(operation)
         try:
             while True:
                 done, _ = await asyncio.wait({task}, timeout=DELETION_POLL)
                 if done:
                     return task.result()
-                if await self._being_deleted(ref):
+                if (claim is not None and claim.lost is not None) or await self._being_deleted(ref):
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
@@ -789,6 +848,17 @@ class Reconciler:
                 yield
         finally:
             self._workers.release()
+
+    async def _stored_view(self, hr: HelmRelease) -> ReleaseView:
+        """The release's revisions as Helm's storage holds them now (one list call), for a claimed pass."""
+        labels = await self.kube.release_storage_labels(hr.target_namespace, hr.release_name)
+        return StoredReleaseView(hr.target_namespace, labels)
+
+    async def _release_claim(self, current: PassState) -> None:
+        """The pass is over: let the release's claim go, so a peer waits no longer than needed."""
+        if current.claim is not None and self.claims is not None:
+            claim, current.claim = current.claim, None
+            await self.claims.release(claim)
 
     @contextlib.asynccontextmanager
     async def _object_lock(self, ref: ObjectRef) -> AsyncIterator[None]:

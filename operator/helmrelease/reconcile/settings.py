@@ -59,6 +59,9 @@ class OperatorSettings:
     #: The shard this operator serves: HelmReleases labelled ``sharding.helm.fluxcd.io/key`` with this value;
     #: None serves those without the label (``api.sharding``).
     shard: str | None = None
+    #: With peering (several replicas): who this replica is in the claims it takes on releases before running Helm
+    #: on them (`reconcile.claims`), so a peer never runs Helm on the same release at once. None: standalone.
+    claim_identity: str | None = None
 
     def __post_init__(self) -> None:
         # Zero workers would queue every helm action forever; refuse it here too, not only in the CLI.

@@ -31,7 +31,14 @@ from helmrelease.adapters.helm import (
     TestHook,
     TestRun,
 )
-from helmrelease.adapters.kube import ApiUnavailable, NotFound, ObjectRef, StoredRelease
+from helmrelease.adapters.kube import (
+    ApiUnavailable,
+    Conflict,
+    NotFound,
+    ObjectRef,
+    StoredLease,
+    StoredRelease,
+)
 from helmrelease.api.constants import HelmStatus
 from helmrelease.reconcile.releases import IndexedRelease, latest, release_index_entry
 
@@ -303,6 +310,13 @@ class KubeState:
     #: Status writes, numbered from 1 as `status_writes` counts them, that land but whose answer is lost (a read
     #: timeout): ApiUnavailable.
     lost_answers: set[int] = field(default_factory=set)
+    #: Leases by (namespace, name), as the API server keeps them (resourceVersion checked on replace and delete).
+    leases: dict[tuple[str, str], StoredLease] = field(default_factory=dict)
+    #: Lease writes that fail with Conflict, one per write, while set (another writer came first).
+    lease_conflicts: int = 0
+    #: Lease writes fail with ApiUnavailable while set.
+    leases_unavailable: bool = False
+    _versions: int = 0
 
 
 class FakeKube:
@@ -382,6 +396,51 @@ class FakeKube:
 
     async def delete_pod(self, namespace: str, name: str) -> None:
         self.state.deleted_pods.append((namespace, name, self._identity))
+
+    async def release_storage_labels(self, namespace: str, release: str) -> list[dict[str, str]]:
+        return [
+            {
+                **stored.labels,
+                "owner": "helm",
+                "name": release,
+                "version": str(stored.number),
+                "status": stored.status.value,
+            }
+            for stored in self.helm.revisions(namespace, release)
+        ]
+
+    async def read_lease(self, namespace: str, name: str) -> StoredLease | None:
+        return self.state.leases.get((namespace, name))
+
+    async def write_lease(
+        self, namespace: str, name: str, holder: str, duration: float, *, replacing: str | None
+    ) -> StoredLease:
+        if self.state.leases_unavailable:
+            raise ApiUnavailable(f"Lease {namespace}/{name}: unavailable", 503)
+        current = self.state.leases.get((namespace, name))
+        if self.state.lease_conflicts > 0:
+            self.state.lease_conflicts -= 1
+            raise Conflict(f"Lease {namespace}/{name}: conflict", 409)
+        if replacing is None and current is not None:
+            raise Conflict(f"Lease {namespace}/{name}: already exists", 409)
+        if replacing is not None and current is None:
+            raise NotFound(f"Lease {namespace}/{name}: not found", 404)
+        if replacing is not None and current is not None and current.resource_version != replacing:
+            raise Conflict(f"Lease {namespace}/{name}: the object has been modified", 409)
+        self.state._versions += 1
+        lease = StoredLease(
+            name, namespace, holder, dt.datetime.now(dt.UTC), duration, str(self.state._versions)
+        )
+        self.state.leases[namespace, name] = lease
+        return lease
+
+    async def delete_lease(self, namespace: str, name: str, resource_version: str) -> None:
+        current = self.state.leases.get((namespace, name))
+        if current is None:
+            return
+        if current.resource_version != resource_version:
+            raise Conflict(f"Lease {namespace}/{name}: precondition failed", 409)
+        del self.state.leases[namespace, name]
 
     def _data(
         self, store: dict[tuple[str, str], dict[str, str]], kind: str, namespace: str, name: str

@@ -130,6 +130,10 @@ clusterkopfpeerings, the peering kind this scope uses).
 - apiGroups: [kopf.dev]
   resources: [{{ .peerings }}]
   verbs: [get, list, watch, patch]
+# Claims on releases: a Lease per release while a replica runs Helm on it, so peers never do at once.
+- apiGroups: [coordination.k8s.io]
+  resources: [leases]
+  verbs: [get, create, update, delete]
 {{- end }}
 {{- end }}
 
