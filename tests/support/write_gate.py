@@ -24,7 +24,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from tests.support.helm_wrapper import AFTER, BEFORE, HelmWrapper
+from tests.support.helm_wrapper import AFTER, BEFORE, GATE_FUNCTIONS, HelmWrapper
 
 __all__ = ["AFTER", "BEFORE", "WriteGates"]
 
@@ -41,49 +41,7 @@ _calls = itertools.count()
 _open_calls = {{}}
 
 
-def record(event, **fields):
-    entry = dict(event=event, pid=os.getpid(), ppid=os.getppid(), time=time.time(), **fields)
-    fd = os.open(LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        os.write(fd, (json.dumps(entry) + "\n").encode())
-    finally:
-        os.close(fd)
-
-
-def claim(point, name):
-    try:
-        names = sorted(os.listdir(GATES))
-    except FileNotFoundError:
-        return None
-    for entry in names:
-        if not entry.endswith(".armed"):
-            continue
-        path = os.path.join(GATES, entry)
-        try:
-            with open(path) as handle:
-                wanted = json.load(handle)
-        except (OSError, ValueError):
-            continue
-        if wanted["point"] != point or wanted["subcommand"] != name:
-            continue
-        held = path[: -len(".armed")] + ".held"
-        try:
-            os.rename(path, held)
-        except FileNotFoundError:
-            continue
-        return entry[: -len(".armed")], held
-    return None
-
-
-def gate(point, name, call):
-    claimed = claim(point, name)
-    if claimed is None:
-        return
-    gate_id, held = claimed
-    record("held", call=call, gate=gate_id, point=point)
-    while os.path.exists(held):
-        time.sleep(POLL)
-    record("released", call=call, gate=gate_id, point=point)
+#: GATE FUNCTIONS
 
 
 def state_file(path):
@@ -116,12 +74,12 @@ def hook(event, args):
                 temporary, name, call = pending
                 _open_calls[temporary] = (name, call)
                 _inside.pending = None
-                gate("before", name, call)
+                gate("before", name, call=call)
         else:
             opened = _open_calls.pop(os.fsdecode(args[0]), None) if state_file(args[0]) else None
             if opened is not None:
                 name, call = opened
-                gate("after", name, call)
+                gate("after", name, call=call)
                 record("exit", call=call, returncode=0)
     finally:
         _inside.busy = False
@@ -148,6 +106,8 @@ class WriteGates(HelmWrapper):
         state_dir.mkdir(parents=True, exist_ok=True)
         script = directory / "helmrelease-gated.py"
         script.write_text(
-            _LAUNCHER.format(log=str(log), gates=str(gates), directory=str(state_dir.resolve()))
+            _LAUNCHER.format(log=str(log), gates=str(gates), directory=str(state_dir.resolve())).replace(
+                "#: GATE FUNCTIONS\n", GATE_FUNCTIONS
+            )
         )
         return cls(script, log, gates, sys.executable)
