@@ -37,6 +37,7 @@ from tests.support.fault_proxy import FaultProxy, manifest_of
 from tests.support.helm_wrapper import AFTER, BEFORE, CommandWrapper
 from tests.support.procs import Process, free_port
 from tests.support.registry import ImagePusher, Registry, utc
+from tests.support.sidecar import wait_for_cycles
 from tests.support.wait import eventually
 from tests.support.write_gate import WriteGates
 
@@ -153,16 +154,6 @@ def sidecars(kubeconfig: Path, namespace: str, tmp_path: Path) -> Iterator[Sidec
         process.stop()
 
 
-def cycles(process: Process) -> int:
-    return process.log_path.read_text(errors="replace").count("scan cycle: ")
-
-
-def wait_for_cycles(process: Process, more: int) -> None:
-    """Wait until `more` cycles have finished after now: each had its chance to move the tag again."""
-    target = cycles(process) + more
-    process.wait_until(lambda: cycles(process) >= target, TIMEOUT, f"through {more} more scan cycles")
-
-
 @dataclass(frozen=True)
 class Cluster:
     """What the cluster holds of one release: its tag, how often its spec changed, the moves it was told of."""
@@ -234,7 +225,7 @@ def test_killed_mid_cycle_the_restart_moves_the_tag_once(
 
     restarted = sidecars.start(proxy.host)
     restarted.wait_until(lambda: cluster.tag() == expected, TIMEOUT, "the tag moved")
-    wait_for_cycles(restarted, 2)
+    wait_for_cycles(restarted, 2, TIMEOUT)
     assert_moved_once(cluster, expected)
     restarted.stop()
     sidecars.state_files()
@@ -267,7 +258,7 @@ def test_killed_while_writing_the_tag_cache_the_old_file_stands_and_moves_land_o
 
     restarted = sidecars.start(registry.host)
     restarted.wait_until(lambda: TAG_CACHE in sidecars.state_files(), TIMEOUT, "its tag cache written")
-    wait_for_cycles(restarted, 2)
+    wait_for_cycles(restarted, 2, TIMEOUT)
     assert_moved_once(cluster, moved)
     assert not sidecars.temporaries(), "the temporary of the killed write removed at start"
     before = sidecars.state_files()[TAG_CACHE]
@@ -283,7 +274,7 @@ def test_killed_while_writing_the_tag_cache_the_old_file_stands_and_moves_land_o
     assert len(sidecars.temporaries()) == 1
 
     again = sidecars.start(registry.host)
-    wait_for_cycles(again, 3)
+    wait_for_cycles(again, 3, TIMEOUT)
     assert_moved_once(cluster, newer, changes=2)
     log = again.log_path.read_text(errors="replace")
     assert f"tag cache {sidecars.state_dir / TAG_CACHE}: " in log, "the file it read was usable"
@@ -459,7 +450,7 @@ def test_killed_during_git_writeback_the_move_lands_once_in_git_and_in_the_clust
 
     restarted = sidecars.start(registry.host, *flags)
     restarted.wait_until(lambda: cluster.tag() == "1.0.5", TIMEOUT, "the tag moved in the cluster")
-    wait_for_cycles(restarted, 2)
+    wait_for_cycles(restarted, 2, TIMEOUT)
     commits = git_server.remote.count() - seeded
     assert commits == 1, "one commit for the move: not lost, not twice"
     assert git_server.remote.changed_lines() == ["-      tag: 1.0.0", "+      tag: 1.0.5"]

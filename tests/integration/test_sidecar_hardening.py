@@ -27,6 +27,7 @@ from tests.integration.test_image_policy import (
 from tests.integration.test_image_policy_cli import _environment, helmrelease_cli, sidecar_args
 from tests.support.procs import Process
 from tests.support.registry import ImagePusher, Registry, utc
+from tests.support.sidecar import wait_for_cycles
 
 pytestmark = pytest.mark.usefixtures("crd_installed")
 __all__ = ["app", "releases", "remote"]  # fixtures shared with test_image_policy
@@ -105,16 +106,6 @@ def start_sidecar(
     yield start
     for process in started:
         process.stop()
-
-
-def cycles(process: Process) -> int:
-    return process.log_path.read_text(errors="replace").count("scan cycle: ")
-
-
-def wait_for_cycles(process: Process, more: int) -> None:
-    """Wait until ``more`` cycles have finished after now: each had its chance to post again."""
-    target = cycles(process) + more
-    process.wait_until(lambda: cycles(process) >= target, 60, f"through {more} more scan cycles")
 
 
 QUIET_FAILURES = {

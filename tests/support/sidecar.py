@@ -17,6 +17,19 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.support.procs import REPO_ROOT, Process, free_port, tail
 
 
+def finished_cycles(process: Process) -> int:
+    """Scan cycles a sidecar process has finished so far (each logs one `scan cycle: ` line)."""
+    return process.log_path.read_text(errors="replace").count("scan cycle: ")
+
+
+def wait_for_cycles(process: Process, more: int, timeout: float = 60) -> None:
+    """Wait until `more` cycles have finished after now: each had its chance to act (move, post) again."""
+    target = finished_cycles(process) + more
+    process.wait_until(
+        lambda: finished_cycles(process) >= target, timeout, f"through {more} more scan cycles"
+    )
+
+
 def environment() -> dict[str, str]:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT / "operator"), env.get("PYTHONPATH")]))
@@ -58,7 +71,7 @@ class Sidecar:
 
     def cycles(self) -> int:
         """Polling cycles finished so far."""
-        return self.log().count("scan cycle: ")
+        return finished_cycles(self.process)
 
     def tail(self) -> str:
         return tail(self.process.log_path)
