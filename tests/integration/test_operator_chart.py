@@ -698,19 +698,23 @@ def test_the_sidecar_is_granted_what_it_does_wherever_it_scans(
     assert missing == {namespace: set() for namespace in namespaces}
 
 
+#: With peering, a replica claims a release with a Lease in its namespace while it runs Helm on it.
+LEASES = grants("coordination.k8s.io", "leases", "get", "create", "update", "delete")
+
+
 @pytest.mark.parametrize(
     ("set_args", "cluster_extra", "namespace_extra"),
     [
         pytest.param(
             sets("operator.peering.name=ops"),
-            grants("kopf.dev", "clusterkopfpeerings", "get", "list", "watch", "patch"),
+            grants("kopf.dev", "clusterkopfpeerings", "get", "list", "watch", "patch") | LEASES,
             None,
             id="cluster-peering",
         ),
         pytest.param(
             sets("operator.peering.name=ops", "watchNamespaces={team-a}"),
             set(),
-            grants("kopf.dev", "kopfpeerings", "get", "list", "watch", "patch"),
+            grants("kopf.dev", "kopfpeerings", "get", "list", "watch", "patch") | LEASES,
             id="namespaced-peering",
         ),
         pytest.param(

@@ -129,13 +129,20 @@ def test_a_canary_secret_never_appears_in_logs_events_status_metrics_or_the_side
     custom.patch_namespaced_custom_object(
         "helm.fluxcd.io", "v1", namespace, "helmreleases", "uses", {"spec": {"values": {"replicas": 2}}}
     )
+    # The Secret's change and the spec's may land in one upgrade or in two (the Secret's watch event can start a
+    # pass before the spec's): either way the release ends with both.
     wait_for_hr(
         custom,
         namespace,
         "uses",
-        lambda hr: ready(hr) and hr["status"].get("helmRevision") == 2,
+        lambda hr: (
+            ready(hr)
+            and hr["status"].get("observedGeneration") == 2
+            and (core.read_namespaced_config_map(f"{namespace}-uses", namespace).data or {}).get("message")
+            == f"{values_secret}2"
+        ),
         operator=operator,
-        what="upgraded to revision 2",
+        what="upgraded with the new Secret and spec",
     )
     hr = wait_for_condition(
         custom, namespace, "quotes", "Released", reason="InstallFailed", operator=operator
