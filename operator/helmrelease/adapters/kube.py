@@ -776,16 +776,13 @@ class KubeClient:
                     resource = await self._resource(ref.api_version, ref.kind)
                 except ResourceNotFoundError:
                     return None
-                ns = ref.namespace if resource.namespaced else None
                 try:
-                    await self._call(
+                    await self._request(
                         f"{ref.kind} {ref.namespace}/{ref.name}",
-                        resource.patch,
+                        "PATCH",
+                        _object_path(resource, ref.namespace, ref.name),
                         body=body,
-                        name=ref.name,
-                        namespace=ns,
                         content_type="application/merge-patch+json",
-                        **self._headers(),
                     )
                 except NotFound:
                     return None
