@@ -3,9 +3,11 @@
 kopf's peering pauses a replica's watches when one of higher priority joins, but not the handler it is running: the
 paused replica's `helm upgrade` goes on while the newcomer reconciles the same release. Without a claim the newcomer
 sees the release `pending-upgrade`, takes it for a stale lock and rolls it back under the running upgrade. So, with
-peering, a pass takes the release's Lease (`plan.claim_lease_name`, in the release's namespace) before its first
-Helm action, renews it every third of `plan.CLAIM_DURATION` while it runs and deletes it when it ends; a replica that
-finds it held and renewed by another waits (`OperationInProgress`). A replica killed mid-operation stops renewing:
+peering, a pass takes the Lease (`plan.claim_lease_name`, in the release's namespace) of the release an action runs
+on (`plan.claimed_release`: the old one for a rename's `uninstall-previous`) before the action, renews it every
+third of `plan.CLAIM_DURATION` while it runs and deletes it when the pass ends; a replica that finds it held and
+renewed by another waits (`OperationInProgress`: a Normal Event once per wait, and no status write, which is the
+holder's). A replica killed mid-operation stops renewing:
 its claim expires before kopf lets its standby resume (the peering lifetime is longer), which then recovers the
 release as before (`StaleLock`). What to do with a claim is decided by `plan.claim_step`, a pure function.
 
@@ -71,7 +73,11 @@ class ReleaseClaims:
         name = claim_lease_name(release)
         for _ in range(3):
             found = await self.kube.read_lease(namespace, name)
-            claim = None if found is None else Claim(found.holder, found.renewed, found.duration)
+            claim = (
+                None
+                if found is None
+                else Claim(found.holder, found.renewed, found.duration, (namespace, release))
+            )
             step = claim_step(claim, self.identity, self.clock())
             if step is ClaimStep.WAIT:
                 assert claim is not None  # claim_step waits only for an existing claim

@@ -4,11 +4,14 @@ Like fluxcd/helm-controller's atomic release loop, the caller runs the chosen ac
 the status (``reconcile.conditions``), observes again and asks again, until the answer is ``nothing``,
 ``wait-retry`` or ``refuse``. One call never returns two actions, and nothing here does I/O. Two Helm operations
 never run on one release at once: the caller holds a lock per release, and with peering (several replicas) a
-claim on it across replicas (`claim_step`), so no row waits for one of ours.
+claim across replicas (`claim_step`) on the release each action runs on (`claimed_release`), so no row waits for
+one of ours.
 
 State machine, checked in this order (the first matching row decides)::
 
-    another replica holds a live claim on the release ....... wait-retry  OperationInProgress (until it ends)
+    another replica holds a live claim on the release the
+        next action runs on (`claimed_release`: the old one
+        for uninstall-previous) ........................... wait-retry  OperationInProgress (until it ends)
     the release name or target namespace changed and the
         release recorded under the old ones is ours ...... uninstall-previous  ReleaseRenamed (deleting too)
     object deleting, release absent or uninstalled ........... nothing     ReleaseAbsent
@@ -239,6 +242,8 @@ class Claim:
     holder: str | None
     renewed: datetime | None
     duration: float = CLAIM_DURATION
+    #: The Helm release (namespace, name) it is a claim on; None: the desired one.
+    release: tuple[str, str] | None = None
 
     def expires(self) -> datetime | None:
         return None if self.renewed is None else self.renewed + timedelta(seconds=self.duration)
@@ -272,6 +277,24 @@ def claim_step(claim: Claim | None, me: str, now: datetime) -> ClaimStep:
     if claim.holder == me:
         return ClaimStep.KEEP
     return ClaimStep.WAIT if claim.live(now) else ClaimStep.TAKE
+
+
+def claimed_release(action: Action, desired: Desired, recorded: Recorded) -> tuple[str, str]:
+    """(namespace, name) of the Helm release `action` runs on, so the claim on that one is held before it runs:
+    for `uninstall-previous`, the release recorded under the old releaseName or targetNamespace; for every other
+    action, the desired one. A rename's pass may so need two claims, the old release's and then the new one's."""
+    if action is Action.UNINSTALL_PREVIOUS:
+        old = recorded.previous_release(desired)
+        if old is not None:
+            return old
+    return (desired.namespace, desired.release_name)
+
+
+def same_wait(told: Claim | None, claim: Claim) -> bool:
+    """Whether waiting for `claim` is the wait already told of (`told`, None: none was): the same holder on the
+    same release. Its renewals move its expiry, and so the message, but not the wait; another holder, or the claim
+    on the other release of a rename, is a new one."""
+    return told is not None and (told.holder, told.release) == (claim.holder, claim.release)
 
 
 def claim_wait(claim: Claim, now: datetime) -> float:
@@ -315,25 +338,12 @@ def next_action(
     `previous` is the release at `recorded.previous_release(desired)`, if there is one and it exists; `forced`:
     a force request (reconcile.fluxcd.io/forceAt) still to carry out; `force_applied`: the release's latest
     revision is a finished deploy of the pending force request (the operator was killed before recording it);
-    `claimed_by`: another replica's live claim on the release (`claim_step` said wait).
+    `claimed_by`: another replica's live claim on the release the next action runs on (`claim_step` said wait;
+    `Claim.release` names which, `claimed_release` decides it).
     """
     name = desired.release
     if claimed_by is not None and claimed_by.holder:
-        until = claimed_by.expires()
-        when = (
-            ""
-            if until is None
-            else f" (its claim runs to {until.isoformat().replace('+00:00', 'Z')} unless renewed)"
-        )
-        state = f" ({release.status}, revision {release.revision})" if release is not None else ""
-        return Plan(
-            Action.WAIT_RETRY,
-            Reason.OPERATION_IN_PROGRESS,
-            f"Another operator replica, {claimed_by.holder}, is running Helm on release {name}{state}{when}; "
-            "waiting for it to finish. If that replica is gone, its claim (Lease "
-            f"{claim_lease_name(desired.release_name)} in namespace {desired.namespace}) expires by itself",
-            retry_after=claim_wait(claimed_by, now),
-        )
+        return _claimed(desired, claimed_by, release, previous, now)
     renamed = _previous_release(desired, recorded, previous)
     if renamed is not None:
         return renamed
@@ -397,6 +407,34 @@ def next_action(
         if blocked is not None:
             return blocked
     return _compare(desired, release, recorded, drifted=drifted)
+
+
+def _claimed(
+    desired: Desired,
+    claim: Claim,
+    release: ObservedRelease | None,
+    previous: ObservedRelease | None,
+    now: datetime,
+) -> Plan:
+    """Wait for the replica whose claim is on the release the next action runs on (`claim.release`: the old one of
+    a rename, or the desired one)."""
+    namespace, release_name = claim.release or (desired.namespace, desired.release_name)
+    on = previous if (namespace, release_name) != (desired.namespace, desired.release_name) else release
+    until = claim.expires()
+    when = (
+        ""
+        if until is None
+        else f" (its claim runs to {until.isoformat().replace('+00:00', 'Z')} unless renewed)"
+    )
+    state = f" ({on.status}, revision {on.revision})" if on is not None else ""
+    return Plan(
+        Action.WAIT_RETRY,
+        Reason.OPERATION_IN_PROGRESS,
+        f"Another operator replica, {claim.holder}, is running Helm on release {namespace}/{release_name}{state}"
+        f"{when}; waiting for it to finish. If that replica is gone, its claim (Lease "
+        f"{claim_lease_name(release_name)} in namespace {namespace}) expires by itself",
+        retry_after=claim_wait(claim, now),
+    )
 
 
 def _adopt(desired: Desired, release: ObservedRelease, recorded: Recorded, now: datetime) -> Plan:

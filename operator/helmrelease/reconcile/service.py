@@ -48,7 +48,16 @@ from helmrelease.reconcile.inputs import Inputs, SourceError, UrlReader, chart_i
 from helmrelease.reconcile.masking import Masker
 from helmrelease.reconcile.metrics import ActionResult, OperatorMetrics, PassResult
 from helmrelease.reconcile.observe import ReleaseObserver, left_by, may_check_drift
-from helmrelease.reconcile.plan import Claim, Desired, ObservedRelease, Plan, Recorded, next_action
+from helmrelease.reconcile.plan import (
+    Claim,
+    Desired,
+    ObservedRelease,
+    Plan,
+    Recorded,
+    claimed_release,
+    next_action,
+    same_wait,
+)
 from helmrelease.reconcile.releases import ReleaseView, StoredReleaseView, force_carried_out, force_label
 from helmrelease.reconcile.report import (
     NORMAL,
@@ -69,7 +78,8 @@ log = logging.getLogger(__name__)
 #: Plans in one pass, at most. No action runs twice in a pass, so a pass ends by itself: the longest one the plan
 #: allows acts six times (uninstall-previous → adopt, which fails and leaves the release pending → unlock →
 #: upgrade → test, which fails → rollback), and its seventh plan, the retry upgrade, is left to the next pass; with
-#: peering, taking the release's claim adds one plan (made again on the release read from the API).
+#: peering, taking a release's claim adds one plan (made again on the release read from the API), two for a rename
+#: (the old release's claim for uninstall-previous, then the new one's).
 MAX_STEPS: Final = 9
 #: Retry delay (seconds) for problems that can clear by themselves.
 RETRY_SOON: Final = 30.0
@@ -110,8 +120,11 @@ class PassState(Report):
     forced: str | None = None
     #: When the pass began (time.monotonic), for the duration of a settled decision.
     started: float = field(default_factory=time.monotonic)
-    #: With peering: this replica's claim on the release, taken before the pass's first Helm action.
-    claim: HeldClaim | None = None
+    #: With peering: this replica's claims by release (namespace, name), each taken before the pass's first Helm
+    #: action on that release (`plan.claimed_release`): the old release of a rename has its own.
+    claims: dict[tuple[str, str], HeldClaim] = field(default_factory=dict)
+    #: With peering: the claim of another replica this pass ended waiting for (it wrote no status: the holder's).
+    waiting: Claim | None = None
 
     @property
     def name(self) -> str:
@@ -159,6 +172,9 @@ class Reconciler:
         self.claims = (
             ReleaseClaims(kube, settings.claim_identity) if settings.claim_identity is not None else None
         )
+        #: Per HelmRelease (namespace, name): the peer's claim it waits for, as last told in an Event
+        #: (`plan.same_wait`): a wait writes no status, so no condition remembers that it was told.
+        self._waits_told: dict[tuple[str, str], Claim] = {}
 
     def describe(self) -> str:
         scope = ", ".join(self.settings.namespaces) or "all namespaces"
@@ -175,6 +191,7 @@ class Reconciler:
             metadata = body.get("metadata") or {}
             key = (str(metadata.get("namespace", "")), str(metadata.get("name", "")))
             self._known_status.pop(key, None)
+            self._waits_told.pop(key, None)
             self.metrics.forget(*key)
         else:
             self.metrics.observe(body, default_git_ref=self.settings.default_git_ref)
@@ -230,11 +247,12 @@ class Reconciler:
                 try:
                     await self._run_pass(current, releases, check_drift=check_drift)
                 except ReconcileError:
-                    await self._echo_requests(current)
+                    if current.waiting is None:  # a wait handled nothing, and writes no status
+                        await self._echo_requests(current)
                     self._known_status[key] = status_key(current.written)
                     raise
                 finally:
-                    await self._release_claim(current)
+                    await self._release_claims(current)
                 await self._echo_requests(current)
                 # Reached only when every write of the pass was answered: a failed one (a timeout, say) may or
                 # may not have landed, and the next pass reads the object afresh.
@@ -300,7 +318,7 @@ class Reconciler:
                 try:
                     await self._finalize_release(current, desired, recorded, releases)
                 finally:
-                    await self._release_claim(current)
+                    await self._release_claims(current)
 
     async def _finalize_release(
         self, current: PassState, desired: Desired, recorded: Recorded, releases: ReleaseView
@@ -315,17 +333,25 @@ class Reconciler:
                 desired, observed, recorded, now=self.clock(), previous=previous, deleting=True
             )
             old = recorded.previous_release(desired)
-            if plan.action.runs_helm and current.claim is None and self.claims is not None:
-                taken = await self.claims.take(hr.target_namespace, hr.release_name)
+            target = claimed_release(plan.action, desired, recorded)
+            if plan.action.runs_helm and target not in current.claims and self.claims is not None:
+                taken = await self.claims.take(*target)
                 if isinstance(taken, Claim):
                     plan = next_action(
-                        desired, observed, recorded, now=self.clock(), deleting=True, claimed_by=taken
+                        desired,
+                        observed,
+                        recorded,
+                        now=self.clock(),
+                        previous=previous,
+                        deleting=True,
+                        claimed_by=taken,
                     )
+                    await self._wait_for(current, taken, plan)
                     self._decided(current, desired, plan, observed, Result.DECIDED)
                     raise ReconcileError(
                         plan.reason, plan.message, temporary=True, retry_after=plan.retry_after or RETRY_SOON
                     )
-                current.claim = taken
+                current.claims[target] = taken
             if plan.action is Action.UNINSTALL_PREVIOUS and old is not None:
                 await self._uninstall_on_delete(current, *old)
                 previous = None
@@ -449,13 +475,13 @@ class Reconciler:
         drift_checked = False
         for _ in range(MAX_STEPS):
             recorded = Recorded.from_status(current.status)
-            # Once claimed, the release is read from the API: the index may lag far behind under peering (a peer of
+            # Once claimed, a release is read from the API: the index may lag far behind under peering (a peer of
             # higher priority pauses our watches, not the pass that waited for this release's lock meanwhile).
-            view = releases if current.claim is None else await self._stored_view(hr)
+            view = await self._view(current, releases, hr.target_namespace, hr.release_name)
             observed = await self.observer.release(
                 hr, hr.target_namespace, hr.release_name, view, current.after_action
             )
-            previous = await self._observe_previous(hr, recorded, desired, releases)
+            previous = await self._observe_previous(hr, recorded, desired, releases, current)
             # Drift is looked for once, before anything ran: what this pass deployed has not drifted yet.
             drift = None
             if check_drift and not done and not drift_checked:
@@ -491,21 +517,25 @@ class Reconciler:
             if not plan.action.runs_helm:
                 await self._settle(current, desired, plan, observed)
                 return
-            if current.claim is None and self.claims is not None:
-                taken = await self.claims.take(hr.target_namespace, hr.release_name)
+            target = claimed_release(plan.action, desired, recorded)
+            if target not in current.claims and self.claims is not None:
+                taken = await self.claims.take(*target)
                 if isinstance(taken, Claim):
                     # Another replica's pass runs Helm on this release (it was paused by peering mid-operation).
                     plan = next_action(
                         desired, observed, recorded, now=self.clock(), previous=previous, claimed_by=taken
                     )
-                    await self._settle(current, desired, plan, observed)
-                    return
-                current.claim = taken
+                    await self._wait_for(current, taken, plan)
+                    self._decided(current, desired, plan, observed, Result.DECIDED)
+                    raise ReconcileError(
+                        plan.reason, plan.message, temporary=True, retry_after=plan.retry_after or RETRY_SOON
+                    )
+                current.claims[target] = taken
                 continue  # decide again on the release as the API has it now
             done.add(plan.action)
             if forced and deploys(plan.action):
                 current.forced = current.requests.force
-            await self._act(current, desired, plan, chart, values, observed)
+            await self._act(current, desired, plan, chart, values, observed, current.claims.get(target))
         # Not reached while MAX_STEPS covers the longest pass; should it be, the next pass goes on from here.
         await self.report.write(current)
         message = f"Release {desired.release} took {MAX_STEPS} steps in one pass; deciding again shortly"
@@ -594,8 +624,10 @@ class Reconciler:
         chart: FetchedChart,
         values: Mapping[str, Any],
         observed: ObservedRelease | None,
+        claim: HeldClaim | None,
     ) -> None:
-        """Run one Helm action and record its outcome (status, then Event); cancelled if the object is deleted."""
+        """Run one Helm action and record its outcome (status, then Event); cancelled if the object is deleted, or
+        if this replica loses its `claim` on the release the action runs on (with peering)."""
         hr, action = current.hr, plan.action
         current.status = conditions.status_before_action(current.status, desired, action, self.clock())
         await self.report.write(current)
@@ -615,17 +647,17 @@ class Reconciler:
         )
         async with self._worker():
             running = time.monotonic()  # helm's own time; `started` includes the wait for a worker
-            outcome = await self._unless_deleted(current.ref, run, current.claim)
+            outcome = await self._unless_deleted(current.ref, run, claim)
         self.metrics.helm_action(action, _action_result(outcome), time.monotonic() - running)
         if outcome is None:
             reason = terms(action).failed
             message = (
                 f"The HelmRelease is being deleted: {action.value} of release {hr.release_name} was cancelled"
             )
-            lost = current.claim.lost if current.claim is not None else None
-            if lost is not None:
+            lost = claim.lost if claim is not None else None
+            if claim is not None and lost is not None:
                 message = (
-                    f"This replica lost its claim on release {desired.release} ({lost}): {action.value} was "
+                    f"This replica lost its claim on release {claim.namespace}/{claim.name} ({lost}): {action.value} was "
                     "cancelled, so that two replicas never run Helm on it at once; the next pass recovers it"
                 )
             await self.report.event(current, WARNING, reason, message, logged=True)
@@ -804,13 +836,20 @@ class Reconciler:
         return values
 
     async def _observe_previous(
-        self, hr: HelmRelease, recorded: Recorded, desired: Desired, releases: ReleaseView
+        self,
+        hr: HelmRelease,
+        recorded: Recorded,
+        desired: Desired,
+        releases: ReleaseView,
+        current: PassState | None = None,
     ) -> ObservedRelease | None:
-        """The release recorded under an earlier releaseName or targetNamespace, if there is one."""
+        """The release recorded under an earlier releaseName or targetNamespace, if there is one; read from the API
+        once this pass claimed it, like the desired one."""
         old = recorded.previous_release(desired)
         if old is None:
             return None
-        return await self.observer.release(hr, *old, releases)
+        view = releases if current is None else await self._view(current, releases, *old)
+        return await self.observer.release(hr, *old, view)
 
     async def _drift(
         self, current: PassState, desired: Desired, observed: ObservedRelease | None
@@ -849,16 +888,34 @@ class Reconciler:
         finally:
             self._workers.release()
 
-    async def _stored_view(self, hr: HelmRelease) -> ReleaseView:
-        """The release's revisions as Helm's storage holds them now (one list call), for a claimed pass."""
-        labels = await self.kube.release_storage_labels(hr.target_namespace, hr.release_name)
-        return StoredReleaseView(hr.target_namespace, labels)
+    async def _view(
+        self, current: PassState, releases: ReleaseView, namespace: str, name: str
+    ) -> ReleaseView:
+        """Where the pass reads release `namespace/name` from: the index, or once the pass claimed that release, Helm's
+        storage as it is now (one list call)."""
+        if (namespace, name) not in current.claims:
+            return releases
+        labels = await self.kube.release_storage_labels(namespace, name)
+        return StoredReleaseView(namespace, labels)
 
-    async def _release_claim(self, current: PassState) -> None:
-        """The pass is over: let the release's claim go, so a peer waits no longer than needed."""
-        if current.claim is not None and self.claims is not None:
-            claim, current.claim = current.claim, None
-            await self.claims.release(claim)
+    async def _wait_for(self, current: PassState, claim: Claim, plan: Plan) -> None:
+        """The pass waits for another replica's `claim`: a Normal Event says so once per wait (not on each retry),
+        and no status is written, since the holder writes it meanwhile."""
+        current.waiting = claim
+        key = (current.ref.namespace, current.ref.name)
+        if not same_wait(self._waits_told.get(key), claim):
+            await self.report.event(current, NORMAL, plan.reason, plan.message, logged=True)
+        self._waits_told[key] = claim
+
+    async def _release_claims(self, current: PassState) -> None:
+        """The pass is over: let its claims go, so a peer waits no longer than needed; a pass that did not end
+        waiting ended any wait told of."""
+        if current.waiting is None:
+            self._waits_told.pop((current.ref.namespace, current.ref.name), None)
+        claims, current.claims = current.claims, {}
+        if self.claims is not None:
+            for claim in claims.values():
+                await self.claims.release(claim)
 
     @contextlib.asynccontextmanager
     async def _object_lock(self, ref: ObjectRef) -> AsyncIterator[None]:

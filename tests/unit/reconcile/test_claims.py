@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from tests.unit.reconcile.fakes import FakeHelm, FakeKube, KubeState, ReleaseIndex, StoredRevision
-from tests.unit.reconcile.test_reconcile_pass import NAME, NAMESPACE, RELEASE, Harness
+from tests.unit.reconcile.test_reconcile_pass import NAME, NAMESPACE, RELEASE, Harness, Pass
 
 from helmrelease.api.constants import Action, HelmStatus, Reason
 from helmrelease.api.ownership import Ownership
@@ -30,7 +31,9 @@ from helmrelease.reconcile.plan import (
     claim_lease_name,
     claim_step,
     claim_wait,
+    claimed_release,
     next_action,
+    same_wait,
 )
 from helmrelease.reconcile.releases import IndexedRelease, StoredReleaseView, owner_labels
 
@@ -105,6 +108,80 @@ def test_a_live_claim_of_another_replica_waits_whatever_the_release_shows(
     assert not plan.settled
     assert PEER in plan.message
     assert claim_lease_name("web") in plan.message
+
+
+#: The HelmRelease installed its release as old-apps/web-old, then spec.releaseName and targetNamespace changed.
+RENAMED = replace(RECORDED, release_namespace="old-apps", release_name="web-old")
+
+
+@pytest.mark.parametrize(
+    ("action", "recorded", "release"),
+    [
+        pytest.param(
+            Action.UNINSTALL_PREVIOUS, RENAMED, ("old-apps", "web-old"), id="rename-acts-on-the-old"
+        ),
+        pytest.param(
+            Action.UNINSTALL_PREVIOUS,
+            Recorded(release_name="web-old"),
+            ("apps", "web-old"),
+            id="rename-before-the-namespace-was-recorded-acts-in-the-desired-namespace",
+        ),
+        pytest.param(Action.INSTALL, RENAMED, ("apps", "web"), id="install-after-a-rename-acts-on-the-new"),
+        pytest.param(Action.UNINSTALL, RENAMED, ("apps", "web"), id="uninstall-acts-on-the-desired"),
+        pytest.param(Action.UPGRADE, RECORDED, ("apps", "web"), id="upgrade-acts-on-the-desired"),
+        pytest.param(Action.UNLOCK, RECORDED, ("apps", "web"), id="unlock-acts-on-the-desired"),
+        pytest.param(
+            Action.UNINSTALL_PREVIOUS, RECORDED, ("apps", "web"), id="nothing-recorded-elsewhere-the-desired"
+        ),
+    ],
+)
+def test_the_claim_needed_is_on_the_release_the_action_runs_on(
+    action: Action, recorded: Recorded, release: tuple[str, str]
+) -> None:
+    assert claimed_release(action, DESIRED, recorded) == release
+
+
+def test_a_claim_on_the_old_release_of_a_rename_names_it_and_its_lease() -> None:
+    previous = ObservedRelease(3, HelmStatus.PENDING_UPGRADE, Ownership.OURS)
+    claim = Claim(PEER, NOW - timedelta(seconds=5), CLAIM_DURATION, ("old-apps", "web-old"))
+    plan = next_action(DESIRED, None, RENAMED, now=NOW, previous=previous, claimed_by=claim)
+    assert (plan.action, plan.reason) == (Action.WAIT_RETRY, Reason.OPERATION_IN_PROGRESS)
+    assert "release old-apps/web-old (pending-upgrade, revision 3)" in plan.message
+    assert f"Lease {claim_lease_name('web-old')} in namespace old-apps" in plan.message
+    assert "apps/web " not in plan.message
+
+
+ON_WEB = ("apps", "web")
+
+
+@pytest.mark.parametrize(
+    ("told", "claim", "same"),
+    [
+        pytest.param(None, renewed(5), False, id="nothing-told-yet"),
+        pytest.param(
+            Claim(PEER, NOW - timedelta(seconds=20), CLAIM_DURATION, ON_WEB),
+            Claim(PEER, NOW - timedelta(seconds=1), CLAIM_DURATION, ON_WEB),
+            True,
+            id="renewed-since-is-the-same-wait",
+        ),
+        pytest.param(
+            Claim(PEER, NOW, CLAIM_DURATION, ON_WEB),
+            Claim("pod-c/1/cccc", NOW, CLAIM_DURATION, ON_WEB),
+            False,
+            id="another-holder-is-a-new-wait",
+        ),
+        pytest.param(
+            Claim(PEER, NOW, CLAIM_DURATION, ("apps", "web-old")),
+            Claim(PEER, NOW, CLAIM_DURATION, ON_WEB),
+            False,
+            id="the-other-release-of-a-rename-is-a-new-wait",
+        ),
+    ],
+)
+def test_a_wait_is_told_once_while_the_same_holder_holds_the_same_release(
+    told: Claim | None, claim: Claim, same: bool
+) -> None:
+    assert same_wait(told, claim) is same
 
 
 def test_without_a_claim_elsewhere_a_pending_release_is_a_stale_lock() -> None:
@@ -274,3 +351,150 @@ async def test_a_claimed_pass_decides_on_the_release_as_stored_not_on_a_lagging_
     await harness.reconciler.reconcile(body, harness.index)
     assert "rollback" not in harness.helm.operations(), "a finished revision was taken for a stale lock"
     assert harness.helm.operations()[-1] == "upgrade"
+
+
+Holders = dict[str, str | None]
+
+
+def holders_at_each_helm_call(monkeypatch: pytest.MonkeyPatch, harness: Harness) -> list[tuple[str, Holders]]:
+    """(operation namespace/release, {Lease name: holder}) at each mutating helm call of the fake."""
+    seen: list[tuple[str, Holders]] = []
+    record = FakeHelm._call
+
+    def recording(self: FakeHelm, operation: str, namespace: str, release: str) -> None:
+        leases = {name: lease.holder for (_, name), lease in harness.kube.state.leases.items()}
+        seen.append((f"{operation} {namespace}/{release}", leases))
+        record(self, operation, namespace, release)
+
+    monkeypatch.setattr(FakeHelm, "_call", recording)
+    return seen
+
+
+OLD_LEASE, NEW_LEASE = claim_lease_name(RELEASE), claim_lease_name("web-v2")
+
+
+async def test_a_rename_waits_for_a_peer_holding_the_old_release_and_claims_each_release_before_acting_on_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    harness = Harness(tmp_path, ReleaseIndex, {"claim_identity": ME})
+    harness.apply()
+    await harness.reconcile()
+    harness.apply(releaseName="web-v2")
+    # A peer runs Helm on the old release (the one uninstall-previous removes); nobody holds the new one.
+    peer = claims(harness.kube.state, PEER)
+    held = await peer.take(NAMESPACE, RELEASE)
+    assert isinstance(held, HeldClaim)
+    operations, writes = harness.helm.operations(), len(harness.kube.state.status_writes)
+    waited = await harness.reconcile()
+    assert waited.error is not None
+    assert waited.error.reason == Reason.OPERATION_IN_PROGRESS
+    assert harness.helm.operations() == operations, "the old release was uninstalled under the peer's claim"
+    assert len(harness.kube.state.status_writes) == writes, "the waiting replica wrote the holder's status"
+    assert waited.events == [Reason.OPERATION_IN_PROGRESS]
+    (told,) = harness.messages(Reason.OPERATION_IN_PROGRESS)
+    assert f"{PEER}, is running Helm on release {NAMESPACE}/{RELEASE}" in told
+    assert NEW_LEASE not in {name for _, name in harness.kube.state.leases}
+
+    seen = holders_at_each_helm_call(monkeypatch, harness)
+    await peer.release(held)
+    assert await harness.reconcile() == Pass([Reason.UNINSTALLED, Reason.INSTALL_SUCCEEDED])
+    assert seen == [
+        (f"uninstall {NAMESPACE}/{RELEASE}", {OLD_LEASE: ME}),
+        (f"install {NAMESPACE}/web-v2", {OLD_LEASE: ME, NEW_LEASE: ME}),
+    ]
+    assert harness.kube.state.leases == {}, "both claims released with the pass"
+
+
+async def test_a_rename_going_on_to_the_new_release_waits_for_a_peer_holding_that_one(tmp_path: Path) -> None:
+    harness = Harness(tmp_path, ReleaseIndex, {"claim_identity": ME})
+    harness.apply()
+    await harness.reconcile()
+    harness.apply(releaseName="web-v2")
+    peer = claims(harness.kube.state, PEER)
+    held = await peer.take(NAMESPACE, "web-v2")
+    assert isinstance(held, HeldClaim)
+    ran = await harness.reconcile()
+    assert ran.events == [Reason.UNINSTALLED, Reason.OPERATION_IN_PROGRESS]
+    assert ran.error is not None
+    assert ran.error.reason == Reason.OPERATION_IN_PROGRESS
+    assert harness.helm.operations() == ["install", "uninstall"], "installed under the peer's claim"
+    (told,) = harness.messages(Reason.OPERATION_IN_PROGRESS)
+    assert f"release {NAMESPACE}/web-v2" in told
+    assert f"Lease {NEW_LEASE} in namespace {NAMESPACE}" in told
+    await peer.release(held)
+    assert await harness.reconcile() == Pass([Reason.INSTALL_SUCCEEDED])
+    assert harness.revisions("web-v2") == [(1, HelmStatus.DEPLOYED)]
+
+
+async def test_a_replica_waiting_for_a_peer_tells_it_once_per_wait_and_writes_no_status(
+    tmp_path: Path,
+) -> None:
+    harness = Harness(tmp_path, ReleaseIndex, {"claim_identity": ME})
+    harness.apply()
+    await harness.reconcile()
+    ours = owner_labels(NAMESPACE, NAME)
+    harness.helm.revisions(NAMESPACE, RELEASE).append(StoredRevision(2, HelmStatus.PENDING_UPGRADE, ours))
+    peer = claims(harness.kube.state, PEER)
+    held = await peer.take(NAMESPACE, RELEASE)
+    assert isinstance(held, HeldClaim)
+    harness.apply({"replicas": 4})
+    harness.annotate(requestedAt="r1")
+    writes = len(harness.kube.state.status_writes)
+    waits = [await harness.reconcile() for _ in range(3)]
+    assert [ran.events for ran in waits] == [[Reason.OPERATION_IN_PROGRESS], [], []], "one Event per wait"
+    assert {ran.error.reason for ran in waits if ran.error} == {Reason.OPERATION_IN_PROGRESS}
+    assert len(harness.kube.state.status_writes) == writes, (
+        "no status write (nor the request's echo) while waiting"
+    )
+    assert [
+        kind for _, kind, reason, _ in harness.kube.state.events if reason == Reason.OPERATION_IN_PROGRESS
+    ] == ["Normal"]
+    (told,) = harness.messages(Reason.OPERATION_IN_PROGRESS)
+    assert f"Another operator replica, {PEER}, is running Helm on release {NAMESPACE}/{RELEASE}" in told
+
+    # Another replica takes over the claim: a new wait, told again.
+    await peer.release(held)
+    other = claims(harness.kube.state, "pod-c/1/cccc")
+    again = await other.take(NAMESPACE, RELEASE)
+    assert isinstance(again, HeldClaim)
+    assert (await harness.reconcile()).events == [Reason.OPERATION_IN_PROGRESS]
+    assert "pod-c/1/cccc" in harness.messages(Reason.OPERATION_IN_PROGRESS)[-1]
+
+    # The wait ends (the pass runs, and echoes the request); the next wait is told again.
+    harness.helm.revisions(NAMESPACE, RELEASE)[-1] = StoredRevision(2, HelmStatus.DEPLOYED, ours)
+    await other.release(again)
+    assert await harness.reconcile() == Pass([Reason.UPGRADE_SUCCEEDED])
+    assert harness.status.last_handled_reconcile_at == "r1"
+    held = await peer.take(NAMESPACE, RELEASE)
+    assert isinstance(held, HeldClaim)
+    harness.apply({"replicas": 5})
+    assert (await harness.reconcile()).events == [Reason.OPERATION_IN_PROGRESS]
+    assert len(harness.messages(Reason.OPERATION_IN_PROGRESS)) == 3
+    await peer.release(held)
+
+
+async def test_deleting_a_renamed_helmrelease_waits_for_a_peer_holding_the_old_release(
+    tmp_path: Path,
+) -> None:
+    harness = Harness(tmp_path, ReleaseIndex, {"claim_identity": ME})
+    harness.apply()
+    await harness.reconcile()
+    body = harness.kube.state.helmreleases[NAMESPACE, NAME]
+    body["status"]["releaseName"] = "web-old"  # installed as web-old, then renamed to RELEASE
+    harness.helm.put(
+        NAMESPACE, "web-old", StoredRevision(1, HelmStatus.DEPLOYED, owner_labels(NAMESPACE, NAME))
+    )
+    peer = claims(harness.kube.state, PEER)
+    held = await peer.take(NAMESPACE, "web-old")
+    assert isinstance(held, HeldClaim)
+    operations = harness.helm.operations()
+    waits = [await harness.finalize() for _ in range(2)]
+    assert [ran.events for ran in waits] == [[Reason.OPERATION_IN_PROGRESS], []]
+    assert {ran.error.reason for ran in waits if ran.error} == {Reason.OPERATION_IN_PROGRESS}
+    assert harness.helm.operations() == operations, "uninstalled under the peer's claim"
+    assert f"release {NAMESPACE}/web-old" in harness.messages(Reason.OPERATION_IN_PROGRESS)[0]
+    await peer.release(held)
+    assert await harness.finalize() == Pass([Reason.UNINSTALLED, Reason.UNINSTALLED])
+    assert harness.helm.operations()[-2:] == ["uninstall", "uninstall"]
+    assert (harness.revisions("web-old"), harness.revisions()) == ([], [])
+    assert harness.kube.state.leases == {}
