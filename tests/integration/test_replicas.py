@@ -9,6 +9,7 @@ lifetime, 60s), after which the standby resumes.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import time
 from pathlib import Path
@@ -29,12 +30,15 @@ from tests.support.operator import (
     Operator,
     StartOperator,
     create_hr,
+    events_for,
     find_hr,
     get_hr,
     helmrelease,
     ready,
 )
 from tests.support.wait import eventually
+
+from helmrelease.reconcile.plan import claim_lease_name
 
 pytestmark = pytest.mark.usefixtures("crd_installed", "node_simulator")
 
@@ -318,6 +322,90 @@ def test_a_higher_priority_replica_joining_mid_upgrade_waits_for_it_instead_of_u
     digests = digests_deployed(core, namespace, release)
     assert len(digests) == len(set(digests)) == 3, f"a revision applied twice: {digests}"
     assert not re.search(r"Traceback", first.log() + second.log())
+
+
+#: A replica identity as `cli.run.replica_identity` makes them: the peer the rename test plays.
+TEST_PEER = "peer-pod/1/test"
+
+
+def claim_held_by(coordination: k8s.CoordinationV1Api, namespace: str, release: str, holder: str) -> None:
+    """The claim on `release` as a live peer holds it (renewed now, for long enough that it does not expire)."""
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    coordination.create_namespaced_lease(
+        namespace,
+        {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": claim_lease_name(release)},
+            "spec": {
+                "holderIdentity": holder,
+                "leaseDurationSeconds": 600,
+                "acquireTime": now,
+                "renewTime": now,
+            },
+        },
+    )
+
+
+def waits_decided(operator: Operator, namespace: str, name: str) -> int:
+    """How often the operator decided to wait for a peer's claim on behalf of HelmRelease `namespace/name`."""
+    return operator.log().count(f"HelmRelease {namespace}/{name}: wait-retry OperationInProgress decided")
+
+
+def test_a_rename_waits_for_a_peer_holding_the_old_release_and_says_so_in_one_event(
+    start_operator: StartOperator,
+    custom: k8s.CustomObjectsApi,
+    core: k8s.CoreV1Api,
+    api_client: k8s.ApiClient,
+    namespace: str,
+    peering: str,
+    chart_repo: Any,
+    helm: Helm,
+    tmp_path: Path,
+) -> None:
+    """The release a rename uninstalls first is the old one: a peer's claim on it (the test plays the peer: its
+    Lease) must hold the rename back, whoever holds the new name. The waiting replica posts one Normal Event naming
+    the holder however often it looks again, and leaves the status alone."""
+    wrapper = HelmWrapper.create(tmp_path / "helm-wrapper")
+    chart = {"repository": chart_repo.url, "name": "app", "version": "0.1.0"}
+    operator = replica(start_operator, wrapper, 1, tmp_path / "state")
+    create_hr(custom, namespace, helmrelease("r0", chart, {"message": "one"}))
+    eventually(lambda: converged(custom, namespace, ["r0"], 1), 120, "r0 installed", context=operator.tail)
+    old, new = f"{namespace}-r0", "r0-renamed"
+    status_before = get_hr(custom, namespace, "r0")["status"]
+    mutating_before = len(mutating(wrapper.invocations()))
+    coordination = k8s.CoordinationV1Api(api_client)
+    claim_held_by(coordination, namespace, old, TEST_PEER)
+
+    custom.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, "r0", {"spec": {"releaseName": new}}
+    )
+    # It had its chance, twice: it looked at the claim again after the first wait.
+    eventually(
+        lambda: waits_decided(operator, namespace, "r0") >= 2,
+        60,
+        "the replica to wait for the peer's claim on the old release twice",
+        context=operator.tail,
+    )
+    assert len(mutating(wrapper.invocations())) == mutating_before, "helm ran under the peer's claim"
+    told = [event for event in events_for(core, namespace, "r0") if event[1] == "OperationInProgress"]
+    assert len(told) == 1, told
+    kind, _, message = told[0]
+    assert kind == "Normal"
+    assert f"Another operator replica, {TEST_PEER}, is running Helm on release {namespace}/{old}" in message
+    assert get_hr(custom, namespace, "r0")["status"] == status_before, "the waiting replica wrote the status"
+
+    coordination.delete_namespaced_lease(claim_lease_name(old), namespace)
+    eventually(
+        lambda: ready(hr := get_hr(custom, namespace, "r0")) and hr["status"].get("releaseName") == new,
+        120,
+        "the rename to go on once the peer let the old release go",
+        context=operator.tail,
+    )
+    assert [entry["status"] for entry in helm.json("history", new, "--namespace", namespace)] == ["deployed"]
+    assert helm.run("status", old, "--namespace", namespace, check=False).returncode != 0, "the old release was not uninstalled"
+    assert coordination.list_namespaced_lease(namespace).items == [], "a claim left behind"
+    assert not re.search(r"Traceback", operator.log())
 
 
 def test_a_helmrelease_recreated_while_its_uninstall_runs_ends_deployed_once_with_the_new_spec(
