@@ -29,6 +29,8 @@ from tests.support.operator import Operator, StartOperator
 from tests.support.procs import REPO_ROOT
 
 CRD_PATH = REPO_ROOT / "crds" / "helmrelease.yaml"
+#: kopf's own peering CRDs (KopfPeering, ClusterKopfPeering), which `--peering` needs: kopf ships them, not our chart.
+PEERING_CRDS = REPO_ROOT / "tests" / "fixtures" / "kopf-peering-crds.yaml"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -87,6 +89,16 @@ def crd_installed(api_client: k8s.ApiClient, kubeconfig: Path) -> None:
     kubectl(
         kubeconfig, "wait", "--for=condition=Established", "--timeout=60s", "crd/helmreleases.helm.fluxcd.io"
     )
+
+
+@pytest.fixture(scope="session")
+def peering_crds(kubeconfig: Path, crd_installed: None) -> None:
+    """kopf's peering CRDs, applied and served (for operators run with `--peering`)."""
+    from tests.support.kubectl import kubectl
+
+    kubectl(kubeconfig, "apply", "--server-side", "-f", str(PEERING_CRDS))
+    for name in ("kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"):
+        kubectl(kubeconfig, "wait", "--for=condition=Established", "--timeout=60s", f"crd/{name}")
 
 
 @pytest.fixture

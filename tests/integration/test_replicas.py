@@ -18,10 +18,8 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
-from tests.conftest import REPO_ROOT
 from tests.support.helm_wrapper import BEFORE, HelmWrapper, Invocation, overlaps
 from tests.support.helmtool import Helm
-from tests.support.kubectl import kubectl
 from tests.support.nodesim import READY_AFTER
 from tests.support.operator import (
     GROUP,
@@ -42,7 +40,6 @@ from helmrelease.reconcile.plan import claim_lease_name
 
 pytestmark = pytest.mark.usefixtures("crd_installed", "node_simulator")
 
-PEERING_CRDS = REPO_ROOT / "tests" / "fixtures" / "kopf-peering-crds.yaml"
 PEERING = "ops"
 #: kopf's default peering lifetime: a peer not heard of for this long is dead.
 PEERING_LIFETIME = 60
@@ -51,13 +48,6 @@ RELEASES = 4
 RESUMING = "Resuming operations after the pause"
 #: kopf's line when a replica pauses because a peer of higher priority appeared.
 PAUSING = "Pausing operations in favour of"
-
-
-@pytest.fixture(scope="module")
-def peering_crds(kubeconfig: Path, crd_installed: None) -> None:
-    kubectl(kubeconfig, "apply", "--server-side", "-f", str(PEERING_CRDS))
-    for name in ("kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"):
-        kubectl(kubeconfig, "wait", "--for=condition=Established", "--timeout=60s", f"crd/{name}")
 
 
 @pytest.fixture
