@@ -393,7 +393,9 @@ def test_a_rename_waits_for_a_peer_holding_the_old_release_and_says_so_in_one_ev
         context=operator.tail,
     )
     assert [entry["status"] for entry in helm.json("history", new, "--namespace", namespace)] == ["deployed"]
-    assert helm.run("status", old, "--namespace", namespace, check=False).returncode != 0, "the old release was not uninstalled"
+    assert helm.run("status", old, "--namespace", namespace, check=False).returncode != 0, (
+        "the old release was not uninstalled"
+    )
     assert coordination.list_namespaced_lease(namespace).items == [], "a claim left behind"
     assert not re.search(r"Traceback", operator.log())
 
