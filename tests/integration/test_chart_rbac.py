@@ -5,7 +5,9 @@ ServiceAccount, no cluster-admin); its ServiceAccount, ClusterRole, Role and bin
 cluster; a token minted for that ServiceAccount (TokenRequest) goes into a kubeconfig of its own, and the real
 operator, with helm, runs on it: install, upgrade, uninstall of a tenant's release. The operator's identity may read
 Secrets there (values sources, chart credentials, helm's storage index) but write or delete none: helm writes its
-storage as the tenant. docs/operating.md ("RBAC") gives every rule and why.
+storage as the tenant. With `operator.peering.name` too, the same identity runs a peered operator: its kopf
+peering keep-alives and its claims on releases (Leases) need nothing the chart does not grant. docs/operating.md
+("RBAC") gives every rule and why.
 """
 
 from __future__ import annotations
