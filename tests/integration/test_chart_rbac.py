@@ -201,10 +201,10 @@ def test_a_peered_operator_claims_releases_with_only_the_charts_rbac(
     chart_repo: ChartRepository,
     tmp_path: Path,
 ) -> None:
-    """With `operator.peering.name` (multi-tenant, as above) the real operator, as the chart's ServiceAccount, keeps its place in kopf's
-    KopfPeering and claims the release it installs: it creates the claim's Lease, renews it while `helm --wait`
-    runs (longer than the renewal interval) and deletes it at the end of the pass. Red without the chart's rule
-    for leases: the claim cannot be taken, and nothing is installed."""
+    """With `operator.peering.name` (multi-tenant, as above) the real operator, as the chart's ServiceAccount,
+    keeps its place in kopf's KopfPeering and claims the release it installs: it creates the claim's Lease, renews
+    it while `helm --wait` runs (longer than the renewal interval) and deletes it at the end of the pass. Red
+    without the chart's rule for leases: the claim cannot be taken, and nothing is installed."""
     account = peered_chart_rbac
     user = f"system:serviceaccount:{namespace}:{account}"
     wait_until_allowed(api_client, user, namespace, "patch", "kopfpeerings", group="kopf.dev")

@@ -657,8 +657,8 @@ class Reconciler:
             lost = claim.lost if claim is not None else None
             if claim is not None and lost is not None:
                 message = (
-                    f"This replica lost its claim on release {claim.namespace}/{claim.name} ({lost}): {action.value} was "
-                    "cancelled, so that two replicas never run Helm on it at once; the next pass recovers it"
+                    f"This replica lost its claim on release {claim.namespace}/{claim.name} ({lost}): "
+                    f"{action.value} was cancelled, so that two replicas never run Helm on it at once; the next pass recovers it"
                 )
             await self.report.event(current, WARNING, reason, message, logged=True)
             self.report.decided(
@@ -891,8 +891,8 @@ class Reconciler:
     async def _view(
         self, current: PassState, releases: ReleaseView, namespace: str, name: str
     ) -> ReleaseView:
-        """Where the pass reads release `namespace/name` from: the index, or once the pass claimed that release, Helm's
-        storage as it is now (one list call)."""
+        """Where the pass reads release `namespace/name` from: the index, or once the pass claimed that release,
+        Helm's storage as it is now (one list call)."""
         if (namespace, name) not in current.claims:
             return releases
         labels = await self.kube.release_storage_labels(namespace, name)
