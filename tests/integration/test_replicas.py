@@ -311,6 +311,10 @@ def test_a_higher_priority_replica_joining_mid_upgrade_waits_for_it_instead_of_u
     assert values["message"] == "three", values
     digests = digests_deployed(core, namespace, release)
     assert len(digests) == len(set(digests)) == 3, f"a revision applied twice: {digests}"
+    # The newcomer waited for the first replica's claim, however often it looked again: one Event says so.
+    told = [event for event in events_for(core, namespace, "j0") if event[1] == "OperationInProgress"]
+    assert [kind for kind, _, _ in told] == ["Normal"], told
+    assert f"/{pid_of(first)}/" in told[0][2], "the Event names the holder"
     assert not re.search(r"Traceback", first.log() + second.log())
 
 
