@@ -498,3 +498,16 @@ async def test_deleting_a_renamed_helmrelease_waits_for_a_peer_holding_the_old_r
     assert harness.helm.operations()[-2:] == ["uninstall", "uninstall"]
     assert (harness.revisions("web-old"), harness.revisions()) == ([], [])
     assert harness.kube.state.leases == {}
+
+
+async def test_with_peers_the_first_pass_of_an_object_reads_it_a_peer_may_have_written_since(
+    tmp_path: Path,
+) -> None:
+    harness = Harness(tmp_path, ReleaseIndex, {"claim_identity": ME})
+    harness.apply()
+    before = harness.body()  # as this replica's watch delivered it, before the peer's install
+    await harness.reconcile()  # the peer's pass (same cluster), recorded in the status
+    status, operations = harness.status, harness.helm.operations()
+    harness.restart()  # this replica, which has not passed the object yet
+    assert await harness.reconcile(body=before) == Pass([]), "nothing recorded again"
+    assert (harness.status, harness.helm.operations()) == (status, operations)
