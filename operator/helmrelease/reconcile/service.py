@@ -125,6 +125,8 @@ class PassState(Report):
     claims: dict[tuple[str, str], HeldClaim] = field(default_factory=dict)
     #: With peering: the claim of another replica this pass ended waiting for (it wrote no status: the holder's).
     waiting: Claim | None = None
+    #: A Helm action of this pass ran (its outcome may wait for the pass's next status write).
+    acted: bool = False
 
     @property
     def name(self) -> str:
@@ -254,23 +256,33 @@ class Reconciler:
                 try:
                     await self._run_pass(current, releases, check_drift=check_drift)
                 except ReconcileError:
-                    if current.waiting is None:  # a wait handled nothing, and writes no status
-                        await self._echo_requests(current)
+                    if current.waiting is None:
+                        await self._end_pass(current)
+                    elif current.acted:
+                        # An action ran before the wait (a rename's uninstall-previous): its outcome is this
+                        # pass's to write. No request is echoed (the wait handled none), nothing else is said.
+                        await self.report.write(current)
                     self._known_status[key] = status_key(current.written)
+                    raise
+                except Exception:
+                    # An API error (or a bug) after an action: what the action did is recorded if it can be.
+                    with contextlib.suppress(KubeError):
+                        await self.report.write(current)
                     raise
                 finally:
                     await self._release_claims(current)
-                await self._echo_requests(current)
+                await self._end_pass(current)
                 # Reached only when every write of the pass was answered: a failed one (a timeout, say) may or
                 # may not have landed, and the next pass reads the object afresh.
                 self._known_status[key] = status_key(current.written)
                 return current.status
 
-    async def _echo_requests(self, current: PassState) -> None:
-        """The pass is done, whatever its outcome: echo the tokens it handled (a force only once it ran)."""
+    async def _end_pass(self, current: PassState) -> None:
+        """The pass is done, whatever its outcome: echo the tokens it handled (a force only once it ran), and write
+        what is not written yet (an action's outcome waits for the pass's next write, see `_act`)."""
         if current.requests:
             self._mark_handled(current)
-            await self.report.write(current)
+        await self.report.write(current)
 
     @staticmethod
     def _mark_handled(current: PassState) -> None:
@@ -652,6 +664,7 @@ class Reconciler:
             masker=current.masker,
             force_request=current.forced if deploys(action) else None,
         )
+        current.acted = True
         async with self._worker():
             running = time.monotonic()  # helm's own time; `started` includes the wait for a worker
             outcome = await self._unless_deleted(current.ref, run, claim)
@@ -665,7 +678,8 @@ class Reconciler:
             if claim is not None and lost is not None:
                 message = (
                     f"This replica lost its claim on release {claim.namespace}/{claim.name} ({lost}): "
-                    f"{action.value} was cancelled, so that two replicas never run Helm on it at once; the next pass recovers it"
+                    f"{action.value} was cancelled, so that two replicas never run Helm on it at once; the next "
+                    "pass recovers it"
                 )
             await self.report.event(current, WARNING, reason, message, logged=True)
             self.report.decided(
@@ -692,7 +706,11 @@ class Reconciler:
             # Before the write that records the deploy: killed in between, the restart records the deploy again
             # (AlreadyApplied) and marks them then; marked after it, they would stay unmarked for good.
             await self.executor.mark_resources(hr, outcome.manifest)
-        await self.report.write(current)
+        if not outcome.succeeded:
+            await self.report.write(current)
+        # A success is written with the pass's next write: the settled status after it (Ready), the next action's
+        # start, a problem, or the end of the pass (`_end_pass`, also when a later step fails). One status write
+        # and one watch event less per deploy; killed before it, the restart records the release (AlreadyApplied).
         if outcome.succeeded and plan.reason is Reason.DRIFT_DETECTED:
             self.metrics.drift_corrected()
         told = _told(current, action, chart, outcome.succeeded)
