@@ -53,6 +53,7 @@ from helmrelease.automation import (
     ImagePolicySettings,
     RegistryPool,
 )
+from helmrelease.automation.journal import FILE_NAME as JOURNAL_FILE_NAME
 from helmrelease.automation.push import DEFAULT_SETTLE, PushRescans
 from helmrelease.automation.webhooks import WebhookMetrics, hook_routes
 from helmrelease.cli.argtypes import (
@@ -363,6 +364,7 @@ def _config(args: argparse.Namespace) -> _Config:
         shard=args.shard,
         git=git_writeback(args),
         first_seen_file=args.state_dir / "first-seen.json",
+        journal_file=args.state_dir / JOURNAL_FILE_NAME,
         tag_recheck_period=args.tag_recheck_period,
     )
     return _Config(
