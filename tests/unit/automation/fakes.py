@@ -15,7 +15,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from helmrelease.adapters.git import DEFAULT_AUTHOR, Author, BeforePush, ChangedFile, CommitResult, ManifestEdit
+from helmrelease.adapters.git import (
+    DEFAULT_AUTHOR,
+    Author,
+    BeforePush,
+    ChangedFile,
+    CommitResult,
+    ManifestEdit,
+)
 from helmrelease.adapters.kube import AlreadyExists, Invalid, KubeError, NotFound, ObjectRef
 from helmrelease.adapters.registry import (
     BasicCredentials,
