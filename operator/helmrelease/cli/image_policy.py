@@ -233,7 +233,8 @@ def register(subparsers: Any) -> None:
         type=Path,
         default=Path(tempfile.gettempdir()) / "helmrelease-image-policy",
         help=f"where the git clone, the first sight of tags (first-seen.json, for min-age) and the tag cache ({FILE_NAME}: tag -> digest -> build time, so a "
-        "restart scans as cheaply as a second cycle; safe to delete) are kept (default %(default)s)",
+        "restart scans as cheaply as a second cycle; safe to delete) and the moves not yet told (pending-moves.json) are kept "
+        "(default %(default)s)",
     )
     parser.add_argument(
         "--tag-recheck-period",
