@@ -454,6 +454,12 @@ class ImagePolicyService:
         except Exception:
             release = _release_id(obj)
             _log.exception("%s: image automation failed unexpectedly", release)
+            uid = (
+                str(obj.get("metadata", {}).get("uid", ""))
+                if isinstance(obj.get("metadata"), Mapping)
+                else ""
+            )
+            self._in_flight -= {(uid, news) for news in News}  # what it recorded: the next cycle settles it
             outcome = ReleaseOutcome(release, failures=(Failure.INTERNAL,))
         for failure in outcome.failures:
             self.metrics.failed(failure)

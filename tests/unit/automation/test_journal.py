@@ -335,3 +335,28 @@ async def test_killed_around_the_push_the_restart_tells_the_commit_once(point: s
     assert kube.values("web")["image"]["tag"] == "1.0.5"
     assert records(state) == []
     assert len(repository.pushed) == 1
+
+
+async def test_a_move_whose_release_failed_unexpectedly_after_the_patch_is_told_next_cycle(
+    tmp_path: Path,
+) -> None:
+    class Flaky(FakeKube):
+        broken = True
+
+        async def post_event(
+            self, ref: Any, event_type: str, reason: str, message: str, *, key: str | None = None
+        ) -> None:
+            if self.broken:
+                self.broken = False
+                raise RuntimeError("a bug")
+            await super().post_event(ref, event_type, reason, message, key=key)
+
+    kube = Flaky().add(release("web", IMAGE, AUTOMATED))
+    service = sidecar(kube, tmp_path)
+    report = await service.run_cycle()
+    assert report.failed
+    assert kube.values("web")["image"]["tag"] == "1.0.5"
+    assert kube.reasons() == []
+    await service.run_cycle()
+    assert kube.reasons() == ["ImageUpdated"], "the same process settles it: not left in flight"
+    assert records(tmp_path) == []
