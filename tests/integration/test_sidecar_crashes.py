@@ -287,11 +287,13 @@ def test_killed_after_the_event_before_its_record_went_the_restart_does_not_tell
     first.kill()
     assert_moved_once(cluster, "1.0.5")
     assert len(pending_records(sidecars)) == 1, "told, still recorded"
+    assert len(sidecars.temporaries()) == 1, "the removal's temporary, never renamed"
 
     restarted = sidecars.start(registry.host)
     wait_for_cycles(restarted, 3, TIMEOUT)
     assert_moved_once(cluster, "1.0.5")
     assert pending_records(sidecars) == []
+    assert not sidecars.temporaries(), "removed at start"
     log = restarted.log_path.read_text(errors="replace")
     assert "Event ImageUpdated was posted before the restart" in log, "the re-post found its name taken"
     restarted.stop()
