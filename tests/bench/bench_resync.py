@@ -20,13 +20,12 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.bench.scale import cpu_seconds, profiled
+from tests.bench.scale import Watched, cpu_seconds, profiled, wait_all
 from tests.support import charts, controlplane
 from tests.support.helmtool import Helm
 from tests.support.kubectl import kubectl
 from tests.support.operator import GROUP, PLURAL, VERSION, Operator, helmrelease, ready
 from tests.support.procs import REPO_ROOT, binary
-from tests.support.wait import eventually
 
 RELEASES = int(os.environ.get("BENCH_RELEASES", "200"))
 #: B2: operator CPU for one resync pass over 200 unchanged releases with drift checks (issue "Scale").
@@ -75,19 +74,6 @@ def _process_tree_rss(pid: int) -> int:
     return sum(_rss_kib(p) for p in [pid, *descendants(pid)] if Path(f"/proc/{p}").exists())
 
 
-def _wait_all(custom: k8s.CustomObjectsApi, predicate, timeout: float, operator: Operator) -> float:  # type: ignore[no-untyped-def]
-    started = time.monotonic()
-
-    def arrived() -> bool:
-        items = custom.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL)["items"]
-        return len(items) == RELEASES and all(predicate(item) for item in items)
-
-    eventually(
-        arrived, timeout, f"all {RELEASES} HelmReleases", interval=0.5, context=lambda: operator.tail(30)
-    )
-    return time.monotonic() - started
-
-
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-resync-"))
     plane = controlplane.start(work / "controlplane")
@@ -110,16 +96,17 @@ def main() -> None:
         operator = Operator(work, plane.kubeconfig, [NAMESPACE], helm=str(wrapper), resync_interval=RESYNC)
         operator.start()
         startup_calls = len(_calls(calls_log))
-        started = time.monotonic()
-        for index in range(RELEASES):
-            custom.create_namespaced_custom_object(
-                GROUP,
-                VERSION,
-                NAMESPACE,
-                PLURAL,
-                helmrelease(f"r{index:03d}", chart, {"message": f"release {index}"}, wait=False),
-            )
-        _wait_all(custom, ready, timeout=60 + RELEASES * 10, operator=operator)
+        with Watched(custom, NAMESPACE, ready) as watched:
+            started = time.monotonic()
+            for index in range(RELEASES):
+                custom.create_namespaced_custom_object(
+                    GROUP,
+                    VERSION,
+                    NAMESPACE,
+                    PLURAL,
+                    helmrelease(f"r{index:03d}", chart, {"message": f"release {index}"}, wait=False),
+                )
+            wait_all(watched, RELEASES, 60 + RELEASES * 10, operator)
         install_seconds = time.monotonic() - started
         installs = [c for c in _calls(calls_log) if c.startswith("install")]
 
@@ -138,8 +125,8 @@ def main() -> None:
 
             return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() > marker
 
-        with profiled(pid, "resync"):
-            _wait_all(custom, checked, timeout=120 + RELEASES, operator=operator)
+        with profiled(pid, "resync"), Watched(custom, NAMESPACE, checked) as watched:
+            wait_all(watched, RELEASES, 120 + RELEASES, operator)
         cpu_window = cpu_seconds(pid) - cpu_before
         # The window ends when every release has been checked once; the resync timers are spread over a whole
         # interval (plus jitter), so some releases were passed twice by then. The figure is the CPU of one pass

@@ -17,11 +17,19 @@ The same two places drop ``metadata.managedFields`` from every object kopf reads
 a single object). kopf keeps the last body of every object that has a timer, and the managed fields were more than
 half of a HelmRelease's (13 of 22 KiB as Python objects): at 1000 releases, 13 MiB held for nothing. Neither kopf
 nor the reconciler reads them (the image-policy sidecar does, through its own client, untouched by this).
+
+kopf's lists and watches of Secrets and ConfigMaps ask for their metadata only (``PartialObjectMetadata``, as
+client-go's metadata informers do). Their handlers read names and labels: the index of Helm's storage by its labels,
+the values sources by name (the reconciler reads a values source's data itself when it changed). In full, every
+Secret of the cluster came in with its data: each Helm release Secret (the gzipped release, chart and manifest
+included) twice per install, every tenant's credentials held in this process for a moment, and the API server
+encoding all of it for a watch that needed none of it.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
@@ -32,6 +40,23 @@ from kopf._cogs.clients import api as kopf_api
 from helmrelease.api import bounded_json
 
 _INSTALLED = "_helmrelease_bounded_decoder"
+#: What the API server sends instead of whole objects: a watch's events each hold a PartialObjectMetadata, a list is a
+#: PartialObjectMetadataList (it answers 406 to the other), JSON as every response kopf decodes.
+_METADATA_ONLY = "application/json;as={};g=meta.k8s.io;v=v1,application/json"
+WATCH_METADATA_ONLY = _METADATA_ONLY.format("PartialObjectMetadata")
+LIST_METADATA_ONLY = _METADATA_ONLY.format("PartialObjectMetadataList")
+#: Collections of core objects whose handlers read metadata only (any namespace, any query: a list or a watch); a
+#: server prefix (an API proxy's path) may come before ``/api``.
+_METADATA_COLLECTION = re.compile(r"/api/v1/(?:namespaces/[^/?]+/)?(?:secrets|configmaps)(?:\?|$)")
+_WATCH = re.compile(r"[?&]watch=(?:true|1)(?:&|$)")
+
+
+def metadata_only_accept(method: str, url: str) -> str | None:
+    """The Accept header for kopf's list or watch of Secrets or ConfigMaps (of one namespace or all); None for any
+    other request (kopf's default, whole objects)."""
+    if method.lower() != "get" or _METADATA_COLLECTION.search(url) is None:
+        return None
+    return WATCH_METADATA_ONLY if _WATCH.search(url) else LIST_METADATA_ONLY
 
 
 def without_managed_fields(document: Any) -> Any:
@@ -49,8 +74,16 @@ def without_managed_fields(document: Any) -> Any:
     return document
 
 
+def with_items(document: Any) -> Any:
+    """A metadata-only list with no items says ``"items": null`` (a Go nil slice); kopf iterates a list's items."""
+    kind = document.get("kind") if isinstance(document, dict) else None
+    if kind == "PartialObjectMetadataList" and document.get("items") is None:
+        document["items"] = []
+    return document
+
+
 def _lean_loads(data: str | bytes) -> Any:
-    return without_managed_fields(bounded_json.loads(data))
+    return with_items(without_managed_fields(bounded_json.loads(data)))
 
 
 async def _bounded_body(response: aiohttp.ClientResponse, **_: Any) -> Any:
@@ -63,6 +96,11 @@ async def _bounded_body(response: aiohttp.ClientResponse, **_: Any) -> Any:
 
 def _bounded_request(original: Callable[..., Any]) -> Callable[..., Any]:
     async def request(*args: Any, **kwargs: Any) -> aiohttp.ClientResponse:
+        method = kwargs.get("method", args[0] if args else "")
+        url = kwargs.get("url", args[1] if len(args) > 1 else "")
+        accept = metadata_only_accept(str(method), str(url))
+        if accept is not None:
+            kwargs["headers"] = {**(kwargs.get("headers") or {}), "Accept": accept}
         response: aiohttp.ClientResponse = await original(*args, **kwargs)
 
         async def decode(**options: Any) -> Any:

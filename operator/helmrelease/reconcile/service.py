@@ -151,7 +151,9 @@ class Reconciler:
         self.metrics.workers.set(settings.workers)
         self.report = Reporter(kube, clock, written=self.metrics.status_written)
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
-        #: Per HelmRelease (namespace, name): `status_key` of the status its last finished pass left in the API.
+        #: Per HelmRelease (namespace, name): `status_key` of the status its last finished pass left in the API,
+        #: `PASSED` while a pass runs (or after one that ended without knowing what it left); absent before the
+        #: object's first pass in this process.
         self._known_status: dict[tuple[str, str], bytes] = {}
         self._object_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._workers = asyncio.Semaphore(settings.workers)
@@ -213,9 +215,14 @@ class Reconciler:
                 # Another pass (a resync, a values change) may have finished while this one waited for the lock:
                 # the status in `body` is then stale, and deciding on it would repeat that pass's upgrade. Only
                 # this operator writes the status, so a body carrying the status its last pass left is not stale
-                # in that way, and needs no second read (a resync of an unchanged release makes none).
+                # in that way, and needs no second read (a resync of an unchanged release makes none). Nor does
+                # the first pass of an object in this process: nothing of ours wrote after the watch delivered it
+                # (a fresh install, each object after a restart). Peers write too, so with claims it is read.
                 key = (current.ref.namespace, current.ref.name)
-                if not _is_known(self._known_status.pop(key, None), current.hr.status):
+                known = self._known_status.get(key)
+                self._known_status[key] = PASSED
+                first = known is None and self.claims is None
+                if not first and not _is_known(known, current.hr.status):
                     try:
                         body = await self.kube.get_helmrelease(current.ref.namespace, current.ref.name)
                     except NotFound:
@@ -873,6 +880,10 @@ class Reconciler:
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             yield
+
+
+#: `_known_status` of an object a pass of this process has started on, with no status known to be its last.
+PASSED = b""
 
 
 def status_key(status: HelmReleaseStatus) -> bytes:

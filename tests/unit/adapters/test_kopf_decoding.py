@@ -66,7 +66,15 @@ async def server() -> AsyncIterator[str]:
         )
         return web.Response(body=body + b"]}", content_type="application/json")
 
+    async def accepted(request: web.Request) -> web.Response:
+        """A list that names what the client asked to be sent (the watch of Helm's storage, say)."""
+        item = {"metadata": {"name": request.headers.get("Accept", ""), "namespace": "apps"}}
+        return web.json_response({"kind": "List", "metadata": {"resourceVersion": "1"}, "items": [item]})
+
     app = web.Application()
+    app.router.add_get("/api/v1/secrets", accepted)
+    app.router.add_get("/api/v1/namespaces/apps/configmaps", accepted)
+    app.router.add_get("/apis/helm.fluxcd.io/v1/helmreleases", accepted)
     app.router.add_get("/one", one)
     app.router.add_get("/list", listing)
     app.router.add_patch("/one", one)
@@ -150,6 +158,63 @@ async def test_kopf_watch_stream_decodes_every_deep_event(kopf_context: kopf.Ope
     assert [event["object"]["metadata"]["name"] for event in events] == ["first", "second"]
     for event in events:
         check(event["object"], event["object"]["metadata"]["name"])
+
+
+LIST, WATCH = kopf_decoding.LIST_METADATA_ONLY, kopf_decoding.WATCH_METADATA_ONLY
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "accept"),
+    [
+        ("get", "/api/v1/secrets", LIST),
+        ("GET", "/api/v1/secrets?watch=true&resourceVersion=5&allowWatchBookmarks=true", WATCH),
+        ("get", "/api/v1/namespaces/apps/secrets?resourceVersion=5&watch=true", WATCH),
+        ("get", "/api/v1/namespaces/apps/secrets?labelSelector=owner%3Dhelm", LIST),
+        ("get", "/api/v1/namespaces/apps/configmaps?watch=false", LIST),
+        ("get", "https://proxy.example/k8s/clusters/c-1/api/v1/configmaps?watch=1", WATCH),
+        ("get", "/api/v1/namespaces/apps/secrets/values", None),  # one object: whole
+        ("patch", "/api/v1/namespaces/apps/secrets", None),
+        ("get", "/api/v1/namespaces/secrets/pods", None),  # a namespace named "secrets"
+        ("get", "/api/v1/serviceaccounts", None),
+        ("get", "/apis/helm.fluxcd.io/v1/helmreleases?watch=true", None),
+        ("get", "/apis/example.com/v1/secrets", None),  # not the core kind
+    ],
+)
+def test_only_lists_and_watches_of_secrets_and_config_maps_ask_for_metadata_only(
+    method: str, url: str, accept: str | None
+) -> None:
+    assert kopf_decoding.metadata_only_accept(method, url) == accept
+
+
+@pytest.mark.parametrize(
+    ("url", "accept"),
+    [
+        ("/api/v1/secrets?watch=false", LIST),
+        ("/api/v1/namespaces/apps/configmaps", LIST),
+        ("/apis/helm.fluxcd.io/v1/helmreleases", "*/*"),  # as kopf asks: whole objects
+    ],
+)
+async def test_kopf_lists_ask_for_what_their_handlers_read(
+    kopf_context: kopf.OperatorSettings, url: str, accept: str
+) -> None:
+    listing = await kopf_api.get(url, settings=kopf_context, logger=log)
+    assert listing["items"][0]["metadata"]["name"] == accept
+
+
+@pytest.mark.parametrize(
+    ("document", "items"),
+    [
+        ({"kind": "PartialObjectMetadataList", "metadata": {"resourceVersion": "9"}, "items": None}, []),
+        ({"kind": "PartialObjectMetadataList", "metadata": {"resourceVersion": "9"}}, []),
+        (
+            {"kind": "PartialObjectMetadataList", "items": [{"metadata": {"name": "a"}}]},
+            [{"metadata": {"name": "a"}}],
+        ),
+        ({"kind": "SecretList", "items": None}, None),  # not ours to change
+    ],
+)
+def test_an_empty_metadata_only_list_has_items_for_kopf(document: Any, items: Any) -> None:
+    assert kopf_decoding.with_items(document).get("items") == items
 
 
 def test_install_is_idempotent_and_visible() -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from tests.unit.reconcile.fakes import FakeHelm, FakeKube, KubeState, ReleaseIndex, StoredRevision
-from tests.unit.reconcile.test_reconcile_pass import NAME, NAMESPACE, RELEASE, Harness
+from tests.unit.reconcile.test_reconcile_pass import NAME, NAMESPACE, RELEASE, Harness, Pass
 
 from helmrelease.api.constants import Action, HelmStatus, Reason
 from helmrelease.api.ownership import Ownership
@@ -274,3 +274,16 @@ async def test_a_claimed_pass_decides_on_the_release_as_stored_not_on_a_lagging_
     await harness.reconciler.reconcile(body, harness.index)
     assert "rollback" not in harness.helm.operations(), "a finished revision was taken for a stale lock"
     assert harness.helm.operations()[-1] == "upgrade"
+
+
+async def test_with_peers_the_first_pass_of_an_object_reads_it_a_peer_may_have_written_since(
+    tmp_path: Path,
+) -> None:
+    harness = Harness(tmp_path, ReleaseIndex, {"claim_identity": ME})
+    harness.apply()
+    before = harness.body()  # as this replica's watch delivered it, before the peer's install
+    await harness.reconcile()  # the peer's pass (same cluster), recorded in the status
+    status, operations = harness.status, harness.helm.operations()
+    harness.restart()  # this replica, which has not passed the object yet
+    assert await harness.reconcile(body=before) == Pass([]), "nothing recorded again"
+    assert (harness.status, harness.helm.operations()) == (status, operations)

@@ -234,6 +234,33 @@ async def test_a_resync_reads_neither_the_helmrelease_nor_its_namespace_again(ha
     )
 
 
+async def test_the_first_pass_of_an_object_in_a_process_decides_on_the_body_it_was_given(
+    harness: Harness,
+) -> None:
+    harness.apply()
+    assert await harness.reconcile() == Pass([Reason.INSTALL_SUCCEEDED])
+    assert harness.kube.state.helmrelease_reads == 0, (
+        "nothing of this process wrote after the watch delivered it"
+    )
+    harness.restart()
+    assert await harness.reconcile() == Pass([])
+    assert harness.kube.state.helmrelease_reads == 0, (
+        "after a restart, the body the watch listed is the latest"
+    )
+
+
+async def test_a_second_pass_from_the_same_fresh_body_reads_what_the_first_left(harness: Harness) -> None:
+    """The create handler and a requested pass can start from one body; the one that waited for the lock decides
+    on what the other wrote, not on the body from before it."""
+    harness.apply()
+    fresh = harness.body()
+    assert await harness.reconcile(body=fresh) == Pass([Reason.INSTALL_SUCCEEDED])
+    status, operations = harness.status, harness.helm.operations()
+    assert await harness.reconcile(body=fresh) == Pass([]), "no second install, nothing recorded again"
+    assert harness.kube.state.helmrelease_reads == 1
+    assert (harness.status, harness.helm.operations()) == (status, operations)
+
+
 async def test_a_body_older_than_the_last_pass_is_read_again_and_the_pass_decides_on_the_fresh_status(
     harness: Harness,
 ) -> None:
