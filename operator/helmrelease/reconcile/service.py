@@ -237,22 +237,28 @@ class Reconciler:
                 try:
                     await self._run_pass(current, releases, check_drift=check_drift)
                 except ReconcileError:
-                    await self._echo_requests(current)
+                    await self._end_pass(current)
                     self._known_status[key] = status_key(current.written)
+                    raise
+                except Exception:
+                    # An API error (or a bug) after an action: what the action did is recorded if it can be.
+                    with contextlib.suppress(KubeError):
+                        await self.report.write(current)
                     raise
                 finally:
                     await self._release_claim(current)
-                await self._echo_requests(current)
+                await self._end_pass(current)
                 # Reached only when every write of the pass was answered: a failed one (a timeout, say) may or
                 # may not have landed, and the next pass reads the object afresh.
                 self._known_status[key] = status_key(current.written)
                 return current.status
 
-    async def _echo_requests(self, current: PassState) -> None:
-        """The pass is done, whatever its outcome: echo the tokens it handled (a force only once it ran)."""
+    async def _end_pass(self, current: PassState) -> None:
+        """The pass is done, whatever its outcome: echo the tokens it handled (a force only once it ran), and write
+        what is not written yet (an action's outcome waits for the pass's next write, see `_act`)."""
         if current.requests:
             self._mark_handled(current)
-            await self.report.write(current)
+        await self.report.write(current)
 
     @staticmethod
     def _mark_handled(current: PassState) -> None:
@@ -660,7 +666,11 @@ class Reconciler:
             # Before the write that records the deploy: killed in between, the restart records the deploy again
             # (AlreadyApplied) and marks them then; marked after it, they would stay unmarked for good.
             await self.executor.mark_resources(hr, outcome.manifest)
-        await self.report.write(current)
+        if not outcome.succeeded:
+            await self.report.write(current)
+        # A success is written with the pass's next write: the settled status after it (Ready), the next action's
+        # start, a problem, or the end of the pass (`_end_pass`, also when a later step fails). One status write
+        # and one watch event less per deploy; killed before it, the restart records the release (AlreadyApplied).
         if outcome.succeeded and plan.reason is Reason.DRIFT_DETECTED:
             self.metrics.drift_corrected()
         told = _told(current, action, chart, outcome.succeeded)

@@ -316,6 +316,8 @@ class KubeState:
     lease_conflicts: int = 0
     #: Lease writes fail with ApiUnavailable while set.
     leases_unavailable: bool = False
+    #: Lists of Helm's storage answered before the API goes away for them (ApiUnavailable); None: always answered.
+    storage_lists_left: int | None = None
     _versions: int = 0
 
 
@@ -398,6 +400,10 @@ class FakeKube:
         self.state.deleted_pods.append((namespace, name, self._identity))
 
     async def release_storage_labels(self, namespace: str, release: str) -> list[dict[str, str]]:
+        if self.state.storage_lists_left is not None:
+            if not self.state.storage_lists_left:
+                raise ApiUnavailable("Secrets: the API server is unavailable")
+            self.state.storage_lists_left -= 1
         return [
             {
                 **stored.labels,

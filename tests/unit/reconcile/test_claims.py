@@ -16,7 +16,7 @@ import pytest
 from tests.unit.reconcile.fakes import FakeHelm, FakeKube, KubeState, ReleaseIndex, StoredRevision
 from tests.unit.reconcile.test_reconcile_pass import NAME, NAMESPACE, RELEASE, Harness, Pass
 
-from helmrelease.api.constants import Action, HelmStatus, Reason
+from helmrelease.api.constants import Action, ConditionStatus, ConditionType, HelmStatus, Reason
 from helmrelease.api.ownership import Ownership
 from helmrelease.reconcile.claims import HeldClaim, ReleaseClaims
 from helmrelease.reconcile.observe import index_caught_up
@@ -287,3 +287,20 @@ async def test_with_peers_the_first_pass_of_an_object_reads_it_a_peer_may_have_w
     harness.restart()  # this replica, which has not passed the object yet
     assert await harness.reconcile(body=before) == Pass([]), "nothing recorded again"
     assert (harness.status, harness.helm.operations()) == (status, operations)
+
+
+async def test_an_api_error_after_a_successful_install_still_records_it(tmp_path: Path) -> None:
+    """The install's outcome waits for the pass's next write; a step after it that fails leaves it written."""
+    harness = Harness(tmp_path, ReleaseIndex, {"claim_identity": ME})
+    harness.apply()
+    harness.kube.state.storage_lists_left = 1  # the claimed pass's read before helm; the one after fails
+    failed = await harness.reconcile()
+    assert failed.error is not None
+    assert failed.error.reason == "ApiUnavailable"
+    assert failed.events == [Reason.INSTALL_SUCCEEDED]
+    assert harness.condition(ConditionType.RELEASED) == (ConditionStatus.TRUE, Reason.INSTALL_SUCCEEDED)
+    assert harness.status.helm_revision == 1
+    harness.kube.state.storage_lists_left = None
+    assert await harness.reconcile() == Pass([])
+    assert harness.helm.operations() == ["install"], "recorded, so not installed again"
+    assert harness.condition(ConditionType.READY) == (ConditionStatus.TRUE, Reason.INSTALL_SUCCEEDED)

@@ -217,6 +217,19 @@ async def test_an_install_then_rest_and_a_resync_costs_nothing(harness: Harness)
     assert len(harness.kube.state.status_writes) == writes, "and writes no status"
 
 
+async def test_an_install_writes_the_status_twice_before_helm_and_settled_after_it(harness: Harness) -> None:
+    harness.apply()
+    assert await harness.reconcile() == Pass([Reason.INSTALL_SUCCEEDED])
+    before, after = harness.kube.state.status_writes
+    assert [c["reason"] for c in before["conditions"] if c["type"] == "Ready"] == [Reason.PROGRESSING]
+    settled = sorted(
+        (c["type"], c["status"]) for c in after["conditions"] if c["type"] in ("Ready", "Released")
+    )
+    assert settled == [("Ready", "True"), ("Released", "True")], (
+        "the install's outcome and Ready in one write"
+    )
+
+
 async def test_a_resync_reads_neither_the_helmrelease_nor_its_namespace_again(harness: Harness) -> None:
     harness.helm.state.manifest = MANIFEST
     harness.kube.state.objects["ConfigMap", NAMESPACE, "web-config"] = yaml_object(MANIFEST)
