@@ -4,6 +4,9 @@ move lands once in the cluster and once in git, and every state file in --state-
 Each kill lands where it is named, never by timing:
 - mid-cycle, a registry request held by `FaultProxy.hold(matching)`: the tag list in flight, or (pinned
   digest) the digest lookup of the tag already chosen, i.e. between listing the tags and patching;
+- between acting and telling, the same hook holding the API request that posts the Event (`POST events
+  ImageUpdated`, `POST events ImageGitCommitted`) with its headers sent and its body not: the tag is patched or
+  the commit pushed, nothing said yet; and the journal's write that removes the told record (told, not recorded);
 - at a state write, an audit hook in the sidecar (`tests/support/write_gate.py`) holding
   `write_atomically` once the temporary exists and before it is renamed over the file; the first tag-cache
   write of a cycle comes after that cycle's patches, so it is also "patched, not yet recorded";
@@ -15,7 +18,7 @@ Each kill lands where it is named, never by timing:
 
 A move counts once in the cluster when `.metadata.generation` rose by one for it (every change of the spec
 raises it) and one `ImageUpdated` Event says so; once in git when the remote branch gained exactly one commit,
-whose diff is the one tag line. `pytest -s` prints one line per run for the closing note's table.
+whose diff is the one tag line, and one `ImageGitCommitted` Event says so. `pytest -s` prints one line per run for the closing note's table.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ WRITEBACK = {**AUTOMATED, **SEMVER, "image.helm.fluxcd.io/git-writeback": "true"
 #: (tag, minutes ago); `semver:~1.0` chooses 1.0.5.
 TAGS = (("1.0.0", 60), ("1.0.5", 50), ("1.1.0", 40), ("2.0.0", 30))
 TAG_CACHE = "tag-cache.json"
+JOURNAL = "pending-moves.json"
 
 
 @dataclass(frozen=True)
@@ -171,6 +175,10 @@ class Cluster:
     def moves(self) -> int:
         return len(self.releases.events(self.name, "ImageUpdated"))
 
+    def commits_told(self) -> list[str]:
+        """The messages of the `ImageGitCommitted` Events."""
+        return [event[2] for event in self.releases.events(self.name, "ImageGitCommitted")]
+
     def written(self) -> str | None:
         annotations = self.releases.get(self.name)["metadata"].get("annotations", {})
         written = annotations.get(f"image.helm.fluxcd.io/written.{CONTAINER}")
@@ -232,6 +240,65 @@ def test_killed_mid_cycle_the_restart_moves_the_tag_once(
     assert not sidecars.temporaries()
     assert_no_traceback(restarted)
     record(f"mid-cycle {point}", files_left=sorted(files), converged=True, lost=0, duplicated=0)
+
+
+# --- between acting and telling -------------------------------------------------------------------------------
+
+
+def pending_records(sidecars: Sidecars) -> list[object]:
+    """The records of the journal of moves under way (none when the file is not there)."""
+    data = sidecars.state_files().get(JOURNAL)
+    return [] if data is None else list(json.loads(data)["entries"])
+
+
+def test_killed_after_the_patch_before_its_event_the_restart_tells_the_move_once(
+    sidecars: Sidecars, releases: Releases, registry: Registry, image: Image
+) -> None:
+    cluster = Cluster(releases)
+    releases.create("hr", {"image": {"repository": image.reference, "tag": "1.0.0"}}, {**AUTOMATED, **SEMVER})
+    telling = sidecars.writes.arm(BEFORE, "POST events ImageUpdated")
+    first = sidecars.start(registry.host)
+    telling.wait_held(TIMEOUT, context=first.log_path.read_text)
+    assert (cluster.tag(), cluster.spec_changes(), cluster.moves()) == ("1.0.5", 1, 0), "patched, not told"
+    first.kill()
+    left = pending_records(sidecars)
+
+    restarted = sidecars.start(registry.host)
+    wait_for_cycles(restarted, 3, TIMEOUT)
+    assert_moved_once(cluster, "1.0.5")
+    assert pending_records(sidecars) == [], "the record removed once told"
+    restarted.stop()
+    assert_no_traceback(restarted)
+    record("patched, Event not sent", records_left=len(left), converged=True, lost=0, duplicated=0)
+
+
+def test_killed_after_the_event_before_its_record_went_the_restart_does_not_tell_it_again(
+    sidecars: Sidecars, releases: Releases, registry: Registry, image: Image
+) -> None:
+    cluster = Cluster(releases)
+    releases.create("hr", {"image": {"repository": image.reference, "tag": "1.0.0"}}, {**AUTOMATED, **SEMVER})
+    telling = sidecars.writes.arm(BEFORE, "POST events ImageUpdated")
+    first = sidecars.start(registry.host)
+    telling.wait_held(TIMEOUT, context=first.log_path.read_text)
+    assert len(pending_records(sidecars)) == 1, "recorded before the patch"
+    removing = sidecars.writes.arm(BEFORE, JOURNAL)  # the next write of the journal: the told record removed
+    telling.open()
+    removing.wait_held(TIMEOUT, context=first.log_path.read_text)
+    first.kill()
+    assert_moved_once(cluster, "1.0.5")
+    assert len(pending_records(sidecars)) == 1, "told, still recorded"
+    assert len(sidecars.temporaries()) == 1, "the removal's temporary, never renamed"
+
+    restarted = sidecars.start(registry.host)
+    wait_for_cycles(restarted, 3, TIMEOUT)
+    assert_moved_once(cluster, "1.0.5")
+    assert pending_records(sidecars) == []
+    assert not sidecars.temporaries(), "removed at start"
+    log = restarted.log_path.read_text(errors="replace")
+    assert "Event ImageUpdated was posted before the restart" in log, "the re-post found its name taken"
+    restarted.stop()
+    assert_no_traceback(restarted)
+    record("Event sent, record not removed", converged=True, lost=0, duplicated=0)
 
 
 # --- at a state write ----------------------------------------------------------------------------------------
@@ -363,6 +430,8 @@ def git_server(remote: Remote, tmp_path: Path) -> Iterator[GitServer]:
     process.stop()
 
 
+#: Pushed and heard, its Event's body not yet sent to the API server.
+COMMIT_EVENT = "before-commit-event"
 GIT_POINTS = {
     "before-clone": (BEFORE, "clone"),
     "after-clone": (AFTER, "clone"),
@@ -401,7 +470,7 @@ def hold_the_commit(sidecars: Sidecars, gates: Path) -> Process:
     return process
 
 
-@pytest.mark.parametrize("point", [*GIT_POINTS, "mid-commit", *SERVER_POINTS])
+@pytest.mark.parametrize("point", [*GIT_POINTS, "mid-commit", *SERVER_POINTS, COMMIT_EVENT])
 def test_killed_during_git_writeback_the_move_lands_once_in_git_and_in_the_cluster(
     point: str,
     sidecars: Sidecars,
@@ -436,6 +505,12 @@ def test_killed_during_git_writeback_the_move_lands_once_in_git_and_in_the_clust
         else:
             wait_killed = git_server.push_answered
         eventually(wait_killed, TIMEOUT, "the server to finish the push of the killed sidecar")
+    elif point == COMMIT_EVENT:
+        telling = sidecars.writes.arm(BEFORE, "POST events ImageGitCommitted")
+        first = sidecars.start(registry.host, *flags)
+        telling.wait_held(TIMEOUT, context=first.log_path.read_text)
+        first.kill()
+        assert cluster.commits_told() == []
     else:
         where, command = GIT_POINTS[point]
         gate = sidecars.git.arm(where, command)
@@ -445,7 +520,7 @@ def test_killed_during_git_writeback_the_move_lands_once_in_git_and_in_the_clust
     assert cluster.tag() == "1.0.0", "git first: killed before the cluster was patched"
     assert cluster.spec_changes() == 0
     sidecars.state_files()
-    landed_unheard = 1 if point in ("after-push", "mid-push-landed") else 0
+    landed_unheard = 1 if point in ("after-push", "mid-push-landed", COMMIT_EVENT) else 0
     assert git_server.remote.count() == seeded + landed_unheard
 
     restarted = sidecars.start(registry.host, *flags)
@@ -456,6 +531,9 @@ def test_killed_during_git_writeback_the_move_lands_once_in_git_and_in_the_clust
     assert git_server.remote.changed_lines() == ["-      tag: 1.0.0", "+      tag: 1.0.5"]
     assert git_server.remote.show("apps/hr.yaml") == manifest.replace("tag: 1.0.0", "tag: 1.0.5")
     assert_moved_once(cluster, "1.0.5")
+    sha = git_server.remote.git("rev-parse", "main").strip()
+    assert len(cluster.commits_told()) == 1, "one ImageGitCommitted Event for the commit: not lost, not twice"
+    assert cluster.commits_told()[0].startswith(f"committed {sha[:12]} to main: "), "the commit that landed"
     if point == "mid-commit":
         assert (
             "left by a git command that was stopped midway; cloning again" in restarted.log_path.read_text()

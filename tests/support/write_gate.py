@@ -1,4 +1,5 @@
-"""Stop a Python process of ours (the sidecar) inside an atomic state-file write, to SIGKILL it exactly there.
+"""Stop a Python process of ours (the sidecar) inside an atomic state-file write, or just before an API request's
+body goes out, to SIGKILL it exactly there.
 
 Why: "killed while it wrote its state" must be a point, not a hope that a kill lands in a millisecond window.
 `adapters.files.write_atomically` writes a temporary `.<name>.<random>.tmp` beside the file, then renames it over
@@ -17,6 +18,13 @@ either point without changing a line of it:
 The gates and the log are those of `tests/support/helm_wrapper.py` (the same armed/held files, the same JSON lines),
 so `Gate.wait_held`, `Gate.open` and `calls(<file name>)` work unchanged; each write is one "invocation" whose
 subcommand is the name of the file written, and which is `finished` once it reached its rename.
+
+API requests with a body (a POST, a PATCH; the kube client sends through `http.client`, which raises `http.client.send`
+with the plain bytes, before TLS) are gated the same way at BEFORE: the request line and headers are out, the body
+is not, so a kill there means the server never acts on it. Such a request is named `<METHOD> <resource>`, an Event
+`POST events <reason>` (its release the object it is about):
+
+    gate = gates.arm(BEFORE, "POST events ImageUpdated")   # the tag is patched, its Event not yet sent
 """
 
 from __future__ import annotations
@@ -39,6 +47,8 @@ TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[^.]+\.tmp$")
 _inside = threading.local()
 _calls = itertools.count()
 _open_calls = {{}}
+_requests = {{}}  # id(connection) -> (method, path) of the request whose headers it sent last
+REQUEST_LINE = re.compile(rb"^(?P<method>[A-Z]+) (?P<path>/[^ ?]*)[^ ]* HTTP/1\.[01]\r\n")
 
 
 #: GATE FUNCTIONS
@@ -55,14 +65,59 @@ def state_file(path):
     return match.group("name") if match else None
 
 
+def request_name(method, path, body):
+    # `<METHOD> <resource>` (the last plural segment of the path), an Event's reason after it; its object, namespace.
+    parts = [part for part in path.split("/") if part]
+    namespace = resource = ""
+    if "namespaces" in parts:
+        at = parts.index("namespaces")
+        namespace = parts[at + 1] if len(parts) > at + 1 else ""
+        resource = parts[at + 2] if len(parts) > at + 2 else ""
+    resource = resource or (parts[-1] if parts else "")
+    name, release = f"{{method}} {{resource}}", ""
+    if resource == "events":
+        try:
+            event = json.loads(body)
+        except ValueError:
+            event = {{}}
+        name += f" {{event.get('reason', '')}}"
+        release = str((event.get("involvedObject") or {{}}).get("name", ""))
+    return name, release, namespace
+
+
+def request_sent(connection, data):
+    # http.client.send: the headers of a request (remembered), then its body (gated before it goes).
+    if not isinstance(data, (bytes, bytearray)):
+        return
+    data = bytes(data)
+    line = REQUEST_LINE.match(data)
+    if line is not None:
+        _requests[id(connection)] = (line.group("method").decode(), line.group("path").decode())
+        _, _, data = data.partition(b"\r\n\r\n")  # a body sent with the headers, if any
+        if not data:
+            return
+    request = _requests.pop(id(connection), None)
+    if request is None:
+        return
+    sub, release, namespace = request_name(request[0], request[1], data)
+    call = f"{{os.getpid()}}-{{next(_calls)}}"
+    record("start", call=call, argv=[request[0], request[1]], subcommand=sub, release=release, namespace=namespace)
+    gate("before", sub, release, namespace, call=call)
+    record("exit", call=call, returncode=0)
+
+
 def hook(event, args):
     # tempfile.mkstemp: about to create the temporary; os.chmod of a descriptor in the same thread right after:
     # it exists, empty (write_atomically sets its mode first); os.rename of it: whole and synced, not yet in place.
-    if event not in ("tempfile.mkstemp", "os.chmod", "os.rename") or getattr(_inside, "busy", False):
+    if event not in ("tempfile.mkstemp", "os.chmod", "os.rename", "http.client.send") or getattr(
+        _inside, "busy", False
+    ):
         return
     _inside.busy = True  # the gate's own renames and opens are not state writes
     try:
-        if event == "tempfile.mkstemp":
+        if event == "http.client.send":
+            request_sent(*args)
+        elif event == "tempfile.mkstemp":
             name = state_file(args[0])
             if name is not None:
                 call = f"{{os.getpid()}}-{{next(_calls)}}"

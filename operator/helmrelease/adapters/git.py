@@ -24,7 +24,7 @@ import os
 import re
 import shlex
 import shutil
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
@@ -546,6 +546,13 @@ def push_outcome(returncode: int, porcelain: str) -> PushOutcome:
 # The repository
 
 
+#: A callback given the sha of each commit before it is pushed.
+BeforePush = Callable[[str], Awaitable[None]]
+
+#: How far back `GitRepository.branch_holds` looks for a commit: pushes by others since ours are few.
+BRANCH_HOLDS_DEPTH = 64
+
+
 @dataclass(frozen=True)
 class CommitResult:
     """A write-back commit that is on the remote branch."""
@@ -596,18 +603,27 @@ class GitRepository:
     def worktree(self) -> Path:
         return self.layout.worktree
 
+    @property
+    def branch(self) -> str:
+        return self.remote.branch
+
     async def sync(self) -> str:
         """Make the working tree exactly the remote branch head (cloning on first use); return that commit."""
         async with self._lock:
             return await self._sync()
 
     async def apply_change(
-        self, edit: ManifestEdit, message: str, author: Author = DEFAULT_AUTHOR
+        self,
+        edit: ManifestEdit,
+        message: str,
+        author: Author = DEFAULT_AUTHOR,
+        before_push: BeforePush | None = None,
     ) -> CommitResult | None:
         """Run ``edit`` on the fresh branch head, commit what it changed, push; ``None`` when nothing changed.
 
         A push refused because the branch moved is retried from a new fetch, running ``edit`` again, up to the
-        configured number of attempts; then ``PushRejected``.
+        configured number of attempts; then ``PushRejected``. ``before_push`` is given each commit about to be
+        pushed (a journal records it, so a restart can tell whether the push it never heard of landed).
         """
         if not message.strip():
             raise ValueError("a commit needs a message")
@@ -618,6 +634,8 @@ class GitRepository:
                 if not files or not await self._stage(files):
                     return None
                 sha = await self._commit(message, author)
+                if before_push is not None:
+                    await before_push(sha)
                 pushed = await self._git.output(
                     "push", "--porcelain", "origin", f"HEAD:refs/heads/{self.remote.branch}"
                 )
@@ -641,6 +659,17 @@ class GitRepository:
                 f"branch {self.remote.branch} moved on each of {self._push_attempts} attempts",
                 attempts=self._push_attempts,
             )
+
+    async def branch_holds(self, sha: str, depth: int = BRANCH_HOLDS_DEPTH) -> bool:
+        """Whether commit ``sha`` is one of the last ``depth`` commits of the remote branch (a push we never
+        heard the answer of landed); raises ``GitError`` when the remote cannot tell us."""
+        async with self._lock:
+            await self._sync()
+            branch = self.remote.branch
+            refspec = f"+refs/heads/{branch}:refs/remotes/origin/{branch}"
+            await self._git.run("fetch", "--quiet", f"--depth={depth}", "--no-tags", "origin", refspec)
+            listed = await self._git.run("rev-list", f"--max-count={depth}", f"refs/remotes/origin/{branch}")
+            return sha in listed.stdout.split()
 
     async def _sync(self) -> str:
         self._prepare_state()

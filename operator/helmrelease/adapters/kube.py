@@ -10,6 +10,7 @@ import asyncio
 import base64
 import datetime as dt
 import gzip
+import hashlib
 import json
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -158,6 +159,11 @@ class Conflict(KubeError):
     """The object changed since it was read (resourceVersion or a JSON-patch `test` op failed)."""
 
 
+class AlreadyExists(Conflict):
+    """A create found an object of that name (409 ``AlreadyExists``): for an Event named after what it tells,
+    that it was told already."""
+
+
 class Invalid(KubeError):
     """The API server rejected the request itself (422)."""
 
@@ -202,6 +208,8 @@ def _convert(error: ApiException, what: str) -> KubeError:
     if status in (401, 403):
         return Forbidden(message, status)
     if status == 409:
+        if _api_reason(error) == "AlreadyExists":
+            return AlreadyExists(message, status)
         return Conflict(message, status)
     if status == 422:
         # A failed JSON-patch `test` op is a 422 too: the object moved under us, so it is a conflict to retry.
@@ -209,6 +217,15 @@ def _convert(error: ApiException, what: str) -> KubeError:
             return Conflict(message, status)
         return Invalid(message, status)
     return KubeError(message, status)
+
+
+def _api_reason(error: ApiException) -> str:
+    """The Status object's machine-readable ``reason`` (``AlreadyExists``, ``Conflict`` ...), or ''."""
+    try:
+        body = json.loads(error.body or "{}")
+    except (TypeError, ValueError):
+        return ""
+    return str(body.get("reason") or "") if isinstance(body, dict) else ""
 
 
 def _api_message(error: ApiException) -> str:
@@ -225,6 +242,18 @@ IMAGE_POLICY_FIELD_MANAGER = "helmrelease-image-policy"
 
 #: Patches `annotate` sends at once: enough to hide the round trips, few against the API server's limits.
 ANNOTATE_AT_ONCE: Final = 8
+
+
+#: An Event's name is a DNS subdomain of at most 253 characters: the object's name, a dot, 16 hex digits.
+_EVENT_NAME_PREFIX_LENGTH: Final = 253 - 17
+
+
+def event_name(object_name: str, key: str | None = None) -> str:
+    """``<object>.<16 hex digits>``: random without ``key``, else a digest of it (the same news, the same
+    name). A long object name is shortened so the whole stays a valid name."""
+    suffix = hashlib.sha256(key.encode()).hexdigest()[:16] if key is not None else uuid.uuid4().hex[:16]
+    prefix = object_name[:_EVENT_NAME_PREFIX_LENGTH].rstrip(".-") or "object"
+    return f"{prefix}.{suffix}"
 
 
 @dataclass(frozen=True)
@@ -563,8 +592,14 @@ class KubeClient:
 
     # --- Events ---------------------------------------------------------------------------------------------------
 
-    async def post_event(self, ref: ObjectRef, event_type: str, reason: str, message: str) -> None:
-        """A core/v1 Event on the object, as `kubectl describe` shows them. Failing to post is not fatal."""
+    async def post_event(
+        self, ref: ObjectRef, event_type: str, reason: str, message: str, *, key: str | None = None
+    ) -> None:
+        """A core/v1 Event on the object, as `kubectl describe` shows them. Failing to post is not fatal.
+
+        ``key`` names what the Event tells (one move, one commit): the Event's name is derived from it, so
+        posting the same news again (after a crash between posting and recording it) raises `AlreadyExists`
+        instead of telling it twice. Without ``key`` every Event is new."""
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         involved = {
             "apiVersion": ref.api_version,
@@ -577,7 +612,7 @@ class KubeClient:
         event = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"name": f"{ref.name}.{uuid.uuid4().hex[:12]}", "namespace": ref.namespace},
+            "metadata": {"name": event_name(ref.name, key), "namespace": ref.namespace},
             "involvedObject": involved,
             "type": event_type,
             "reason": reason,

@@ -12,7 +12,9 @@ cluster only for what git now holds. The same patch records what it wrote in the
 someone else set the image back (a ``kubectl edit``, a GitOps apply of an older manifest, a script), and
 instead of undoing it the sidecar pauses the image (``paused.<container>``, with who did it and when, from
 the object's managedFields) until a person removes the annotation; a Normal Event says so and how to resume.
-Every update is an Event (``ImageUpdated``) and a log line; every
+Every update is an Event (``ImageUpdated``) and a log line, told exactly once across a crash: the moves and
+commits under way are recorded in ``--state-dir`` first (``automation.journal``) and the next cycle tells
+those a crash interrupted; every
 problem a Warning Event, posted once per object while it lasts rather than every cycle; a held release
 (not automated, locked) says only what is wrong with how its annotations read, an ignored one nothing.
 """
@@ -31,12 +33,23 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from helmrelease.adapters.git import GitError
-from helmrelease.adapters.kube import Conflict, Invalid, KubeError, NotFound, ObjectRef
+from helmrelease.adapters.kube import AlreadyExists, Conflict, Invalid, KubeError, NotFound, ObjectRef
 from helmrelease.adapters.registry import CredentialStore
 from helmrelease.api.constants import API_VERSION, KIND
 from helmrelease.api.sharding import shard_selector
 from helmrelease.automation.credentials import CycleCredentials, PullSecretError, SecretReader
 from helmrelease.automation.health import Heartbeat
+from helmrelease.automation.journal import (
+    Journal,
+    JournalFile,
+    News,
+    Pending,
+    PendingMove,
+    Tell,
+    commit_message,
+    events_to_tell,
+    move_tells,
+)
 from helmrelease.automation.lookups import DEFAULT_RECHECK_PERIOD, RecheckBudget
 from helmrelease.automation.metrics import AutomationMetrics, Failure, Target
 from helmrelease.automation.scan import (
@@ -94,7 +107,11 @@ class ReleaseApi(SecretReader, Protocol):
         self, namespace: str, name: str, operations: list[dict[str, Any]]
     ) -> None: ...
 
-    async def post_event(self, ref: ObjectRef, event_type: str, reason: str, message: str) -> None: ...
+    async def post_event(
+        self, ref: ObjectRef, event_type: str, reason: str, message: str, *, key: str | None = None
+    ) -> None:
+        """Raises ``AlreadyExists`` when an Event of that ``key`` was posted before."""
+        ...
 
 
 class TagSourceFactory(Protocol):
@@ -120,6 +137,8 @@ class ImagePolicySettings:
     git: GitWriteback | None = None
     #: Where the first sight of tags (soak time) is kept across restarts; None: in memory only.
     first_seen_file: Path | None = None
+    #: Where the moves and commits under way are recorded until told (``automation.journal``); None: in memory.
+    journal_file: Path | None = None
     tag_recheck_period: float = DEFAULT_RECHECK_PERIOD
     progress_every: int = DEFAULT_PROGRESS_EVERY
 
@@ -317,6 +336,11 @@ class ImagePolicyService:
         self.first_seen = first_seen if first_seen is not None else FirstSeen(wall_clock)
         if first_seen is None and settings.first_seen_file is not None:
             load_first_seen(settings.first_seen_file, self.first_seen)
+        self._journal_file = JournalFile(settings.journal_file) if settings.journal_file else None
+        self.journal = self._journal_file.load() if self._journal_file else Journal()
+        self._journal_lock = asyncio.Lock()
+        #: Records of this process's attempts still running: not a crash's leftovers, not settled by a cycle.
+        self._in_flight: set[tuple[str, News]] = set()
         self._repeats = RepeatFilter()
         self.heartbeat = Heartbeat(settings.interval, clock())
 
@@ -345,6 +369,7 @@ class ImagePolicyService:
         )
         cycle = _Cycle(scanner, CycleCredentials(self.kube, self.operator_credentials))
         objects, list_failures = await self._list_releases()
+        await self._settle(objects, complete=list_failures == 0)
         outcomes = await asyncio.gather(*(self._process_guarded(obj, cycle) for obj in objects))
         await self.registries.checkpoint()
         self._repeats.end_cycle(complete=list_failures == 0)
@@ -429,6 +454,12 @@ class ImagePolicyService:
         except Exception:
             release = _release_id(obj)
             _log.exception("%s: image automation failed unexpectedly", release)
+            uid = (
+                str(obj.get("metadata", {}).get("uid", ""))
+                if isinstance(obj.get("metadata"), Mapping)
+                else ""
+            )
+            self._in_flight -= {(uid, news) for news in News}  # what it recorded: the next cycle settles it
             outcome = ReleaseOutcome(release, failures=(Failure.INTERNAL,))
         for failure in outcome.failures:
             self.metrics.failed(failure)
@@ -488,12 +519,17 @@ class ImagePolicyService:
             *(annotation_operation(WRITTEN_PREFIX + m.target.container, m.new_version) for m in moves),
             *(operation for pause in pauses for operation in pause.operations()),
         ]
+        pending = self._pending(News.MOVES, view, view.resource_version or "", moves) if moves else None
         try:
+            if pending is not None:
+                await self._record(pending)
             if operations:
                 await self.kube.json_patch_helmrelease(
                     view.release.namespace, view.release.name, [dict(op) for op in operations]
                 )
         except (Conflict, Invalid) as error:
+            if pending is not None:  # refused: the move was not made
+                await self._settled(pending)
             try:
                 obj = await self.kube.get_helmrelease(view.release.namespace, view.release.name)
             except NotFound:
@@ -510,12 +546,15 @@ class ImagePolicyService:
             await self._warn(view, EventReason.UPDATE_FAILED, f"cannot update the image tags: {error}")
             return ReleaseOutcome(view.release, failures=tuple(failures), commit=commit)
         except KubeError as error:
+            if pending is not None:  # it may have landed: the next cycle looks
+                self._in_flight.discard(pending.slot)
             failures.append(Failure.PATCH)
             await self._warn(view, EventReason.UPDATE_FAILED, f"cannot update the image tags: {error}")
             return ReleaseOutcome(view.release, failures=tuple(failures), commit=commit)
-        for move in moves:
-            _log.info("%s %s: %s", view.release, move.target.container, move.summary)
-            await self._post(view, NORMAL, EventReason.IMAGE_UPDATED, move.summary)
+        if pending is not None:
+            for move in moves:
+                _log.info("%s %s: %s", view.release, move.target.container, move.summary)
+            await self._tell(pending, move_tells(pending))
         if moves:
             self.metrics.updated(Target.CLUSTER, len(moves))
         for pause in pauses:
@@ -590,9 +629,19 @@ class ImagePolicyService:
         self, git: GitWriteback, view: WatchedRelease, moves: Sequence[TagMove], failures: list[Failure]
     ) -> tuple[list[TagMove], str | None]:
         """Commit ``moves`` first; only what git holds afterwards goes on to the cluster."""
+        recorded: list[Pending] = []
+
+        async def record_commit(sha: str, committing: Sequence[TagMove]) -> None:
+            """Before the push: a restart that finds the commit in the branch tells it."""
+            pending = self._pending(News.COMMIT, view, sha, committing, branch=git.repository.branch)
+            recorded.append(pending)
+            await self._record(pending)
+
         try:
-            result = await write_back(git, view.release, moves)
+            result = await write_back(git, view.release, moves, record_commit)
         except GitError as error:
+            if recorded:  # the push may have landed unheard: the next cycle looks
+                self._in_flight.discard(recorded[-1].slot)
             failures.append(Failure.GIT)
             await self._warn(view, EventReason.GIT_FAILED, f"{error}; the cluster is not updated either")
             return [], None
@@ -603,13 +652,127 @@ class ImagePolicyService:
         sha = None
         if result.commit is not None:
             sha = result.commit.sha
-            message = f"committed {sha[:12]} to {result.commit.branch}: " + "; ".join(
-                move.summary for move in result.committed
-            )
+            message = commit_message(sha, result.commit.branch, [move.summary for move in result.committed])
             _log.info("%s: %s", view.release, message)
-            await self._post(view, NORMAL, EventReason.GIT_COMMITTED, message)
+            pending = recorded[-1] if recorded and recorded[-1].base == sha else None
+            if pending is not None:
+                await self._tell(pending, move_tells(pending))
+            else:  # a committer that did not say what it pushes: told, not journalled
+                await self._post(view, NORMAL, EventReason.GIT_COMMITTED, message)
             self.metrics.updated(Target.GIT, len(result.committed))
         return list(result.in_git), sha
+
+    # --- news owed across a crash (automation.journal) -----------------------------------------------
+
+    def _pending(
+        self, news: News, view: WatchedRelease, base: str, moves: Sequence[TagMove], *, branch: str = ""
+    ) -> Pending:
+        return Pending(
+            news,
+            view.release.namespace,
+            view.release.name,
+            view.uid,
+            base,
+            tuple(
+                PendingMove(
+                    move.target.container,
+                    tuple((change.path, change.new) for change in move.changes),
+                    move.old_version,
+                    move.new_version,
+                    move.summary,
+                )
+                for move in moves
+            ),
+            branch,
+        )
+
+    async def _record(self, pending: Pending) -> None:
+        """Before acting: what a crash must not leave untold."""
+        self.journal.record(pending)
+        self._in_flight.add(pending.slot)
+        await self._save_journal()
+
+    async def _settled(self, pending: Pending) -> None:
+        """Told, or not made: the record goes."""
+        self._in_flight.discard(pending.slot)
+        if self.journal.remove(pending):
+            await self._save_journal()
+
+    async def _save_journal(self) -> None:
+        if self._journal_file is None:
+            return
+        async with self._journal_lock:  # one write at a time, each of the journal as it is then
+            data = self.journal.dump()
+            try:
+                await asyncio.to_thread(self._journal_file.save, data)
+            except OSError as error:
+                _log.warning(
+                    "cannot write %s: %s; a move interrupted by a crash now would not be told",
+                    self._journal_file.path,
+                    error,
+                )
+
+    async def _tell(self, pending: Pending, tells: Sequence[Tell]) -> None:
+        """Post ``tells`` (each once: an Event already there counts as told); the record goes once all are
+        told, else it stays for the next cycle to post the rest."""
+        ref = ObjectRef(API_VERSION, KIND, pending.namespace, pending.name, pending.uid)
+        release = ReleaseId(pending.namespace, pending.name)
+        told = True
+        for tell in tells:
+            reason = EventReason.IMAGE_UPDATED if tell.news is News.MOVES else EventReason.GIT_COMMITTED
+            told = await self._post_to(ref, release, NORMAL, reason, tell.message, key=tell.key) and told
+        if told:
+            await self._settled(pending)
+        else:
+            self._in_flight.discard(pending.slot)
+
+    async def _settle(self, objects: Sequence[Mapping[str, Any]], *, complete: bool) -> None:
+        """Tell what the records a crash (or a failed post) left still owe, drop those whose move was not
+        made; a record whose object was not listed waits while a list failed."""
+        if not len(self.journal):
+            return
+        by_uid: dict[str, Mapping[str, Any]] = {}
+        for listed in objects:
+            metadata = listed.get("metadata")
+            if isinstance(metadata, Mapping) and metadata.get("uid"):
+                by_uid[str(metadata["uid"])] = listed
+        for pending in self.journal.entries():
+            if pending.slot in self._in_flight:
+                continue
+            obj = by_uid.get(pending.uid)
+            if obj is None and not complete:
+                continue
+            in_branch = False
+            if pending.news is News.COMMIT and obj is not None and self.settings.git is not None:
+                try:
+                    in_branch = await self.settings.git.repository.branch_holds(pending.base)
+                except GitError as error:
+                    _log.warning(
+                        "%s/%s: cannot tell whether commit %s reached the branch: %s; asking again next cycle",
+                        pending.namespace,
+                        pending.name,
+                        pending.base[:12],
+                        error,
+                    )
+                    continue
+            tells = events_to_tell(pending, obj, in_branch=in_branch)
+            if tells:
+                _log.info(
+                    "%s/%s: telling %d %s interrupted by a restart",
+                    pending.namespace,
+                    pending.name,
+                    len(tells),
+                    "move(s)" if pending.news is News.MOVES else "commit",
+                )
+                await self._tell(pending, tells)
+            else:
+                _log.info(
+                    "%s/%s: the %s recorded before a restart did not happen; deciding afresh",
+                    pending.namespace,
+                    pending.name,
+                    "tag move" if pending.news is News.MOVES else f"commit {pending.base[:12]}",
+                )
+                await self._settled(pending)
 
     # --- events ----------------------------------------------------------------------------------------
 
@@ -627,7 +790,24 @@ class ImagePolicyService:
         await self._post(view, WARNING, reason, message)
 
     async def _post(self, view: WatchedRelease, event_type: str, reason: EventReason, message: str) -> None:
+        await self._post_to(_object_ref(view), view.release, event_type, reason, message)
+
+    async def _post_to(
+        self,
+        ref: ObjectRef,
+        release: ReleaseId,
+        event_type: str,
+        reason: EventReason,
+        message: str,
+        *,
+        key: str | None = None,
+    ) -> bool:
+        """Post one Event; whether it is there now (posted, or found posted before under ``key``)."""
         try:
-            await self.kube.post_event(_object_ref(view), event_type, reason.value, message)
+            await self.kube.post_event(ref, event_type, reason.value, message, key=key)
+        except AlreadyExists:
+            _log.info("%s: Event %s was posted before the restart", release, reason)
         except KubeError as error:
-            _log.warning("%s: cannot post Event %s: %s", view.release, reason, error)
+            _log.warning("%s: cannot post Event %s: %s", release, reason, error)
+            return False
+        return True

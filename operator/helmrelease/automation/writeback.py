@@ -20,7 +20,7 @@ import asyncio
 import hashlib
 import logging
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -29,6 +29,7 @@ from helmrelease.adapters.files import manifest_files, read_text
 from helmrelease.adapters.git import (
     DEFAULT_AUTHOR,
     Author,
+    BeforePush,
     ChangedFile,
     CommitResult,
     ImageUpdate,
@@ -55,11 +56,24 @@ class GitCommitter(Protocol):
     @property
     def worktree(self) -> Path: ...
 
+    @property
+    def branch(self) -> str: ...
+
     async def sync(self) -> str: ...
 
     async def apply_change(
-        self, edit: ManifestEdit, message: str, author: Author = DEFAULT_AUTHOR
+        self,
+        edit: ManifestEdit,
+        message: str,
+        author: Author = DEFAULT_AUTHOR,
+        before_push: BeforePush | None = None,
     ) -> CommitResult | None: ...
+
+    async def branch_holds(self, sha: str) -> bool: ...
+
+
+#: Told the sha of a commit and the moves it carries before the commit is pushed.
+CommitAhead = Callable[[str, Sequence[TagMove]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -243,10 +257,24 @@ class WritebackResult:
         return self.committed + self.already
 
 
+def _telling(before_push: CommitAhead, moves: tuple[TagMove, ...]) -> BeforePush:
+    """The repository's callback, naming the moves the commit carries."""
+
+    async def tell(sha: str) -> None:
+        await before_push(sha, moves)
+
+    return tell
+
+
 async def write_back(
-    writeback: GitWriteback, release: ReleaseId, moves: Sequence[TagMove]
+    writeback: GitWriteback,
+    release: ReleaseId,
+    moves: Sequence[TagMove],
+    before_push: CommitAhead | None = None,
 ) -> WritebackResult:
-    """Commit and push those of ``moves`` whose manifests hold the old tag; raises ``GitError``."""
+    """Commit and push those of ``moves`` whose manifests hold the old tag; raises ``GitError``.
+
+    ``before_push`` gets each commit's sha, and the moves it carries, before it is pushed."""
 
     def edit_with(selected: Sequence[TagMove], root: Path) -> TreeEdit:
         return edit_tree(
@@ -280,7 +308,10 @@ async def write_back(
         for move in applicable
     ]
     commit = await writeback.repository.apply_change(
-        lambda root: edit_with(applicable, root).files, commit_message(updates), writeback.author
+        lambda root: edit_with(applicable, root).files,
+        commit_message(updates),
+        writeback.author,
+        None if before_push is None else _telling(before_push, applicable),
     )
     # None: by the time of the commit the files held something else; doubt, so the cluster waits a cycle.
     return WritebackResult(commit, applicable if commit is not None else (), already, notes)

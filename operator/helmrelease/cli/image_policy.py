@@ -53,6 +53,7 @@ from helmrelease.automation import (
     ImagePolicySettings,
     RegistryPool,
 )
+from helmrelease.automation.journal import FILE_NAME as JOURNAL_FILE_NAME
 from helmrelease.automation.push import DEFAULT_SETTLE, PushRescans
 from helmrelease.automation.webhooks import WebhookMetrics, hook_routes
 from helmrelease.cli.argtypes import (
@@ -232,7 +233,8 @@ def register(subparsers: Any) -> None:
         type=Path,
         default=Path(tempfile.gettempdir()) / "helmrelease-image-policy",
         help=f"where the git clone, the first sight of tags (first-seen.json, for min-age) and the tag cache ({FILE_NAME}: tag -> digest -> build time, so a "
-        "restart scans as cheaply as a second cycle; safe to delete) are kept (default %(default)s)",
+        "restart scans as cheaply as a second cycle; safe to delete) and the moves not yet told (pending-moves.json) are kept "
+        "(default %(default)s)",
     )
     parser.add_argument(
         "--tag-recheck-period",
@@ -363,6 +365,7 @@ def _config(args: argparse.Namespace) -> _Config:
         shard=args.shard,
         git=git_writeback(args),
         first_seen_file=args.state_dir / "first-seen.json",
+        journal_file=args.state_dir / JOURNAL_FILE_NAME,
         tag_recheck_period=args.tag_recheck_period,
     )
     return _Config(

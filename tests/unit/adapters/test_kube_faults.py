@@ -20,6 +20,7 @@ import kmock
 import pytest
 
 from helmrelease.adapters.kube import (
+    AlreadyExists,
     ApiUnavailable,
     ClientConfigError,
     Conflict,
@@ -28,7 +29,9 @@ from helmrelease.adapters.kube import (
     KubeClient,
     KubeError,
     NotFound,
+    ObjectRef,
     api_client,
+    event_name,
 )
 
 HELMRELEASE = "/apis/helm.fluxcd.io/v1/namespaces/apps/helmreleases/web"
@@ -108,6 +111,36 @@ async def test_an_error_status_from_the_api_server_is_converted_once(
     assert type(raised.value) is expected
     assert str(raised.value) == f"HelmRelease apps/web: {message}"
     assert raised.value.status == code
+
+
+async def test_an_event_whose_name_is_taken_is_already_there_and_its_name_derives_from_its_key(
+    apiserver: Apiserver,
+) -> None:
+    events = "/api/v1/namespaces/apps/events"
+    taken = {**status(409, 'events "web.x" already exists'), "reason": "AlreadyExists"}
+    apiserver.mock[f"post {events}"] << 409 << taken
+    ref = ObjectRef("helm.fluxcd.io/v1", "HelmRelease", "apps", "web", "uid-web")
+    with pytest.raises(AlreadyExists):
+        await apiserver.client.post_event(ref, "Normal", "ImageUpdated", "moved", key="uid-web/41/app/1/2")
+    (request,) = list(apiserver.mock)
+    assert request.data["metadata"]["name"] == event_name("web", "uid-web/41/app/1/2")
+    assert event_name("web", "uid-web/41/app/1/2") == event_name("web", "uid-web/41/app/1/2")
+    assert event_name("web", "uid-web/41/app/1/2") != event_name("web", "uid-web/57/app/1/2")
+    assert event_name("web") != event_name("web"), "without a key every Event is new"
+    assert len(event_name("a" * 253, "k")) == 253, "a long name is shortened to stay valid"
+    assert ".." not in event_name("a" * 235 + "." + "b" * 17, "k"), "no empty label where it is cut"
+
+
+async def test_a_conflict_on_a_create_that_is_not_a_taken_name_stays_a_conflict(apiserver: Apiserver) -> None:
+    (
+        apiserver.mock["post /api/v1/namespaces/apps/events"]
+        << 409
+        << status(409, "the object has been modified")
+    )
+    ref = ObjectRef("helm.fluxcd.io/v1", "HelmRelease", "apps", "web")
+    with pytest.raises(Conflict) as raised:
+        await apiserver.client.post_event(ref, "Normal", "ImageUpdated", "moved", key="k")
+    assert type(raised.value) is Conflict
 
 
 async def test_an_api_server_that_stops_answering_is_unavailable_after_the_read_timeout(

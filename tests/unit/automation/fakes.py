@@ -15,8 +15,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from helmrelease.adapters.git import DEFAULT_AUTHOR, Author, ChangedFile, CommitResult, ManifestEdit
-from helmrelease.adapters.kube import Invalid, KubeError, NotFound, ObjectRef
+from helmrelease.adapters.git import (
+    DEFAULT_AUTHOR,
+    Author,
+    BeforePush,
+    ChangedFile,
+    CommitResult,
+    ManifestEdit,
+)
+from helmrelease.adapters.kube import AlreadyExists, Invalid, KubeError, NotFound, ObjectRef
 from helmrelease.adapters.registry import (
     BasicCredentials,
     RegistryError,
@@ -82,6 +89,9 @@ class FakeKube:
     patch_error: KubeError | None = None
     before_patch: Callable[[FakeKube], None] | None = None
     events: list[tuple[str, str, str, str]] = field(default_factory=list)
+    #: The keys of the Events posted with one (their names derive from it, so a second is refused).
+    event_keys: set[str] = field(default_factory=set)
+    event_error: KubeError | None = None
     patches: list[list[dict[str, Any]]] = field(default_factory=list)
     calls: Counter[str] = field(default_factory=Counter)
     selectors: list[str | None] = field(default_factory=list)
@@ -147,8 +157,16 @@ class FakeKube:
                 node[last] = operation["value"]
         self.objects[namespace, name] = patched
 
-    async def post_event(self, ref: ObjectRef, event_type: str, reason: str, message: str) -> None:
+    async def post_event(
+        self, ref: ObjectRef, event_type: str, reason: str, message: str, *, key: str | None = None
+    ) -> None:
         self.calls["event"] += 1
+        if self.event_error is not None:
+            raise self.event_error
+        if key is not None:
+            if key in self.event_keys:
+                raise AlreadyExists(f"Event for {ref.name}: already exists", 409)
+            self.event_keys.add(key)
         self.events.append((ref.name, event_type, reason, message))
 
     async def secret_data(self, namespace: str, name: str) -> dict[str, str]:
@@ -239,18 +257,36 @@ class FakeRepository:
     authors: list[Author] = field(default_factory=list)
     written: list[ChangedFile] = field(default_factory=list)
     syncs: int = 0
+    branch: str = "main"
+    #: Commits the remote branch holds (what ``branch_holds`` answers from).
+    pushed: list[str] = field(default_factory=list)
+    #: Raised by the push, after ``before_push`` had the commit (a push killed or never answered).
+    push_error: Exception | None = None
+    sha: str = "c0ffee" * 6 + "c0ff"
 
     async def sync(self) -> str:
         self.syncs += 1
         return "head"
 
     async def apply_change(
-        self, edit: ManifestEdit, message: str, author: Author = DEFAULT_AUTHOR
+        self,
+        edit: ManifestEdit,
+        message: str,
+        author: Author = DEFAULT_AUTHOR,
+        before_push: BeforePush | None = None,
     ) -> CommitResult | None:
         files: Sequence[ChangedFile] = edit(self.worktree)
         if not files:
             return None
+        if before_push is not None:
+            await before_push(self.sha)
+        if self.push_error is not None:
+            raise self.push_error
         self.messages.append(message)
         self.authors.append(author)
         self.written.extend(files)
-        return CommitResult("c0ffee" * 6 + "c0ff", "main", tuple(f.path for f in files), 1)
+        self.pushed.append(self.sha)
+        return CommitResult(self.sha, self.branch, tuple(f.path for f in files), 1)
+
+    async def branch_holds(self, sha: str) -> bool:
+        return sha in self.pushed
