@@ -79,11 +79,12 @@ def test_a_short_api_outage_is_retried_within_seconds(
         )
         baseline = len(operator.log().splitlines())
 
-        # Six upgrades that each wait ~2s for their Deployment: the outage lands in the middle of them, while
-        # handlers write status and read objects and helm waits on the API server.
+        # Six upgrades that each wait ~3s for their Deployment (the status shows one in progress after 1s): the
+        # outage lands in the middle of them, while handlers write status and read objects and helm waits on the
+        # API server.
         values = {
             "message": "two",
-            "deploymentAnnotations": {"test.helmrelease.dev/ready-after-seconds": "2"},
+            "deploymentAnnotations": {"test.helmrelease.dev/ready-after-seconds": "3"},
         }
         for index in range(RELEASES):
             custom.patch_namespaced_custom_object(

@@ -87,6 +87,9 @@ RETRY_SOON: Final = 30.0
 RETRY_API: Final = 5.0
 #: Seconds between checks for deletion while a helm operation runs.
 DELETION_POLL: Final = 3.0
+#: How long a namespace the API said exists is taken to exist without asking: a burst of installs into one
+#: namespace asks once. One deleted meanwhile fails the install, and helm's error says why.
+NAMESPACE_SEEN_FOR: Final = dt.timedelta(seconds=60)
 
 
 def _now() -> dt.datetime:
@@ -179,6 +182,8 @@ class Reconciler:
         #: Per HelmRelease (namespace, name): the peer's claim it waits for, as last told in an Event
         #: (`plan.same_wait`): a wait writes no status, so no condition remembers that it was told.
         self._waits_told: dict[tuple[str, str], Claim] = {}
+        #: When the API last said each namespace exists (`NAMESPACE_SEEN_FOR`); only existing ones are kept.
+        self._namespaces_seen: dict[str, dt.datetime] = {}
 
     def describe(self) -> str:
         scope = ", ".join(self.settings.namespaces) or "all namespaces"
@@ -648,8 +653,9 @@ class Reconciler:
         """Run one Helm action and record its outcome (status, then Event); cancelled if the object is deleted, or
         if this replica loses its `claim` on the release the action runs on (with peering)."""
         hr, action = current.hr, plan.action
+        # Written only once helm has run this long (`_progress_shown`): most actions end sooner, and then their
+        # outcome is the pass's one status write.
         current.status = conditions.status_before_action(current.status, desired, action, self.clock())
-        await self.report.write(current)
         # The decision's line comes with its outcome; this one says what runs meanwhile, for debugging.
         log.debug("HelmRelease %s: %s %s: %s", current.name, action, plan.reason, plan.message)
         started = time.monotonic()
@@ -667,7 +673,8 @@ class Reconciler:
         current.acted = True
         async with self._worker():
             running = time.monotonic()  # helm's own time; `started` includes the wait for a worker
-            outcome = await self._unless_deleted(current.ref, run, claim)
+            async with self._progress_shown(current):
+                outcome = await self._unless_deleted(current.ref, run, claim)
         self.metrics.helm_action(action, _action_result(outcome), time.monotonic() - running)
         if outcome is None:
             reason = terms(action).failed
@@ -790,7 +797,7 @@ class Reconciler:
         """
         namespace = current.hr.target_namespace
         stored = releases.latest(namespace, current.hr.release_name) is not None
-        if not stored and not await self.kube.namespace_exists(namespace):
+        if not stored and not await self._namespace_exists(namespace):
             raise await self.report.problem(
                 current,
                 Reason.TARGET_NAMESPACE_NOT_FOUND,
@@ -803,6 +810,18 @@ class Reconciler:
             raise await self.report.problem(
                 current, Reason.SERVICE_ACCOUNT_NOT_FOUND, missing, generation=None, temporary=True
             )
+
+    async def _namespace_exists(self, namespace: str) -> bool:
+        """Whether `namespace` exists: from memory within `NAMESPACE_SEEN_FOR` of the API saying so."""
+        now = self.clock()
+        seen = self._namespaces_seen.get(namespace)
+        if seen is not None and now - seen < NAMESPACE_SEEN_FOR:
+            return True
+        if not await self.kube.namespace_exists(namespace):
+            self._namespaces_seen.pop(namespace, None)
+            return False
+        self._namespaces_seen[namespace] = now
+        return True
 
     async def _missing_service_account(self, hr: HelmRelease) -> str | None:
         """Why the HelmRelease's ServiceAccount cannot be acted as: it does not exist. None when it does (or none is
@@ -912,6 +931,38 @@ class Reconciler:
                 yield
         finally:
             self._workers.release()
+
+    @contextlib.asynccontextmanager
+    async def _progress_shown(self, current: PassState) -> AsyncIterator[None]:
+        """Write the in-progress status (Installing, Upgrading, ...) if the action in the block still runs after
+        `settings.progress_after` seconds, and be done with that write when the block ends.
+
+        A write before every action cost each deploy a status PATCH and a watch event to every watcher, for a
+        state most actions leave within a second. A write that has begun is awaited, never cancelled: landing
+        after the outcome's write, it would set the status back. It failing only costs the progress shown."""
+        writing = False
+
+        async def show() -> None:
+            nonlocal writing
+            await asyncio.sleep(self.settings.progress_after)
+            writing = True
+            await self.report.write(current)
+
+        shown = asyncio.create_task(show(), name=f"progress of {current.name}")
+        try:
+            yield
+        finally:
+            if not writing:
+                shown.cancel()
+            try:
+                await asyncio.wait({shown})
+            except asyncio.CancelledError:
+                shown.cancel()
+                raise
+            if not shown.cancelled() and (error := shown.exception()) is not None:
+                if not isinstance(error, KubeError):
+                    raise error
+                log.warning("HelmRelease %s: could not show the action in progress: %s", current.name, error)
 
     async def _view(
         self, current: PassState, releases: ReleaseView, namespace: str, name: str

@@ -53,6 +53,9 @@ class OperatorSettings:
     #: Take over releases that exist without any owner mark (Flux v1 did). Off: refuse and report.
     adopt_unmarked: bool = True
     drift_detection: bool = True
+    #: Seconds a Helm action runs before the status shows it in progress (Installing, Upgrading, ...); one that
+    #: ends sooner has only its outcome written.
+    progress_after: float = 1.0
     #: The liveness probe fails once a watch stream has shown no life (no event, no bookmark, no accepted watch
     #: request) for this long; watch requests are renewed at a third of it, so a quiet stream shows life within.
     watch_stall_after: float = 180.0
@@ -71,5 +74,7 @@ class OperatorSettings:
             raise ValueError(f"chart_timeout must be positive, not {self.chart_timeout}")
         if not self.resync_interval > 0:
             raise ValueError(f"resync_interval must be positive, not {self.resync_interval}")
+        if not self.progress_after >= 0:
+            raise ValueError(f"progress_after must not be negative, not {self.progress_after}")
         if not self.watch_stall_after > 0:
             raise ValueError(f"watch_stall_after must be positive, not {self.watch_stall_after}")

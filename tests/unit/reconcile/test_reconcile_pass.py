@@ -217,17 +217,51 @@ async def test_an_install_then_rest_and_a_resync_costs_nothing(harness: Harness)
     assert len(harness.kube.state.status_writes) == writes, "and writes no status"
 
 
-async def test_an_install_writes_the_status_twice_before_helm_and_settled_after_it(harness: Harness) -> None:
+async def test_an_install_that_ends_soon_writes_the_status_once_settled(harness: Harness) -> None:
     harness.apply()
     assert await harness.reconcile() == Pass([Reason.INSTALL_SUCCEEDED])
-    before, after = harness.kube.state.status_writes
-    assert [c["reason"] for c in before["conditions"] if c["type"] == "Ready"] == [Reason.PROGRESSING]
+    (settled_write,) = harness.kube.state.status_writes
     settled = sorted(
-        (c["type"], c["status"]) for c in after["conditions"] if c["type"] in ("Ready", "Released")
+        (c["type"], c["status"]) for c in settled_write["conditions"] if c["type"] in ("Ready", "Released")
     )
     assert settled == [("Ready", "True"), ("Released", "True")], (
         "the install's outcome and Ready in one write"
     )
+    assert settled_write["lastAttemptedRevision"] == "6.5.0", "what the progress write held is in it"
+
+
+async def test_an_install_that_runs_on_shows_it_is_in_progress_then_settles(tmp_path: Path) -> None:
+    harness = Harness(tmp_path, settings={"progress_after": 0.01})
+    harness.helm.state.hold = asyncio.Event()
+    harness.apply()
+    running = asyncio.create_task(harness.reconcile())
+    while not harness.kube.state.status_writes:
+        assert not running.done(), running
+        await asyncio.sleep(0.01)
+    (progress,) = harness.kube.state.status_writes
+    assert progress["phase"] == "Installing"
+    assert [c["reason"] for c in progress["conditions"] if c["type"] == "Released"] == [Reason.PROGRESSING]
+    assert harness.helm.operations() == [], "written while helm still runs"
+    harness.helm.state.hold.set()
+    assert await running == Pass([Reason.INSTALL_SUCCEEDED])
+    _, settled = harness.kube.state.status_writes
+    assert settled["phase"] == "Succeeded"
+    assert harness.condition(ConditionType.READY) == READY
+
+
+async def test_a_progress_write_that_fails_costs_only_the_progress_shown(tmp_path: Path) -> None:
+    harness = Harness(tmp_path, settings={"progress_after": 0.0})
+    harness.helm.state.hold = asyncio.Event()
+    harness.kube.state.lost_answers = {1}  # the progress write: its answer is lost (ApiUnavailable)
+    harness.apply()
+    running = asyncio.create_task(harness.reconcile())
+    while not harness.kube.state.status_writes:
+        assert not running.done(), running
+        await asyncio.sleep(0.01)
+    harness.helm.state.hold.set()
+    assert await running == Pass([Reason.INSTALL_SUCCEEDED]), "helm ran, and its outcome was recorded"
+    assert len(harness.kube.state.status_writes) == 2
+    assert harness.condition(ConditionType.READY) == READY
 
 
 async def test_a_resync_reads_neither_the_helmrelease_nor_its_namespace_again(harness: Harness) -> None:
@@ -245,6 +279,23 @@ async def test_a_resync_reads_neither_the_helmrelease_nor_its_namespace_again(ha
     assert (state.helmrelease_reads, state.namespace_reads) == reads, (
         "the body carries the status the last pass left, and the index shows the release in its namespace"
     )
+
+
+async def test_a_namespace_seen_to_exist_is_not_asked_for_again_within_a_minute(harness: Harness) -> None:
+    harness.apply()
+    await harness.reconcile()
+    state = harness.kube.state
+    assert state.namespace_reads == 1
+    harness.apply(releaseName="web-two")  # a release the index does not hold: its namespace is checked
+    assert Reason.INSTALL_SUCCEEDED in (await harness.reconcile()).events
+    assert state.namespace_reads == 1, "seen a moment ago"
+    harness.clock.advance(61)
+    harness.apply(releaseName="web-three")
+    state.namespaces.discard(NAMESPACE)
+    failed = await harness.reconcile()
+    assert failed.error is not None
+    assert failed.error.reason == Reason.TARGET_NAMESPACE_NOT_FOUND, "after a minute the API is asked again"
+    assert state.namespace_reads == 2
 
 
 async def test_the_first_pass_of_an_object_in_a_process_decides_on_the_body_it_was_given(
@@ -296,7 +347,7 @@ async def test_after_a_status_write_whose_answer_was_lost_the_next_pass_reads_th
     harness.apply({"replicas": 4})
     stale = harness.body()
     # The write after the upgrade lands, but its answer is lost: the pass cannot know what the object holds.
-    harness.kube.state.lost_answers = {len(harness.kube.state.status_writes) + 2}
+    harness.kube.state.lost_answers = {len(harness.kube.state.status_writes) + 1}
     failed = await harness.reconcile()
     assert failed.error is not None
     assert failed.error.reason == "ApiUnavailable"
