@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import kopf
 
-from helmrelease.adapters import watch_health
+from helmrelease.adapters import memory, watch_health
 from helmrelease.adapters.kube import KubeError, ObjectRef
 from helmrelease.api.constants import API_VERSION, GROUP, KIND, PLURAL, VERSION, Reason
 from helmrelease.api.sharding import SHARD_LABEL, shard_finalizer
@@ -82,10 +82,14 @@ def build_registry(operator_settings: OperatorSettings, dependencies: Any) -> ko
         # Our own Events say what happened; kopf would add one per handler run (every resync) at INFO.
         settings_.posting.level = logging.WARNING
         memo.reconciler = await dependencies(operator_settings)
+        memo.trimming = asyncio.create_task(memory.release_free_memory_periodically(), name="malloc_trim")
         logger.info("helmrelease operator ready: %s", memo.reconciler.describe())
 
     @kopf.on.cleanup(id="close", registry=registry)
     async def close(memo: kopf.Memo, **_: Any) -> None:
+        trimming: asyncio.Task[None] | None = getattr(memo, "trimming", None)
+        if trimming is not None:
+            trimming.cancel()
         reconciler: Reconciler | None = getattr(memo, "reconciler", None)
         if reconciler is not None:
             await reconciler.close()
