@@ -10,6 +10,7 @@ wait for, so a pass decides on what its own actions reported, as in production.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import dataclasses
 import datetime as dt
@@ -81,6 +82,8 @@ class HelmState:
     """What all views of the fake helm share: the releases and what was run."""
 
     releases: dict[tuple[str, str], list[StoredRevision]] = field(default_factory=dict)
+    #: While set and not yet set free, every deploy waits for it (a helm that takes its time).
+    hold: asyncio.Event | None = None
     #: Deploys of these values fail as the chart's fault (the API server rejects an object): a failed revision.
     rejects: Callable[[Mapping[str, Any]], bool] = never
     #: Deploys of these values fail before Helm writes a revision (a template that does not render).
@@ -149,6 +152,8 @@ class FakeHelm:
         action: DeployAction,
     ) -> Release:
         state = self.state
+        if state.hold is not None:
+            await state.hold.wait()
         operation = (options.description or action.value).split(" ")[0]  # install, upgrade or adopt
         self._call(operation, namespace, release)
         labels = dict(options.labels)
