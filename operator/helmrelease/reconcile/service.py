@@ -175,6 +175,8 @@ class Reconciler:
         self._known_status: dict[tuple[str, str], bytes] = {}
         self._object_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._workers = asyncio.Semaphore(settings.workers)
+        #: Passes past their release lock at once (see `PASSES_PER_WORKER`).
+        self._in_flight = asyncio.Semaphore(PASSES_PER_WORKER * settings.workers)
         #: With peering, replicas claim a release before running Helm on it (`claims`); standalone needs no claim.
         self.claims = (
             ReleaseClaims(kube, settings.claim_identity) if settings.claim_identity is not None else None
@@ -235,7 +237,7 @@ class Reconciler:
             current = await self._start(body)
             if current.hr.deleting:
                 return None
-            async with self._release_lock(current.hr):
+            async with self._release_lock(current.hr), self._in_flight:
                 # Another pass (a resync, a values change) may have finished while this one waited for the lock:
                 # the status in `body` is then stale, and deciding on it would repeat that pass's upgrade. Only
                 # this operator writes the status, so a body carrying the status its last pass left is not stale
@@ -1007,6 +1009,12 @@ class Reconciler:
         async with lock:
             yield
 
+
+#: Passes that may fetch charts, build values and wait for a Helm worker at once, per worker: enough to keep every
+#: worker busy with the next pass ready, few enough that 1000 HelmReleases created at once do not each hold their
+#: chart, values and decision in memory until a worker is free (what the reconcile workers of controller-runtime
+#: bound too). The others wait after parsing, holding only their object.
+PASSES_PER_WORKER = 4
 
 #: `_known_status` of an object a pass of this process has started on, with no status known to be its last.
 PASSED = b""

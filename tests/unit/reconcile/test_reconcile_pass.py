@@ -40,7 +40,7 @@ from helmrelease.api.status import HelmReleaseStatus
 from helmrelease.reconcile.drift import parse_manifest
 from helmrelease.reconcile.errors import ReconcileError
 from helmrelease.reconcile.releases import owner_labels
-from helmrelease.reconcile.service import MAX_STEPS, RETRY_SOON, Reconciler
+from helmrelease.reconcile.service import MAX_STEPS, PASSES_PER_WORKER, RETRY_SOON, Reconciler
 from helmrelease.reconcile.settings import OperatorSettings
 
 NAME, NAMESPACE, RELEASE = "web", "apps", "apps-web"
@@ -1118,3 +1118,41 @@ async def test_each_decision_is_one_log_line_with_its_fields(
     assert (
         told[0].getMessage().startswith(f"HelmRelease {NAMESPACE}/{NAME}: install ReleaseAbsent succeeded (")
     )
+
+
+async def test_passes_that_wait_for_a_helm_worker_are_bounded_and_all_run(tmp_path: Path) -> None:
+    """1000 HelmReleases created at once: only a few passes at a time fetch a chart and build values ahead of the
+    Helm workers; the others wait holding only their object, and each gets its turn."""
+    harness = Harness(tmp_path, ReleaseIndex, {"workers": 1})
+    harness.apply()
+    template, count = harness.body(), 5 * PASSES_PER_WORKER
+    bodies = []
+    for index in range(count):
+        body = copy.deepcopy(template)
+        body["metadata"].update(name=f"web{index}", uid=f"uid-{index}")
+        harness.kube.state.helmreleases[NAMESPACE, f"web{index}"] = body
+        bodies.append(body)
+    harness.helm.state.hold = asyncio.Event()
+    done: list[object] = []
+    ahead: list[int] = []
+    fetch = harness.charts.fetch
+
+    async def counted(source: Any) -> Any:
+        ahead.append(len(harness.charts.fetched) + 1 - len(done))  # passes with a chart, not yet finished
+        return await fetch(source)
+
+    harness.charts.fetch = counted  # type: ignore[method-assign]
+    harness.index.sync()
+
+    async def reconcile(body: dict[str, Any]) -> None:
+        await harness.reconciler.reconcile(body, harness.index)
+        done.append(body)
+
+    tasks = [asyncio.create_task(reconcile(body)) for body in bodies]
+    for _ in range(200):  # every pass has had its turns on the loop: those that could get ahead did
+        await asyncio.sleep(0)
+    assert len(harness.charts.fetched) == PASSES_PER_WORKER, "as many ahead as the bound, the rest waiting"
+    harness.helm.state.hold.set()
+    await asyncio.gather(*tasks)
+    assert harness.helm.operations().count("install") == count
+    assert max(ahead) == PASSES_PER_WORKER
