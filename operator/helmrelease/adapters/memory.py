@@ -1,4 +1,4 @@
-"""Hand the C heap's free pages back to the system after a burst.
+"""Hand the C heap's free pages back to the system, on a clock, so a burst's peak does not stay resident.
 
 An install burst (a thousand HelmReleases created at once) peaks well above what the operator keeps once it is over,
 and glibc's malloc keeps the freed pages in its heap: the resident size stays at the peak for good, which is what a
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import logging
 from collections.abc import Callable
 from typing import Final
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 TRIM_EVERY: Final = 30.0
 
 
+@functools.cache  # looked up once: every trim used to open the C library again
 def _malloc_trim() -> Callable[[int], int] | None:
     try:
         trim = ctypes.CDLL(None).malloc_trim
