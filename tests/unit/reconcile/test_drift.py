@@ -6,8 +6,9 @@ import datetime
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
+from ruamel.yaml import YAML
 
 from helmrelease.reconcile import drift
 from helmrelease.reconcile.drift import (
@@ -336,3 +337,92 @@ def test_a_packed_manifest_is_smaller_than_its_text() -> None:
     packed = drift.pack_objects(parse_manifest(MANIFEST, "apps"))
     assert packed is not None
     assert len(packed) < len(MANIFEST.encode())
+
+
+# The libyaml reading of a manifest must build what ruamel's YAML 1.2 reading builds, or leave it to ruamel.
+def _ruamel(text: str) -> str:
+    try:
+        return repr(list(YAML(typ="safe", pure=True).load_all(text)))
+    except Exception as error:
+        return type(error).__name__
+
+
+def _ours(text: str) -> str:
+    try:
+        return repr(drift._yaml12_documents(text))
+    except Exception as error:
+        return type(error).__name__
+
+
+_PLAIN = st.text(alphabet="0123456789_.-+eEoxbOXBtrufalsnyYNTF~:<=!&* ", min_size=0, max_size=8)
+_SCALAR = st.one_of(
+    _PLAIN,
+    _PLAIN.map(lambda text: f"'{text}'"),
+    st.sampled_from(
+        [
+            "017", "0o17", "0x1F", "0b101", "1_000", "1e3", "1.5e+3", "-.inf", ".NaN", "1:20", "2001-12-14",
+            "yes", "on", "TRUE", "~", "null", "", "!!str 1", "!!binary aGk=", "!foo x", "&a 1", "-0", "+5", "3.",
+        ]
+    ),
+)  # fmt: skip
+
+
+@st.composite
+def _documents(draw: st.DrawFn) -> str:
+    lines = []
+    for index in range(draw(st.integers(1, 6))):
+        key = draw(st.sampled_from(["a", "b", "<<", "a", "1", "true"])) + (
+            "" if draw(st.booleans()) else str(index)
+        )
+        value = draw(_SCALAR)
+        style = draw(st.sampled_from(["plain", "list", "flow"]))
+        if style == "plain":
+            lines.append(f"{key}: {value}")
+        elif style == "list":
+            lines.append(f"{key}:\n  - {value}\n  - {draw(_SCALAR)}")
+        else:
+            lines.append(f"{key}: {{k: {value}, l: [{draw(_SCALAR)}]}}")
+    return "\n".join(lines) + "\n"
+
+
+@settings(max_examples=1000)
+@given(st.lists(_documents(), min_size=1, max_size=3))
+def test_the_libyaml_reading_builds_what_ruamel_builds(documents: list[str]) -> None:
+    text = "---\n" + "---\n".join(documents)
+    assert _ours(text) == _ruamel(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["a: 017\nb: 0o17\nc: 1_000\nd: 1e3\ne: .inf\nf: yes\ng: on\nh: ~\ni:\nj: 0x1F\nk: 1:20\nl: TRUE\n"],
+)
+def test_yaml_1_2_scalars_read_as_ruamel_reads_them(text: str) -> None:
+    assert drift._yaml12_documents(text) == list(YAML(typ="safe", pure=True).load_all(text))
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["a: 2001-12-14\n", "<<: {a: 1}\n", "a: 1\na: 2\n", "a: !!binary aGk=\n", "%YAML 1.1\n---\na: yes\n"],
+)
+def test_what_the_libyaml_reading_does_not_cover_is_read_by_ruamel(
+    text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ruamel = list(YAML(typ="safe", pure=True).load_all(text)) if "a: 2" not in text else None
+    read: list[str] = []
+    real = drift.YAML
+
+    def counting(**kwargs: Any) -> Any:
+        read.append(text)
+        return real(**kwargs)
+
+    monkeypatch.setattr(drift, "YAML", counting)
+    if ruamel is None:
+        assert parse_manifest(text, "ns") == []  # repeated keys: ruamel refuses the manifest, as before
+    else:
+        assert drift._yaml12_documents(text) == ruamel
+    assert read == [text]
+
+
+def test_a_helm_manifest_is_read_by_libyaml_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(drift, "YAML", None)  # calling ruamel would fail the test
+    assert [obj.kind for obj in parse_manifest(MANIFEST, "apps")] == ["ConfigMap", "Deployment", "Service"]
