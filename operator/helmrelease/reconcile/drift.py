@@ -180,12 +180,13 @@ class _Constructor12(pyyaml.constructor.SafeConstructor):  # type: ignore[misc]
         raise _NotPlainData(f"tag {node.tag}")
 
 
-for _tag in _Constructor12.yaml_constructors:
+# SafeConstructor registered its own functions, not methods looked up on the instance: ours replace them. Its map
+# constructor calls `self.construct_mapping`, so it stays.
+for _tag in list(_Constructor12.yaml_constructors):
     if _tag is not None and not _tag.endswith((":str", ":int", ":float", ":bool", ":null", ":seq", ":map")):
         _Constructor12.add_constructor(_tag, _Constructor12.construct_undefined)
 _Constructor12.add_constructor("tag:yaml.org,2002:int", _Constructor12.construct_yaml_int)
 _Constructor12.add_constructor("tag:yaml.org,2002:float", _Constructor12.construct_yaml_float)
-_Constructor12.add_constructor("tag:yaml.org,2002:map", _Constructor12.construct_yaml_map)
 
 
 def _loader12() -> type | None:
