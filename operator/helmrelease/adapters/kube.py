@@ -1,7 +1,8 @@
 """Kubernetes API access for the reconciler and the image-policy sidecar.
 
-The official client is synchronous; every call runs in a worker thread so the event loop never blocks. API errors are
-converted once, here, into `KubeError` subclasses; the reconcile core decides what each means for a retry.
+REST calls go from the event loop over aiohttp (adapters.apiserver_http), configured by the official client's
+`Configuration`; the official client itself (synchronous) serves only API discovery, in a worker thread. API errors
+are converted once, here, into `KubeError` subclasses; the reconcile core decides what each means for a retry.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from kubernetes.client.rest import RESTResponse
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
+from helmrelease.adapters.apiserver_http import ApiTransport, TransportError
 from helmrelease.api import bounded_json
 from helmrelease.api.constants import GROUP, PLURAL, VERSION
 
@@ -41,11 +43,11 @@ T = TypeVar("T")
 #: Where a Pod's service account namespace is mounted.
 SERVICE_ACCOUNT_NAMESPACE: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
-#: Seconds to connect to the API server, and to wait for each read of its answer. The client's own default is to
-#: wait forever: an API server that stopped answering (a blackholed address, a hung proxy) held a worker thread for
-#: good. Every call here is a small read or patch that a working API server answers in milliseconds; the client's
-#: transport retries a failed connect (and a timed-out GET) three times, so a dead server costs a call about 40 s
-#: (120 s for a GET that connected), not forever.
+#: Seconds to connect to the API server, and to wait for each read of its answer. The kubernetes client's own
+#: default is to wait forever: an API server that stopped answering (a blackholed address, a hung proxy) held a
+#: worker for good. Every call here is a small read or patch that a working API server answers in milliseconds; a
+#: call is not tried again (the caller's pass is), so a dead server costs it 10 s, one that connected and went
+#: silent 30 s. API discovery (the kubernetes client's transport) retries a connect three times.
 REQUEST_TIMEOUT: Final = (10.0, 30.0)
 
 
@@ -381,6 +383,22 @@ def _leases(namespace: str) -> str:
     return f"/apis/coordination.k8s.io/v1/namespaces/{_path(namespace)}/leases"
 
 
+#: Bytes of answers decoded on the event loop; more go to a worker thread (a tenant's object may be huge, and
+#: decoding it must not stall every other release). Objects of a chart are a few KiB.
+DECODE_ON_LOOP_MAX: Final = 256 * 1024
+
+
+async def _decoded(raws: Sequence[bytes]) -> list[Any]:
+    """The answers decoded with the bounded decoder: on the loop when small, else in one worker thread."""
+    if sum(len(raw) for raw in raws) <= DECODE_ON_LOOP_MAX:
+        return [bounded_json.loads(raw) for raw in raws]
+    return await asyncio.to_thread(lambda: [bounded_json.loads(raw) for raw in raws])
+
+
+def _as_object(decoded: Any) -> dict[str, Any]:
+    return decoded if isinstance(decoded, dict) else {}
+
+
 class KubeClient:
     """Async facade over the parts of the Kubernetes API this operator uses.
 
@@ -400,6 +418,14 @@ class KubeClient:
         self._impersonate: dict[str, str] = {}
         self._operator = self
         self._impersonated: dict[str, KubeClient] = {}
+        #: The connection pool of REST calls; an impersonating client sends through its operator's.
+        self._transport = ApiTransport(
+            api_client.configuration, getattr(api_client, "request_timeout", REQUEST_TIMEOUT)
+        )
+
+    async def close(self) -> None:
+        """Close the connection pool of REST calls (the caller closes the `ApiClient` it gave)."""
+        await self._transport.close()
 
     def impersonating(self, namespace: str, service_account: str) -> KubeClient:
         """The same API acting as `system:serviceaccount:<namespace>:<service_account>` (multi-tenancy).
@@ -485,7 +511,7 @@ class KubeClient:
 
     # --- HelmRelease objects --------------------------------------------------------------------------------------
 
-    def _send(
+    async def _send(
         self,
         method: str,
         path: str,
@@ -493,30 +519,20 @@ class KubeClient:
         body: Any = None,
         content_type: str | None = None,
     ) -> bytes:
-        """One blocking REST call; the response body undecoded (the client's own ``json.loads`` raises
-        RecursionError on the objects nested 10,000 deep that the apiserver accepts). A status that is not 2xx
-        raises the client's `ApiException`, as its generated APIs do."""
-        headers = {"Accept": "application/json"}
+        """One REST call from the event loop (see adapters.apiserver_http); the response body undecoded (the
+        client's own ``json.loads`` raises RecursionError on the objects nested 10,000 deep that the apiserver
+        accepts). A status that is not 2xx raises the client's `ApiException`, as its generated APIs do; no answer
+        at all raises `TransportError`."""
+        headers = {**self.api_client.default_headers, "Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = content_type or "application/json"
-        request = self.api_client.param_serialize(
-            method=method,
-            resource_path=path,
-            query_params=list((query or {}).items()),
-            header_params=headers,
-            body=body,
-            auth_settings=["BearerToken"],
-        )
-        response = self.api_client.call_api(*request)
-        try:
-            data = bytes(response.read() or b"")  # type: ignore[no-untyped-call]  # the client is untyped here
-        finally:
-            response.response.release_conn()
-        if not 200 <= response.status <= 299:
-            raise ApiException.from_response(
-                http_resp=response, body=data.decode("utf-8", "replace"), data=None
-            )
-        return data
+        answer = await self._operator._transport.send(method, path, query=query, body=body, headers=headers)
+        if not 200 <= answer.status <= 299:
+            error = ApiException(status=answer.status, reason=answer.reason)
+            error.body = answer.data.decode("utf-8", "replace")
+            error.headers = answer.headers
+            raise error
+        return answer.data
 
     async def _request(
         self,
@@ -527,12 +543,18 @@ class KubeClient:
         body: Any = None,
         content_type: str | None = None,
     ) -> bytes:
-        return await self._call(what, self._send, method, path, query, body, content_type)
+        """`_send`, every failure converted once into a `KubeError`."""
+        try:
+            return await self._send(method, path, query, body, content_type)
+        except ApiException as error:
+            raise _convert(error, what) from None
+        except TransportError as error:
+            raise ApiUnavailable(f"{what}: the Kubernetes API server is unavailable: {error}") from None
 
     async def _get(self, what: str, path: str, query: Mapping[str, str] | None = None) -> dict[str, Any]:
         """A GET whose answer is decoded with the bounded decoder (objects are tenant input)."""
         raw = await self._request(what, "GET", path, query)
-        decoded = await asyncio.to_thread(bounded_json.loads, raw)
+        (decoded,) = await _decoded([raw])
         return decoded if isinstance(decoded, dict) else {}
 
     async def get_helmrelease(self, namespace: str, name: str) -> dict[str, Any]:
@@ -764,9 +786,9 @@ class KubeClient:
     async def get_objects(self, refs: Sequence[ObjectRef]) -> list[dict[str, Any] | None]:
         """The live objects, in order; None for one that (or whose kind) does not exist. The first failure raises.
 
-        All of them are read one after the other in one worker thread, and decoded there (bounded: they are tenant
-        input), as plain GETs: a drift check costs one hop off the event loop, not one per object, and none of the
-        dynamic client's per-request work (most of a resync's CPU was that and the hops).
+        Read one after the other from the event loop as plain GETs, and decoded together (bounded: they are
+        tenant input): none of the dynamic client's per-request work, and no thread hop per object (most of a
+        resync's CPU was those).
         """
         paths: list[tuple[str, str | None]] = []
         for ref in refs:
@@ -777,25 +799,15 @@ class KubeClient:
                 paths.append((what, None))
                 continue
             paths.append((what, _object_path(resource, ref.namespace, ref.name)))
-
-        def read_all() -> list[dict[str, Any] | None]:
-            return [None if path is None else self._read_object(what, path) for what, path in paths]
-
-        return await self._call("live objects", read_all)
-
-    def _read_object(self, what: str, path: str) -> dict[str, Any] | None:
-        """One GET, blocking: the object decoded, None when it does not exist; a failure as `KubeError`."""
-        try:
-            data = self._send("GET", path)
-        except ApiException as error:
-            converted = _convert(error, what)
-            if isinstance(converted, NotFound):
-                return None
-            raise converted from None
-        except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as error:
-            raise _unavailable(error, what) from None
-        found: dict[str, Any] = bounded_json.loads(data)
-        return found
+        raws: list[bytes | None] = []
+        for what, path in paths:
+            try:
+                raws.append(None if path is None else await self._request(what, "GET", path))
+            except NotFound:
+                raws.append(None)
+        decoded = await _decoded([raw for raw in raws if raw is not None])
+        found = iter(decoded)
+        return [None if raw is None else _as_object(next(found)) for raw in raws]
 
     async def annotate(self, objects: Iterable[ObjectRef], annotations: Mapping[str, str]) -> list[ObjectRef]:
         """Merge-patch annotations onto objects (Flux v1's antecedent marker on every resource of a release),

@@ -388,8 +388,9 @@ async def _run(args: argparse.Namespace, config: _Config) -> int:
     state = TagCacheFile(args.state_dir / FILE_NAME, max_entries=args.registry_cache_size)
     pool = RegistryPool(config.registry, RegistryMetrics.create(metrics), state=state)
     api = api_client(args.kubeconfig)
+    kube = KubeClient(api)
     service = ImagePolicyService(
-        KubeClient(api),
+        kube,
         pool,
         settings=config.settings,
         metrics=AutomationMetrics.create(metrics),
@@ -405,6 +406,7 @@ async def _run(args: argparse.Namespace, config: _Config) -> int:
         return await _serve(args, service, metrics, config.webhook_token)
     finally:
         await pool.close()
+        await kube.close()
         api.close()  # type: ignore[no-untyped-call]
 
 

@@ -337,15 +337,17 @@ async def _inspect_cluster(
 ) -> list[ReleaseReport]:
     api = api_client(args.kubeconfig)
     pool = RegistryPool(config, RegistryMetrics.create(CollectorRegistry()))
+    kube = KubeClient(api)
     try:
         return await inspect_releases(
-            KubeClient(api),
+            kube,
             pool.cycle(),
             namespaces=tuple(dict.fromkeys(args.namespace)),
             operator_credentials=credentials,
         )
     finally:
         await pool.close()
+        await kube.close()
         api.close()  # type: ignore[no-untyped-call]
 
 

@@ -116,9 +116,11 @@ class HistorySettings(ClusterSettings):
 @contextlib.asynccontextmanager
 async def kube_client(settings: ClusterSettings) -> AsyncIterator[KubeClient]:
     api = api_client(settings.kubeconfig, context=settings.context)
+    client = KubeClient(api)
     try:
-        yield KubeClient(api)
+        yield client
     finally:
+        await client.close()
         api.close()  # type: ignore[no-untyped-call]
 
 

@@ -36,6 +36,9 @@ class KubeApi(Protocol):
 
     def impersonating(self, namespace: str, service_account: str) -> KubeApi: ...
 
+    async def close(self) -> None:
+        """Close what the calls hold open (connections), once the operator stops."""
+
     async def get_helmrelease(self, namespace: str, name: str) -> dict[str, Any]: ...
 
     async def patch_helmrelease_status(

@@ -193,6 +193,7 @@ class Reconciler:
 
     async def close(self) -> None:
         await self.urls.close()
+        await self.kube.close()
 
     # --- entry points -------------------------------------------------------------------------------------------
 

@@ -72,6 +72,7 @@ async def apiserver(tmp_path: Path) -> AsyncIterator[Apiserver]:
             yield Apiserver(mock, client, released)
         finally:
             released.set()
+            await client.close()
             client.api_client.close()
 
 
@@ -154,7 +155,7 @@ async def test_an_api_server_that_stops_answering_is_unavailable_after_the_read_
         )
     assert str(raised.value) == (
         "status of HelmRelease apps/web: the Kubernetes API server is unavailable: "
-        f"Read timed out. (read timeout={TIMEOUT[1]})"
+        f"no answer within {TIMEOUT[1]:g}s (the read timeout)"
     )
     assert time.monotonic() - started < 2  # a PATCH is not retried by the transport: one read timeout
     assert len(apiserver.mock) == 1
@@ -196,9 +197,9 @@ async def test_a_blackholed_api_server_is_unavailable_after_the_connect_timeout(
         await asyncio.wait_for(client.namespace_exists("apps"), BOUND)
     assert str(raised.value) == (
         "Namespace apps: the Kubernetes API server is unavailable: "
-        f"Connection to 127.0.0.1 timed out. (connect timeout={TIMEOUT[0]})"
+        f"no connection within {TIMEOUT[0]:g}s (the connect timeout)"
     )
-    assert time.monotonic() - started < 4  # four attempts (the transport retries a connect three times)
+    assert time.monotonic() - started < 2  # one attempt: a connect that timed out is not tried again
 
 
 def test_no_kubeconfig_is_the_adapters_own_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

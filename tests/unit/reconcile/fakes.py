@@ -338,6 +338,9 @@ class FakeKube:
     def identity(self) -> str | None:
         return self._identity
 
+    async def close(self) -> None:
+        return None
+
     def impersonating(self, namespace: str, service_account: str) -> FakeKube:
         return FakeKube(self.helm, self.state, f"ServiceAccount {namespace}/{service_account}")
 
