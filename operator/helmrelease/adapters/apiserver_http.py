@@ -125,8 +125,9 @@ class ApiTransport:
         body: Any,
         headers: Mapping[str, str],
     ) -> Answer:
-        """One request; raises `TransportError` when no answer came. A connection the server closed while idle is
-        tried once more (urllib3 did the same)."""
+        """One request; raises `TransportError` when no answer came. A request the server hung up on (a pooled
+        connection it had just closed as idle) is sent once more on a new connection: by aiohttp for the idempotent
+        methods, here for PATCH (the merge patches sent here are idempotent too). A POST is not sent twice."""
         url = URL(self._base + path, encoded=True)  # paths are built quoted (names come from tenants)
         if query:
             url = url.update_query(dict(query))
@@ -146,8 +147,8 @@ class ApiTransport:
                     return Answer(
                         response.status, response.reason or "", response.headers, await response.read()
                     )
-            except aiohttp.ServerDisconnectedError as error:
-                if attempt == 2:
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as error:
+                if attempt == 2 or method != "PATCH" or isinstance(error, aiohttp.ClientConnectorError):
                     raise TransportError(problem(error, self._request_timeout)) from None
             except (TimeoutError, aiohttp.ClientError, OSError) as error:
                 raise TransportError(problem(error, self._request_timeout)) from None

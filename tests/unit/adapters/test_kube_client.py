@@ -3,9 +3,12 @@ and what the client's failures become."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import socket
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -124,6 +127,76 @@ async def test_a_connection_dropped_mid_request_is_the_api_server_unavailable() 
         with pytest.raises(ApiUnavailable, match="the Kubernetes API server is unavailable"):
             await unreachable_client(port).get_helmrelease("apps", "web")
         thread.join()
+
+
+class HangingUpServer:
+    """A plain-HTTP API server that answers the first request on each connection with ``{}`` and keeps the
+    connection open, and hangs up without an answer on any later request on it: what a client meets when it reuses
+    a connection the server has just closed as idle. With `answer_none`, it hangs up on every request."""
+
+    def __init__(self, *, answer_none: bool = False) -> None:
+        self.answer_none = answer_none
+        self.connections = 0
+        self.requests = 0
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        answered = False
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                self.requests += 1
+                if answered or self.answer_none:
+                    return
+                body = b"{}"
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                    + body
+                )
+                await writer.drain()
+                answered = True
+        except asyncio.IncompleteReadError:
+            return
+        finally:
+            writer.close()
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[KubeClient]:
+        server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        configuration = k8s.Configuration()
+        configuration.host = f"http://127.0.0.1:{port}"
+        client = KubeClient(k8s.ApiClient(configuration))
+        try:
+            async with server:
+                yield client
+        finally:
+            await client.close()
+
+
+@pytest.mark.parametrize("method", ["GET", "PATCH"])
+async def test_a_request_hung_up_on_is_sent_once_more_on_a_new_connection(method: str) -> None:
+    server = HangingUpServer()
+    async with server.running() as client:
+        for _ in range(2):  # the second goes out on the pooled connection, and is hung up on
+            assert await client._send(
+                method, "/api/v1/namespaces/apps", body={} if method == "PATCH" else None
+            )
+    assert (server.connections, server.requests) == (2, 3)
+
+
+@pytest.mark.parametrize(("method", "sent"), [("GET", 2), ("PATCH", 2), ("POST", 1)])
+async def test_a_server_that_hangs_up_on_every_request_is_unavailable(method: str, sent: int) -> None:
+    """Twice at most, and a POST (an Event, a Lease) once: sent twice, it could be created twice."""
+    server = HangingUpServer(answer_none=True)
+    async with server.running() as client:
+        with pytest.raises(ApiUnavailable) as raised:
+            await client._request("Namespace apps", method, "/api/v1/namespaces/apps", body={"a": 1})
+    assert str(raised.value) == (
+        "Namespace apps: the Kubernetes API server is unavailable: "
+        "the server closed the connection without an answer"
+    )
+    assert (server.connections, server.requests) == (sent, sent)
 
 
 def pool_error(error: Exception) -> Exception:
