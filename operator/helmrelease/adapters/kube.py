@@ -594,8 +594,8 @@ class KubeClient:
             body=dict(patch),
             content_type="application/merge-patch+json",
         )
-        stored: dict[str, Any] = await asyncio.to_thread(bounded_json.loads, raw)
-        return stored
+        (stored,) = await _decoded([raw])
+        return _as_object(stored)
 
     async def json_patch_helmrelease(
         self, namespace: str, name: str, operations: list[dict[str, Any]]

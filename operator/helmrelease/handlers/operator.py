@@ -45,6 +45,11 @@ def _map(error: ReconcileError) -> kopf.TemporaryError | kopf.PermanentError:
     return kopf.PermanentError(str(error))
 
 
+def _not_helm(value: Any, **_: Any) -> bool:
+    """A Secret's `owner` label (`value`, None when absent) is not Helm's, the label of its release storage."""
+    return bool(value != "helm")
+
+
 def build_registry(operator_settings: OperatorSettings, dependencies: Any) -> kopf.OperatorRegistry:
     """All handlers, bound to `settings`; `dependencies` is an async factory of the `Reconciler` (see cli.run)."""
     registry = kopf.OperatorRegistry()
@@ -240,18 +245,12 @@ def build_registry(operator_settings: OperatorSettings, dependencies: Any) -> ko
                 "ConfigMap", namespace, name, memo, kwargs["values_sources"], kwargs["helm_releases"], logger
             )
 
-    @kopf.on.event("", "v1", "secrets", id="secret_changed", registry=registry)
+    # Not Helm's own storage (the helm_releases index reads those): by kopf's filter, so that the two writes of
+    # every deploy's storage Secret cost kopf no handler run (and no log record) of this handler.
+    @kopf.on.event("", "v1", "secrets", id="secret_changed", labels={"owner": _not_helm}, registry=registry)
     async def secret_changed(
-        type: str,
-        namespace: str | None,
-        name: str,
-        labels: Mapping[str, str],
-        memo: kopf.Memo,
-        logger: kopf.Logger,
-        **kwargs: Any,
+        type: str, namespace: str | None, name: str, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any
     ) -> None:
-        if labels.get("owner") == "helm":
-            return  # Helm's own storage: the helm_releases index reads those
         if type in ("MODIFIED", "ADDED", "DELETED"):
             await _source_changed(
                 "Secret", namespace, name, memo, kwargs["values_sources"], kwargs["helm_releases"], logger
