@@ -19,10 +19,10 @@ The gates and the log are those of `tests/support/helm_wrapper.py` (the same arm
 so `Gate.wait_held`, `Gate.open` and `calls(<file name>)` work unchanged; each write is one "invocation" whose
 subcommand is the name of the file written, and which is `finished` once it reached its rename.
 
-API requests with a body (a POST, a PATCH; the kube client sends through `http.client`, which raises `http.client.send`
-with the plain bytes, before TLS) are gated the same way at BEFORE: the request line and headers are out, the body
-is not, so a kill there means the server never acts on it. Such a request is named `<METHOD> <resource>`, an Event
-`POST events <reason>` (its release the object it is about):
+API requests with a body (a POST, a PATCH) are gated the same way at BEFORE: `adapters.apiserver_http` raises the audit
+event `helmrelease.kube.request` with the method, path and body just before a request goes out, so a kill there means
+the server never acts on it. Such a request is named `<METHOD> <resource>`, an Event `POST events <reason>` (its
+release the object it is about):
 
     gate = gates.arm(BEFORE, "POST events ImageUpdated")   # the tag is patched, its Event not yet sent
 """
@@ -47,8 +47,6 @@ TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[^.]+\.tmp$")
 _inside = threading.local()
 _calls = itertools.count()
 _open_calls = {{}}
-_requests = {{}}  # id(connection) -> (method, path) of the request whose headers it sent last
-REQUEST_LINE = re.compile(rb"^(?P<method>[A-Z]+) (?P<path>/[^ ?]*)[^ ]* HTTP/1\.[01]\r\n")
 
 
 #: GATE FUNCTIONS
@@ -85,23 +83,13 @@ def request_name(method, path, body):
     return name, release, namespace
 
 
-def request_sent(connection, data):
-    # http.client.send: the headers of a request (remembered), then its body (gated before it goes).
-    if not isinstance(data, (bytes, bytearray)):
+def request_sent(method, path, data):
+    # helmrelease.kube.request: a request about to go out; one with a body is gated before it goes.
+    if not data:
         return
-    data = bytes(data)
-    line = REQUEST_LINE.match(data)
-    if line is not None:
-        _requests[id(connection)] = (line.group("method").decode(), line.group("path").decode())
-        _, _, data = data.partition(b"\r\n\r\n")  # a body sent with the headers, if any
-        if not data:
-            return
-    request = _requests.pop(id(connection), None)
-    if request is None:
-        return
-    sub, release, namespace = request_name(request[0], request[1], data)
+    sub, release, namespace = request_name(method, path.partition("?")[0], data)
     call = f"{{os.getpid()}}-{{next(_calls)}}"
-    record("start", call=call, argv=[request[0], request[1]], subcommand=sub, release=release, namespace=namespace)
+    record("start", call=call, argv=[method, path], subcommand=sub, release=release, namespace=namespace)
     gate("before", sub, release, namespace, call=call)
     record("exit", call=call, returncode=0)
 
@@ -109,13 +97,13 @@ def request_sent(connection, data):
 def hook(event, args):
     # tempfile.mkstemp: about to create the temporary; os.chmod of a descriptor in the same thread right after:
     # it exists, empty (write_atomically sets its mode first); os.rename of it: whole and synced, not yet in place.
-    if event not in ("tempfile.mkstemp", "os.chmod", "os.rename", "http.client.send") or getattr(
+    if event not in ("tempfile.mkstemp", "os.chmod", "os.rename", "helmrelease.kube.request") or getattr(
         _inside, "busy", False
     ):
         return
     _inside.busy = True  # the gate's own renames and opens are not state writes
     try:
-        if event == "http.client.send":
+        if event == "helmrelease.kube.request":
             request_sent(*args)
         elif event == "tempfile.mkstemp":
             name = state_file(args[0])
