@@ -198,13 +198,13 @@ def test_values_600_deep_get_the_condition_and_no_traceback_loop(
 
 
 @pytest.mark.parametrize(
-    "annotation",
-    # The diff base lives in the status now; an annotation of it is what an operator from before left.
-    [f"{PREFIX}/last-handled-configuration", f"{PREFIX}/reconcile.spec"],
+    ("annotation", "operation"),
+    [(f"{PREFIX}/last-handled-configuration", "replace"), (f"{PREFIX}/reconcile.spec", "add")],
     ids=["diff-base", "progress"],
 )
 def test_a_garbled_bookkeeping_annotation_is_ignored_and_named_once(
     annotation: str,
+    operation: str,
     start_operator: StartOperator,
     custom: k8s.CustomObjectsApi,
     core: k8s.CoreV1Api,
@@ -213,18 +213,23 @@ def test_a_garbled_bookkeeping_annotation_is_ignored_and_named_once(
 ) -> None:
     operator = start_operator()
     create_hr(custom, namespace, helmrelease("web", app_chart, {"message": "one"}))
-    # The pass that made it Ready wrote kopf's diff base with its status.
+    # kopf writes its diff base after the handler has written the status: wait for both.
     wait_for_hr(
         custom,
         namespace,
         "web",
-        lambda hr: ready(hr) and "lastHandledConfiguration" in hr.get("status", {}),
+        lambda hr: (
+            ready(hr) and f"{PREFIX}/last-handled-configuration" in hr["metadata"].get("annotations", {})
+        ),
         operator=operator,
         what="Ready, with kopf's diff base written",
     )
+    path = "/metadata/annotations/" + annotation.replace("~", "~0").replace("/", "~1")
     # What a botched `kubectl apply` or a copy of `kubectl get -o yaml` can leave.
-    garbled = {"metadata": {"annotations": {annotation: '{"spec": {"values": {"message": "one"}'}}}
-    custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "web", garbled)
+    garbled = [{"op": operation, "path": path, "value": '{"spec": {"values": {"message": "one"}'}]
+    custom.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, "web", garbled, _content_type="application/json-patch+json"
+    )
     custom.patch_namespaced_custom_object(
         GROUP, VERSION, namespace, PLURAL, "web", {"spec": {"values": {"message": "two"}}}
     )
@@ -263,12 +268,14 @@ def test_values_over_the_annotation_limit_install_without_an_error_loop(
     operator = start_operator(resync_interval=1)
     big = {"message": "big", "blobs": [f"{index:06d}" + "x" * 1000 for index in range(300)]}  # ~300 KiB
     create_hr(custom, namespace, helmrelease("big", app_chart, big))
-    # The pass that made it Ready wrote kopf's diff base with its status.
+    # kopf writes its diff base after the handler that made the release Ready returns: wait for both.
     hr = wait_for_hr(
         custom,
         namespace,
         "big",
-        lambda hr: ready(hr) and "lastHandledConfiguration" in hr.get("status", {}),
+        lambda hr: (
+            ready(hr) and f"{PREFIX}/last-handled-configuration" in hr["metadata"].get("annotations", {})
+        ),
         operator=operator,
         what="Ready and kopf's diff base written",
         timeout=120,

@@ -68,9 +68,6 @@ class HelmReleaseStatus(ApiModel):
     last_handled_reconcile_at: str | None = None
     last_handled_force_at: str | None = None
     last_handled_reset_at: str | None = None
-    #: kopf's diff base (``handlers.bookkeeping``): a digest per stanza of the object as last handled, written with
-    #: the status of the pass that handled it instead of in an annotation of its own (one write less per change).
-    last_handled_configuration: tuple[str, ...] | None = None
 
     @field_validator("phase", mode="before")
     @classmethod
@@ -81,15 +78,6 @@ class HelmReleaseStatus(ApiModel):
     @classmethod
     def _action(cls, value: Any) -> Any:
         return _known_or_none(Action, value)
-
-    @field_validator("last_handled_configuration", mode="before")
-    @classmethod
-    def _digests(cls, value: Any) -> Any:
-        # Anyone who may write the status may garble it: unreadable reads as unset (kopf then handles the object
-        # as new, and the pass decides from the spec and the release).
-        if isinstance(value, list | tuple) and all(isinstance(entry, str) for entry in value):
-            return tuple(value)
-        return None
 
     def condition(self, condition_type: ConditionType) -> Condition | None:
         return next((c for c in self.conditions if c.type == condition_type), None)

@@ -9,11 +9,8 @@ is not JSON (a botched ``kubectl apply``, a copy of ``kubectl get -o yaml``) mak
 ``DigestDiffBaseStorage`` stores one SHA-256 per stanza of the essence instead (``spec``, ``metadata.labels``,
 ``metadata.annotations``; about 250 bytes whatever the spec's size) and, when kopf asks for the old essence, rebuilds
 it from the object: a stanza whose digest matches is the current one, any other is a placeholder, so kopf's diff
-(and ``@kopf.on.update(field="spec")``) sees exactly the stanzas that changed. The digests live in the status
-(``status.lastHandledConfiguration``), where the reconcile pass that handled the object writes them with its own
-status: kopf's annotation PATCH after every handled change (and its watch event to every watcher) is gone, and kopf
-writes them itself only when no pass did (a change no handler acted on). A diff base in the annotation, ours or
-stock kopf's full essence, is still read while the status has none: upgrading costs nothing.
+(and ``@kopf.on.update(field="spec")``) sees exactly the stanzas that changed. An annotation written by stock kopf
+(the full essence) is still read as it was, and replaced by digests at the next change: upgrading costs nothing.
 Unreadable bookkeeping of either kind reads as absent (kopf then handles the object as new, and the reconcile pass
 decides from the spec and the release); ``unreadable_bookkeeping`` lists it so a handler can say so in an Event.
 """
@@ -22,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
@@ -33,12 +30,6 @@ from kopf._core.actions.progression import parse_iso8601
 from helmrelease.api import bounded_json
 
 DIFFBASE_KEY: Final = "last-handled-configuration"
-#: Where in the status the digests are kept (``api.status.HelmReleaseStatus.last_handled_configuration``): a list
-#: of ``<stanza>=<sha256>``, which a merge patch replaces whole (the keys of a map would linger).
-STATUS_FIELD: Final = "lastHandledConfiguration"
-#: The fields of the operator's change handlers (``handlers.operator``): kopf builds its essence with them (which
-#: restores annotations its plain essence drops, kubectl's last-applied copy), so the digests are taken of that.
-HANDLED_FIELDS: Final = ("spec", "metadata.labels", "metadata.annotations")
 #: The top-level key that marks our digest format; a real stanza of that name would be pruned by the CRD schema.
 DIGESTS: Final = "helmrelease-digests/v1"
 #: Annotations kopf keeps under our prefix that are not JSON: the "managed" marker and the touch timestamp.
@@ -108,33 +99,10 @@ def essence_sections(essence: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     return sections
 
 
-def stanza_digests(essence: Mapping[str, Any], prefix: str) -> dict[str, str]:
-    """A digest per stanza of kopf's essence."""
-    return {name: _digest(value) for name, value in sorted(essence_sections(essence, prefix).items())}
-
-
-def digest_entries(essence: Mapping[str, Any], prefix: str) -> tuple[str, ...]:
-    """The digests as ``status.lastHandledConfiguration`` holds them: ``<stanza>=<sha256>``, sorted."""
-    return tuple(f"{name}={digest}" for name, digest in stanza_digests(essence, prefix).items())
-
-
-def parse_entries(value: Any) -> dict[str, str] | None:
-    """The digests of a ``status.lastHandledConfiguration``; None if it is not what we write (anyone who may write
-    the status may garble it)."""
-    if not isinstance(value, list):
-        return None
-    digests: dict[str, str] = {}
-    for entry in value:
-        if not isinstance(entry, str) or "=" not in entry:
-            return None
-        name, _, digest = entry.rpartition("=")
-        digests[name] = digest
-    return digests
-
-
 def encode_digests(essence: Mapping[str, Any], prefix: str) -> str:
-    """The annotation value of the digests (before they moved to the status): compact JSON, one line."""
-    return json.dumps({DIGESTS: stanza_digests(essence, prefix)}, separators=(",", ":"))
+    """The annotation value: a digest per stanza, compact JSON, one line."""
+    digests = {name: _digest(value) for name, value in sorted(essence_sections(essence, prefix).items())}
+    return json.dumps({DIGESTS: digests}, separators=(",", ":"))
 
 
 def decode_diffbase(raw: str) -> dict[str, str] | dict[str, Any]:
@@ -149,12 +117,13 @@ def decode_diffbase(raw: str) -> dict[str, str] | dict[str, Any]:
     return decoded
 
 
-def old_essence(digests: Mapping[str, str], current: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+def old_essence(stored: Mapping[str, Any], current: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     """The essence kopf compares with: current stanzas where the digests match, a placeholder where not.
 
     A stanza stored but absent now reads as its digest, and one present now but not stored is absent: kopf's diff
     then shows exactly the stanzas that were added, removed or changed since the last store.
     """
+    digests: Mapping[str, str] = stored[DIGESTS]
     now = essence_sections(current, prefix)
     old: dict[str, Any] = {}
     for name, digest in digests.items():
@@ -215,33 +184,11 @@ def _outside_essence(field: tuple[str, ...]) -> bool:
     return field[0] == "metadata" and (len(field) == 1 or field[1] not in _KEPT_METADATA)
 
 
-#: Whether the reconcile pass already wrote these digests with the status of HelmRelease (namespace, name).
-WrittenByPass = Callable[[str, str, Sequence[str]], bool]
-
-
-def _never_written(namespace: str, name: str, entries: Sequence[str]) -> bool:
-    return False
-
-
 class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
-    """kopf's diff base as digests in the status, read from the annotation too (see the module docstring).
+    """kopf's annotation diff base, holding digests instead of the essence (see the module docstring)."""
 
-    `written` says whether the pass that just handled an object wrote the digests kopf is about to store: kopf calls
-    ``store`` after the handlers, with the object as the cycle began, so the status it sees predates that write.
-    The operator binds it once the reconciler exists.
-    """
-
-    def __init__(self, *, prefix: str, written: WrittenByPass = _never_written) -> None:
+    def __init__(self, *, prefix: str) -> None:
         super().__init__(prefix=prefix, key=DIFFBASE_KEY)
-        self.written = written
-
-    def handled(self, body: kopf.Body) -> tuple[str, ...]:
-        """The digests kopf stores once a change handler has handled `body`: what its pass writes."""
-        return digest_entries(self._current(body), self.prefix)
-
-    def _current(self, body: kopf.Body) -> kopf.BodyEssence:
-        """The essence kopf compares with, as its change detection builds it (with the handlers' fields)."""
-        return self.build(body=body, extra_fields=HANDLED_FIELDS)
 
     def build(
         self, *, body: kopf.Body, extra_fields: Iterable[dicts.FieldSpec] | None = None
@@ -258,12 +205,6 @@ class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
         return super().build(body=kopf.Body(cast(kopf.RawBody, kept)), extra_fields=fields)
 
     def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
-        status = body.get("status") or {}
-        if STATUS_FIELD in status:
-            digests = parse_entries(status[STATUS_FIELD])
-            if digests is None:
-                return None  # garbled by someone who may write the status: reconcile as if new
-            return cast(kopf.BodyEssence, old_essence(digests, self._current(body), self.prefix))
         for full_key in self.make_keys(self.key, body=body):
             raw = body.metadata.annotations.get(full_key)
             if raw is None:
@@ -274,15 +215,14 @@ class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
                 return None  # reported by the handler (unreadable_bookkeeping); reconcile as if new
             if DIGESTS not in stored:
                 return cast(kopf.BodyEssence, stored)  # a stock kopf essence, from before the upgrade
-            stored_digests = cast(Mapping[str, str], stored[DIGESTS])
-            return cast(kopf.BodyEssence, old_essence(stored_digests, self._current(body), self.prefix))
+            return cast(kopf.BodyEssence, old_essence(stored, self.build(body=body), self.prefix))
         return None
 
     def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
-        entries = digest_entries(cast(Mapping[str, Any], essence), self.prefix)
-        if self.written(body.metadata.namespace or "", body.metadata.name or "", entries):
-            return
-        patch.status[STATUS_FIELD] = list(entries)
+        encoded = encode_digests(cast(Mapping[str, Any], essence), self.prefix)
+        for full_key in self.make_keys(self.key, body=body):
+            patch.metadata.annotations[full_key] = encoded
+        self._store_marker(prefix=self.prefix, patch=patch, body=body)
 
 
 class TolerantProgressStorage(kopf.AnnotationsProgressStorage):

@@ -53,7 +53,6 @@ def _not_helm(value: Any, **_: Any) -> bool:
 def build_registry(operator_settings: OperatorSettings, dependencies: Any) -> kopf.OperatorRegistry:
     """All handlers, bound to `settings`; `dependencies` is an async factory of the `Reconciler` (see cli.run)."""
     registry = kopf.OperatorRegistry()
-    diffbase = DigestDiffBaseStorage(prefix=ANNOTATIONS_PREFIX)
     settings = operator_settings
     jitter = settings.resync_interval * 0.1
     # Every HelmRelease handler, timer and index serves this operator's shard only (api.sharding), by kopf's label
@@ -73,10 +72,10 @@ def build_registry(operator_settings: OperatorSettings, dependencies: Any) -> ko
     async def configure(memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
         settings_: kopf.OperatorSettings = kwargs["settings"]
         settings_.persistence.finalizer = shard_finalizer(operator_settings.shard)
-        # Digests, not the spec, as the diff base (annotations are capped at 256 KiB), in the status the pass
-        # writes anyway; unreadable bookkeeping of either kind reads as absent (see handlers.bookkeeping).
+        # Digests, not the spec, in the diff-base annotation (annotations are capped at 256 KiB); unreadable
+        # bookkeeping of either kind reads as absent (see handlers.bookkeeping).
         settings_.persistence.progress_storage = TolerantProgressStorage(prefix=ANNOTATIONS_PREFIX)
-        settings_.persistence.diffbase_storage = diffbase
+        settings_.persistence.diffbase_storage = DigestDiffBaseStorage(prefix=ANNOTATIONS_PREFIX)
         # Watches that stall silently are kopf's best-known pitfall: bound both sides. The server closes each watch
         # request well within the liveness bound, after a bookmark: even a quiet stream shows it is alive.
         renew = watch_health.server_timeout(settings.watch_stall_after)
@@ -88,7 +87,6 @@ def build_registry(operator_settings: OperatorSettings, dependencies: Any) -> ko
         # Our own Events say what happened; kopf would add one per handler run (every resync) at INFO.
         settings_.posting.level = logging.WARNING
         memo.reconciler = await dependencies(operator_settings)
-        diffbase.written = memo.reconciler.wrote_handled
         memo.trimming = asyncio.create_task(memory.release_free_memory_periodically(), name="malloc_trim")
         logger.info("helmrelease operator ready: %s", memo.reconciler.describe())
 
@@ -142,21 +140,12 @@ def build_registry(operator_settings: OperatorSettings, dependencies: Any) -> ko
                 log.warning("could not post Event for %s/%s: %s", ref.namespace, ref.name, error)
 
     async def _reconcile(
-        memo: kopf.Memo,
-        body: kopf.Body,
-        helm_releases: kopf.Index[Any, Any],
-        *,
-        check_drift: bool,
-        change: bool = False,
+        memo: kopf.Memo, body: kopf.Body, helm_releases: kopf.Index[Any, Any], *, check_drift: bool
     ) -> None:
-        """One pass; for a `change` handler, its status writes carry kopf's diff base of the change."""
         reconciler: Reconciler = memo.reconciler
         await _report_unreadable_bookkeeping(reconciler, body)
-        handled = diffbase.handled(body) if change else None
         try:
-            await reconciler.reconcile(
-                body, ReleaseIndexView(helm_releases), check_drift=check_drift, handled=handled
-            )
+            await reconciler.reconcile(body, ReleaseIndexView(helm_releases), check_drift=check_drift)
         except ReconcileError as error:
             raise _map(error) from None
 
@@ -175,7 +164,7 @@ def build_registry(operator_settings: OperatorSettings, dependencies: Any) -> ko
         GROUP, VERSION, PLURAL, field="metadata.labels", id="reconcile", labels=shard, registry=registry
     )
     async def reconcile(memo: kopf.Memo, body: kopf.Body, **kwargs: Any) -> None:
-        await _reconcile(memo, body, kwargs["helm_releases"], check_drift=False, change=True)
+        await _reconcile(memo, body, kwargs["helm_releases"], check_drift=False)
 
     # Flux v2's reconcile.fluxcd.io/* annotations: a change of them moves no generation, so the spec handler above
     # does not see it. Any other annotation change (kubectl's, a tool's) costs a look at the tokens. Not a `when`
@@ -187,9 +176,7 @@ def build_registry(operator_settings: OperatorSettings, dependencies: Any) -> ko
     async def requested(memo: kopf.Memo, body: kopf.Body, retry: int, **kwargs: Any) -> None:
         if not wants_a_pass(body, retrying=retry > 0):
             return
-        await _reconcile(
-            memo, body, kwargs["helm_releases"], check_drift=settings.drift_detection, change=True
-        )
+        await _reconcile(memo, body, kwargs["helm_releases"], check_drift=settings.drift_detection)
 
     @kopf.timer(
         GROUP,

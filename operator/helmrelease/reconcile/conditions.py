@@ -24,7 +24,6 @@ pass that changes nothing produces an identical status, and no write.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final, TypedDict
@@ -74,7 +73,6 @@ class StatusUpdate(TypedDict, total=False):
     last_handled_reconcile_at: str | None
     last_handled_force_at: str | None
     last_handled_reset_at: str | None
-    last_handled_configuration: tuple[str, ...] | None
 
 
 @dataclass(frozen=True)
@@ -348,17 +346,6 @@ def status_with_handled(
     if reset is not None:
         update["last_handled_reset_at"] = reset
     return previous.model_copy(update=update) if update else previous
-
-
-def status_with_configuration(
-    previous: HelmReleaseStatus, handled: Sequence[str] | None
-) -> HelmReleaseStatus:
-    """Record kopf's diff base of the object a pass handles (``handlers.bookkeeping``); None takes it back."""
-    entries = None if handled is None else tuple(handled)
-    if previous.last_handled_configuration == entries:
-        return previous
-    update: StatusUpdate = {"last_handled_configuration": entries}
-    return previous.model_copy(update=update)
 
 
 #: How to resume, in every Suspended message (the CLI command and the field).

@@ -20,7 +20,7 @@ import datetime as dt
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, NoReturn
 
@@ -167,15 +167,12 @@ class Reconciler:
         self.executor = ActionExecutor(helm, kube)
         self.metrics = metrics if metrics is not None else OperatorMetrics.create(CollectorRegistry())
         self.metrics.workers.set(settings.workers)
-        self.report = Reporter(kube, clock, written=self._status_written)
+        self.report = Reporter(kube, clock, written=self.metrics.status_written)
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         #: Per HelmRelease (namespace, name): `status_key` of the status its last finished pass left in the API,
         #: `PASSED` while a pass runs (or after one that ended without knowing what it left); absent before the
         #: object's first pass in this process.
         self._known_status: dict[tuple[str, str], bytes] = {}
-        #: Per HelmRelease (namespace, name): `_digests_key` of the `last_handled_configuration` its last status
-        #: write carried (see `wrote_handled`).
-        self._handled_written: dict[tuple[str, str], bytes] = {}
         self._object_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._workers = asyncio.Semaphore(settings.workers)
         #: Passes past their release lock at once (see `PASSES_PER_WORKER`).
@@ -206,29 +203,20 @@ class Reconciler:
             metadata = body.get("metadata") or {}
             key = (str(metadata.get("namespace", "")), str(metadata.get("name", "")))
             self._known_status.pop(key, None)
-            self._handled_written.pop(key, None)
             self._waits_told.pop(key, None)
             self.metrics.forget(*key)
         else:
             self.metrics.observe(body, default_git_ref=self.settings.default_git_ref)
 
     async def reconcile(
-        self,
-        body: Mapping[str, Any],
-        releases: ReleaseView,
-        *,
-        check_drift: bool = False,
-        handled: Sequence[str] | None = None,
+        self, body: Mapping[str, Any], releases: ReleaseView, *, check_drift: bool = False
     ) -> None:
-        """Bring the release to the state the HelmRelease declares; raise ReconcileError when it is not there.
-
-        `handled`: kopf's diff base of the change this pass handles (`handlers.bookkeeping`), carried by the pass's
-        status writes, and taken back if the pass ends with an error kopf retries on."""
+        """Bring the release to the state the HelmRelease declares; raise ReconcileError when it is not there."""
         started = time.monotonic()
         ref = _ref(body)
         try:
             with self.metrics.passing(ref.namespace, ref.name):
-                status = await self._reconcile(body, releases, check_drift=check_drift, handled=handled)
+                status = await self._reconcile(body, releases, check_drift=check_drift)
         except ReconcileError:
             self.metrics.pass_finished(PassResult.FAILURE, time.monotonic() - started)
             raise
@@ -243,12 +231,7 @@ class Reconciler:
             )
 
     async def _reconcile(
-        self,
-        body: Mapping[str, Any],
-        releases: ReleaseView,
-        *,
-        check_drift: bool,
-        handled: Sequence[str] | None,
+        self, body: Mapping[str, Any], releases: ReleaseView, *, check_drift: bool
     ) -> HelmReleaseStatus | None:
         """One pass; the status it ended with, None when there was nothing to do (the object is going)."""
         with _api_errors():
@@ -278,16 +261,9 @@ class Reconciler:
                     return None
                 if current.hr.deleting:
                     return None
-                # kopf's diff base of the change handled goes out with the pass's writes (no write of its own);
-                # a pass kopf will retry takes it back, so that the change is still seen as not handled.
-                unhandled = current.status.last_handled_configuration
-                if handled is not None:
-                    current.status = conditions.status_with_configuration(current.status, handled)
                 try:
                     await self._run_pass(current, releases, check_drift=check_drift)
-                except ReconcileError as error:
-                    if error.temporary:
-                        current.status = conditions.status_with_configuration(current.status, unhandled)
+                except ReconcileError:
                     if current.waiting is None:
                         await self._end_pass(current)
                     elif current.acted:
@@ -298,7 +274,6 @@ class Reconciler:
                     raise
                 except Exception:
                     # An API error (or a bug) after an action: what the action did is recorded if it can be.
-                    current.status = conditions.status_with_configuration(current.status, unhandled)
                     with contextlib.suppress(KubeError):
                         await self.report.write(current)
                     raise
@@ -316,19 +291,6 @@ class Reconciler:
         if current.requests:
             self._mark_handled(current)
         await self.report.write(current)
-
-    def _status_written(self, namespace: str, name: str, status: HelmReleaseStatus) -> None:
-        self.metrics.status_written(namespace, name, status)
-        key = (namespace, name)
-        if status.last_handled_configuration is None:
-            self._handled_written.pop(key, None)
-        else:
-            self._handled_written[key] = _digests_key(status.last_handled_configuration)
-
-    def wrote_handled(self, namespace: str, name: str, handled: Sequence[str]) -> bool:
-        """Whether the last status this process wrote for HelmRelease `namespace/name` carried `handled`: kopf's
-        diff-base storage then has nothing to write."""
-        return self._handled_written.get((namespace, name)) == _digests_key(handled)
 
     @staticmethod
     def _mark_handled(current: PassState) -> None:
@@ -1062,11 +1024,6 @@ PASSED = b""
 def status_key(status: HelmReleaseStatus) -> bytes:
     """A short digest of a status, to recognise it again without keeping it (16 bytes per HelmRelease)."""
     return hashlib.blake2b(status.model_dump_json().encode(), digest_size=16).digest()
-
-
-def _digests_key(entries: Sequence[str]) -> bytes:
-    """A short digest of a diff base (16 bytes per HelmRelease)."""
-    return hashlib.blake2b("\n".join(entries).encode(), digest_size=16).digest()
 
 
 def _is_known(known: bytes | None, status: HelmReleaseStatus) -> bool:

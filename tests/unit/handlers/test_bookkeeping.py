@@ -1,5 +1,4 @@
-"""kopf's bookkeeping storages: digests instead of the essence, in the status, exact change detection, unreadable
-input as absent.
+"""kopf's bookkeeping storages: digests instead of the essence, exact change detection, unreadable input as absent.
 
 The storages are driven the way kopf's processing drives them (build, fetch, progress clear, diff, store), with
 kopf's own Body, Patch and diff, so a change in kopf's essence or diff semantics shows here.
@@ -17,14 +16,11 @@ from kopf._cogs.structs import diffs
 
 from helmrelease.handlers.bookkeeping import (
     DIFFBASE_KEY,
-    HANDLED_FIELDS,
-    STATUS_FIELD,
     DigestDiffBaseStorage,
     TolerantProgressStorage,
     UnreadableError,
     decode_diffbase,
     decode_progress,
-    digest_entries,
     encode_digests,
     unreadable_bookkeeping,
 )
@@ -60,97 +56,40 @@ def kopf_diff(raw: dict[str, Any]) -> diffs.Diff | None:
     diffbase, progress = storages()
     body = kopf.Body(raw)
     old = diffbase.fetch(body=body)
-    new = diffbase.build(body=body, extra_fields=HANDLED_FIELDS)
+    new = diffbase.build(body=body, extra_fields=[("spec",)])
     if old is None:
         return None
     return diffs.diff(progress.clear(essence=old), progress.clear(essence=new))
 
 
-def handled(raw: dict[str, Any]) -> kopf.BodyEssence:
-    """kopf's essence of `raw` as a handler gets it (`new`) and kopf stores it."""
-    diffbase, progress = storages()
-    return progress.clear(essence=diffbase.build(body=kopf.Body(raw), extra_fields=HANDLED_FIELDS))
-
-
-def stored(raw: dict[str, Any], diffbase: DigestDiffBaseStorage | None = None) -> dict[str, Any]:
+def stored(raw: dict[str, Any]) -> dict[str, Any]:
     """`raw` after kopf stored its diff base (the patch applied as the apiserver would)."""
-    diffbase = diffbase or storages()[0]
+    diffbase, progress = storages()
+    body = kopf.Body(raw)
+    essence = progress.clear(essence=diffbase.build(body=body, extra_fields=[("spec",)]))
     patch = kopf.Patch()
-    diffbase.store(body=kopf.Body(raw), patch=patch, essence=handled(raw))
+    diffbase.store(body=body, patch=patch, essence=essence)
     result = copy.deepcopy(raw)
-    result["metadata"]["annotations"].update(patch.get("metadata", {}).get("annotations", {}))
-    result["status"].update(patch.get("status", {}))
+    result["metadata"]["annotations"].update(patch["metadata"]["annotations"])
     return result
 
 
-def test_the_diff_base_is_a_few_digests_in_the_status_whatever_the_size_of_the_spec() -> None:
-    raw = hr({"blob": "x" * 1_000_000})
-    big = stored(raw)
-    entries = big["status"][STATUS_FIELD]
-    assert len(json.dumps(entries)) < 400
-    assert [entry.partition("=")[0] for entry in entries] == [
+def test_the_diff_base_is_a_few_digests_whatever_the_size_of_the_spec() -> None:
+    big = stored(hr({"blob": "x" * 1_000_000}))
+    annotation = big["metadata"]["annotations"][DIFFBASE]
+    assert len(annotation) < 400
+    assert set(json.loads(annotation)["helmrelease-digests/v1"]) == {
         "metadata.annotations",
         "metadata.labels",
         "spec",
-    ]
-    assert big["metadata"]["annotations"] == raw["metadata"]["annotations"], "no annotation: no second write"
-
-
-def test_digests_the_pass_already_wrote_are_not_written_again() -> None:
-    raw = hr()
-    seen: list[tuple[str, str, tuple[str, ...]]] = []
-
-    def written(namespace: str, name: str, entries: Any) -> bool:
-        seen.append((namespace, name, tuple(entries)))
-        return True
-
-    patch = kopf.Patch()
-    DigestDiffBaseStorage(prefix=PREFIX, written=written).store(
-        body=kopf.Body(raw), patch=patch, essence=handled(raw)
-    )
-    assert not patch, "kopf has nothing to send"
-    assert seen == [("apps", "web", digest_entries(handled(raw), PREFIX))]
-    assert seen[0][2] == DigestDiffBaseStorage(prefix=PREFIX).handled(kopf.Body(raw)), "what the pass writes"
-
-
-def test_digests_written_by_the_pass_are_read_like_kopfs_own() -> None:
-    raw = hr()
-    raw["status"][STATUS_FIELD] = list(digest_entries(handled(raw), PREFIX))
-    assert kopf_diff(raw) == diffs.Diff([])
-    raw["spec"]["values"] = {"a": 2}
-    diff = kopf_diff(raw)
-    assert diff is not None
-    assert {op.field for op in diff} == {("spec",)}
-
-
-def test_the_status_is_read_before_an_annotation_from_before_the_upgrade() -> None:
-    raw = hr(**{DIFFBASE: encode_digests({"spec": {"old": True}}, PREFIX)})
-    diff = kopf_diff(raw)
-    assert diff is not None
-    assert {op.field for op in diff} == {("spec",), ("metadata",)}
-    raw["status"][STATUS_FIELD] = list(digest_entries(handled(raw), PREFIX))
-    assert kopf_diff(raw) == diffs.Diff([])
-
-
-def test_kubectls_copy_of_the_object_in_an_annotation_is_no_change() -> None:
-    raw = hr(**{"kubectl.kubernetes.io/last-applied-configuration": '{"spec": {}}'})
-    assert kopf_diff(stored(raw)) == diffs.Diff([])
-
-
-@pytest.mark.parametrize("garbled", ["a string", ["spec"], [1], {"spec": "1"}, None])
-def test_garbled_digests_in_the_status_read_as_absent(garbled: Any) -> None:
-    raw = stored(hr())
-    raw["status"][STATUS_FIELD] = garbled
-    assert kopf_diff(raw) is None  # kopf handles the object as new: the reconcile pass decides from the spec
+    }
+    assert big["metadata"]["annotations"][f"{PREFIX}/kopf-managed"] == "yes"
 
 
 def test_nothing_changed_is_no_diff_even_after_status_and_bookkeeping_writes() -> None:
     raw = stored(hr())
     assert kopf_diff(raw) == diffs.Diff([])
-    raw["status"] = {
-        "phase": "Failed",
-        STATUS_FIELD: raw["status"][STATUS_FIELD],
-    }  # a pass's write keeps them
+    raw["status"] = {"phase": "Failed"}
     raw["metadata"]["resourceVersion"] = "11"
     raw["metadata"]["annotations"][f"{PREFIX}/reconcile"] = '{"started": "2026-01-01T00:00:00"}'
     assert kopf_diff(raw) == diffs.Diff([])
@@ -186,8 +125,8 @@ def test_a_stock_kopf_essence_from_before_the_upgrade_is_read_as_it_was() -> Non
     diff = kopf_diff(raw)
     assert diff is not None
     assert [op.field for op in diff] == [("spec", "values", "a")]
-    # The next store writes digests, in the status.
-    assert stored(raw)["status"][STATUS_FIELD] == list(digest_entries(handled(raw), PREFIX))
+    # The next store replaces it with digests.
+    assert "helmrelease-digests/v1" in stored(raw)["metadata"]["annotations"][DIFFBASE]
 
 
 GARBLED_DIFFBASE = [

@@ -155,20 +155,14 @@ class Harness:
         """The HelmRelease as the watch delivers it now (not a read of the pass's)."""
         return copy.deepcopy(self.kube.state.helmreleases[NAMESPACE, NAME])
 
-    async def reconcile(
-        self,
-        *,
-        check_drift: bool = False,
-        body: dict[str, Any] | None = None,
-        handled: tuple[str, ...] | None = None,
-    ) -> Pass:
+    async def reconcile(self, *, check_drift: bool = False, body: dict[str, Any] | None = None) -> Pass:
         """One pass, as a handler call: the index has caught up with everything before it. `body`: the object as
-        the handler got it (by default, as it is now); `handled`: kopf's diff base of the change it handles."""
+        the handler got it (by default, as it is now)."""
         self.index.sync()
         seen = len(self.kube.state.events)
         try:
             await self.reconciler.reconcile(
-                self.body() if body is None else body, self.index, check_drift=check_drift, handled=handled
+                self.body() if body is None else body, self.index, check_drift=check_drift
             )
         except ReconcileError as error:
             return Pass(self.reasons(seen), error)
@@ -234,47 +228,6 @@ async def test_an_install_that_ends_soon_writes_the_status_once_settled(harness:
         "the install's outcome and Ready in one write"
     )
     assert settled_write["lastAttemptedRevision"] == "6.5.0", "what the progress write held is in it"
-
-
-HANDLED = ("metadata.annotations=" + "a" * 64, "spec=" + "b" * 64)
-CHANGED = ("metadata.annotations=" + "a" * 64, "spec=" + "c" * 64)
-
-
-async def test_kopfs_diff_base_of_the_change_is_written_with_the_passs_own_status(harness: Harness) -> None:
-    harness.apply()
-    assert await harness.reconcile(handled=HANDLED) == Pass([Reason.INSTALL_SUCCEEDED])
-    (write,) = harness.kube.state.status_writes
-    assert write["lastHandledConfiguration"] == list(HANDLED), (
-        "the install's outcome and the diff base in one write"
-    )
-    assert harness.reconciler.wrote_handled(NAMESPACE, NAME, HANDLED)
-    assert not harness.reconciler.wrote_handled(NAMESPACE, NAME, CHANGED)
-    assert await harness.reconcile() == Pass([]), "a resync handles no change"
-    assert harness.status.last_handled_configuration == HANDLED
-    assert len(harness.kube.state.status_writes) == 1
-    harness.apply({"replicas": 4})
-    assert await harness.reconcile(handled=CHANGED) == Pass([Reason.UPGRADE_SUCCEEDED])
-    assert harness.status.last_handled_configuration == CHANGED
-    assert harness.reconciler.wrote_handled(NAMESPACE, NAME, CHANGED)
-
-
-async def test_a_change_kopf_retries_is_not_recorded_as_handled(harness: Harness) -> None:
-    harness.apply()
-    await harness.reconcile(handled=HANDLED)
-    harness.apply({"replicas": 4})
-    harness.helm.state.cluster_down = True
-    failed = await harness.reconcile(handled=CHANGED)
-    assert failed.events == [Reason.UPGRADE_FAILED]
-    assert failed.error is not None
-    assert failed.error.temporary, "kopf retries the change"
-    assert harness.status.last_handled_configuration == HANDLED
-    assert not harness.reconciler.wrote_handled(NAMESPACE, NAME, CHANGED), (
-        "so kopf records it if nothing does"
-    )
-    harness.helm.state.cluster_down = False
-    harness.clock.advance(10)
-    assert await harness.reconcile(handled=CHANGED) == Pass([Reason.UPGRADE_SUCCEEDED])
-    assert harness.status.last_handled_configuration == CHANGED
 
 
 async def test_an_install_that_runs_on_shows_it_is_in_progress_then_settles(tmp_path: Path) -> None:
