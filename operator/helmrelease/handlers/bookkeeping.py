@@ -30,9 +30,6 @@ from kopf._core.actions.progression import parse_iso8601
 from helmrelease.api import bounded_json
 
 DIFFBASE_KEY: Final = "last-handled-configuration"
-#: The fields of the operator's change handlers (``handlers.operator``): kopf builds its essence with them (which
-#: restores annotations its plain essence drops, kubectl's last-applied copy), so the old essence is built so too.
-HANDLED_FIELDS: Final = ("spec", "metadata.labels", "metadata.annotations")
 #: The top-level key that marks our digest format; a real stanza of that name would be pruned by the CRD schema.
 DIGESTS: Final = "helmrelease-digests/v1"
 #: Annotations kopf keeps under our prefix that are not JSON: the "managed" marker and the touch timestamp.
@@ -218,8 +215,7 @@ class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
                 return None  # reported by the handler (unreadable_bookkeeping); reconcile as if new
             if DIGESTS not in stored:
                 return cast(kopf.BodyEssence, stored)  # a stock kopf essence, from before the upgrade
-            current = self.build(body=body, extra_fields=HANDLED_FIELDS)
-            return cast(kopf.BodyEssence, old_essence(stored, current, self.prefix))
+            return cast(kopf.BodyEssence, old_essence(stored, self.build(body=body), self.prefix))
         return None
 
     def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:

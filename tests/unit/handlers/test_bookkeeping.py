@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 from typing import Any
 
 import kopf
 import pytest
 from kopf._cogs.structs import diffs
 
-from helmrelease.api.constants import PLURAL
 from helmrelease.handlers.bookkeeping import (
     DIFFBASE_KEY,
-    HANDLED_FIELDS,
     DigestDiffBaseStorage,
     TolerantProgressStorage,
     UnreadableError,
@@ -27,8 +24,6 @@ from helmrelease.handlers.bookkeeping import (
     encode_digests,
     unreadable_bookkeeping,
 )
-from helmrelease.handlers.operator import build_registry
-from helmrelease.reconcile.settings import OperatorSettings
 
 PREFIX = "helmrelease.helm.fluxcd.io"
 DIFFBASE = f"{PREFIX}/{DIFFBASE_KEY}"
@@ -61,7 +56,7 @@ def kopf_diff(raw: dict[str, Any]) -> diffs.Diff | None:
     diffbase, progress = storages()
     body = kopf.Body(raw)
     old = diffbase.fetch(body=body)
-    new = diffbase.build(body=body, extra_fields=HANDLED_FIELDS)
+    new = diffbase.build(body=body, extra_fields=[("spec",)])
     if old is None:
         return None
     return diffs.diff(progress.clear(essence=old), progress.clear(essence=new))
@@ -71,7 +66,7 @@ def stored(raw: dict[str, Any]) -> dict[str, Any]:
     """`raw` after kopf stored its diff base (the patch applied as the apiserver would)."""
     diffbase, progress = storages()
     body = kopf.Body(raw)
-    essence = progress.clear(essence=diffbase.build(body=body, extra_fields=HANDLED_FIELDS))
+    essence = progress.clear(essence=diffbase.build(body=body, extra_fields=[("spec",)]))
     patch = kopf.Patch()
     diffbase.store(body=body, patch=patch, essence=essence)
     result = copy.deepcopy(raw)
@@ -119,11 +114,6 @@ def test_a_change_shows_in_exactly_its_stanza(change: Any, changed: tuple[str, .
     assert {op.field for op in diff} == {changed}
     # What `@kopf.on.update(field="spec")` looks at: only a spec change reaches the reconcile handler.
     assert bool(diffs.reduce(diff, ["spec"])) == (changed == ("spec",))
-
-
-def test_kubectls_copy_of_the_object_in_an_annotation_is_no_change() -> None:
-    raw = stored(hr(**{"kubectl.kubernetes.io/last-applied-configuration": '{"spec": {}}'}))
-    assert kopf_diff(raw) == diffs.Diff([])
 
 
 def test_a_stock_kopf_essence_from_before_the_upgrade_is_read_as_it_was() -> None:
@@ -251,13 +241,3 @@ def test_the_essence_is_kopfs_own_without_its_copy_of_the_whole_object(extra_fie
     assert "status" not in built or extra_fields == [("status", "phase")]
     built.setdefault("spec", {})["changed"] = True  # type: ignore[index]
     assert raw == before, "the essence is a copy: changing it leaves the object alone"
-
-
-def test_the_old_essence_is_built_with_the_fields_of_the_change_handlers(tmp_path: Path) -> None:
-    registry = build_registry(OperatorSettings(state_dir=tmp_path), dependencies=None)
-    fields = {
-        tuple(handler.field)
-        for handler in registry._changing.get_all_handlers()
-        if handler.field and handler.selector is not None and handler.selector.any_name == PLURAL
-    }
-    assert fields == {tuple(field.split(".")) for field in HANDLED_FIELDS}
